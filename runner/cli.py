@@ -1,0 +1,253 @@
+"""gtrun's command line: `run` and `plan` are Hydra apps; `reproduce` and `diff` read run directories.
+
+This module wires and translates errors, nothing else: every step lives in runner.pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from runner import __version__
+from runner.config import CONF_DIR, setup, to_settings
+from runner.errors import GtrunError, RecordError
+from runner.pipeline import Outcome, Pipeline
+from runner.record import COMPARED, Run, artifact_changes, config_changes, resolved
+from runner import sweep
+from runner.sweep import write_status
+
+log = logging.getLogger("gtrun")
+console = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+USAGE = """\
+usage: gtrun <verb> [options] [key=value ...]
+
+verbs:
+  run        compose the config, build and submit the labeling job, record the run
+  plan       everything up to submit, nothing submitted: SQL, object count, request, cost
+  reproduce  a new job from a recorded run; checks SQL, manifest, template, labels and request match
+  diff       which config keys and which artifact hashes differ between two runs
+
+`gtrun run --help` lists the config groups; `gtrun <verb> --help` explains each verb.
+Hydra overrides work as usual: key=value, group=option, +key=value, ~key, -m, --cfg job, --config-dir DIR.
+"""
+
+ENV_VERB = "GTRUN_VERB"
+ENV_REPRODUCE = "GTRUN_REPRODUCE"
+
+
+def fail(message: str, code: int = 2) -> int:
+    console.print(f"[bold red]error:[/bold red] {message}", markup=True, highlight=False, soft_wrap=True)
+    return code
+
+
+# -- run / plan (Hydra) ---------------------------------------------------------------------------
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def _app(cfg: DictConfig) -> None:
+    verb = os.environ.get(ENV_VERB, "run")
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    reproduce_of = os.environ.get(ENV_REPRODUCE)
+    status: dict[str, Any] = {"run_dir": str(run_dir), "verb": verb}
+    try:
+        if reproduce_of:
+            cfg = _lay_recorded(cfg, Run.at(reproduce_of), run_dir)
+        settings = to_settings(cfg)
+        status["dataset"] = settings.source.name
+        pipe = Pipeline(settings, resolved(cfg), now=datetime.now(), console=console)
+        if verb == "plan":
+            outcome = pipe.plan()
+            show_plan(outcome)
+        else:
+            outcome = pipe.run(run_dir)
+            show_run(outcome, run_dir)
+        status.update(status="planned" if verb == "plan" else outcome.job.get("LabelingJobStatus", "submitted"),
+                      objects=outcome.objects, cost_usd=str(outcome.cost.total_usd), job_name=outcome.job_name)
+        if reproduce_of:
+            compare_runs(Run.at(reproduce_of), Run.at(run_dir))
+    except GtrunError as exc:
+        status.update(status="failed", error=str(exc))
+        if verb != "plan":
+            write_status(run_dir, status)
+        if not multirun:
+            sys.exit(fail(str(exc)))
+        console.print(f"[red]{status.get('dataset', run_dir.name)} failed:[/red] {exc}", highlight=False)
+        return
+    if verb != "plan":
+        write_status(run_dir, status)
+
+
+def _lay_recorded(cfg: DictConfig, run: Run, run_dir: Path) -> DictConfig:
+    """The composed config with the recorded one laid on top; saved as this run's config."""
+    merged = OmegaConf.merge(cfg, run.config())
+    assert isinstance(merged, DictConfig)
+    hydra_dir = run_dir / ".hydra"
+    if hydra_dir.is_dir():
+        OmegaConf.save(merged, hydra_dir / "config.yaml")
+    return merged
+
+
+def show_plan(o: Outcome) -> None:
+    out.rule("query.sql")
+    out.print(o.query.sql, soft_wrap=True)
+    if o.query.params:
+        out.print("params: " + ", ".join(f"{n}={v!r}" for n, v in zip(o.query.param_names, o.query.params)))
+    out.rule("first manifest line")
+    out.print(json.dumps(o.first_line, ensure_ascii=False), soft_wrap=True)
+    out.rule("CreateLabelingJob request")
+    out.print_json(json.dumps(o.request))
+    out.rule("estimate")
+    c = o.cost
+    price = f"${c.usd_per_task}" if c.usd_per_task is not None else "no per-task price"
+    out.print(f"{o.objects:,} objects x {c.workers_per_object} workers ({price}): workers ${c.worker_usd} "
+              f"+ Ground Truth fee ${c.fee_usd} = [bold]${c.total_usd}[/bold]")
+    out.print(f"job name: {o.job_name} (nothing submitted)")
+
+
+def show_run(o: Outcome, run_dir: Path) -> None:
+    status = o.job.get("LabelingJobStatus", "submitted")
+    out.print(f"[bold green]submitted[/bold green] {o.job_name}: {o.objects:,} objects, "
+              f"estimated ${o.cost.total_usd}, status {status}")
+    out.print(f"run recorded in {run_dir}")
+    out.print(f"manifest: {o.request['InputConfig']['DataSource']['S3DataSource']['ManifestS3Uri']}")
+
+
+def _hydra(verb: str, args: list[str]) -> int:
+    """Run the Hydra app for `run` / `plan` with the user's overrides."""
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    if not multirun:
+        for a in args:
+            if a.startswith("hydra.run.dir="):
+                target = Path(a.split("=", 1)[1])
+                if target.exists() and any(target.iterdir()):
+                    return fail(f"hydra.run.dir: {target} already exists and is not empty; "
+                                "a run never overwrites another")
+    extra = []
+    if verb == "plan":  # a plan records nothing: no output dir, log to the console only
+        extra = ["hydra.output_subdir=null", "hydra/job_logging=stdout", "hydra.run.dir=."]
+        if multirun:
+            extra = ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
+    os.environ[ENV_VERB] = verb
+    argv = sys.argv
+    sys.argv = ["gtrun", *args, *extra]
+    try:
+        _app()
+    finally:
+        sys.argv = argv
+    if multirun and verb != "plan":
+        return _sweep_exit_code()
+    return 0
+
+
+def _sweep_exit_code() -> int:
+    rows = sweep.last_summary or []
+    return 2 if any(r.get("status") == "failed" for r in rows) else 0
+
+
+# -- reproduce / diff -----------------------------------------------------------------------------
+
+def reproduce(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="gtrun reproduce", description="Run a recorded job again, in a new run directory, "
+        "from its recorded overrides with its recorded config laid on top; then check, hash by hash, "
+        "that the SQL, manifest, template, label config and request (minus the job name) are identical.")
+    parser.add_argument("run", help="a recorded run directory (outputs/runs/...)")
+    parser.add_argument("overrides", nargs="*", help="extra overrides, e.g. hydra.run.dir=...")
+    ns = parser.parse_args(args)
+    try:
+        run = Run.at(ns.run)
+        overrides = [o for o in run.overrides() if not o.startswith(("hydra.", "hydra/"))]
+    except GtrunError as exc:
+        return fail(str(exc))
+    os.environ[ENV_REPRODUCE] = str(run.dir.resolve())
+    try:
+        return _hydra("run", [*overrides, *ns.overrides])
+    finally:
+        os.environ.pop(ENV_REPRODUCE, None)
+
+
+def compare_runs(original: Run, new: Run) -> None:
+    """Print the hash-by-hash comparison; raise when anything differs."""
+    a, b = original.lineage(), new.lineage()
+    table = Table(title=f"reproduce {original.dir.name} -> {new.dir.name}")
+    for col in ("artifact", "original", "reproduced", ""):
+        table.add_column(col)
+    changed = []
+    for name, ha, hb in artifact_changes(a, b):
+        same = ha == hb
+        if not same:
+            changed.append(name)
+        table.add_row(name, (ha or "-")[:12], (hb or "-")[:12], "[green]same[/green]" if same else "[red]DIFFERS[/red]")
+    out.print(table)
+    if changed:
+        keys = config_changes(resolved(original.config()), resolved(new.config()))
+        why = "; ".join(f"{k}: {va!r} -> {vb!r}" for k, va, vb in keys[:5]) or "no config key changed"
+        raise RecordError(f"reproduce: {', '.join(changed)} differ from {original.dir} ({why})")
+    out.print("[bold green]reproduced exactly[/bold green]: " + ", ".join(COMPARED) + ", request")
+
+
+def diff(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="gtrun diff", description="Show which config keys and which "
+                                     "artifact hashes differ between two recorded runs.")
+    parser.add_argument("run_a")
+    parser.add_argument("run_b")
+    ns = parser.parse_args(args)
+    try:
+        a, b = Run.at(ns.run_a), Run.at(ns.run_b)
+        keys = config_changes(resolved(a.config()), resolved(b.config()))
+    except GtrunError as exc:
+        return fail(str(exc))
+    table = Table(title="config keys that differ")
+    for col in ("key", str(a.dir.name), str(b.dir.name)):
+        table.add_column(col, overflow="fold")
+    for key, va, vb in keys:
+        table.add_row(key, repr(va), repr(vb))
+    out.print(table if keys else "config: identical")
+    arts = Table(title="artifacts")
+    for col in ("artifact", "a", "b", ""):
+        arts.add_column(col)
+    for name, ha, hb in artifact_changes(a.lineage(), b.lineage()):
+        arts.add_row(name, (ha or "-")[:12], (hb or "-")[:12], "same" if ha == hb else "DIFFERS")
+    out.print(arts)
+    return 0
+
+
+# -- entry point ----------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    setup()
+    if not args or args[0] in ("-h", "--help", "help"):
+        out.print(USAGE, markup=False)
+        return 0 if args else 2
+    if args[0] == "--version":
+        out.print(f"gtrun {__version__}")
+        return 0
+    verb, rest = args[0], args[1:]
+    if verb in ("run", "plan"):
+        return _hydra(verb, rest)
+    if verb == "reproduce":
+        return reproduce(rest)
+    if verb == "diff":
+        return diff(rest)
+    return fail(f"unknown verb {verb!r}\n\n{USAGE}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Where the bundled config lives, its resolvers, and the step from a composed DictConfig to dataclasses."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from runner.errors import ConfigError
+from runner.schema import GtrunConfig, register_schemas
+
+HOME = Path(__file__).resolve().parent.parent  # the project root: conf/, templates/, data/
+CONF_DIR = HOME / "conf"
+TEMPLATES_DIR = HOME / "templates"
+
+
+def slug(*parts: Any) -> str:
+    """Join the set parts into a lower-case name of letters, digits and hyphens.
+
+    >>> slug("tweets", "NBA2K")
+    'tweets-nba2k'
+    >>> slug("tweets", None)
+    'tweets'
+    """
+    text = "-".join(str(p) for p in parts if p not in (None, "", "None", "null"))
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def setup() -> None:
+    """Register gtrun's schemas and resolvers; safe to call more than once."""
+    register_schemas()
+    OmegaConf.register_new_resolver("gtrun_home", lambda: str(HOME), replace=True)
+    OmegaConf.register_new_resolver("slug", slug, replace=True)
+
+
+def to_settings(cfg: DictConfig) -> GtrunConfig:
+    """The composed config as dataclasses; a missing or wrong value names its key."""
+    try:
+        settings = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "config"
+        msg = str(exc).splitlines()[0]
+        if type(exc).__name__ == "MissingMandatoryValue":
+            raise ConfigError(key, "is required but not set",
+                              f"set it on the command line: {key}=...") from None
+        raise ConfigError(key, msg) from None
+    assert isinstance(settings, GtrunConfig)
+    return settings

@@ -1,0 +1,1 @@
+"""Side effects: query engines, storage, labeling services."""

@@ -1,0 +1,185 @@
+"""Running the source query: DuckDB over local files (the local backend)."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import re
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from runner.build.sql import Query, referenced_columns
+from runner.errors import ConfigError, ManifestError, QueryError
+from runner.schema import DuckDBConfig, SourceConfig
+
+READERS = {".csv": "read_csv", ".tsv": "read_csv", ".parquet": "read_parquet",
+           ".json": "read_json", ".jsonl": "read_json", ".ndjson": "read_json"}
+
+
+def source_files(source: SourceConfig) -> list[Path]:
+    """The files behind `source.files`, each glob expanded; a glob that matches nothing is an error."""
+    if not source.files:
+        raise ConfigError("source.files", "is empty", "the local backend reads the table "
+                          f"{source.database}.{source.table} from these files (CSV, Parquet, JSON lines)")
+    found: list[Path] = []
+    for i, pattern in enumerate(source.files):
+        matches = sorted(glob.glob(str(Path(pattern).expanduser()), recursive=True))
+        if not matches:
+            raise ConfigError(f"source.files[{i}]", f"no file matches {pattern!r}")
+        for m in matches:
+            path = Path(m)
+            if path.suffix.lower() not in READERS:
+                raise ConfigError(f"source.files[{i}]", f"{m}: unknown file type {path.suffix!r}",
+                                  f"use one of {', '.join(sorted(READERS))}")
+            found.append(path)
+    kinds = {READERS[p.suffix.lower()] for p in found}
+    if len(kinds) > 1:
+        raise ConfigError("source.files", f"mixes file types ({', '.join(sorted(kinds))})")
+    return found
+
+
+def fingerprint(files: Sequence[Path]) -> dict[str, str]:
+    """sha256 of each source file, so a run records exactly which data it read."""
+    out = {}
+    for path in files:
+        digest = hashlib.sha256()
+        with open(path, "rb") as src:
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                digest.update(chunk)
+        out[str(path)] = digest.hexdigest()
+    return out
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@dataclass
+class DuckDBSource:
+    """The source table as a DuckDB view over `source.files`."""
+
+    con: duckdb.DuckDBPyConnection
+    source: SourceConfig
+    files: list[Path]
+
+    @classmethod
+    def open(cls, source: SourceConfig, settings: DuckDBConfig) -> DuckDBSource:
+        files = source_files(source)
+        con = duckdb.connect(config={"memory_limit": settings.memory_limit,
+                                     "preserve_insertion_order": True})
+        if settings.threads:
+            con.execute(f"SET threads = {int(settings.threads)}")
+        if settings.temp_directory:
+            con.execute(f"SET temp_directory = {_sql_string(settings.temp_directory)}")
+        reader = READERS[files[0].suffix.lower()]
+        paths = "[" + ", ".join(_sql_string(str(p)) for p in files) + "]"
+        db, table = (f'"{n.replace(chr(34), chr(34) * 2)}"' for n in (source.database, source.table))
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {db}")
+        self = cls(con, source, files)
+        try:
+            con.execute(f"CREATE VIEW {db}.{table} AS SELECT * FROM {reader}({paths})")
+        except duckdb.Error as exc:
+            con.close()
+            raise self._file_error(exc) from None
+        self._describe()  # reads the files' headers now: a malformed file fails here, named
+        return self
+
+    def _describe(self) -> list[str]:
+        try:
+            cur = self.con.cursor()
+            cur.execute(f'SELECT * FROM "{self.source.database}"."{self.source.table}" LIMIT 0')
+            return [d[0] for d in cur.description]
+        except duckdb.Error as exc:
+            raise self._file_error(exc) from None
+
+    def _file_error(self, exc: duckdb.Error) -> QueryError:
+        text = str(exc).strip()
+        named = [str(p) for p in self.files if str(p) in text]
+        where = named[0] if named else ", ".join(map(str, self.files))
+        first = text.splitlines()[0]
+        line = re.search(r"[Ll]ine:? (\d+)", text)
+        return QueryError(f"{where}{':' + line.group(1) if line else ''}: cannot read "
+                          f"{self.source.database}.{self.source.table}: {first}")
+
+    def columns(self) -> list[str]:
+        return self._describe()
+
+    def _error(self, exc: duckdb.Error) -> Exception:
+        """Translate DuckDB's error into one that names the config key at fault."""
+        text = str(exc).strip()
+        missing = (re.search(r'Referenced column "?([^"\s]+)"? not found', text)
+                   or re.search(r'Column "([^"]+)" referenced that exists in the SELECT clause', text))
+        if missing:
+            name = missing.group(1)
+            keys = [k for k, cols in referenced_columns(self.source).items() if name in cols]
+            table = f"{self.source.database}.{self.source.table}"
+            return ConfigError(keys[0] if keys else "source", f"column {name!r} is not in {table}",
+                               f"its columns: {', '.join(self.columns())}")
+        if isinstance(exc, (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException)):
+            return self._file_error(exc)
+        return QueryError(f"source: the query failed: {text.splitlines()[0]}")
+
+    def execute(self, query: Query) -> duckdb.DuckDBPyConnection:
+        cur = self.con.cursor()
+        try:
+            cur.execute(query.sql, list(query.params))
+        except duckdb.Error as exc:
+            raise self._error(exc) from None
+        return cur
+
+    def count(self, query: Query) -> int:
+        (n,) = self.execute(query).fetchone() or (0,)
+        return int(n)
+
+    def rows(self, query: Query, limit: int) -> tuple[list[str], list[dict[str, Any]]]:
+        """The first `limit` rows as dicts, and the column names."""
+        cur = self.execute(query)
+        names = [d[0] for d in cur.description]
+        return names, [dict(zip(names, r)) for r in cur.fetchmany(limit)]
+
+    def output_fields(self, query: Query) -> list[str]:
+        """The query's output columns (runs it with LIMIT 0)."""
+        wrapped = Query(f"SELECT * FROM ({query.sql}) AS q LIMIT 0", query.params,
+                        query.param_names, None)
+        return [d[0] for d in self.execute(wrapped).description]
+
+    def stream_lines(self, lines_query: Query, batch_rows: int = 65_536) -> Iterator[tuple[memoryview, int]]:
+        """The manifest as (bytes, rows) chunks, straight from DuckDB's Arrow buffers.
+
+        `lines_query` yields a `line` column (JSON + newline) and a `bad` flag; the line data of a
+        batch with no nulls is one contiguous buffer, written without a Python object per row.
+        """
+        try:
+            # A relation streams Arrow batches without the extra copy a DB-API cursor makes.
+            relation = self.con.sql(lines_query.sql, params=list(lines_query.params))
+            reader = relation.to_arrow_reader(batch_rows)
+            start = 0
+            for batch in reader:
+                bad = batch.column(1)
+                if bad.true_count:
+                    row = start + bad.to_pylist().index(True) + 1
+                    raise ManifestError(f"row {row}: the data object (source or source-ref) is "
+                                        "empty or not an s3:// URI")
+                yield _contiguous(batch.column(0)), batch.num_rows
+                start += batch.num_rows
+        except duckdb.Error as exc:
+            raise self._error(exc) from None
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def _contiguous(lines: Any) -> memoryview:
+    """The bytes of a string array's values, which are the lines back to back."""
+    offsets = lines.buffers()[1]
+    data = lines.buffers()[2]
+    width = 8 if str(lines.type) == "large_string" else 4
+    fmt = "<q" if width == 8 else "<i"
+    first = struct.unpack_from(fmt, offsets, lines.offset * width)[0]
+    last = struct.unpack_from(fmt, offsets, (lines.offset + len(lines)) * width)[0]
+    return memoryview(data)[first:last]

@@ -1,0 +1,101 @@
+"""Storage for artifacts: a local folder that stands in for S3 (`s3://bucket/key` -> `root/bucket/key`).
+
+Every write is atomic: bytes go to a temporary name next to the final one and are moved into place
+only when complete, so a reader (or a crashed run) never sees half an object at its final key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Protocol
+from urllib.parse import urlparse
+
+import smart_open
+
+from runner.errors import StoreError
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """`s3://bucket/key` -> (bucket, key)."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise StoreError(f"{uri!r} is not an s3://bucket/key URI")
+    return parsed.netloc, parsed.path[1:]
+
+
+class Store(Protocol):
+    def open_write(self, uri: str) -> contextlib.AbstractContextManager[IO[bytes]]: ...
+    def put_bytes(self, uri: str, data: bytes) -> None: ...
+    def put_file(self, path: Path, uri: str) -> None: ...
+    def get_bytes(self, uri: str) -> bytes: ...
+    def open_read(self, uri: str) -> contextlib.AbstractContextManager[IO[bytes]]: ...
+    def exists(self, uri: str) -> bool: ...
+
+
+class LocalStore:
+    """S3 stand-in on disk; no path may leave `root`."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).resolve()
+
+    def path(self, uri: str) -> Path:
+        """The file behind `uri`; refuses keys that would leave the storage root."""
+        bucket, key = split_uri(uri)
+        parts = [bucket, *key.split("/")]
+        if any(p in ("", ".", "..") for p in parts[:-1]) or parts[-1] in (".", ".."):
+            raise StoreError(f"{uri!r}: the key must not contain empty, '.' or '..' segments")
+        path = self.root.joinpath(*parts).resolve()
+        if not path.is_relative_to(self.root):
+            raise StoreError(f"{uri!r} leaves the storage root {self.root}")
+        return path
+
+    @contextlib.contextmanager
+    def open_write(self, uri: str) -> Iterator[IO[bytes]]:
+        final = self.path(uri)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.part")
+        try:
+            with smart_open.open(tmp, "wb", compression="disable") as out:
+                yield out
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def put_bytes(self, uri: str, data: bytes) -> None:
+        with self.open_write(uri) as out:
+            out.write(data)
+
+    def put_file(self, path: Path, uri: str) -> None:
+        with open(path, "rb") as src, self.open_write(uri) as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+
+    @contextlib.contextmanager
+    def open_read(self, uri: str) -> Iterator[IO[bytes]]:
+        path = self.path(uri)
+        try:
+            with smart_open.open(path, "rb", compression="disable") as src:
+                yield src
+        except FileNotFoundError:
+            raise StoreError(f"{uri}: no such object (looked in {path})") from None
+
+    def get_bytes(self, uri: str) -> bytes:
+        with self.open_read(uri) as src:
+            return src.read()
+
+    def exists(self, uri: str) -> bool:
+        return self.path(uri).is_file()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as src:
+        for chunk in iter(lambda: src.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,328 @@
+"""The pipeline: validated config -> SQL -> manifest -> template -> request -> cost -> submit -> record.
+
+`plan` runs every step that spends nothing (the query is only counted); `run` streams the manifest,
+writes the artifacts to storage, submits, and records the run directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import json
+import logging
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import IO, Any
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from runner import __version__
+from runner.build import price as prices
+from runner.build.manifest import json_lines_query
+from runner.build.request import check_settings, job_name, label_category_config, labeling_job_request
+from runner.build.sql import Query, check_fields, count_query, render_sql, select_query
+from runner.build.template import missing_variables, parse_template, render_task, task_input
+from runner.check import validate_request
+from runner.config import TEMPLATES_DIR
+from runner.errors import ConfigError, ManifestError, RecordError, collect_errors
+from runner.io.labeling import LocalLabeling
+from runner.io.query import DuckDBSource, fingerprint, source_files
+from runner.io.store import LocalStore
+from runner.schema import BackendKind, GtrunConfig, TaskType
+
+log = logging.getLogger(__name__)
+
+LOCAL_ACCOUNT = "123456789012"
+ARTIFACTS = ("query.sql", "manifest.jsonl", "template.liquid", "label-categories.json", "request.json")
+
+
+@dataclass
+class Outcome:
+    """What a plan or a run produced."""
+
+    job_name: str
+    query: Query
+    objects: int
+    cost: prices.CostEstimate
+    request: dict[str, Any]
+    first_line: dict[str, Any]
+    job: dict[str, Any] = field(default_factory=dict)
+    hashes: dict[str, str] = field(default_factory=dict)
+
+
+def template_path(name: str) -> Path:
+    """`template.file` as given (absolute or from the working directory), else under templates/."""
+    for candidate in (Path(name).expanduser(), TEMPLATES_DIR / name):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError("template.file", f"{name!r} not found",
+                      f"bundled templates: {', '.join(sorted(p.name for p in TEMPLATES_DIR.glob('*.liquid')))}")
+
+
+def uris(settings: GtrunConfig, name: str) -> dict[str, str]:
+    """Where a job's artifacts live in storage: one folder per job."""
+    b = settings.backend
+    base = "/".join(p for p in (f"s3://{b.bucket}", b.prefix.strip("/"), name) if p)
+    return {"manifest": f"{base}/manifest.jsonl", "template": f"{base}/template.liquid",
+            "labels": f"{base}/label-categories.json", "output": f"{base}/output"}
+
+
+def check_backend(settings: GtrunConfig) -> list[ConfigError]:
+    if settings.backend.kind is BackendKind.aws:
+        problems = []
+        if not settings.workteam.arn:
+            problems.append(ConfigError("workteam.arn", "is required on the aws backend",
+                                        "list your workteams with `gtrun workteams`"))
+        if not settings.backend.role_arn:
+            problems.append(ConfigError("backend.role_arn", "is required on the aws backend"))
+        problems.append(ConfigError("backend.kind", "the aws backend is not available yet",
+                                    "use backend=local"))
+        return problems
+    return []
+
+
+def config_hash(resolved: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def normalized_request(request: dict[str, Any], name: str) -> dict[str, Any]:
+    """The request without what differs between two runs of the same config (its name)."""
+    text = json.dumps({k: v for k, v in request.items() if k != "LabelingJobName"}, sort_keys=True)
+    out = json.loads(text.replace(name, "<job>"))
+    out["Tags"] = [t for t in out.get("Tags", []) if t["Key"] != "gtrun:run"]
+    return out
+
+
+class Pipeline:
+    def __init__(self, settings: GtrunConfig, resolved: dict[str, Any], *, now: datetime,
+                 console: Console | None = None) -> None:
+        self.s = settings
+        self.resolved = resolved
+        self.now = now
+        self.console = console or Console(stderr=True)
+        self.name = job_name(settings.source.name, now, secrets.token_hex(2))
+        self.uris = uris(settings, self.name)
+        self.storage = LocalStore(settings.backend.root)
+
+    # -- steps that spend nothing --------------------------------------------------------------
+    def validate(self) -> tuple[str, Any]:
+        """Every config rule at once, then the template's syntax. Returns (template text, parsed)."""
+        problems = check_settings(self.s) + check_backend(self.s)
+        try:
+            path = template_path(self.s.template.file)
+        except ConfigError as exc:
+            problems.append(exc)
+            path = None
+        collect_errors(problems)
+        assert path is not None
+        text = path.read_text(encoding="utf-8")
+        return text, parse_template(text, str(path))
+
+    def request(self, objects_hint: int = 0) -> dict[str, Any]:
+        b, w = self.s.backend, self.s.workteam
+        role = b.role_arn or f"arn:aws:iam::{LOCAL_ACCOUNT}:role/gtrun-local"
+        team = w.arn or f"arn:aws:sagemaker:{b.region}:{LOCAL_ACCOUNT}:workteam/private-crowd/gtrun-local"
+        labels = label_category_config(self.s.template.labels, self.s.template.task_type,
+                                       self.s.template.instructions)
+        tags = {"gtrun:config": config_hash(self.resolved)[:32], "gtrun:run": self.name,
+                "gtrun:dataset": self.s.source.name, "gtrun:version": __version__}
+        request = labeling_job_request(
+            self.s, job_name=self.name, manifest_uri=self.uris["manifest"],
+            template_uri=self.uris["template"], label_config_uri=self.uris["labels"] if labels else None,
+            output_uri=self.uris["output"], role_arn=role, workteam_arn=team, tags=tags)
+        validate_request(request)
+        return request
+
+    def estimate(self, objects: int) -> prices.CostEstimate:
+        p = self.s.pricing
+        cost = prices.estimate_cost(objects, self.s.workteam.workers_per_object,
+                                    prices.parse_usd(p.usd_per_task, "pricing.usd_per_task"),
+                                    prices.parse_usd(p.usd_per_object_fee, "pricing.usd_per_object_fee")
+                                    or Decimal(0))
+        return cost
+
+    def guard_budget(self, cost: prices.CostEstimate) -> None:
+        limit = prices.parse_usd(self.s.pricing.max_usd, "pricing.max_usd")
+        if limit is not None and cost.total_usd > limit:
+            raise ConfigError("pricing.max_usd", f"the job would cost ${cost.total_usd} "
+                              f"({cost.objects} objects), more than the ${limit} budget",
+                              "raise pricing.max_usd, or select fewer rows (source.limit, source.where)")
+
+    def check_template(self, parsed: Any, line: dict[str, Any], key_hint: str) -> str:
+        ti = task_input(self.s.template.task_type, line, self.s.template.labels)
+        missing = missing_variables(parsed, ti)
+        if missing:
+            raise ConfigError("template.file", f"{self.s.template.file} uses {', '.join(missing)}, "
+                              f"which {key_hint} does not provide",
+                              f"task.input holds: {', '.join(sorted(ti))}")
+        return render_task(parsed, ti)
+
+    def open_source(self) -> tuple[DuckDBSource, Query, list[str]]:
+        query = select_query(self.s.source, "duckdb")
+        src = DuckDBSource.open(self.s.source, self.s.backend.duckdb)
+        fields = list(query.fields or src.output_fields(query))
+        if query.fields is None:
+            check_fields(fields, "source.sql")
+        return src, query, fields
+
+    def plan(self) -> Outcome:
+        _, parsed = self.validate()
+        src, query, fields = self.open_source()
+        try:
+            objects = src.count(count_query(query, "duckdb"))
+            if objects == 0:
+                raise ManifestError(self._empty())
+            _, rows = src.rows(query, 1)
+        finally:
+            src.close()
+        line = json.loads(json.dumps(rows[0], default=str))
+        self.check_template(parsed, line, "the manifest line")
+        request = self.request()
+        cost = self.estimate(objects)
+        return Outcome(self.name, query, objects, cost, request, line)
+
+    def _empty(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.s.source.params.items())
+        return f"source: the query returned no rows{f' (params: {params})' if params else ''}"
+
+    # -- run ----------------------------------------------------------------------------------
+    def run(self, run_dir: Path) -> Outcome:
+        text, parsed = self.validate()
+        src, query, fields = self.open_source()
+        # Static check before the query runs: the template may only read fields the manifest has.
+        sample = {f: "" for f in fields}
+        ti = task_input(self.s.template.task_type, sample, self.s.template.labels)
+        missing = missing_variables(parsed, ti)
+        if missing:
+            raise ConfigError("template.file", f"{self.s.template.file} uses {', '.join(missing)}, "
+                              f"which the query does not provide", f"the manifest has: {', '.join(fields)}")
+        request = self.request()
+        record = Record(run_dir)
+        record.write_text("query.sql", render_sql(query))
+        self.upload_assets()
+        objects, first = 0, {}
+        digest = hashlib.sha256()
+        try:
+            with self.storage.open_write(self.uris["manifest"]) as out, \
+                    record.open("manifest.jsonl") as local, self._progress() as bump:
+                head = b""
+                for chunk, rows in src.stream_lines(json_lines_query(query, fields)):
+                    out.write(chunk)
+                    local.write(chunk)
+                    digest.update(chunk)
+                    if not head:
+                        head = bytes(chunk[: 200_000])
+                    objects += rows
+                    bump(rows)
+                if objects == 0:
+                    raise ManifestError(self._empty())
+                first = json.loads(head.split(b"\n", 1)[0])
+                self.check_template(parsed, first, "the manifest line")
+                cost = self.estimate(objects)
+                self.guard_budget(cost)
+        finally:
+            src.close()
+        record.hashes["manifest.jsonl"] = digest.hexdigest()
+        labels = label_category_config(self.s.template.labels, self.s.template.task_type,
+                                       self.s.template.instructions)
+        self.storage.put_bytes(self.uris["template"], text.encode("utf-8"))
+        record.write_text("template.liquid", text)
+        if labels:
+            body = json.dumps(labels, indent=2, sort_keys=True) + "\n"
+            self.storage.put_bytes(self.uris["labels"], body.encode())
+            record.write_text("label-categories.json", body)
+        record.write_json("request.json", request)
+        job = LocalLabeling(self.storage).create_labeling_job(request)
+        job.update(LocalLabeling(self.storage).describe_labeling_job(self.name))
+        record.write_json("job.json", job)
+        outcome = Outcome(self.name, query, objects, cost, request, first, job, dict(record.hashes))
+        record.write_json("lineage.json", self.lineage(outcome, record))
+        return outcome
+
+    def upload_assets(self) -> None:
+        assets = self.s.source.assets
+        if assets is None:
+            return
+        files = sorted(glob.glob(str(Path(assets.files).expanduser())))
+        if not files:
+            raise ConfigError("source.assets.files", f"no file matches {assets.files!r}")
+        prefix = assets.to if assets.to.endswith("/") else assets.to + "/"
+        for f in files:
+            self.storage.put_file(Path(f), prefix + Path(f).name)
+
+    @contextlib.contextmanager
+    def _progress(self) -> Iterator[Any]:
+        with Progress(SpinnerColumn(), TextColumn("manifest: {task.completed:,} objects"),
+                      TimeElapsedColumn(), console=self.console, transient=True,
+                      disable=not self.console.is_terminal) as progress:
+            task = progress.add_task("manifest", total=None)
+            yield lambda n: progress.advance(task, n)
+
+    def lineage(self, outcome: Outcome, record: Record) -> dict[str, Any]:
+        src_files = fingerprint(source_files(self.s.source))
+        return {
+            "gtrun_version": __version__,
+            "job_name": self.name,
+            "created": self.now.isoformat(),
+            "backend": self.s.backend.kind.value,
+            "config_sha256": config_hash(self.resolved),
+            "objects": outcome.objects,
+            "artifacts": dict(sorted(record.hashes.items())),
+            "request_normalized_sha256": hashlib.sha256(json.dumps(
+                normalized_request(outcome.request, self.name), sort_keys=True).encode()).hexdigest(),
+            "source_files": src_files,
+            "storage": self.uris,
+        }
+
+
+class Record:
+    """The run directory: every artifact written atomically, its sha256 kept for lineage.json."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = run_dir
+        self.hashes: dict[str, str] = {}
+        taken = [n for n in (*ARTIFACTS, "job.json", "lineage.json") if (run_dir / n).exists()]
+        if taken:
+            raise RecordError(f"{run_dir}: already holds a run ({taken[0]}); choose a new run directory")
+        run_dir.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def open(self, name: str) -> Iterator[IO[bytes]]:
+        final = self.dir / name
+        tmp = self.dir / f".{name}.part"
+        try:
+            with open(tmp, "wb") as out:
+                yield out
+            tmp.replace(final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        with self.open(name) as out:
+            out.write(data)
+        if name in ARTIFACTS:
+            self.hashes[name] = hashlib.sha256(data).hexdigest()
+
+    def write_text(self, name: str, text: str) -> None:
+        self.write_bytes(name, text.encode("utf-8"))
+
+    def write_json(self, name: str, value: Any) -> None:
+        self.write_text(name, json.dumps(value, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return str(value)
+
+
+__all__ = ["Pipeline", "Outcome", "Record", "TaskType"]

@@ -1,0 +1,91 @@
+"""Reading recorded runs: what `reproduce` compares and what `diff` shows."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import OmegaConf
+
+from runner.errors import RecordError
+
+COMPARED = ("query.sql", "manifest.jsonl", "template.liquid", "label-categories.json")
+
+
+@dataclass(frozen=True)
+class Run:
+    """A recorded run directory."""
+
+    dir: Path
+
+    @classmethod
+    def at(cls, path: str | Path) -> Run:
+        run = cls(Path(path))
+        for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "lineage.json"):
+            if not (run.dir / name).is_file():
+                raise RecordError(f"{run.dir}: not a recorded gtrun run ({name} is missing)")
+        return run
+
+    def overrides(self) -> list[str]:
+        with open(self.dir / ".hydra/overrides.yaml", encoding="utf-8") as src:
+            return [str(o) for o in (yaml.safe_load(src) or [])]
+
+    def config(self) -> Any:
+        return OmegaConf.load(self.dir / ".hydra/config.yaml")
+
+    def lineage(self) -> dict[str, Any]:
+        return dict(json.loads((self.dir / "lineage.json").read_text(encoding="utf-8")))
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts and lists as {dotted.key: leaf}.
+
+    >>> flatten({"a": {"b": 1, "c": [2, {"d": 3}]}})
+    {'a.b': 1, 'a.c[0]': 2, 'a.c[1].d': 3}
+    """
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out if out or not prefix else {prefix: {}}
+    if isinstance(value, list):
+        out = {}
+        for i, v in enumerate(value):
+            out.update(flatten(v, f"{prefix}[{i}]"))
+        return out if out or not prefix else {prefix: []}
+    return {prefix: value}
+
+
+def config_changes(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, value in a, value in b) for every key whose value differs."""
+    fa, fb = flatten(a), flatten(b)
+    missing = object()
+    changes = []
+    for key in sorted(set(fa) | set(fb)):
+        va, vb = fa.get(key, missing), fb.get(key, missing)
+        if va != vb:
+            changes.append((key, None if va is missing else va, None if vb is missing else vb))
+    return changes
+
+
+def artifact_changes(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
+    """(artifact, sha256 in a, sha256 in b) for the compared artifacts, the request and the data."""
+    rows: list[tuple[str, str | None, str | None]] = []
+    for name in COMPARED:
+        rows.append((name, a.get("artifacts", {}).get(name), b.get("artifacts", {}).get(name)))
+    rows.append(("request.json (minus its name)", a.get("request_normalized_sha256"),
+                 b.get("request_normalized_sha256")))
+    files = sorted(set(a.get("source_files", {})) | set(b.get("source_files", {})))
+    for f in files:
+        rows.append((f"source file {f}", a.get("source_files", {}).get(f), b.get("source_files", {}).get(f)))
+    return rows
+
+
+def resolved(config: Any) -> dict[str, Any]:
+    """The config with its interpolations resolved (gtrun's resolvers must be registered)."""
+    value = OmegaConf.to_container(config, resolve=True, enum_to_str=True)
+    assert isinstance(value, dict)
+    return value

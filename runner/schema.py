@@ -1,0 +1,139 @@
+"""Config schema: one dataclass per config group, registered in Hydra's ConfigStore.
+
+Each `conf/<group>/*.yaml` starts with `defaults: [<group>_schema]`, so a misspelled key or a
+value of the wrong type fails when the config is composed, naming its full key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, List, Optional
+
+from omegaconf import MISSING
+
+
+class TaskType(str, Enum):
+    text_classification = "text_classification"
+    text_multilabel = "text_multilabel"
+    bounding_box = "bounding_box"
+    named_entity = "named_entity"
+    custom = "custom"
+
+
+class WorkforceKind(str, Enum):
+    private = "private"
+    public = "public"
+    vendor = "vendor"
+
+
+class BackendKind(str, Enum):
+    local = "local"
+    aws = "aws"
+
+
+@dataclass
+class AssetsConfig:
+    """Local files the manifest points at (images), copied to storage before the query runs."""
+
+    files: str = MISSING  # glob
+    to: str = MISSING  # s3://bucket/prefix/ they are copied under, by file name
+
+
+@dataclass
+class SourceConfig:
+    name: str = MISSING  # dataset key: job names, sweep dirs
+    database: str = "default"
+    table: str = MISSING
+    # manifest field -> column or SQL expression; one of `source` / `source-ref` is required
+    columns: Dict[str, str] = field(default_factory=dict)
+    where: Optional[str] = None
+    params: Dict[str, Any] = field(default_factory=dict)  # bound as :name, never pasted
+    order_by: List[str] = field(default_factory=list)
+    limit: Optional[int] = None
+    sql: Optional[str] = None  # one SELECT instead of columns/where/order_by/limit
+    files: List[str] = field(default_factory=list)  # local backend: globs that back the table
+    assets: Optional[AssetsConfig] = None
+
+
+@dataclass
+class TemplateConfig:
+    task_type: TaskType = MISSING
+    file: str = MISSING  # a Liquid file under templates/ (or a path)
+    labels: List[str] = field(default_factory=list)
+    title: str = MISSING
+    description: str = MISSING
+    keywords: List[str] = field(default_factory=list)
+    instructions: Optional[str] = None  # HTML; short instructions for the worker
+    label_attribute_name: str = MISSING
+
+
+@dataclass
+class WorkteamConfig:
+    kind: WorkforceKind = WorkforceKind.private
+    arn: Optional[str] = None  # local backend: its own team when unset
+    workers_per_object: int = 1
+    task_time_limit_s: int = 3600
+    task_availability_s: int = 864000
+    max_concurrent_tasks: Optional[int] = None
+
+
+@dataclass
+class PricingConfig:
+    usd_per_task: Optional[str] = None  # Decimal string, e.g. "0.036"; required for public
+    max_usd: Optional[str] = None  # budget guard for `run`
+    usd_per_object_fee: str = "0.08"  # Ground Truth's own per-object charge
+
+
+@dataclass
+class TransformsConfig:
+    steps: List[Any] = field(default_factory=list)
+
+
+@dataclass
+class DuckDBConfig:
+    memory_limit: str = "160MB"
+    threads: Optional[int] = None
+    temp_directory: Optional[str] = None
+
+
+@dataclass
+class BackendConfig:
+    kind: BackendKind = BackendKind.local
+    region: str = "us-east-1"
+    bucket: str = "gtrun"
+    prefix: str = "jobs"
+    role_arn: Optional[str] = None  # local backend: a stand-in role when unset
+    root: str = "outputs/storage"  # local: the folder that stands in for S3 buckets
+    duckdb: DuckDBConfig = field(default_factory=DuckDBConfig)
+
+
+@dataclass
+class GtrunConfig:
+    source: SourceConfig = MISSING
+    template: TemplateConfig = MISSING
+    workteam: WorkteamConfig = MISSING
+    pricing: PricingConfig = MISSING
+    transforms: TransformsConfig = MISSING
+    backend: BackendConfig = MISSING
+    job: Dict[str, Any] = field(default_factory=dict)  # the preset's name and notes
+
+
+GROUPS = {
+    "source": SourceConfig,
+    "template": TemplateConfig,
+    "workteam": WorkteamConfig,
+    "pricing": PricingConfig,
+    "transforms": TransformsConfig,
+    "backend": BackendConfig,
+}
+
+
+def register_schemas() -> None:
+    """Store the root schema and one `<group>_schema` per group in Hydra's ConfigStore."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="gtrun_schema", node=GtrunConfig)
+    for group, node in GROUPS.items():
+        cs.store(group=group, name=f"{group}_schema", node=node)

@@ -1,0 +1,1 @@
+"""The local labeling service: Ground Truth's labeling jobs on one machine."""

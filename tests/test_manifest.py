@@ -1,0 +1,92 @@
+"""Manifest lines: the Python builder and DuckDB's JSON path give the same bytes."""
+
+import json
+
+import pytest
+
+from runner.build.manifest import json_lines_query, manifest_line
+from runner.build.sql import select_query
+from runner.errors import ConfigError, ManifestError, QueryError
+from runner.io.query import DuckDBSource
+from runner.schema import DuckDBConfig, SourceConfig
+
+AWKWARD = [
+    (1, "plain", 0.5),
+    (2, 'quote " comma , tab \t newline \n end', 0.1),
+    (3, "unicode é € 😀 and <script>alert(1)</script> &amp;", 0.2),
+    (4, "control \x01 char", 0.3),
+]
+
+
+@pytest.fixture
+def csv_file(tmp_path):
+    import csv
+    path = tmp_path / "t.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "text", "score"])
+        w.writerows(AWKWARD)
+    return path
+
+
+def source(path, **over):
+    base = dict(name="t", database="d", table="t", columns={"source": "text", "id": "id", "score": "score"},
+                order_by=["id"], files=[str(path)])
+    base.update(over)
+    return SourceConfig(**base)
+
+
+def stream(src_cfg):
+    src = DuckDBSource.open(src_cfg, DuckDBConfig())
+    q = select_query(src_cfg, "duckdb")
+    try:
+        data = b"".join(bytes(chunk) for chunk, _ in src.stream_lines(json_lines_query(q, q.fields), batch_rows=2))
+        names, rows = src.rows(q, 100)
+    finally:
+        src.close()
+    return data, rows
+
+
+def test_duckdb_lines_equal_python_lines(csv_file):
+    data, rows = stream(source(csv_file))
+    python = "".join(manifest_line(r, row_number=i) + "\n" for i, r in enumerate(rows, 1)).encode()
+    assert data == python
+    lines = data.decode().splitlines()
+    assert len(lines) == len(AWKWARD)  # a newline in a value never splits a line
+    assert [json.loads(x)["source"] for x in lines] == [r[1] for r in AWKWARD]
+    assert all(isinstance(json.loads(x)["id"], int) for x in lines)  # an id stays an int
+
+
+def test_empty_source_value_is_an_error_naming_the_row(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("id,text\n1,a\n2,\n3,c\n")
+    with pytest.raises(ManifestError, match=r"^row 2: "):
+        stream(source(path, columns={"source": "text", "id": "id"}))
+    with pytest.raises(ManifestError, match=r"^row 5: source is empty"):
+        manifest_line({"source": "", "id": 1}, row_number=5)
+
+
+def test_source_ref_must_be_an_s3_uri():
+    assert json.loads(manifest_line({"source-ref": "s3://b/k.png"})) == {"source-ref": "s3://b/k.png"}
+    with pytest.raises(ManifestError, match="not an s3:// URI"):
+        manifest_line({"source-ref": "/etc/passwd"})
+
+
+def test_missing_column_names_the_config_key(csv_file):
+    with pytest.raises(ConfigError, match=r"^source\.columns\.entity: column 'entity' is not in d\.t") as err:
+        stream(source(csv_file, columns={"source": "text", "entity": "entity"}))
+    assert "id, text, score" in str(err.value)
+
+
+def test_missing_and_malformed_files_are_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"^source\.files\[0\]: no file matches"):
+        DuckDBSource.open(source(tmp_path / "nope.csv"), DuckDBConfig())
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": 1, "text": "a"}\n{"id": 2, "text": \n')
+    with pytest.raises(QueryError, match=str(bad)):
+        stream(source(bad, columns={"source": "text", "id": "id"}))
+
+
+def test_lines_over_ground_truths_limit_are_refused():
+    with pytest.raises(ManifestError, match="Ground Truth allows 100000"):
+        manifest_line({"source": "x" * 100_001})

@@ -1,0 +1,52 @@
+"""The local S3 stand-in: atomic writes, no escape from the root."""
+
+import pytest
+
+from runner.errors import StoreError
+from runner.io.store import LocalStore, split_uri
+
+
+def test_roundtrip_and_layout(tmp_path):
+    store = LocalStore(tmp_path)
+    store.put_bytes("s3://bucket/a/b.json", b"{}")
+    assert (tmp_path / "bucket" / "a" / "b.json").read_bytes() == b"{}"
+    assert store.get_bytes("s3://bucket/a/b.json") == b"{}"
+    assert store.exists("s3://bucket/a/b.json") and not store.exists("s3://bucket/a/c.json")
+
+
+def test_a_failed_write_leaves_nothing_at_the_final_key(tmp_path):
+    store = LocalStore(tmp_path)
+    with pytest.raises(RuntimeError):
+        with store.open_write("s3://bucket/m.jsonl") as out:
+            out.write(b'{"source":"half')
+            raise RuntimeError("interrupted")
+    assert not store.exists("s3://bucket/m.jsonl")
+    assert list((tmp_path / "bucket").iterdir()) == []  # no temporary left behind either
+
+
+def test_an_existing_object_survives_a_failed_overwrite(tmp_path):
+    store = LocalStore(tmp_path)
+    store.put_bytes("s3://bucket/m", b"complete")
+    with pytest.raises(RuntimeError):
+        with store.open_write("s3://bucket/m") as out:
+            out.write(b"partial")
+            raise RuntimeError
+    assert store.get_bytes("s3://bucket/m") == b"complete"
+
+
+@pytest.mark.parametrize("uri", ["s3://bucket/../etc/passwd", "s3://bucket/a/../../x", "s3://../x",
+                                 "s3://bucket//x", "s3://bucket/a/./b"])
+def test_paths_cannot_escape_the_root(tmp_path, uri):
+    with pytest.raises(StoreError):
+        LocalStore(tmp_path / "root").path(uri)
+
+
+@pytest.mark.parametrize("uri", ["/etc/passwd", "file:///etc/passwd", "s3:///key", "http://b/k"])
+def test_only_s3_uris(uri):
+    with pytest.raises(StoreError, match="is not an s3://bucket/key URI"):
+        split_uri(uri)
+
+
+def test_missing_object_is_named(tmp_path):
+    with pytest.raises(StoreError, match=r"s3://b/k: no such object"):
+        LocalStore(tmp_path).get_bytes("s3://b/k")
