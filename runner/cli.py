@@ -57,8 +57,8 @@ def fail(message: str, code: int = 2) -> int:
 
 # -- run / plan (Hydra) ---------------------------------------------------------------------------
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def _app(cfg: DictConfig) -> None:
+def task(cfg: DictConfig) -> None:
+    """One labeling job (a member of a sweep, or the whole run); Hydra calls it, maybe in a worker."""
     verb = os.environ.get(ENV_VERB, "run")
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
@@ -91,6 +91,10 @@ def _app(cfg: DictConfig) -> None:
         return
     if verb != "plan":
         write_status(run_dir, status)
+
+
+setup()  # resolvers and schemas, also in sweep worker processes that import this module
+_app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(task)
 
 
 def _lay_recorded(cfg: DictConfig, run: Run, run_dir: Path) -> DictConfig:
@@ -249,5 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     return fail(f"unknown verb {verb!r}\n\n{USAGE}")
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # run as runner.cli, so sweep workers can import the task by name
+    from runner import cli
+
+    sys.exit(cli.main())

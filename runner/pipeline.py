@@ -11,8 +11,9 @@ import glob
 import hashlib
 import json
 import logging
+import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -39,6 +40,7 @@ from runner.schema import BackendKind, GtrunConfig, TaskType
 log = logging.getLogger(__name__)
 
 LOCAL_ACCOUNT = "123456789012"
+JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 ARTIFACTS = ("query.sql", "manifest.jsonl", "template.liquid", "label-categories.json", "request.json")
 
 
@@ -99,6 +101,29 @@ def normalized_request(request: dict[str, Any], name: str) -> dict[str, Any]:
     return out
 
 
+@dataclass
+class Written:
+    objects: int
+    sha256: str
+    first_line: dict[str, Any]
+
+
+def stream_manifest(src: DuckDBSource, lines_query: Query, sinks: Sequence[IO[bytes]],
+                    progress: Callable[[int], None] = lambda n: None) -> Written:
+    """Stream the manifest from the query into every sink; memory stays flat in the row count."""
+    objects, digest, head = 0, hashlib.sha256(), b""
+    for chunk, rows in src.stream_lines(lines_query):
+        for sink in sinks:
+            sink.write(chunk)
+        digest.update(chunk)
+        if not head:
+            head = bytes(chunk[:400_100])  # holds the first line (<= 100,000 characters)
+        objects += rows
+        progress(rows)
+    first = json.loads(head.split(b"\n", 1)[0]) if head else {}
+    return Written(objects, digest.hexdigest(), first)
+
+
 class Pipeline:
     def __init__(self, settings: GtrunConfig, resolved: dict[str, Any], *, now: datetime,
                  console: Console | None = None) -> None:
@@ -106,7 +131,7 @@ class Pipeline:
         self.resolved = resolved
         self.now = now
         self.console = console or Console(stderr=True)
-        self.name = job_name(settings.source.name, now, secrets.token_hex(2))
+        self.name = settings.job.labeling_job_name or job_name(settings.source.name, now, secrets.token_hex(2))
         self.uris = uris(settings, self.name)
         self.storage = LocalStore(settings.backend.root)
 
@@ -114,6 +139,10 @@ class Pipeline:
     def validate(self) -> tuple[str, Any]:
         """Every config rule at once, then the template's syntax. Returns (template text, parsed)."""
         problems = check_settings(self.s) + check_backend(self.s)
+        if self.s.job.labeling_job_name and not JOB_NAME.fullmatch(self.s.job.labeling_job_name):
+            problems.append(ConfigError("job.labeling_job_name", f"{self.s.job.labeling_job_name!r} is not a "
+                                        "Ground Truth job name", "1-63 letters, digits and hyphens; no "
+                                        "leading, trailing or doubled-up punctuation: [a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"))
         try:
             path = template_path(self.s.template.file)
         except ConfigError as exc:
@@ -206,29 +235,20 @@ class Pipeline:
         record = Record(run_dir)
         record.write_text("query.sql", render_sql(query))
         self.upload_assets()
-        objects, first = 0, {}
-        digest = hashlib.sha256()
         try:
             with self.storage.open_write(self.uris["manifest"]) as out, \
                     record.open("manifest.jsonl") as local, self._progress() as bump:
-                head = b""
-                for chunk, rows in src.stream_lines(json_lines_query(query, fields)):
-                    out.write(chunk)
-                    local.write(chunk)
-                    digest.update(chunk)
-                    if not head:
-                        head = bytes(chunk[: 200_000])
-                    objects += rows
-                    bump(rows)
+                written = stream_manifest(src, json_lines_query(query, fields), (out, local), bump)
+                objects = written.objects
                 if objects == 0:
                     raise ManifestError(self._empty())
-                first = json.loads(head.split(b"\n", 1)[0])
+                first = written.first_line
                 self.check_template(parsed, first, "the manifest line")
                 cost = self.estimate(objects)
                 self.guard_budget(cost)
         finally:
             src.close()
-        record.hashes["manifest.jsonl"] = digest.hexdigest()
+        record.hashes["manifest.jsonl"] = written.sha256
         labels = label_category_config(self.s.template.labels, self.s.template.task_type,
                                        self.s.template.instructions)
         self.storage.put_bytes(self.uris["template"], text.encode("utf-8"))

@@ -46,7 +46,8 @@ FIRST_TWEET_ID = 1001
 # --------------------------------------------------------------------------------------------
 # Tweets
 
-ENTITIES = ("Borderlands", "Xbox", "NBA2K", "Nvidia", "Fortnite", "Microsoft", "Overwatch", "Amazon")
+ENTITIES = ("Borderlands", "Xbox", "NBA2K", "Nvidia", "Fortnite", "Microsoft", "Overwatch",
+            "Amazon")
 SENTIMENTS = ("Positive", "Negative", "Neutral", "Irrelevant")
 SENTIMENT_WEIGHTS = (30, 30, 25, 15)
 TWEET_COLUMNS = ("tweet_id", "entity", "tweet_text", "sentiment", "score", "date")
@@ -163,23 +164,27 @@ MARGIN = 8
 LINE_HEIGHT = 13
 RULE = "-" * 27
 
-_VENDORS = (
-    ("CORNER CAFE", "12 Market Street", "Springfield, OR 97477"),
-    ("GREEN GROCER", "48 Oak Avenue", "Portland, OR 97205"),
-    ("BYTE BAKERY", "7 Baker Lane", "Eugene, OR 97401"),
-    ("PIXEL PIZZA", "301 Main St", "Salem, OR 97301"),
-    ("HARBOR BOOKS", "5 Pier Road", "Astoria, OR 97103"),
-    ("SUNRISE DELI", "220 Elm Street", "Bend, OR 97701"),
-    ("MOUNTAIN GEAR", "9 Summit Way", "Hood River, OR 97031"),
-    ("CITY PHARMACY", "77 Center Blvd", "Medford, OR 97501"),
+_VENDORS = (  # name, street, city, what it sells
+    ("CORNER CAFE", "12 Market Street", "Springfield, OR 97477", "cafe"),
+    ("BYTE BAKERY", "7 Baker Lane", "Eugene, OR 97401", "cafe"),
+    ("SUNRISE DELI", "220 Elm Street", "Bend, OR 97701", "cafe"),
+    ("GREEN GROCER", "48 Oak Avenue", "Portland, OR 97205", "grocery"),
+    ("VALLEY MARKET", "301 Main St", "Salem, OR 97301", "grocery"),
+    ("HARBOR BOOKS", "5 Pier Road", "Astoria, OR 97103", "shop"),
+    ("MOUNTAIN GEAR", "9 Summit Way", "Hood River, OR 97031", "shop"),
+    ("CITY PHARMACY", "77 Center Blvd", "Medford, OR 97501", "pharmacy"),
 )
-_ITEMS = (
-    ("Oat milk latte", 450), ("Croissant", 325), ("Bagel", 275), ("Orange juice", 395),
-    ("Apples 1kg", 349), ("Sourdough loaf", 650), ("Olive oil", 1199), ("Coffee beans", 1450),
-    ("Pizza slice", 400), ("Paperback novel", 1599), ("Notebook", 599), ("Sandwich", 875),
-    ("Hiking socks", 1800), ("Water bottle", 2200), ("Aspirin", 749), ("Sunscreen", 1299),
-    ("Green tea", 300), ("Muffin", 350), ("Soup of the day", 695), ("Chocolate bar", 199),
-)
+_ITEMS = {  # name, price in cents; at least 7 each (a receipt has 3 to 7 lines)
+    "cafe": (("Oat milk latte", 450), ("Croissant", 325), ("Bagel", 275), ("Green tea", 300),
+             ("Muffin", 350), ("Sandwich", 875), ("Soup of the day", 695), ("Orange juice", 395)),
+    "grocery": (("Apples 1kg", 349), ("Sourdough loaf", 650), ("Olive oil", 1199),
+                ("Coffee beans", 1450), ("Chocolate bar", 199), ("Eggs 12", 429),
+                ("Whole milk", 259), ("Basmati rice", 389)),
+    "shop": (("Paperback novel", 1599), ("Notebook", 599), ("Hiking socks", 1800),
+             ("Water bottle", 2200), ("Trail map", 899), ("Headlamp", 3499), ("Gift card", 2500)),
+    "pharmacy": (("Aspirin", 749), ("Sunscreen", 1299), ("Plasters", 425), ("Toothpaste", 389),
+                 ("Vitamin C", 999), ("Hand cream", 675), ("Cough drops", 349)),
+}
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -201,7 +206,9 @@ class Token:
 
 
 def money(cents: int) -> str:
-    """>>> money(1205)
+    """Cents as a till prints them.
+
+    >>> money(1205)
     '12.05'
     """
     return f"{cents // 100}.{cents % 100:02d}"
@@ -218,8 +225,8 @@ def receipt_date(rng: random.Random) -> list[Segment]:
 
 def receipt_lines(rng: random.Random) -> list[list[Segment]]:
     """The printed lines of one random receipt: header, items with prices, tax and total."""
-    vendor, street, city = rng.choice(_VENDORS)
-    items = rng.sample(_ITEMS, rng.randint(3, 7))
+    vendor, street, city, kind = rng.choice(_VENDORS)
+    items = rng.sample(_ITEMS[kind], rng.randint(3, 7))
     lines = [
         [Segment(vendor, "center", "vendor:0")],
         [Segment(street, "center", "address:0")],
@@ -293,7 +300,9 @@ def draw_receipt(tokens: Sequence[Token], height: int, font: ImageFont.ImageFont
 
 
 def union(boxes: Sequence[Sequence[int]]) -> list[int]:
-    """>>> union([[1, 2, 3, 4], [10, 0, 2, 2]])
+    """The [left, top, width, height] box that covers all `boxes`.
+
+    >>> union([[1, 2, 3, 4], [10, 0, 2, 2]])
     [1, 0, 11, 6]
     """
     left = min(b[0] for b in boxes)
@@ -360,7 +369,8 @@ def write_file(path: Path, data: bytes) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m runner.samples", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m runner.samples",
+                                     description="Regrow gtrun's sample data.")
     parser.add_argument("--out", type=Path, default=DATA_DIR,
                         help=f"folder to write into (default: {DATA_DIR})")
     out: Path = parser.parse_args(argv).out

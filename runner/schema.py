@@ -1,7 +1,8 @@
 """Config schema: one dataclass per config group, registered in Hydra's ConfigStore.
 
-Each `conf/<group>/*.yaml` starts with `defaults: [<group>_schema]`, so a misspelled key or a
-value of the wrong type fails when the config is composed, naming its full key.
+The primary config's defaults list starts with `gtrun_schema`, which types every group: a group
+file (bundled or the user's own, with no boilerplate) is merged into its dataclass, so a misspelled
+key or a value of the wrong type fails when the config is composed, naming its full key.
 """
 
 from __future__ import annotations
@@ -109,6 +110,12 @@ class BackendConfig:
 
 
 @dataclass
+class JobConfig:
+    name: Optional[str] = None  # the preset's name (job=<name>)
+    labeling_job_name: Optional[str] = None  # fixed LabelingJobName; default: <dataset>-<time>-<hex>
+
+
+@dataclass
 class GtrunConfig:
     source: SourceConfig = MISSING
     template: TemplateConfig = MISSING
@@ -116,7 +123,7 @@ class GtrunConfig:
     pricing: PricingConfig = MISSING
     transforms: TransformsConfig = MISSING
     backend: BackendConfig = MISSING
-    job: Dict[str, Any] = field(default_factory=dict)  # the preset's name and notes
+    job: JobConfig = field(default_factory=JobConfig)
 
 
 GROUPS = {
@@ -130,10 +137,7 @@ GROUPS = {
 
 
 def register_schemas() -> None:
-    """Store the root schema and one `<group>_schema` per group in Hydra's ConfigStore."""
+    """Store the root schema in Hydra's ConfigStore (it types every group)."""
     from hydra.core.config_store import ConfigStore
 
-    cs = ConfigStore.instance()
-    cs.store(name="gtrun_schema", node=GtrunConfig)
-    for group, node in GROUPS.items():
-        cs.store(group=group, name=f"{group}_schema", node=node)
+    ConfigStore.instance().store(name="gtrun_schema", node=GtrunConfig)

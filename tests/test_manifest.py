@@ -90,3 +90,10 @@ def test_missing_and_malformed_files_are_named(tmp_path):
 def test_lines_over_ground_truths_limit_are_refused():
     with pytest.raises(ManifestError, match="Ground Truth allows 100000"):
         manifest_line({"source": "x" * 100_001})
+
+
+def test_streamed_lines_over_the_limit_name_the_row(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("id,text\n1,a\n2," + "é" * 100_001 + "\n")
+    with pytest.raises(ManifestError, match=r"^row 2: the manifest line has 100\d+ characters"):
+        stream(source(path, columns={"source": "text", "id": "id"}))

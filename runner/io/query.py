@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow.compute as pc
 
+from runner.build.manifest import MAX_LINE_CHARS
 from runner.build.sql import Query, referenced_columns
 from runner.errors import ConfigError, ManifestError, QueryError
 from runner.schema import DuckDBConfig, SourceConfig
@@ -165,7 +167,14 @@ class DuckDBSource:
                     row = start + bad.to_pylist().index(True) + 1
                     raise ManifestError(f"row {row}: the data object (source or source-ref) is "
                                         "empty or not an s3:// URI")
-                yield _contiguous(batch.column(0)), batch.num_rows
+                lines = batch.column(0)
+                if pc.max(pc.binary_length(lines)).as_py() > MAX_LINE_CHARS:  # bytes >= characters
+                    lengths = pc.utf8_length(lines).to_pylist()
+                    if max(lengths) > MAX_LINE_CHARS + 1:  # + its newline
+                        row = start + next(i for i, n in enumerate(lengths) if n > MAX_LINE_CHARS + 1)
+                        raise ManifestError(f"row {row + 1}: the manifest line has {lengths[row - start] - 1} "
+                                            f"characters; Ground Truth allows {MAX_LINE_CHARS}")
+                yield _contiguous(lines), batch.num_rows
                 start += batch.num_rows
         except duckdb.Error as exc:
             raise self._error(exc) from None

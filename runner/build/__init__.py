@@ -1,0 +1,1 @@
+"""Pure builders: plain values in, plain values out; no I/O, clock or randomness."""

@@ -1,0 +1,65 @@
+"""Input-manifest lines: one JSON object per query row, `source` or `source-ref` plus extra fields."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from runner.build.sql import OBJECT_FIELDS, Query
+from runner.errors import ManifestError
+
+MAX_LINE_CHARS = 100_000  # Ground Truth's limit per manifest object (input-data-limits)
+MAX_ATTRIBUTE_CHARS = 20_000  # ... and per attribute
+
+
+def object_field(fields: Sequence[str]) -> str:
+    """The field that carries the data object: `source` (text) or `source-ref` (an s3:// URI)."""
+    return next(f for f in OBJECT_FIELDS if f in fields)
+
+
+def manifest_line(row: Mapping[str, Any], *, row_number: int = 0) -> str:
+    """One input-manifest line, without the newline, for one query row.
+
+    >>> manifest_line({"tweet_id": 7, "source": "meh\\nok"})
+    '{"source":"meh\\\\nok","tweet_id":7}'
+    """
+    field = object_field(list(row))
+    value = row[field]
+    if value is None or value == "":
+        raise ManifestError(f"row {row_number}: {field} is empty ({dict(row)!r})")
+    if field == "source-ref" and not str(value).startswith("s3://"):
+        raise ManifestError(f"row {row_number}: source-ref {value!r} is not an s3:// URI")
+    # json.dumps escapes "\n", so one row is always one line; keys sorted for stable diffs.
+    line = json.dumps(dict(row), ensure_ascii=False, sort_keys=True, separators=(",", ":"),
+                      default=str)
+    check_line(line, row_number)
+    return line
+
+
+def check_line(line: str, row_number: int) -> None:
+    """Ground Truth's size limit for one manifest object."""
+    if len(line) > MAX_LINE_CHARS:
+        raise ManifestError(f"row {row_number}: the manifest line has {len(line)} characters; "
+                            f"Ground Truth allows {MAX_LINE_CHARS}")
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def json_lines_query(query: Query, fields: Sequence[str]) -> Query:
+    """DuckDB SQL that turns each row of `query` into its manifest line (JSON text + "\\n").
+
+    The JSON is built inside DuckDB (same bytes as `manifest_line` for the types a table holds),
+    so rows never become Python objects. Second column: whether the data object is empty.
+    """
+    field = object_field(fields)
+    pack = ", ".join(f"{_quote(f)} := q.{_quote(f)}" for f in sorted(fields))
+    obj = f"q.{_quote(field)}"
+    empty = f"{obj} IS NULL OR CAST({obj} AS VARCHAR) = ''"
+    if field == "source-ref":
+        empty += f" OR NOT starts_with(CAST({obj} AS VARCHAR), 's3://')"
+    sql = (f"SELECT to_json(struct_pack({pack})) || chr(10) AS line, ({empty}) AS bad "
+           f"FROM ({query.sql}) AS q")
+    return Query(sql=sql, params=query.params, param_names=query.param_names, fields=("line", "bad"))

@@ -1,0 +1,326 @@
+"""Worker templates: Ground Truth's Liquid dialect, what `task.input` holds, and offline checks.
+
+Ground Truth renders the worker UI with Liquid: autoescape on, plus the filters `to_json`,
+`skip_autoescape`, `escape_once`, `escape` and `grant_read_access` (reference §5.1). Everything
+here is pure: the caller reads the template file and passes its text and a display name.
+
+Undefined variables: printing or filtering one (`{{ task.input.missing }}`,
+`{{ task.input.missing | upcase }}`, `{% for x in task.input.missing %}`) is an error, so gtrun can
+say "the template uses a variable the manifest lacks" before a worker sees a blank. Where Liquid
+code *tests* a value it is nil, as in Ground Truth: `| default: 'x'`, `{% if %}`, `{% unless %}`,
+`{% case %}` and comparisons (`== nil` is true). python-liquid's `StrictUndefined` raises even
+there (`{{ x | default: 'q' }}` fails), and `StrictDefaultUndefined` fixes `default` but still
+raises in `if`/`unless`; `FalsyStrictUndefined` is the one that matches.
+
+String literals are escaped too (`{{ "a & b" }}` prints `a &amp; b`, as in the Developer
+Guide's filter example); python-liquid alone would trust them. Only `escape`, `escape_once` and
+`skip_autoescape` mark output as already safe.
+
+Hyphenated keys: python-liquid reads `task.input.source-ref` (dotted) and
+`task.input["source-ref"]` (bracket) as the same path, as Ground Truth does.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from liquid import BoundTemplate, Environment, FalsyStrictUndefined, RenderContext, is_undefined
+from liquid.ast import ConditionalBlockNode, Node
+from liquid.builtin.expressions import FilteredExpression, Path, StringLiteral
+from liquid.builtin.tags.case_tag import CaseNode, MultiExpressionBlockNode
+from liquid.builtin.tags.if_tag import IfNode
+from liquid.builtin.tags.unless_tag import UnlessNode
+from liquid.exceptions import FilterArgumentError, LiquidError
+from liquid.expression import Expression
+from liquid.span import Span
+from liquid.stringify import to_liquid_string
+from liquid.token import TOKEN_TAG
+from markupsafe import Markup
+
+from runner.errors import GtrunError, ManifestError, TemplateError
+from runner.schema import TaskType
+
+# The manifest field that carries the data object, in order of preference (reference §3.1).
+OBJECT_FIELDS = ("source", "source-ref")
+
+# Conditions on `x.size` / `x.first` / `x.last` also show that `x` exists.
+_PROBES = frozenset({"size", "first", "last"})
+
+# Ruby Liquid's escape_once: escape <>"' and any & that does not start an entity.
+_ESCAPE_ONCE = re.compile(r"""[<>"']|&(?!(?:[a-zA-Z][a-zA-Z0-9]*|#[0-9]+|#[xX][0-9a-fA-F]+);)""")
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&#34;", "'": "&#39;"}
+
+_MISSING = object()
+
+# python-liquid's message when a block tag reaches the end of the template unclosed.
+_UNCLOSED = re.compile(r"expected tag end(\w+), found end of expression")
+
+
+class _NilUndefined(FalsyStrictUndefined):
+    """Strict when printed, filtered or iterated; nil for default, if, unless, case and ==."""
+
+    __slots__ = ()
+    force_liquid_default = True  # `default` returns its argument without probing the value
+
+
+def _require(value: object) -> object:
+    """`value`, or the undefined variable's own UndefinedError (it names the variable and line)."""
+    if is_undefined(value):
+        str(value)  # a strict undefined raises here; a lenient one would print as ""
+    return value
+
+
+def _to_json(value: object) -> str:
+    # A plain str, not Markup: autoescape escapes it once, and `| escape` (which returns Markup)
+    # also escapes it once, so `categories="{{ labels | to_json | escape }}"` is correct HTML.
+    return json.dumps(_require(value), ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _skip_autoescape(value: object) -> Markup:
+    value = _require(value)
+    return Markup(value if isinstance(value, str) else to_liquid_string(value, autoescape=False))
+
+
+def _escape_once(value: object) -> Markup:
+    text = to_liquid_string(_require(value), autoescape=False)
+    return Markup(_ESCAPE_ONCE.sub(lambda m: _ENTITIES[m.group(0)[0]], text))
+
+
+def _grant_read_access_filter(grant: Callable[[str], str] | None) -> Callable[[object], str]:
+    def grant_read_access(value: object) -> str:
+        uri = to_liquid_string(_require(value), autoescape=False)
+        if grant is None or not uri.startswith("s3://"):
+            return uri  # Ground Truth presigns s3:// URIs; anything else passes as written
+        try:
+            return grant(uri)
+        except (GtrunError, ValueError) as exc:
+            # FilterArgumentError picks up the filter's token, so the message gets file:line.
+            raise FilterArgumentError(f"grant_read_access: {exc}", token=None) from exc
+
+    return grant_read_access
+
+
+class _PlainString(StringLiteral):
+    """A string literal that autoescape escapes, as Ground Truth does."""
+
+    __slots__ = ()
+
+    def evaluate(self, context: RenderContext) -> str:
+        return self.value
+
+
+def _untrust_literals(template: BoundTemplate) -> None:
+    static = RenderContext(template)
+
+    def expression(expr: Expression) -> None:
+        if type(expr) is StringLiteral:
+            expr.__class__ = _PlainString  # same slots, so the node is retyped in place
+        for child in expr.children():
+            expression(child)
+
+    def visit(node: Node) -> None:
+        for expr in node.expressions():
+            expression(expr)
+        for child in node.children(static, include_partials=False):
+            visit(child)
+
+    for node in template.nodes:
+        visit(node)
+
+
+class _GtEnvironment(Environment):
+    # python-liquid trusts string literals under autoescape (they evaluate to Markup), so
+    # {{ "Tom & Jerry" }} would print a bare "&"; Ground Truth escapes them like any value
+    # (the DG filter example: {{ "Have you read 'James & ...'" }} -> &#39;James &amp; ...).
+    def from_string(self, source: str, name: str = "", path: str | pathlib.Path | None = None,
+                    globals: Mapping[str, object] | None = None,  # noqa: A002
+                    matter: Mapping[str, object] | None = None) -> BoundTemplate:
+        template = super().from_string(source, name=name, path=path, globals=globals,
+                                       matter=matter)
+        _untrust_literals(template)
+        return template
+
+
+def gt_environment(grant_read_access: Callable[[str], str] | None = None) -> Environment:
+    """A python-liquid Environment with Ground Truth's autoescape, undefined rules and filters."""
+    env = _GtEnvironment(autoescape=True, undefined=_NilUndefined)
+    env.filters["to_json"] = _to_json
+    env.filters["skip_autoescape"] = _skip_autoescape
+    env.filters["escape_once"] = _escape_once
+    env.filters["grant_read_access"] = _grant_read_access_filter(grant_read_access)
+    # `escape` is python-liquid's own: under autoescape it returns Markup, so it never doubles.
+    return env
+
+
+def _where(name: str, exc: LiquidError) -> str:
+    context = exc.context()
+    return f"{name}:{context[0]}" if context else name
+
+
+def _unclosed_line(env: Environment, text: str, tag: str) -> int:
+    """The line of the innermost `{% tag %}` without its `{% endtag %}` (last line if none)."""
+    open_tags: list[tuple[str, int]] = []
+    for token in env.tokenizer()(text):
+        if token.kind != TOKEN_TAG:
+            continue
+        if token.value.startswith("end") and any(t == token.value[3:] for t, _ in open_tags):
+            while open_tags.pop()[0] != token.value[3:]:
+                pass
+        else:
+            open_tags.append((token.value, token.start_index))
+    index = next((i for t, i in reversed(open_tags) if t == tag), max(len(text) - 1, 0))
+    return Span("", index).line_col(text)[0] if text else 1
+
+
+def parse_template(text: str, name: str, env: Environment | None = None) -> BoundTemplate:
+    """The parsed template; a syntax error raises TemplateError("<name>:<line>: ...")."""
+    env = env if env is not None else gt_environment()
+    try:
+        return env.from_string(text, name=name)
+    except LiquidError as exc:
+        unclosed = _UNCLOSED.match(str(exc.message)) if exc.context() is None else None
+        if unclosed:  # python-liquid points at the end of input (index -1): find the opener
+            tag = unclosed.group(1)
+            line = _unclosed_line(env, text, tag)
+            raise TemplateError(f"{name}:{line}: {{% {tag} %}} is never closed "
+                                f"(expected {{% end{tag} %}})") from exc
+        raise TemplateError(f"{_where(name, exc)}: {exc.message}") from exc
+
+
+def task_input(task_type: TaskType, line: Mapping[str, Any],
+               labels: Sequence[str]) -> dict[str, Any]:
+    """What the worker template sees as `task.input` for one manifest line.
+
+    Built-in task types go through the AWS PRE-<Type> Lambda, which passes the data object and
+    the label list; custom tasks (no pre-annotation Lambda) see the manifest line itself.
+
+    >>> task_input(TaskType.text_classification, {"source": "great", "id": 1}, ["pos", "neg"])
+    {'taskObject': 'great', 'labels': ['pos', 'neg']}
+    >>> task_input(TaskType.bounding_box, {"source-ref": "s3://b/1.jpg"}, ["car"])
+    {'taskObject': 's3://b/1.jpg', 'labels': ['car']}
+    >>> task_input(TaskType.custom, {"source": "great", "id": 1}, ["pos"])
+    {'source': 'great', 'id': 1}
+    """
+    if task_type is TaskType.custom:
+        return dict(line)
+    field = next((f for f in OBJECT_FIELDS if f in line), None)
+    if field is None:
+        raise ManifestError(f"manifest line: has neither source nor source-ref "
+                            f"(keys: {sorted(line)!r})")
+    return {"taskObject": line[field], "labels": list(labels)}
+
+
+def _paths(expr: Expression) -> Iterator[Path]:
+    if isinstance(expr, Path):
+        yield expr
+    for child in expr.children():
+        yield from _paths(child)
+
+
+def _location(path: Path) -> tuple[Any, ...]:
+    location = path.location()
+    while location and location[-1] in _PROBES:
+        location = location[:-1]
+    return location
+
+
+def _guarded(template: BoundTemplate) -> set[int]:
+    """Start indices of the paths a missing value cannot break.
+
+    Guarded: a path tested by if/elsif/unless/case/when, the input of a `default` filter, and
+    a path (or its extension) used inside a block whose condition tests it. Guards are
+    over-approximated (an `else` branch counts too): the static check must not refuse a
+    template that renders, and render_task still catches what it lets through.
+    """
+    guarded: set[int] = set()
+    static = RenderContext(template)
+
+    def expression(expr: Expression, guards: frozenset[tuple[Any, ...]]) -> None:
+        if (isinstance(expr, FilteredExpression) and expr.filters
+                and expr.filters[0].name == "default"):
+            guarded.update(p.token.start_index for p in _paths(expr.left))
+        if isinstance(expr, Path):
+            location = expr.location()
+            if any(location[:len(g)] == g for g in guards):
+                guarded.add(expr.token.start_index)
+        for child in expr.children():
+            expression(child, guards)
+
+    def visit(node: Node, guards: frozenset[tuple[Any, ...]]) -> None:
+        conditional = isinstance(node, (IfNode, UnlessNode, ConditionalBlockNode, CaseNode,
+                                        MultiExpressionBlockNode))
+        for expr in node.expressions():
+            expression(expr, guards)
+            if conditional:
+                tested = list(_paths(expr))
+                guarded.update(p.token.start_index for p in tested)
+                guards = guards | {_location(p) for p in tested}
+        for child in node.children(static, include_partials=False):
+            visit(child, guards)
+
+    for node in template.nodes:
+        visit(node, frozenset())
+    return guarded
+
+
+def _lookup(context: RenderContext, segments: list[Any]) -> object:
+    path: list[object] = []
+    for segment in segments:
+        if isinstance(segment, list):  # a bracketed path: task.input[task.input.key]
+            segment = _lookup(context, segment)
+            if segment is _MISSING:
+                return _MISSING
+        path.append(segment)
+    return context.get(path, token=None, default=_MISSING)
+
+
+def _missing_uses(template: BoundTemplate, task_input: Mapping[str, Any]) -> dict[str, int]:
+    """Each unguarded variable the render namespace lacks -> the line of its first use."""
+    guarded = _guarded(template)
+    context = RenderContext(template, globals={"task": {"input": task_input}})
+    missing: dict[str, int] = {}
+    for uses in template.analyze(include_partials=False).globals.values():
+        for use in uses:
+            index = use.span.index
+            if index in guarded or _lookup(context, use.segments) is not _MISSING:
+                continue
+            name = str(use)  # dotted and bracket spellings of one path print the same
+            line = use.span.line_col(template.nodes[0].token.source)[0]
+            missing[name] = min(missing.get(name, line), line)
+    return missing
+
+
+def missing_variables(template: BoundTemplate, task_input: Mapping[str, Any]) -> list[str]:
+    """The variables the template prints or filters that `task.input` lacks, sorted."""
+    return sorted(_missing_uses(template, task_input))
+
+
+def render_task(template: BoundTemplate, task_input: Mapping[str, Any], *,
+                name: str | None = None) -> str:
+    """The worker HTML for one task; Liquid errors raise TemplateError("<name>:<line>: ...")."""
+    name = name if name is not None else template.name
+    try:
+        return template.render(task={"input": task_input})
+    except LiquidError as exc:
+        raise TemplateError(f"{_where(name, exc)}: {exc.message}") from exc
+
+
+def check_template(text: str, name: str, task_input: Mapping[str, Any],
+                   env: Environment | None = None) -> str:
+    """The worker HTML for a sample task, after parsing and checking every variable it uses."""
+    template = parse_template(text, name, env)
+    missing = sorted(_missing_uses(template, task_input).items(), key=lambda kv: (kv[1], kv[0]))
+    if missing:
+        (first, line), *rest = missing
+        problem = (f"{first} is not in the task input" if not rest else
+                   f"{len(missing)} variables are not in the task input: "
+                   + ", ".join(f"{var} (line {n})" for var, n in missing))
+        raise TemplateError(f"{name}:{line}: {problem}\n  hint: task.input has "
+                            f"{sorted(task_input)!r} (built-in task types get taskObject and "
+                            f"labels, custom tasks the manifest line); or write `| default: ...`")
+    return render_task(template, task_input, name=name)
+

@@ -1,0 +1,70 @@
+"""Shared fixtures: run the real `gtrun` command in a scratch working directory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+class Gtrun:
+    """`gtrun` in a subprocess, working in `cwd`, with storage kept under it."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.cwd = cwd
+        self.storage = cwd / "storage"
+
+    def __call__(self, *args: str, storage: bool = True, timeout: float = 240) -> Result:
+        args_list = list(args)
+        if storage and args_list and args_list[0] in ("run", "plan"):
+            args_list.append(f"backend.root={self.storage}")
+        proc = subprocess.run([sys.executable, "-m", "runner", *args_list], cwd=self.cwd,
+                              capture_output=True, text=True, timeout=timeout,
+                              env={**_env(), "COLUMNS": "200"})
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def runs(self) -> list[Path]:
+        return sorted(p.parent for p in (self.cwd / "outputs").rglob("lineage.json"))
+
+    def jobs(self) -> list[str]:
+        from runner.service.store import JobStore
+
+        db = self.storage / ".gtrun" / "labeling.sqlite3"
+        return JobStore(db).job_names() if db.exists() else []
+
+    def stored_objects(self) -> list[Path]:
+        return sorted(p for p in self.storage.rglob("*") if p.is_file() and ".gtrun" not in p.parts)
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_", "GTRUN_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+@pytest.fixture
+def gtrun(tmp_path: Path) -> Gtrun:
+    return Gtrun(tmp_path)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))

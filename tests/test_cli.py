@@ -1,0 +1,190 @@
+"""Every verb, end to end through the real command on the local backend."""
+
+import json
+
+import jsonlines
+import yaml
+
+from tests.conftest import read_json
+
+ARTIFACTS = {"query.sql", "manifest.jsonl", "template.liquid", "label-categories.json", "request.json",
+             "job.json", "lineage.json", "status.json"}
+
+
+def test_help_lists_the_verbs(gtrun):
+    r = gtrun("--help")
+    assert r.code == 0
+    for verb in ("run", "plan", "reproduce", "diff"):
+        assert f"  {verb}" in r.stdout
+    for verb in ("reproduce", "diff"):
+        assert gtrun(verb, "--help").code == 0
+    r = gtrun("run", "--help", storage=False)
+    assert r.code == 0 and "source: receipts, tweets" in r.stdout
+
+
+def test_unknown_verb(gtrun):
+    r = gtrun("launch")
+    assert r.code == 2 and "unknown verb 'launch'" in r.stderr
+
+
+def test_run_records_everything_and_registers_the_job(gtrun):
+    r = gtrun("run")
+    assert r.code == 0, r.output
+    (run,) = gtrun.runs()
+    assert ARTIFACTS <= {p.name for p in run.iterdir()}
+    assert {p.name for p in (run / ".hydra").iterdir()} == {"config.yaml", "overrides.yaml", "hydra.yaml"}
+    lines = list(jsonlines.open(run / "manifest.jsonl"))
+    assert lines and all(set(x) == {"source", "entity", "tweet_id"} for x in lines)
+    assert all(isinstance(x["tweet_id"], int) for x in lines)
+    request = read_json(run / "request.json")
+    name = request["LabelingJobName"]
+    assert name.startswith("tweets-")
+    assert request["LabelAttributeName"] == "sentiment"
+    assert request["HumanTaskConfig"]["NumberOfHumanWorkersPerDataObject"] == 1
+    assert request["HumanTaskConfig"]["PreHumanTaskLambdaArn"].endswith(":function:PRE-TextMultiClass")
+    labels = read_json(run / "label-categories.json")
+    assert [x["label"] for x in labels["labels"]] == ["Positive", "Negative", "Neutral", "Irrelevant"]
+    job = read_json(run / "job.json")
+    assert job["LabelingJobStatus"] == "InProgress"
+    assert job["LabelCounters"]["Unlabeled"] == len(lines)
+    assert gtrun.jobs() == [name]
+    # storage holds the same manifest the run directory does
+    manifest_uri = request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"]
+    stored = gtrun.storage / manifest_uri.removeprefix("s3://")
+    assert stored.read_bytes() == (run / "manifest.jsonl").read_bytes()
+    lineage = read_json(run / "lineage.json")
+    import hashlib
+    for artifact in ("query.sql", "manifest.jsonl", "template.liquid", "label-categories.json", "request.json"):
+        assert lineage["artifacts"][artifact] == hashlib.sha256((run / artifact).read_bytes()).hexdigest()
+    assert lineage["objects"] == len(lines)
+    assert len(lineage["source_files"]) == 1 and lineage["gtrun_version"]
+    assert "?" in (run / "query.sql").read_text() and "0.8" not in (run / "query.sql").read_text().splitlines()[0]
+
+
+def test_threshold_param_changes_the_selection(gtrun):
+    low = gtrun("plan", "source.params.threshold=0.5")
+    high = gtrun("plan", "source.params.threshold=0.9")
+    assert low.code == high.code == 0
+    count = lambda r: int(r.stdout.split(" objects x ")[0].split()[-1].replace(",", ""))  # noqa: E731
+    assert 0 < count(low) < count(high)
+
+
+def test_plan_submits_and_writes_nothing(gtrun):
+    r = gtrun("plan", "source=tweets", "source.params.threshold=0.6")
+    assert r.code == 0, r.output
+    assert "SELECT" in r.stdout and "CreateLabelingJob request" in r.stdout and "nothing submitted" in r.stdout
+    assert gtrun.jobs() == [] and gtrun.stored_objects() == [] and gtrun.runs() == []
+    assert not (gtrun.cwd / "outputs").exists()
+
+
+def test_receipts_preset_with_an_override(gtrun):
+    r = gtrun("run", "job=receipts_ner", "workteam.workers_per_object=3")
+    assert r.code == 0, r.output
+    (run,) = gtrun.runs()
+    request = read_json(run / "request.json")
+    assert request["HumanTaskConfig"]["NumberOfHumanWorkersPerDataObject"] == 3
+    assert "PreHumanTaskLambdaArn" not in request["HumanTaskConfig"]  # custom: the line is task.input
+    lines = list(jsonlines.open(run / "manifest.jsonl"))
+    assert len(lines) >= 20
+    for line in lines:
+        assert line["source-ref"].startswith("s3://gtrun/samples/receipts/images/receipt-")
+        assert (gtrun.storage / line["source-ref"].removeprefix("s3://")).is_file()  # images uploaded
+        assert line["tokens"] and {"text", "box"} <= set(line["tokens"][0])
+    assert yaml.safe_load((run / ".hydra/overrides.yaml").read_text()) == [
+        "job=receipts_ner", "workteam.workers_per_object=3", f"backend.root={gtrun.storage}"]
+
+
+def test_sweep_over_entities(gtrun):
+    r = gtrun("run", "-m", "source.params.entity=Borderlands,Xbox,NBA2K")
+    assert r.code == 0, r.output
+    runs = gtrun.runs()
+    assert len(runs) == 3
+    entities = [{line["entity"] for line in jsonlines.open(run / "manifest.jsonl")} for run in runs]
+    assert sorted(map(tuple, entities)) == [("Borderlands",), ("NBA2K",), ("Xbox",)]
+    (summary,) = (gtrun.cwd / "outputs").rglob("summary.json")
+    members = read_json(summary)["members"]
+    assert [m["dataset"] for m in members] == ["tweets-borderlands", "tweets-xbox", "tweets-nba2k"]
+    assert all(m["status"] == "InProgress" and m["objects"] > 0 for m in members)
+    assert "sweep summary" in r.stderr
+    assert len(set(gtrun.jobs())) == 3
+
+
+def test_sweep_member_failure_does_not_hide_the_others(gtrun):
+    r = gtrun("run", "-m", "source.params.entity=Xbox,NoSuchEntity")
+    assert r.code == 2
+    (summary,) = (gtrun.cwd / "outputs").rglob("summary.json")
+    members = read_json(summary)["members"]
+    assert [m["status"] for m in members] == ["InProgress", "failed"]
+    assert "no rows" in members[1]["error"]
+    assert len(gtrun.jobs()) == 1
+
+
+def test_sweep_over_jobs_in_parallel_with_joblib(gtrun):
+    r = gtrun("run", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "job=tweets_sentiment,receipts_ner")
+    assert r.code == 0, r.output
+    names = sorted(read_json(run / "request.json")["LabelAttributeName"] for run in gtrun.runs())
+    assert names == ["receipt-entities", "sentiment"]
+
+
+def test_reproduce_gives_identical_artifacts(gtrun):
+    assert gtrun("run", "source.params.entity=Xbox").code == 0
+    (first,) = gtrun.runs()
+    r = gtrun("reproduce", str(first))
+    assert r.code == 0, r.output
+    assert "reproduced exactly" in r.stdout
+    second = next(p for p in gtrun.runs() if p != first)
+    a, b = read_json(first / "lineage.json"), read_json(second / "lineage.json")
+    assert a["artifacts"]["manifest.jsonl"] == b["artifacts"]["manifest.jsonl"]
+    assert a["request_normalized_sha256"] == b["request_normalized_sha256"]
+    assert a["job_name"] != b["job_name"]
+    assert yaml.safe_load((second / ".hydra/config.yaml").read_text())["source"]["params"]["entity"] == "Xbox"
+
+
+def test_reproduce_fails_loudly_when_the_data_changed(gtrun, tmp_path):
+    data = tmp_path / "preds.csv"
+    data.write_text("tweet_id,entity,tweet_text,score\n1,Xbox,good game,0.5\n2,Xbox,bad game,0.6\n")
+    assert gtrun("run", f"source.files=[{data}]").code == 0
+    (first,) = gtrun.runs()
+    data.write_text("tweet_id,entity,tweet_text,score\n1,Xbox,good game,0.5\n2,Xbox,changed,0.6\n")
+    r = gtrun("reproduce", str(first))
+    assert r.code == 2
+    assert "manifest.jsonl" in r.stderr and "differ" in r.stderr
+    assert f"source file {data}" in r.stdout
+
+
+def test_diff_names_keys_and_artifacts(gtrun):
+    assert gtrun("run", "source.params.entity=Xbox").code == 0
+    assert gtrun("run", "source.params.entity=NBA2K", "workteam.workers_per_object=2").code == 0
+    a, b = gtrun.runs()
+    r = gtrun("diff", str(a), str(b))
+    assert r.code == 0, r.output
+    assert "source.params.entity" in r.stdout and "workteam.workers_per_object" in r.stdout
+    assert "source.name" in r.stdout
+    assert "template.liquid" in r.stdout
+    rows = {line.split("│")[1].strip(): line for line in r.stdout.splitlines() if line.count("│") >= 4}
+    assert "DIFFERS" in rows["manifest.jsonl"] and "same" in rows["template.liquid"]
+
+
+def test_user_config_dir_with_a_bare_group_file(gtrun, tmp_path):
+    conf = tmp_path / "my-conf"
+    (conf / "source").mkdir(parents=True)
+    data = tmp_path / "reviews.jsonl"
+    data.write_text("\n".join(json.dumps({"id": i, "body": f"review {i}", "stars": i % 5}) for i in range(10)) + "\n")
+    (conf / "source" / "my_table.yaml").write_text(yaml.safe_dump({
+        "name": "reviews", "database": "shop", "table": "reviews", "columns": {"source": "body", "id": "id"},
+        "where": "stars >= :min_stars", "params": {"min_stars": 3}, "order_by": ["id"], "files": [str(data)]}))
+    r = gtrun("run", "--config-dir", str(conf), "source=my_table")
+    assert r.code == 0, r.output
+    (run,) = gtrun.runs()
+    assert [x["id"] for x in jsonlines.open(run / "manifest.jsonl")] == [3, 4, 8, 9]
+    # the user's file is checked against the same schema as the bundled ones
+    (conf / "source" / "typo.yaml").write_text(yaml.safe_dump({"name": "x", "colums": {"source": "body"}}))
+    r = gtrun("run", "--config-dir", str(conf), "source=typo")
+    assert r.code != 0 and "colums" in r.output
+
+
+def test_cfg_job_prints_the_composed_config(gtrun):
+    r = gtrun("run", "--cfg", "job", "workteam.workers_per_object=4")
+    assert r.code == 0
+    assert yaml.safe_load(r.stdout)["workteam"]["workers_per_object"] == 4
+    assert gtrun.jobs() == []
