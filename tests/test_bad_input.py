@@ -1,0 +1,135 @@
+"""Bad input: one clear error naming the key or file, exit 2 (Hydra's own: 1), nothing submitted,
+nothing half-written in storage."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import read_json
+
+
+def refused(gtrun, *args, match: str | tuple[str, ...], code: int = 2, verb: str = "run"):
+    r = gtrun(verb, *args)
+    assert r.code == code, r.output
+    for m in (match,) if isinstance(match, str) else match:
+        assert m in r.stderr, r.stderr
+    assert "Traceback" not in r.output
+    assert gtrun.jobs() == []
+    manifests = [p for p in gtrun.stored_objects() if p.name == "manifest.jsonl"]
+    assert manifests == []
+    assert not [p for p in gtrun.storage.rglob("*.part")]
+    return r
+
+
+def test_misspelled_key(gtrun):
+    refused(gtrun, "workteam.workers_per_objekt=3", code=1,
+            match=("Could not override 'workteam.workers_per_objekt'",))
+
+
+def test_misspelled_key_in_a_group_file(gtrun, tmp_path):
+    (tmp_path / "c" / "pricing").mkdir(parents=True)
+    (tmp_path / "c" / "pricing" / "mine.yaml").write_text("usd_per_tsak: '0.036'\n")
+    refused(gtrun, "--config-dir", str(tmp_path / "c"), "pricing=mine", code=1,
+            match=("Key 'usd_per_tsak' not in 'PricingConfig'", "full_key: pricing.usd_per_tsak"))
+
+
+def test_wrong_type(gtrun):
+    refused(gtrun, "workteam.workers_per_object=many", code=1,
+            match=("'many'", "full_key: workteam.workers_per_object"))
+
+
+def test_missing_required_value(gtrun):
+    refused(gtrun, "template.title=???", match="error: template.title: is required but not set")
+
+
+def test_several_rule_breaks_are_reported_at_once(gtrun):
+    r = refused(gtrun, "workteam.workers_per_object=12", "template.keywords=[a-b]",
+                "template.label_attribute_name=sentiment-metadata", match="3 config problems")
+    for key in ("workteam.workers_per_object: ", "template.keywords[0]: ", "template.label_attribute_name: "):
+        assert f"- {key}" in r.stderr
+
+
+def test_price_ground_truth_does_not_allow(gtrun):
+    refused(gtrun, "workteam=public", "pricing=public", "pricing.usd_per_task=0.05",
+            match="pricing.usd_per_task: ")
+
+
+def test_public_workforce_needs_a_price(gtrun):
+    refused(gtrun, "workteam=public", match="pricing.usd_per_task: ")
+
+
+def test_job_name_ground_truth_would_reject(gtrun):
+    refused(gtrun, "job.labeling_job_name='my_job.v2'",
+            match="job.labeling_job_name: 'my_job.v2' is not a Ground Truth job name")
+
+
+def test_sql_that_is_not_a_select(gtrun):
+    refused(gtrun, "source.sql='DELETE FROM ml_workshop_db.labeling_prediction'",
+            match="source.sql: must be a SELECT, not DELETE")
+
+
+def test_two_statements(gtrun):
+    refused(gtrun, "source.sql='SELECT tweet_text AS source FROM t; SELECT 1 AS source'",
+            match="source.sql: must be one SELECT, found 2 statements")
+
+
+def test_sql_that_does_not_parse(gtrun):
+    refused(gtrun, "source.sql='SELECT tweet_text AS source FROM WHERE'", match="source.sql: ")
+
+
+def test_column_the_table_lacks(gtrun):
+    r = refused(gtrun, "source.columns.source=tweet_txt",
+                match="source.columns.source: column 'tweet_txt' is not in ml_workshop_db.labeling_prediction")
+    assert "tweet_text" in r.stderr  # the hint lists the real columns
+
+
+def test_missing_source_file(gtrun, tmp_path):
+    refused(gtrun, f"source.files=[{tmp_path}/nope.csv]", match="source.files[0]: no file matches")
+
+
+def test_malformed_source_file(gtrun, tmp_path):
+    bad = tmp_path / "preds.jsonl"
+    bad.write_text('{"tweet_id": 1, "entity": "Xbox", "tweet_text": "a", "score": 0.1}\n{"tweet_id": 2, "entity": \n')
+    refused(gtrun, f"source.files=[{bad}]", match=(str(bad), "cannot read ml_workshop_db.labeling_prediction"))
+
+
+def test_empty_result(gtrun):
+    refused(gtrun, "source.params.threshold=0", match="source: the query returned no rows (params: threshold=0")
+
+
+def test_template_that_does_not_parse(gtrun, tmp_path):
+    bad = tmp_path / "bad.liquid"
+    bad.write_text("<crowd-form>\n{% if task.input.taskObject %}\n<p>{{ task.input.taskObject }}</p>\n</crowd-form>\n")
+    refused(gtrun, f"template.file={bad}", match=f"{bad}:2: ")
+
+
+def test_template_variable_the_manifest_lacks(gtrun, tmp_path):
+    t = tmp_path / "t.liquid"
+    t.write_text("<crowd-form>\n<p>{{ task.input.source }}</p>\n<p>{{ task.input.author }}</p>\n</crowd-form>\n")
+    refused(gtrun, "template=custom", f"template.file={t}", match=("template.file: ", "task.input.author"))
+
+
+def test_missing_template_file(gtrun):
+    refused(gtrun, "template.file=nope.liquid", match="template.file: 'nope.liquid' not found")
+
+
+def test_budget_exceeded(gtrun):
+    r = refused(gtrun, "pricing.max_usd=1", match="pricing.max_usd: the job would cost $13.84")
+    (run,) = [p.parent for p in (gtrun.cwd / "outputs").rglob("status.json")]
+    assert read_json(run / "status.json")["status"] == "failed"
+    assert not (run / "manifest.jsonl").exists() and not (run / "request.json").exists()
+    assert "budget" in r.stderr
+
+
+def test_run_directory_that_already_exists(gtrun, tmp_path):
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("keep me")
+    refused(gtrun, f"hydra.run.dir={taken}", match=f"hydra.run.dir: {taken} already exists")
+    assert (taken / "notes.txt").read_text() == "keep me"
+    assert not (taken / ".hydra").exists()
+
+
+@pytest.mark.parametrize("verb", ["run", "plan"])
+def test_plan_refuses_the_same_input(gtrun, verb):
+    refused(gtrun, "source.params.threshold=0", verb=verb, match="returned no rows")
