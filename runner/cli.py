@@ -82,6 +82,7 @@ def task(cfg: DictConfig) -> None:
         if reproduce_of:
             compare_runs(Run.at(reproduce_of), Run.at(run_dir))
     except GtrunError as exc:
+        log.error("%s", exc)
         status.update(status="failed", error=str(exc))
         if verb != "plan":
             write_status(run_dir, status)
@@ -144,9 +145,9 @@ def _hydra(verb: str, args: list[str]) -> int:
                                 "a run never overwrites another")
     extra = []
     if verb == "plan":  # a plan records nothing: no output dir, log to the console only
-        extra = ["hydra.output_subdir=null", "hydra/job_logging=stdout", "hydra.run.dir=."]
+        extra = ["hydra.output_subdir=null", "hydra/job_logging=none", "hydra.run.dir=."]
         if multirun:
-            extra = ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
+            extra = ["hydra.output_subdir=null", "hydra/job_logging=none"]
     os.environ[ENV_VERB] = verb
     argv = sys.argv
     sys.argv = ["gtrun", *args, *extra]
@@ -195,7 +196,7 @@ def compare_runs(original: Run, new: Run) -> None:
     changed = []
     for name, ha, hb in artifact_changes(a, b):
         same = ha == hb
-        if not same:
+        if not same and not name.startswith("source file"):  # data files: shown, judged by the manifest
             changed.append(name)
         table.add_row(name, (ha or "-")[:12], (hb or "-")[:12], "[green]same[/green]" if same else "[red]DIFFERS[/red]")
     out.print(table)

@@ -30,7 +30,7 @@ from runner.build.request import check_settings, job_name, label_category_config
 from runner.build.sql import Query, check_fields, count_query, render_sql, select_query
 from runner.build.template import missing_variables, parse_template, render_task, task_input
 from runner.check import validate_request
-from runner.config import TEMPLATES_DIR
+from runner.config import HOME, TEMPLATES_DIR
 from runner.errors import ConfigError, ManifestError, RecordError, collect_errors
 from runner.io.labeling import LocalLabeling
 from runner.io.query import DuckDBSource, fingerprint, source_files
@@ -87,6 +87,12 @@ def check_backend(settings: GtrunConfig) -> list[ConfigError]:
                                     "use backend=local"))
         return problems
     return []
+
+
+def portable(path: str) -> str:
+    """A source file's path as recorded: relative to the project when it is the bundled data."""
+    p = Path(path).resolve()
+    return str(p.relative_to(HOME)) if p.is_relative_to(HOME) else str(p)
 
 
 def config_hash(resolved: dict[str, Any]) -> str:
@@ -234,6 +240,7 @@ class Pipeline:
         request = self.request()
         record = Record(run_dir)
         record.write_text("query.sql", render_sql(query))
+        log.info("job %s: query built (%s fields: %s)", self.name, len(fields), ", ".join(fields))
         self.upload_assets()
         try:
             with self.storage.open_write(self.uris["manifest"]) as out, \
@@ -249,6 +256,7 @@ class Pipeline:
         finally:
             src.close()
         record.hashes["manifest.jsonl"] = written.sha256
+        log.info("manifest: %s objects -> %s (sha256 %s)", objects, self.uris["manifest"], written.sha256)
         labels = label_category_config(self.s.template.labels, self.s.template.task_type,
                                        self.s.template.instructions)
         self.storage.put_bytes(self.uris["template"], text.encode("utf-8"))
@@ -261,6 +269,7 @@ class Pipeline:
         job = LocalLabeling(self.storage).create_labeling_job(request)
         job.update(LocalLabeling(self.storage).describe_labeling_job(self.name))
         record.write_json("job.json", job)
+        log.info("submitted %s: %s, estimated $%s", self.name, job.get("LabelingJobStatus"), cost.total_usd)
         outcome = Outcome(self.name, query, objects, cost, request, first, job, dict(record.hashes))
         record.write_json("lineage.json", self.lineage(outcome, record))
         return outcome
@@ -285,7 +294,7 @@ class Pipeline:
             yield lambda n: progress.advance(task, n)
 
     def lineage(self, outcome: Outcome, record: Record) -> dict[str, Any]:
-        src_files = fingerprint(source_files(self.s.source))
+        src_files = {portable(p): h for p, h in fingerprint(source_files(self.s.source)).items()}
         return {
             "gtrun_version": __version__,
             "job_name": self.name,
