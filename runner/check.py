@@ -34,10 +34,10 @@ _BOTOCORE_LINE = re.compile(r"(?P<what>.+?) (?:for parameter|in) (?P<path>[^\s,:
 
 
 @functools.cache
-def input_shape() -> StructureShape:
-    """The CreateLabelingJob input shape of the sagemaker model botocore ships."""
+def input_shape(operation: str = "CreateLabelingJob") -> StructureShape:
+    """An operation's input shape in the sagemaker model botocore ships."""
     model = botocore.session.get_session().get_service_model("sagemaker")
-    shape = model.operation_model("CreateLabelingJob").input_shape
+    shape = model.operation_model(operation).input_shape
     assert shape is not None
     return shape
 
@@ -119,12 +119,16 @@ def _botocore_problems(request: Mapping[str, Any], shape: Shape) -> Iterator[tup
                 yield path, what[:1].lower() + what[1:] + rest
 
 
+def operation_problems(operation: str, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(path, problem) for everything SageMaker's model says is wrong with an operation's input."""
+    shape = input_shape(operation)
+    return [*_botocore_problems(params, shape), *_model_problems(params, shape, "request")]
+
+
 def validate_request(request: dict[str, Any]) -> None:
     """Nothing when `request` fits SageMaker's CreateLabelingJob model; else ConfigErrors listing
     every problem, each named by its path (`request.HumanTaskConfig.TaskKeywords`)."""
-    shape = input_shape()
-    problems = list(_botocore_problems(request, shape))
-    problems += _model_problems(request, shape, "request")
+    problems = operation_problems("CreateLabelingJob", request)
     # UiConfig: "exactly one of UiTemplateS3Uri or HumanTaskUiArn" is in the model's documentation
     # only, not in its metadata.
     human = request.get("HumanTaskConfig")

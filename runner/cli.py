@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ from rich.table import Table
 from runner import __version__
 from runner.config import CONF_DIR, setup, to_settings
 from runner.errors import GtrunError, RecordError
+from runner.io.labeling import local_labeling
+from runner.service.server import DEFAULT_PORT, Service
+from runner.service.store import TERMINAL
 from runner.pipeline import Outcome, Pipeline
 from runner.record import COMPARED, Run, artifact_changes, config_changes, resolved
 from runner import sweep
@@ -41,6 +45,9 @@ verbs:
   plan       everything up to submit, nothing submitted: SQL, object count, request, cost
   reproduce  a new job from a recorded run; checks SQL, manifest, template, labels and request match
   diff       which config keys and which artifact hashes differ between two runs
+  serve      the local labeling service: SageMaker's labeling-job API and the worker UI
+  status     a run's job status and label counters (--wait: until it ends)
+  preview    the template rendered with real rows, saved as PNG screenshots
 
 `gtrun run --help` lists the config groups; `gtrun <verb> --help` explains each verb.
 Hydra overrides work as usual: key=value, group=option, +key=value, ~key, -m, --cfg job, --config-dir DIR.
@@ -48,6 +55,7 @@ Hydra overrides work as usual: key=value, group=option, +key=value, ~key, -m, --
 
 ENV_VERB = "GTRUN_VERB"
 ENV_REPRODUCE = "GTRUN_REPRODUCE"
+ENV_ROWS = "GTRUN_PREVIEW_ROWS"
 
 
 def fail(message: str, code: int = 2) -> int:
@@ -74,9 +82,13 @@ def task(cfg: DictConfig) -> None:
         if verb == "plan":
             outcome = pipe.plan()
             show_plan(outcome)
+        elif verb == "preview":
+            shots = preview_rows(pipe, settings, int(os.environ.get(ENV_ROWS, "3")))
+            out.print(f"{len(shots)} preview(s): " + ", ".join(str(p) for p in shots))
+            return
         else:
             outcome = pipe.run(run_dir)
-            show_run(outcome, run_dir)
+            show_run(outcome, run_dir, pipe.service_url, settings.backend.root)
         status.update(status="planned" if verb == "plan" else outcome.job.get("LabelingJobStatus", "submitted"),
                       objects=outcome.objects, cost_usd=str(outcome.cost.total_usd), job_name=outcome.job_name)
         if reproduce_of:
@@ -84,13 +96,13 @@ def task(cfg: DictConfig) -> None:
     except GtrunError as exc:
         log.error("%s", exc)
         status.update(status="failed", error=str(exc))
-        if verb != "plan":
+        if verb == "run":
             write_status(run_dir, status)
         if not multirun:
             sys.exit(fail(str(exc)))
         console.print(f"[red]{status.get('dataset', run_dir.name)} failed:[/red] {exc}", highlight=False)
         return
-    if verb != "plan":
+    if verb == "run":
         write_status(run_dir, status)
 
 
@@ -125,12 +137,19 @@ def show_plan(o: Outcome) -> None:
     out.print(f"job name: {o.job_name} (nothing submitted)")
 
 
-def show_run(o: Outcome, run_dir: Path) -> None:
+def show_run(o: Outcome, run_dir: Path, service_url: str | None, root: str) -> None:
     status = o.job.get("LabelingJobStatus", "submitted")
     out.print(f"[bold green]submitted[/bold green] {o.job_name}: {o.objects:,} objects, "
               f"estimated ${o.cost.total_usd}, status {status}")
     out.print(f"run recorded in {run_dir}")
     out.print(f"manifest: {o.request['InputConfig']['DataSource']['S3DataSource']['ManifestS3Uri']}")
+    if service_url:
+        out.print(f"workers label it at [bold]{service_url}/jobs/{o.job_name}/[/bold]")
+    else:
+        root_opt = "" if Path(root) == Path("outputs/storage") else f" --root {root}"
+        out.print(f"to label it, start the labeling service with [bold]gtrun serve{root_opt}[/bold] and open "
+                  f"http://127.0.0.1:{DEFAULT_PORT}/jobs/{o.job_name}/")
+    out.print(f"follow it with: gtrun status {run_dir} --wait")
 
 
 def _hydra(verb: str, args: list[str]) -> int:
@@ -144,7 +163,7 @@ def _hydra(verb: str, args: list[str]) -> int:
                     return fail(f"hydra.run.dir: {target} already exists and is not empty; "
                                 "a run never overwrites another")
     extra = []
-    if verb == "plan":  # a plan records nothing: no output dir, log to the console only
+    if verb in ("plan", "preview"):  # these record nothing: no output dir, log to the console only
         extra = ["hydra.output_subdir=null", "hydra/job_logging=none", "hydra.run.dir=."]
         if multirun:
             extra = ["hydra.output_subdir=null", "hydra/job_logging=none"]
@@ -155,7 +174,7 @@ def _hydra(verb: str, args: list[str]) -> int:
         _app()
     finally:
         sys.argv = argv
-    if multirun and verb != "plan":
+    if multirun and verb == "run":
         return _sweep_exit_code()
     return 0
 
@@ -233,6 +252,120 @@ def diff(args: list[str]) -> int:
     return 0
 
 
+# -- serve / status / preview ---------------------------------------------------------------------
+
+def serve(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="gtrun serve", description="Run the local labeling service: "
+                                     "SageMaker's labeling-job API (for boto3 and `gtrun run`) and the worker "
+                                     "UI, over the storage folder of the local backend.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    parser.add_argument("--root", default="outputs/storage", help="the storage folder (backend.root)")
+    ns = parser.parse_args(args)
+    try:
+        service = Service(ns.root, ns.host, ns.port)
+    except OSError as exc:
+        return fail(f"--port: cannot listen on {ns.host}:{ns.port}: {exc.strerror}")
+    if ns.host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"[yellow]warning:[/yellow] listening on {ns.host}: anyone who can reach it can label "
+                      "and read the task data")
+    out.print(f"gtrun labeling service at [bold]{service.url}/[/bold] (storage: {Path(ns.root).resolve()})")
+    for d in service.app.state.jobs.describe_all():
+        if d["LabelingJobStatus"] in ("Initializing", "InProgress"):
+            out.print(f"  {d['LabelingJobName']}: {service.url}/jobs/{d['LabelingJobName']}/")
+    out.print("Ctrl+C stops it; jobs and answers are kept.")
+    service.run()
+    return 0
+
+
+def _run_root(run: Path) -> tuple[str, str, str]:
+    """(job name, storage root, region) of a recorded run."""
+    try:
+        request = json.loads((run / "request.json").read_text())
+    except OSError:
+        raise RecordError(f"{run}: not a submitted gtrun run (request.json is missing)") from None
+    config = OmegaConf.load(run / ".hydra" / "config.yaml") if (run / ".hydra/config.yaml").is_file() else None
+    root = str(OmegaConf.select(config, "backend.root", default="outputs/storage")) if config else "outputs/storage"
+    region = request["HumanTaskConfig"]["WorkteamArn"].split(":")[3]
+    return request["LabelingJobName"], root, region
+
+
+def status(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="gtrun status", description="Show a run's labeling job: status and "
+                                     "label counters (DescribeLabelingJob).")
+    parser.add_argument("run", help="a recorded run directory")
+    parser.add_argument("--wait", action="store_true", help="poll until the job ends, with a progress bar")
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between polls (default 2)")
+    ns = parser.parse_args(args)
+    try:
+        name, root, region = _run_root(Path(ns.run))
+        with local_labeling(root, region) as service:
+            job = service.describe_labeling_job(name)
+            if ns.wait and job["LabelingJobStatus"] not in TERMINAL:
+                if service.endpoint is None:
+                    out.print("no labeling service is running for this storage; start one with "
+                              f"[bold]gtrun serve --root {root}[/bold] so workers can label")
+                job = wait_for(service, name, ns.interval)
+    except GtrunError as exc:
+        return fail(str(exc))
+    c = job["LabelCounters"]
+    total = c.get("TotalLabeled", 0) + c.get("Unlabeled", 0) + c.get("FailedNonRetryableError", 0)
+    out.print(f"{name}: [bold]{job['LabelingJobStatus']}[/bold] - labeled {c.get('TotalLabeled', 0)} of "
+              f"{total}, failed {c.get('FailedNonRetryableError', 0)}, unlabeled {c.get('Unlabeled', 0)}")
+    if job.get("LabelingJobOutput"):
+        out.print(f"output: {job['LabelingJobOutput']['OutputDatasetS3Uri']}")
+    if job.get("FailureReason"):
+        out.print(f"failure: {job['FailureReason']}")
+    return 0
+
+
+def wait_for(service: Any, name: str, interval: float) -> dict[str, Any]:
+    """Poll DescribeLabelingJob until the job ends, showing its label counters."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        task = bar.add_task(name, total=None)
+        while True:
+            job = service.describe_labeling_job(name)
+            c = job["LabelCounters"]
+            done = c.get("TotalLabeled", 0) + c.get("FailedNonRetryableError", 0)
+            bar.update(task, completed=done, total=done + c.get("Unlabeled", 0),
+                       description=f"{name} {job['LabelingJobStatus']}")
+            if job["LabelingJobStatus"] in TERMINAL:
+                return job
+            time.sleep(interval)
+
+
+def preview_rows(pipe: Pipeline, settings: Any, rows: int) -> list[Path]:
+    """Render the template for the first rows through the labeling service; screenshot each page."""
+    from runner.preview import screenshots
+
+    lines, text = pipe.preview_inputs(rows)
+    folder = Path("outputs") / "previews" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{Path(settings.template.file).stem}"
+    return screenshots(settings.backend.root, text, lines, folder, title=settings.template.title)
+
+
+def preview(args: list[str]) -> int:
+    rows = 3
+    rest = []
+    it = iter(args)
+    for a in it:
+        if a == "--rows":
+            rows = int(next(it, "3"))
+        elif a.startswith("--rows="):
+            rows = int(a.split("=", 1)[1])
+        elif a in ("-h", "--help"):
+            out.print("usage: gtrun preview [template=<name>] [source=<name>] [--rows N] [key=value ...]\n"
+                      "Render the template with the first N rows of the source through the labeling service "
+                      "and save a PNG screenshot per row (headless Chromium) under outputs/previews/.")
+            return 0
+        else:
+            rest.append(a)
+    os.environ[ENV_ROWS] = str(rows)
+    return _hydra("preview", rest)
+
+
 # -- entry point ----------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,6 +384,12 @@ def main(argv: list[str] | None = None) -> int:
         return reproduce(rest)
     if verb == "diff":
         return diff(rest)
+    if verb == "serve":
+        return serve(rest)
+    if verb == "status":
+        return status(rest)
+    if verb == "preview":
+        return preview(rest)
     return fail(f"unknown verb {verb!r}\n\n{USAGE}")
 
 

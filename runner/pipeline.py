@@ -32,7 +32,7 @@ from runner.build.template import missing_variables, parse_template, render_task
 from runner.check import validate_request
 from runner.config import HOME, TEMPLATES_DIR
 from runner.errors import ConfigError, ManifestError, RecordError, collect_errors
-from runner.io.labeling import LocalLabeling
+from runner.io.labeling import local_labeling
 from runner.io.query import DuckDBSource, fingerprint, source_files
 from runner.io.store import LocalStore
 from runner.schema import BackendKind, GtrunConfig, TaskType
@@ -140,6 +140,7 @@ class Pipeline:
         self.name = settings.job.labeling_job_name or job_name(settings.source.name, now, secrets.token_hex(2))
         self.uris = uris(settings, self.name)
         self.storage = LocalStore(settings.backend.root)
+        self.service_url: str | None = None  # the running labeling service that took the job
 
     # -- steps that spend nothing --------------------------------------------------------------
     def validate(self) -> tuple[str, Any]:
@@ -222,6 +223,23 @@ class Pipeline:
         cost = self.estimate(objects)
         return Outcome(self.name, query, objects, cost, request, line)
 
+    def preview_inputs(self, rows: int) -> tuple[list[dict[str, Any]], str]:
+        """`task.input` for the first rows, and the template text: what `gtrun preview` renders."""
+        text, parsed = self.validate()
+        src, query, _ = self.open_source()
+        try:
+            _, found = src.rows(query, rows)
+        finally:
+            src.close()
+        if not found:
+            raise ManifestError(self._empty())
+        inputs = []
+        for row in found:
+            line = json.loads(json.dumps(row, default=str))
+            self.check_template(parsed, line, "the manifest line")
+            inputs.append(task_input(self.s.template.task_type, line, self.s.template.labels))
+        return inputs, text
+
     def _empty(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.s.source.params.items())
         return f"source: the query returned no rows{f' (params: {params})' if params else ''}"
@@ -266,8 +284,10 @@ class Pipeline:
             self.storage.put_bytes(self.uris["labels"], body.encode())
             record.write_text("label-categories.json", body)
         record.write_json("request.json", request)
-        job = LocalLabeling(self.storage).create_labeling_job(request)
-        job.update(LocalLabeling(self.storage).describe_labeling_job(self.name))
+        with local_labeling(self.storage.root, self.s.backend.region) as service:
+            job = service.create_labeling_job(request)
+            job.update(service.describe_labeling_job(self.name))
+            self.service_url = service.endpoint
         record.write_json("job.json", job)
         log.info("submitted %s: %s, estimated $%s", self.name, job.get("LabelingJobStatus"), cost.total_usd)
         outcome = Outcome(self.name, query, objects, cost, request, first, job, dict(record.hashes))

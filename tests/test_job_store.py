@@ -27,7 +27,7 @@ def test_create_reads_the_manifest_and_describes_like_sagemaker(tmp_path, storag
     arn = jobs.create_job(request("Tweets-1"), storage, now=1_700_000_000)
     assert arn == "arn:aws:sagemaker:eu-west-1:123456789012:labeling-job/tweets-1"
     d = jobs.describe_job("tweets-1")  # names are case-insensitive
-    assert d["LabelingJobStatus"] == "InProgress"
+    assert d["LabelingJobStatus"] == "Initializing"  # until the service picks it up
     assert d["LabelCounters"] == {"TotalLabeled": 0, "HumanLabeled": 0, "MachineLabeled": 0,
                                   "FailedNonRetryableError": 0, "Unlabeled": 3}
     assert d["LabelingJobName"] == "Tweets-1" and d["CreationTime"].timestamp() == 1_700_000_000

@@ -1,14 +1,22 @@
-"""Submitting labeling jobs: the interface both backends implement, and the local one."""
+"""Submitting labeling jobs through SageMaker's API: boto3 for both backends, only the endpoint differs.
+
+On the local backend the endpoint is gtrun's labeling service: the one running for the storage root
+(`gtrun serve`), or one started just for the call. The job lives in the service's store, not in the
+process that submitted it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+import boto3
+import botocore.config
+import botocore.exceptions
+
 from runner.errors import SubmitError
-from runner.io.store import LocalStore
-from runner.service.store import JobStore, ServiceError
 
 
 class LabelingService(Protocol):
@@ -16,28 +24,58 @@ class LabelingService(Protocol):
 
     def create_labeling_job(self, request: Mapping[str, Any]) -> dict[str, Any]: ...
     def describe_labeling_job(self, name: str) -> dict[str, Any]: ...
+    def stop_labeling_job(self, name: str) -> None: ...
 
 
-class LocalLabeling:
-    """The local backend: jobs go to the local labeling service's store under the storage root."""
+class SageMakerLabeling:
+    """LabelingService over a boto3 `sagemaker` client."""
 
-    def __init__(self, storage: LocalStore) -> None:
-        self.storage = storage
-        self.jobs = JobStore(store_path(storage.root))
+    def __init__(self, client: Any, endpoint: str | None = None) -> None:
+        self.client = client
+        self.endpoint = endpoint
+
+    def _call(self, operation: str, name: str, **params: Any) -> dict[str, Any]:
+        try:
+            response = getattr(self.client, operation)(**params)
+        except botocore.exceptions.ClientError as exc:
+            err = exc.response.get("Error", {})
+            raise SubmitError(f"{name}: {err.get('Code', 'Error')}: {err.get('Message', exc)}") from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise SubmitError(f"{name}: {exc}") from None
+        response.pop("ResponseMetadata", None)
+        return dict(response)
 
     def create_labeling_job(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        try:
-            return {"LabelingJobArn": self.jobs.create_job(request, self.storage)}
-        except ServiceError as exc:
-            raise SubmitError(f"CreateLabelingJob {request['LabelingJobName']}: {exc.code}: {exc}") from None
+        return self._call("create_labeling_job", f"CreateLabelingJob {request['LabelingJobName']}", **request)
 
     def describe_labeling_job(self, name: str) -> dict[str, Any]:
-        try:
-            return self.jobs.describe_job(name)
-        except ServiceError as exc:
-            raise SubmitError(f"DescribeLabelingJob {name}: {exc.code}: {exc}") from None
+        return self._call("describe_labeling_job", f"DescribeLabelingJob {name}", LabelingJobName=name)
+
+    def stop_labeling_job(self, name: str) -> None:
+        self._call("stop_labeling_job", f"StopLabelingJob {name}", LabelingJobName=name)
 
 
 def store_path(root: Path) -> Path:
     """Where the local labeling service keeps its jobs: beside the buckets, never one of them."""
     return Path(root) / ".gtrun" / "labeling.sqlite3"
+
+
+def local_client(url: str, region: str) -> Any:
+    """A boto3 sagemaker client for gtrun's labeling service (it needs no real credentials)."""
+    session = boto3.session.Session(aws_access_key_id="gtrun-local", aws_secret_access_key="gtrun-local",
+                                    region_name=region)
+    config = botocore.config.Config(retries={"mode": "standard", "max_attempts": 3})
+    return session.client("sagemaker", endpoint_url=url, config=config)
+
+
+@contextlib.contextmanager
+def local_labeling(root: Path | str, region: str) -> Iterator[SageMakerLabeling]:
+    """The local backend's labeling service: the running one for `root`, else one for this call."""
+    from runner.service.server import Service, running_url
+
+    url = running_url(Path(root))
+    if url:
+        yield SageMakerLabeling(local_client(url, region), url)
+        return
+    with Service(root, port=0).running() as service:
+        yield SageMakerLabeling(local_client(service.url, region), None)

@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,34 @@ CREATE TABLE IF NOT EXISTS objects (
     object_id INTEGER NOT NULL,             -- datasetObjectId: the line's index in the manifest
     line TEXT NOT NULL,
     status TEXT NOT NULL DEFAULT 'pending', -- pending | labeled | failed
+    output TEXT,                            -- the output-manifest line, once labeled or failed
     PRIMARY KEY (job, object_id)
 );
+CREATE TABLE IF NOT EXISTS assignments (
+    job TEXT NOT NULL COLLATE NOCASE,
+    object_id INTEGER NOT NULL,
+    worker_id TEXT NOT NULL,
+    token TEXT NOT NULL UNIQUE,             -- what the worker's page submits with
+    accepted REAL NOT NULL,                 -- when the worker got the task
+    expires REAL NOT NULL,                  -- accepted + TaskTimeLimitInSeconds
+    submitted REAL,                         -- NULL until answered
+    answer TEXT,                            -- the crowd-form answer, JSON
+    PRIMARY KEY (job, object_id, worker_id)
+);
+CREATE INDEX IF NOT EXISTS assignments_by_worker ON assignments (job, worker_id, submitted);
 """
+
+
+@dataclass(frozen=True)
+class Task:
+    """One data object leased to one worker."""
+
+    job: str
+    object_id: int
+    line: str
+    token: str
+    accepted: float
+    expires: float
 
 
 class ServiceError(Exception):
@@ -122,7 +148,6 @@ class JobStore:
                 raise ValidationError(f"cannot read the input manifest {manifest_uri}: {exc}") from None
             if count == 0:
                 raise ValidationError(f"the input manifest {manifest_uri} has no data objects")
-            db.execute("UPDATE jobs SET status = 'InProgress', modified = ? WHERE name = ?", (now, name))
         return arn
 
     @staticmethod
@@ -190,3 +215,119 @@ class JobStore:
 
     def job_names(self) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT name FROM jobs ORDER BY created")]
+
+    # -- listing ----------------------------------------------------------------------------------
+    def job_rows(self) -> list[sqlite3.Row]:
+        return list(self._db.execute("SELECT * FROM jobs ORDER BY created, name"))
+
+    def request(self, name: str) -> dict[str, Any]:
+        return dict(json.loads(self._job_row(name)["request"]))
+
+    def set_status(self, name: str, status: str, now: float, reason: str | None = None) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET status = ?, failure_reason = COALESCE(?, failure_reason), "
+                       "modified = ? WHERE name = ?", (status, reason, now, name))
+
+    # -- tasks ------------------------------------------------------------------------------------
+    def next_task(self, name: str, worker_id: str, now: float) -> Task | None:
+        """The worker's current task, or a new one: an object it has not seen that still needs answers.
+
+        A task not submitted within the time limit goes back to the queue for other workers; the
+        worker who let it lapse never gets that object again.
+        """
+        request = self.request(name)
+        htc = request["HumanTaskConfig"]
+        workers = int(htc["NumberOfHumanWorkersPerDataObject"])
+        limit = int(htc["TaskTimeLimitInSeconds"])
+        max_active = int(htc.get("MaxConcurrentTaskCount") or 1000)
+        with self._tx() as db:
+            row = db.execute("SELECT status FROM jobs WHERE name = ?", (name,)).fetchone()
+            if row is None or row["status"] != "InProgress":
+                return None
+            held = db.execute(
+                "SELECT a.object_id, a.token, a.accepted, a.expires, o.line FROM assignments a "
+                "JOIN objects o ON o.job = a.job AND o.object_id = a.object_id "
+                "WHERE a.job = ? AND a.worker_id = ? AND a.submitted IS NULL AND a.expires > ? "
+                "AND o.status = 'pending' ORDER BY a.object_id LIMIT 1", (name, worker_id, now)).fetchone()
+            if held:
+                return Task(name, held["object_id"], held["line"], held["token"], held["accepted"], held["expires"])
+            active = db.execute("SELECT COUNT(*) FROM assignments WHERE job = ? AND submitted IS NULL "
+                                "AND expires > ?", (name, now)).fetchone()[0]
+            if active >= max_active:
+                return None
+            free = db.execute(
+                "SELECT o.object_id, o.line FROM objects o WHERE o.job = ? AND o.status = 'pending' "
+                "AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.job = o.job "
+                "    AND a.object_id = o.object_id AND a.worker_id = ?) "
+                "AND (SELECT COUNT(*) FROM assignments a WHERE a.job = o.job AND a.object_id = o.object_id "
+                "    AND (a.submitted IS NOT NULL OR a.expires > ?)) < ? "
+                "ORDER BY o.object_id LIMIT 1", (name, worker_id, now, workers)).fetchone()
+            if free is None:
+                return None
+            token = uuid.uuid4().hex
+            db.execute("INSERT INTO assignments (job, object_id, worker_id, token, accepted, expires) "
+                       "VALUES (?, ?, ?, ?, ?, ?)", (name, free["object_id"], worker_id, token, now, now + limit))
+            return Task(name, free["object_id"], free["line"], token, now, now + limit)
+
+    def submit(self, token: str, answer: Mapping[str, Any], now: float) -> tuple[str, int, bool]:
+        """Record an answer; returns (job, object id, whether the object now has all its answers)."""
+        with self._tx() as db:
+            a = db.execute("SELECT * FROM assignments WHERE token = ?", (token,)).fetchone()
+            if a is None:
+                raise ResourceNotFound("no such task; it may have been reassigned")
+            if a["submitted"] is not None:
+                raise ValidationError("this task was already submitted")
+            if a["expires"] <= now:
+                raise ValidationError("the time limit for this task has passed; it went back to the queue")
+            job = db.execute("SELECT status, request FROM jobs WHERE name = ?", (a["job"],)).fetchone()
+            if job["status"] != "InProgress":
+                raise ValidationError(f"the job is {job['status']}; it takes no more answers")
+            db.execute("UPDATE assignments SET submitted = ?, answer = ? WHERE token = ?",
+                       (now, json.dumps(answer, sort_keys=True), token))
+            workers = json.loads(job["request"])["HumanTaskConfig"]["NumberOfHumanWorkersPerDataObject"]
+            done = db.execute("SELECT COUNT(*) FROM assignments WHERE job = ? AND object_id = ? "
+                              "AND submitted IS NOT NULL", (a["job"], a["object_id"])).fetchone()[0]
+            return a["job"], a["object_id"], done >= int(workers)
+
+    def answers(self, name: str, object_id: int) -> list[sqlite3.Row]:
+        return list(self._db.execute(
+            "SELECT worker_id, accepted, submitted, answer FROM assignments WHERE job = ? AND object_id = ? "
+            "AND submitted IS NOT NULL ORDER BY submitted, worker_id", (name, object_id)))
+
+    def object_line(self, name: str, object_id: int) -> str:
+        row = self._db.execute("SELECT line FROM objects WHERE job = ? AND object_id = ?",
+                               (name, object_id)).fetchone()
+        if row is None:
+            raise ResourceNotFound(f"job {name!r} has no data object {object_id}")
+        return str(row["line"])
+
+    def finish_object(self, name: str, object_id: int, status: str, output: str) -> bool:
+        """Mark an object labeled or failed with its output line; False if it was already finished."""
+        with self._tx() as db:
+            cur = db.execute("UPDATE objects SET status = ?, output = ? WHERE job = ? AND object_id = ? "
+                             "AND status = 'pending'", (status, output, name, object_id))
+            return cur.rowcount == 1
+
+    def unfinished_with_answers(self, name: str, workers: int | None = None) -> list[int]:
+        """Pending objects with answers: all of them (`workers` None) or those with `workers` answers."""
+        sql = ("SELECT o.object_id, COUNT(a.submitted) AS n FROM objects o JOIN assignments a "
+               "ON a.job = o.job AND a.object_id = o.object_id AND a.submitted IS NOT NULL "
+               "WHERE o.job = ? AND o.status = 'pending' GROUP BY o.object_id ORDER BY o.object_id")
+        return [r["object_id"] for r in self._db.execute(sql, (name,)) if workers is None or r["n"] >= workers]
+
+    def pending_objects(self, name: str) -> list[int]:
+        return [r[0] for r in self._db.execute(
+            "SELECT object_id FROM objects WHERE job = ? AND status = 'pending' ORDER BY object_id", (name,))]
+
+    def outputs(self, name: str) -> Iterator[str]:
+        """Output-manifest lines of finished objects, in manifest order."""
+        for row in self._db.execute("SELECT output FROM objects WHERE job = ? AND output IS NOT NULL "
+                                    "ORDER BY object_id", (name,)):
+            yield row[0]
+
+    def worker_counts(self, name: str, worker_id: str) -> dict[str, int]:
+        mine = self._db.execute("SELECT COUNT(*) FROM assignments WHERE job = ? AND worker_id = ? "
+                                "AND submitted IS NOT NULL", (name, worker_id)).fetchone()[0]
+        c = self.counters(name)
+        total = sum(c[k] for k in ("TotalLabeled", "FailedNonRetryableError", "Unlabeled"))
+        return {"mine": mine, "labeled": c["TotalLabeled"], "total": total}

@@ -1,0 +1,176 @@
+"""The local labeling service over HTTP: SageMaker's API at `POST /`, the worker UI, signed storage reads."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import json
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from runner.errors import GtrunError
+from runner.service import api
+from runner.service.jobs import LabelingJobs, worker_id
+from runner.service.store import ServiceError
+
+STATIC = Path(__file__).resolve().parent / "static"
+COOKIE = "gtrun_worker"
+AMZ_JSON = "application/x-amz-json-1.1"
+TICK_S = 1.0
+
+
+def page(title: str, body: str, task: dict[str, Any] | None = None, bar: str = "") -> str:
+    """A worker page: gtrun's bar, the task's metadata for the elements' submit, then the body."""
+    meta = ""
+    if task is not None:
+        # JSON in a script block: escape "<" so no value can close the script.
+        meta = "<script>window.gtrunTask = " + json.dumps(task).replace("<", "\\u003c") + ";</script>\n"
+    return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{html.escape(title)}</title>\n<link rel=\"stylesheet\" href=\"/static/worker.css\">\n{meta}"
+            f"<script src=\"/static/crowd-html-elements.js\"></script></head>\n"
+            f"<body>\n<header class=\"gtrun-bar\">{bar}</header>\n<main>\n{body}\n</main>\n</body></html>\n")
+
+
+def create_app(root: Path | str) -> Starlette:
+    jobs = LabelingJobs(root)
+    previews: dict[str, str] = {}
+
+    async def sagemaker(request: Request) -> Response:
+        target = request.headers.get("x-amz-target", "")
+        body = await request.body()
+        status, payload = await run_in_threadpool(api.handle, jobs, target, body)
+        return Response(json.dumps(payload), status_code=status, media_type=AMZ_JSON,
+                        headers={"x-amzn-RequestId": str(uuid.uuid4())})
+
+    def who(request: Request) -> tuple[str, bool]:
+        cookie = request.cookies.get(COOKIE, "")
+        fresh = not (cookie.isalnum() and len(cookie) == 32)
+        return (secrets.token_hex(16) if fresh else cookie), fresh
+
+    async def index(request: Request) -> Response:
+        rows = []
+        for d in await run_in_threadpool(jobs.describe_all):
+            c = d["LabelCounters"]
+            total = c["TotalLabeled"] + c["Unlabeled"] + c["FailedNonRetryableError"]
+            name = html.escape(d["LabelingJobName"])
+            link = f'<a href="/jobs/{name}/">{name}</a>' if d["LabelingJobStatus"] == "InProgress" else name
+            rows.append(f"<tr><td>{link}</td><td>{html.escape(d['LabelingJobStatus'])}</td>"
+                        f"<td>{c['TotalLabeled']} / {total}</td></tr>")
+        body = ("<h1>Labeling jobs</h1><table class=\"gtrun-jobs\"><tr><th>job</th><th>status</th>"
+                "<th>labeled</th></tr>" + "".join(rows) + "</table>")
+        return HTMLResponse(page("gtrun labeling jobs", body, bar="gtrun labeling service"))
+
+    async def work(request: Request) -> Response:
+        name = request.path_params["name"]
+        cookie, fresh = who(request)
+        try:
+            spec = await run_in_threadpool(jobs.spec, name)
+        except ServiceError:
+            return HTMLResponse(page("No such job", "<h1>No such job</h1>"), status_code=404)
+        worker = worker_id(spec.region, cookie)
+        task = await run_in_threadpool(jobs.next_task, name, worker)
+        progress = await run_in_threadpool(jobs.worker_progress, name, worker)
+        bar = (f"<strong>{html.escape(name)}</strong> <span class=\"gtrun-progress\">"
+               f"{progress['labeled']} of {progress['total']} labeled · you answered {progress['mine']}</span>")
+        if task is None:
+            body = ("<section class=\"gtrun-done\"><h1>No more tasks for you</h1><p>Every data object of this "
+                    "job is labeled, taken by other workers, or already answered by you.</p></section>")
+            response: Response = HTMLResponse(page(name, body, bar=bar))
+        else:
+            try:
+                body = await run_in_threadpool(jobs.render, spec, task)
+            except GtrunError as exc:
+                return HTMLResponse(page(name, f"<crowd-alert type=\"error\">{html.escape(str(exc))}</crowd-alert>",
+                                         bar=bar), status_code=500)
+            meta = {"job": name, "objectId": str(task.object_id), "token": task.token,
+                    "submitUrl": f"/jobs/{name}/answers", "expires": task.expires, "progress": progress}
+            response = HTMLResponse(page(spec.request["HumanTaskConfig"]["TaskTitle"], body, meta, bar))
+        response.headers["Cache-Control"] = "no-store"
+        if fresh:
+            response.set_cookie(COOKIE, cookie, httponly=True, samesite="strict", max_age=365 * 86400)
+        return response
+
+    async def answer(request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            data = await request.json()
+            token, content = data["token"], data["answer"]
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse({"message": "send {\"token\": ..., \"answer\": {...}}"}, status_code=400)
+        try:
+            await run_in_threadpool(jobs.submit, str(token), content)
+        except ServiceError as exc:
+            return JSONResponse({"__type": exc.code, "message": str(exc)}, status_code=exc.status)
+        return JSONResponse({"next": f"/jobs/{name}/"})
+
+    async def storage(request: Request) -> Response:
+        q = request.query_params
+        try:
+            file = await run_in_threadpool(jobs.read_object, request.path_params["path"],
+                                           q.get("expires", ""), q.get("sig", ""))
+        except ServiceError:
+            return Response("not found", status_code=404)
+        return FileResponse(file, headers={"Cache-Control": "private, max-age=300"})
+
+    async def preview_create(request: Request) -> Response:
+        data = await request.json()
+        params = {"UiTemplate": {"Content": data["template"]}, "Task": {"Input": json.dumps(data["input"])}}
+        out = await run_in_threadpool(jobs.render_ui_template, params)
+        if out["Errors"]:
+            return JSONResponse({"message": out["Errors"][0]["Message"]}, status_code=400)
+        key = secrets.token_hex(8)
+        previews[key] = page(data.get("title", "preview"), out["RenderedContent"], bar="preview")
+        return JSONResponse({"url": f"/previews/{key}"})
+
+    async def preview(request: Request) -> Response:
+        body = previews.get(request.path_params["key"])
+        return HTMLResponse(body) if body else Response("not found", status_code=404)
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"ok": True, "root": str(jobs.storage.root)})
+
+    async def ticker() -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                await run_in_threadpool(jobs.tick)
+            except Exception:  # noqa: BLE001 - a bad job must not stop the others from moving
+                import logging
+
+                logging.getLogger(__name__).exception("tick failed")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await run_in_threadpool(jobs.tick)  # resume every job at once after a restart
+        task = asyncio.create_task(ticker())
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    routes = [
+        Route("/", sagemaker, methods=["POST"]),
+        Route("/", index, methods=["GET"]),
+        Route("/health", health),
+        Route("/jobs/{name}/", work),
+        Route("/jobs/{name}/answers", answer, methods=["POST"]),
+        Route("/storage/{path:path}", storage),
+        Route("/preview", preview_create, methods=["POST"]),
+        Route("/previews/{key}", preview),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.jobs = jobs
+    return app

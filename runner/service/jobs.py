@@ -1,0 +1,304 @@
+"""The local labeling service's behaviour: jobs move like Ground Truth's, and write its output layout.
+
+Status: Initializing (manifest read) -> InProgress (workers get tasks) -> Completed (every object
+labeled or failed), or Stopping -> Stopped after StopLabelingJob. When an object has all its answers,
+the worker responses, the consolidation request and response, and its output line are written; the
+output manifest is written when the job ends. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import json
+import secrets
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from runner.build.template import gt_environment, parse_template, render_task, task_input
+from runner.errors import GtrunError, StoreError
+from runner.io.store import LocalStore, split_uri
+from runner.schema import TaskType
+from runner.service import layout
+from runner.service.consolidate import Answer, consolidate, failed_metadata
+from runner.service.store import JobStore, ResourceNotFound, Task, ValidationError
+
+CROWD_ELEMENTS_URL = "https://assets.crowd.aws/crowd-html-elements.js"
+LOCAL_ELEMENTS_URL = "/static/crowd-html-elements.js"
+ITERATION = 1
+ISSUER = "gtrun-local"  # workerMetadata.identityData.issuer of the local service's workers
+
+# The built-in Lambda (or UI) names the request carries -> the task type they implement.
+LAMBDA_TYPES = {
+    "TextMultiClass": TaskType.text_classification,
+    "TextMultiClassMultiLabel": TaskType.text_multilabel,
+    "BoundingBox": TaskType.bounding_box,
+    "NamedEntityRecognition": TaskType.named_entity,
+}
+
+
+def task_type_of(request: Mapping[str, Any]) -> TaskType:
+    """What the request's pre-annotation Lambda (or NER UI) makes of it; no Lambda means custom."""
+    htc = request["HumanTaskConfig"]
+    arn = htc.get("PreHumanTaskLambdaArn") or htc.get("UiConfig", {}).get("HumanTaskUiArn") or ""
+    name = arn.rsplit(":", 1)[-1].rsplit("/", 1)[-1].removeprefix("PRE-")
+    if arn and name not in LAMBDA_TYPES:
+        raise ValidationError(f"gtrun's labeling service does not run the task type of {arn}")
+    return LAMBDA_TYPES.get(name, TaskType.custom)
+
+
+def utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, timezone.utc)
+
+
+def worker_id(region: str, cookie: str) -> str:
+    """A private-workforce worker id, as Ground Truth writes them (`private.<region>.<hex>`)."""
+    return f"private.{region}.{cookie}"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What the service needs of a job's request, read once."""
+
+    name: str
+    request: dict[str, Any]
+    task_type: TaskType
+    labels: tuple[str, ...]
+    label_attribute: str
+    output_path: str  # S3OutputPath: the job's files go under <output_path>/<job name>/
+    template: Any  # the parsed Liquid template, or None for a UI ARN (NER)
+    template_text: str
+    region: str
+
+
+class Signer:
+    """Short-lived read URLs for storage objects (what grant_read_access gives a worker's browser)."""
+
+    def __init__(self, key: bytes, ttl_s: int = 3600) -> None:
+        self.key = key
+        self.ttl_s = ttl_s
+
+    def _sig(self, path: str, expires: int) -> str:
+        return hmac.new(self.key, f"{path}\n{expires}".encode(), hashlib.sha256).hexdigest()
+
+    def url(self, uri: str, now: float | None = None) -> str:
+        bucket, key = split_uri(uri)
+        path = f"{bucket}/{key}"
+        expires = int((time.time() if now is None else now) + self.ttl_s)
+        return f"/storage/{quote(path)}?expires={expires}&sig={self._sig(path, expires)}"
+
+    def check(self, path: str, expires: str, sig: str, now: float | None = None) -> bool:
+        try:
+            when = int(expires)
+        except ValueError:
+            return False
+        fresh = when >= (time.time() if now is None else now)
+        return fresh and hmac.compare_digest(self._sig(path, when), sig)
+
+
+class LabelingJobs:
+    """The service: the job store, the storage folder, and what happens as answers arrive."""
+
+    def __init__(self, root: Path | str) -> None:
+        from runner.io.labeling import store_path
+
+        self.storage = LocalStore(root)
+        self.store = JobStore(store_path(self.storage.root))
+        self.signer = Signer(self._secret())
+        self._lock = threading.RLock()  # finishing objects and jobs: one thread at a time
+
+    def _secret(self) -> bytes:
+        path = self.storage.root / ".gtrun" / "signing-key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".part")
+            tmp.write_bytes(secrets.token_bytes(32))
+            tmp.chmod(0o600)
+            tmp.replace(path)
+        return path.read_bytes()
+
+    # -- API ---------------------------------------------------------------------------------------
+    def create(self, request: dict[str, Any]) -> str:
+        self._check_inputs(request)
+        return self.store.create_job(request, self.storage)
+
+    def _check_inputs(self, request: Mapping[str, Any]) -> None:
+        """What Ground Truth checks before it accepts a job: it can read every input it was given."""
+        uris = [request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"]]
+        ui = request["HumanTaskConfig"]["UiConfig"]
+        uris += [ui["UiTemplateS3Uri"]] if "UiTemplateS3Uri" in ui else []
+        uris += [request["LabelCategoryConfigS3Uri"]] if request.get("LabelCategoryConfigS3Uri") else []
+        for uri in uris:
+            try:
+                if not self.storage.exists(uri):
+                    raise ValidationError(f"cannot read {uri}: no such object in {self.storage.root}")
+            except StoreError as exc:
+                raise ValidationError(str(exc)) from None
+        task_type_of(request)
+        split_uri(request["OutputConfig"]["S3OutputPath"])
+
+    def describe(self, name: str) -> dict[str, Any]:
+        return self.store.describe_job(name)
+
+    def describe_all(self) -> list[dict[str, Any]]:
+        return [self.store.describe_job(r["name"]) for r in self.store.job_rows()]
+
+    def stop(self, name: str) -> None:
+        self.store.stop_job(name)
+        self.tick()
+
+    def render_ui_template(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        content = params.get("UiTemplate", {}).get("Content")
+        if content is None:
+            raise ValidationError("gtrun's labeling service renders UiTemplate.Content only")
+        try:
+            data = json.loads(params["Task"]["Input"])
+            html = render_task(parse_template(content, "UiTemplate.Content", self._env()), data)
+        except GtrunError as exc:
+            return {"RenderedContent": "", "Errors": [{"Code": "TemplateError", "Message": str(exc)}]}
+        except ValueError as exc:
+            return {"RenderedContent": "", "Errors": [{"Code": "InvalidInput", "Message": str(exc)}]}
+        return {"RenderedContent": html, "Errors": []}
+
+    # -- jobs as the service sees them ------------------------------------------------------------
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - one service object per process
+    def spec(self, name: str) -> JobSpec:
+        request = self.store.request(name)
+        kind = task_type_of(request)
+        labels: tuple[str, ...] = ()
+        if request.get("LabelCategoryConfigS3Uri"):
+            config = json.loads(self.storage.get_bytes(request["LabelCategoryConfigS3Uri"]))
+            labels = tuple(str(x["label"]) for x in config.get("labels", []))
+        ui = request["HumanTaskConfig"]["UiConfig"]
+        text, template = "", None
+        if "UiTemplateS3Uri" in ui:
+            text = self.storage.get_bytes(ui["UiTemplateS3Uri"]).decode("utf-8")
+            template = parse_template(text.replace(CROWD_ELEMENTS_URL, LOCAL_ELEMENTS_URL),
+                                      ui["UiTemplateS3Uri"], self._env())
+        region = request["HumanTaskConfig"]["WorkteamArn"].split(":")[3] or "us-east-1"
+        output = request["OutputConfig"]["S3OutputPath"].rstrip("/")
+        return JobSpec(request["LabelingJobName"], request, kind, labels, request["LabelAttributeName"],
+                       output, template, text, region)
+
+    def _env(self) -> Any:
+        return gt_environment(grant_read_access=self.signer.url)
+
+    def task_input(self, spec: JobSpec, line: Mapping[str, Any]) -> dict[str, Any]:
+        return task_input(spec.task_type, line, list(spec.labels))
+
+    def render(self, spec: JobSpec, task: Task) -> str:
+        """The worker's task page body: the job's template rendered for the task's data object."""
+        line = json.loads(task.line)
+        if spec.template is None:  # NER through Ground Truth's own UI: use the bundled NER template
+            from runner.config import TEMPLATES_DIR
+
+            text = (TEMPLATES_DIR / "named_entity.liquid").read_text(encoding="utf-8")
+            template = parse_template(text.replace(CROWD_ELEMENTS_URL, LOCAL_ELEMENTS_URL),
+                                      "named_entity.liquid", self._env())
+        else:
+            template = spec.template
+        return render_task(template, self.task_input(spec, line))
+
+    # -- answers ----------------------------------------------------------------------------------
+    def next_task(self, name: str, worker: str, now: float | None = None) -> Task | None:
+        self.tick(now)
+        return self.store.next_task(name, worker, time.time() if now is None else now)
+
+    def submit(self, token: str, answer: Mapping[str, Any], now: float | None = None) -> tuple[str, int]:
+        now = time.time() if now is None else now
+        if not isinstance(answer, Mapping):
+            raise ValidationError("the answer must be a JSON object keyed by element name")
+        name, object_id, complete = self.store.submit(token, answer, now)
+        if complete:
+            self.finish_object(name, object_id, now)
+        self.tick(now)
+        return name, object_id
+
+    def finish_object(self, name: str, object_id: int, now: float) -> None:
+        """Consolidate one object's answers and write Ground Truth's files for it."""
+        with self._lock:
+            spec = self.spec(name)
+            rows = self.store.answers(name, object_id)
+            line = json.loads(self.store.object_line(name, object_id))
+            if not rows:
+                reason = "ClientError: The task was not completed before TaskAvailabilityLifetimeInSeconds"
+                output = layout.output_line(line, failed_metadata(spec.label_attribute, reason))
+                self.store.finish_object(name, object_id, "failed", output)
+                return
+            answers = [Answer(worker_id=r["worker_id"], content=json.loads(r["answer"]),
+                              submission_time=utc(r["submitted"]), acceptance_time=utc(r["accepted"]),
+                              time_spent_s=round(r["submitted"] - r["accepted"], 3),
+                              sub=r["worker_id"].rsplit(".", 1)[-1], issuer=ISSUER) for r in rows]
+            when = utc(now)
+            response_uri = layout.worker_response_key(spec.output_path, name, ITERATION, object_id, when)
+            self.storage.put_bytes(response_uri, _json(layout.worker_response_record(answers)))
+            content = consolidate(spec.task_type, label_attribute=spec.label_attribute, labels=spec.labels,
+                                  job_name=name, answers=answers, now=when, worker_response_ref=response_uri)
+            seq = object_id  # several objects can finish within one second: keep their files apart
+            self.storage.put_bytes(layout.consolidation_request_key(spec.output_path, name, ITERATION, when, seq),
+                                   _json(layout.consolidation_request([(str(object_id), line, answers)])))
+            self.storage.put_bytes(layout.consolidation_response_key(spec.output_path, name, ITERATION, when, seq),
+                                   _json(layout.consolidation_response([(str(object_id), content)])))
+            self.store.finish_object(name, object_id, "labeled", layout.output_line(line, content))
+
+    def tick(self, now: float | None = None) -> None:
+        """Move every job along: start, expire, stop, complete."""
+        now = time.time() if now is None else now
+        with self._lock:
+            for row in self.store.job_rows():
+                name, status = row["name"], row["status"]
+                if status == "Initializing":
+                    self.store.set_status(name, "InProgress", now)
+                    status = "InProgress"
+                if status not in ("InProgress", "Stopping"):
+                    continue
+                spec = self.spec(name)
+                workers = int(spec.request["HumanTaskConfig"]["NumberOfHumanWorkersPerDataObject"])
+                for object_id in self.store.unfinished_with_answers(name, workers):  # after a restart
+                    self.finish_object(name, object_id, now)
+                lifetime = spec.request["HumanTaskConfig"].get("TaskAvailabilityLifetimeInSeconds")
+                expired = lifetime is not None and row["created"] + float(lifetime) <= now
+                if status == "Stopping" or expired:
+                    for object_id in self.store.unfinished_with_answers(name):
+                        self.finish_object(name, object_id, now)
+                    if expired:
+                        for object_id in self.store.pending_objects(name):
+                            self.finish_object(name, object_id, now)  # no answers: failed
+                if not self.store.pending_objects(name) or status == "Stopping":
+                    self.write_output(spec)
+                    self.store.set_status(name, "Stopped" if status == "Stopping" else "Completed", now)
+
+    def write_output(self, spec: JobSpec) -> str:
+        """The output manifest: every finished object's line, in manifest order."""
+        uri = layout.output_manifest_key(spec.output_path, spec.name)
+        with self.storage.open_write(uri) as out:
+            for line in self.store.outputs(spec.name):
+                out.write(line.encode("utf-8") + b"\n")
+        return uri
+
+    def worker_progress(self, name: str, worker: str) -> dict[str, int]:
+        return self.store.worker_counts(name, worker)
+
+    def read_object(self, path: str, expires: str, sig: str) -> Path:
+        """The file behind a signed storage URL; refuses bad signatures and paths outside the root."""
+        if not self.signer.check(path, expires, sig):
+            raise ResourceNotFound("no such object, or the link has expired")
+        bucket, _, key = path.partition("/")
+        try:
+            file = self.storage.path(f"s3://{bucket}/{key}")
+        except StoreError:
+            raise ResourceNotFound("no such object") from None
+        if not file.is_file():
+            raise ResourceNotFound("no such object")
+        return file
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")

@@ -1,0 +1,214 @@
+"""gtrun's labeling service through an unmodified boto3 sagemaker client, over real HTTP."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+
+import botocore.exceptions
+import pytest
+
+from runner.service.server import Service
+from runner.service.store import ValidationError
+from tests.service_helpers import Worker, put_job, sagemaker
+
+TWEETS = [{"source": f"tweet {i}", "tweet_id": i} for i in range(5)]
+LABELS = ["Positive", "Negative", "Neutral"]
+
+
+@pytest.fixture
+def service(tmp_path):
+    with Service(tmp_path / "storage", port=0).running() as svc:
+        yield svc
+
+
+def wait_status(client, name, wanted, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        status = client.describe_labeling_job(LabelingJobName=name)["LabelingJobStatus"]
+        if status == wanted or time.monotonic() > deadline:
+            return status
+        time.sleep(0.1)
+
+
+def error_code(exc_info) -> str:
+    return exc_info.value.response["Error"]["Code"]
+
+
+def test_create_describe_and_status_moves_to_in_progress(service):
+    sm = sagemaker(service.url)
+    request = put_job(service.root, "Tweets-1", TWEETS, labels=LABELS)
+    arn = sm.create_labeling_job(**request)["LabelingJobArn"]
+    assert arn == "arn:aws:sagemaker:us-east-1:123456789012:labeling-job/tweets-1"
+    d = sm.describe_labeling_job(LabelingJobName="Tweets-1")
+    assert d["LabelingJobStatus"] in ("Initializing", "InProgress")
+    assert wait_status(sm, "Tweets-1", "InProgress") == "InProgress"
+    d = sm.describe_labeling_job(LabelingJobName="Tweets-1")
+    assert d["LabelCounters"] == {"TotalLabeled": 0, "HumanLabeled": 0, "MachineLabeled": 0,
+                                  "FailedNonRetryableError": 0, "Unlabeled": 5}
+    assert d["HumanTaskConfig"] == request["HumanTaskConfig"]
+    assert d["CreationTime"].tzinfo is not None and d["JobReferenceCode"]
+
+
+def test_errors_ground_truth_returns(service):
+    sm = sagemaker(service.url)
+    sm.create_labeling_job(**put_job(service.root, "job-a", TWEETS, labels=LABELS))
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        sm.create_labeling_job(**put_job(service.root, "JOB-A", TWEETS, labels=LABELS))
+    assert error_code(err) == "ResourceInUse"
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        sm.describe_labeling_job(LabelingJobName="nope")
+    assert error_code(err) == "ResourceNotFound"
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        sm.stop_labeling_job(LabelingJobName="nope")
+    assert error_code(err) == "ResourceNotFound"
+    bad = put_job(service.root, "too-many", TWEETS, labels=LABELS, workers=12)  # botocore does not check max
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        sm.create_labeling_job(**bad)
+    assert error_code(err) == "ValidationException"
+    assert "NumberOfHumanWorkersPerDataObject" in err.value.response["Error"]["Message"]
+    missing = put_job(service.root, "no-manifest", TWEETS, labels=LABELS)
+    missing["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"] = "s3://b/none.jsonl"
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        sm.create_labeling_job(**missing)
+    assert error_code(err) == "ValidationException"
+    escape = put_job(service.root, "escape", TWEETS, labels=LABELS)
+    escape["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"] = "s3://b/../../etc/passwd"
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        sm.create_labeling_job(**escape)
+    assert error_code(err) == "ValidationException"
+
+
+def test_list_filters_sort_and_paginate(service):
+    sm = sagemaker(service.url)
+    for name in ("alpha-1", "beta-2", "alpha-3", "gamma-4", "alpha-5"):
+        sm.create_labeling_job(**put_job(service.root, name, TWEETS, labels=LABELS))
+    listed = sm.list_labeling_jobs()["LabelingJobSummaryList"]
+    assert [s["LabelingJobName"] for s in listed] == ["alpha-1", "beta-2", "alpha-3", "gamma-4", "alpha-5"]
+    names = [s["LabelingJobName"] for s in
+             sm.list_labeling_jobs(NameContains="ALPHA", SortBy="Name", SortOrder="Descending")["LabelingJobSummaryList"]]
+    assert names == ["alpha-5", "alpha-3", "alpha-1"]
+    pages = list(sm.get_paginator("list_labeling_jobs").paginate(PaginationConfig={"PageSize": 2}))
+    assert [len(p["LabelingJobSummaryList"]) for p in pages] == [2, 2, 1]
+    assert sum((p["LabelingJobSummaryList"] for p in pages), [])[0]["WorkteamArn"].endswith("gtrun-local")
+    sm.stop_labeling_job(LabelingJobName="beta-2")
+    wait_status(sm, "beta-2", "Stopped")
+    stopped = sm.list_labeling_jobs(StatusEquals="Stopped")["LabelingJobSummaryList"]
+    assert [s["LabelingJobName"] for s in stopped] == ["beta-2"]
+    hour = datetime.timedelta(hours=1)
+    created = listed[0]["CreationTime"]
+    assert sm.list_labeling_jobs(CreationTimeAfter=created + hour)["LabelingJobSummaryList"] == []
+    assert len(sm.list_labeling_jobs(CreationTimeBefore=created + hour)["LabelingJobSummaryList"]) == 5
+    assert sm.list_labeling_jobs(LastModifiedTimeBefore=created - hour)["LabelingJobSummaryList"] == []
+    with pytest.raises(botocore.exceptions.ClientError):
+        sm.list_labeling_jobs(NextToken="garbage")
+
+
+def test_workers_complete_a_job_and_ground_truth_output_appears(service):
+    sm = sagemaker(service.url)
+    sm.create_labeling_job(**put_job(service.root, "two-workers", TWEETS[:3], labels=LABELS, workers=2))
+    wait_status(sm, "two-workers", "InProgress")
+    a, b = Worker(service.url), Worker(service.url)
+    seen_a = []
+    while (task := a.task("two-workers")) is not None:
+        assert task["objectId"] not in seen_a  # never the same object twice
+        seen_a.append(task["objectId"])
+        assert a.answer("two-workers", task, {"crowd-classifier": {"label": "Positive"}}).status_code == 200
+    assert seen_a == ["0", "1", "2"]
+    assert sm.describe_labeling_job(LabelingJobName="two-workers")["LabelCounters"]["TotalLabeled"] == 0
+    for label in ("Positive", "Negative", "Positive"):
+        task = b.task("two-workers")
+        assert b.answer("two-workers", task, {"crowd-classifier": {"label": label}}).status_code == 200
+    assert b.task("two-workers") is None
+    assert wait_status(sm, "two-workers", "Completed") == "Completed"
+    d = sm.describe_labeling_job(LabelingJobName="two-workers")
+    assert d["LabelCounters"]["TotalLabeled"] == 3 and d["LabelCounters"]["Unlabeled"] == 0
+    out = d["LabelingJobOutput"]["OutputDatasetS3Uri"]
+    assert out == "s3://b/jobs/two-workers/output/two-workers/manifests/output/output.manifest"
+    lines = [json.loads(x) for x in (service.root / out.removeprefix("s3://")).read_text().splitlines()]
+    assert [x["tweet_id"] for x in lines] == [0, 1, 2]
+    assert [x["label-metadata"]["class-name"] for x in lines] == ["Positive", "Positive", "Positive"][:1] + \
+        [lines[1]["label-metadata"]["class-name"], "Positive"]
+    assert lines[0]["label"] == 0 and lines[0]["label-metadata"]["type"] == "groundtruth/text-classification"
+    job_dir = service.root / "b/jobs/two-workers/output/two-workers"
+    responses = sorted((job_dir / "annotations/worker-response/iteration-1").glob("*/*.json"))
+    assert [p.parent.name for p in responses] == ["0", "1", "2"]
+    record = json.loads(responses[0].read_text())
+    assert len(record["answers"]) == 2
+    assert {x["workerId"].split(".")[0] for x in record["answers"]} == {"private"}
+    assert list((job_dir / "annotations/consolidated-annotation/consolidation-response/iteration-1").glob("*.json"))
+
+
+def test_answers_survive_a_restart_and_the_job_resumes(tmp_path):
+    root = tmp_path / "storage"
+    with Service(root, port=0).running() as svc:
+        sm = sagemaker(svc.url)
+        sm.create_labeling_job(**put_job(root, "durable", TWEETS[:2], labels=LABELS))
+        wait_status(sm, "durable", "InProgress")
+        w = Worker(svc.url)
+        task = w.task("durable")
+        assert w.answer("durable", task, {"crowd-classifier": {"label": "Neutral"}}).status_code == 200
+        cookie = dict(w.http.cookies)
+    with Service(root, port=0).running() as svc:
+        sm = sagemaker(svc.url)
+        d = sm.describe_labeling_job(LabelingJobName="durable")
+        assert d["LabelingJobStatus"] == "InProgress"
+        assert d["LabelCounters"]["TotalLabeled"] == 1 and d["LabelCounters"]["Unlabeled"] == 1
+        w = Worker(svc.url)
+        w.http.cookies.update(cookie)  # the same worker comes back: gets the next object only
+        task = w.task("durable")
+        assert task["objectId"] == "1"
+        w.answer("durable", task, {"crowd-classifier": {"label": "Negative"}})
+        assert wait_status(sm, "durable", "Completed") == "Completed"
+
+
+def test_a_task_not_submitted_in_time_goes_back_to_the_queue(service):
+    sm = sagemaker(service.url)
+    sm.create_labeling_job(**put_job(service.root, "slow", TWEETS[:1], labels=LABELS, time_limit=30))
+    wait_status(sm, "slow", "InProgress")
+    jobs = service.app.state.jobs
+    first = jobs.next_task("slow", "private.us-east-1.aaa", now=time.time())
+    assert jobs.next_task("slow", "private.us-east-1.bbb", now=time.time()) is None  # taken
+    later = time.time() + 31
+    again = jobs.next_task("slow", "private.us-east-1.bbb", now=later)
+    assert again is not None and again.object_id == first.object_id
+    assert jobs.next_task("slow", "private.us-east-1.aaa", now=later) is None  # never the same object twice
+    with pytest.raises(ValidationError, match="time limit"):
+        jobs.submit(first.token, {"crowd-classifier": {"label": "Positive"}}, now=later)
+
+
+def test_stop_keeps_what_was_labeled(service):
+    sm = sagemaker(service.url)
+    sm.create_labeling_job(**put_job(service.root, "stopme", TWEETS, labels=LABELS))
+    wait_status(sm, "stopme", "InProgress")
+    w = Worker(service.url)
+    w.answer("stopme", w.task("stopme"), {"crowd-classifier": {"label": "Positive"}})
+    sm.stop_labeling_job(LabelingJobName="stopme")
+    assert wait_status(sm, "stopme", "Stopped") == "Stopped"
+    out = service.root / "b/jobs/stopme/output/stopme/manifests/output/output.manifest"
+    assert len(out.read_text().splitlines()) == 1
+    assert w.task("stopme") is None
+
+
+def test_availability_lifetime_fails_unanswered_objects(service):
+    sm = sagemaker(service.url)
+    sm.create_labeling_job(**put_job(service.root, "expiring", TWEETS[:2], labels=LABELS, availability=60))
+    wait_status(sm, "expiring", "InProgress")
+    w = Worker(service.url)
+    w.answer("expiring", w.task("expiring"), {"crowd-classifier": {"label": "Positive"}})
+    service.app.state.jobs.tick(now=time.time() + 61)
+    d = sm.describe_labeling_job(LabelingJobName="expiring")
+    assert d["LabelingJobStatus"] == "Completed"
+    assert d["LabelCounters"]["TotalLabeled"] == 1 and d["LabelCounters"]["FailedNonRetryableError"] == 1
+    lines = (service.root / "b/jobs/expiring/output/expiring/manifests/output/output.manifest").read_text().splitlines()
+    failed = json.loads(lines[1])
+    assert "label" not in failed and "failure-reason" in failed["label-metadata"]
+
+
+def test_unknown_operation_and_bad_body(service):
+    import httpx
+    r = httpx.post(service.url + "/", headers={"X-Amz-Target": "SageMaker.CreateModel"}, content=b"{}")
+    assert r.status_code == 400 and r.json()["__type"] == "UnknownOperationException"
+    r = httpx.post(service.url + "/", headers={"X-Amz-Target": "SageMaker.DescribeLabelingJob"}, content=b"[")
+    assert r.status_code == 400
