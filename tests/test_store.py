@@ -35,10 +35,10 @@ def test_an_existing_object_survives_a_failed_overwrite(tmp_path):
 
 
 @pytest.mark.parametrize("uri", ["s3://bucket/../etc/passwd", "s3://bucket/a/../../x", "s3://../x",
-                                 "s3://bucket//x", "s3://bucket/a/./b"])
+                                 "s3://bucket//x", "s3://bucket/a/./b", "s3://.gtrun/labeling.sqlite3"])
 def test_paths_cannot_escape_the_root(tmp_path, uri):
     with pytest.raises(StoreError):
-        LocalStore(tmp_path / "root").path(uri)
+        LocalStore(tmp_path / "root").path(uri)  # the service's own files are under root/.gtrun
 
 
 @pytest.mark.parametrize("uri", ["/etc/passwd", "file:///etc/passwd", "s3:///key", "http://b/k"])

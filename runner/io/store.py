@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -21,11 +22,17 @@ import smart_open
 from runner.errors import StoreError
 
 
+BUCKET = re.compile(r"[a-z0-9][a-z0-9.\-]{0,62}")  # S3's rule, less its 3-character minimum
+
+
 def split_uri(uri: str) -> tuple[str, str]:
     """`s3://bucket/key` -> (bucket, key)."""
     parsed = urlparse(uri)
     if parsed.scheme != "s3" or not parsed.netloc:
         raise StoreError(f"{uri!r} is not an s3://bucket/key URI")
+    if not BUCKET.fullmatch(parsed.netloc):
+        raise StoreError(f"{uri!r}: {parsed.netloc!r} is not a bucket name (lower-case letters, digits, "
+                         "'.' and '-', starting with a letter or digit)")
     return parsed.netloc, parsed.path[1:]
 
 

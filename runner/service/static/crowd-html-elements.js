@@ -292,6 +292,9 @@
           h('crowd-button', { 'form-action': 'submit', variant: 'primary' }, 'Submit'),
           h('span', { class: 'crowd-form-hint', text: 'or press ' + SUBMIT_KEYS })));
       }
+      function clearInvalid(e) { if (e.target && e.target.classList && isNativeControl(e.target)) e.target.classList.remove('crowd-invalid'); }
+      this.addEventListener('input', clearInvalid);
+      this.addEventListener('change', clearInvalid);
       // Native submit buttons submit the crowd-form (it is not a real <form>).
       this.addEventListener('click', function (e) {
         var btn = e.target.closest && e.target.closest('button[type="submit"], input[type="submit"]');

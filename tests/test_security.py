@@ -1,0 +1,83 @@
+"""The labeling service shows task data as text, keeps storage reads inside the root, and listens on
+loopback unless told otherwise."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from runner.service.jobs import Signer
+from runner.service.server import Service
+from tests.service_helpers import Worker, put_job, sagemaker
+
+XSS = [
+    "<script>alert(1)</script>",
+    "<img src=x onerror=alert(1)>",
+    "\"><svg onload=alert(1)>",
+    "' onmouseover='alert(1)",
+    "</textarea><script>alert(1)</script>",
+    "{{ 7*7 }} {% raw %}",
+    "javascript:alert(1)",
+    "<a href=\"javascript:alert(1)\">x</a>",
+]
+
+
+@pytest.fixture
+def service(tmp_path):
+    with Service(tmp_path / "storage", port=0).running() as svc:
+        yield svc
+
+
+def test_task_text_is_escaped_in_every_text_template(service):
+    lines = [{"source": x, "n": i} for i, x in enumerate(XSS)]
+    for kind, labels in (("text_classification", ["a", "b"]), ("text_multilabel", ["a", "b"]),
+                         ("named_entity", ["person"]), ("custom", None)):
+        name = kind.replace("_", "-")
+        request = put_job(service.root, name, lines, task_type=kind, labels=labels, workers=1)
+        sagemaker(service.url).create_labeling_job(**request)
+        worker = Worker(service.url)
+        seen = 0
+        while (task := worker.task(name)) is not None:
+            page = task["html"]
+            body = page.split("<main>", 1)[1]
+            for payload in XSS:
+                if "<" in payload or '"' in payload:
+                    assert payload not in body, (kind, payload)
+            assert "<script>alert(1)</script>" not in body
+            assert "onerror=alert(1)>" not in body
+            worker.answer(name, task, {"answer": "x"} if kind == "custom" else
+                          {"crowd-classifier": {"label": "a"}} if kind == "text_classification" else
+                          {"crowd-classifier-multi-select": {"labels": ["a"]}} if kind == "text_multilabel" else
+                          {"crowd-entity-annotation": {"entities": []}})
+            seen += 1
+        assert seen == len(XSS)
+
+
+def test_signed_storage_urls(service):
+    (service.root / "b").mkdir(parents=True)
+    (service.root / "b" / "img.png").write_bytes(b"png")
+    (service.root / "secret.txt").write_text("outside any bucket")
+    signer: Signer = service.app.state.jobs.signer
+    url = signer.url("s3://b/img.png")
+    assert httpx.get(service.url + url).content == b"png"
+    assert httpx.get(service.url + url.replace("sig=", "sig=0")).status_code == 404  # tampered
+    assert httpx.get(service.url + "/storage/b/img.png").status_code == 404  # unsigned
+    expired = signer.url("s3://b/img.png", now=time.time() - 7200)
+    assert httpx.get(service.url + expired).status_code == 404
+    # a valid signature for a path that leaves the root is still refused
+    for path in ("b/../secret.txt", "b/%2e%2e/secret.txt", "../secret.txt", ".gtrun/signing-key"):
+        expires = int(time.time()) + 60
+        sig = signer._sig(path, expires)
+        r = httpx.get(f"{service.url}/storage/{path}?expires={expires}&sig={sig}")
+        assert r.status_code == 404 and b"outside" not in r.content
+
+
+def test_listens_on_loopback_by_default(tmp_path):
+    svc = Service(tmp_path / "s", port=0)
+    try:
+        assert svc.sock.getsockname()[0] == "127.0.0.1"
+        assert svc.url.startswith("http://127.0.0.1:")
+    finally:
+        svc.sock.close()

@@ -1,0 +1,77 @@
+"""`gtrun serve`, `gtrun run` handing the job to it, `gtrun status`: the commands a person uses."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT, _env
+from tests.service_helpers import Worker
+
+
+@pytest.fixture
+def served(gtrun):
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "serve", "--port", "0", "--root", str(gtrun.storage)],
+                            cwd=gtrun.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**_env(), "COLUMNS": "200"})
+    line = proc.stdout.readline()
+    url = re.search(r"(http://127\.0\.0\.1:\d+)/", line).group(1)
+    yield url, proc
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_run_hands_the_job_to_the_running_service_and_status_follows_it(gtrun, served):
+    url, _ = served
+    r = gtrun("run", "source.params.entity=Xbox", "source.limit=2")
+    assert r.code == 0, r.output
+    (run,) = gtrun.runs()
+    name = json.loads((run / "request.json").read_text())["LabelingJobName"]
+    assert f"workers label it at {url}/jobs/{name}/" in r.stdout
+    worker = Worker(url)
+    for _ in range(2):
+        task = worker.task(name)
+        assert worker.answer(name, task, {"crowd-classifier": {"label": "Positive"}}).status_code == 200
+    s = gtrun("status", str(run), "--wait", "--interval", "0.2")
+    assert s.code == 0, s.output
+    assert f"{name}: Completed - labeled 2 of 2" in s.stdout
+    assert f"s3://gtrun/jobs/{name}/output/{name}/manifests/output/output.manifest" in s.stdout
+
+
+def test_status_without_a_service_and_restart_keeps_the_job(gtrun):
+    r = gtrun("run", "source.limit=3")
+    assert r.code == 0, r.output
+    assert "start the labeling service with gtrun serve --root" in r.stdout
+    (run,) = gtrun.runs()
+    s = gtrun("status", str(run))
+    assert s.code == 0 and "InProgress - labeled 0 of 3" in s.stdout
+
+
+def test_serve_lists_open_jobs(gtrun):
+    assert gtrun("run", "source.limit=1").code == 0
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "serve", "--port", "0", "--root", str(gtrun.storage)],
+                            cwd=gtrun.cwd, stdout=subprocess.PIPE, text=True, env={**_env(), "COLUMNS": "200"})
+    try:
+        lines = [proc.stdout.readline() for _ in range(3)]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert "gtrun labeling service at http://127.0.0.1:" in lines[0]
+    assert re.search(r"tweets-\d{8}-\d{6}-\w{4}: http://127\.0\.0\.1:\d+/jobs/tweets-", lines[1])
+
+
+def test_serve_refuses_a_busy_port(gtrun, served):
+    url, _ = served
+    port = url.rsplit(":", 1)[1]
+    r = gtrun("serve", "--port", port, "--root", str(gtrun.storage))
+    assert r.code == 2 and f"--port: cannot listen on 127.0.0.1:{port}" in r.stderr
+
+
+def test_status_of_something_that_is_not_a_run(gtrun, tmp_path):
+    r = gtrun("status", str(tmp_path))
+    assert r.code == 2 and "request.json is missing" in r.stderr
