@@ -227,6 +227,7 @@ class Pipeline:
         """`task.input` for the first rows, and the template text: what `gtrun preview` renders."""
         text, parsed = self.validate()
         src, query, _ = self.open_source()
+        self.upload_assets()  # the images the rows point at, so the page can show them
         try:
             _, found = src.rows(query, rows)
         finally:
