@@ -6,6 +6,7 @@ This module wires and translates errors, nothing else: every step lives in runne
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from rich.table import Table
 from runner import __version__
 from runner.config import CONF_DIR, setup, to_settings
 from runner.errors import GtrunError, RecordError
-from runner.io.labeling import local_labeling
+from runner.io.backends import backend_for
 from runner.service.server import DEFAULT_PORT, Service
 from runner.service.store import TERMINAL
 from runner.pipeline import Outcome, Pipeline
@@ -48,6 +49,9 @@ verbs:
   serve      the local labeling service: SageMaker's labeling-job API and the worker UI
   status     a run's job status and label counters (--wait: until it ends)
   preview    the template rendered with real rows, saved as PNG screenshots
+  stop       stop a run's labeling job
+  jobs       the backend's recent labeling jobs, with their runs
+  workteams  the account's workteams (to fill workteam.arn)
 
 `gtrun run --help` lists the config groups; `gtrun <verb> --help` explains each verb.
 Hydra overrides work as usual: key=value, group=option, +key=value, ~key, -m, --cfg job, --config-dir DIR.
@@ -278,16 +282,22 @@ def serve(args: list[str]) -> int:
     return 0
 
 
-def _run_root(run: Path) -> tuple[str, str, str]:
-    """(job name, storage root, region) of a recorded run."""
+def _submitted(run_path: str) -> tuple[str, Any]:
+    """(job name, settings) of a recorded, submitted run."""
+    run = Path(run_path)
     try:
-        request = json.loads((run / "request.json").read_text())
+        name = json.loads((run / "request.json").read_text())["LabelingJobName"]
     except OSError:
         raise RecordError(f"{run}: not a submitted gtrun run (request.json is missing)") from None
-    config = OmegaConf.load(run / ".hydra" / "config.yaml") if (run / ".hydra/config.yaml").is_file() else None
-    root = str(OmegaConf.select(config, "backend.root", default="outputs/storage")) if config else "outputs/storage"
-    region = request["HumanTaskConfig"]["WorkteamArn"].split(":")[3]
-    return request["LabelingJobName"], root, region
+    return name, Run.at(run).settings()
+
+
+def compose_settings(overrides: list[str]) -> Any:
+    """The config composed from overrides, without a run directory (for verbs that only ask)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="gtrun"):
+        return to_settings(compose("config", overrides))
 
 
 def status(args: list[str]) -> int:
@@ -298,13 +308,13 @@ def status(args: list[str]) -> int:
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between polls (default 2)")
     ns = parser.parse_args(args)
     try:
-        name, root, region = _run_root(Path(ns.run))
-        with local_labeling(root, region) as service:
+        name, settings = _submitted(ns.run)
+        with backend_for(settings).labeling() as service:
             job = service.describe_labeling_job(name)
             if ns.wait and job["LabelingJobStatus"] not in TERMINAL:
-                if service.endpoint is None:
+                if settings.backend.kind.value == "local" and getattr(service, "endpoint", None) is None:
                     out.print("no labeling service is running for this storage; start one with "
-                              f"[bold]gtrun serve --root {root}[/bold] so workers can label")
+                              f"[bold]gtrun serve --root {settings.backend.root}[/bold] so workers can label")
                 job = wait_for(service, name, ns.interval)
     except GtrunError as exc:
         return fail(str(exc))
@@ -316,6 +326,83 @@ def status(args: list[str]) -> int:
         out.print(f"output: {job['LabelingJobOutput']['OutputDatasetS3Uri']}")
     if job.get("FailureReason"):
         out.print(f"failure: {job['FailureReason']}")
+    return 0
+
+
+def stop(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="gtrun stop", description="Stop a run's labeling job "
+                                     "(StopLabelingJob). What was labeled so far is written to its output; "
+                                     "a stopped job cannot be restarted (see `gtrun status`).")
+    parser.add_argument("run", help="a recorded run directory")
+    ns = parser.parse_args(args)
+    try:
+        name, settings = _submitted(ns.run)
+        with backend_for(settings).labeling() as service:
+            service.stop_labeling_job(name)
+            job = service.describe_labeling_job(name)
+    except GtrunError as exc:
+        return fail(str(exc))
+    out.print(f"{name}: {job['LabelingJobStatus']}")
+    return 0
+
+
+def _runs_by_job() -> dict[str, Path]:
+    """Job name -> run directory, for the runs recorded under outputs/."""
+    found = {}
+    for request in Path("outputs").glob("**/request.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            found[json.loads(request.read_text())["LabelingJobName"].lower()] = request.parent
+    return found
+
+
+def jobs(args: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in args):
+        out.print("usage: gtrun jobs [--max N] [key=value ...]\nList the backend's recent labeling jobs "
+                  "(ListLabelingJobs, newest first), with the run directory of each one gtrun recorded here.")
+        return 0
+    limit, overrides = 20, []
+    for a in args:
+        if a.startswith("--max="):
+            limit = int(a.split("=", 1)[1])
+        else:
+            overrides.append(a)
+    try:
+        settings = compose_settings(overrides)
+        with backend_for(settings).labeling() as service:
+            summaries = service.list_labeling_jobs(limit)
+    except GtrunError as exc:
+        return fail(str(exc))
+    runs = _runs_by_job()
+    table = Table(title=f"labeling jobs ({settings.backend.kind.value})")
+    for col in ("job", "status", "labeled", "created", "run"):
+        table.add_column(col, overflow="fold")
+    for j in summaries:
+        c = j["LabelCounters"]
+        total = c.get("TotalLabeled", 0) + c.get("Unlabeled", 0) + c.get("FailedNonRetryableError", 0)
+        run = runs.get(j["LabelingJobName"].lower())
+        table.add_row(j["LabelingJobName"], j["LabelingJobStatus"], f"{c.get('TotalLabeled', 0)}/{total}",
+                      f"{j['CreationTime']:%Y-%m-%d %H:%M}", str(run) if run else "")
+    out.print(table)
+    return 0
+
+
+def workteams(args: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in args):
+        out.print("usage: gtrun workteams [key=value ...]\nList the account's workteams (ListWorkteams), to "
+                  "fill workteam.arn without the console.")
+        return 0
+    try:
+        settings = compose_settings(args)
+        with backend_for(settings).labeling() as service:
+            teams = service.list_workteams()
+    except GtrunError as exc:
+        return fail(str(exc))
+    table = Table(title="workteams")
+    for col in ("name", "arn", "description"):
+        table.add_column(col, overflow="fold")
+    for t in teams:
+        table.add_row(t["WorkteamName"], t["WorkteamArn"], t.get("Description", ""))
+    out.print(table)
     return 0
 
 
@@ -390,6 +477,9 @@ def main(argv: list[str] | None = None) -> int:
         return status(rest)
     if verb == "preview":
         return preview(rest)
+    verbs = {"stop": stop, "jobs": jobs, "workteams": workteams}
+    if verb in verbs:
+        return verbs[verb](rest)
     return fail(f"unknown verb {verb!r}\n\n{USAGE}")
 
 

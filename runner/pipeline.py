@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -25,21 +25,18 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from runner import __version__
 from runner.build import price as prices
-from runner.build.manifest import json_lines_query
 from runner.build.request import check_settings, job_name, label_category_config, labeling_job_request
 from runner.build.sql import Query, check_fields, count_query, render_sql, select_query
 from runner.build.template import missing_variables, parse_template, render_task, task_input
 from runner.check import validate_request
 from runner.config import HOME, TEMPLATES_DIR
 from runner.errors import ConfigError, ManifestError, RecordError, collect_errors
-from runner.io.labeling import local_labeling
-from runner.io.query import DuckDBSource, fingerprint, source_files
+from runner.io.backends import backend_for
 from runner.io.store import LocalStore
 from runner.schema import BackendKind, GtrunConfig, TaskType
 
 log = logging.getLogger(__name__)
 
-LOCAL_ACCOUNT = "123456789012"
 JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 ARTIFACTS = ("query.sql", "manifest.jsonl", "template.liquid", "label-categories.json", "request.json")
 
@@ -76,17 +73,18 @@ def uris(settings: GtrunConfig, name: str) -> dict[str, str]:
 
 
 def check_backend(settings: GtrunConfig) -> list[ConfigError]:
+    """What a backend needs beyond the config's own rules."""
+    problems = []
     if settings.backend.kind is BackendKind.aws:
-        problems = []
         if not settings.workteam.arn:
             problems.append(ConfigError("workteam.arn", "is required on the aws backend",
-                                        "list your workteams with `gtrun workteams`"))
+                                        "list your account's workteams with `gtrun workteams backend=aws`"))
         if not settings.backend.role_arn:
-            problems.append(ConfigError("backend.role_arn", "is required on the aws backend"))
-        problems.append(ConfigError("backend.kind", "the aws backend is not available yet",
-                                    "use backend=local"))
-        return problems
-    return []
+            problems.append(ConfigError("backend.role_arn", "is required on the aws backend",
+                                        "an IAM role Ground Truth assumes, with read and write access to the bucket"))
+        if settings.source.assets is not None and not settings.source.assets.to.startswith("s3://"):
+            problems.append(ConfigError("source.assets.to", "must be an s3:// prefix"))
+    return problems
 
 
 def portable(path: str) -> str:
@@ -114,11 +112,11 @@ class Written:
     first_line: dict[str, Any]
 
 
-def stream_manifest(src: DuckDBSource, lines_query: Query, sinks: Sequence[IO[bytes]],
+def stream_manifest(chunks: Iterable[tuple[Any, int]], sinks: Sequence[IO[bytes]],
                     progress: Callable[[int], None] = lambda n: None) -> Written:
-    """Stream the manifest from the query into every sink; memory stays flat in the row count."""
+    """Stream the manifest's (bytes, rows) chunks into every sink; memory stays flat in the row count."""
     objects, digest, head = 0, hashlib.sha256(), b""
-    for chunk, rows in src.stream_lines(lines_query):
+    for chunk, rows in chunks:
         for sink in sinks:
             sink.write(chunk)
         digest.update(chunk)
@@ -139,7 +137,8 @@ class Pipeline:
         self.console = console or Console(stderr=True)
         self.name = settings.job.labeling_job_name or job_name(settings.source.name, now, secrets.token_hex(2))
         self.uris = uris(settings, self.name)
-        self.storage = LocalStore(settings.backend.root)
+        self.backend = backend_for(settings)
+        self.storage = self.backend.storage
         self.service_url: str | None = None  # the running labeling service that took the job
 
     # -- steps that spend nothing --------------------------------------------------------------
@@ -161,9 +160,7 @@ class Pipeline:
         return text, parse_template(text, str(path))
 
     def request(self, objects_hint: int = 0) -> dict[str, Any]:
-        b, w = self.s.backend, self.s.workteam
-        role = b.role_arn or f"arn:aws:iam::{LOCAL_ACCOUNT}:role/gtrun-local"
-        team = w.arn or f"arn:aws:sagemaker:{b.region}:{LOCAL_ACCOUNT}:workteam/private-crowd/gtrun-local"
+        role, team = self.backend.role_arn(), self.backend.workteam_arn()
         labels = label_category_config(self.s.template.labels, self.s.template.task_type,
                                        self.s.template.instructions)
         tags = {"gtrun:config": config_hash(self.resolved)[:32], "gtrun:run": self.name,
@@ -199,9 +196,9 @@ class Pipeline:
                               f"task.input holds: {', '.join(sorted(ti))}")
         return render_task(parsed, ti)
 
-    def open_source(self) -> tuple[DuckDBSource, Query, list[str]]:
-        query = select_query(self.s.source, "duckdb")
-        src = DuckDBSource.open(self.s.source, self.s.backend.duckdb)
+    def open_source(self) -> tuple[Any, Query, list[str]]:
+        query = select_query(self.s.source, self.backend.dialect)
+        src = self.backend.open_source()
         fields = list(query.fields or src.output_fields(query))
         if query.fields is None:
             check_fields(fields, "source.sql")
@@ -211,7 +208,7 @@ class Pipeline:
         _, parsed = self.validate()
         src, query, fields = self.open_source()
         try:
-            objects = src.count(count_query(query, "duckdb"))
+            objects = src.count(count_query(query, self.backend.dialect))
             if objects == 0:
                 raise ManifestError(self._empty())
             _, rows = src.rows(query, 1)
@@ -264,7 +261,7 @@ class Pipeline:
         try:
             with self.storage.open_write(self.uris["manifest"]) as out, \
                     record.open("manifest.jsonl") as local, self._progress() as bump:
-                written = stream_manifest(src, json_lines_query(query, fields), (out, local), bump)
+                written = stream_manifest(self.backend.lines(src, query, fields), (out, local), bump)
                 objects = written.objects
                 if objects == 0:
                     raise ManifestError(self._empty())
@@ -285,7 +282,7 @@ class Pipeline:
             self.storage.put_bytes(self.uris["labels"], body.encode())
             record.write_text("label-categories.json", body)
         record.write_json("request.json", request)
-        with local_labeling(self.storage.root, self.s.backend.region) as service:
+        with self.backend.labeling() as service:
             job = service.create_labeling_job(request)
             job.update(service.describe_labeling_job(self.name))
             self.service_url = service.endpoint
@@ -315,7 +312,7 @@ class Pipeline:
             yield lambda n: progress.advance(task, n)
 
     def lineage(self, outcome: Outcome, record: Record) -> dict[str, Any]:
-        src_files = {portable(p): h for p, h in fingerprint(source_files(self.s.source)).items()}
+        src_files = {portable(p): h for p, h in self.backend.source_files().items()}
         return {
             "gtrun_version": __version__,
             "job_name": self.name,

@@ -24,7 +24,7 @@ class Run:
     @classmethod
     def at(cls, path: str | Path) -> Run:
         run = cls(Path(path))
-        for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "lineage.json"):
+        for name in (".hydra/config.yaml", ".hydra/overrides.yaml"):
             if not (run.dir / name).is_file():
                 raise RecordError(f"{run.dir}: not a recorded gtrun run ({name} is missing)")
         return run
@@ -36,8 +36,18 @@ class Run:
     def config(self) -> Any:
         return OmegaConf.load(self.dir / ".hydra/config.yaml")
 
+    def settings(self) -> Any:
+        """The recorded config as gtrun's dataclasses."""
+        from runner.config import to_settings
+        from runner.schema import GtrunConfig
+
+        return to_settings(OmegaConf.merge(OmegaConf.structured(GtrunConfig), self.config()))
+
     def lineage(self) -> dict[str, Any]:
-        return dict(json.loads((self.dir / "lineage.json").read_text(encoding="utf-8")))
+        try:
+            return dict(json.loads((self.dir / "lineage.json").read_text(encoding="utf-8")))
+        except OSError:
+            raise RecordError(f"{self.dir}: the run did not finish (lineage.json is missing)") from None
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -99,6 +99,24 @@ class DuckDBConfig:
 
 
 @dataclass
+class EndpointsConfig:
+    """Endpoint overrides (tests, S3-compatible stores); unset: AWS's own."""
+
+    s3: Optional[str] = None
+    athena: Optional[str] = None
+    sagemaker: Optional[str] = None
+
+
+@dataclass
+class AthenaConfig:
+    workgroup: str = "primary"
+    database: Optional[str] = None  # default: source.database
+    output_location: Optional[str] = None  # default: s3://<bucket>/<prefix>/athena/
+    poll_s: float = 0.5  # first poll delay; doubles up to 5 s
+    timeout_s: float = 1800.0
+
+
+@dataclass
 class BackendConfig:
     kind: BackendKind = BackendKind.local
     region: str = "us-east-1"
@@ -107,6 +125,11 @@ class BackendConfig:
     role_arn: Optional[str] = None  # local backend: a stand-in role when unset
     root: str = "outputs/storage"  # local: the folder that stands in for S3 buckets
     duckdb: DuckDBConfig = field(default_factory=DuckDBConfig)
+    # aws: credentials and region from boto3's standard chain; `profile` picks a named profile
+    profile: Optional[str] = None
+    endpoints: EndpointsConfig = field(default_factory=EndpointsConfig)
+    athena: AthenaConfig = field(default_factory=AthenaConfig)
+    max_attempts: int = 5  # botocore's standard retry mode
 
 
 @dataclass

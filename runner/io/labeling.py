@@ -25,6 +25,8 @@ class LabelingService(Protocol):
     def create_labeling_job(self, request: Mapping[str, Any]) -> dict[str, Any]: ...
     def describe_labeling_job(self, name: str) -> dict[str, Any]: ...
     def stop_labeling_job(self, name: str) -> None: ...
+    def list_labeling_jobs(self, limit: int = 20) -> list[dict[str, Any]]: ...
+    def list_workteams(self) -> list[dict[str, Any]]: ...
 
 
 class SageMakerLabeling:
@@ -46,13 +48,60 @@ class SageMakerLabeling:
         return dict(response)
 
     def create_labeling_job(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        return self._call("create_labeling_job", f"CreateLabelingJob {request['LabelingJobName']}", **request)
+        """Create the job; the name is the idempotency key.
+
+        When a retry after a lost response finds the name taken, the job is ours if it carries this
+        run's lineage tag: then it counts as created, not as an error and not as a second job.
+        """
+        name = request["LabelingJobName"]
+        try:
+            return self._call("create_labeling_job", f"CreateLabelingJob {name}", **request)
+        except SubmitError as exc:
+            if ": ResourceInUse:" not in str(exc):
+                raise
+            existing = self.describe_labeling_job(name)
+            if _lineage(existing.get("Tags", [])) and _lineage(existing.get("Tags", [])) == _lineage(
+                    request.get("Tags", [])):
+                return {"LabelingJobArn": existing["LabelingJobArn"]}
+            raise SubmitError(f"CreateLabelingJob {name}: the name is taken by another labeling job "
+                              "(not this run's); Ground Truth names are unique per account and region, "
+                              "case-insensitively") from None
 
     def describe_labeling_job(self, name: str) -> dict[str, Any]:
         return self._call("describe_labeling_job", f"DescribeLabelingJob {name}", LabelingJobName=name)
 
     def stop_labeling_job(self, name: str) -> None:
         self._call("stop_labeling_job", f"StopLabelingJob {name}", LabelingJobName=name)
+
+    def list_labeling_jobs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest jobs first (ListLabelingJobs, paginated)."""
+        found: list[dict[str, Any]] = []
+        pages = self.client.get_paginator("list_labeling_jobs").paginate(
+            SortBy="CreationTime", SortOrder="Descending", PaginationConfig={"PageSize": min(limit, 100)})
+        try:
+            for page in pages:
+                found += page["LabelingJobSummaryList"]
+                if len(found) >= limit:
+                    break
+        except botocore.exceptions.ClientError as exc:
+            raise SubmitError(f"ListLabelingJobs: {exc.response['Error'].get('Code')}: "
+                              f"{exc.response['Error'].get('Message')}") from None
+        return found[:limit]
+
+    def list_workteams(self) -> list[dict[str, Any]]:
+        teams: list[dict[str, Any]] = []
+        try:
+            for page in self.client.get_paginator("list_workteams").paginate():
+                teams += page["Workteams"]
+        except botocore.exceptions.ClientError as exc:
+            raise SubmitError(f"ListWorkteams: {exc.response['Error'].get('Code')}: "
+                              f"{exc.response['Error'].get('Message')}") from None
+        return teams
+
+
+def _lineage(tags: list[dict[str, str]]) -> str | None:
+    """The run a job was created by, from its `gtrun:run` tag."""
+    return next((t["Value"] for t in tags if t.get("Key") == "gtrun:run"), None)
 
 
 def store_path(root: Path) -> Path:

@@ -114,17 +114,30 @@ def render_ui_template(jobs: LabelingJobs, params: dict[str, Any]) -> dict[str, 
     return jobs.render_ui_template(params)
 
 
+def list_workteams(jobs: LabelingJobs, params: dict[str, Any], region: str = "us-east-1") -> dict[str, Any]:
+    """ListWorkteams: the local service's one team (anyone who opens a worker URL)."""
+    from runner.io.backends import LOCAL_ACCOUNT
+
+    now = datetime.fromtimestamp(0).astimezone()
+    team = {"WorkteamName": "gtrun-local", "MemberDefinitions": [],
+            "WorkteamArn": f"arn:aws:sagemaker:{region}:{LOCAL_ACCOUNT}:workteam/private-crowd/gtrun-local",
+            "Description": "gtrun's local labeling service: anyone who opens a worker URL",
+            "SubDomain": "127.0.0.1", "CreateDate": now, "LastUpdatedDate": now}
+    return {"Workteams": [team]}
+
+
 OPERATIONS: dict[str, Callable[[LabelingJobs, dict[str, Any]], dict[str, Any]]] = {
     "CreateLabelingJob": create,
     "DescribeLabelingJob": describe,
     "ListLabelingJobs": list_jobs,
     "StopLabelingJob": stop,
     "RenderUiTemplate": render_ui_template,
+    "ListWorkteams": list_workteams,
 }
 
 
-def handle(jobs: LabelingJobs, target: str, body: bytes) -> tuple[int, dict[str, Any]]:
-    """(HTTP status, JSON body) for one API call."""
+def handle(jobs: LabelingJobs, target: str, body: bytes, region: str = "us-east-1") -> tuple[int, dict[str, Any]]:
+    """(HTTP status, JSON body) for one API call (`region`: from the request's signature scope)."""
     service, _, operation = target.partition(".")
     if service != "SageMaker" or operation not in OPERATIONS:
         return 400, {"__type": "UnknownOperationException",
@@ -137,6 +150,8 @@ def handle(jobs: LabelingJobs, target: str, body: bytes) -> tuple[int, dict[str,
         return 400, {"__type": "SerializationException", "message": "the request body is not a JSON object"}
     try:
         _validate(operation, params)
+        if operation == "ListWorkteams":
+            return 200, wire(list_workteams(jobs, params, region))
         return 200, wire(OPERATIONS[operation](jobs, params))
     except ServiceError as exc:
         return exc.status, {"__type": exc.code, "message": str(exc)}

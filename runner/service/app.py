@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import html
 import json
+import re
 import secrets
 import uuid
 from collections.abc import AsyncIterator
@@ -50,7 +51,9 @@ def create_app(root: Path | str) -> Starlette:
     async def sagemaker(request: Request) -> Response:
         target = request.headers.get("x-amz-target", "")
         body = await request.body()
-        status, payload = await run_in_threadpool(api.handle, jobs, target, body)
+        scope = re.search(r"Credential=[^/]+/\d{8}/([a-z0-9-]+)/", request.headers.get("authorization", ""))
+        region = scope.group(1) if scope else "us-east-1"
+        status, payload = await run_in_threadpool(api.handle, jobs, target, body, region)
         return Response(json.dumps(payload), status_code=status, media_type=AMZ_JSON,
                         headers={"x-amzn-RequestId": str(uuid.uuid4())})
 

@@ -1,0 +1,52 @@
+"""boto3 sessions and clients for the `aws` backend.
+
+Credentials come from boto3's standard chain (environment, `backend.profile` / AWS_PROFILE, the
+shared files, an instance or task role); gtrun never reads, logs or stores them. Endpoints can be
+overridden per service (`backend.endpoints.*`: moto in the tests, an S3-compatible store), and
+every client retries in botocore's `standard` mode: throttling (`ThrottlingException`, S3
+`SlowDown`), 5xx answers and lost connections, with exponential backoff, `backend.max_attempts`
+attempts in all.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import boto3
+import botocore.config
+
+from runner import __version__
+from runner.schema import BackendConfig
+
+Service = Literal["s3", "athena", "sagemaker"]
+SERVICES: tuple[Service, ...] = ("s3", "athena", "sagemaker")
+
+
+def session(backend: BackendConfig) -> boto3.Session:
+    """A boto3 session for `backend.profile` (None: the default chain) in `backend.region`."""
+    return boto3.Session(profile_name=backend.profile or None, region_name=backend.region)
+
+
+def client_config(backend: BackendConfig, service: Service) -> botocore.config.Config:
+    """Retries in standard mode; path-style S3 addressing when the S3 endpoint is overridden."""
+    options: dict[str, Any] = {
+        "retries": {"mode": "standard", "max_attempts": backend.max_attempts},
+        "user_agent_extra": f"gtrun/{__version__}",
+    }
+    if service == "s3" and backend.endpoints.s3:
+        # A local endpoint (moto, MinIO) has no per-bucket DNS names: bucket.127.0.0.1 does not resolve.
+        options["s3"] = {"addressing_style": "path"}
+    return botocore.config.Config(**options)
+
+
+def client(backend: BackendConfig, service: Service, boto_session: boto3.Session | None = None) -> Any:
+    """A boto3 client for `service`, at `backend.endpoints.<service>` when that is set."""
+    if service not in SERVICES:
+        raise ValueError(f"unknown service {service!r}; gtrun uses {', '.join(SERVICES)}")
+    endpoint = getattr(backend.endpoints, service) or None
+    return (boto_session or session(backend)).client(
+        service, region_name=backend.region, endpoint_url=endpoint,
+        config=client_config(backend, service))
+
+
+__all__ = ["session", "client", "client_config", "SERVICES"]

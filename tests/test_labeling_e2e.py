@@ -1,0 +1,830 @@
+"""End to end, like people using the product: a job made through boto3, answered in a real browser.
+
+For each bundled template a labeling job is created with an unmodified boto3 sagemaker client
+against gtrun's local labeling service (real HTTP, one service per test). Two workers, two
+separate Chromium browser contexts (so two cookies, two worker ids), open the job's worker page
+and answer every task with the mouse and the keyboard: category buttons and number keys, boxes
+dragged on the image, text spans selected with the mouse, text typed in a text area. Each submit
+moves the page on to the next task, and at the end the page says there is nothing left.
+
+Then what Ground Truth would leave behind is checked: DescribeLabelingJob's status and counters,
+the output manifest (input fields kept, `<attr>` and `<attr>-metadata` as the answers imply), the
+worker-response file of every object and the consolidation request and response files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright import sync_api
+
+from runner.service.server import Service
+from tests.service_helpers import TEMPLATES, put_job, sagemaker
+
+HOME = Path(__file__).resolve().parent.parent
+RECEIPTS = HOME / "data" / "receipts"
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+COOKIE = "gtrun_worker"
+REGION = "us-east-1"
+ATTR = "label"  # put_job's LabelAttributeName
+DOT = "\u00b7"
+COUNTERS_DONE = {"TotalLabeled": 2, "HumanLabeled": 2, "MachineLabeled": 0,
+                 "FailedNonRetryableError": 0, "Unlabeled": 0}
+COUNTERS_HALF = {"TotalLabeled": 1, "HumanLabeled": 1, "MachineLabeled": 0,
+                 "FailedNonRetryableError": 0, "Unlabeled": 1}
+CREATION_DATE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}")
+KEY_TIME = re.compile(r"\d{4}-\d\d-\d\d_\d\d:\d\d:\d\d(-\d+)?\.json")
+ANSWER_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+BOX_TOLERANCE = 3  # image pixels between where the mouse went and what was recorded
+
+
+# ------------------------------------------------------------------------------------------------
+# Fixtures: one browser per module, one labeling service per test
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def service(tmp_path):
+    with Service(tmp_path / "storage", port=0).running() as svc:
+        yield svc
+
+
+# ------------------------------------------------------------------------------------------------
+# A worker: one browser context (its own cookie), one tab
+
+
+class Person:
+    """A worker at their browser: opens the job's page, reads the top bar, submits."""
+
+    def __init__(self, browser: Any, url: str, job: str) -> None:
+        self.url, self.job = url, job
+        self.context = browser.new_context(viewport={"width": 1280, "height": 1000})
+        self.context.set_default_timeout(10_000)
+        self.page = self.context.new_page()
+        self._worker_id: str | None = None
+        self.dialogs: list[str] = []
+        self.errors: list[str] = []
+        self.page.on("dialog", self._dialog)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+    def _dialog(self, dialog: Any) -> None:
+        self.dialogs.append(f"{dialog.type}: {dialog.message}")
+        dialog.dismiss()
+
+    def open(self, via_index: bool = False) -> None:
+        """Go to the job's worker page: straight to its address, or from the service's job list."""
+        if via_index:
+            self.page.goto(f"{self.url}/")
+            link = self.page.locator("table.gtrun-jobs").get_by_role("link", name=self.job, exact=True)
+            deadline = time.monotonic() + 5
+            while link.count() == 0:  # still Initializing: no link yet, so refresh like a person would
+                assert time.monotonic() < deadline, self.page.locator("body").inner_text()
+                self.page.wait_for_timeout(200)
+                self.page.reload()
+            row = self.page.locator("table.gtrun-jobs tr",
+                                    has=self.page.get_by_role("link", name=self.job, exact=True))
+            assert row.locator("td").all_inner_texts() == [self.job, "InProgress", "0 / 2"]
+            link.click()
+            self.page.wait_for_url(f"{self.url}/jobs/{self.job}/")
+        else:
+            self.page.goto(f"{self.url}/jobs/{self.job}/")
+        self._settle()
+        self.worker_id()
+
+    def _settle(self) -> None:
+        """Wait until the page shows a ready task form, or the end-of-work notice."""
+        self.page.wait_for_selector("crowd-form[data-crowd-ready], section.gtrun-done")
+        if self.task() is not None:
+            self.page.wait_for_load_state("load")  # images (the box tasks) included
+
+    def task(self) -> dict[str, Any] | None:
+        return self.page.evaluate("window.gtrunTask || null")  # type: ignore[no-any-return]
+
+    def object_id(self) -> int | None:
+        task = self.task()
+        return None if task is None else int(task["objectId"])
+
+    def progress(self) -> str:
+        return self.page.locator("header.gtrun-bar .gtrun-progress").inner_text()
+
+    def done(self) -> bool:
+        notice = self.page.locator("section.gtrun-done h1")
+        return notice.count() == 1 and notice.inner_text() == "No more tasks for you"
+
+    def submit(self, how: str) -> None:
+        """Submit the task (the Submit button, or Ctrl+Enter) and wait for the next page."""
+        token = self.task()["token"]  # type: ignore[index]
+        with self.page.expect_navigation():
+            if how == "click":
+                self.page.locator("crowd-button[form-action=submit] button").click()
+            elif how == "key":
+                self.page.keyboard.press("Control+Enter")
+            else:
+                raise ValueError(how)
+        self._settle()
+        after = self.task()
+        assert after is None or after["token"] != token
+
+    def worker_id(self) -> str:
+        """The worker id the service derives from this browser's cookie (read while it is open)."""
+        if self._worker_id is None:
+            cookie = next(c["value"] for c in self.context.cookies() if c["name"] == COOKIE)
+            self._worker_id = f"private.{REGION}.{cookie}"
+        return self._worker_id
+
+    def close(self) -> None:
+        self.context.close()
+
+
+def progress(labeled: int, mine: int, total: int = 2) -> str:
+    return f"{labeled} of {total} labeled {DOT} you answered {mine}"
+
+
+Answerer = Callable[[Any, dict[str, Any]], str]  # (page, manifest line) -> how to submit
+
+
+def label_job(browser: Any, service: Any, request: dict[str, Any], lines: list[dict[str, Any]],
+              answers: dict[tuple[str, int], Answerer]) -> dict[str, Person]:
+    """Create the job through boto3; workers A and B answer every task as `answers` says.
+
+    With 2 workers per object, both get object 0 first, then object 1 (A answers first each
+    time); with 1, A gets object 0 and B object 1. The top bar's progress is checked after every
+    page load, the counters half-way, and the end-of-work page at the end.
+    """
+    sm = sagemaker(service.url)
+    name = request["LabelingJobName"]
+    arn = sm.create_labeling_job(**request)["LabelingJobArn"]
+    assert arn == f"arn:aws:sagemaker:{REGION}:123456789012:labeling-job/{name.lower()}"
+    per_object = request["HumanTaskConfig"]["NumberOfHumanWorkersPerDataObject"]
+    people = {"A": Person(browser, service.url, name), "B": Person(browser, service.url, name)}
+    if per_object == 2:
+        first = {"A": 0, "B": 0}
+        # (who, object, progress shown afterwards, next object or None for the end page)
+        steps = [("A", 0, progress(0, 1), 1), ("B", 0, progress(1, 1), 1),
+                 ("A", 1, progress(1, 2), None), ("B", 1, progress(2, 2), None)]
+    else:
+        assert per_object == 1
+        first = {"A": 0, "B": 1}
+        steps = [("A", 0, progress(1, 1), None), ("B", 1, progress(2, 1), None)]
+    try:
+        for who, person in people.items():
+            person.open(via_index=who == "A")
+            assert person.object_id() == first[who], who
+            if who == "A":  # reloading the page gives the same task back, not another one
+                token = person.task()["token"]  # type: ignore[index]
+                person.page.reload()
+                person._settle()
+                assert person.task()["token"] == token  # type: ignore[index]
+            assert person.progress() == progress(0, 0)
+            assert person.page.title() == request["HumanTaskConfig"]["TaskTitle"]
+        assert people["A"].worker_id() != people["B"].worker_id()
+        for n, (who, object_id, shown, following) in enumerate(steps):
+            person = people[who]
+            assert person.object_id() == object_id, (who, object_id)
+            how = answers[(who, object_id)](person.page, lines[object_id])
+            person.submit(how)
+            assert person.progress() == shown, (who, object_id)
+            assert person.object_id() == following, (who, object_id)
+            if following is None:
+                assert person.done(), (who, object_id)
+            if n == len(steps) // 2 - 1 and per_object == 2 or n == 0 and per_object == 1:
+                d = sm.describe_labeling_job(LabelingJobName=name)
+                assert d["LabelingJobStatus"] == "InProgress"
+                assert d["LabelCounters"] == COUNTERS_HALF
+                assert "LabelingJobOutput" not in d
+        for who, person in people.items():
+            person.open()  # coming back later: still nothing to do
+            assert person.done(), who
+            assert person.progress() == progress(2, 2 if per_object == 2 else 1)
+            assert person.dialogs == [], (who, person.dialogs)
+            assert person.errors == [], (who, person.errors)
+    finally:
+        for person in people.values():
+            person.close()
+    return people
+
+
+# ------------------------------------------------------------------------------------------------
+# What the job left in storage
+
+
+def local(service: Any, uri: str) -> Path:
+    assert uri.startswith("s3://"), uri
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return Path(service.root) / bucket / key
+
+
+def check_outputs(service: Any, request: dict[str, Any], lines: list[dict[str, Any]],
+                  people: dict[str, Person], output_type: str) -> tuple[list[dict[str, Any]],
+                                                                        dict[int, list[dict[str, Any]]]]:
+    """Check the job's status and every file Ground Truth writes; return the output lines and
+    the worker-response answers per object (in the file's order)."""
+    name = request["LabelingJobName"]
+    per_object = request["HumanTaskConfig"]["NumberOfHumanWorkersPerDataObject"]
+    sm = sagemaker(service.url)
+    d = sm.describe_labeling_job(LabelingJobName=name)
+    assert d["LabelingJobStatus"] == "Completed"
+    assert d["LabelCounters"] == COUNTERS_DONE
+    base = f"{request['OutputConfig']['S3OutputPath']}/{name}"
+    manifest_uri = d["LabelingJobOutput"]["OutputDatasetS3Uri"]
+    assert manifest_uri == f"{base}/manifests/output/output.manifest"
+    listed = sm.list_labeling_jobs()["LabelingJobSummaryList"]
+    assert [(j["LabelingJobName"], j["LabelingJobStatus"]) for j in listed] == [(name, "Completed")]
+
+    raw = local(service, manifest_uri).read_text(encoding="utf-8")
+    assert raw.endswith("\n")
+    out = [json.loads(x) for x in raw.splitlines()]
+    assert len(out) == len(lines)
+    for line, got in zip(lines, out, strict=True):
+        assert list(got) == [*line, ATTR, f"{ATTR}-metadata"]  # input keys first, in order
+        assert {k: got[k] for k in line} == line  # input fields kept exactly
+        meta = got[f"{ATTR}-metadata"]
+        assert meta["type"] == output_type
+        assert meta["job-name"] == f"labeling-job/{name.lower()}"
+        assert meta["human-annotated"] == "yes"
+        assert CREATION_DATE.fullmatch(meta["creation-date"])
+
+    workers = {p.worker_id() for p in people.values()}
+    responses: dict[int, list[dict[str, Any]]] = {}
+    answered_by: dict[int, set[str]] = {}
+    for object_id in range(len(lines)):
+        folder = local(service, f"{base}/annotations/worker-response/iteration-1/{object_id}")
+        files = sorted(folder.iterdir())
+        assert len(files) == 1 and KEY_TIME.fullmatch(files[0].name), files
+        record = json.loads(files[0].read_text(encoding="utf-8"))
+        assert list(record) == ["answers"]
+        entries = record["answers"]
+        assert len(entries) == per_object
+        ids = [e["workerId"] for e in entries]
+        assert len(set(ids)) == len(ids) and set(ids) <= workers, ids
+        for e in entries:
+            assert ANSWER_TIME.fullmatch(e["submissionTime"]) and ANSWER_TIME.fullmatch(e["acceptanceTime"])
+            assert e["acceptanceTime"] <= e["submissionTime"]
+            assert isinstance(e["timeSpentInSeconds"], float) and e["timeSpentInSeconds"] >= 0
+            identity = e["workerMetadata"]["identityData"]
+            assert identity["identityProviderType"] == "Cognito"
+            assert e["workerId"] == f"private.{REGION}.{identity['sub']}"
+        responses[object_id] = entries
+        answered_by[object_id] = set(ids)
+        if output_type == "groundtruth/custom":
+            ref = out[object_id][f"{ATTR}-metadata"]["worker-response-ref"]
+            assert local(service, ref) == files[0]
+    if per_object == 1:  # the two objects went to the two workers
+        assert answered_by[0] | answered_by[1] == workers
+
+    consolidated = f"{base}/annotations/consolidated-annotation"
+    requests = _batches(local(service, f"{consolidated}/consolidation-request/iteration-1"))
+    replies = _batches(local(service, f"{consolidated}/consolidation-response/iteration-1"))
+    assert sorted(requests) == sorted(replies) == [str(i) for i in range(len(lines))]
+    for object_id, line in enumerate(lines):
+        item = requests[str(object_id)]
+        data_object = {"s3Uri": line["source-ref"]} if "source-ref" in line else {"content": line["source"]}
+        assert item["dataObject"] == data_object
+        assert [a["workerId"] for a in item["annotations"]] == [e["workerId"] for e in responses[object_id]]
+        assert [json.loads(a["annotationData"]["content"]) for a in item["annotations"]] == \
+               [e["answerContent"] for e in responses[object_id]]
+        content = replies[str(object_id)]["consolidatedAnnotation"]["content"]
+        assert content == {ATTR: out[object_id][ATTR], f"{ATTR}-metadata": out[object_id][f"{ATTR}-metadata"]}
+    return out, responses
+
+
+def _batches(folder: Path) -> dict[str, dict[str, Any]]:
+    """datasetObjectId -> its item, over every consolidation file in the folder (each must parse)."""
+    found: dict[str, dict[str, Any]] = {}
+    files = sorted(folder.iterdir())
+    assert files, folder
+    for file in files:
+        assert KEY_TIME.fullmatch(file.name), file.name
+        batch = json.loads(file.read_text(encoding="utf-8"))
+        assert isinstance(batch, list) and batch, file
+        for item in batch:
+            assert item["datasetObjectId"] not in found
+            found[item["datasetObjectId"]] = item
+    return found
+
+
+def answer_of(entries: list[dict[str, Any]], person: Person) -> dict[str, Any]:
+    """The answerContent the given worker submitted, from a worker-response file's answers."""
+    mine = [e["answerContent"] for e in entries if e["workerId"] == person.worker_id()]
+    assert len(mine) == 1
+    return mine[0]
+
+
+# ------------------------------------------------------------------------------------------------
+# Pointer helpers (as in test_elements_js.py)
+
+
+def drag(page: Any, start: tuple[float, float], end: tuple[float, float]) -> None:
+    page.mouse.move(*start)
+    page.mouse.down()
+    page.mouse.move((start[0] + end[0]) / 2, (start[1] + end[1]) / 2, steps=3)
+    page.mouse.move(*end, steps=3)
+    page.mouse.up()
+
+
+def drag_box(page: Any, box: tuple[float, float, float, float]) -> None:
+    """Drag a box (left, top, width, height in the image's natural pixels) on the task image."""
+    page.wait_for_function("document.querySelector('.crowd-bbox-image').naturalWidth > 0")
+    page.locator(".crowd-bbox-stage").scroll_into_view_if_needed()
+    r = page.eval_on_selector(".crowd-bbox-image", """img => { const r = img.getBoundingClientRect();
+        return {x: r.left, y: r.top, w: r.width, h: r.height, nw: img.naturalWidth, nh: img.naturalHeight}; }""")
+    sx, sy = r["w"] / r["nw"], r["h"] / r["nh"]
+    left, top, width, height = box
+    start = (r["x"] + left * sx, r["y"] + top * sy)
+    end = (r["x"] + (left + width) * sx, r["y"] + (top + height) * sy)
+    assert 0 <= start[1] and end[1] <= page.viewport_size["height"], "the image is not in view"
+    drag(page, start, end)
+
+
+def box_near(got: dict[str, Any], want: tuple[float, float, float, float], label: str | None = None) -> bool:
+    if label is not None and got.get("label") != label:
+        return False
+    return all(abs(got[k] - v) <= BOX_TOLERANCE for k, v in zip(("left", "top", "width", "height"), want))
+
+
+FIND_TEXT = """(needle) => {
+  const root = document.querySelector('crowd-entity-annotation .crowd-entity-text');
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    if (n.parentElement.closest('.crowd-entity-tag, .crowd-entity-remove')) continue;
+    const i = n.data.indexOf(needle);
+    if (i < 0) continue;
+    const r = document.createRange();
+    r.setStart(n, i); r.setEnd(n, i + 1);
+    const a = r.getBoundingClientRect();
+    r.setStart(n, i + needle.length - 1); r.setEnd(n, i + needle.length);
+    const b = r.getBoundingClientRect();
+    return {x0: a.left + 1, y0: a.top + a.height / 2, x1: b.right - 1, y1: b.top + b.height / 2};
+  }
+  return null;
+}"""
+
+
+def mouse_select(page: Any, needle: str) -> None:
+    """Select `needle` in the entity text with a mouse drag across its characters."""
+    where = page.evaluate(FIND_TEXT, needle)
+    assert where, needle
+    drag(page, (where["x0"], where["y0"]), (where["x1"], where["y1"]))
+
+
+def span(label: str, needle: str, text: str) -> dict[str, Any]:
+    start = text.index(needle)  # Python counts code points, as Ground Truth's offsets do
+    return {"label": label, "startOffset": start, "endOffset": start + len(needle)}
+
+
+def choose(page: Any, name: str) -> None:
+    """Click a category (or label) button by its visible name."""
+    page.locator(".crowd-category, .crowd-label-choice").filter(has=page.get_by_text(name, exact=True)).click()
+
+
+def pressed(page: Any) -> list[str]:
+    """The names of the pressed category buttons (without their key hint)."""
+    return page.locator(".crowd-category[aria-pressed=true]").evaluate_all(
+        "bs => bs.map(b => b.querySelector('kbd + span, span').textContent)")
+
+
+# ------------------------------------------------------------------------------------------------
+# text_classification
+
+SENTIMENTS = ["Positive", "Negative", "Neutral"]
+TWEETS = [{"source": "Loving the new console \U0001f3ae, best gift ever", "tweet_id": 101},
+          {"source": "Battery died after an hour\u2026 again", "tweet_id": 102}]
+
+
+def test_text_classification(browser, service):
+    request = put_job(service.root, "tweets-sentiment", TWEETS, task_type="text_classification",
+                      labels=SENTIMENTS, workers=2)
+
+    def a0(page, line):
+        assert page.locator("classification-target").inner_text().strip() == line["source"]
+        page.keyboard.press("1")
+        assert pressed(page) == ["Positive"]
+        return "key"
+
+    def b0(page, line):
+        choose(page, "Positive")
+        assert pressed(page) == ["Positive"]
+        return "click"
+
+    def a1(page, line):
+        assert page.locator("classification-target").inner_text().strip() == line["source"]
+        choose(page, "Neutral")
+        choose(page, "Negative")  # changed her mind
+        assert pressed(page) == ["Negative"]
+        return "click"
+
+    def b1(page, line):
+        page.keyboard.press("3")
+        assert pressed(page) == ["Neutral"]
+        return "key"
+
+    people = label_job(browser, service, request, TWEETS, {("A", 0): a0, ("B", 0): b0, ("A", 1): a1, ("B", 1): b1})
+    out, responses = check_outputs(service, request, TWEETS, people, "groundtruth/text-classification")
+    a, b = people["A"], people["B"]
+    assert answer_of(responses[0], a) == answer_of(responses[0], b) == {"crowd-classifier": {"label": "Positive"}}
+    assert answer_of(responses[1], a) == {"crowd-classifier": {"label": "Negative"}}
+    assert answer_of(responses[1], b) == {"crowd-classifier": {"label": "Neutral"}}
+    # Both agree: class 0, near-certain. A 1-1 tie: the earlier label in the job's list, at 1/2.
+    assert out[0][ATTR] == 0
+    assert (out[0][f"{ATTR}-metadata"]["class-name"], out[0][f"{ATTR}-metadata"]["confidence"]) == ("Positive", 1.0)
+    assert out[1][ATTR] == 1
+    assert (out[1][f"{ATTR}-metadata"]["class-name"], out[1][f"{ATTR}-metadata"]["confidence"]) == ("Negative", 0.5)
+    for line in out:
+        assert set(line[f"{ATTR}-metadata"]) == {"class-name", "confidence", "type", "job-name",
+                                                 "human-annotated", "creation-date"}
+
+
+# ------------------------------------------------------------------------------------------------
+# text_multilabel
+
+
+def test_text_multilabel(browser, service):
+    request = put_job(service.root, "tweets-tags", TWEETS, task_type="text_multilabel",
+                      labels=SENTIMENTS, workers=2)
+
+    def a0(page, line):
+        assert page.locator("classification-target").inner_text().strip() == line["source"]
+        choose(page, "Positive")
+        choose(page, "Neutral")
+        assert pressed(page) == ["Positive", "Neutral"]
+        return "click"
+
+    def b0(page, line):
+        page.keyboard.press("3")
+        assert pressed(page) == ["Neutral"]
+        return "key"
+
+    def a1(page, line):
+        choose(page, "Negative")
+        return "key"
+
+    def b1(page, line):
+        choose(page, "Negative")
+        choose(page, "Positive")
+        choose(page, "Positive")  # ticked, then unticked
+        assert pressed(page) == ["Negative"]
+        return "click"
+
+    people = label_job(browser, service, request, TWEETS, {("A", 0): a0, ("B", 0): b0, ("A", 1): a1, ("B", 1): b1})
+    out, responses = check_outputs(service, request, TWEETS, people, "groundtruth/text-classification-multilabel")
+    a, b = people["A"], people["B"]
+    key = "crowd-classifier-multi-select"
+    assert answer_of(responses[0], a) == {key: {"labels": ["Positive", "Neutral"]}}
+    assert answer_of(responses[0], b) == {key: {"labels": ["Neutral"]}}
+    assert answer_of(responses[1], a) == answer_of(responses[1], b) == {key: {"labels": ["Negative"]}}
+    # Every class at least one worker chose; confidence = the share of workers who chose it.
+    assert out[0][ATTR] == [2, 0]
+    meta0 = out[0][f"{ATTR}-metadata"]
+    assert meta0["class-map"] == {"2": "Neutral", "0": "Positive"}
+    assert meta0["confidence-map"] == {"2": 1.0, "0": 0.5}
+    assert out[1][ATTR] == [1]
+    meta1 = out[1][f"{ATTR}-metadata"]
+    assert meta1["class-map"] == {"1": "Negative"} and meta1["confidence-map"] == {"1": 1.0}
+    assert "class-name" not in meta0 and "confidence" not in meta0
+
+
+# ------------------------------------------------------------------------------------------------
+# bounding_box, on two receipt images
+
+BOX_LABELS = ["vendor", "total"]
+
+
+def receipt_lines(count: int = 2) -> list[dict[str, Any]]:
+    with (RECEIPTS / "receipts.jsonl").open(encoding="utf-8") as f:
+        return [json.loads(x) for x in f.readlines()[:count]]
+
+
+def gold(line: dict[str, Any], label: str) -> dict[str, Any]:
+    return next(e for e in line["entities"] if e["label"] == label)
+
+
+def iou(a: dict[str, Any], b: dict[str, Any]) -> float:
+    w = min(a["left"] + a["width"], b["left"] + b["width"]) - max(a["left"], b["left"])
+    h = min(a["top"] + a["height"], b["top"] + b["height"]) - max(a["top"], b["top"])
+    inter = max(w, 0) * max(h, 0)
+    return inter / (a["width"] * a["height"] + b["width"] * b["height"] - inter)
+
+
+def test_bounding_box(browser, service):
+    receipts = receipt_lines()
+    images = Path(service.root) / "b" / "images"
+    images.mkdir(parents=True)
+    lines = []
+    for r in receipts:
+        shutil.copy(RECEIPTS / "images" / r["image_file"], images / r["image_file"])
+        lines.append({"source-ref": f"s3://b/images/{r['image_file']}", "receipt_id": r["receipt_id"]})
+    request = put_job(service.root, "receipt-boxes", lines, task_type="bounding_box", labels=BOX_LABELS, workers=2)
+    # Where each worker drags, in image pixels: around the receipts' vendor and total fields.
+    v0, t0 = gold(receipts[0], "vendor")["box"], gold(receipts[0], "total")["box"]
+    t1, v1 = gold(receipts[1], "total")["box"], gold(receipts[1], "vendor")["box"]
+    drawn = {
+        ("A", 0): [("vendor", (v0[0] - 2, v0[1] - 2, v0[2] + 4, v0[3] + 4)), ("total", (t0[0] - 2, t0[1] - 2, t0[2] + 4, t0[3] + 4))],
+        ("B", 0): [("vendor", (v0[0], v0[1], v0[2] + 2, v0[3] + 2)), ("total", (t0[0] + 1, t0[1], t0[2] + 2, t0[3] + 2))],
+        ("A", 1): [("total", (t1[0] - 3, t1[1] - 3, t1[2] + 6, t1[3] + 6))],
+        ("B", 1): [("total", (t1[0], t1[1], t1[2], t1[3])), ("vendor", tuple(v1))],  # B also boxes the vendor
+    }
+
+    def answerer(who: str, object_id: int, how: str) -> Answerer:
+        def answer(page, line):
+            image = page.locator(".crowd-bbox-image")
+            assert "/storage/b/images/" in image.get_attribute("src")  # a signed read of the s3 URI
+            for n, (label, box) in enumerate(drawn[(who, object_id)]):
+                if n % 2 == 0:
+                    choose(page, label)  # click the label button…
+                else:
+                    page.keyboard.press(str(BOX_LABELS.index(label) + 1))  # …or press its number key
+                drag_box(page, box)
+                assert page.locator(".crowd-bbox:not(.crowd-draft)").count() == n + 1
+            assert page.locator(".crowd-bbox .crowd-bbox-tag").all_inner_texts() == \
+                   [label for label, _ in drawn[(who, object_id)]]
+            return how
+        return answer
+
+    plan = {("A", 0): answerer("A", 0, "click"), ("B", 0): answerer("B", 0, "key"),
+            ("A", 1): answerer("A", 1, "key"), ("B", 1): answerer("B", 1, "click")}
+    people = label_job(browser, service, request, lines, plan)
+    out, responses = check_outputs(service, request, lines, people, "groundtruth/object-detection")
+
+    for object_id, r in enumerate(receipts):
+        got: dict[str, list[dict[str, Any]]] = {}
+        for who in ("A", "B"):
+            answer = answer_of(responses[object_id], people[who])
+            assert list(answer) == ["boundingBox"]
+            value = answer["boundingBox"]
+            assert value["inputImageProperties"] == {"width": r["width"], "height": r["height"]}
+            boxes = value["boundingBoxes"]
+            assert len(boxes) == len(drawn[(who, object_id)])
+            for box, (label, want) in zip(boxes, drawn[(who, object_id)], strict=True):
+                assert box_near(box, want, label), (who, object_id, box, want)
+                assert all(isinstance(box[k], int) for k in ("left", "top", "width", "height"))
+            got[who] = boxes
+        value = out[object_id][ATTR]
+        meta = out[object_id][f"{ATTR}-metadata"]
+        assert value["image_size"] == [{"width": r["width"], "height": r["height"], "depth": 3}]
+        # Same-label boxes of the two workers become one: their mean, in image pixels.
+        if object_id == 0:
+            pairs = [(got["A"][0], got["B"][0]), (got["A"][1], got["B"][1])]
+        else:
+            pairs = [(got["A"][0], got["B"][0]), (got["B"][1], None)]  # B's vendor box: only B drew it
+        assert len(value["annotations"]) == len(pairs) == len(meta["objects"])
+        for ann, obj, (x, y) in zip(value["annotations"], meta["objects"], pairs, strict=True):
+            assert ann["class_id"] == BOX_LABELS.index(x["label"])
+            members = [x] if y is None else [x, y]
+            for k in ("left", "top", "width", "height"):
+                mean = sum(m[k] for m in members) / len(members)
+                assert ann[k] == math.floor(mean + 0.5), (object_id, k, ann, members)
+            wanted = [w for who in ("A", "B") for label, w in drawn[(who, object_id)] if label == x["label"]]
+            mean_dragged = tuple(sum(w[i] for w in wanted) / len(wanted) for i in range(4))
+            assert box_near(ann, mean_dragged), (ann, mean_dragged)
+            assert obj["confidence"] == (0 if y is None else round(iou(x, y), 2))
+        assert all(o["confidence"] > 0.5 for o in meta["objects"] if o["confidence"])
+        assert meta["class-map"] == {"0": "vendor", "1": "total"}
+
+
+# ------------------------------------------------------------------------------------------------
+# named_entity
+
+NER_LABELS = ["person", "organization", "location"]
+NER_LINES = [{"source": "\U0001f3ae Ana Silva joined Acme Corp in Z\u00fcrich \U0001f600 today.", "doc": "a"},
+             {"source": "Bob met Carol at the Louvre in Paris.", "doc": "b"}]
+
+
+def test_named_entity(browser, service):
+    request = put_job(service.root, "entities", NER_LINES, task_type="named_entity", labels=NER_LABELS, workers=2)
+
+    def marks(page):
+        return list(zip(page.locator("mark.crowd-entity .crowd-entity-words").all_inner_texts(),
+                        page.locator("mark.crowd-entity").evaluate_all("ms => ms.map(m => m.dataset.label)"), strict=True))
+
+    def text_shown(page, line):
+        assert page.locator(".crowd-entity-text").inner_text() == line["source"]
+
+    def a0(page, line):  # label first, then drag over the words
+        text_shown(page, line)
+        choose(page, "person")
+        mouse_select(page, "Ana Silva")
+        choose(page, "organization")
+        mouse_select(page, "Acme Corp")
+        assert marks(page) == [("Ana Silva", "person"), ("Acme Corp", "organization")]
+        return "key"
+
+    def b0(page, line):  # drag over the words first, then the label
+        mouse_select(page, "Ana Silva")
+        choose(page, "person")
+        choose(page, "location")
+        mouse_select(page, "Z\u00fcrich")
+        assert marks(page) == [("Ana Silva", "person"), ("Z\u00fcrich", "location")]
+        return "click"
+
+    def a1(page, line):
+        text_shown(page, line)
+        page.keyboard.press("1")
+        mouse_select(page, "Bob")
+        page.keyboard.press("3")
+        mouse_select(page, "Paris")
+        assert marks(page) == [("Bob", "person"), ("Paris", "location")]
+        return "click"
+
+    def b1(page, line):
+        mouse_select(page, "Bob")
+        page.keyboard.press("1")  # labels the selection, and stays the current label…
+        page.keyboard.press("3")  # …until another is chosen
+        mouse_select(page, "Paris.")  # takes the full stop too
+        assert marks(page) == [("Bob", "person"), ("Paris.", "location")]
+        return "key"
+
+    people = label_job(browser, service, request, NER_LINES, {("A", 0): a0, ("B", 0): b0, ("A", 1): a1, ("B", 1): b1})
+    out, responses = check_outputs(service, request, NER_LINES, people, "groundtruth/text-span")
+    a, b = people["A"], people["B"]
+    t0, t1 = NER_LINES[0]["source"], NER_LINES[1]["source"]
+    key = "crowd-entity-annotation"
+    # Offsets count code points: the emoji before "Ana" is one character, not two UTF-16 units.
+    assert answer_of(responses[0], a) == {key: {"entities": [span("person", "Ana Silva", t0),
+                                                             span("organization", "Acme Corp", t0)]}}
+    assert span("person", "Ana Silva", t0)["startOffset"] == 2
+    assert answer_of(responses[0], b) == {key: {"entities": [span("person", "Ana Silva", t0),
+                                                             span("location", "Z\u00fcrich", t0)]}}
+    assert answer_of(responses[1], a) == {key: {"entities": [span("person", "Bob", t1), span("location", "Paris", t1)]}}
+    assert answer_of(responses[1], b) == {key: {"entities": [span("person", "Bob", t1), span("location", "Paris.", t1)]}}
+    labels = [{"label": x} for x in NER_LABELS]
+    assert out[0][ATTR] == {"annotations": {"labels": labels, "entities": [
+        span("person", "Ana Silva", t0), span("organization", "Acme Corp", t0), span("location", "Z\u00fcrich", t0)]}}
+    assert out[0][f"{ATTR}-metadata"]["entities"] == [{"confidence": 1.0}, {"confidence": 0}, {"confidence": 0}]
+    # "Paris" and "Paris." overlap (Jaccard 5/6): one entity, the lower median end, i.e. "Paris".
+    assert out[1][ATTR] == {"annotations": {"labels": labels, "entities": [
+        span("person", "Bob", t1), span("location", "Paris", t1)]}}
+    assert out[1][f"{ATTR}-metadata"]["entities"] == [{"confidence": 1.0}, {"confidence": 0.83}]
+
+
+# ------------------------------------------------------------------------------------------------
+# custom
+
+QUESTIONS = [{"source": "Which console is this about? New Xbox <b>Series</b> out \U0001f3ae", "tweet_id": 7},
+             {"source": "Where was it filmed?\nIn Lisbon, mostly.", "tweet_id": 8}]
+
+
+def test_custom(browser, service):
+    request = put_job(service.root, "questions", QUESTIONS, task_type="custom", workers=2)
+    typed = {("A", 0): "Xbox", ("B", 0): "The Xbox Series \U0001f3ae",
+             ("A", 1): "Lisbon", ("B", 1): "Lisbon\nmostly"}
+
+    def answerer(who: str, object_id: int, how: str) -> Answerer:
+        def answer(page, line):
+            shown = page.locator("crowd-form p[style*=pre-wrap]").inner_text()
+            assert shown == line["source"]  # as text: the <b> is not markup
+            area = page.get_by_label("Your answer")
+            area.click()
+            for n, part in enumerate(typed[(who, object_id)].split("\n")):
+                if n:
+                    page.keyboard.press("Enter")
+                page.keyboard.type(part)
+            assert area.input_value() == typed[(who, object_id)]
+            return how  # Ctrl+Enter from inside the text area submits too
+        return answer
+
+    plan = {("A", 0): answerer("A", 0, "key"), ("B", 0): answerer("B", 0, "click"),
+            ("A", 1): answerer("A", 1, "click"), ("B", 1): answerer("B", 1, "key")}
+    people = label_job(browser, service, request, QUESTIONS, plan)
+    out, responses = check_outputs(service, request, QUESTIONS, people, "groundtruth/custom")
+    for object_id in range(2):
+        order = ["A", "B"]  # A answered each object first
+        assert [e["workerId"] for e in responses[object_id]] == [people[w].worker_id() for w in order]
+        assert [e["answerContent"] for e in responses[object_id]] == \
+               [{"answer": typed[(w, object_id)]} for w in order]
+        every = out[object_id][ATTR]["annotationsFromAllWorkers"]
+        assert [x["workerId"] for x in every] == [people[w].worker_id() for w in order]
+        assert [json.loads(x["annotationData"]["content"]) for x in every] == \
+               [{"answer": typed[(w, object_id)]} for w in order]
+        assert list(out[object_id][ATTR]) == ["annotationsFromAllWorkers"]
+
+
+# ------------------------------------------------------------------------------------------------
+# receipts_ner: boxes over OCR tokens, each with an entity label (a custom task)
+
+RECEIPT_LABELS = ["vendor", "date", "total", "tax", "item", "address"]
+
+
+def test_receipts_ner(browser, service):
+    receipts = receipt_lines()
+    images = Path(service.root) / "b" / "receipts"
+    images.mkdir(parents=True)
+    lines = []
+    for r in receipts:
+        shutil.copy(RECEIPTS / "images" / r["image_file"], images / r["image_file"])
+        lines.append({"source-ref": f"s3://b/receipts/{r['image_file']}", **r})
+    template = (TEMPLATES / "receipts_ner.liquid").read_text(encoding="utf-8")
+    request = put_job(service.root, "receipt-fields", lines, task_type="custom", workers=1, template=template)
+    # Each worker boxes some fields of their receipt, 3 px around the words, and labels them.
+    fields = {("A", 0): ["total", "vendor"], ("B", 1): ["date", "tax"]}
+
+    def around(box: list[int]) -> tuple[int, int, int, int]:
+        return (box[0] - 3, box[1] - 3, box[2] + 6, box[3] + 6)
+
+    def answerer(who: str, object_id: int, how: str) -> Answerer:
+        def answer(page, line):
+            header = page.locator("crowd-bounding-box .crowd-header").first.inner_text()
+            assert f"Receipt {line['receipt_id']}" in header
+            page.wait_for_function("document.querySelectorAll('#token-boxes .token-box').length > 0")
+            assert page.locator("#token-boxes .token-box").count() == len(line["tokens"])
+            for n, label in enumerate(fields[(who, object_id)]):
+                if n == 0:
+                    page.keyboard.press(str(RECEIPT_LABELS.index(label) + 1))
+                else:
+                    choose(page, label)
+                drag_box(page, around(gold(line, label)["box"]))
+            assert page.locator(".crowd-bbox .crowd-bbox-tag").all_inner_texts() == fields[(who, object_id)]
+            return how
+        return answer
+
+    plan = {("A", 0): answerer("A", 0, "click"), ("B", 1): answerer("B", 1, "key")}
+    people = label_job(browser, service, request, lines, plan)
+    out, responses = check_outputs(service, request, lines, people, "groundtruth/custom")
+    for object_id, who in ((0, "A"), (1, "B")):
+        line = lines[object_id]
+        [entry] = responses[object_id]
+        assert entry["workerId"] == people[who].worker_id()
+        every = out[object_id][ATTR]["annotationsFromAllWorkers"]
+        assert [x["workerId"] for x in every] == [people[who].worker_id()]
+        content = json.loads(every[0]["annotationData"]["content"])
+        assert content == entry["answerContent"]
+        assert set(content) == {"annotations", "boxTokens"}
+        assert content["annotations"]["inputImageProperties"] == {"width": line["width"], "height": line["height"]}
+        boxes = content["annotations"]["boundingBoxes"]
+        box_tokens = json.loads(content["boxTokens"])  # a JSON string, from a hidden input
+        assert len(boxes) == len(box_tokens) == len(fields[(who, object_id)])
+        for box, entity, label in zip(boxes, box_tokens, fields[(who, object_id)], strict=True):
+            want = gold(line, label)
+            assert box_near(box, around(want["box"]), label), (box, want)
+            assert {k: entity[k] for k in ("label", "left", "top", "width", "height")} == box
+            assert entity["tokens"] == want["tokens"]  # the words under the box: the receipt's own
+            assert entity["text"] == " ".join(line["tokens"][i]["text"] for i in want["tokens"])
+
+
+# ------------------------------------------------------------------------------------------------
+# Task data with markup and script: shown as text, never run
+
+XSS_TWEETS = [{"source": "<img src=x onerror=alert(1)> free \U0001f4b8 now", "tweet_id": 1},
+              {"source": "</p><script>alert(2)</script>\"quoted\" & 'single' <svg onload=alert(3)>", "tweet_id": 2}]
+XSS_LABELS = ["Safe", "<b>Spam</b>", "<img src=y onerror=alert(4)>"]
+
+
+def test_markup_in_the_data_is_text(browser, service):
+    request = put_job(service.root, "xss-tweets", XSS_TWEETS, task_type="text_classification",
+                      labels=XSS_LABELS, workers=1)
+    sm = sagemaker(service.url)
+    sm.create_labeling_job(**request)
+    person = Person(browser, service.url, "xss-tweets")
+    fired: list[str] = []
+    person.page.on("dialog", lambda d: fired.append(d.message))
+    try:
+        person.open()
+        for object_id, line in enumerate(XSS_TWEETS):
+            page = person.page
+            assert person.object_id() == object_id
+            page.wait_for_timeout(300)  # time for an injected onerror/onload to fire
+            target = page.locator("classification-target p")
+            assert target.inner_text() == line["source"]
+            assert page.get_by_text(line["source"], exact=True).is_visible()
+            assert page.locator("main img, main svg, crowd-form script, classification-target *:not(p)").count() == 0
+            assert [t.split("\n")[-1] for t in page.locator(".crowd-category").all_inner_texts()] == XSS_LABELS
+            if object_id == 0:
+                choose(page, "<b>Spam</b>")
+                person.submit("key")
+                assert person.progress() == progress(1, 1)
+            else:
+                choose(page, "<img src=y onerror=alert(4)>")
+                person.submit("click")
+        assert person.done() and person.progress() == progress(2, 2)
+        assert fired == [] and person.dialogs == [] and person.errors == []
+    finally:
+        person.close()
+    out, responses = check_outputs(service, request, XSS_TWEETS, {"A": person}, "groundtruth/text-classification")
+    assert [r[0]["answerContent"] for r in responses.values()] == [
+        {"crowd-classifier": {"label": "<b>Spam</b>"}}, {"crowd-classifier": {"label": XSS_LABELS[2]}}]
+    assert [(x[ATTR], x[f"{ATTR}-metadata"]["class-name"], x[f"{ATTR}-metadata"]["confidence"]) for x in out] == [
+        (1, "<b>Spam</b>", 0), (2, XSS_LABELS[2], 0)]  # one worker: confidence 0
+    assert [x["source"] for x in out] == [t["source"] for t in XSS_TWEETS]
+
+
+def test_every_bundled_template_is_covered():
+    tested = {"text_classification", "text_multilabel", "bounding_box", "named_entity", "custom", "receipts_ner"}
+    assert {p.stem for p in TEMPLATES.glob("*.liquid")} == tested
+    assert {p.stem for p in (HOME / "conf" / "template").glob("*.yaml")} == tested
+
