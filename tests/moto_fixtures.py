@@ -146,6 +146,21 @@ def _datum(text: str | None) -> dict[str, str]:
     return {} if text is None else {"VarCharValue": text.replace('"', '""')}
 
 
+PRECISION = {"tinyint": 3, "smallint": 5, "integer": 10, "bigint": 19, "real": 24, "double": 53,
+             "varchar": 2147483647, "boolean": 0, "date": 0, "timestamp": 3, "json": 0}
+
+
+def column_info(name: str, kind: str) -> dict[str, Any]:
+    """ColumnInfo as Athena returns it: `decimal(38,3)` becomes Type decimal, Precision 38, Scale 3."""
+    base, _, args = kind.partition("(")
+    numbers = [int(x) for x in args.rstrip(")").split(",") if x.strip().isdigit()]
+    precision = numbers[0] if numbers else PRECISION.get(base, 0)
+    scale = numbers[1] if len(numbers) > 1 else 0
+    return {"CatalogName": "hive", "SchemaName": "", "TableName": "", "Name": name, "Label": name,
+            "Type": base, "Precision": precision, "Scale": scale, "Nullable": "UNKNOWN",
+            "CaseSensitive": base in ("varchar", "char")}
+
+
 def queue_athena_results(url: str, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]],
                          account: str = ACCOUNT, region: str = REGION) -> None:
     """Queue one canned result for the next StartQueryExecution in `account`/`region`.
@@ -160,9 +175,7 @@ def queue_athena_results(url: str, columns: Sequence[tuple[str, str]], rows: Seq
         if len(row) != len(columns):
             raise ValueError(f"row {row!r} has {len(row)} values for {len(columns)} columns")
         data.append({"Data": [_datum(athena_text(v)) for v in row]})
-    info = [{"CatalogName": "hive", "SchemaName": "", "TableName": "", "Name": name, "Label": name,
-             "Type": kind, "Precision": 0, "Scale": 0, "Nullable": "UNKNOWN",
-             "CaseSensitive": kind in ("varchar", "char")} for name, kind in columns]
+    info = [column_info(name, kind) for name, kind in columns]
     status = post_json(f"{url}/moto-api/static/athena/query-results",
                        {"account_id": account, "region": region,
                         "results": [{"rows": data, "column_info": info}]})

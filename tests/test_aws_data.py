@@ -182,12 +182,13 @@ def hard_rows() -> list[dict[str, Any]]:
         rows.append({"source": f"object {i}", "id": i * 10**12 if i % 2 else -i, "note": text,
                      "score": None if i % 5 == 0 else i / 8, "ok": [True, False, None][i % 3],
                      "price": None if i % 4 == 0 else Decimal(f"{i}.{i:02d}0"),
+                     "cost": None if i % 3 == 0 else Decimal(f"{i}.{i % 10}0"),
                      "day": dt.date(2026, 1, 1 + i)})
     return rows
 
 
 HARD_TYPES = {"source": "varchar", "id": "bigint", "note": "varchar", "score": "double", "ok": "boolean",
-              "price": "decimal(38,3)", "day": "date"}
+              "price": "decimal(38,3)", "cost": "decimal(10,2)", "day": "date"}
 HARD_SOURCE = SourceConfig(name="hard", database="db", table="t", columns={c: c for c in HARD_TYPES})
 
 
@@ -203,8 +204,8 @@ def test_null_empty_string_quotes_newlines_and_types_match_the_local_backend(bac
     # The same rows as a Parquet file (types, NULL and '' kept) for the local backend.
     con = duckdb.connect()
     con.execute("CREATE TABLE t (source VARCHAR, id BIGINT, note VARCHAR, score DOUBLE, ok BOOLEAN, "
-                "price DECIMAL(38,3), day DATE)")
-    con.executemany("INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?)", [tuple(r.values()) for r in rows])
+                "price DECIMAL(38,3), cost DECIMAL(10,2), day DATE)")
+    con.executemany("INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [tuple(r.values()) for r in rows])
     parquet = tmp_path / "t.parquet"
     con.execute(f"COPY t TO '{parquet}' (FORMAT PARQUET)")
     con.close()
@@ -222,8 +223,11 @@ def test_null_empty_string_quotes_newlines_and_types_match_the_local_backend(bac
         assert type(line["id"]) is int and line["id"] == row["id"]
         assert line["ok"] is row["ok"]
         assert line["price"] == (None if row["price"] is None else float(row["price"]))
+        assert line["cost"] == (None if row["cost"] is None else float(row["cost"]))
         assert line["day"] == row["day"].isoformat()
-    assert b'"price":1.01,' in got and b'"price":12.12,' in got  # decimals: JSON numbers, exact digits
+    # Decimals are JSON numbers with exact digits, written as DuckDB writes the same column type.
+    assert b'"price":1.010,' in got and b'"price":12.120,' in got
+    assert b'"cost":1.1,' in got and b'"cost":10.0,' in got
     assert sum(1 for x in lines if x["note"] is None) == 1 and sum(1 for x in lines if x["note"] == "") == 1
 
 
@@ -233,8 +237,9 @@ def test_decimals_keep_their_digits(backend, moto):
     source = replace(HARD_SOURCE, columns={"source": "source", "big": "big"})
     got = athena_manifest(athena_source(backend, source), select_query(source, "athena"))
     assert got == (b'{"big":12345678901234567890123456.78,"source":"a"}\n'
-                   b'{"big":0.1,"source":"b"}\n')
-    assert decimal_json("-0.500") == "-0.5" and decimal_json("5") == "5.0"
+                   b'{"big":0.10,"source":"b"}\n')
+    assert decimal_json("-0.500", 10) == "-0.5" and decimal_json("5", 15) == "5.0"
+    assert decimal_json("-0.500", 16) == "-0.500" and decimal_json("05", None) == "5.0"
 
 
 def test_json_columns_are_embedded_and_nested_types_name_the_column(backend, moto):

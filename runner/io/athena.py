@@ -189,6 +189,7 @@ TEXT_TYPES = {"varchar", "char", "string", "date", "timestamp", "time", "uuid", 
               "interval year to month", "interval day to second", "timestamp with time zone",
               "time with time zone"}
 _DECIMAL_TEXT = re.compile(r"(-?)(\d+)(?:\.(\d+))?")
+MAX_DOUBLE_DECIMAL = 15  # DuckDB's to_json writes decimal(<=15, s) like a double, wider ones with their scale
 
 
 def _bool(text: str) -> bool:
@@ -199,18 +200,24 @@ def _bool(text: str) -> bool:
     raise ValueError(f"{text!r} is not a boolean")
 
 
-def decimal_json(text: str) -> str:
-    """A decimal's text as the JSON number DuckDB's to_json writes: exact digits, trailing zeros
-    dropped, at least one digit after the point.
+def decimal_json(text: str, precision: int | None = None) -> str:
+    """A decimal's text as a JSON number with its exact digits, written as DuckDB's to_json writes
+    the same column (so both backends give the same bytes): up to 15 digits of precision, trailing
+    zeros dropped but one digit kept after the point; wider, the digits of its scale as they are.
 
-    >>> [decimal_json(t) for t in ("1.50", "-0.50", "100", "007.000", "12345678901234567.89")]
-    ['1.5', '-0.5', '100.0', '7.0', '12345678901234567.89']
+    >>> [decimal_json(t, 10) for t in ("1.50", "-0.50", "100", "007.000")]
+    ['1.5', '-0.5', '100.0', '7.0']
+    >>> [decimal_json(t, 38) for t in ("1.50", "5", "12345678901234567890123456.78")]
+    ['1.50', '5', '12345678901234567890123456.78']
     """
     m = _DECIMAL_TEXT.fullmatch(text.strip())
     if m is None:
         raise ValueError(f"{text!r} is not a decimal")
     sign, whole, frac = m.groups()
-    return f"{sign}{whole.lstrip('0') or '0'}.{(frac or '').rstrip('0') or '0'}"
+    whole = whole.lstrip("0") or "0"
+    if precision is not None and precision > MAX_DOUBLE_DECIMAL:
+        return f"{sign}{whole}.{frac}" if frac else f"{sign}{whole}"
+    return f"{sign}{whole}.{(frac or '').rstrip('0') or '0'}"
 
 
 class _Number:
@@ -229,14 +236,23 @@ class _Number:
 
 @dataclass(frozen=True)
 class Column:
-    """One result column: its name (Athena lower-cases them) and Athena type (ColumnInfo.Type)."""
+    """One result column: its name (Athena lower-cases them), Athena type and precision (ColumnInfo)."""
 
     name: str
     type: str
+    precision: int | None = None
 
     @property
     def base(self) -> str:
         return self.type.lower().split("(", 1)[0].strip()
+
+    @property
+    def digits(self) -> int | None:
+        """A decimal's precision: ColumnInfo.Precision, else the `decimal(p, s)` in its type."""
+        if self.precision:
+            return self.precision
+        m = re.search(r"\((\d+)", self.type)
+        return int(m.group(1)) if m else None
 
 
 def _converter(column: Column, key: str, token: str | None) -> Callable[[str], Any] | None:
@@ -251,7 +267,8 @@ def _converter(column: Column, key: str, token: str | None) -> Callable[[str], A
     if base == "decimal":
         if token is None:
             return Decimal
-        return lambda text: _Number(decimal_json(text), token)
+        digits = column.digits
+        return lambda text: _Number(decimal_json(text, digits), token)
     if base == "json":
         return json.loads
     if base in NESTED_TYPES or base == "varbinary":
@@ -420,7 +437,7 @@ class AthenaSource:
             raise QueryError(f"source: Athena query {query_id}: cannot read its columns: "
                              f"{describe(exc)}") from exc
         info = page.get("ResultSet", {}).get("ResultSetMetadata", {}).get("ColumnInfo", [])
-        return [Column(c["Name"], c.get("Type", "varchar")) for c in info]
+        return [Column(c["Name"], c.get("Type", "varchar"), c.get("Precision")) for c in info]
 
     def run(self, query: Query) -> tuple[str, str, list[Column]]:
         """Run `query` to the end: (query id, result CSV URI, columns)."""
