@@ -238,34 +238,41 @@ def remove(path: Path) -> None:
 
 
 def bench(rows: int, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """Each method `--repeat` times, each time in a fresh process: the fastest run, the highest peak."""
+    """`--repeat` rounds of every method, each run in a fresh process: the fastest run, the highest peak.
+
+    Rounds interleave the methods (gtrun, copy, pandas, gtrun, ...) so a burst of load elsewhere on
+    the machine does not fall on one method only.
+    """
     workdir: Path = args.workdir
     csv = csv_path(workdir, rows)
     warm(csv)
-    results: dict[str, dict[str, Any]] = {}
-    for method in METHODS:
-        if method == "pandas" and args.skip_pandas_above is not None and rows > args.skip_pandas_above:
-            print(f"  {rows:,} rows: pandas skipped (--skip-pandas-above {args.skip_pandas_above:,})")
-            continue
-        out = workdir / (f"store_{rows}" if method == "gtrun" else f"out_{method}_{rows}.json")
-        runs = []
-        for i in range(args.repeat):
+    methods = list(METHODS)
+    if args.skip_pandas_above is not None and rows > args.skip_pandas_above:
+        print(f"  {rows:,} rows: pandas skipped (--skip-pandas-above {args.skip_pandas_above:,})")
+        methods.remove("pandas")
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+    for i in range(args.repeat):
+        for method in methods:
+            out = workdir / (f"store_{rows}" if method == "gtrun" else f"out_{method}_{rows}.json")
             print(f"  {rows:,} rows: {method} run {i + 1}/{args.repeat} ...", end=" ", flush=True)
             r = measure(method, csv, out, workdir)
             if "error" in r:
                 print(f"FAILED after {r['wall']:.1f} s at {r['peak_mb']:,.0f} MB: {r['error']}", flush=True)
             else:
                 print(f"{r['seconds']:.1f} s, {r['peak_mb']:,.0f} MB; checking output ...", end=" ", flush=True)
-                r.update(check_output(Path(r["output"]), parse=method == "gtrun" and not runs))
+                parse = method == "gtrun" and not any("error" not in x for x in runs[method])
+                r.update(check_output(Path(r["output"]), parse=parse))  # parse gtrun's lines once
                 print("done", flush=True)
             if not args.keep or "error" in r:
                 remove(out)
             shutil.rmtree(workdir / ".tmp", ignore_errors=True)  # DuckDB's spill, if a crash left one
-            runs.append(r)
-        ok = [r for r in runs if "error" not in r]
-        best = dict(min(ok, key=lambda r: r["seconds"])) if ok else dict(runs[0])
-        best.update(peak_mb=max(r["peak_mb"] for r in runs), runs=len(runs), failed=len(runs) - len(ok),
-                    errors=sorted({r["error"] for r in runs if "error" in r}))
+            runs[method].append(r)
+    results: dict[str, dict[str, Any]] = {}
+    for method, done in runs.items():
+        ok = [r for r in done if "error" not in r]
+        best = dict(min(ok, key=lambda r: r["seconds"])) if ok else dict(done[0])
+        best.update(peak_mb=max(r["peak_mb"] for r in done), runs=len(done), failed=len(done) - len(ok),
+                    errors=sorted({r["error"] for r in done if "error" in r}))
         if ok:
             best.update(rusage_mb=max(r["rusage_mb"] for r in ok), polled_mb=max(r["polled_mb"] for r in ok),
                         bad=sum(r["bad"] for r in ok))

@@ -129,8 +129,9 @@ def show_plan(o: Outcome) -> None:
     out.print(o.query.sql, soft_wrap=True)
     if o.query.params:
         out.print("params: " + ", ".join(f"{n}={v!r}" for n, v in zip(o.query.param_names, o.query.params)))
-    out.rule("first manifest line")
-    out.print(json.dumps(o.first_line, ensure_ascii=False), soft_wrap=True)
+    if o.first_line:
+        out.rule("first manifest line")
+        out.print(json.dumps(o.first_line, ensure_ascii=False), soft_wrap=True)
     out.rule("CreateLabelingJob request")
     out.print_json(json.dumps(o.request))
     out.rule("estimate")
@@ -168,9 +169,9 @@ def _hydra(verb: str, args: list[str]) -> int:
                                 "a run never overwrites another")
     extra = []
     if verb in ("plan", "preview"):  # these record nothing: no output dir, log to the console only
-        extra = ["hydra.output_subdir=null", "hydra/job_logging=none", "hydra.run.dir=."]
+        extra = ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra.run.dir=."]
         if multirun:
-            extra = ["hydra.output_subdir=null", "hydra/job_logging=none"]
+            extra = ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
     os.environ[ENV_VERB] = verb
     argv = sys.argv
     sys.argv = ["gtrun", *args, *extra]
@@ -264,16 +265,28 @@ def serve(args: list[str]) -> int:
                                      "UI, over the storage folder of the local backend.")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
-    parser.add_argument("--root", default="outputs/storage", help="the storage folder (backend.root)")
+    parser.add_argument("--root", default="outputs/storage", help="the storage folder (backend.root); "
+                        "also where the service keeps its jobs and answers")
+    parser.add_argument("--s3-endpoint", help="read inputs and write output in this S3 (or S3-compatible "
+                        "store) instead of the storage folder: for the aws backend pointed at this service")
+    parser.add_argument("--region", default="us-east-1", help="region for --s3-endpoint")
     ns = parser.parse_args(args)
+    storage = None
+    if ns.s3_endpoint:
+        from runner.io.aws import client
+        from runner.io.s3 import S3Store
+        from runner.schema import BackendConfig, EndpointsConfig
+
+        storage = S3Store(client(BackendConfig(region=ns.region, endpoints=EndpointsConfig(s3=ns.s3_endpoint)), "s3"))
     try:
-        service = Service(ns.root, ns.host, ns.port)
+        service = Service(ns.root, ns.host, ns.port, storage)
     except OSError as exc:
         return fail(f"--port: cannot listen on {ns.host}:{ns.port}: {exc.strerror}")
     if ns.host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]warning:[/yellow] listening on {ns.host}: anyone who can reach it can label "
                       "and read the task data")
-    out.print(f"gtrun labeling service at [bold]{service.url}/[/bold] (storage: {Path(ns.root).resolve()})")
+    where = ns.s3_endpoint or Path(ns.root).resolve()
+    out.print(f"gtrun labeling service at [bold]{service.url}/[/bold] (storage: {where})")
     for d in service.app.state.jobs.describe_all():
         if d["LabelingJobStatus"] in ("Initializing", "InProgress"):
             out.print(f"  {d['LabelingJobName']}: {service.url}/jobs/{d['LabelingJobName']}/")

@@ -135,7 +135,8 @@ class Pipeline:
         self.resolved = resolved
         self.now = now
         self.console = console or Console(stderr=True)
-        self.name = settings.job.labeling_job_name or job_name(settings.source.name, now, secrets.token_hex(2))
+        self.run_id = f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"  # the lineage tag: unique per run
+        self.name = settings.job.labeling_job_name or job_name(settings.source.name, now, self.run_id[-4:])
         self.uris = uris(settings, self.name)
         self.backend = backend_for(settings)
         self.storage = self.backend.storage
@@ -163,7 +164,7 @@ class Pipeline:
         role, team = self.backend.role_arn(), self.backend.workteam_arn()
         labels = label_category_config(self.s.template.labels, self.s.template.task_type,
                                        self.s.template.instructions)
-        tags = {"gtrun:config": config_hash(self.resolved)[:32], "gtrun:run": self.name,
+        tags = {"gtrun:config": config_hash(self.resolved)[:32], "gtrun:run": self.run_id,
                 "gtrun:dataset": self.s.source.name, "gtrun:version": __version__}
         request = labeling_job_request(
             self.s, job_name=self.name, manifest_uri=self.uris["manifest"],
@@ -207,18 +208,28 @@ class Pipeline:
     def plan(self) -> Outcome:
         _, parsed = self.validate()
         src, query, fields = self.open_source()
+        self.check_fields_used(parsed, fields)
+        line: dict[str, Any] = {}
         try:
             objects = src.count(count_query(query, self.backend.dialect))
             if objects == 0:
                 raise ManifestError(self._empty())
-            _, rows = src.rows(query, 1)
+            if self.backend.kind == "local":  # Athena scans cost money: a plan runs only the count
+                _, rows = src.rows(query, 1)
+                line = json.loads(json.dumps(rows[0], default=str))
         finally:
             src.close()
-        line = json.loads(json.dumps(rows[0], default=str))
-        self.check_template(parsed, line, "the manifest line")
-        request = self.request()
-        cost = self.estimate(objects)
-        return Outcome(self.name, query, objects, cost, request, line)
+        if line:
+            self.check_template(parsed, line, "the manifest line")
+        return Outcome(self.name, query, objects, self.estimate(objects), self.request(), line)
+
+    def check_fields_used(self, parsed: Any, fields: Sequence[str]) -> None:
+        """Before any row is read: the template may only read fields the manifest lines will have."""
+        ti = task_input(self.s.template.task_type, {f: "" for f in fields}, self.s.template.labels)
+        missing = missing_variables(parsed, ti)
+        if missing:
+            raise ConfigError("template.file", f"{self.s.template.file} uses {', '.join(missing)}, "
+                              f"which the query does not provide", f"the manifest has: {', '.join(fields)}")
 
     def preview_inputs(self, rows: int) -> tuple[list[dict[str, Any]], str]:
         """`task.input` for the first rows, and the template text: what `gtrun preview` renders."""
@@ -246,13 +257,7 @@ class Pipeline:
     def run(self, run_dir: Path) -> Outcome:
         text, parsed = self.validate()
         src, query, fields = self.open_source()
-        # Static check before the query runs: the template may only read fields the manifest has.
-        sample = {f: "" for f in fields}
-        ti = task_input(self.s.template.task_type, sample, self.s.template.labels)
-        missing = missing_variables(parsed, ti)
-        if missing:
-            raise ConfigError("template.file", f"{self.s.template.file} uses {', '.join(missing)}, "
-                              f"which the query does not provide", f"the manifest has: {', '.join(fields)}")
+        self.check_fields_used(parsed, fields)
         request = self.request()
         record = Record(run_dir)
         record.write_text("query.sql", render_sql(query))
@@ -316,6 +321,7 @@ class Pipeline:
         return {
             "gtrun_version": __version__,
             "job_name": self.name,
+            "run_id": self.run_id,
             "created": self.now.isoformat(),
             "backend": self.s.backend.kind.value,
             "config_sha256": config_hash(self.resolved),

@@ -173,8 +173,8 @@ class FaultProxy:
                     status, extra, data = _canned(fault, headers)
                     self._send(status, list(extra.items()), data)
                     return
-                status, _reason, upstream_headers, data = proxy._forward(method, path, list(self.headers.items()),
-                                                                         body)
+                status, _reason, upstream_headers, data = proxy._forward(
+                    method, path, list(self.headers.items()), body)
                 if fault == "drop-response":
                     self.close_connection = True  # answer nothing: the client sees the connection close
                     return

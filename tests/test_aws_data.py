@@ -192,8 +192,10 @@ HARD_TYPES = {"source": "varchar", "id": "bigint", "note": "varchar", "score": "
 HARD_SOURCE = SourceConfig(name="hard", database="db", table="t", columns={c: c for c in HARD_TYPES})
 
 
-def canned(query: Query, types: dict[str, str], rows: list[dict[str, Any]]) -> tuple[list[tuple[str, str]],
-                                                                                        list[tuple[Any, ...]]]:
+Canned = tuple[list[tuple[str, str]], list[tuple[Any, ...]]]
+
+
+def canned(query: Query, types: dict[str, str], rows: list[dict[str, Any]]) -> Canned:
     """Columns and rows in the order of the query's SELECT list (its fields)."""
     names = list(query.fields or ())
     return [(n.lower(), types[n]) for n in names], [tuple(r[n] for n in names) for r in rows]
@@ -226,20 +228,34 @@ def test_null_empty_string_quotes_newlines_and_types_match_the_local_backend(bac
         assert line["cost"] == (None if row["cost"] is None else float(row["cost"]))
         assert line["day"] == row["day"].isoformat()
     # Decimals are JSON numbers with exact digits, written as DuckDB writes the same column type.
-    assert b'"price":1.010,' in got and b'"price":12.120,' in got
+    assert b'"price":1.010,' in got and b'"price":2.020,' in got
     assert b'"cost":1.1,' in got and b'"cost":10.0,' in got
     assert sum(1 for x in lines if x["note"] is None) == 1 and sum(1 for x in lines if x["note"] == "") == 1
 
 
 def test_decimals_keep_their_digits(backend, moto):
-    columns = [("source", "varchar"), ("big", "decimal(38,2)")]
-    queue_athena_results(moto, columns, [("a", Decimal("12345678901234567890123456.78")), ("b", Decimal("0.10"))])
+    columns = [("big", "decimal(38,2)"), ("source", "varchar")]
+    queue_athena_results(moto, columns, [(Decimal("12345678901234567890123456.78"), "a"),
+                                         (Decimal("0.10"), "b")])
     source = replace(HARD_SOURCE, columns={"source": "source", "big": "big"})
     got = athena_manifest(athena_source(backend, source), select_query(source, "athena"))
     assert got == (b'{"big":12345678901234567890123456.78,"source":"a"}\n'
                    b'{"big":0.10,"source":"b"}\n')
     assert decimal_json("-0.500", 10) == "-0.5" and decimal_json("5", 15) == "5.0"
     assert decimal_json("-0.500", 16) == "-0.500" and decimal_json("05", None) == "5.0"
+
+
+def test_several_decimals_land_in_their_own_keys(backend, moto):
+    """source.sql's column order differs from the line's sorted keys."""
+    source = SourceConfig(name="d", database="db", table="t",
+                          sql="SELECT b AS zeta, c AS alpha, t AS source FROM db.t ORDER BY t")
+    query = select_query(source, "athena")
+    assert query.fields == ("zeta", "alpha", "source")
+    queue_athena_results(moto, [("zeta", "decimal(38,1)"), ("alpha", "decimal(38,3)"), ("source", "varchar")],
+                         [(Decimal("9.5"), Decimal("0.125"), "a"), (None, Decimal("-1.000"), "b")])
+    got = athena_manifest(athena_source(backend, source), query)
+    assert got == (b'{"alpha":0.125,"source":"a","zeta":9.5}\n'
+                   b'{"alpha":-1.000,"source":"b","zeta":null}\n')
 
 
 def test_json_columns_are_embedded_and_nested_types_name_the_column(backend, moto):
@@ -279,7 +295,8 @@ def test_count_rows_and_output_fields(backend, moto):
                          [("Xbox", "a", 1), (None, "", 2), ("c", "c", 3)])
     names, rows = src.rows(query, 2)
     assert names == ["entity", "source", "tweet_id"]
-    assert rows == [{"entity": "Xbox", "source": "a", "tweet_id": 1}, {"entity": None, "source": "", "tweet_id": 2}]
+    assert rows == [{"entity": "Xbox", "source": "a", "tweet_id": 1},
+                    {"entity": None, "source": "", "tweet_id": 2}]
     queue_athena_results(moto, [("entity", "varchar"), ("source", "varchar")], [])
     assert src.output_fields(query) == ["entity", "source"]
     assert "LIMIT 0" in executed(backend, src.query_ids[-1])["Query"]
@@ -413,12 +430,16 @@ def test_a_throttled_start_query_execution_is_retried(moto, bucket):
         backend = make_backend(moto, bucket, athena=proxy.url)
         source = replace(HARD_SOURCE, columns={"source": "source"})
         queue_athena_results(moto, [("source", "varchar")], [("a",)])
-        assert athena_manifest(athena_source(backend, source), select_query(source, "athena")) == b'{"source":"a"}\n'
+        got = athena_manifest(athena_source(backend, source), select_query(source, "athena"))
+    assert got == b'{"source":"a"}\n'
     assert [fault for *_, fault in proxy.calls("StartQueryExecution")] == ["throttle", None]
 
 
 def test_throttled_beyond_max_attempts_is_a_query_error(moto, bucket):
-    with FaultProxy(moto, lambda m, p, h, a: "throttle" if target(h).endswith("StartQueryExecution") else None) as proxy:
+    def always(method: str, path: str, headers: Any, attempt: int) -> str | None:
+        return "throttle" if target(headers).endswith("StartQueryExecution") else None
+
+    with FaultProxy(moto, always) as proxy:
         backend = make_backend(moto, bucket, athena=proxy.url, max_attempts=2)
         source = replace(HARD_SOURCE, columns={"source": "source"})
         with pytest.raises(QueryError, match=r"did not start the query .*ThrottlingException: Rate exceeded"):
@@ -448,7 +469,7 @@ def test_s3_store_round_trip(backend, tmp_path):
     store.put_file(path, f"s3://{backend.bucket}/f.bin")
     with store.open_read(f"s3://{backend.bucket}/f.bin") as src:
         assert src.read() == path.read_bytes()
-    with store.open_write(f"s3://{backend.bucket}/empty") as out:
+    with store.open_write(f"s3://{backend.bucket}/empty"):
         pass
     assert store.get_bytes(f"s3://{backend.bucket}/empty") == b""
     with pytest.raises(StoreError, match=rf"^s3://{backend.bucket}/nope: no such object$"):
@@ -473,7 +494,7 @@ def test_small_objects_are_one_put_and_large_ones_multipart(moto, bucket):
     paths = [p for m, p, *_ in proxy.log if m in ("PUT", "POST")]
     assert sum("uploads" in p and "uploadId" not in p for p in paths) == 1  # CreateMultipartUpload
     assert sum("partNumber=" in p for p in paths) == 2
-    assert pending_uploads(backend) == []
+    assert pending_uploads(make_backend(moto, bucket)) == []
 
 
 @pytest.mark.parametrize("fault", ["500", "503-slowdown", "drop-response"])
@@ -499,9 +520,9 @@ def test_a_multipart_upload_whose_parts_keep_failing_leaves_nothing(moto, bucket
         with pytest.raises(StoreError, match=rf"^{uri}: cannot write: InternalError"):
             with store.open_write(uri) as out:
                 out.write(b"x" * (6 * MiB))
-    direct = s3_store(make_backend(moto, bucket))
-    assert not direct.exists(uri)
-    assert pending_uploads(backend) == []
+    direct = make_backend(moto, bucket)
+    assert not s3_store(direct).exists(uri)
+    assert pending_uploads(direct) == []
     assert any(m == "DELETE" and "uploadId=" in p for m, p, *_ in proxy.log)  # AbortMultipartUpload
 
 
@@ -520,7 +541,8 @@ def test_an_error_inside_the_with_aborts_the_upload(backend):
 
 # -- credentials never show --------------------------------------------------------------------------------
 def test_credentials_never_appear_in_error_messages(moto, bucket, monkeypatch):
-    secrets = {"AWS_ACCESS_KEY_ID": "AKIAGTRUNSECRET00001", "AWS_SECRET_ACCESS_KEY": "gtrun/Secret+Key/abc123",
+    secrets = {"AWS_ACCESS_KEY_ID": "AKIAGTRUNSECRET00001",
+               "AWS_SECRET_ACCESS_KEY": "gtrun/Secret+Key/abc123",
                "AWS_SESSION_TOKEN": "gtrun-session-token-xyz"}
     for name, value in secrets.items():
         monkeypatch.setenv(name, value)
@@ -562,7 +584,7 @@ def test_clients_use_the_endpoint_standard_retries_and_path_style(aws_env):  # n
                             endpoints=EndpointsConfig(s3="http://127.0.0.1:1"))
     s3 = aws.client(backend, "s3")
     assert s3.meta.endpoint_url == "http://127.0.0.1:1" and s3.meta.region_name == "eu-west-1"
-    assert s3.meta.config.retries == {"mode": "standard", "total_max_attempts": 7}
+    assert s3.meta.config.retries == {"mode": "standard", "total_max_attempts": 7}  # 7 in all, 6 retries
     assert s3.meta.config.s3["addressing_style"] == "path"
     athena = aws.client(backend, "athena")
     assert athena.meta.endpoint_url == "https://athena.eu-west-1.amazonaws.com"

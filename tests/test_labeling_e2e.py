@@ -204,7 +204,7 @@ def label_job(browser: Any, service: Any, request: dict[str, Any], lines: list[d
             assert person.object_id() == following, (who, object_id)
             if following is None:
                 assert person.done(), (who, object_id)
-            if n == len(steps) // 2 - 1 and per_object == 2 or n == 0 and per_object == 1:
+            if n == len(steps) // 2 - 1:  # object 0 done, object 1 not yet
                 d = sm.describe_labeling_job(LabelingJobName=name)
                 assert d["LabelingJobStatus"] == "InProgress"
                 assert d["LabelCounters"] == COUNTERS_HALF
@@ -384,6 +384,11 @@ def mouse_select(page: Any, needle: str) -> None:
     drag(page, (where["x0"], where["y0"]), (where["x1"], where["y1"]))
 
 
+def says(page: Any, message: str) -> None:
+    """Wait until the annotation element's status line (what a worker reads) says `message`."""
+    sync_api.expect(page.locator("crowd-entity-annotation .crowd-status")).to_have_text(message)
+
+
 def span(label: str, needle: str, text: str) -> dict[str, Any]:
     start = text.index(needle)  # Python counts code points, as Ground Truth's offsets do
     return {"label": label, "startOffset": start, "endOffset": start + len(needle)}
@@ -394,10 +399,15 @@ def choose(page: Any, name: str) -> None:
     page.locator(".crowd-category, .crowd-label-choice").filter(has=page.get_by_text(name, exact=True)).click()
 
 
-def pressed(page: Any) -> list[str]:
-    """The names of the pressed category buttons (without their key hint)."""
-    return page.locator(".crowd-category[aria-pressed=true]").evaluate_all(
-        "bs => bs.map(b => b.querySelector('kbd + span, span').textContent)")
+def pressed(page: Any, names: list[str]) -> None:
+    """Wait until exactly these category buttons show as pressed (what the worker sees)."""
+    sync_api.expect(page.locator(".crowd-category[aria-pressed=true] > span")).to_have_text(names)
+
+
+def label_chosen(page: Any, name: str) -> None:
+    """Wait until the box element shows `name` as the label for new boxes."""
+    sync_api.expect(page.locator("crowd-bounding-box .crowd-label-choice[aria-pressed=true] > span:last-child")
+                    ).to_have_text(name)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -415,24 +425,24 @@ def test_text_classification(browser, service):
     def a0(page, line):
         assert page.locator("classification-target").inner_text().strip() == line["source"]
         page.keyboard.press("1")
-        assert pressed(page) == ["Positive"]
+        pressed(page, ["Positive"])
         return "key"
 
     def b0(page, line):
         choose(page, "Positive")
-        assert pressed(page) == ["Positive"]
+        pressed(page, ["Positive"])
         return "click"
 
     def a1(page, line):
         assert page.locator("classification-target").inner_text().strip() == line["source"]
         choose(page, "Neutral")
         choose(page, "Negative")  # changed her mind
-        assert pressed(page) == ["Negative"]
+        pressed(page, ["Negative"])
         return "click"
 
     def b1(page, line):
         page.keyboard.press("3")
-        assert pressed(page) == ["Neutral"]
+        pressed(page, ["Neutral"])
         return "key"
 
     people = label_job(browser, service, request, TWEETS, {("A", 0): a0, ("B", 0): b0, ("A", 1): a1, ("B", 1): b1})
@@ -463,23 +473,24 @@ def test_text_multilabel(browser, service):
         assert page.locator("classification-target").inner_text().strip() == line["source"]
         choose(page, "Positive")
         choose(page, "Neutral")
-        assert pressed(page) == ["Positive", "Neutral"]
+        pressed(page, ["Positive", "Neutral"])
         return "click"
 
     def b0(page, line):
         page.keyboard.press("3")
-        assert pressed(page) == ["Neutral"]
+        pressed(page, ["Neutral"])
         return "key"
 
     def a1(page, line):
         choose(page, "Negative")
+        pressed(page, ["Negative"])
         return "key"
 
     def b1(page, line):
         choose(page, "Negative")
         choose(page, "Positive")
         choose(page, "Positive")  # ticked, then unticked
-        assert pressed(page) == ["Negative"]
+        pressed(page, ["Negative"])
         return "click"
 
     people = label_job(browser, service, request, TWEETS, {("A", 0): a0, ("B", 0): b0, ("A", 1): a1, ("B", 1): b1})
@@ -535,8 +546,10 @@ def test_bounding_box(browser, service):
     v0, t0 = gold(receipts[0], "vendor")["box"], gold(receipts[0], "total")["box"]
     t1, v1 = gold(receipts[1], "total")["box"], gold(receipts[1], "vendor")["box"]
     drawn = {
-        ("A", 0): [("vendor", (v0[0] - 2, v0[1] - 2, v0[2] + 4, v0[3] + 4)), ("total", (t0[0] - 2, t0[1] - 2, t0[2] + 4, t0[3] + 4))],
-        ("B", 0): [("vendor", (v0[0], v0[1], v0[2] + 2, v0[3] + 2)), ("total", (t0[0] + 1, t0[1], t0[2] + 2, t0[3] + 2))],
+        ("A", 0): [("vendor", (v0[0] - 2, v0[1] - 2, v0[2] + 4, v0[3] + 4)),
+                   ("total", (t0[0] - 2, t0[1] - 2, t0[2] + 4, t0[3] + 4))],
+        ("B", 0): [("vendor", (v0[0], v0[1], v0[2] + 2, v0[3] + 2)),
+                   ("total", (t0[0] + 1, t0[1], t0[2] + 2, t0[3] + 2))],
         ("A", 1): [("total", (t1[0] - 3, t1[1] - 3, t1[2] + 6, t1[3] + 6))],
         ("B", 1): [("total", (t1[0], t1[1], t1[2], t1[3])), ("vendor", tuple(v1))],  # B also boxes the vendor
     }
@@ -550,8 +563,9 @@ def test_bounding_box(browser, service):
                     choose(page, label)  # click the label button…
                 else:
                     page.keyboard.press(str(BOX_LABELS.index(label) + 1))  # …or press its number key
+                label_chosen(page, label)
                 drag_box(page, box)
-                assert page.locator(".crowd-bbox:not(.crowd-draft)").count() == n + 1
+                sync_api.expect(page.locator(".crowd-bbox:not(.crowd-draft)")).to_have_count(n + 1)
             assert page.locator(".crowd-bbox .crowd-bbox-tag").all_inner_texts() == \
                    [label for label, _ in drawn[(who, object_id)]]
             return how
@@ -610,43 +624,62 @@ def test_named_entity(browser, service):
     request = put_job(service.root, "entities", NER_LINES, task_type="named_entity", labels=NER_LABELS, workers=2)
 
     def marks(page):
-        return list(zip(page.locator("mark.crowd-entity .crowd-entity-words").all_inner_texts(),
-                        page.locator("mark.crowd-entity").evaluate_all("ms => ms.map(m => m.dataset.label)"), strict=True))
+        words = page.locator("mark.crowd-entity .crowd-entity-words").all_inner_texts()
+        labels = page.locator("mark.crowd-entity").evaluate_all("ms => ms.map(m => m.dataset.label)")
+        return list(zip(words, labels, strict=True))
 
     def text_shown(page, line):
         assert page.locator(".crowd-entity-text").inner_text() == line["source"]
 
+    # Like a person, each step waits for what the page says back (the status line under the text)
+    # before the next one: input events sent faster than that can overtake each other.
     def a0(page, line):  # label first, then drag over the words
         text_shown(page, line)
         choose(page, "person")
+        says(page, "Now select the words of a person in the text.")
         mouse_select(page, "Ana Silva")
+        says(page, "Labeled \u201cAna Silva\u201d as person.")
         choose(page, "organization")
+        says(page, "Now select the words of a organization in the text.")
         mouse_select(page, "Acme Corp")
+        says(page, "Labeled \u201cAcme Corp\u201d as organization.")
         assert marks(page) == [("Ana Silva", "person"), ("Acme Corp", "organization")]
         return "key"
 
     def b0(page, line):  # drag over the words first, then the label
         mouse_select(page, "Ana Silva")
+        says(page, "Choose the entity type for \u201cAna Silva\u201d.")
         choose(page, "person")
+        says(page, "Labeled \u201cAna Silva\u201d as person.")
         choose(page, "location")
+        says(page, "Now select the words of a location in the text.")
         mouse_select(page, "Z\u00fcrich")
+        says(page, "Labeled \u201cZ\u00fcrich\u201d as location.")
         assert marks(page) == [("Ana Silva", "person"), ("Z\u00fcrich", "location")]
         return "click"
 
     def a1(page, line):
         text_shown(page, line)
         page.keyboard.press("1")
+        says(page, "Now select the words of a person in the text.")
         mouse_select(page, "Bob")
+        says(page, "Labeled \u201cBob\u201d as person.")
         page.keyboard.press("3")
+        says(page, "Now select the words of a location in the text.")
         mouse_select(page, "Paris")
+        says(page, "Labeled \u201cParis\u201d as location.")
         assert marks(page) == [("Bob", "person"), ("Paris", "location")]
         return "click"
 
     def b1(page, line):
         mouse_select(page, "Bob")
+        says(page, "Choose the entity type for \u201cBob\u201d.")
         page.keyboard.press("1")  # labels the selection, and stays the current label…
+        says(page, "Labeled \u201cBob\u201d as person.")
         page.keyboard.press("3")  # …until another is chosen
+        says(page, "Now select the words of a location in the text.")
         mouse_select(page, "Paris.")  # takes the full stop too
+        says(page, "Labeled \u201cParis.\u201d as location.")
         assert marks(page) == [("Bob", "person"), ("Paris.", "location")]
         return "key"
 
@@ -661,8 +694,10 @@ def test_named_entity(browser, service):
     assert span("person", "Ana Silva", t0)["startOffset"] == 2
     assert answer_of(responses[0], b) == {key: {"entities": [span("person", "Ana Silva", t0),
                                                              span("location", "Z\u00fcrich", t0)]}}
-    assert answer_of(responses[1], a) == {key: {"entities": [span("person", "Bob", t1), span("location", "Paris", t1)]}}
-    assert answer_of(responses[1], b) == {key: {"entities": [span("person", "Bob", t1), span("location", "Paris.", t1)]}}
+    assert answer_of(responses[1], a) == {key: {"entities": [span("person", "Bob", t1),
+                                                             span("location", "Paris", t1)]}}
+    assert answer_of(responses[1], b) == {key: {"entities": [span("person", "Bob", t1),
+                                                             span("location", "Paris.", t1)]}}
     labels = [{"label": x} for x in NER_LABELS]
     assert out[0][ATTR] == {"annotations": {"labels": labels, "entities": [
         span("person", "Ana Silva", t0), span("organization", "Acme Corp", t0), span("location", "Z\u00fcrich", t0)]}}
@@ -748,7 +783,9 @@ def test_receipts_ner(browser, service):
                     page.keyboard.press(str(RECEIPT_LABELS.index(label) + 1))
                 else:
                     choose(page, label)
+                label_chosen(page, label)
                 drag_box(page, around(gold(line, label)["box"]))
+                sync_api.expect(page.locator(".crowd-bbox:not(.crowd-draft)")).to_have_count(n + 1)
             assert page.locator(".crowd-bbox .crowd-bbox-tag").all_inner_texts() == fields[(who, object_id)]
             return how
         return answer
@@ -803,13 +840,15 @@ def test_markup_in_the_data_is_text(browser, service):
             assert target.inner_text() == line["source"]
             assert page.get_by_text(line["source"], exact=True).is_visible()
             assert page.locator("main img, main svg, crowd-form script, classification-target *:not(p)").count() == 0
-            assert [t.split("\n")[-1] for t in page.locator(".crowd-category").all_inner_texts()] == XSS_LABELS
+            assert page.locator(".crowd-category > span").all_inner_texts() == XSS_LABELS
             if object_id == 0:
                 choose(page, "<b>Spam</b>")
+                pressed(page, ["<b>Spam</b>"])
                 person.submit("key")
                 assert person.progress() == progress(1, 1)
             else:
                 choose(page, "<img src=y onerror=alert(4)>")
+                pressed(page, ["<img src=y onerror=alert(4)>"])
                 person.submit("click")
         assert person.done() and person.progress() == progress(2, 2)
         assert fired == [] and person.dialogs == [] and person.errors == []

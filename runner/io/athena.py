@@ -192,12 +192,14 @@ _DECIMAL_TEXT = re.compile(r"(-?)(\d+)(?:\.(\d+))?")
 MAX_DOUBLE_DECIMAL = 15  # DuckDB's to_json writes decimal(<=15, s) like a double, wider ones with their scale
 
 
+_BOOLEANS = {"true": True, "false": False}
+
+
 def _bool(text: str) -> bool:
-    if text == "true":
-        return True
-    if text == "false":
-        return False
-    raise ValueError(f"{text!r} is not a boolean")
+    try:
+        return _BOOLEANS[text]
+    except KeyError:
+        raise ValueError(f"{text!r} is not a boolean") from None
 
 
 def decimal_json(text: str, precision: int | None = None) -> str:
@@ -221,8 +223,8 @@ def decimal_json(text: str, precision: int | None = None) -> str:
 
 
 class _Number:
-    """A JSON number kept as text. manifest_line's json.dumps writes it via str() as a quoted token,
-    which is then replaced by the number: no float rounding of decimal(38, x) values."""
+    """A JSON number kept as text. manifest_line's json.dumps writes it via str() as its column's
+    quoted token, which is then replaced by the number: no float rounding of decimal(38, x) values."""
 
     __slots__ = ("text", "token")
 
@@ -256,6 +258,7 @@ class Column:
 
 
 def _converter(column: Column, key: str, token: str | None) -> Callable[[str], Any] | None:
+    # `token`: decimals become _Number(text, token) (for manifest lines); None: Decimal (for rows).
     """text -> value for one column; None when the text is the value (varchar, date, ...)."""
     base = column.base
     if base in INT_TYPES:
@@ -292,10 +295,13 @@ def manifest_batches(records: Iterator[list[str | None]], columns: Sequence[Colu
 
     `fields` name the values (Athena lower-cases column names: the config's spelling wins).
     """
-    token = f"\ue000gtrun-number-{secrets.token_hex(8)}\ue000"
-    converters = [(i, fn) for i, fn in ((i, _converter(c, column_key(source, fields[i]), token))
+    # One token per column, random per stream: a value can hold it only by a 2**-64 chance.
+    nonce = secrets.token_hex(8)
+    converters = [(i, fn) for i, fn in ((i, _converter(c, column_key(source, fields[i]),
+                                                       f"\ue000gtrun-number-{nonce}-{i}\ue000"))
                                         for i, c in enumerate(columns)) if fn is not None]
     numbers = any(c.base == "decimal" for c in columns)
+    marker = f"\ue000gtrun-number-{nonce}-"
     names = list(fields)
     width = len(names)
     lines: list[str] = []
@@ -313,10 +319,10 @@ def manifest_batches(records: Iterator[list[str | None]], columns: Sequence[Colu
                     raise QueryError(f"Athena result row {row_number}: column {names[i]!r} "
                                      f"({columns[i].type}): {exc}") from None
         line = manifest_line(dict(zip(names, record, strict=True)), row_number=row_number)
-        if numbers and token in line:
+        if numbers and marker in line:
             for value in record:
                 if isinstance(value, _Number):
-                    line = line.replace(f'"{token}"', value.text, 1)
+                    line = line.replace(f'"{value.token}"', value.text, 1)
             check_line(line, row_number)
         lines.append(line)
         if len(lines) >= batch_rows:
@@ -336,7 +342,11 @@ def _values(records: Iterator[list[str | None]], columns: Sequence[Column], sour
         for i, fn in converters:
             text = record[i]
             if text is not None:
-                record[i] = fn(text)
+                try:
+                    record[i] = fn(text)
+                except (ValueError, ArithmeticError) as exc:
+                    raise QueryError(f"Athena result row {row_number}: column {names[i]!r} "
+                                     f"({columns[i].type}): {exc}") from None
         yield dict(zip(names, record, strict=True))
 
 
@@ -499,8 +509,9 @@ class AthenaSource:
         Unlike DuckDBSource.stream_lines, which takes `json_lines_query(query, fields)`, this takes
         the plain SELECT (`select_query(source, "athena")`) and the manifest fields: Athena runs the
         SELECT, and each row of its result CSV becomes a line through `manifest_line`. `fields`
-        default to `query.fields`, then to the result's column names. So both of these work:
-        `src.stream_lines(query, fields)`, and `stream_manifest(src, replace(query, fields=...), ...)`.
+        default to `query.fields`, then to the result's column names. The pipeline calls
+        `stream_manifest(src.stream_lines(query, fields), sinks, progress)` (AwsBackend.lines).
+        Nothing runs until the first chunk is asked for.
         """
         fields = list(fields if fields is not None else query.fields or ())
         with self._records(query) as (columns, records):

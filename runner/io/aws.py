@@ -30,7 +30,7 @@ def session(backend: BackendConfig) -> boto3.Session:
 def client_config(backend: BackendConfig, service: Service) -> botocore.config.Config:
     """Retries in standard mode; path-style S3 addressing when the S3 endpoint is overridden."""
     options: dict[str, Any] = {
-        "retries": {"mode": "standard", "max_attempts": backend.max_attempts},
+        "retries": {"mode": "standard", "total_max_attempts": backend.max_attempts},
         "user_agent_extra": f"gtrun/{__version__}",
     }
     if service == "s3" and backend.endpoints.s3:

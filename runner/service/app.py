@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import html
 import json
+import mimetypes
 import re
 import secrets
 import uuid
@@ -16,11 +17,12 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from runner.errors import GtrunError
+from runner.io.store import Store
 from runner.service import api
 from runner.service.jobs import LabelingJobs, worker_id
 from runner.service.store import ServiceError
@@ -44,8 +46,8 @@ def page(title: str, body: str, task: dict[str, Any] | None = None, bar: str = "
             f"<body>\n<header class=\"gtrun-bar\">{bar}</header>\n<main>\n{body}\n</main>\n</body></html>\n")
 
 
-def create_app(root: Path | str) -> Starlette:
-    jobs = LabelingJobs(root)
+def create_app(root: Path | str, storage: Store | None = None) -> Starlette:
+    jobs = LabelingJobs(root, storage)
     previews: dict[str, str] = {}
 
     async def sagemaker(request: Request) -> Response:
@@ -120,12 +122,14 @@ def create_app(root: Path | str) -> Starlette:
 
     async def storage(request: Request) -> Response:
         q = request.query_params
+        path = request.path_params["path"]
         try:
-            file = await run_in_threadpool(jobs.read_object, request.path_params["path"],
-                                           q.get("expires", ""), q.get("sig", ""))
+            data = await run_in_threadpool(jobs.read_object, path, q.get("expires", ""), q.get("sig", ""))
         except ServiceError:
             return Response("not found", status_code=404)
-        return FileResponse(file, headers={"Cache-Control": "private, max-age=300"})
+        kind = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        return Response(data, media_type=kind, headers={"Cache-Control": "private, max-age=300",
+                                                        "X-Content-Type-Options": "nosniff"})
 
     async def preview_create(request: Request) -> Response:
         data = await request.json()
@@ -142,7 +146,7 @@ def create_app(root: Path | str) -> Starlette:
         return HTMLResponse(body) if body else Response("not found", status_code=404)
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"ok": True, "root": str(jobs.storage.root)})
+        return JSONResponse({"ok": True, "root": str(jobs.root)})
 
     async def ticker() -> None:
         while True:

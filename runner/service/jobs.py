@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 from runner.build.template import gt_environment, parse_template, render_task, task_input
 from runner.errors import GtrunError, StoreError
-from runner.io.store import LocalStore, split_uri
+from runner.io.store import LocalStore, Store, split_uri
 from runner.schema import TaskType
 from runner.service import layout
 from runner.service.consolidate import Answer, consolidate, failed_metadata
@@ -106,16 +106,19 @@ class Signer:
 class LabelingJobs:
     """The service: the job store, the storage folder, and what happens as answers arrive."""
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, storage: Store | None = None) -> None:
+        """`root`: the service's own state (jobs, answers, signing key) and, unless `storage` says
+        otherwise (an S3Store), the folder that stands in for S3."""
         from runner.io.labeling import store_path
 
-        self.storage = LocalStore(root)
-        self.store = JobStore(store_path(self.storage.root))
+        self.root = Path(root).resolve()
+        self.storage: Store = storage or LocalStore(root)
+        self.store = JobStore(store_path(self.root))
         self.signer = Signer(self._secret())
         self._lock = threading.RLock()  # finishing objects and jobs: one thread at a time
 
     def _secret(self) -> bytes:
-        path = self.storage.root / ".gtrun" / "signing-key"
+        path = self.root / ".gtrun" / "signing-key"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".part")
@@ -138,7 +141,7 @@ class LabelingJobs:
         for uri in uris:
             try:
                 if not self.storage.exists(uri):
-                    raise ValidationError(f"cannot read {uri}: no such object in {self.storage.root}")
+                    raise ValidationError(f"cannot read {uri}: no such object")
             except StoreError as exc:
                 raise ValidationError(str(exc)) from None
         task_type_of(request)
@@ -286,18 +289,15 @@ class LabelingJobs:
     def worker_progress(self, name: str, worker: str) -> dict[str, int]:
         return self.store.worker_counts(name, worker)
 
-    def read_object(self, path: str, expires: str, sig: str) -> Path:
-        """The file behind a signed storage URL; refuses bad signatures and paths outside the root."""
+    def read_object(self, path: str, expires: str, sig: str) -> bytes:
+        """The object behind a signed storage URL; refuses bad signatures and keys outside storage."""
         if not self.signer.check(path, expires, sig):
             raise ResourceNotFound("no such object, or the link has expired")
         bucket, _, key = path.partition("/")
         try:
-            file = self.storage.path(f"s3://{bucket}/{key}")
+            return self.storage.get_bytes(f"s3://{bucket}/{key}")
         except StoreError:
             raise ResourceNotFound("no such object") from None
-        if not file.is_file():
-            raise ResourceNotFound("no such object")
-        return file
 
 
 def _json(value: Any) -> bytes:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import uvicorn
 
+from runner.io.store import Store
 from runner.service.app import create_app
 
 DEFAULT_PORT = 8008
@@ -57,12 +58,13 @@ def _url(host: str, port: int) -> str:
 class Service:
     """A uvicorn server for the app, on a socket bound before it starts (so port 0 works)."""
 
-    def __init__(self, root: Path | str, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
+    def __init__(self, root: Path | str, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+                 storage: Store | None = None) -> None:
         self.root = Path(root)
         self.sock = _bind(host, port)
         self.host, self.port = host, self.sock.getsockname()[1]
         self.url = _url(host, self.port)
-        self.app = create_app(root)
+        self.app = create_app(root, storage)
         config = uvicorn.Config(self.app, log_level="warning", lifespan="on", access_log=False)
         self.server = uvicorn.Server(config)
 

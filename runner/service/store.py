@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from runner.io.store import LocalStore
+from runner.io.store import Store
 
 ACCOUNT = "123456789012"  # the local stand-in account, as in moto's defaults
 TERMINAL = ("Completed", "Failed", "Stopped")
@@ -130,7 +130,7 @@ class JobStore:
 
         return _Tx()
 
-    def create_job(self, request: Mapping[str, Any], storage: LocalStore,
+    def create_job(self, request: Mapping[str, Any], storage: Store,
                    now: float | None = None) -> str:
         """Register a job and read its input manifest; returns the job ARN."""
         name = request["LabelingJobName"]
@@ -151,7 +151,7 @@ class JobStore:
         return arn
 
     @staticmethod
-    def _load_objects(db: sqlite3.Connection, name: str, storage: LocalStore, uri: str) -> int:
+    def _load_objects(db: sqlite3.Connection, name: str, storage: Store, uri: str) -> int:
         def lines() -> Iterator[tuple[str, int, str]]:
             with storage.open_read(uri) as src:
                 index = 0

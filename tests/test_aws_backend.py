@@ -1,0 +1,193 @@
+"""`backend=aws` end to end, no AWS account: S3 and Athena are moto's server, SageMaker's labeling-job
+calls go to gtrun's labeling service (reading and writing the same moto S3), all over real HTTP."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import duckdb
+import jsonlines
+import pytest
+
+from runner.build.sql import select_query
+from runner.io.aws import client
+from runner.io.s3 import S3Store
+from runner.schema import BackendConfig, EndpointsConfig
+from runner.service.server import Service
+from tests.conftest import ROOT, read_json
+from tests.faults import FaultProxy
+from tests.moto_fixtures import aws_env, moto_server, queue_athena_results, reset_moto  # noqa: F401
+
+BUCKET = "gtrun-test"
+ROLE = "arn:aws:iam::123456789012:role/GroundTruth"
+TEAM = "arn:aws:sagemaker:us-east-1:123456789012:workteam/private-crowd/annotators"
+TYPES = {"BIGINT": "bigint", "VARCHAR": "varchar", "DOUBLE": "double", "DATE": "date", "INTEGER": "integer"}
+
+
+@pytest.fixture
+def aws(moto_server, aws_env, tmp_path):  # noqa: F811
+    reset_moto(moto_server)
+    boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    storage = S3Store(client(BackendConfig(endpoints=EndpointsConfig(s3=moto_server)), "s3"))
+    with Service(tmp_path / "service", port=0, storage=storage).running() as service:
+        yield moto_server, service
+
+
+def aws_args(moto: str, sagemaker: str) -> list[str]:
+    return ["backend=aws", f"backend.bucket={BUCKET}", f"backend.role_arn={ROLE}", f"workteam.arn={TEAM}",
+            f"backend.endpoints.s3={moto}", f"backend.endpoints.athena={moto}",
+            f"backend.endpoints.sagemaker={sagemaker}", "backend.athena.poll_s=0.05"]
+
+
+def queue_tweets(moto: str, *overrides: str) -> int:
+    """Run the tweets query in DuckDB over the sample file and queue its rows as Athena's result."""
+    from hydra import compose, initialize_config_dir
+
+    from runner.config import CONF_DIR, setup, to_settings
+
+    setup()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        source = to_settings(compose("config", list(overrides))).source
+    q = select_query(source, "duckdb")
+    con = duckdb.connect()
+    con.execute('CREATE SCHEMA ml_workshop_db; CREATE VIEW ml_workshop_db.labeling_prediction AS '
+                f"SELECT * FROM read_csv('{ROOT}/data/tweets/labeling_prediction.csv')")
+    cur = con.execute(q.sql, list(q.params))
+    columns = [(d[0], TYPES[str(d[1])]) for d in cur.description]
+    rows = cur.fetchall()
+    queue_athena_results(moto, columns, rows)
+    return len(rows)
+
+
+def test_aws_run_matches_the_local_run(gtrun, aws):
+    moto, service = aws
+    objects = queue_tweets(moto, "source.params.entity=Xbox")
+    r = gtrun("run", "source.params.entity=Xbox", *aws_args(moto, service.url), storage=False)
+    assert r.code == 0, r.output
+    local = gtrun("run", "source.params.entity=Xbox")
+    assert local.code == 0, local.output
+    aws_run, local_run = sorted(gtrun.runs(), key=lambda p: read_json(p / "lineage.json")["backend"])
+    assert read_json(aws_run / "lineage.json")["backend"] == "aws"
+    # the same manifest, line for line
+    aws_lines = (aws_run / "manifest.jsonl").read_bytes()
+    assert aws_lines == (local_run / "manifest.jsonl").read_bytes()
+    assert len(aws_lines.splitlines()) == objects
+    # the same request, but for ARNs and URIs
+    a, b = read_json(aws_run / "request.json"), read_json(local_run / "request.json")
+    for req in (a, b):
+        for key in ("LabelingJobName", "RoleArn", "Tags", "InputConfig", "OutputConfig", "LabelCategoryConfigS3Uri"):
+            req.pop(key)
+        req["HumanTaskConfig"].pop("WorkteamArn")
+        req["HumanTaskConfig"].pop("UiConfig")
+    assert a == b
+    # the manifest is in (moto's) S3, and the job went to the SageMaker endpoint
+    request = read_json(aws_run / "request.json")
+    uri = request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"]
+    assert uri.startswith(f"s3://{BUCKET}/gtrun/")
+    s3 = boto3.client("s3", endpoint_url=moto, region_name="us-east-1")
+    body = s3.get_object(Bucket=BUCKET, Key=uri.split("/", 3)[3])["Body"].read()
+    assert body == aws_lines
+    job = read_json(aws_run / "job.json")
+    assert job["LabelingJobStatus"] in ("Initializing", "InProgress")
+    assert job["LabelCounters"]["Unlabeled"] == objects
+    # the SQL Athena got: params bound as ExecutionParameters, never pasted
+    athena = boto3.client("athena", endpoint_url=moto, region_name="us-east-1")
+    (qid,) = athena.list_query_executions()["QueryExecutionIds"]
+    execution = athena.get_query_execution(QueryExecutionId=qid)["QueryExecution"]
+    assert "?" in execution["Query"] and "Xbox" not in execution["Query"]
+    assert execution["QueryExecutionContext"]["Database"] == "ml_workshop_db"
+
+
+def test_aws_status_stop_jobs_and_workteams(gtrun, aws):
+    moto, service = aws
+    queue_tweets(moto, "source.params.entity=NBA2K")
+    args = aws_args(moto, service.url)
+    assert gtrun("run", "source.params.entity=NBA2K", *args, storage=False).code == 0
+    (run,) = gtrun.runs()
+    name = read_json(run / "request.json")["LabelingJobName"]
+    s = gtrun("status", str(run))
+    assert s.code == 0 and f"{name}: " in s.stdout and "labeled 0 of" in s.stdout
+    j = gtrun("jobs", *args[:1], *args[4:7])
+    assert j.code == 0 and name[:12] in j.stdout
+    w = gtrun("workteams", *args[:1], *args[4:7])
+    assert w.code == 0 and "gtrun-local" in w.stdout
+    st = gtrun("stop", str(run))
+    assert st.code == 0 and "Stopp" in st.stdout
+
+
+def test_plan_on_aws_counts_with_its_own_query_and_sends_nothing_else(gtrun, aws):
+    moto, service = aws
+    queue_athena_results(moto, [("objects", "bigint")], [(42,)])
+    r = gtrun("plan", *aws_args(moto, service.url), storage=False)
+    assert r.code == 0, r.output
+    assert "42 objects" in r.stdout and "CreateLabelingJob request" in r.stdout
+    athena = boto3.client("athena", endpoint_url=moto, region_name="us-east-1")
+    (qid,) = athena.list_query_executions()["QueryExecutionIds"]
+    assert athena.get_query_execution(QueryExecutionId=qid)["QueryExecution"]["Query"].startswith(
+        "SELECT COUNT(*)")
+    s3 = boto3.client("s3", endpoint_url=moto, region_name="us-east-1")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    assert not [k for k in keys if not k.startswith("gtrun/athena/")]  # only Athena's own result
+    assert service.app.state.jobs.describe_all() == []
+
+
+def test_a_lost_create_response_finds_its_own_job(gtrun, aws):
+    moto, service = aws
+    queue_tweets(moto, "source.params.entity=Xbox")
+
+    def lose_first_create(method, path, headers, attempt):
+        return "drop-response" if headers.get("X-Amz-Target", "").endswith("CreateLabelingJob") and attempt == 1 else None
+
+    with FaultProxy(service.url, lose_first_create) as proxy:
+        r = gtrun("run", "source.params.entity=Xbox", *aws_args(moto, proxy.url), storage=False)
+        assert r.code == 0, r.output
+        creates = proxy.calls("CreateLabelingJob")
+    assert [c[3] for c in creates] == ["drop-response", None]  # retried once, found its own job
+    assert len(service.app.state.jobs.describe_all()) == 1
+
+
+def test_someone_elses_job_with_the_same_name_is_a_clear_error(gtrun, aws):
+    moto, service = aws
+    queue_tweets(moto, "source.params.entity=Xbox")
+    queue_tweets(moto, "source.params.entity=Xbox")
+    args = [*aws_args(moto, service.url), "job.labeling_job_name=fixed-name"]
+    assert gtrun("run", "source.params.entity=Xbox", *args, storage=False).code == 0
+    r = gtrun("run", "source.params.entity=Xbox", *args, storage=False)
+    assert r.code == 2 and "fixed-name: the name is taken by another labeling job" in r.stderr
+
+
+def test_credentials_never_reach_the_run_directory(gtrun, aws, monkeypatch):
+    moto, service = aws
+    secret = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAGTRUNTESTKEY0001")
+    queue_tweets(moto, "source.params.entity=Xbox")
+    r = gtrun("run", "source.params.entity=Xbox", *aws_args(moto, service.url), storage=False)
+    assert r.code == 0, r.output
+    (run,) = gtrun.runs()
+    for path in run.rglob("*"):
+        if path.is_file():
+            text = path.read_bytes()
+            assert secret.encode() not in text and b"AKIAGTRUNTESTKEY0001" not in text, path
+    assert secret not in r.output
+
+
+def test_missing_aws_settings_name_their_keys(gtrun, aws):
+    moto, service = aws
+    r = gtrun("run", "backend=aws", f"backend.bucket={BUCKET}", storage=False)
+    assert r.code == 2
+    assert "backend.role_arn: is required" in r.stderr or "workteam.arn: is required" in r.stderr
+    r = gtrun("run", *aws_args(moto, service.url), "backend.region=us-west-1", storage=False)
+    assert r.code == 2 and "backend.region" in r.stderr
+    assert service.app.state.jobs.describe_all() == []
+
+
+def test_aws_manifest_is_valid_jsonl(gtrun, aws):
+    moto, service = aws
+    queue_tweets(moto)
+    assert gtrun("run", *aws_args(moto, service.url), storage=False).code == 0
+    (run,) = gtrun.runs()
+    lines = list(jsonlines.open(run / "manifest.jsonl"))
+    assert len(lines) == 173 and all(isinstance(x["tweet_id"], int) for x in lines)
+    assert json.dumps(lines[0])
