@@ -311,8 +311,9 @@ def report(all_results: dict[int, dict[str, dict[str, Any]]]) -> bool:
           "unicode)")
     print("local/s3 = gtrun's open_result + result_records + manifest_batches (manifest_line per row); "
           "parquet = pyarrow + manifest_line (UNLOAD's client side); pandas = read_csv + to_json")
+    print("rows/s = rows / seconds; rows/cpu-s = rows / CPU seconds (what counts on a shared machine)")
     head = (f"{'rows':>10} {'method':<8} {'objects':>10} {'seconds':>8} {'cpu s':>7} {'wall s':>7} "
-            f"{'rows/s':>9} {'peak MB':>8} {'out MB':>7}  check")
+            f"{'rows/s':>9} {'rows/cpu-s':>10} {'peak MB':>8} {'out MB':>7}  check")
     print(head)
     print("-" * len(head))
     ok_all = True
@@ -332,7 +333,8 @@ def report(all_results: dict[int, dict[str, dict[str, Any]]]) -> bool:
                 ok_all &= same
                 check = "reference" if method == "local" else ("same bytes as local" if same else "DIFFERENT")
             print(f"{rows:>10,} {method:<8} {r['objects']:>10,} {r['seconds']:>8.2f} {r['cpu']:>7.2f} "
-                  f"{r['wall']:>7.1f} {rows / r['seconds']:>9,.0f} {r['peak_mb']:>8.0f} {r['size_mb']:>7.0f}"
+                  f"{r['wall']:>7.1f} {rows / r['seconds']:>9,.0f} {rows / max(r['cpu'], 1e-9):>10,.0f} "
+                  f"{r['peak_mb']:>8.0f} {r['size_mb']:>7.0f}"
                   f"  {check}")
     sizes = list(all_results)
     if len(sizes) > 1:

@@ -58,14 +58,12 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from runner.io.store import LocalStore  # noqa: E402
-from tests.service_helpers import put_job, sagemaker  # noqa: E402
+sys.path.insert(0, str(REPO))  # for `runner` and `tests.service_helpers`, imported where used
 
 LABELS = ["Positive", "Negative", "Neutral", "Mixed"]
 TASK = re.compile(r"window\.gtrunTask = (\{.*?\});</script>")
-WORDS = "the service was fast slow fine broken great awful okay late early cheap kind rude".split()
+WORDS = ["the", "service", "was", "fast", "slow", "fine", "broken", "great", "awful", "okay", "late",
+         "early", "cheap", "kind", "rude"]
 POLL_S = 0.2
 COMPLETE_TIMEOUT_S = 120
 
@@ -127,7 +125,8 @@ class Server:
         if self.proc.args[0] != "py-spy":
             return self.proc.pid
         try:
-            out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
+            out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True,
+                                 check=False).stdout
             return int(out.split()[0])
         except (OSError, ValueError, IndexError):
             return self.proc.pid
@@ -218,6 +217,8 @@ def expected_label(sent: list[str]) -> str:
 def verify(root: Path, request: dict[str, Any], n: int, per_object: int, tally: Tally,
            job: dict[str, Any]) -> tuple[int, list[str]]:
     """(answers lost, problems) of a finished job, against what the workers were acknowledged."""
+    from runner.io.store import LocalStore
+
     problems: list[str] = []
     counters = job["LabelCounters"]
     if job["LabelingJobStatus"] != "Completed":
@@ -285,6 +286,8 @@ def percentile(values: list[float], q: float) -> float:
 
 def run(n: int, workers: int, per_object: int, max_seconds: float, seed: int, keep: bool,
         py_spy: Path | None, py_spy_wait: bool = False) -> dict[str, Any]:
+    from tests.service_helpers import put_job, sagemaker
+
     root = Path(tempfile.mkdtemp(prefix=f"gtrun-bench-serve-{per_object}-"))
     name = f"bench-{n}-x{per_object}"
     profile = py_spy / f"serve-{n}-x{per_object}.folded" if py_spy else None
@@ -297,7 +300,7 @@ def run(n: int, workers: int, per_object: int, max_seconds: float, seed: int, ke
         client.create_labeling_job(**request)
 
         tally = Tally()
-        cpu0 = server.cpu_s()
+        cpu0, mine0 = server.cpu_s(), os.times()
         start = time.monotonic()
         deadline = start + max_seconds
         threads = [threading.Thread(target=worker, args=(server.url, name, seed * 1000 + w, deadline, tally),
@@ -307,7 +310,7 @@ def run(n: int, workers: int, per_object: int, max_seconds: float, seed: int, ke
         for t in threads:
             t.join()
         wall = time.monotonic() - start
-        cpu1 = server.cpu_s()
+        cpu1, mine1 = server.cpu_s(), os.times()
 
         wait_until = time.monotonic() + COMPLETE_TIMEOUT_S
         while True:
@@ -327,6 +330,7 @@ def run(n: int, workers: int, per_object: int, max_seconds: float, seed: int, ke
            "errors": sum(tally.errors.values()), "error_kinds": dict(tally.errors), "lost": lost,
            "problems": problems, "server_problems": dict(server_problems),
            "server_cpu": (cpu1 - cpu0) if cpu0 is not None and cpu1 is not None else None,
+           "client_cpu": (mine1.user + mine1.system) - (mine0.user + mine0.system),
            "timed_out": wall >= max_seconds, "root": root, "profile": profile}
     if not keep:
         shutil.rmtree(root, ignore_errors=True)
@@ -349,7 +353,9 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         notes = []
         if r["server_cpu"] is not None:
-            notes.append(f"service CPU {r['server_cpu']:.1f} s ({100 * r['server_cpu'] / r['wall']:.0f}% of one core)")
+            notes.append(f"service CPU {r['server_cpu']:.1f} s ({100 * r['server_cpu'] / r['wall']:.0f}% of one core, "
+                         f"{1000 * r['server_cpu'] / max(r['acked'], 1):.1f} ms per answer)")
+        notes.append(f"load generator CPU {r['client_cpu']:.1f} s")
         notes.append(f"{r['acked']} answers acknowledged")
         if r["timed_out"]:
             notes.append("stopped by --max-seconds")

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-sync_api = pytest.importorskip("playwright.sync_api")
+from playwright import sync_api  # noqa: E402
 
 HOME = Path(__file__).resolve().parent.parent
 STATIC = HOME / "runner" / "service" / "static"
@@ -33,7 +33,6 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 TOKEN = "tok-123"
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's /usr/bin/chromium")
 
 
 # ------------------------------------------------------------------------------------------------

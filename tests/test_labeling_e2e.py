@@ -636,11 +636,11 @@ def test_named_entity(browser, service):
     def a0(page, line):  # label first, then drag over the words
         text_shown(page, line)
         choose(page, "person")
-        says(page, "Now select the words of a person in the text.")
+        says(page, "Now select the words labeled person in the text.")
         mouse_select(page, "Ana Silva")
         says(page, "Labeled \u201cAna Silva\u201d as person.")
         choose(page, "organization")
-        says(page, "Now select the words of a organization in the text.")
+        says(page, "Now select the words labeled organization in the text.")
         mouse_select(page, "Acme Corp")
         says(page, "Labeled \u201cAcme Corp\u201d as organization.")
         assert marks(page) == [("Ana Silva", "person"), ("Acme Corp", "organization")]
@@ -652,7 +652,7 @@ def test_named_entity(browser, service):
         choose(page, "person")
         says(page, "Labeled \u201cAna Silva\u201d as person.")
         choose(page, "location")
-        says(page, "Now select the words of a location in the text.")
+        says(page, "Now select the words labeled location in the text.")
         mouse_select(page, "Z\u00fcrich")
         says(page, "Labeled \u201cZ\u00fcrich\u201d as location.")
         assert marks(page) == [("Ana Silva", "person"), ("Z\u00fcrich", "location")]
@@ -661,11 +661,11 @@ def test_named_entity(browser, service):
     def a1(page, line):
         text_shown(page, line)
         page.keyboard.press("1")
-        says(page, "Now select the words of a person in the text.")
+        says(page, "Now select the words labeled person in the text.")
         mouse_select(page, "Bob")
         says(page, "Labeled \u201cBob\u201d as person.")
         page.keyboard.press("3")
-        says(page, "Now select the words of a location in the text.")
+        says(page, "Now select the words labeled location in the text.")
         mouse_select(page, "Paris")
         says(page, "Labeled \u201cParis\u201d as location.")
         assert marks(page) == [("Bob", "person"), ("Paris", "location")]
@@ -677,7 +677,7 @@ def test_named_entity(browser, service):
         page.keyboard.press("1")  # labels the selection, and stays the current label…
         says(page, "Labeled \u201cBob\u201d as person.")
         page.keyboard.press("3")  # …until another is chosen
-        says(page, "Now select the words of a location in the text.")
+        says(page, "Now select the words labeled location in the text.")
         mouse_select(page, "Paris.")  # takes the full stop too
         says(page, "Labeled \u201cParis.\u201d as location.")
         assert marks(page) == [("Bob", "person"), ("Paris.", "location")]

@@ -1146,7 +1146,7 @@
       this._current = this._current === i ? -1 : i;
       this._syncLabels();
       this._status.textContent = this._current >= 0
-        ? 'Now select the words of a ' + this._labels[i].full + ' in the text.' : '';
+        ? 'Now select the words labeled ' + this._labels[i].full + ' in the text.' : '';
     }
 
     _selectionDone() {
