@@ -41,6 +41,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -183,19 +184,25 @@ def measure(method: str, csv: Path, out: Path, workdir: Path) -> dict[str, Any]:
     import psutil
 
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", method, str(csv), str(out)]
+    # A private working directory: DuckDB spills an in-memory database to the relative `.tmp`, and
+    # another tool sharing the workdir that cleans `<workdir>/.tmp` would delete a running child's
+    # spill files ("IO Error: Cannot open file .tmp/duckdb_temp_..."); nor may it land in the repo.
+    cwd = Path(tempfile.mkdtemp(prefix=f".run-{method}-", dir=workdir))
     start = time.perf_counter()
-    # cwd = workdir: DuckDB spills an in-memory database to ./.tmp, which must not land in the repo.
-    proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    polled = 0
     try:
-        ps = psutil.Process(proc.pid)
-        while proc.poll() is None:
-            polled = max(polled, ps.memory_info().rss)
-            time.sleep(0.05)
-    except psutil.NoSuchProcess:
-        pass
-    stdout, stderr = proc.communicate()
-    wall = time.perf_counter() - start
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        polled = 0
+        try:
+            ps = psutil.Process(proc.pid)
+            while proc.poll() is None:
+                polled = max(polled, ps.memory_info().rss)
+                time.sleep(0.05)
+        except psutil.NoSuchProcess:
+            pass
+        stdout, stderr = proc.communicate()
+        wall = time.perf_counter() - start
+    finally:
+        shutil.rmtree(cwd, ignore_errors=True)
     if proc.returncode != 0:
         lines = stderr.decode(errors="replace").strip().splitlines() or [f"exit {proc.returncode}"]
         error = next((x for x in reversed(lines) if "Error" in x), lines[-1])
@@ -265,7 +272,6 @@ def bench(rows: int, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
                 print("done", flush=True)
             if not args.keep or "error" in r:
                 remove(out)
-            shutil.rmtree(workdir / ".tmp", ignore_errors=True)  # DuckDB's spill, if a crash left one
             runs[method].append(r)
     results: dict[str, dict[str, Any]] = {}
     for method, done in runs.items():

@@ -315,7 +315,8 @@ def run(n: int, workers: int, per_object: int, max_seconds: float, seed: int, ke
         wait_until = time.monotonic() + COMPLETE_TIMEOUT_S
         while True:
             job = client.describe_labeling_job(LabelingJobName=name)
-            if job["LabelingJobStatus"] in ("Completed", "Failed", "Stopped") or time.monotonic() > wait_until:
+            finished = job["LabelingJobStatus"] in ("Completed", "Failed", "Stopped")
+            if finished or wall >= max_seconds or time.monotonic() > wait_until:  # cut short: it never ends
                 break
             time.sleep(POLL_S)
         lost, problems = verify(root, request, n, per_object, tally, job)

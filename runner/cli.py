@@ -318,7 +318,8 @@ def status(args: list[str]) -> int:
                                      "label counters (DescribeLabelingJob).")
     parser.add_argument("run", help="a recorded run directory")
     parser.add_argument("--wait", action="store_true", help="poll until the job ends, with a progress bar")
-    parser.add_argument("--interval", type=float, default=2.0, help="seconds between polls (default 2)")
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between polls while the counters "
+                        "move (default 2); it backs off to a minute while nothing changes")
     ns = parser.parse_args(args)
     try:
         name, settings = _submitted(ns.run)
@@ -426,6 +427,7 @@ def wait_for(service: Any, name: str, interval: float) -> dict[str, Any]:
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
         task = bar.add_task(name, total=None)
+        delay, last = interval, None
         while True:
             job = service.describe_labeling_job(name)
             c = job["LabelCounters"]
@@ -434,7 +436,10 @@ def wait_for(service: Any, name: str, interval: float) -> dict[str, Any]:
                        description=f"{name} {job['LabelingJobStatus']}")
             if job["LabelingJobStatus"] in TERMINAL:
                 return job
-            time.sleep(interval)
+            # Back off while nothing changes (up to a minute between polls); poll soon after progress.
+            delay = interval if c != last else min(delay * 1.5, 60.0)
+            last = c
+            time.sleep(delay)
 
 
 def preview_rows(pipe: Pipeline, settings: Any, rows: int) -> list[Path]:

@@ -404,7 +404,7 @@ def test_a_query_that_runs_too_long_is_stopped(moto, bucket):
         with pytest.raises(QueryError, match=r"is still RUNNING after 0\.3 s \(backend\.athena\.timeout_s\)"):
             athena_manifest(src, select_query(source, "athena"))
         polls = len(proxy.calls("GetQueryExecution"))
-        assert 3 <= polls <= 8  # 0.01 s doubling: 0.01, 0.02, 0.04, 0.08, 0.16 ...
+        assert 2 <= polls <= 10  # waits of 0.01 s doubling: 0.01, 0.02, 0.04, 0.08, 0.16 ...
         assert len(proxy.calls("StopQueryExecution")) == 1
 
 

@@ -11,16 +11,18 @@ Why the CSV, and not UNLOAD (Parquet/JSON files written by Athena):
   empty field) apart from '' (`""`), integers as integers, decimals with their exact digits.
   UNLOAD writes Parquet parts with no global order (the manifest must follow ORDER BY, so golden
   files and reruns diff cleanly), needs an empty target prefix, leaves orphan files when it fails,
-  needs aliases for every column, and adds objects to clean up; `format='JSON'` is gzip and not
-  in gtrun's byte format.
-- Speed is not the bottleneck. Measured with bench/athena_manifest.py (1M rows, 5 columns, text
-  with quotes/newlines/unicode, 1/6 NULL and 1/6 '' in one column; 2 shared cores): CSV ->
-  manifest ~140k rows/s from local disk and ~120k rows/s from moto's S3, peak RSS ~65 MB, flat in
-  the row count; the same rows already in Parquet (what UNLOAD would hand over) still need
-  `manifest_line` per row and reach ~190k rows/s: UNLOAD would save under 3 s per million rows, while
-  a Ground Truth job holds at most 100,000 objects (its default quota) and an Athena query takes
-  seconds to start. pandas `read_csv` + `to_json` is faster (~280k rows/s) but needs ~700 MB and
-  turns NULL and '' into the same value and integer columns with a NULL into floats.
+  needs aliases for every column, and adds objects to clean up; its `format='JSON'` parts are
+  gzip-compressed and serialized by Athena, not byte-identical to the local backend's lines.
+- Speed is not the bottleneck. bench/athena_manifest.py, 1M rows of 5 columns (text with quotes,
+  commas, newlines, tabs, unicode; 1/6 NULL and 1/6 '' in one column, 1/3 NULL in another), on a
+  shared 2-core machine (so per CPU second): this CSV path makes 110k manifest lines per CPU second
+  from local disk, 95k from moto's S3, at a peak RSS of 118 MB (200k rows) -> 128 MB (1M rows),
+  flat, about 55 MB of it imports. The same rows as Parquet -- what UNLOAD would hand over -- still
+  need `manifest_line` per row: 162k lines per CPU second, at 209 -> 266 MB. UNLOAD would save
+  ~3 CPU seconds per million rows, ~0.3 s for a full Ground Truth job (100,000 objects, the
+  default quota), against an Athena query that takes seconds to start and the files it leaves.
+  (pandas read_csv + to_json: 294k rows per CPU second, but 1.6 GB at 1M rows, and it writes ''
+  as null: 1/6 of the lines differ.)
 
 Python's csv module cannot tell `,,` (NULL) from `,"",` (''). Athena quotes every non-NULL value,
 so `result_records` lets csv (C speed) split every record and re-reads, with one regular expression,
@@ -382,8 +384,10 @@ class AthenaSource:
             "WorkGroup": self.backend.athena.workgroup,
             "ResultConfiguration": {"OutputLocation": self.output_location()},
         }
-        if query.params:
+        if query.params:  # at least one value, or none at all (the API's list minimum is 1)
             request["ExecutionParameters"] = execution_parameters(query.params, query.param_names)
+        # ClientRequestToken is an idempotency token in botocore's model, filled once per call: a
+        # retry after a lost response gets the same query back, not a second (billed) one.
         try:
             query_id: str = self.athena.start_query_execution(**request)["QueryExecutionId"]
         except AWS_ERRORS as exc:
