@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import IO, Protocol
 from urllib.parse import urlparse
 
-import smart_open
-
 from runner.errors import StoreError
 
 
@@ -68,7 +66,7 @@ class LocalStore:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.part")
         try:
-            with smart_open.open(tmp, "wb", compression="disable") as out:
+            with open(tmp, "wb") as out:
                 yield out
             os.replace(tmp, final)
         except BaseException:
@@ -87,7 +85,7 @@ class LocalStore:
     def open_read(self, uri: str) -> Iterator[IO[bytes]]:
         path = self.path(uri)
         try:
-            with smart_open.open(path, "rb", compression="disable") as src:
+            with open(path, "rb") as src:
                 yield src
         except FileNotFoundError:
             raise StoreError(f"{uri}: no such object (looked in {path})") from None

@@ -160,7 +160,7 @@ def create_app(root: Path | str, storage: Store | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await run_in_threadpool(jobs.tick)  # resume every job at once after a restart
+        await run_in_threadpool(jobs.recover)  # resume every job at once after a restart
         task = asyncio.create_task(ticker())
         try:
             yield

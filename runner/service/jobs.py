@@ -115,7 +115,7 @@ class LabelingJobs:
         self.storage: Store = storage or LocalStore(root)
         self.store = JobStore(store_path(self.root))
         self.signer = Signer(self._secret())
-        self._lock = threading.RLock()  # finishing objects and jobs: one thread at a time
+        self._lock = threading.RLock()  # job status changes: one thread at a time
 
     def _secret(self) -> bytes:
         path = self.root / ".gtrun" / "signing-key"
@@ -155,7 +155,7 @@ class LabelingJobs:
 
     def stop(self, name: str) -> None:
         self.store.stop_job(name)
-        self.tick()
+        self.tick_job(name, time.time())
 
     def render_ui_template(self, params: Mapping[str, Any]) -> dict[str, Any]:
         content = params.get("UiTemplate", {}).get("Content")
@@ -211,8 +211,15 @@ class LabelingJobs:
 
     # -- answers ----------------------------------------------------------------------------------
     def next_task(self, name: str, worker: str, now: float | None = None) -> Task | None:
-        self.tick(now)
-        return self.store.next_task(name, worker, time.time() if now is None else now)
+        now = time.time() if now is None else now
+        state = self.store.job_state(name)
+        if state is None:
+            raise ResourceNotFound(f"Could not find labeling job {name!r}")
+        status, created = state
+        lifetime = self.spec(name).request["HumanTaskConfig"].get("TaskAvailabilityLifetimeInSeconds")
+        if status == "Initializing" or (lifetime is not None and created + float(lifetime) <= now):
+            self.tick_job(name, now)  # cheap checks first: a page load must not walk every job
+        return self.store.next_task(name, worker, now)
 
     def submit(self, token: str, answer: Mapping[str, Any], now: float | None = None) -> tuple[str, int]:
         now = time.time() if now is None else now
@@ -221,12 +228,16 @@ class LabelingJobs:
         name, object_id, complete = self.store.submit(token, answer, now)
         if complete:
             self.finish_object(name, object_id, now)
-        self.tick(now)
+            if not self.store.has_pending(name):
+                self.tick_job(name, now)  # the last object: the job completes now
         return name, object_id
 
     def finish_object(self, name: str, object_id: int, now: float) -> None:
-        """Consolidate one object's answers and write Ground Truth's files for it."""
-        with self._lock:
+        """Consolidate one object's answers and write Ground Truth's files for it (once: the object
+        is claimed first, so a request and the ticker never both finish it)."""
+        if not self.store.claim(name, object_id):
+            return
+        try:
             spec = self.spec(name)
             rows = self.store.answers(name, object_id)
             line = json.loads(self.store.object_line(name, object_id))
@@ -250,33 +261,49 @@ class LabelingJobs:
             self.storage.put_bytes(layout.consolidation_response_key(spec.output_path, name, ITERATION, when, seq),
                                    _json(layout.consolidation_response([(str(object_id), content)])))
             self.store.finish_object(name, object_id, "labeled", layout.output_line(line, content))
+        except BaseException:
+            self.store.release(name, object_id)
+            raise
 
-    def tick(self, now: float | None = None) -> None:
+    def recover(self, now: float | None = None) -> None:
+        """After a restart: finish what was interrupted, then move every job along."""
+        self.store.release_all()
+        self.tick(now, recover=True)
+
+    def tick(self, now: float | None = None, recover: bool = False) -> None:
         """Move every job along: start, expire, stop, complete."""
         now = time.time() if now is None else now
+        for row in self.store.job_rows():
+            if row["status"] in ("Initializing", "InProgress", "Stopping"):
+                self.tick_job(row["name"], now, recover)
+
+    def tick_job(self, name: str, now: float, recover: bool = False) -> None:
         with self._lock:
-            for row in self.store.job_rows():
-                name, status = row["name"], row["status"]
-                if status == "Initializing":
-                    self.store.set_status(name, "InProgress", now)
-                    status = "InProgress"
-                if status not in ("InProgress", "Stopping"):
-                    continue
-                spec = self.spec(name)
+            state = self.store.job_state(name)
+            if state is None:
+                return
+            status, created = state
+            if status == "Initializing":
+                self.store.set_status(name, "InProgress", now)
+                status = "InProgress"
+            if status not in ("InProgress", "Stopping"):
+                return
+            spec = self.spec(name)
+            if recover:
                 workers = int(spec.request["HumanTaskConfig"]["NumberOfHumanWorkersPerDataObject"])
-                for object_id in self.store.unfinished_with_answers(name, workers):  # after a restart
+                for object_id in self.store.unfinished_with_answers(name, workers):
                     self.finish_object(name, object_id, now)
-                lifetime = spec.request["HumanTaskConfig"].get("TaskAvailabilityLifetimeInSeconds")
-                expired = lifetime is not None and row["created"] + float(lifetime) <= now
-                if status == "Stopping" or expired:
-                    for object_id in self.store.unfinished_with_answers(name):
-                        self.finish_object(name, object_id, now)
-                    if expired:
-                        for object_id in self.store.pending_objects(name):
-                            self.finish_object(name, object_id, now)  # no answers: failed
-                if not self.store.pending_objects(name) or status == "Stopping":
-                    self.write_output(spec)
-                    self.store.set_status(name, "Stopped" if status == "Stopping" else "Completed", now)
+            lifetime = spec.request["HumanTaskConfig"].get("TaskAvailabilityLifetimeInSeconds")
+            expired = lifetime is not None and created + float(lifetime) <= now
+            if status == "Stopping" or expired:
+                for object_id in self.store.unfinished_with_answers(name):
+                    self.finish_object(name, object_id, now)
+                if expired:
+                    for object_id in self.store.pending_objects(name):
+                        self.finish_object(name, object_id, now)  # no answers: failed
+            if status == "Stopping" or not self.store.has_pending(name):
+                self.write_output(spec)
+                self.store.set_status(name, "Stopped" if status == "Stopping" else "Completed", now)
 
     def write_output(self, spec: JobSpec) -> str:
         """The output manifest: every finished object's line, in manifest order."""

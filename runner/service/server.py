@@ -86,6 +86,8 @@ class Service:
         self._record()
         try:
             self.server.run(sockets=[self.sock])
+        except KeyboardInterrupt:
+            pass
         finally:
             self._forget()
 

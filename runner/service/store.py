@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS objects (
     job TEXT NOT NULL COLLATE NOCASE REFERENCES jobs(name),
     object_id INTEGER NOT NULL,             -- datasetObjectId: the line's index in the manifest
     line TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'pending', -- pending | labeled | failed
+    status TEXT NOT NULL DEFAULT 'pending', -- pending | finishing (being consolidated) | labeled | failed
     output TEXT,                            -- the output-manifest line, once labeled or failed
     PRIMARY KEY (job, object_id)
 );
@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS assignments (
     PRIMARY KEY (job, object_id, worker_id)
 );
 CREATE INDEX IF NOT EXISTS assignments_by_worker ON assignments (job, worker_id, submitted);
+CREATE INDEX IF NOT EXISTS objects_by_status ON objects (job, status, object_id);
 """
 
 
@@ -178,7 +179,7 @@ class JobStore:
         labeled = counts.get("labeled", 0)
         return {"TotalLabeled": labeled, "HumanLabeled": labeled, "MachineLabeled": 0,
                 "FailedNonRetryableError": counts.get("failed", 0),
-                "Unlabeled": counts.get("pending", 0)}
+                "Unlabeled": counts.get("pending", 0) + counts.get("finishing", 0)}
 
     def describe_job(self, name: str) -> dict[str, Any]:
         """The job as DescribeLabelingJob returns it (times as aware datetimes)."""
@@ -301,12 +302,38 @@ class JobStore:
             raise ResourceNotFound(f"job {name!r} has no data object {object_id}")
         return str(row["line"])
 
+    def claim(self, name: str, object_id: int) -> bool:
+        """Take a pending object for consolidation; False when another thread already has it."""
+        with self._tx() as db:
+            cur = db.execute("UPDATE objects SET status = 'finishing' WHERE job = ? AND object_id = ? "
+                             "AND status = 'pending'", (name, object_id))
+            return cur.rowcount == 1
+
+    def release(self, name: str, object_id: int) -> None:
+        """Give a claimed object back (its consolidation failed); it is retried later."""
+        with self._tx() as db:
+            db.execute("UPDATE objects SET status = 'pending' WHERE job = ? AND object_id = ? "
+                       "AND status = 'finishing'", (name, object_id))
+
+    def release_all(self) -> None:
+        """After a restart: objects caught mid-consolidation go back to pending."""
+        with self._tx() as db:
+            db.execute("UPDATE objects SET status = 'pending' WHERE status = 'finishing'")
+
     def finish_object(self, name: str, object_id: int, status: str, output: str) -> bool:
-        """Mark an object labeled or failed with its output line; False if it was already finished."""
+        """Mark a claimed object labeled or failed with its output line."""
         with self._tx() as db:
             cur = db.execute("UPDATE objects SET status = ?, output = ? WHERE job = ? AND object_id = ? "
-                             "AND status = 'pending'", (status, output, name, object_id))
+                             "AND status = 'finishing'", (status, output, name, object_id))
             return cur.rowcount == 1
+
+    def has_pending(self, name: str) -> bool:
+        return bool(self._db.execute("SELECT EXISTS (SELECT 1 FROM objects WHERE job = ? AND status IN "
+                                     "('pending', 'finishing'))", (name,)).fetchone()[0])
+
+    def job_state(self, name: str) -> tuple[str, float] | None:
+        row = self._db.execute("SELECT status, created FROM jobs WHERE name = ?", (name,)).fetchone()
+        return (row["status"], row["created"]) if row else None
 
     def unfinished_with_answers(self, name: str, workers: int | None = None) -> list[int]:
         """Pending objects with answers: all of them (`workers` None) or those with `workers` answers."""
