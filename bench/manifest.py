@@ -87,6 +87,7 @@ def csv_path(workdir: Path, rows: int) -> Path:
     start = time.perf_counter()
     con = duckdb.connect()
     try:
+        con.execute("SET enable_progress_bar = false")
         con.execute(sql)
     finally:
         con.close()
@@ -190,24 +191,29 @@ def measure(method: str, csv: Path, out: Path, workdir: Path) -> dict[str, Any]:
     cwd = Path(tempfile.mkdtemp(prefix=f".run-{method}-", dir=workdir))
     start = time.perf_counter()
     try:
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        polled = 0
-        try:
-            ps = psutil.Process(proc.pid)
-            while proc.poll() is None:
-                polled = max(polled, ps.memory_info().rss)
-                time.sleep(0.05)
-        except psutil.NoSuchProcess:
-            pass
-        stdout, stderr = proc.communicate()
-        wall = time.perf_counter() - start
+        # Output to files, not pipes: DuckDB's progress bar must not fill a pipe nobody reads yet.
+        with open(cwd / "stdout", "w+b") as stdout, open(cwd / "stderr", "w+b") as stderr:
+            proc = subprocess.Popen(cmd, cwd=cwd, stdout=stdout, stderr=stderr)
+            polled = 0
+            try:
+                ps = psutil.Process(proc.pid)
+                while proc.poll() is None:
+                    polled = max(polled, ps.memory_info().rss)
+                    time.sleep(0.05)
+            except psutil.NoSuchProcess:
+                pass
+            proc.wait()
+            wall = time.perf_counter() - start
+            stdout.seek(0)
+            stderr.seek(0)
+            out_text, err_text = (f.read().decode(errors="replace") for f in (stdout, stderr))
     finally:
         shutil.rmtree(cwd, ignore_errors=True)
     if proc.returncode != 0:
-        lines = stderr.decode(errors="replace").strip().splitlines() or [f"exit {proc.returncode}"]
+        lines = err_text.replace("\r", "\n").strip().splitlines() or [f"exit {proc.returncode}"]
         error = next((x for x in reversed(lines) if "Error" in x), lines[-1])
         return {"error": error.strip(), "wall": wall, "peak_mb": polled / MB}
-    result: dict[str, Any] = json.loads(stdout.decode().strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(out_text.replace("\r", "\n").strip().splitlines()[-1])
     result.update(wall=wall, polled_mb=polled / MB, rusage_mb=result["peak_mb"],
                   peak_mb=max(result["peak_mb"], polled / MB))
     return result

@@ -86,9 +86,32 @@ class PricingConfig:
     usd_per_object_fee: str = "0.08"  # Ground Truth's own per-object charge
 
 
+class OnError(str, Enum):
+    stop = "stop"
+    skip = "skip"
+
+
+@dataclass
+class SplitConfig:
+    """Deterministic train/validation/test split by a stable hash of the object id."""
+
+    train: float = 0.8
+    validation: float = 0.1
+    test: float = 0.1
+    salt: str = "gtrun"  # change it to draw another split
+
+
 @dataclass
 class TransformsConfig:
-    steps: List[Any] = field(default_factory=list)
+    # transform name -> its options; the transforms group's options each add one
+    # (`transforms=[table,jsonl]`, or on collect's command line `transforms=hf_datasets,conll`)
+    steps: Dict[str, Any] = field(default_factory=dict)
+    on_error: OnError = OnError.stop  # a malformed output line: stop, or skip it (and count it)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    label_map: Dict[str, str] = field(default_factory=dict)  # rename or merge labels: old -> new
+    label_schema: Optional[str] = None  # the label set's version, recorded with the dataset
+    min_confidence: Optional[float] = None  # drop objects below it
+    min_agreement: Optional[float] = None  # drop objects whose workers agree less (0-1)
 
 
 @dataclass

@@ -1,0 +1,455 @@
+"""Benchmark: output manifest -> model-ready files, gtrun's parser vs pandas vs DuckDB.
+
+Run on demand, not in the test suite:
+
+    python bench/collect.py [--lines 1000000 5000000] [--types single multi boxes ner]
+                            [--methods gtrun pandas duckdb] [--skip-pandas-above N]
+                            [--repeat N] [--workdir DIR] [--keep]
+
+For each task type and line count it generates an output manifest shaped like Ground Truth's
+(reference §4.2; cached in the workdir), then converts it three ways, each in a fresh subprocess
+(`--child METHOD TYPE MANIFEST OUT`):
+
+1. gtrun: `runner.collect.parse.read_manifest` -> one flat record per LabeledObject
+   ({input fields..., label | labels | boxes | entities, confidence, workers}) -> a JSON-lines
+   file (json.dumps per record) AND a Parquet file (pyarrow ParquetWriter, batches of 65,536 rows),
+   in one pass. `gtrun_orjson` is the same with `Parser(loads=orjson.loads)` and orjson.dumps,
+   when orjson is installed.
+2. pandas: `read_json(lines=True)` + `json_normalize` of its records + `to_parquet` (pyarrow).
+3. duckdb: `COPY (SELECT * FROM read_json('<manifest>')) TO '<out>' (FORMAT PARQUET)`, defaults.
+
+gtrun writes two outputs, the others one. Seconds (and CPU seconds) are measured inside the child
+after imports; peak RSS is the larger of the child's `getrusage` high-water mark and a 50 ms psutil
+poll from the parent (MB = 2**20 bytes). A failed run is shown as FAILED and the benchmark goes on.
+
+Targets: gtrun lines/s >= 5x pandas and >= 0.5x DuckDB (within 2x), peak RSS < 300 MB and flat
+in the line count (<= 1.25x from the smallest to the largest count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+TYPES = ("single", "multi", "boxes", "ner")
+METHODS = ("gtrun", "gtrun_orjson", "pandas", "duckdb")
+DEFAULT_METHODS = ("gtrun", "pandas", "duckdb")
+BATCH = 65_536
+MB = 1 << 20
+
+ATTRIBUTE = {"single": "sentiment", "multi": "topics", "boxes": "vehicles", "ner": "entities"}
+OUTPUT_TYPE = {"single": "groundtruth/text-classification",
+               "multi": "groundtruth/text-classification-multilabel",
+               "boxes": "groundtruth/object-detection", "ner": "groundtruth/text-span"}
+SENTIMENTS = ["Positive", "Negative", "Neutral", "Mixed"]
+TOPICS = ["billing", "delivery", "quality", "support", "price", "returns", "app", "other"]
+VEHICLES = ["car", "truck", "bus", "bicycle", "motorcycle", "pedestrian"]
+ENTITY_LABELS = ["Person", "Organization", "Location", "Date", "Product"]
+WORDS = ("the order arrived late again and the box was crushed but support answered fast "
+         "refund price great terrible would buy never app crashed twice before checkout "
+         "delivery driver left it at the wrong door in the rain").split()
+
+
+# -- data -----------------------------------------------------------------------------------------
+
+
+def _metadata(kind: str, rng: random.Random, i: int) -> dict[str, Any]:
+    return {"job-name": "labeling-job/bench-20260101", "type": OUTPUT_TYPE[kind], "human-annotated": "yes",
+            "creation-date": f"2026-01-01T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}."
+                             f"{rng.randrange(1_000_000):06d}"}
+
+
+def _text(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choices(WORDS, k=n))
+
+
+def output_line(kind: str, i: int, rng: random.Random) -> dict[str, Any]:
+    """One output-manifest line of the task type, at a realistic size (reference §4.2)."""
+    attr = ATTRIBUTE[kind]
+    meta = _metadata(kind, rng, i)
+    if kind == "single":
+        k = rng.randrange(len(SENTIMENTS))
+        line: dict[str, Any] = {"source": _text(rng, rng.randint(8, 30)), "tweet_id": i,
+                                "lang": "en", attr: k}
+        meta.update({"class-name": SENTIMENTS[k], "confidence": round(rng.random(), 2)})
+    elif kind == "multi":
+        chosen = sorted(rng.sample(range(len(TOPICS)), rng.randint(0, 3)), reverse=True)
+        line = {"source": _text(rng, rng.randint(10, 40)), "ticket_id": i, attr: chosen}
+        meta.update({"class-map": {str(k): TOPICS[k] for k in chosen},
+                     "confidence-map": {str(k): round(rng.random(), 2) for k in chosen}})
+    elif kind == "boxes":
+        n = rng.choice([0, 1, 1, 2, 2, 3, 4, 6, 8])
+        boxes = [{"class_id": rng.randrange(len(VEHICLES)), "left": rng.randrange(1200),
+                  "top": rng.randrange(700), "width": rng.randint(10, 400), "height": rng.randint(10, 300)}
+                 for _ in range(n)]
+        line = {"source-ref": f"s3://bench-images/street/{i:08d}.jpg", "image_id": i,
+                attr: {"image_size": [{"width": 1280, "height": 720, "depth": 3}], "annotations": boxes}}
+        meta.update({"objects": [{"confidence": round(rng.random(), 2)} for _ in boxes],
+                     "class-map": {str(k): VEHICLES[k] for k in sorted({b["class_id"] for b in boxes})}})
+    else:
+        text = _text(rng, rng.randint(30, 70))
+        entities = []
+        for _ in range(rng.randint(0, 6)):
+            start = rng.randrange(max(1, len(text) - 20))
+            entities.append({"label": rng.choice(ENTITY_LABELS), "startOffset": start,
+                             "endOffset": start + rng.randint(3, 20)})
+        line = {"source": text, "doc_id": i,
+                attr: {"annotations": {"labels": [{"label": x, "shortDisplayName": x[:3].lower()}
+                                                  for x in ENTITY_LABELS], "entities": entities}}}
+        meta["entities"] = [{"confidence": round(rng.random(), 2)} for _ in entities]
+    line[f"{attr}-metadata"] = meta
+    return line
+
+
+def manifest_path(workdir: Path, kind: str, lines: int) -> Path:
+    """The cached output manifest of `lines` generated lines; generated when missing."""
+    path = workdir / f"{kind}_{lines}.manifest"
+    if path.exists():
+        return path
+    tmp = path.with_name(f".{path.name}.part")
+    start = time.perf_counter()
+    rng = random.Random(f"{kind}-{lines}")
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    with open(tmp, "w", encoding="utf-8") as out:
+        chunk = []
+        for i in range(lines):
+            chunk.append(dumps(output_line(kind, i, rng)))
+            if len(chunk) == 10_000:
+                out.write("\n".join(chunk) + "\n")
+                chunk.clear()
+        if chunk:
+            out.write("\n".join(chunk) + "\n")
+    tmp.replace(path)
+    print(f"generated {path} ({path.stat().st_size / MB:,.0f} MB) in {time.perf_counter() - start:.1f} s",
+          flush=True)
+    return path
+
+
+def warm(path: Path) -> None:
+    """Read the file once so every method starts from the page cache."""
+    with open(path, "rb") as src:
+        while src.read(16 * MB):
+            pass
+
+
+# -- gtrun: LabeledObject -> flat record -> jsonl + Parquet ---------------------------------------
+
+
+def schema(kind: str) -> Any:
+    import pyarrow as pa
+
+    inputs = {"single": [("source", pa.string()), ("tweet_id", pa.int64()), ("lang", pa.string())],
+              "multi": [("source", pa.string()), ("ticket_id", pa.int64())],
+              "boxes": [("source-ref", pa.string()), ("image_id", pa.int64())],
+              "ner": [("source", pa.string()), ("doc_id", pa.int64())]}[kind]
+    label = {"single": [("label", pa.string()), ("confidence", pa.float64())],
+             "multi": [("labels", pa.list_(pa.string())), ("confidence", pa.list_(pa.float64()))],
+             "boxes": [("boxes", pa.list_(pa.struct([
+                 ("label", pa.string()), ("left", pa.float64()), ("top", pa.float64()),
+                 ("width", pa.float64()), ("height", pa.float64()), ("confidence", pa.float64())]))),
+                 ("width", pa.int64()), ("height", pa.int64())],
+             "ner": [("entities", pa.list_(pa.struct([
+                 ("label", pa.string()), ("start", pa.int64()), ("end", pa.int64()),
+                 ("confidence", pa.float64())])))]}[kind]
+    return pa.schema([*inputs, *label, ("workers", pa.int64())])
+
+
+def flat_record(obj: Any) -> dict[str, Any]:
+    """The flat, model-ready record of one LabeledObject (what a jsonl/Parquet transform writes)."""
+    rec = dict(obj.inputs)
+    kind = obj.task_type.value
+    if kind == "text_classification":
+        rec["label"] = obj.label
+        rec["confidence"] = obj.confidence
+    elif kind == "text_multilabel":
+        rec["labels"] = list(obj.labels)
+        rec["confidence"] = [obj.confidences.get(x) for x in obj.labels]
+    elif kind == "bounding_box":
+        rec["boxes"] = [{"label": b.label, "left": b.left, "top": b.top, "width": b.width, "height": b.height,
+                         "confidence": b.confidence} for b in obj.boxes]
+        size = obj.image_size or (None, None, None)
+        rec["width"], rec["height"] = size[0], size[1]
+    elif kind == "named_entity":
+        rec["entities"] = [{"label": s.label, "start": s.start, "end": s.end, "confidence": s.confidence}
+                           for s in obj.entities]
+    rec["workers"] = obj.workers
+    return rec
+
+
+def run_gtrun(kind: str, manifest: Path, out: Path, fast_json: bool = False) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from runner.collect.parse import Parser
+
+    dumps: Callable[[Any], bytes]
+    if fast_json:
+        import orjson
+
+        parser = Parser(loads=orjson.loads)
+        dumps = orjson.dumps
+    else:
+        parser = Parser()
+        encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+        def dumps(rec: Any) -> bytes:
+            return encode(rec).encode("utf-8")
+
+    sch = schema(kind)
+    names = sch.names
+    columns: dict[str, list[Any]] = {n: [] for n in names}
+    count = 0
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "records.jsonl", "wb") as jsonl, \
+            pq.ParquetWriter(out / "records.parquet", sch) as parquet:
+        lines: list[bytes] = []
+        for obj in parser.read(manifest):
+            rec = flat_record(obj)
+            lines.append(dumps(rec))
+            for n in names:
+                columns[n].append(rec[n])
+            count += 1
+            if len(lines) == BATCH:
+                jsonl.write(b"\n".join(lines) + b"\n")
+                parquet.write_batch(pa.RecordBatch.from_pydict(columns, schema=sch))
+                lines.clear()
+                for n in names:
+                    columns[n].clear()
+        if lines:
+            jsonl.write(b"\n".join(lines) + b"\n")
+            parquet.write_batch(pa.RecordBatch.from_pydict(columns, schema=sch))
+    if parser.stats.labeled != count or parser.stats.skipped_count:
+        raise RuntimeError(f"parse stats {parser.stats.summary()} for {count} records")
+    return count
+
+
+def run_pandas(kind: str, manifest: Path, out: Path) -> int:
+    import pandas as pd
+
+    df = pd.read_json(manifest, lines=True, dtype=False)
+    flat = pd.json_normalize(df.to_dict(orient="records"))
+    flat.to_parquet(out, engine="pyarrow", index=False)
+    return len(flat)
+
+
+def run_duckdb(kind: str, manifest: Path, out: Path) -> int:
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        row = con.execute(f"COPY (SELECT * FROM read_json('{manifest}')) TO '{out}' (FORMAT PARQUET)").fetchone()
+    finally:
+        con.close()
+    return int(row[0]) if row else -1
+
+
+RUNNERS: dict[str, Callable[[str, Path, Path], int]] = {
+    "gtrun": run_gtrun,
+    "gtrun_orjson": lambda k, m, o: run_gtrun(k, m, o, fast_json=True),
+    "pandas": run_pandas,
+    "duckdb": run_duckdb,
+}
+
+
+def child(method: str, kind: str, manifest: str, out: str) -> None:
+    """Measure one method in this process; print one JSON line."""
+    sys.path.insert(0, str(REPO))
+    import pyarrow.parquet  # noqa: F401
+
+    if method == "pandas":
+        import pandas  # noqa: F401
+    elif method == "duckdb":
+        import duckdb  # noqa: F401
+    else:
+        import runner.collect.parse  # noqa: F401
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.perf_counter()
+    objects = RUNNERS[method](kind, Path(manifest), Path(out))
+    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    print(json.dumps({"method": method, "seconds": seconds, "cpu": cpu, "objects": objects,
+                      "peak_mb": after.ru_maxrss / 1024}), flush=True)  # ru_maxrss is in KiB
+
+
+# -- the parent -----------------------------------------------------------------------------------
+
+
+def measure(method: str, kind: str, manifest: Path, out: Path, workdir: Path) -> dict[str, Any]:
+    """Run one method in a fresh subprocess, polling its RSS every 50 ms."""
+    import psutil
+
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", method, kind, str(manifest), str(out)]
+    cwd = Path(tempfile.mkdtemp(prefix=f".run-{method}-", dir=workdir))  # DuckDB spills to .tmp here
+    start = time.perf_counter()
+    try:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        polled = 0
+        try:
+            ps = psutil.Process(proc.pid)
+            while proc.poll() is None:
+                polled = max(polled, ps.memory_info().rss)
+                time.sleep(0.05)
+        except psutil.NoSuchProcess:
+            pass
+        stdout, stderr = proc.communicate()
+        wall = time.perf_counter() - start
+    finally:
+        shutil.rmtree(cwd, ignore_errors=True)
+    if proc.returncode != 0:
+        lines = stderr.decode(errors="replace").strip().splitlines() or [f"exit {proc.returncode}"]
+        error = next((x for x in reversed(lines) if "Error" in x), lines[-1])
+        return {"error": error.strip()[:200], "wall": wall, "peak_mb": polled / MB}
+    result: dict[str, Any] = json.loads(stdout.decode().strip().splitlines()[-1])
+    result.update(wall=wall, peak_mb=max(result["peak_mb"], polled / MB))
+    return result
+
+
+def output_mb(path: Path) -> float:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.iterdir()) / MB
+    return path.stat().st_size / MB if path.exists() else 0.0
+
+
+def remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def bench(kind: str, lines: int, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    manifest = manifest_path(args.workdir, kind, lines)
+    warm(manifest)
+    methods = list(args.methods)
+    if "pandas" in methods and args.skip_pandas_above is not None and lines > args.skip_pandas_above:
+        print(f"  {kind} {lines:,}: pandas skipped (--skip-pandas-above {args.skip_pandas_above:,})", flush=True)
+        methods.remove("pandas")
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+    for i in range(args.repeat):
+        for method in methods:
+            # gtrun writes a folder (records.jsonl, records.parquet), the others one Parquet file
+            out = args.workdir / f"out_{method}_{kind}_{lines}{'' if method.startswith('gtrun') else '.parquet'}"
+            print(f"  {kind} {lines:,}: {method} run {i + 1}/{args.repeat} ...", end=" ", flush=True)
+            r = measure(method, kind, manifest, out, args.workdir)
+            if "error" in r:
+                print(f"FAILED after {r['wall']:.1f} s at {r['peak_mb']:,.0f} MB: {r['error']}", flush=True)
+            else:
+                r["size_mb"] = output_mb(out)
+                print(f"{r['seconds']:.1f} s, {r['peak_mb']:,.0f} MB", flush=True)
+            if not args.keep:
+                remove(out)
+            runs[method].append(r)
+    results = {}
+    for method, done in runs.items():
+        ok = [r for r in done if "error" not in r]
+        best = dict(min(ok, key=lambda r: r["seconds"])) if ok else dict(done[0])
+        best["peak_mb"] = max(r["peak_mb"] for r in done)
+        results[method] = best
+    return results
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("PASS" if ok else "MISS")
+
+
+def report(results: dict[tuple[str, int], dict[str, dict[str, Any]]], repeat: int) -> None:
+    print()
+    print("output manifest -> flat records; gtrun = read_manifest -> jsonl + Parquet in one pass; "
+          "pandas = read_json(lines) + json_normalize + to_parquet; duckdb = read_json -> COPY Parquet")
+    print("seconds / cpu s in the child after imports; lines/s = manifest lines per second; "
+          f"peak = max(getrusage, psutil poll){'; best of %d' % repeat if repeat > 1 else ''}")
+    head = (f"{'type':<7} {'lines':>10} {'method':<13} {'records':>10} {'seconds':>8} {'cpu s':>7} "
+            f"{'lines/s':>10} {'peak MB':>8} {'out MB':>7} {'x pandas':>9} {'x duckdb':>9}")
+    print(head)
+    print("-" * len(head))
+    for (kind, lines), by_method in results.items():
+        rate = {m: lines / r["seconds"] for m, r in by_method.items() if "error" not in r}
+        for method, r in by_method.items():
+            if "error" in r:
+                print(f"{kind:<7} {lines:>10,} {method:<13} {'FAILED':>10} {'':>8} {'':>7} {'':>10} "
+                      f"{r['peak_mb']:>8,.0f}  {r['error'][:60]}")
+                continue
+            vs_p = f"{rate[method] / rate['pandas']:8.2f}x" if "pandas" in rate else f"{'n/a':>9}"
+            vs_d = f"{rate[method] / rate['duckdb']:8.2f}x" if "duckdb" in rate else f"{'n/a':>9}"
+            print(f"{kind:<7} {lines:>10,} {method:<13} {r['objects']:>10,} {r['seconds']:>8.2f} {r['cpu']:>7.1f} "
+                  f"{rate[method]:>10,.0f} {r['peak_mb']:>8,.0f} {r['size_mb']:>7,.0f} {vs_p} {vs_d}")
+    print()
+    print("targets (gtrun): >= 5x pandas lines/s, >= 0.5x duckdb lines/s (within 2x), peak RSS < 300 MB, "
+          "flat in lines (<= 1.25x)")
+    kinds = sorted({k for k, _ in results}, key=TYPES.index)
+    for method in ("gtrun", "gtrun_orjson"):
+        for kind in kinds:
+            sizes = sorted(n for k, n in results if k == kind)
+            for lines in sizes:
+                by = results[(kind, lines)]
+                g = by.get(method)
+                if g is None:
+                    continue
+                if "error" in g:
+                    print(f"  {method:<13} {kind:<7} {lines:>10,}: FAILED")
+                    continue
+                rate = {m: lines / r["seconds"] for m, r in by.items() if "error" not in r}
+                vs_p = rate[method] / rate["pandas"] if "pandas" in rate else None
+                vs_d = rate[method] / rate["duckdb"] if "duckdb" in rate else None
+                print(f"  {method:<13} {kind:<7} {lines:>10,}: "
+                      f"x pandas {'n/a' if vs_p is None else f'{vs_p:.2f}'} {verdict(None if vs_p is None else vs_p >= 5)}, "
+                      f"x duckdb {'n/a' if vs_d is None else f'{vs_d:.2f}'} {verdict(None if vs_d is None else vs_d >= 0.5)}, "
+                      f"RSS {g['peak_mb']:.0f} MB {verdict(g['peak_mb'] < 300)}")
+            ok = [results[(kind, n)][method] for n in sizes
+                  if method in results[(kind, n)] and "error" not in results[(kind, n)][method]]
+            if len(ok) > 1:
+                lo, hi = ok[0]["peak_mb"], ok[-1]["peak_mb"]
+                print(f"  {method:<13} {kind:<7} RSS {sizes[0]:,} -> {sizes[-1]:,} lines: {lo:.0f} -> {hi:.0f} MB "
+                      f"({hi / lo:.2f}x) {verdict(hi <= lo * 1.25)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--lines", type=int, nargs="+", default=[1_000_000, 5_000_000])
+    parser.add_argument("--types", nargs="+", choices=TYPES, default=list(TYPES))
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEFAULT_METHODS))
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/gtrun-bench-collect"),
+                        help="generated manifests are cached here; outputs go here")
+    parser.add_argument("--keep", action="store_true", help="keep the outputs")
+    parser.add_argument("--skip-pandas-above", type=int, default=None, metavar="N",
+                        help="do not run pandas for more than N lines (it holds everything in memory)")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run each method N times (fresh process each), report the fastest")
+    parser.add_argument("--child", nargs=4, metavar=("METHOD", "TYPE", "MANIFEST", "OUT"),
+                        help="internal: measure one method in this process")
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    args.workdir = args.workdir.resolve()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    import duckdb
+    import pandas
+    import pyarrow
+
+    print(f"python {sys.version.split()[0]}, duckdb {duckdb.__version__}, pandas {pandas.__version__}, "
+          f"pyarrow {pyarrow.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}",
+          flush=True)
+    results = {}
+    for kind in args.types:
+        for lines in args.lines:
+            results[(kind, lines)] = bench(kind, lines, args)
+    report(results, args.repeat)
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} (timings are only comparable on an idle machine)")
+
+
+if __name__ == "__main__":
+    main()

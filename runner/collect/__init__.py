@@ -1,0 +1,1 @@
+"""From labeling output to model-ready data: parse output manifests, transform, report."""

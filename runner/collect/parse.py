@@ -1,0 +1,827 @@
+"""Output manifests (and worker-response files) -> `LabeledObject`s, one line at a time.
+
+Reads what Ground Truth writes under `<S3OutputPath>/<job>/` (reference §4; gtrun's local service
+writes the same): `manifests/output/output.manifest` and
+`annotations/worker-response/iteration-<N>/<datasetObjectId>/<time>.json`.
+
+Label attributes. A key K of an output line is a label attribute when `K-metadata` is a JSON
+object carrying a key Ground Truth writes in every metadata object (`type`, `job-name`,
+`creation-date`, `human-annotated`, `failure-reason`, or the DG's `job_name`/`creation_date`). So
+a failed object (metadata without `type`, no K, ssie_expired_line2.jsonl) is still one, while an
+input field that merely ends in `-metadata` is not. A line of a chained job carries several; the
+record is about one (`attribute`), and `inputs` is the line without any of them.
+
+Object ids. Ground Truth names worker-response folders by `datasetObjectId`, observed as "0", "1",
+... in input-manifest order (reference §4.1; ordering unconfirmed), and so does gtrun's service. An
+output line does not carry its id, so a record's `object_id` is the 0-based index of the line among
+the manifest's non-blank lines, unless the metadata has a `worker-response-ref` (custom tasks,
+newer GT and gtrun), whose path names the id. Both agree only while the output manifest has one
+line per input line in input order: a manifest that leaves objects out (gtrun's service writes
+only finished objects when a job is stopped) shifts the index of every later line.
+
+Malformed lines raise ManifestError("line <n>: <what is wrong>"), or are counted and skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from runner.collect.records import Box, LabeledObject, Span, Status, WorkerAnswer
+from runner.errors import ManifestError, StoreError
+from runner.schema import OnError, TaskType
+
+# `<attr>-metadata.type` -> task type (reference §2.2, §4.2). Image classification is read as
+# single-label classification: same value, same metadata.
+TASK_TYPES: dict[str, TaskType] = {
+    "groundtruth/text-classification": TaskType.text_classification,
+    "groundtruth/image-classification": TaskType.text_classification,
+    "groundtruth/text-classification-multilabel": TaskType.text_multilabel,
+    "groundtruth/image-classification-multilabel": TaskType.text_multilabel,
+    "groundtruth/object-detection": TaskType.bounding_box,
+    "groundtruth/text-span": TaskType.named_entity,
+    "groundtruth/custom": TaskType.custom,
+}
+METADATA = "-metadata"
+# Keys of which Ground Truth writes at least one in every `<attr>-metadata` (reference §4.2).
+GT_METADATA_KEYS = frozenset({"type", "job-name", "job_name", "creation-date", "creation_date",
+                              "human-annotated", "failure-reason"})
+JOB_PREFIX = "labeling-job/"
+MAX_SKIPPED_KEPT = 1000  # ParseStats.skipped keeps the first ones only: memory stays flat
+MAX_PENDING = 100_000  # lines held back while no line has told the attribute or the task type
+ImageSize = tuple[int, int, int]
+
+_RESPONSE_KEY = re.compile(r"/worker-response/iteration-(\d+)/([^/]+)/([^/]+\.json)$")
+_MISSING = object()
+
+
+class _Malformed(ValueError):
+    """What is wrong with one line; the caller adds the line number."""
+
+
+# -- which label attributes, which task type --------------------------------------------------------
+
+
+def label_attributes(line: Mapping[str, Any]) -> list[str]:
+    """The label attributes of one output line, in line order (see the module docstring).
+
+    >>> label_attributes({"source": "x", "a": 0, "a-metadata": {"type": "groundtruth/custom"},
+    ...                   "b-metadata": {"failure-reason": "expired"}, "c-metadata": {"x": 1}})
+    ['a', 'b']
+    """
+    return [key[:-9] for key, value in line.items()
+            if key.endswith(METADATA) and len(key) > 9 and type(value) is dict
+            and not GT_METADATA_KEYS.isdisjoint(value)]
+
+
+def task_type_of(output_type: Any) -> TaskType:
+    """The task type of a `<attr>-metadata.type` value (either case: DG samples write `groundTruth/`).
+
+    >>> task_type_of("groundTruth/custom")
+    <TaskType.custom: 'custom'>
+    """
+    try:
+        return _task_type(output_type)
+    except _Malformed as exc:
+        raise ManifestError(str(exc)) from None
+
+
+def _task_type(output_type: Any) -> TaskType:
+    found = TASK_TYPES.get(output_type) if type(output_type) is str else None
+    if found is None and type(output_type) is str:
+        found = TASK_TYPES.get(output_type.lower())
+    if found is None:
+        raise _Malformed(f"type {output_type!r} is not one gtrun collects "
+                         f"({', '.join(sorted(TASK_TYPES))})")
+    return found
+
+
+def detect(line: Mapping[str, Any], attribute: str | None) -> tuple[str, TaskType]:
+    """(label attribute, task type) of one output line; `attribute` picks one of several.
+
+    Raises ManifestError when the line has no label attribute, several and `attribute` is None,
+    not `attribute`, or when its metadata has no known `type` (a failed object has none).
+    """
+    found = label_attributes(line)
+    if attribute is None:
+        if not found:
+            raise ManifestError("no label attribute on the line (no `<attr>-metadata` object)")
+        if len(found) > 1:
+            raise ManifestError(f"several label attributes: {', '.join(map(repr, found))}"
+                                "\n  hint: choose one with --label-attribute")
+        attribute = found[0]
+    elif attribute not in found:
+        has = f" (it has {', '.join(map(repr, found))})" if found else ""
+        raise ManifestError(f"label attribute {attribute!r} is not on the line{has}")
+    meta = line[attribute + METADATA]
+    if "type" not in meta:
+        why = " (a failed object)" if "failure-reason" in meta else ""
+        raise ManifestError(f"{attribute}-metadata has no type{why}")
+    try:
+        return attribute, _task_type(meta["type"])
+    except _Malformed as exc:
+        raise ManifestError(f"{attribute}-metadata: {exc}") from None
+
+
+# -- one line -----------------------------------------------------------------------------------
+
+
+def parse_line(line: Mapping[str, Any], *, line_no: int, attribute: str,
+               task_type: TaskType | None, labels: Sequence[str] | None,
+               answers: Sequence[WorkerAnswer] = (), object_id: str | None = None) -> LabeledObject:
+    """The record of one output-manifest line for label attribute `attribute`.
+
+    `task_type` None: the metadata's `type` decides (a failed or unlabeled line has none: pass it).
+    `labels` (the job's label list, in order) names class indices the metadata does not name, and
+    bounds them. `answers` (from the worker-response files) replace the answers a custom label
+    carries. `object_id` defaults to `worker-response-ref`'s id, else `line_no - 1`.
+    """
+    try:
+        return _parse(line, line_no, attribute, task_type,
+                      None if labels is None else tuple(labels), tuple(answers), object_id,
+                      str(line_no - 1))
+    except _Malformed as exc:
+        raise ManifestError(f"line {line_no}: {exc}") from None
+
+
+def _parse(line: Mapping[str, Any], line_no: int, attribute: str, task_type: TaskType | None,
+           labels: tuple[str, ...] | None, answers: tuple[WorkerAnswer, ...],
+           object_id: str | None, index: str) -> LabeledObject:
+    """parse_line's work; `index` is the object id when neither `object_id` nor the metadata
+    gives one."""
+    meta_key = attribute + METADATA
+    meta = line.get(meta_key)
+    drop = {attribute, meta_key}
+    for key, value in line.items():
+        if key.endswith(METADATA) and type(value) is dict and not GT_METADATA_KEYS.isdisjoint(value):
+            drop.add(key)
+            drop.add(key[:-9])
+    inputs = {k: v for k, v in line.items() if k not in drop}
+    if object_id is None:
+        object_id = _response_id(meta) or index
+    if meta is None:
+        if attribute in line:
+            raise _Malformed(f"{attribute}: a label value without {meta_key}")
+        if task_type is None:
+            raise _Malformed(f"no {attribute!r} label: cannot tell the task type of an unlabeled "
+                             "line (pass the task type)")
+        return LabeledObject(line_no=line_no, object_id=object_id, inputs=inputs,
+                             attribute=attribute, task_type=task_type, status=Status.unlabeled,
+                             answers=answers)
+    if type(meta) is not dict:
+        raise _Malformed(f"{meta_key} is not an object: {meta!r}")
+    kind = meta.get("type")
+    if kind is not None:
+        found = _task_type(kind)
+        if task_type is not None and found is not task_type:
+            raise _Malformed(f"{meta_key}: type {kind!r} is not a {task_type.value} task")
+        task_type = found
+    job = meta.get("job-name", meta.get("job_name"))
+    job_name = job.removeprefix(JOB_PREFIX) if type(job) is str else None
+    if "failure-reason" in meta:
+        if task_type is None:
+            raise _Malformed(f"{meta_key} of a failed object has no type: cannot tell the task "
+                             "type (pass the task type)")
+        return LabeledObject(line_no=line_no, object_id=object_id, inputs=inputs,
+                             attribute=attribute, task_type=task_type, status=Status.failed,
+                             answers=answers, metadata=meta,
+                             failure_reason=str(meta["failure-reason"]), job_name=job_name)
+    if task_type is None:
+        raise _Malformed(f"{meta_key} has no type (pass the task type)")
+    value = line.get(attribute, _MISSING)
+    if value is _MISSING:
+        raise _Malformed(f"no {attribute!r} label value, and {meta_key} has no failure-reason")
+    parsed = _VALUE_PARSERS[task_type](value, meta, labels, answers)
+    return LabeledObject(line_no=line_no, object_id=object_id, inputs=inputs, attribute=attribute,
+                         task_type=task_type, status=Status.labeled, metadata=meta,
+                         job_name=job_name, **parsed)
+
+
+# Each returns the LabeledObject fields its task type fills.
+_Fields = dict[str, Any]
+
+
+def _single(value: Any, meta: dict[str, Any], labels: tuple[str, ...] | None,
+            answers: tuple[WorkerAnswer, ...]) -> _Fields:
+    """Class index (int, or a string of digits in DG examples) -> class-name, else labels[index]."""
+    index = _index(value, "label value")
+    name = meta.get("class-name")
+    if labels is not None and index >= len(labels):
+        raise _Malformed(f"label index {index} is out of range for {len(labels)} labels")
+    if name is None:
+        if labels is None:
+            raise _Malformed(f"label index {index}: no class-name in the metadata and no labels "
+                             "to name it")
+        name = labels[index]
+    elif type(name) is not str:
+        raise _Malformed(f"class-name {name!r} is not a string")
+    return {"label": name, "confidence": _confidence(meta.get("confidence"), "confidence"),
+            "answers": answers}
+
+
+def _multi(value: Any, meta: dict[str, Any], labels: tuple[str, ...] | None,
+           answers: tuple[WorkerAnswer, ...]) -> _Fields:
+    """Class indices + class-map + confidence-map -> class names and per-name confidences."""
+    if type(value) is not list:
+        raise _Malformed(f"label value {value!r} is not a list of class indices")
+    class_map = _mapping(meta.get("class-map"), "class-map")
+    confidence_map = _mapping(meta.get("confidence-map"), "confidence-map")
+    names: list[str] = []
+    confidences: dict[str, float] = {}
+    for item in value:
+        index = _index(item, "class index")
+        name = _class_name(index, class_map, labels)
+        names.append(name)
+        c = _confidence(confidence_map.get(str(index)), f"confidence-map[{str(index)!r}]")
+        if c is not None:
+            confidences[name] = c
+    return {"labels": tuple(names), "confidences": confidences, "answers": answers}
+
+
+def _boxes(value: Any, meta: dict[str, Any], labels: tuple[str, ...] | None,
+           answers: tuple[WorkerAnswer, ...]) -> _Fields:
+    """annotations[i] (class_id -> class-map name) with metadata objects[i] as its confidence."""
+    if type(value) is not dict:
+        raise _Malformed(f"label value {value!r} is not an object")
+    annotations = value.get("annotations")
+    if type(annotations) is not list:
+        raise _Malformed(f"annotations {annotations!r} is not a list")
+    class_map = _mapping(meta.get("class-map"), "class-map")
+    objects = meta.get("objects") or ()
+    if not isinstance(objects, (list, tuple)):
+        raise _Malformed(f"objects {objects!r} is not a list")
+    boxes = []
+    for i, box in enumerate(annotations):
+        try:
+            index = _index(box["class_id"], "class_id")
+            name = _class_name(index, class_map, labels)
+            confidence = None
+            if i < len(objects):
+                confidence = _confidence(objects[i].get("confidence"), "confidence")
+            boxes.append(Box(name, float(box["left"]), float(box["top"]), float(box["width"]),
+                             float(box["height"]), confidence))
+        except _Malformed as exc:
+            raise _Malformed(f"box {i}: {exc}") from None
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise _Malformed(f"box {i} is not {{class_id, left, top, width, height}}: {box!r}") \
+                from None
+    return {"boxes": tuple(boxes), "image_size": _image_size(value.get("image_size")),
+            "answers": answers}
+
+
+def _entities(value: Any, meta: dict[str, Any], labels: tuple[str, ...] | None,
+              answers: tuple[WorkerAnswer, ...]) -> _Fields:
+    """annotations.entities (code-point offsets, end exclusive) with metadata entities[i]."""
+    annotations = value.get("annotations") if type(value) is dict else None
+    entities = annotations.get("entities") if type(annotations) is dict else None
+    if type(entities) is not list:
+        raise _Malformed(f"label value {value!r} has no annotations.entities list")
+    confidences = meta.get("entities") or ()
+    if not isinstance(confidences, (list, tuple)):
+        raise _Malformed(f"entities {confidences!r} in the metadata is not a list")
+    spans = []
+    for i, entity in enumerate(entities):
+        try:
+            label, start, end = entity["label"], entity["startOffset"], entity["endOffset"]
+            if type(label) is not str or type(start) is not int or type(end) is not int:
+                raise TypeError
+            confidence = None
+            if i < len(confidences):
+                confidence = _confidence(confidences[i].get("confidence"), "confidence")
+        except _Malformed as exc:
+            raise _Malformed(f"entity {i}: {exc}") from None
+        except (KeyError, TypeError, AttributeError):
+            raise _Malformed(f"entity {i} is not {{label, startOffset, endOffset}}: {entity!r}") \
+                from None
+        if not 0 <= start < end:
+            raise _Malformed(f"entity {i}: offsets [{start}, {end}) are not a span")
+        spans.append(Span(label, start, end, confidence))
+    return {"entities": tuple(spans), "answers": answers}
+
+
+def _custom(value: Any, meta: dict[str, Any], labels: tuple[str, ...] | None,
+            answers: tuple[WorkerAnswer, ...]) -> _Fields:
+    """Answers from `annotationsFromAllWorkers` (AWS recipe Lambda, gtrun's service), unless given.
+
+    Any other custom value (e.g. an `annotation-ref`) is left where it is: LabeledObject has no
+    field for it yet. Boxes: see `_custom_boxes`.
+    """
+    if not answers and type(value) is dict and "annotationsFromAllWorkers" in value:
+        answers = _all_workers(value["annotationsFromAllWorkers"])
+    return {"answers": answers, **_custom_boxes(answers)}
+
+
+def _all_workers(items: Any) -> tuple[WorkerAnswer, ...]:
+    """annotationsFromAllWorkers -> answers; `annotationData.content` is a JSON string in JSON.
+
+    An answer stored by reference (`annotationData.s3Uri`) is not fetched, and left out.
+    """
+    if type(items) is not list:
+        raise _Malformed(f"annotationsFromAllWorkers {items!r} is not a list")
+    out = []
+    for i, item in enumerate(items):
+        data = item.get("annotationData") if type(item) is dict else None
+        worker = item.get("workerId") if type(item) is dict else None
+        if type(data) is not dict or type(worker) is not str:
+            raise _Malformed(f"annotationsFromAllWorkers[{i}] is not {{workerId, annotationData}}: "
+                             f"{item!r}")
+        content = data.get("content")
+        if content is None and "s3Uri" in data:
+            continue
+        if type(content) is str:
+            try:
+                content = json.loads(content)
+            except ValueError as exc:
+                raise _Malformed(f"annotationsFromAllWorkers[{i}]: content is not JSON ({exc})") \
+                    from None
+        if type(content) is not dict:
+            raise _Malformed(f"annotationsFromAllWorkers[{i}]: content {content!r} is not a JSON "
+                             "object")
+        out.append(WorkerAnswer(worker, content))
+    return tuple(out)
+
+
+_VALUE_PARSERS: dict[TaskType, Callable[[Any, dict[str, Any], tuple[str, ...] | None,
+                                         tuple[WorkerAnswer, ...]], _Fields]] = {
+    TaskType.text_classification: _single,
+    TaskType.text_multilabel: _multi,
+    TaskType.bounding_box: _boxes,
+    TaskType.named_entity: _entities,
+    TaskType.custom: _custom,
+}
+
+
+# -- custom bounding boxes (gtrun's bounding-box NER template) ------------------------------------
+
+
+def _answer_boxes(content: Mapping[str, Any]) -> tuple[tuple[Box, ...], ImageSize | None] | None:
+    """(boxes, image size) of one custom answer holding boxes, or None when it holds none.
+
+    gtrun's bounding-box NER template (templates/receipts_ner.liquid) answers
+    `{"annotations": <crowd-bounding-box value>, "boxTokens": "<JSON string: [{label, left, top,
+    width, height, tokens, text}]>"}`: boxes come from `boxTokens` with their token indices.
+    Without `boxTokens`, a single crowd-bounding-box value (`boundingBoxes`) gives boxes without
+    tokens. The image size is `inputImageProperties` (depth 3, as GT writes).
+    """
+    elements = [v for v in content.values()
+                if type(v) is dict and type(v.get("boundingBoxes")) is list]
+    size = None
+    if len(elements) == 1:
+        props = elements[0].get("inputImageProperties")
+        if type(props) is dict and "width" in props and "height" in props:
+            size = (int(props["width"]), int(props["height"]), 3)
+    raw: Any = content.get("boxTokens", _MISSING)
+    if raw is not _MISSING:
+        if type(raw) is str:
+            try:
+                raw = json.loads(raw)
+            except ValueError as exc:
+                raise _Malformed(f"boxTokens is not JSON ({exc})") from None
+        source, kind = raw, "boxTokens"
+    elif len(elements) == 1:
+        source, kind = elements[0]["boundingBoxes"], "boundingBoxes"
+    else:
+        return None
+    if type(source) is not list:
+        raise _Malformed(f"{kind} {source!r} is not a list")
+    boxes = []
+    for i, b in enumerate(source):
+        try:
+            tokens = tuple(int(t) for t in b.get("tokens", ()))
+            boxes.append(Box(str(b["label"]), float(b["left"]), float(b["top"]),
+                             float(b["width"]), float(b["height"]), tokens=tokens))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise _Malformed(f"{kind}[{i}] is not {{label, left, top, width, height}}: {b!r}") \
+                from None
+    return tuple(boxes), size
+
+
+def _custom_boxes(answers: Sequence[WorkerAnswer]) -> _Fields:
+    """`boxes` and `image_size` from the answer that agrees most with the others (see below).
+
+    Boxes from several workers cannot be merged without choosing a consolidation, so the record
+    keeps one worker's: the medoid, i.e. the answer with the highest sum of agreement with every
+    other answer (agreement = F1 of a greedy one-to-one match of same-label boxes at IoU >= 0.5).
+    Ties go to the earliest answer, so with one or two workers it is the first worker's answer.
+    Box confidence stays None (GT's per-box confidence formula is unpublished). The answers
+    themselves are all kept in `answers`.
+    """
+    found = []
+    for answer in answers:
+        try:
+            got = _answer_boxes(answer.content)
+        except _Malformed as exc:
+            raise _Malformed(f"worker {answer.worker_id!r}: {exc}") from None
+        if got is not None:
+            found.append(got)
+    if not found:
+        return {}
+    best = 0
+    if len(found) > 2:
+        scores = [sum(_box_f1(a[0], b[0]) for j, b in enumerate(found) if j != i)
+                  for i, a in enumerate(found)]
+        best = scores.index(max(scores))
+    boxes, size = found[best]
+    size = size or next((s for _, s in found if s is not None), None)
+    return {"boxes": boxes, "image_size": size}
+
+
+def _box_f1(a: Sequence[Box], b: Sequence[Box]) -> float:
+    if not a and not b:
+        return 1.0
+    used: set[int] = set()
+    matched = 0
+    for x in a:
+        best, best_iou = -1, 0.5
+        for j, y in enumerate(b):
+            if j not in used and y.label == x.label:
+                iou = _iou(x, y)
+                if iou >= best_iou:
+                    best, best_iou = j, iou
+        if best >= 0:
+            used.add(best)
+            matched += 1
+    return 2 * matched / (len(a) + len(b))
+
+
+def _iou(a: Box, b: Box) -> float:
+    w = min(a.left + a.width, b.left + b.width) - max(a.left, b.left)
+    h = min(a.top + a.height, b.top + b.height) - max(a.top, b.top)
+    inter = max(w, 0.0) * max(h, 0.0)
+    union = a.width * a.height + b.width * b.height - inter
+    return inter / union if union > 0 else 0.0
+
+
+# -- small checks -----------------------------------------------------------------------------------
+
+
+def _index(value: Any, what: str) -> int:
+    if type(value) is int:
+        if value < 0:
+            raise _Malformed(f"{what} {value} is negative")
+        return value
+    if type(value) is str and value.isascii() and value.isdigit():
+        return int(value)
+    raise _Malformed(f"{what} {value!r} is not a class index")
+
+
+def _class_name(index: int, class_map: Mapping[str, Any], labels: tuple[str, ...] | None) -> str:
+    name = class_map.get(str(index))
+    if name is not None:
+        if type(name) is not str:
+            raise _Malformed(f"class-map[{str(index)!r}] = {name!r} is not a string")
+        return name
+    if labels is not None and index < len(labels):
+        return labels[index]
+    where = "class-map" if class_map else "the metadata (no class-map)"
+    known = f"{len(labels)} labels" if labels is not None else "no labels"
+    raise _Malformed(f"class {index} is not in {where} and {known} name it")
+
+
+def _mapping(value: Any, what: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if type(value) is not dict:
+        raise _Malformed(f"{what} {value!r} is not an object")
+    return value
+
+
+def _confidence(value: Any, what: str) -> float | None:
+    if value is None:
+        return None
+    if type(value) is float:
+        return value
+    if type(value) is int:
+        return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise _Malformed(f"{what} {value!r} is not a number") from None
+
+
+def _image_size(value: Any) -> ImageSize | None:
+    """image_size `[{"width", "height", "depth"}]` -> (width, height, depth); [] -> None."""
+    if value is None or value == []:
+        return None
+    try:
+        size = value[0]
+        return int(size["width"]), int(size["height"]), int(size.get("depth", 3))
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        raise _Malformed(f"image_size {value!r} is not [{{width, height, depth}}]") from None
+
+
+def _response_id(meta: Any) -> str | None:
+    """The datasetObjectId in `worker-response-ref` (custom tasks), if any."""
+    if type(meta) is dict:
+        ref = meta.get("worker-response-ref")
+        if type(ref) is str:
+            found = _RESPONSE_KEY.search(ref)
+            if found:
+                return found.group(2)
+    return None
+
+
+# -- a whole manifest -----------------------------------------------------------------------------
+
+
+@dataclass
+class ParseStats:
+    """What reading one manifest met: non-blank lines, records per status, skipped lines.
+
+    `skipped` keeps the first MAX_SKIPPED_KEPT (line number, reason) pairs; `skipped_count`
+    counts them all.
+    """
+
+    lines: int = 0
+    labeled: int = 0
+    failed: int = 0
+    unlabeled: int = 0
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+    skipped_count: int = 0
+
+    def skip(self, line_no: int, reason: str) -> None:
+        self.skipped_count += 1
+        if len(self.skipped) < MAX_SKIPPED_KEPT:
+            self.skipped.append((line_no, reason))
+
+    def summary(self) -> str:
+        """One line for the log.
+
+        >>> ParseStats(lines=5, labeled=3, failed=1, skipped_count=1).summary()
+        '5 lines: 3 labeled, 1 failed, 0 unlabeled, 1 skipped'
+        """
+        return (f"{self.lines:,} lines: {self.labeled:,} labeled, {self.failed:,} failed, "
+                f"{self.unlabeled:,} unlabeled, {self.skipped_count:,} skipped")
+
+
+OpenFn = Callable[[str], Any]  # uri or path -> a context manager yielding a binary file
+
+
+class Parser:
+    """Turns output-manifest lines into records, counting what it meets in `.stats`.
+
+    `attribute` None: the first line with a label attribute fixes it (several: ManifestError, even
+    with on_error=skip, since every line would be read against the wrong one). `task_type` None:
+    the first line whose metadata has a `type` fixes it. Lines met before either is known (failed
+    or unlabeled objects at the top) are held back, then emitted in order; at most MAX_PENDING.
+    A malformed line raises ManifestError("line <n>: ...") with on_error=stop; with skip it is
+    counted in `stats` and left out. `loads` parses one line (bytes or str): json.loads, or a
+    compatible faster one.
+    """
+
+    def __init__(self, *, attribute: str | None = None, task_type: TaskType | None = None,
+                 labels: Sequence[str] | None = None, on_error: OnError = OnError.stop,
+                 stats: ParseStats | None = None,
+                 loads: Callable[[bytes | str], Any] = json.loads) -> None:
+        self.attribute = attribute
+        self.task_type = task_type
+        self.labels = None if labels is None else tuple(labels)
+        self.on_error = OnError(on_error)
+        self.stats = ParseStats() if stats is None else stats
+        self.loads = loads
+
+    def read(self, uri_or_path: str | Path, *, open_fn: OpenFn | None = None,
+             transport_params: Mapping[str, Any] | None = None) -> Iterator[LabeledObject]:
+        """Records of a manifest file: a local path, or any URI smart_open reads (for s3://, pass
+        `transport_params={"client": <boto3 s3 client>}`), or whatever `open_fn` opens."""
+        with _open(str(uri_or_path), open_fn, transport_params) as src:
+            yield from self.parse_lines(src)
+
+    def parse_lines(self, lines: Iterable[bytes | str], first_line_no: int = 1,
+                    ) -> Iterator[LabeledObject]:
+        """Records of manifest lines (blank lines are ignored but counted in line numbers)."""
+        stats, loads = self.stats, self.loads
+        pending: list[tuple[int, str, dict[str, Any]]] = []
+        index = 0
+        for line_no, raw in enumerate(lines, first_line_no):
+            if len(raw) < 4 and not raw.strip():
+                continue
+            stats.lines += 1
+            object_id = str(index)
+            index += 1
+            try:
+                line = loads(raw)
+            except ValueError as exc:
+                self._bad(line_no, f"not JSON ({exc})")
+                continue
+            if type(line) is not dict:
+                self._bad(line_no, f"not a JSON object: {str(raw)[:80]!r}")
+                continue
+            if self.attribute is None or self.task_type is None:
+                try:
+                    known = self._learn(line, line_no)
+                except _Malformed as exc:
+                    self._bad(line_no, str(exc))
+                    continue
+                if not known:
+                    pending.append((line_no, object_id, line))
+                    if len(pending) > MAX_PENDING:
+                        raise ManifestError(f"line {line_no}: " + self._unknown(MAX_PENDING))
+                    continue
+                for held in pending:
+                    obj = self._record(*held)
+                    if obj is not None:
+                        yield obj
+                pending.clear()
+            obj = self._record(line_no, object_id, line)
+            if obj is not None:
+                yield obj
+        if pending:
+            raise ManifestError(self._unknown(len(pending)))
+
+    def _record(self, line_no: int, object_id: str, line: dict[str, Any]) -> LabeledObject | None:
+        """The line's record, counted; None when it is malformed and skipped."""
+        try:
+            obj = _parse(line, line_no, self.attribute,  # type: ignore[arg-type]
+                         self.task_type, self.labels, (), None, object_id)
+        except _Malformed as exc:
+            self._bad(line_no, str(exc))
+            return None
+        status = obj.status
+        if status is Status.labeled:
+            self.stats.labeled += 1
+        elif status is Status.failed:
+            self.stats.failed += 1
+        else:
+            self.stats.unlabeled += 1
+        return obj
+
+    def _learn(self, line: dict[str, Any], line_no: int) -> bool:
+        """Fix the attribute and task type from this line if it tells them; True once both are."""
+        if self.attribute is None:
+            found = label_attributes(line)
+            if len(found) > 1:
+                raise ManifestError(f"line {line_no}: several label attributes: "
+                                    f"{', '.join(map(repr, found))}"
+                                    "\n  hint: choose one with --label-attribute")
+            if not found:
+                return False
+            self.attribute = found[0]
+        if self.task_type is None:
+            meta = line.get(self.attribute + METADATA)
+            if type(meta) is dict and "type" in meta:
+                self.task_type = _task_type(meta["type"])
+        return self.task_type is not None
+
+    def _unknown(self, held: int) -> str:
+        lines = f"{held:,} line{'s' if held > 1 else ''}"
+        if self.attribute is None:
+            return (f"{lines} without a label attribute (no `<attr>-metadata`)"
+                    "\n  hint: pass the label attribute (--label-attribute)")
+        return (f"{lines} of label attribute {self.attribute!r} without a type in the metadata "
+                "(failed or unlabeled objects only)\n  hint: pass the task type")
+
+    def _bad(self, line_no: int, reason: str) -> None:
+        if self.on_error is OnError.stop:
+            raise ManifestError(f"line {line_no}: {reason}")
+        self.stats.skip(line_no, reason)
+
+
+def read_manifest(uri_or_path: str | Path, *, attribute: str | None,
+                  task_type: TaskType | None, labels: Sequence[str] | None,
+                  on_error: OnError = OnError.stop, open_fn: OpenFn | None = None,
+                  transport_params: Mapping[str, Any] | None = None,
+                  stats: ParseStats | None = None) -> Iterator[LabeledObject]:
+    """The records of an output manifest, streamed line by line (memory flat in lines).
+
+    `stats`, when given, is filled as the iterator advances (else use `Parser(...).read`). See
+    Parser for attribute and task type detection and on_error.
+    """
+    parser = Parser(attribute=attribute, task_type=task_type, labels=labels, on_error=on_error,
+                    stats=stats)
+    return parser.read(uri_or_path, open_fn=open_fn, transport_params=transport_params)
+
+
+def _is_local(uri: str) -> bool:
+    return "://" not in uri
+
+
+def _open(uri: str, open_fn: OpenFn | None, transport_params: Mapping[str, Any] | None) -> Any:
+    try:
+        if open_fn is not None:
+            return open_fn(uri)
+        if _is_local(uri) and not uri.endswith((".gz", ".bz2", ".zst", ".xz")):
+            return open(uri, "rb")
+        import smart_open
+
+        return smart_open.open(uri, "rb", transport_params=dict(transport_params or {}))
+    except OSError as exc:
+        raise StoreError(f"{uri}: cannot read it ({exc})") from exc
+
+
+# -- worker responses -------------------------------------------------------------------------------
+
+
+def worker_response_answers(record: Any, *, where: str) -> list[WorkerAnswer]:
+    """The answers of one worker-response file's object `{"answers": [...]}` (reference §4.4).
+
+    `seconds` is `timeSpentInSeconds`, else submissionTime - acceptanceTime, else None (2019
+    files have neither). `where` names the file in errors.
+    """
+    answers = record.get("answers") if type(record) is dict else None
+    if type(answers) is not list:
+        raise ManifestError(f"{where}: not a worker-response file ({{'answers': [...]}})")
+    out = []
+    for i, a in enumerate(answers):
+        worker = a.get("workerId") if type(a) is dict else None
+        content = a.get("answerContent") if type(a) is dict else None
+        if type(worker) is not str or type(content) is not dict:
+            raise ManifestError(f"{where}: answers[{i}] is not {{workerId, answerContent}}: {a!r}")
+        seconds = a.get("timeSpentInSeconds")
+        try:
+            if seconds is not None:
+                seconds = float(seconds)
+            elif a.get("acceptanceTime") and a.get("submissionTime"):
+                seconds = (_time(a["submissionTime"]) - _time(a["acceptanceTime"])).total_seconds()
+        except (TypeError, ValueError):
+            raise ManifestError(f"{where}: answers[{i}] has bad times: {a!r}") from None
+        out.append(WorkerAnswer(worker, content, seconds))
+    return out
+
+
+def _time(value: str) -> datetime:
+    """`2019-04-18T16:11:15Z` or `...:15.123Z` (reference §4.4), on Python 3.10 too."""
+    return datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
+
+
+def read_worker_responses(output_root: str | Path, job_name: str | None = None, *,
+                          list_fn: Callable[[str], Iterable[str]] | None = None,
+                          open_fn: OpenFn | None = None) -> dict[str, list[WorkerAnswer]]:
+    """datasetObjectId -> its workers' answers, from `annotations/worker-response/`.
+
+    The folder is `<output_root>/<job_name>/annotations/worker-response/` (`output_root` =
+    S3OutputPath), or `<output_root>/annotations/...` when job_name is None. A local folder is
+    listed directly; for any other URI pass `list_fn(prefix) -> URIs under it` (e.g.
+    `s3_lister(client)`) and `open_fn(uri) -> binary file` (default: smart_open). An object with
+    several files (several iterations) keeps the latest: highest iteration, then file name
+    (a timestamp) -- unconfirmed, GT does not document retries here.
+    """
+    base = "/".join(p for p in (str(output_root).rstrip("/"), job_name) if p)
+    base += "/annotations/worker-response"
+    if _is_local(base):
+        folder = Path(base)
+        uris: Iterable[str] = (p.as_posix() for p in folder.glob("iteration-*/*/*.json")) \
+            if folder.is_dir() else ()
+    elif list_fn is None:
+        raise StoreError(f"{base}: listing it needs a list_fn (e.g. s3_lister(client))")
+    else:
+        uris = list_fn(base + "/")
+    latest: dict[str, tuple[int, str, str]] = {}
+    for uri in uris:
+        found = _RESPONSE_KEY.search(uri)
+        if found is None:
+            continue
+        iteration, object_id, name = int(found.group(1)), found.group(2), found.group(3)
+        if object_id not in latest or (iteration, name) > latest[object_id][:2]:
+            latest[object_id] = (iteration, name, uri)
+    out: dict[str, list[WorkerAnswer]] = {}
+    for object_id in sorted(latest, key=lambda x: (len(x), x)):
+        uri = latest[object_id][2]
+        with _open(uri, open_fn, None) as src:
+            data = src.read()
+        try:
+            record = json.loads(data)
+        except ValueError as exc:
+            raise ManifestError(f"{uri}: not JSON ({exc})") from None
+        out[object_id] = worker_response_answers(record, where=uri)
+    return out
+
+
+def s3_lister(client: Any) -> Callable[[str], Iterator[str]]:
+    """A list_fn for read_worker_responses over a boto3 S3 client: every s3:// URI under a prefix."""
+
+    def list_uris(prefix: str) -> Iterator[str]:
+        bucket, _, key = prefix.removeprefix("s3://").partition("/")
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+            for item in page.get("Contents", ()):
+                yield f"s3://{bucket}/{item['Key']}"
+
+    return list_uris
+
+
+def attach_answers(objects: Iterable[LabeledObject],
+                   responses: Mapping[str, Sequence[WorkerAnswer]]) -> Iterator[LabeledObject]:
+    """Each record with its worker-response answers, matched by `object_id` (module docstring).
+
+    The files' answers replace those a custom label carried (same content, plus `seconds`); a
+    custom record's boxes are chosen again from them. Records without a file pass unchanged.
+    """
+    for obj in objects:
+        answers = responses.get(obj.object_id)
+        if answers is None:
+            yield obj
+            continue
+        answers = tuple(answers)
+        extra: _Fields = {}
+        if obj.task_type is TaskType.custom and obj.status is Status.labeled:
+            try:
+                extra = _custom_boxes(answers)
+            except _Malformed as exc:
+                raise ManifestError(f"line {obj.line_no}: {exc}") from None
+        yield replace(obj, answers=answers, **extra)
+

@@ -1,0 +1,777 @@
+"""The quality report `gtrun collect` writes with every collect: figures, a page, a dataset card.
+
+`build_report` reads the parsed objects once (a stream: it keeps counts, the agreement
+accumulators, a histogram of seconds per worker and a bounded heap of the most disputed objects,
+never the objects themselves) and returns plain JSON-ready figures. `write_report` writes them as
+`report.json` and as `report.html`, a self-contained page (inline CSS and SVG, no script, every
+piece of task data HTML-escaped). `write_card` writes `dataset/README.md`: provenance and the
+headline figures.
+
+Agreement is computed from the workers' raw answers (`LabeledObject.answers`), read where the
+task type's crowd element puts them (runner.service.consolidate.ELEMENT_NAMES), over every object
+with at least two readable answers, whatever its status. Per task type:
+
+- text_classification: Krippendorff's alpha (nominal), Fleiss' kappa (objects with the most
+  common number of answers only; the report says how many raters and how many objects were
+  skipped), pairwise agreement per object, per-label agreement.
+- text_multilabel: Krippendorff's alpha over (object, label) yes/no units pooled across labels,
+  mean pairwise Jaccard of the label sets per object, per-label agreement.
+- bounding_box: mean pairwise IoU per object (greedy same-label matching, unmatched boxes 0); per
+  label, the same restricted to that label's boxes.
+- named_entity: mean pairwise exact-match span F1 per object; per label likewise.
+- custom: counts and workers only.
+
+An object's agreement (the per-object score above) ranks the disputed list: the 20 lowest, ties
+by line number; objects whose workers agree fully are never listed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import html
+import json
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+from runner.collect.agreement import (
+    AlphaNominal,
+    FleissKappa,
+    LabelAgreement,
+    LabeledBox,
+    LabeledSpan,
+    matched_iou,
+    set_jaccard,
+    span_f1,
+)
+from runner.collect.records import LabeledObject, Status, WorkerAnswer
+from runner.schema import TaskType
+from runner.service.consolidate import Answer, ConsolidationError, _element
+
+REPORT_VERSION = 1
+DISPUTED_MAX = 20  # objects kept in the most-disputed list
+TEXT_MAX = 600  # characters of an object's text kept in the disputed list
+SECONDS_STEP = 0.1  # medians of seconds are exact to this step (a histogram, not every value)
+PLACES = 4  # agreement figures are rounded to this many places in the report
+GOOD, TENTATIVE = 0.8, 0.667  # Krippendorff (2004): rely on >= .800, tentative conclusions >= .667
+WORKERS_SHOWN = 50  # rows of the HTML workers table (report.json has every worker)
+
+MEASURES = {
+    TaskType.text_classification: "pairwise agreement",
+    TaskType.text_multilabel: "mean pairwise Jaccard",
+    TaskType.bounding_box: "mean pairwise IoU",
+    TaskType.named_entity: "mean pairwise span F1",
+}
+LABEL_UNITS = {
+    TaskType.text_classification: "objects",
+    TaskType.text_multilabel: "objects",
+    TaskType.bounding_box: "boxes",
+    TaskType.named_entity: "entities",
+    TaskType.custom: "objects",
+}
+TASK_NAMES = {
+    TaskType.text_classification: "Text classification",
+    TaskType.text_multilabel: "Multi-label text classification",
+    TaskType.bounding_box: "Bounding boxes",
+    TaskType.named_entity: "Named entities",
+    TaskType.custom: "Custom task",
+}
+
+
+# --- figures ---------------------------------------------------------------------------------------
+
+
+class _Worker:
+    __slots__ = ("tasks", "seconds", "pairs", "score")
+
+    def __init__(self) -> None:
+        self.tasks = 0
+        self.seconds: Counter[int] = Counter()  # in SECONDS_STEP units
+        self.pairs = 0
+        self.score = 0.0
+
+
+def build_report(objects: Iterable[LabeledObject], *, task_type: TaskType | str,
+                 labels: Sequence[str], dataset: str,
+                 element_name: str | None = None) -> dict[str, Any]:
+    """The quality figures of one collect, JSON-ready, from one pass over the parsed objects.
+
+    `labels` is the job's label list (the order of the figures); `element_name` the crowd
+    element's name when the template does not use the built-in one.
+    """
+    task = TaskType(task_type)
+    labels = [str(x) for x in labels]
+    status: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    per_object: Counter[int] = Counter()
+    distribution: Counter[str] = Counter({name: 0 for name in labels})
+    workers: dict[str, _Worker] = {}
+    alpha, kappa, per_label = AlphaNominal(), FleissKappa(), LabelAgreement()
+    scored, score_sum, answers_total, unreadable = 0, 0.0, 0, 0
+    heap: list[tuple[float, int, int, dict[str, Any]]] = []
+    pair_score = _PAIR_SCORES.get(task)
+
+    for n, obj in enumerate(objects):
+        status[obj.status.value] += 1
+        if obj.status is Status.failed:
+            reasons[obj.failure_reason or "unknown"] += 1
+        if obj.status is Status.labeled:
+            distribution.update(_consolidated_labels(task, obj))
+        per_object[len(obj.answers)] += 1
+        answers_total += len(obj.answers)
+
+        readable: list[tuple[str, Any, float | None]] = []
+        for answer in obj.answers:
+            stats = workers.setdefault(answer.worker_id, _Worker())
+            stats.tasks += 1
+            if answer.seconds is not None and math.isfinite(answer.seconds):
+                stats.seconds[round(answer.seconds / SECONDS_STEP)] += 1
+            if pair_score is None:
+                continue
+            try:
+                readable.append((answer.worker_id, _answer_value(task, answer, element_name),
+                                 answer.seconds))
+            except (ConsolidationError, KeyError, TypeError, ValueError):
+                unreadable += 1
+        if pair_score is None or len(readable) < 2:
+            continue
+
+        values = [v for _, v, _ in readable]
+        pairs = []
+        for (wa, a, _), (wb, b, _) in combinations(readable, 2):
+            s = pair_score(a, b)
+            pairs.append(s)
+            for w in (wa, wb):
+                workers[w].pairs += 1
+                workers[w].score += s
+        score = sum(pairs) / len(pairs)
+        scored += 1
+        score_sum += score
+        _add_agreement(task, values, labels, alpha, kappa, per_label)
+
+        if score < 1.0:
+            key = (-score, -obj.line_no, n)
+            if len(heap) < DISPUTED_MAX:
+                heapq.heappush(heap, (*key, _disputed(task, obj, readable, score)))
+            elif key > heap[0][:3]:
+                heapq.heapreplace(heap, (*key, _disputed(task, obj, readable, score)))
+
+    all_seconds: Counter[int] = Counter()
+    for stats in workers.values():
+        all_seconds.update(stats.seconds)
+    return {
+        "report_version": REPORT_VERSION,
+        "dataset": dataset,
+        "task_type": task.value,
+        "labels": labels,
+        "counts": {
+            "objects": sum(status.values()),
+            "labeled": status[Status.labeled.value],
+            "failed": status[Status.failed.value],
+            "unlabeled": status[Status.unlabeled.value],
+            "failed_reasons": dict(reasons),
+            "answers": answers_total,
+            "unreadable_answers": unreadable,
+            "answers_per_object": {str(k): v for k, v in sorted(per_object.items())},
+        },
+        "label_distribution": {"unit": LABEL_UNITS[task], "counts": dict(distribution)},
+        "agreement": _agreement_figures(task, labels, scored, score_sum, alpha, kappa, per_label),
+        "workers": {
+            "count": len(workers),
+            "median_seconds": _median(all_seconds),
+            "by_worker": {w: {"tasks": s.tasks, "median_seconds": _median(s.seconds),
+                              "pairs": s.pairs,
+                              "agreement": _round(s.score / s.pairs) if s.pairs else None}
+                          for w, s in sorted(workers.items())},
+        },
+        "disputed": [entry for *_, entry in sorted(heap, key=lambda h: (-h[0], -h[1]))],
+    }
+
+
+def _answer_value(task: TaskType, answer: WorkerAnswer, element_name: str | None) -> Any:
+    """A worker's answer as a comparable value; raises on a malformed answer."""
+    value = _element(Answer(answer.worker_id, answer.content), task, element_name,
+                     empty_ok=task is not TaskType.text_classification)
+    if task is TaskType.text_classification:
+        return str(value["label"])
+    if task is TaskType.text_multilabel:
+        return tuple(sorted({str(x) for x in value.get("labels", [])}))
+    if task is TaskType.bounding_box:
+        return tuple((str(b["label"]), float(b["left"]), float(b["top"]), float(b["width"]),
+                      float(b["height"])) for b in value.get("boundingBoxes", []))
+    return tuple((str(e["label"]), int(e["startOffset"]), int(e["endOffset"]))
+                 for e in value.get("entities", []))
+
+
+def _same(a: Any, b: Any) -> float:
+    return 1.0 if a == b else 0.0
+
+
+_PAIR_SCORES: dict[TaskType, Callable[[Any, Any], float]] = {
+    TaskType.text_classification: _same,
+    TaskType.text_multilabel: set_jaccard,
+    TaskType.bounding_box: matched_iou,
+    TaskType.named_entity: span_f1,
+}
+
+
+def _consolidated_labels(task: TaskType, obj: LabeledObject) -> list[str]:
+    if task is TaskType.text_classification:
+        return [obj.label] if obj.label is not None else []
+    if task is TaskType.text_multilabel:
+        return list(dict.fromkeys(obj.labels))
+    if task is TaskType.bounding_box:
+        return [b.label for b in obj.boxes]
+    if task is TaskType.named_entity:
+        return [e.label for e in obj.entities]
+    return []
+
+
+def _add_agreement(task: TaskType, values: list[Any], labels: list[str], alpha: AlphaNominal,
+                   kappa: FleissKappa, per_label: LabelAgreement) -> None:
+    if task is TaskType.text_classification:
+        alpha.add(values)
+        kappa.add(values)
+        per_label.add_unit(values)
+    elif task is TaskType.text_multilabel:
+        for name in dict.fromkeys([*labels, *(x for v in values for x in v)]):
+            alpha.add(name in v for v in values)  # one yes/no unit per (object, label)
+        per_label.add_unit(values)
+    else:
+        score = matched_iou if task is TaskType.bounding_box else span_f1
+        for a, b in combinations(values, 2):
+            for name in {x[0] for x in a} | {x[0] for x in b}:
+                per_label.add(name, score([x for x in a if x[0] == name],
+                                          [x for x in b if x[0] == name]))
+
+
+def _agreement_figures(task: TaskType, labels: list[str], scored: int, score_sum: float,
+                       alpha: AlphaNominal, kappa: FleissKappa,
+                       per_label: LabelAgreement) -> dict[str, Any]:
+    mean = _round(score_sum / scored) if scored else None
+    out: dict[str, Any] = {"measure": MEASURES.get(task), "objects": scored, "mean": mean}
+    if task in (TaskType.text_classification, TaskType.text_multilabel):
+        out["krippendorff_alpha"] = _round(alpha.value())
+    if task is TaskType.text_classification:
+        out["fleiss_kappa"] = {"value": _round(kappa.value()), "raters": kappa.raters,
+                               "objects": kappa.units, "skipped": kappa.skipped}
+    if task is TaskType.bounding_box:
+        out["mean_iou"] = mean
+    if task is TaskType.named_entity:
+        out["span_f1"] = mean
+    names = [] if task is TaskType.custom else labels + sorted(set(per_label.pairs) - set(labels))
+    out["per_label"] = {name: {"agreement": _round(per_label.value(name)),
+                               "pairs": per_label.pairs[name]} for name in names}
+    return out
+
+
+def _disputed(task: TaskType, obj: LabeledObject, readable: list[tuple[str, Any, float | None]],
+              score: float) -> dict[str, Any]:
+    text = obj.text
+    item = text if text is not None else obj.source_ref
+    entry: dict[str, Any] = {
+        "object_id": obj.object_id,
+        "line_no": obj.line_no,
+        "status": obj.status.value,
+        "agreement": _round(score),
+        "item": _clip(item) if item is not None else None,
+        "consolidated": _consolidated_value(task, obj),
+        "answers": [{"worker_id": w, "answer": _display(task, v, text),
+                     "seconds": None if s is None else round(s, 1)}
+                    for w, v, s in readable],
+    }
+    if task is TaskType.bounding_box:
+        entry["image_size"] = list(obj.image_size[:2]) if obj.image_size else None
+    return entry
+
+
+def _consolidated_value(task: TaskType, obj: LabeledObject) -> Any:
+    if obj.status is not Status.labeled:
+        return None
+    if task is TaskType.text_classification:
+        return obj.label
+    if task is TaskType.text_multilabel:
+        return list(obj.labels)
+    if task is TaskType.bounding_box:
+        return _display(task, [(b.label, b.left, b.top, b.width, b.height) for b in obj.boxes], None)
+    return _display(task, [(e.label, e.start, e.end) for e in obj.entities], obj.text)
+
+
+def _display(task: TaskType, value: Any, text: str | None) -> Any:
+    """A parsed answer as JSON: a label, a list of labels, of boxes or of entities."""
+    if task is TaskType.text_classification:
+        return value
+    if task is TaskType.text_multilabel:
+        return list(value)
+    if task is TaskType.bounding_box:
+        boxes: Sequence[LabeledBox] = value
+        return [{"label": b[0], "left": b[1], "top": b[2], "width": b[3], "height": b[4]}
+                for b in boxes]
+    spans: Sequence[LabeledSpan] = value
+    return [{"label": s[0], "start": s[1], "end": s[2],
+             **({"text": _clip(text[s[1]:s[2]], 80)} if text is not None else {})} for s in spans]
+
+
+def _clip(text: str, limit: int = TEXT_MAX) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, PLACES)
+
+
+def _median(histogram: Counter[int]) -> float | None:
+    """The median of values kept as counts of SECONDS_STEP units (as statistics.median would)."""
+    n = sum(histogram.values())
+    if n == 0:
+        return None
+    wanted = sorted({(n - 1) // 2, n // 2})  # 0-based middle position(s)
+    found: list[int] = []
+    seen = 0
+    for value, count in sorted(histogram.items()):
+        while wanted and wanted[0] < seen + count:
+            found.append(value)
+            wanted.pop(0)
+        if not wanted:
+            break
+        seen += count
+    return round(sum(found) / len(found) * SECONDS_STEP, 3)
+
+
+# --- report.json and report.html ---------------------------------------------------------------
+
+
+def write_report(report: Mapping[str, Any], out_dir: Path | str) -> tuple[Path, Path]:
+    """Write `report.json` (sorted keys) and `report.html` into `out_dir`; return their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, html_path = out / "report.json", out / "report.html"
+    json_path.write_text(json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
+                         encoding="utf-8")
+    html_path.write_text(report_html(report), encoding="utf-8")
+    return json_path, html_path
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _num(x: float | None, places: int = 2) -> str:
+    return "n/a" if x is None else f"{x:.{places}f}"
+
+
+def _pct(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "n/a"
+
+
+def _grade(x: float | None) -> str:
+    if x is None:
+        return "none"
+    return "good" if x >= GOOD else "fair" if x >= TENTATIVE else "poor"
+
+
+def _ordered_labels(report: Mapping[str, Any], names: Iterable[str]) -> list[str]:
+    known = list(report["labels"])
+    return [n for n in known if n in names] + sorted(set(names) - set(known))
+
+
+def headline(report: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(figure, value, note) rows shared by the page's cards and the dataset card."""
+    counts, agreement, workers = report["counts"], report["agreement"], report["workers"]
+    total = counts["objects"]
+    rows = [("Objects", f"{total:,}", f"{counts['answers']:,} answers"),
+            ("Labeled", f"{counts['labeled']:,}", _pct(counts["labeled"], total)),
+            ("Failed", f"{counts['failed']:,}", _pct(counts["failed"], total)),
+            ("Unlabeled", f"{counts['unlabeled']:,}", _pct(counts["unlabeled"], total))]
+    task = TaskType(report["task_type"])
+    scored = f"over {agreement['objects']:,} objects"
+    if task is TaskType.text_classification:
+        kappa = agreement["fleiss_kappa"]
+        rows.append(("Krippendorff's α", _num(agreement["krippendorff_alpha"]), scored))
+        note = (f"{kappa['raters']} raters, {kappa['objects']:,} objects"
+                + (f", {kappa['skipped']:,} with another rater count skipped"
+                   if kappa["skipped"] else "")) if kappa["raters"] else "no object with 2+ answers"
+        rows.append(("Fleiss' κ", _num(kappa["value"]), note))
+    elif task is TaskType.text_multilabel:
+        rows.append(("Krippendorff's α", _num(agreement["krippendorff_alpha"]),
+                     "yes/no per object and label, pooled"))
+        rows.append(("Mean pairwise Jaccard", _num(agreement["mean"]), scored))
+    elif task is TaskType.bounding_box:
+        rows.append(("Mean pairwise IoU", _num(agreement["mean"]), scored))
+    elif task is TaskType.named_entity:
+        rows.append(("Mean pairwise span F1", _num(agreement["mean"]), scored))
+    rows.append(("Workers", f"{workers['count']:,}", _workers_per_object(counts)))
+    median = workers["median_seconds"]
+    rows.append(("Median time per task", "n/a" if median is None else f"{median:.1f} s",
+                 "over all answers"))
+    return rows
+
+
+def _workers_per_object(counts: Mapping[str, Any]) -> str:
+    per = {int(k): v for k, v in counts["answers_per_object"].items() if int(k) > 0}
+    if not per:
+        return "no answers recorded"
+    common = max(per, key=lambda k: (per[k], k))
+    return f"mostly {common} per object"
+
+
+_CSS = """
+:root{--ink:#1d2433;--muted:#6b7385;--line:#e4e7ee;--bg:#f5f6fa;--card:#fff;--accent:#4263eb;
+--good:#2f9e44;--fair:#f08c00;--poor:#e03131;--none:#adb5bd}
+*{box-sizing:border-box}
+body{margin:0;background:var(--bg);color:var(--ink);
+font:14px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
+main{max-width:1160px;margin:0 auto;padding:32px 28px 48px}
+header{margin-bottom:22px}
+.eyebrow{margin:0;color:var(--accent);font-weight:600;letter-spacing:.08em;text-transform:uppercase;
+font-size:12px}
+h1{margin:4px 0 2px;font-size:30px;line-height:1.2;word-break:break-word}
+.sub{margin:0;color:var(--muted)}
+h2{margin:0 0 14px;font-size:16px}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(124px,1fr));gap:12px;margin-bottom:18px}
+.card{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:14px 16px;
+border-top:3px solid var(--accent)}
+.card.good{border-top-color:var(--good)}.card.fair{border-top-color:var(--fair)}
+.card.poor{border-top-color:var(--poor)}.card.none{border-top-color:var(--none)}
+.card .k{color:var(--muted);font-size:12.5px;font-weight:600}
+.card .v{font-size:26px;font-weight:700;margin:2px 0;font-variant-numeric:tabular-nums}
+.card .n{color:var(--muted);font-size:12px}
+.grid2{display:grid;grid-template-columns:1fr 1fr;gap:18px;margin-bottom:18px}
+@media (max-width:900px){.grid2{grid-template-columns:1fr}}
+.panel{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:18px 20px;
+min-width:0}
+section.panel+section.panel{margin-top:0}
+.wide{margin-bottom:18px}
+svg text{font-family:inherit}
+.legend{color:var(--muted);font-size:12px;margin:8px 0 0}
+.dot{display:inline-block;width:9px;height:9px;border-radius:50%;margin:0 4px 0 10px;vertical-align:0}
+table{width:100%;border-collapse:collapse;font-size:13px}
+th{text-align:left;color:var(--muted);font-weight:600;font-size:12px;border-bottom:1px solid var(--line);
+padding:6px 8px}
+td{border-bottom:1px solid var(--line);padding:8px;vertical-align:top}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+tr:last-child td{border-bottom:0}
+.item{max-width:330px;white-space:pre-wrap;word-break:break-word}
+.muted{color:var(--muted)}
+.nw{white-space:nowrap}
+mark{background:#e6fcf5;color:inherit;border-radius:4px;padding:0 2px;box-shadow:inset 0 -2px #63e6be}
+mark sub{color:#087f5b;font-size:9px;font-weight:700;margin-left:2px;vertical-align:baseline}
+.chip{display:inline-block;border-radius:999px;padding:1px 9px;margin:1px 3px 1px 0;font-size:12px;
+background:#edf2ff;color:#364fc7;white-space:nowrap}
+.chip.cons{background:#e6fcf5;color:#087f5b}
+.who{display:grid;grid-template-columns:auto 1fr;gap:2px 10px;align-items:start}
+.who .w{white-space:nowrap;font-weight:600}
+.secs{color:var(--muted);font-weight:400;font-size:12px}
+.badge{display:inline-block;min-width:48px;text-align:center;border-radius:6px;padding:2px 6px;
+font-weight:700;color:#fff}
+.badge.good{background:var(--good)}.badge.fair{background:var(--fair)}.badge.poor{background:var(--poor)}
+.badge.none{background:var(--none)}
+.meter{display:inline-block;width:70px;height:8px;border-radius:4px;background:var(--line);
+vertical-align:middle;margin-left:8px;overflow:hidden}
+.meter span{display:block;height:100%}
+.empty{color:var(--muted);font-style:italic;margin:0}
+code{font-size:12px;background:#f1f3f5;border-radius:4px;padding:0 4px;word-break:break-all}
+footer{color:var(--muted);font-size:12px;margin-top:22px;text-align:center}
+"""
+
+_WORKER_COLORS = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#b07aa1", "#edc948",
+                  "#ff9da7", "#9c755f"]
+_GRADE_COLORS = {"good": "#2f9e44", "fair": "#f08c00", "poor": "#e03131", "none": "#adb5bd"}
+
+
+def report_html(report: Mapping[str, Any]) -> str:
+    """The report as one self-contained HTML page: inline CSS and SVG, no script, all escaped."""
+    task = TaskType(report["task_type"])
+    counts = report["counts"]
+    title = f"Quality report · {report['dataset']}"
+    sub = (f"{TASK_NAMES[task]} · {len(report['labels'])} labels · "
+           f"{counts['objects']:,} objects")
+    parts = [
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><main>",
+        f"<header><p class=\"eyebrow\">gtrun · quality report</p><h1>{_e(report['dataset'])}</h1>"
+        f"<p class=\"sub\">{_e(sub)}</p></header>",
+        _cards_html(report),
+    ]
+    if task is not TaskType.custom:
+        parts.append("<div class=\"grid2\">")
+        parts.append(_distribution_html(report))
+        parts.append(_per_label_html(report))
+        parts.append("</div>")
+        parts.append(_disputed_html(report))
+    parts.append("<div class=\"grid2\">")
+    parts.append(_workers_html(report))
+    parts.append(_failures_html(report))
+    parts.append("</div>")
+    parts.append("<footer>Written by <code>gtrun collect</code>. The same figures, and every "
+                 "worker, are in <code>report.json</code>.</footer></main></body></html>\n")
+    return "\n".join(parts)
+
+
+def _cards_html(report: Mapping[str, Any]) -> str:
+    cards = []
+    for name, value, note in headline(report):
+        grade = ""
+        if name in ("Krippendorff's α", "Fleiss' κ", "Mean pairwise IoU", "Mean pairwise span F1",
+                    "Mean pairwise Jaccard"):
+            grade = _grade(None if value == "n/a" else float(value))
+        elif name == "Failed" and value != "0":
+            grade = "poor"
+        cards.append(f"<div class=\"card {grade}\"><div class=\"k\">{_e(name)}</div>"
+                     f"<div class=\"v\">{_e(value)}</div><div class=\"n\">{_e(note)}</div></div>")
+    return "<section class=\"cards\">" + "".join(cards) + "</section>"
+
+
+def _bar_chart(rows: list[tuple[str, float, str, str]], scale: float) -> str:
+    """Horizontal bars: (label, value, text at the bar's end, colour), value / scale = full width."""
+    label_w, bar_w, text_w, row_h = 140, 230, 130, 26
+    width = label_w + bar_w + text_w
+    height = row_h * len(rows) + 6
+    out = [f"<svg viewBox=\"0 0 {width} {height}\" width=\"100%\" role=\"img\" "
+           f"xmlns=\"http://www.w3.org/2000/svg\" style=\"max-width:{width}px\">"]
+    for i, (label, value, text, colour) in enumerate(rows):
+        y = i * row_h + 3
+        w = 0.0 if scale <= 0 else max(0.0, min(1.0, value / scale)) * bar_w
+        short = label if len(label) <= 20 else label[:19] + "…"
+        out.append(f"<g><title>{_e(label)}: {_e(text)}</title>"
+                   f"<text x=\"{label_w - 8}\" y=\"{y + 15}\" text-anchor=\"end\" font-size=\"12\" "
+                   f"fill=\"#1d2433\">{_e(short)}</text>"
+                   f"<rect x=\"{label_w}\" y=\"{y + 2}\" width=\"{bar_w}\" height=\"18\" rx=\"4\" "
+                   f"fill=\"#f1f3f5\"/>"
+                   f"<rect x=\"{label_w}\" y=\"{y + 2}\" width=\"{w:.1f}\" height=\"18\" rx=\"4\" "
+                   f"fill=\"{colour}\"/>"
+                   f"<text x=\"{label_w + bar_w + 8}\" y=\"{y + 15}\" font-size=\"12\" "
+                   f"fill=\"#6b7385\">{_e(text)}</text></g>")
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _distribution_html(report: Mapping[str, Any]) -> str:
+    dist = report["label_distribution"]
+    counts: Mapping[str, int] = dist["counts"]
+    total = sum(counts.values())
+    names = _ordered_labels(report, counts)
+    head = f"<h2>Label distribution <span class=\"muted\">({_e(dist['unit'])})</span></h2>"
+    if not names:
+        return f"<section class=\"panel\">{head}<p class=\"empty\">No labels.</p></section>"
+    top = max(counts.values()) or 1
+    rows = [(n, float(counts[n]), f"{counts[n]:,} · {_pct(counts[n], total)}", "#4263eb")
+            for n in names]
+    return f"<section class=\"panel\">{head}{_bar_chart(rows, top)}</section>"
+
+
+def _per_label_html(report: Mapping[str, Any]) -> str:
+    agreement = report["agreement"]
+    per: Mapping[str, Mapping[str, Any]] = agreement["per_label"]
+    head = "<h2>Agreement per label</h2>"
+    names = _ordered_labels(report, per)
+    if not names:
+        return f"<section class=\"panel\">{head}<p class=\"empty\">No labels.</p></section>"
+    rows = []
+    for n in names:
+        value = per[n]["agreement"]
+        text = "no pairs" if value is None else f"{value:.2f} · {per[n]['pairs']:,} pairs"
+        rows.append((n, value or 0.0, text, _GRADE_COLORS[_grade(value)]))
+    task = TaskType(report["task_type"])
+    what = {TaskType.text_classification: "share of worker pairs choosing it both",
+            TaskType.text_multilabel: "share of worker pairs choosing it both",
+            TaskType.bounding_box: "matched IoU of that label's boxes",
+            TaskType.named_entity: "span F1 on that label's spans"}[task]
+    legend = (f"<p class=\"legend\">Among pairs of workers where at least one used the label: "
+              f"{_e(what)}."
+              f"<br><span class=\"dot\" style=\"background:{_GRADE_COLORS['good']};margin-left:0\">"
+              f"</span>≥ {GOOD}<span class=\"dot\" style=\"background:{_GRADE_COLORS['fair']}\"></span>"
+              f"≥ {TENTATIVE}<span class=\"dot\" style=\"background:{_GRADE_COLORS['poor']}\"></span>"
+              "lower</p>")
+    return f"<section class=\"panel\">{head}{_bar_chart(rows, 1.0)}{legend}</section>"
+
+
+def _answer_html(task: TaskType, value: Any, cls: str = "") -> str:
+    """One worker's (or the consolidated) answer as chips."""
+    if value is None:
+        return "<span class=\"muted\">—</span>"
+    chip = f"<span class=\"chip {cls}\">"
+    if task is TaskType.text_classification:
+        return f"{chip}{_e(value)}</span>"
+    if not value:
+        return "<span class=\"muted\">nothing</span>"
+    if task is TaskType.text_multilabel:
+        return "".join(f"{chip}{_e(v)}</span>" for v in value)
+    if task is TaskType.bounding_box:
+        return "".join(f"{chip}{_e(b['label'])}</span><span class=\"muted\">"
+                       f"{b['left']:.0f},{b['top']:.0f} {b['width']:.0f}×{b['height']:.0f}"
+                       "</span><br>" for b in value)
+    return "".join(f"{chip}{_e(s['label'])}</span>"
+                   + (f"“{_e(s['text'])}”&nbsp;" if "text" in s else "")
+                   + f"<span class=\"muted nw\">{s['start']}–{s['end']}</span><br>" for s in value)
+
+
+def _highlight(text: str, spans: Sequence[Mapping[str, Any]]) -> str:
+    """The text, escaped, with the (non-overlapping, in-range) consolidated spans marked."""
+    out, at = [], 0
+    for s in sorted(spans, key=lambda s: (s["start"], s["end"])):
+        start, end = s["start"], s["end"]
+        if start < at or end > len(text) or start >= end:
+            continue
+        out.append(_e(text[at:start]))
+        out.append(f"<mark title=\"{_e(s['label'])}\">{_e(text[start:end])}"
+                   f"<sub>{_e(s['label'])}</sub></mark>")
+        at = end
+    out.append(_e(text[at:]))
+    return "".join(out)
+
+
+def _boxes_svg(entry: Mapping[str, Any], colours: Mapping[str, str]) -> str:
+    """Every worker's boxes drawn over each other, in the worker's colour (no image: no assets)."""
+    boxes = [(colours[a["worker_id"]], b) for a in entry["answers"] for b in a["answer"]]
+    if not boxes:
+        return ""
+    size = entry.get("image_size")
+    if size:
+        width, height = float(size[0]), float(size[1])
+    else:
+        width = max(b["left"] + b["width"] for _, b in boxes) * 1.05
+        height = max(b["top"] + b["height"] for _, b in boxes) * 1.05
+    if width <= 0 or height <= 0:
+        return ""
+    stroke = max(width, height) / 120
+    rects = "".join(f"<rect x=\"{b['left']:g}\" y=\"{b['top']:g}\" width=\"{b['width']:g}\" "
+                    f"height=\"{b['height']:g}\" fill=\"{c}\" fill-opacity=\"0.08\" stroke=\"{c}\" "
+                    f"stroke-width=\"{stroke:.2f}\"><title>{_e(b['label'])}</title></rect>"
+                    for c, b in boxes)
+    return (f"<svg viewBox=\"0 0 {width:g} {height:g}\" width=\"190\" "
+            f"xmlns=\"http://www.w3.org/2000/svg\" style=\"background:#f8f9fa;border:1px solid "
+            f"#e4e7ee;border-radius:6px;display:block;margin-top:6px\">{rects}</svg>")
+
+
+def _disputed_html(report: Mapping[str, Any]) -> str:
+    task = TaskType(report["task_type"])
+    disputed: Sequence[Mapping[str, Any]] = report["disputed"]
+    head = (f"<h2>Most disputed objects <span class=\"muted\">(lowest "
+            f"{_e(report['agreement']['measure'])}, up to {DISPUTED_MAX})</span></h2>")
+    if not disputed:
+        return (f"<section class=\"panel wide\">{head}<p class=\"empty\">No object with two or more "
+                "answers where the workers disagree.</p></section>")
+    rows = []
+    for entry in disputed:
+        workers = [a["worker_id"] for a in entry["answers"]]
+        colours = {w: _WORKER_COLORS[i % len(_WORKER_COLORS)] for i, w in enumerate(workers)}
+        answers = "".join(
+            f"<span class=\"w\"><span class=\"dot\" style=\"background:{colours[a['worker_id']]};"
+            f"margin-left:0\"></span>{_e(a['worker_id'])}"
+            + (f" <span class=\"secs\">{a['seconds']:.0f} s</span>"
+               if a.get("seconds") is not None else "")
+            + f"</span><span>{_answer_html(task, a['answer'])}</span>"
+            for a in entry["answers"])
+        item = _e(entry["item"]) if entry["item"] is not None else "<span class=\"muted\">—</span>"
+        if task is TaskType.bounding_box:
+            item = f"<code>{item}</code>{_boxes_svg(entry, colours)}"
+        elif task is TaskType.named_entity and entry["item"] is not None and entry["consolidated"]:
+            item = _highlight(entry["item"], entry["consolidated"])
+        grade = _grade(entry["agreement"])
+        rows.append(
+            f"<tr><td><b>{_e(entry['object_id'])}</b><br><span class=\"muted\">line "
+            f"{_e(entry['line_no'])} · {_e(entry['status'])}</span></td>"
+            f"<td class=\"item\">{item}</td>"
+            f"<td>{_answer_html(task, entry['consolidated'], 'cons')}</td>"
+            f"<td><div class=\"who\">{answers}</div></td>"
+            f"<td class=\"num\"><span class=\"badge {grade}\">{_num(entry['agreement'])}</span></td>"
+            "</tr>")
+    return (f"<section class=\"panel wide\">{head}<table><thead><tr><th>Object</th><th>Item</th>"
+            "<th>Consolidated</th><th>Each worker's answer</th><th class=\"num\">Agreement</th>"
+            f"</tr></thead><tbody>{''.join(rows)}</tbody></table></section>")
+
+
+def _workers_html(report: Mapping[str, Any]) -> str:
+    by_worker: Mapping[str, Mapping[str, Any]] = report["workers"]["by_worker"]
+    head = "<h2>Workers</h2>"
+    if not by_worker:
+        return f"<section class=\"panel\">{head}<p class=\"empty\">No worker answers.</p></section>"
+    order = sorted(by_worker, key=lambda w: (-by_worker[w]["tasks"], w))
+    rows = []
+    for w in order[:WORKERS_SHOWN]:
+        s = by_worker[w]
+        agreement = s["agreement"]
+        meter = ("" if agreement is None else
+                 f"<span class=\"meter\"><span style=\"width:{100 * agreement:.0f}%;"
+                 f"background:{_GRADE_COLORS[_grade(agreement)]}\"></span></span>")
+        median = s["median_seconds"]
+        rows.append(f"<tr><td>{_e(w)}</td><td class=\"num\">{s['tasks']:,}</td>"
+                    f"<td class=\"num\">{'n/a' if median is None else f'{median:.1f}'}</td>"
+                    f"<td class=\"num\">{_num(agreement)}{meter}</td></tr>")
+    more = (f"<p class=\"legend\">{len(order) - WORKERS_SHOWN:,} more in report.json.</p>"
+            if len(order) > WORKERS_SHOWN else "")
+    return (f"<section class=\"panel\">{head}<table><thead><tr><th>Worker</th>"
+            "<th class=\"num\">Tasks</th><th class=\"num\">Median s</th>"
+            "<th class=\"num\">Agreement with others</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>{more}</section>")
+
+
+def _failures_html(report: Mapping[str, Any]) -> str:
+    reasons: Mapping[str, int] = report["counts"]["failed_reasons"]
+    head = "<h2>Failed objects</h2>"
+    if not reasons:
+        return f"<section class=\"panel\">{head}<p class=\"empty\">No failed objects.</p></section>"
+    rows = "".join(f"<tr><td>{_e(r)}</td><td class=\"num\">{n:,}</td></tr>"
+                   for r, n in sorted(reasons.items(), key=lambda x: (-x[1], x[0])))
+    return (f"<section class=\"panel\">{head}<table><thead><tr><th>Reason</th>"
+            f"<th class=\"num\">Objects</th></tr></thead><tbody>{rows}</tbody></table></section>")
+
+
+# --- dataset card ------------------------------------------------------------------------------
+
+
+def _md(value: Any) -> str:
+    """A value for a Markdown table cell: one line, pipes and HTML neutralised."""
+    if value is None:
+        return "—"
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False,
+                                                           sort_keys=True, default=str)
+    text = " ".join(text.split())
+    return (text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;")
+            .replace(">", "&gt;"))
+
+
+def card_markdown(provenance: Mapping[str, Any], report: Mapping[str, Any]) -> str:
+    """The dataset card's text: YAML front matter, provenance table, headline figures, labels."""
+    task = TaskType(report["task_type"])
+    dataset = report["dataset"]
+    # A JSON string is a YAML double-quoted scalar; \u003c keeps markup out of the front matter.
+    name = json.dumps(dataset, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e")
+    lines = ["---", f"pretty_name: {name}",
+             "tags:", "- gtrun", "- sagemaker-ground-truth", "---", "",
+             f"# {_md(dataset)}", "",
+             f"{TASK_NAMES[task]} labels collected with SageMaker Ground Truth by gtrun. "
+             "The full quality report is [report.html](../report.html), its figures in "
+             "[report.json](../report.json).", "", "## Provenance", "", "| | |", "|---|---|"]
+    lines += [f"| {_md(key)} | {_md(value)} |" for key, value in provenance.items()]
+    lines += ["", "## Figures", "", "| figure | value | |", "|---|---:|---|"]
+    lines += [f"| {_md(name)} | {_md(value)} | {_md(note)} |"
+              for name, value, note in headline(report)]
+    dist = report["label_distribution"]
+    per = report["agreement"]["per_label"]
+    names = _ordered_labels(report, set(dist["counts"]) | set(per))
+    if names:
+        lines += ["", "## Labels", "", f"| label | {_md(dist['unit'])} | agreement |",
+                  "|---|---:|---:|"]
+        lines += [f"| {_md(n)} | {dist['counts'].get(n, 0):,} | "
+                  f"{_num(per.get(n, {}).get('agreement'))} |" for n in names]
+    reasons = report["counts"]["failed_reasons"]
+    if reasons:
+        lines += ["", "## Failed objects", "", "| reason | objects |", "|---|---:|"]
+        lines += [f"| {_md(r)} | {n:,} |"
+                  for r, n in sorted(reasons.items(), key=lambda x: (-x[1], x[0]))]
+    return "\n".join(lines) + "\n"
+
+
+def write_card(out_dir: Path | str, provenance: Mapping[str, Any],
+               report: Mapping[str, Any]) -> Path:
+    """Write `<out_dir>/dataset/README.md`, the dataset card; return its path."""
+    path = Path(out_dir) / "dataset" / "README.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(card_markdown(provenance, report), encoding="utf-8")
+    return path

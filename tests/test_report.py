@@ -1,0 +1,418 @@
+"""The quality report: agreement metrics on textbook data, figures per task type on hand-built
+objects, report.json / report.html / dataset card."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from runner.collect.agreement import (
+    FleissKappa,
+    box_iou,
+    fleiss_kappa,
+    fleiss_kappa_table,
+    krippendorff_alpha_nominal,
+    matched_iou,
+    mean_pairwise_iou,
+    mean_pairwise_span_f1,
+    per_label_agreement,
+    set_jaccard,
+    span_f1,
+)
+from runner.collect.records import Box, LabeledObject, Span, Status, WorkerAnswer
+from runner.collect.report import DISPUTED_MAX, build_report, write_card, write_report
+from runner.schema import TaskType
+from runner.service.consolidate import _iou
+
+ROOT = Path(__file__).resolve().parent.parent
+approx = pytest.approx
+
+# --- textbook data -------------------------------------------------------------------------------
+
+# Krippendorff (2011), "Computing Krippendorff's Alpha-Reliability", section C: four observers,
+# twelve units, values 1-5, missing data (None). Published: alpha_nominal = 0.743.
+KRIPPENDORFF_2011 = [
+    [1, 2, 3, 3, 2, 1, 4, 1, 2, None, None, None],
+    [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, None, 3],
+    [None, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, None],
+    [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, None],
+]
+# Wikipedia's "Krippendorff's alpha" computational example (three coders, fifteen units),
+# nominal alpha = 0.691 (fast-krippendorff's tests pin 0.691358).
+WIKIPEDIA_ALPHA = [
+    [None, None, None, None, None, 3, 4, 1, 2, 1, 1, 3, 3, None, 3],
+    [1, None, 2, 1, 3, 3, 4, 3, None, None, None, None, None, None, None],
+    [None, None, 2, 1, 3, 4, 4, None, 2, 1, 1, 3, 3, None, 4],
+]
+# Wikipedia's "Fleiss' kappa" worked example: 10 subjects x 5 categories, 14 raters each;
+# P-bar = 0.378, P_e = 0.213, kappa = 0.210.
+FLEISS_WIKIPEDIA = [
+    [0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
+    [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7],
+]
+
+
+def units(coders: list[list[int | None]]) -> list[list[int]]:
+    """Observer-by-unit rows -> one list of values per unit, missing values dropped."""
+    return [[v for v in column if v is not None] for column in zip(*coders, strict=True)]
+
+
+def brute_force_alpha(values_per_unit: list[list[object]]) -> float:
+    """Nominal alpha straight from Krippendorff's coincidence matrix (the reference to compare)."""
+    o: dict[tuple[object, object], float] = {}
+    for unit in values_per_unit:
+        m = len(unit)
+        if m < 2:
+            continue
+        for i, c in enumerate(unit):
+            for j, k in enumerate(unit):
+                if i != j:
+                    o[c, k] = o.get((c, k), 0.0) + 1 / (m - 1)
+    n_c: dict[object, float] = {}
+    for (c, _), v in o.items():
+        n_c[c] = n_c.get(c, 0.0) + v
+    n = sum(n_c.values())
+    d_o = sum(v for (c, k), v in o.items() if c != k)
+    d_e = sum(n_c[c] * n_c[k] for c in n_c for k in n_c if c != k) / (n - 1)
+    return 1 - d_o / d_e
+
+
+def test_alpha_matches_krippendorff_2011_nominal_example():
+    assert round(krippendorff_alpha_nominal(units(KRIPPENDORFF_2011)), 3) == 0.743
+    assert krippendorff_alpha_nominal(units(KRIPPENDORFF_2011)) == approx(
+        brute_force_alpha(units(KRIPPENDORFF_2011)))
+
+
+def test_alpha_matches_wikipedia_example():
+    assert round(krippendorff_alpha_nominal(units(WIKIPEDIA_ALPHA)), 6) == 0.691358
+
+
+def test_alpha_on_strings_and_random_data_matches_the_coincidence_matrix():
+    # fast-krippendorff's string example: 0.722222.
+    data = [["pos", "neg", "neu", None], ["pos", "neg", "neu", "pos"], ["pos", "neg", "pos", "pos"]]
+    assert round(krippendorff_alpha_nominal(units(data)), 6) == 0.722222
+    rnd = random.Random(7)
+    for _ in range(20):
+        sample = [[rnd.choice("abcd") for _ in range(rnd.randint(0, 5))] for _ in range(30)]
+        if krippendorff_alpha_nominal(sample) is not None:
+            assert krippendorff_alpha_nominal(sample) == approx(brute_force_alpha(sample))
+
+
+def test_alpha_is_none_when_undefined():
+    assert krippendorff_alpha_nominal([]) is None
+    assert krippendorff_alpha_nominal([["a"], ["b"]]) is None  # nothing pairable
+    assert krippendorff_alpha_nominal([["a", "a"], ["a", "a", "a"]]) is None  # no variation
+    assert krippendorff_alpha_nominal([["a", "a"], ["b", "b"]]) == 1.0
+
+
+def test_fleiss_kappa_matches_wikipedia_worked_example():
+    assert round(fleiss_kappa_table(FLEISS_WIKIPEDIA), 3) == 0.210
+    raw = [[c for c, n in enumerate(row) for _ in range(n)] for row in FLEISS_WIKIPEDIA]
+    assert fleiss_kappa(raw, range(5)) == approx(0.20993070442195522)
+
+
+def test_fleiss_kappa_uses_the_most_common_rater_count():
+    mixed = [["a", "a", "b"], ["b", "b", "b"], ["a", "b", "c"], ["c", "c"], ["x"]]
+    acc = FleissKappa()
+    for unit in mixed:
+        acc.add(unit)
+    assert (acc.raters, acc.units, acc.skipped) == (3, 3, 1)  # ["x"] is not pairable at all
+    assert fleiss_kappa(mixed, ["a", "b", "c"]) == approx(1 / 46)
+    assert fleiss_kappa([["a", "a"], ["b", "b", "b"]]) is None  # tie -> 3 raters, one category
+    assert fleiss_kappa([["a"]]) is None
+
+
+def test_box_iou_matches_consolidation_and_matching_is_greedy():
+    rnd = random.Random(3)
+    for _ in range(200):
+        a, b = ([rnd.uniform(0, 50) for _ in range(4)] for _ in range(2))
+        assert box_iou(a, b) == approx(_iou(a, b))
+    assert box_iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0
+    # C overlaps A (IoU 9/11) better than B (IoU 3/17): A-C matched, B unmatched counts 0.
+    a = [("car", 0, 0, 10, 10), ("car", 8, 0, 10, 10)]
+    c = [("car", 1, 0, 10, 10)]
+    assert matched_iou(a, c) == approx((9 / 11) / 2)
+    assert matched_iou([("car", 0, 0, 10, 10)], [("bus", 0, 0, 10, 10)]) == 0.0  # labels differ
+    assert matched_iou([], []) == 1.0
+    assert mean_pairwise_iou([[("car", 0, 0, 10, 10)]]) is None
+
+
+def test_span_f1_is_exact_match():
+    assert span_f1([("PER", 0, 3)], [("PER", 0, 3)]) == 1.0
+    assert span_f1([("PER", 0, 3)], [("PER", 0, 4)]) == 0.0
+    assert span_f1([("PER", 0, 3), ("LOC", 5, 9)], [("PER", 0, 3)]) == approx(2 / 3)
+    assert span_f1([], []) == 1.0
+    assert mean_pairwise_span_f1([[("A", 0, 1)], [("A", 0, 1)], []]) == approx(1 / 3)
+    assert set_jaccard({"a", "b"}, {"a"}) == 0.5
+
+
+def test_per_label_agreement():
+    got = per_label_agreement([["pos", "pos", "neg"], ["neg", "neg", "neg"], ["pos", "neu", "neg"],
+                               ["neu", "neu"]], ["pos", "neg", "neu", "unused"])
+    assert got == {"pos": approx(1 / 5), "neg": approx(3 / 7), "neu": approx(1 / 3), "unused": None}
+    multi = per_label_agreement([[{"a", "b"}, {"a"}, set()], [{"c"}, {"c"}]], ["a", "b", "c"])
+    assert multi == {"a": approx(1 / 3), "b": 0.0, "c": 1.0}
+
+
+def test_agreement_module_imports_only_the_stdlib():
+    code = ("import sys, runner.collect.agreement; "
+            "print(','.join(m for m in ('omegaconf', 'runner.schema', 'hydra', 'boto3') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         check=True)
+    assert out.stdout.strip() == ""
+
+
+# --- build_report on hand-built objects ---------------------------------------------------------
+
+EVIL = "<script>alert('x')</script> & \"quoted\""
+
+
+def obj(line: int, task: TaskType, status: Status = Status.labeled, *, answers=(), text=None,
+        ref=None, **fields) -> LabeledObject:
+    inputs = {"source": text} if text is not None else {"source-ref": ref or f"s3://b/{line}.png"}
+    return LabeledObject(line_no=line, object_id=f"obj-{line}", inputs=inputs, attribute="attr",
+                         task_type=task, status=status, answers=tuple(answers), **fields)
+
+
+def cls(worker: str, label: str, seconds: float | None = None) -> WorkerAnswer:
+    return WorkerAnswer(worker, {"crowd-classifier": {"label": label}}, seconds)
+
+
+def classification_objects() -> list[LabeledObject]:
+    t = TaskType.text_classification
+    return [
+        obj(1, t, text=EVIL, label="pos",
+            answers=[cls("a", "pos", 10), cls("b", "pos", 20), cls("c", "neg", 30)]),
+        obj(2, t, text="two", label="neg",
+            answers=[cls("a", "neg", 12), cls("b", "neg", 14), cls("c", "neg", 16)]),
+        obj(3, t, text="three", label="pos",
+            answers=[cls("a", "pos", 5), cls("b", "neu", 5), cls("c", "neg", 5)]),
+        obj(4, t, Status.failed, text="four", failure_reason="ClientError: Annotation tasks expired."),
+        obj(5, t, Status.failed, text="five"),
+        obj(6, t, Status.unlabeled, text="six"),
+        obj(7, t, text="seven", label="neu", answers=[cls("a", "neu"), cls("b", "neu", 9)]),
+        obj(8, t, text="eight", label="pos",
+            answers=[WorkerAnswer("a", {"something-else": {"x": 1}}, 4), cls("b", "pos", 7)]),
+    ]
+
+
+def test_classification_report():
+    report = build_report(iter(classification_objects()), task_type="text_classification",
+                          labels=["pos", "neg", "neu"], dataset="tweets")
+    assert report["task_type"] == "text_classification" and report["dataset"] == "tweets"
+    assert report["counts"] == {
+        "objects": 8, "labeled": 5, "failed": 2, "unlabeled": 1,
+        "failed_reasons": {"ClientError: Annotation tasks expired.": 1, "unknown": 1},
+        "answers": 13, "unreadable_answers": 1,
+        "answers_per_object": {"0": 3, "2": 2, "3": 3},
+    }
+    assert report["label_distribution"] == {"unit": "objects",
+                                            "counts": {"pos": 3, "neg": 1, "neu": 1}}
+    agreement = report["agreement"]
+    assert agreement["measure"] == "pairwise agreement"
+    assert agreement["objects"] == 4  # objects 1, 2, 3, 7; object 8 has one readable answer
+    assert agreement["mean"] == approx((1 / 3 + 1 + 0 + 1) / 4, abs=1e-4)
+    # n = 11 pairable values (pos 3, neg 5, neu 3), observed disagreement 2 + 3 = 5:
+    # alpha = 1 - 10 * 5 / (121 - 43).
+    assert agreement["krippendorff_alpha"] == approx(1 - 50 / 78, abs=1e-4)
+    assert agreement["krippendorff_alpha"] == approx(
+        brute_force_alpha([["pos", "pos", "neg"], ["neg"] * 3, ["pos", "neu", "neg"], ["neu"] * 2]),
+        abs=1e-4)
+    # Three-rater objects only: P-bar = 4/9, P_e = 35/81 -> kappa = 1/46; object 7 skipped.
+    assert agreement["fleiss_kappa"] == {"value": approx(1 / 46, abs=1e-4), "raters": 3,
+                                         "objects": 3, "skipped": 1}
+    assert agreement["per_label"] == {"pos": {"agreement": 0.2, "pairs": 5},
+                                      "neg": {"agreement": approx(3 / 7, abs=1e-4), "pairs": 7},
+                                      "neu": {"agreement": approx(1 / 3, abs=1e-4), "pairs": 3}}
+    workers = report["workers"]
+    assert workers["count"] == 3
+    assert workers["median_seconds"] == 9.5  # 4 5 5 5 7 9 | 10 12 14 16 20 30
+    assert workers["by_worker"] == {
+        "a": {"tasks": 5, "median_seconds": 7.5, "pairs": 7, "agreement": approx(4 / 7, abs=1e-4)},
+        "b": {"tasks": 5, "median_seconds": 9.0, "pairs": 7, "agreement": approx(4 / 7, abs=1e-4)},
+        "c": {"tasks": 3, "median_seconds": 16.0, "pairs": 6, "agreement": approx(1 / 3, abs=1e-4)},
+    }
+    disputed = report["disputed"]
+    assert [(d["object_id"], d["agreement"]) for d in disputed] == [("obj-3", 0.0),
+                                                                     ("obj-1", approx(0.3333))]
+    assert disputed[1] == {
+        "object_id": "obj-1", "line_no": 1, "status": "labeled", "agreement": 0.3333, "item": EVIL,
+        "consolidated": "pos",
+        "answers": [{"worker_id": "a", "answer": "pos", "seconds": 10.0},
+                    {"worker_id": "b", "answer": "pos", "seconds": 20.0},
+                    {"worker_id": "c", "answer": "neg", "seconds": 30.0}]}
+
+
+def test_disputed_list_keeps_the_lowest_twenty_in_order():
+    t = TaskType.text_classification
+    rnd = random.Random(11)
+    objects, scores = [], {}
+    for line in range(1, 101):
+        labels = [rnd.choice("xyz") for _ in range(3)]
+        objects.append(obj(line, t, text=str(line), label=labels[0],
+                           answers=[cls(f"w{i}", x) for i, x in enumerate(labels)]))
+        pairs = [labels[0] == labels[1], labels[0] == labels[2], labels[1] == labels[2]]
+        scores[line] = sum(pairs) / 3
+    report = build_report(objects, task_type=t, labels=["x", "y", "z"], dataset="d")
+    expected = sorted((s, line) for line, s in scores.items() if s < 1)[:DISPUTED_MAX]
+    assert [(d["agreement"], d["line_no"]) for d in report["disputed"]] == [
+        (round(s, 4), line) for s, line in expected]
+
+
+def test_multilabel_report():
+    t = TaskType.text_multilabel
+
+    def ml(worker, *labels):
+        return WorkerAnswer(worker, {"crowd-classifier-multi-select": {"labels": list(labels)}})
+
+    objects = [
+        obj(1, t, text="one", labels=("a", "b"),
+            answers=[ml("w1", "a", "b"), ml("w2", "a"), WorkerAnswer("w3", {})]),
+        obj(2, t, text="two", labels=("c",), answers=[ml("w1", "c"), ml("w2", "c")]),
+        obj(3, t, Status.failed, text="three", failure_reason="no answers"),
+    ]
+    report = build_report(objects, task_type=t, labels=["a", "b", "c"], dataset="topics")
+    assert report["counts"]["objects"] == 3 and report["counts"]["failed"] == 1
+    assert report["label_distribution"]["counts"] == {"a": 1, "b": 1, "c": 1}
+    agreement = report["agreement"]
+    assert agreement["measure"] == "mean pairwise Jaccard"
+    assert agreement["mean"] == approx((1 / 6 + 1) / 2, abs=1e-4)
+    # yes/no units per (object, label): T 5, F 10, observed disagreement 4 -> 1 - 14 * 4 / 100.
+    assert agreement["krippendorff_alpha"] == approx(0.44, abs=1e-4)
+    assert "fleiss_kappa" not in agreement
+    assert agreement["per_label"] == {"a": {"agreement": approx(1 / 3, abs=1e-4), "pairs": 3},
+                                      "b": {"agreement": 0.0, "pairs": 2},
+                                      "c": {"agreement": 1.0, "pairs": 1}}
+    assert report["disputed"][0]["answers"][2] == {"worker_id": "w3", "answer": [],
+                                                   "seconds": None}
+
+
+def test_bounding_box_report():
+    t = TaskType.bounding_box
+
+    def bb(worker, *boxes):
+        return WorkerAnswer(worker, {"boundingBox": {
+            "boundingBoxes": [{"label": b[0], "left": b[1], "top": b[2], "width": b[3],
+                               "height": b[4]} for b in boxes],
+            "inputImageProperties": {"width": 100, "height": 80}}}, 30)
+
+    objects = [
+        obj(1, t, boxes=(Box("car", 2, 0, 10, 10), Box("person", 50, 50, 10, 10)),
+            image_size=(100, 80, 3),
+            answers=[bb("w1", ("car", 0, 0, 10, 10)), bb("w2", ("car", 5, 0, 10, 10)),
+                     bb("w3", ("car", 0, 0, 10, 10), ("person", 50, 50, 10, 10))]),
+        obj(2, t, answers=[bb("w1"), bb("w2")]),  # both drew nothing: they agree
+        obj(3, t, Status.failed, failure_reason="ClientError: Annotation tasks expired."),
+    ]
+    report = build_report(objects, task_type=t, labels=["car", "person"], dataset="streets")
+    assert report["counts"]["labeled"] == 2 and report["counts"]["failed"] == 1
+    assert report["label_distribution"] == {"unit": "boxes", "counts": {"car": 1, "person": 1}}
+    agreement = report["agreement"]
+    # Object 1: w1-w2 1/3, w1-w3 (1 + 0) / 2, w2-w3 (1/3 + 0) / 2 -> mean 1/3; object 2: 1.
+    assert agreement["mean_iou"] == agreement["mean"] == approx((1 / 3 + 1) / 2, abs=1e-4)
+    assert agreement["objects"] == 2
+    assert agreement["per_label"] == {"car": {"agreement": approx(5 / 9, abs=1e-4), "pairs": 3},
+                                      "person": {"agreement": 0.0, "pairs": 2}}
+    [entry] = report["disputed"]
+    assert entry["object_id"] == "obj-1" and entry["agreement"] == approx(1 / 3, abs=1e-4)
+    assert entry["image_size"] == [100, 80] and entry["item"] == "s3://b/1.png"
+    assert entry["answers"][1]["answer"] == [{"label": "car", "left": 5.0, "top": 0.0,
+                                              "width": 10.0, "height": 10.0}]
+    assert entry["consolidated"][1]["label"] == "person"
+
+
+def test_named_entity_report():
+    t = TaskType.named_entity
+    text = "Ann met Bob in Paris"
+
+    def ner(worker, *spans):
+        return WorkerAnswer(worker, {"crowd-entity-annotation": {"entities": [
+            {"label": s[0], "startOffset": s[1], "endOffset": s[2]} for s in spans]}}, 40)
+
+    objects = [
+        obj(1, t, text=text, entities=(Span("PER", 0, 3), Span("PER", 8, 11), Span("LOC", 15, 20)),
+            answers=[ner("w1", ("PER", 0, 3), ("PER", 8, 11), ("LOC", 15, 20)),
+                     ner("w2", ("PER", 0, 3), ("PER", 8, 11)),
+                     ner("w3", ("PER", 0, 3), ("ORG", 8, 11), ("LOC", 15, 20))]),
+        obj(2, t, Status.unlabeled, text="nothing here"),
+    ]
+    report = build_report(objects, task_type=t, labels=["PER", "ORG", "LOC"], dataset="news")
+    assert report["counts"]["unlabeled"] == 1
+    assert report["label_distribution"]["counts"] == {"PER": 2, "ORG": 0, "LOC": 1}
+    agreement = report["agreement"]
+    assert agreement["span_f1"] == approx((0.8 + 2 / 3 + 0.4) / 3, abs=1e-4)
+    assert agreement["per_label"] == {"PER": {"agreement": approx(7 / 9, abs=1e-4), "pairs": 3},
+                                      "ORG": {"agreement": 0.0, "pairs": 2},
+                                      "LOC": {"agreement": approx(1 / 3, abs=1e-4), "pairs": 3}}
+    [entry] = report["disputed"]
+    assert entry["answers"][2]["answer"][1] == {"label": "ORG", "start": 8, "end": 11,
+                                                "text": "Bob"}
+    assert report["workers"]["median_seconds"] == 40.0
+
+
+def test_custom_task_has_counts_and_workers_only():
+    t = TaskType.custom
+    objects = [obj(1, t, answers=[WorkerAnswer("w1", {"anything": 1}, 3.0)]),
+               obj(2, t, Status.failed, failure_reason="x")]
+    report = build_report(objects, task_type=t, labels=[], dataset="c")
+    assert report["counts"]["objects"] == 2 and report["counts"]["failed_reasons"] == {"x": 1}
+    assert report["agreement"] == {"measure": None, "objects": 0, "mean": None, "per_label": {}}
+    assert report["workers"]["by_worker"]["w1"]["tasks"] == 1
+    assert report["disputed"] == []
+
+
+# --- report.json, report.html, dataset card ----------------------------------------------------
+
+
+@pytest.fixture
+def report():
+    return build_report(classification_objects(), task_type=TaskType.text_classification,
+                        labels=["pos", "neg", "neu", "<b>bold</b>"],
+                        dataset="<img src=x onerror=alert(1)>")
+
+
+def test_report_json_round_trips_with_sorted_keys(report, tmp_path):
+    json_path, _ = write_report(report, tmp_path / "out")
+    text = json_path.read_text(encoding="utf-8")
+    assert json.loads(text) == report
+    assert text == json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def test_report_html_escapes_task_data_and_is_self_contained(report, tmp_path):
+    _, html_path = write_report(report, tmp_path)
+    page = html_path.read_text(encoding="utf-8")
+    assert "<script" not in page and "<img" not in page and "<b>bold" not in page
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &quot;quoted&quot;" in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "&lt;b&gt;bold&lt;/b&gt;" in page
+    assert re.findall(r"<[^>]*\b(?:src|href)\s*=", page) == []  # no external assets
+    assert page.count("<svg") >= 2  # label distribution and per-label agreement charts
+    for figure in ("Krippendorff", "Fleiss", "Most disputed", "ClientError: Annotation tasks"):
+        assert figure in page
+
+
+def test_card_mentions_every_provenance_key(report, tmp_path):
+    provenance = {"run_dir": "outputs/2026-01-01/12-00-00", "job_name": "tweets-20260101",
+                  "config_hash": "3f2a9c", "source_fingerprint": "sha256:abc|def",
+                  "workforce": "private", "workers_per_object": 3, "usd_per_task": "0.036",
+                  "created": "2026-01-01T12:00:00Z", "labels": ["pos", "neg"]}
+    path = write_card(tmp_path, provenance, report)
+    assert path == tmp_path / "dataset" / "README.md"
+    card = path.read_text(encoding="utf-8")
+    for key in provenance:
+        assert f"| {key} |" in card
+    assert "sha256:abc\\|def" in card  # a pipe would split the table cell
+    assert '["pos", "neg"]' in card
+    assert "<img" not in card and "<b>" not in card
+    front = yaml.safe_load(card.split("---\n")[1])
+    assert front["pretty_name"] == report["dataset"]  # escaped as \u003c, read back as "<"
+    assert "| Objects | 8 |" in card and "| Failed | 2 |" in card
+    assert "Krippendorff" in card and "Fleiss" in card
