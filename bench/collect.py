@@ -210,25 +210,23 @@ def run_gtrun(kind: str, manifest: Path, out: Path, fast_json: bool = False) -> 
     sch = schema(kind)
     names = sch.names
     columns: dict[str, list[Any]] = {n: [] for n in names}
+    appends = [(n, columns[n].append) for n in names]
     count = 0
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "records.jsonl", "wb") as jsonl, \
+    with open(out / "records.jsonl", "wb", buffering=1 << 20) as jsonl, \
             pq.ParquetWriter(out / "records.parquet", sch) as parquet:
-        lines: list[bytes] = []
+        write = jsonl.write
         for obj in parser.read(manifest):
             rec = flat_record(obj)
-            lines.append(dumps(rec))
-            for n in names:
-                columns[n].append(rec[n])
+            write(dumps(rec) + b"\n")
+            for n, append in appends:
+                append(rec[n])
             count += 1
-            if len(lines) == BATCH:
-                jsonl.write(b"\n".join(lines) + b"\n")
+            if count % BATCH == 0:
                 parquet.write_batch(pa.RecordBatch.from_pydict(columns, schema=sch))
-                lines.clear()
                 for n in names:
                     columns[n].clear()
-        if lines:
-            jsonl.write(b"\n".join(lines) + b"\n")
+        if count % BATCH:
             parquet.write_batch(pa.RecordBatch.from_pydict(columns, schema=sch))
     if parser.stats.labeled != count or parser.stats.skipped_count:
         raise RuntimeError(f"parse stats {parser.stats.summary()} for {count} records")
@@ -268,12 +266,14 @@ def child(method: str, kind: str, manifest: str, out: str) -> None:
     sys.path.insert(0, str(REPO))
     import pyarrow.parquet  # noqa: F401
 
-    if method == "pandas":
-        import pandas  # noqa: F401
-    elif method == "duckdb":
+    if method == "duckdb":
         import duckdb  # noqa: F401
     else:
+        import pandas  # noqa: F401  (pyarrow imports it at its first conversion from Python lists)
+    if method.startswith("gtrun"):
         import runner.collect.parse  # noqa: F401
+    if method == "gtrun_orjson":
+        import orjson  # noqa: F401
     before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     objects = RUNNERS[method](kind, Path(manifest), Path(out))

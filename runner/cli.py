@@ -25,7 +25,7 @@ from rich.table import Table
 
 from runner import __version__
 from runner.config import CONF_DIR, setup, to_settings
-from runner.errors import GtrunError, RecordError
+from runner.errors import ConfigError, GtrunError, RecordError
 from runner.io.backends import backend_for
 from runner.service.server import DEFAULT_PORT, Service
 from runner.service.store import TERMINAL
@@ -52,6 +52,7 @@ verbs:
   stop       stop a run's labeling job
   jobs       the backend's recent labeling jobs, with their runs
   workteams  the account's workteams (to fill workteam.arn)
+  collect    a finished job's output -> dataset/ (transforms), report.html, a README card
 
 `gtrun run --help` lists the config groups; `gtrun <verb> --help` explains each verb.
 Hydra overrides work as usual: key=value, group=option, +key=value, ~key, -m, --cfg job, --config-dir DIR.
@@ -420,6 +421,90 @@ def workteams(args: list[str]) -> int:
     return 0
 
 
+def transforms_settings(base: Any, overrides: list[str]) -> Any:
+    """The transforms group with collect's overrides: `transforms=a,b` picks options, `transforms.k=v` sets keys."""
+    from runner.schema import TransformsConfig
+
+    cfg = OmegaConf.structured(TransformsConfig)
+    cfg = OmegaConf.merge(cfg, OmegaConf.structured(base)) if base is not None else cfg
+    dotlist = []
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if key == "transforms":
+            names = [n.strip() for n in value.strip("[]").split(",") if n.strip()]
+            steps: dict[str, Any] = {}
+            for name in names:
+                path = CONF_DIR / "transforms" / f"{name}.yaml"
+                if not path.is_file():
+                    raise ConfigError("transforms", f"no transform {name!r}", "bundled: " + ", ".join(
+                        sorted(p.stem for p in (CONF_DIR / "transforms").glob("*.yaml"))))
+                steps.update(OmegaConf.to_container(OmegaConf.load(path)).get("steps") or {})
+            cfg.steps = steps
+        elif key.startswith("transforms."):
+            dotlist.append(o.removeprefix("transforms."))
+        else:
+            raise ConfigError(key, "collect takes only transforms=... and transforms.<key>=... overrides")
+    try:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotlist))
+        return OmegaConf.to_object(cfg)
+    except Exception as exc:  # noqa: BLE001 - OmegaConf's validation errors, named by key
+        raise ConfigError(f"transforms.{getattr(exc, 'full_key', '') or ''}".rstrip("."),
+                          str(exc).splitlines()[0]) from None
+
+
+def collect_cmd(args: list[str]) -> int:
+    from runner.collect import collect as c
+    from runner.schema import TaskType
+
+    parser = argparse.ArgumentParser(
+        prog="gtrun collect", description="Fetch a finished job's output, apply the run's transforms and "
+        "write dataset/ in the run directory, with report.html, report.json and a README card. A sweep "
+        "directory merges every member into one dataset; --manifest collects output of jobs gtrun did "
+        "not launch.")
+    parser.add_argument("target", nargs="?", help="a run directory or a sweep directory")
+    parser.add_argument("--manifest", help="an output manifest (path or s3:// URI) of any Ground Truth job")
+    parser.add_argument("--task-type", choices=[t.value for t in TaskType])
+    parser.add_argument("--label-attribute")
+    parser.add_argument("--labels", help="comma-separated label names, in the label config's order")
+    parser.add_argument("--out", help="where to write the dataset (with --manifest)")
+    ns, overrides = parser.parse_known_args(args)
+    try:
+        if ns.manifest:
+            if not (ns.task_type and ns.label_attribute and ns.out):
+                return fail("--manifest needs --task-type, --label-attribute and --out")
+            ext = c.Output(name=Path(ns.out).name, manifest_uri=ns.manifest, storage=None,
+                           task_type=TaskType(ns.task_type), attribute=ns.label_attribute,
+                           labels=[x for x in (ns.labels or "").split(",") if x],
+                           provenance={"output_manifest": ns.manifest, "label_attribute": ns.label_attribute})
+            settings = transforms_settings(None, overrides or ["transforms=table,jsonl"])
+            result = c.collect([ext], Path(ns.out), settings, dataset=ext.name, provenance=ext.provenance)
+            where = Path(ns.out)
+        elif ns.target:
+            target = Path(ns.target)
+            members = [target] if (target / "request.json").is_file() else c.sweep_members(target)
+            outputs = [c.from_run(m) for m in members]
+            from runner.record import Run
+
+            base = Run.at(members[0]).settings().transforms
+            settings = transforms_settings(base, overrides)
+            dataset = outputs[0].name if len(outputs) == 1 else target.name
+            where = target / "dataset"
+            result = c.collect(outputs, where, settings, dataset=dataset,
+                               provenance=c.merged_provenance(outputs))
+        else:
+            return fail("collect needs a run or sweep directory, or --manifest")
+    except GtrunError as exc:
+        return fail(str(exc))
+    counts = result["report"]["counts"]
+    out.print(f"[bold green]collected[/bold green] {counts['objects']:,} objects ({counts['labeled']:,} labeled, "
+              f"{counts['failed']:,} failed, {counts['unlabeled']:,} unlabeled) into {where}")
+    for name, files in result["written"].items():
+        split = ", ".join(f"{k} {v}" for k, v in files.counts.items())
+        out.print(f"  {name}: {split}")
+    out.print(f"  report: {where / 'report.html'}")
+    return 0
+
+
 def wait_for(service: Any, name: str, interval: float) -> dict[str, Any]:
     """Poll DescribeLabelingJob until the job ends, showing its label counters."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -495,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
         return status(rest)
     if verb == "preview":
         return preview(rest)
-    verbs = {"stop": stop, "jobs": jobs, "workteams": workteams}
+    verbs = {"stop": stop, "jobs": jobs, "workteams": workteams, "collect": collect_cmd}
     if verb in verbs:
         return verbs[verb](rest)
     return fail(f"unknown verb {verb!r}\n\n{USAGE}")

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -75,8 +75,7 @@ def label_attributes(line: Mapping[str, Any]) -> list[str]:
     ['a', 'b']
     """
     return [key[:-9] for key, value in line.items()
-            if key.endswith(METADATA) and len(key) > 9 and type(value) is dict
-            and not GT_METADATA_KEYS.isdisjoint(value)]
+            if key.endswith(METADATA) and len(key) > 9 and _is_label_metadata(value)]
 
 
 def task_type_of(output_type: Any) -> TaskType:
@@ -151,55 +150,147 @@ def parse_line(line: Mapping[str, Any], *, line_no: int, attribute: str,
 
 def _parse(line: Mapping[str, Any], line_no: int, attribute: str, task_type: TaskType | None,
            labels: tuple[str, ...] | None, answers: tuple[WorkerAnswer, ...],
-           object_id: str | None, index: str) -> LabeledObject:
+           object_id: str | None, index: str,
+           layouts: dict[tuple[str, ...], _Layout] | None = None) -> LabeledObject:
     """parse_line's work; `index` is the object id when neither `object_id` nor the metadata
-    gives one."""
+    gives one; `layouts` caches the key layouts of the lines seen (see `_input_keys`)."""
     meta_key = attribute + METADATA
     meta = line.get(meta_key)
-    drop = {attribute, meta_key}
-    for key, value in line.items():
-        if key.endswith(METADATA) and type(value) is dict and not GT_METADATA_KEYS.isdisjoint(value):
-            drop.add(key)
-            drop.add(key[:-9])
-    inputs = {k: v for k, v in line.items() if k not in drop}
+    values = _DEFAULTS.copy()
+    for name, factory in _FACTORIES:
+        values[name] = factory()
+    values["line_no"] = line_no
     if object_id is None:
-        object_id = _response_id(meta) or index
+        object_id = _response_id(meta) if type(meta) is dict and "worker-response-ref" in meta \
+            else index
+    values["object_id"] = object_id or index
+    values["inputs"] = {k: line[k] for k in _input_keys(line, attribute, layouts)}
+    values["attribute"] = attribute
+    values["answers"] = answers
     if meta is None:
         if attribute in line:
             raise _Malformed(f"{attribute}: a label value without {meta_key}")
         if task_type is None:
             raise _Malformed(f"no {attribute!r} label: cannot tell the task type of an unlabeled "
                              "line (pass the task type)")
-        return LabeledObject(line_no=line_no, object_id=object_id, inputs=inputs,
-                             attribute=attribute, task_type=task_type, status=Status.unlabeled,
-                             answers=answers)
+        values["task_type"] = task_type
+        values["status"] = Status.unlabeled
+        return _new_record(values)
     if type(meta) is not dict:
         raise _Malformed(f"{meta_key} is not an object: {meta!r}")
     kind = meta.get("type")
     if kind is not None:
-        found = _task_type(kind)
+        found = (type(kind) is str and TASK_TYPES.get(kind)) or _task_type(kind)
         if task_type is not None and found is not task_type:
             raise _Malformed(f"{meta_key}: type {kind!r} is not a {task_type.value} task")
         task_type = found
     job = meta.get("job-name", meta.get("job_name"))
-    job_name = job.removeprefix(JOB_PREFIX) if type(job) is str else None
+    values["job_name"] = job.removeprefix(JOB_PREFIX) if type(job) is str else None
+    values["metadata"] = meta
     if "failure-reason" in meta:
         if task_type is None:
             raise _Malformed(f"{meta_key} of a failed object has no type: cannot tell the task "
                              "type (pass the task type)")
-        return LabeledObject(line_no=line_no, object_id=object_id, inputs=inputs,
-                             attribute=attribute, task_type=task_type, status=Status.failed,
-                             answers=answers, metadata=meta,
-                             failure_reason=str(meta["failure-reason"]), job_name=job_name)
+        values["task_type"] = task_type
+        values["status"] = Status.failed
+        values["failure_reason"] = str(meta["failure-reason"])
+        return _new_record(values)
     if task_type is None:
         raise _Malformed(f"{meta_key} has no type (pass the task type)")
     value = line.get(attribute, _MISSING)
     if value is _MISSING:
         raise _Malformed(f"no {attribute!r} label value, and {meta_key} has no failure-reason")
-    parsed = _VALUE_PARSERS[task_type](value, meta, labels, answers)
-    return LabeledObject(line_no=line_no, object_id=object_id, inputs=inputs, attribute=attribute,
-                         task_type=task_type, status=Status.labeled, metadata=meta,
-                         job_name=job_name, **parsed)
+    values["task_type"] = task_type
+    values["status"] = Status.labeled
+    values.update(_VALUE_PARSERS[task_type](value, meta, labels, answers))
+    return _new_record(values)
+
+
+# A line's layout: (keys ending in -metadata, whether each is a label attribute's metadata, the
+# input keys). Lines of one manifest share a few layouts, so the Parser caches them by key tuple
+# and only re-checks, per line, which -metadata values look like Ground Truth's.
+_Layout = tuple[tuple[str, ...], tuple[bool, ...], tuple[str, ...]]
+MAX_LAYOUTS = 1024
+
+
+def _is_label_metadata(value: Any) -> bool:
+    return type(value) is dict and not GT_METADATA_KEYS.isdisjoint(value)
+
+
+def _layout(line: Mapping[str, Any], keys: tuple[str, ...], attribute: str) -> _Layout:
+    candidates = tuple(k for k in keys if k.endswith(METADATA) and len(k) > 9)
+    flags = tuple(_is_label_metadata(line[k]) for k in candidates)
+    drop = {attribute, attribute + METADATA}
+    for key, flag in zip(candidates, flags):
+        if flag:
+            drop.update((key, key[:-9]))
+    return candidates, flags, tuple(k for k in keys if k not in drop)
+
+
+def _input_keys(line: Mapping[str, Any], attribute: str,
+                layouts: dict[tuple[str, ...], _Layout] | None) -> tuple[str, ...]:
+    """The keys of `line` that are inputs: not a label attribute nor its metadata."""
+    keys = tuple(line)
+    layout = layouts.get(keys) if layouts is not None else None
+    if layout is None:
+        layout = _layout(line, keys, attribute)
+        if layouts is not None:
+            if len(layouts) >= MAX_LAYOUTS:
+                layouts.clear()
+            layouts[keys] = layout
+        return layout[2]
+    candidates, flags, inputs = layout
+    if len(candidates) == 1:
+        same = _is_label_metadata(line[candidates[0]]) is flags[0]
+    else:
+        same = all(_is_label_metadata(line[k]) is f for k, f in zip(candidates, flags))
+    return inputs if same else _layout(line, keys, attribute)[2]
+
+
+# Building records. LabeledObject, Box and Span are frozen dataclasses: their generated __init__
+# sets every field through object.__setattr__, which was half the time of parsing a short line
+# (bench/collect.py). The hot path fills the instance's __dict__ in one go instead: same fields,
+# same defaults, same equality and repr (tests/test_parse.py pins it), and the constructor is used
+# again should the classes ever get __slots__ or a __post_init__.
+_DEFAULTS: dict[str, Any] = {}
+_FACTORIES: list[tuple[str, Callable[[], Any]]] = []
+for _f in fields(LabeledObject):
+    if _f.default is not MISSING:
+        _DEFAULTS[_f.name] = _f.default
+    elif _f.default_factory is not MISSING:
+        _FACTORIES.append((_f.name, _f.default_factory))
+DIRECT_INIT = not any("__slots__" in vars(c) or hasattr(c, "__post_init__")
+                      for c in (LabeledObject, Box, Span))
+_object_new = object.__new__
+_object_setattr = object.__setattr__
+
+
+def _new_record(values: dict[str, Any]) -> LabeledObject:
+    """LabeledObject(**values); `values` holds every field (_DEFAULTS plus fresh _FACTORIES)."""
+    if not DIRECT_INIT:
+        return LabeledObject(**values)
+    obj = _object_new(LabeledObject)
+    _object_setattr(obj, "__dict__", values)
+    return obj
+
+
+def _new_box(label: str, left: float, top: float, width: float, height: float,
+             confidence: float | None, tokens: tuple[int, ...] = ()) -> Box:
+    if not DIRECT_INIT:
+        return Box(label, left, top, width, height, confidence, tokens)
+    obj = _object_new(Box)
+    _object_setattr(obj, "__dict__", {"label": label, "left": left, "top": top, "width": width,
+                                      "height": height, "confidence": confidence, "tokens": tokens})
+    return obj
+
+
+def _new_span(label: str, start: int, end: int, confidence: float | None) -> Span:
+    if not DIRECT_INIT:
+        return Span(label, start, end, confidence)
+    obj = _object_new(Span)
+    _object_setattr(obj, "__dict__", {"label": label, "start": start, "end": end,
+                                      "confidence": confidence})
+    return obj
 
 
 # Each returns the LabeledObject fields its task type fills.
@@ -263,8 +354,8 @@ def _boxes(value: Any, meta: dict[str, Any], labels: tuple[str, ...] | None,
             confidence = None
             if i < len(objects):
                 confidence = _confidence(objects[i].get("confidence"), "confidence")
-            boxes.append(Box(name, float(box["left"]), float(box["top"]), float(box["width"]),
-                             float(box["height"]), confidence))
+            boxes.append(_new_box(name, float(box["left"]), float(box["top"]),
+                                  float(box["width"]), float(box["height"]), confidence))
         except _Malformed as exc:
             raise _Malformed(f"box {i}: {exc}") from None
         except (KeyError, TypeError, ValueError, AttributeError):
@@ -300,7 +391,7 @@ def _entities(value: Any, meta: dict[str, Any], labels: tuple[str, ...] | None,
                 from None
         if not 0 <= start < end:
             raise _Malformed(f"entity {i}: offsets [{start}, {end}) are not a span")
-        spans.append(Span(label, start, end, confidence))
+        spans.append(_new_span(label, start, end, confidence))
     return {"entities": tuple(spans), "answers": answers}
 
 
@@ -595,7 +686,8 @@ class Parser:
     def parse_lines(self, lines: Iterable[bytes | str], first_line_no: int = 1,
                     ) -> Iterator[LabeledObject]:
         """Records of manifest lines (blank lines are ignored but counted in line numbers)."""
-        stats, loads = self.stats, self.loads
+        stats, loads, labels = self.stats, self.loads, self.labels
+        layouts: dict[tuple[str, ...], _Layout] = {}
         pending: list[tuple[int, str, dict[str, Any]]] = []
         index = 0
         for line_no, raw in enumerate(lines, first_line_no):
@@ -623,22 +715,23 @@ class Parser:
                     if len(pending) > MAX_PENDING:
                         raise ManifestError(f"line {line_no}: " + self._unknown(MAX_PENDING))
                     continue
-                for held in pending:
-                    obj = self._record(*held)
+                held, pending = pending, []
+                for held_line in held:
+                    obj = self._record(*held_line, layouts)
                     if obj is not None:
                         yield obj
-                pending.clear()
-            obj = self._record(line_no, object_id, line)
+            obj = self._record(line_no, object_id, line, layouts)
             if obj is not None:
                 yield obj
         if pending:
             raise ManifestError(self._unknown(len(pending)))
 
-    def _record(self, line_no: int, object_id: str, line: dict[str, Any]) -> LabeledObject | None:
-        """The line's record, counted; None when it is malformed and skipped."""
+    def _record(self, line_no: int, object_id: str, line: dict[str, Any],
+                layouts: dict[tuple[str, ...], _Layout]) -> LabeledObject | None:
+        """The line's record, counted in stats; None when it is malformed and skipped."""
         try:
             obj = _parse(line, line_no, self.attribute,  # type: ignore[arg-type]
-                         self.task_type, self.labels, (), None, object_id)
+                         self.task_type, self.labels, (), None, object_id, layouts)
         except _Malformed as exc:
             self._bad(line_no, str(exc))
             return None

@@ -213,5 +213,15 @@ class S3Store:
             raise self._error(uri, exc, "look up") from exc
         return True
 
+    def list(self, prefix: str) -> Iterator[str]:
+        """URIs of the objects under an s3:// prefix, in key order."""
+        bucket, key = split_uri(prefix)
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+                for item in page.get("Contents", []):
+                    yield f"s3://{bucket}/{item['Key']}"
+        except AWS_ERRORS as exc:
+            raise self._error(prefix, exc, "list") from exc
+
 
 __all__ = ["S3Store", "describe", "error_code", "PART_SIZE"]

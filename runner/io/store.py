@@ -41,6 +41,7 @@ class Store(Protocol):
     def get_bytes(self, uri: str) -> bytes: ...
     def open_read(self, uri: str) -> contextlib.AbstractContextManager[IO[bytes]]: ...
     def exists(self, uri: str) -> bool: ...
+    def list(self, prefix: str) -> Iterator[str]: ...
 
 
 class LocalStore:
@@ -96,6 +97,16 @@ class LocalStore:
 
     def exists(self, uri: str) -> bool:
         return self.path(uri).is_file()
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """URIs of the objects under an s3:// prefix, in key order (temporary files left out)."""
+        bucket, key = split_uri(prefix)
+        folder = self.path(prefix if prefix.endswith("/") else prefix + "/x").parent if key else self.root / bucket
+        if not folder.is_dir():
+            return
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and not path.name.endswith(".part"):
+                yield f"s3://{bucket}/{path.relative_to(self.root / bucket).as_posix()}"
 
 
 def sha256_file(path: Path) -> str:

@@ -1,0 +1,187 @@
+"""`gtrun collect`: a finished job's output -> `dataset/` (transforms), report.html/.json and a card.
+
+Works the same on both backends (the local labeling service writes Ground Truth's layout), for a
+run directory, for every member of a sweep (merged, with provenance), and for output manifests of
+jobs gtrun did not launch.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from runner import __version__
+from runner.collect import parse, report, transforms
+from runner.collect.records import LabeledObject, WorkerAnswer
+from runner.errors import GtrunError, RecordError
+from runner.io.store import Store
+from runner.schema import TaskType, TransformsConfig
+
+TERMINAL = ("Completed", "Stopped", "Failed")
+
+
+class CollectError(GtrunError):
+    """The output cannot be collected (yet)."""
+
+
+@dataclass
+class Output:
+    """One job's output: where its manifest is, how to read it, and what it is."""
+
+    name: str  # the dataset / job name
+    manifest_uri: str
+    storage: Store | None  # None: a local path or a URI smart_open reads on its own
+    task_type: TaskType | None
+    attribute: str | None
+    labels: list[str]
+    responses_prefix: str | None = None  # <output>/<job>/annotations/worker-response/
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def open(self) -> Any:
+        if self.storage is not None:
+            return self.storage.open_read(self.manifest_uri)
+        import smart_open
+
+        return smart_open.open(self.manifest_uri, "rb")
+
+    def responses(self) -> dict[str, list[WorkerAnswer]]:
+        if self.storage is None or self.responses_prefix is None:
+            return {}
+        return parse.read_worker_responses(self.storage, self.responses_prefix)
+
+
+def from_run(run_dir: Path) -> Output:
+    """The output of a recorded run's job (it must have ended: Ground Truth writes it then)."""
+    import json
+
+    from runner.io.backends import backend_for
+    from runner.record import Run
+
+    run = Run.at(run_dir)
+    settings = run.settings()
+    try:
+        request = json.loads((run_dir / "request.json").read_text())
+    except OSError:
+        raise RecordError(f"{run_dir}: not a submitted gtrun run (request.json is missing)") from None
+    name = request["LabelingJobName"]
+    backend = backend_for(settings)
+    with backend.labeling() as service:
+        job = service.describe_labeling_job(name)
+    status = job["LabelingJobStatus"]
+    if status not in TERMINAL or "LabelingJobOutput" not in job:
+        raise CollectError(f"{name} is {status}: Ground Truth writes its output manifest when the job ends",
+                           ) if status not in TERMINAL else CollectError(f"{name} ended ({status}) with no output")
+    output_path = request["OutputConfig"]["S3OutputPath"].rstrip("/")
+    lineage = json.loads((run_dir / "lineage.json").read_text()) if (run_dir / "lineage.json").is_file() else {}
+    w, p = settings.workteam, settings.pricing
+    provenance = {
+        "run": str(run_dir), "job": name, "status": status, "backend": settings.backend.kind.value,
+        "config_sha256": lineage.get("config_sha256"), "source_files": lineage.get("source_files"),
+        "output_manifest": job["LabelingJobOutput"]["OutputDatasetS3Uri"],
+        "workforce": f"{w.kind.value} ({request['HumanTaskConfig']['WorkteamArn']})",
+        "workers_per_object": w.workers_per_object,
+        "usd_per_task": p.usd_per_task or "none (private or vendor workforce)",
+        "created": str(job.get("CreationTime")), "ended": str(job.get("LastModifiedTime")),
+        "label_attribute": request["LabelAttributeName"], "labels": list(settings.template.labels),
+        "label_schema": settings.transforms.label_schema, "gtrun_version": __version__,
+    }
+    return Output(name=name, manifest_uri=job["LabelingJobOutput"]["OutputDatasetS3Uri"],
+                  storage=backend.storage, task_type=settings.template.task_type,
+                  attribute=request["LabelAttributeName"], labels=list(settings.template.labels),
+                  responses_prefix=f"{output_path}/{name}/annotations/worker-response/", provenance=provenance)
+
+
+def sweep_members(sweep_dir: Path) -> list[Path]:
+    """The run directories of a sweep, in job order."""
+    members = sorted((p.parent for p in sweep_dir.glob("*/request.json")),
+                     key=lambda p: (int(p.name.split("_")[0]) if p.name.split("_")[0].isdigit() else 1 << 30, p.name))
+    if not members:
+        raise RecordError(f"{sweep_dir}: neither a submitted run nor a sweep of runs")
+    return members
+
+
+def objects_of(out: Output, settings: TransformsConfig, stats: parse.ParseStats | None = None,
+               tag: str | None = None) -> Iterator[LabeledObject]:
+    """Stream one output's objects (worker answers attached); `tag`: a sweep member's name."""
+    responses = out.responses()
+    with out.open() as src:
+        parser = parse.Parser(attribute=out.attribute, task_type=out.task_type, labels=out.labels,
+                              on_error=settings.on_error, stats=stats)
+        for obj in parser.parse(src):
+            answers = responses.get(obj.object_id)
+            if answers and not obj.answers:
+                obj = replace(obj, answers=tuple(answers))
+            if tag is not None:
+                obj = replace(obj, object_id=f"{tag}/{obj.object_id}", inputs={**obj.inputs, "gtrun_job": tag})
+            yield obj
+
+
+def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig, *,
+            dataset: str, provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """Transform, report and describe the outputs into `out_dir` (written aside, then moved in place)."""
+    if not outputs:
+        raise CollectError("nothing to collect")
+    kinds = {o.task_type for o in outputs}
+    if len(kinds) != 1:
+        raise CollectError(f"the outputs mix task types ({', '.join(sorted(str(k) for k in kinds))})")
+    labels = list(dict.fromkeys(label for o in outputs for label in o.labels))
+    merged = len(outputs) > 1
+
+    def factory() -> Iterator[LabeledObject]:
+        for o in outputs:
+            yield from objects_of(o, settings, tag=o.name if merged else None)
+
+    stats = parse.ParseStats()
+
+    def counted() -> Iterator[LabeledObject]:
+        for o in outputs:
+            yield from objects_of(o, settings, stats, tag=o.name if merged else None)
+
+    slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset) or "dataset"
+    staging = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}.part")
+    work = staging / slug  # transforms name their files after the folder (the dataset)
+    work.mkdir(parents=True)
+    try:
+        task_type = next(iter(kinds)) or TaskType.custom
+        figures = report.build_report(counted(), task_type=task_type, labels=labels, dataset=dataset)
+        figures["parse"] = stats.as_dict()
+        written = transforms.run_transforms(factory, work, steps=settings.steps, settings=settings,
+                                            labels=labels, task_type=task_type)
+        report.write_report(figures, work)
+        card_provenance = {**provenance, "collected": datetime.now().isoformat(timespec="seconds"),
+                           "transforms": ", ".join(settings.steps) or "none",
+                           "split": f"train {settings.split.train} / validation {settings.split.validation} / "
+                                    f"test {settings.split.test} (salt {settings.split.salt!r})"}
+        card = report.write_card(work, card_provenance, figures)
+        if card.parent != work:  # the collected folder is the dataset itself: its card is README.md
+            card.replace(work / "README.md")
+            shutil.rmtree(card.parent, ignore_errors=True)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        work.replace(out_dir)
+        shutil.rmtree(staging, ignore_errors=True)
+        if "table" in written:  # the DuckDB view reads its file by path: point it at the final place
+            fmt = (settings.steps.get("table") or {}).get("format", "parquet")
+            transforms.register_table(out_dir / "table" / f"{slug}.{fmt}", fmt, out_dir / "gtrun.duckdb", name=slug)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return {"report": figures, "written": written}
+
+
+def merged_provenance(outputs: Iterable[Output]) -> dict[str, Any]:
+    members = list(outputs)
+    if len(members) == 1:
+        return dict(members[0].provenance)
+    return {"sweep_members": [o.provenance.get("run", o.name) for o in members],
+            "jobs": [o.name for o in members],
+            "workers_per_object": sorted({str(o.provenance.get("workers_per_object")) for o in members}),
+            "gtrun_version": __version__}
+
+
+OpenFn = Callable[[str], Any]

@@ -1,0 +1,1439 @@
+"""Labeled objects -> files a training script loads directly: one writer per output format.
+
+`run_transforms` is what `gtrun collect` calls: for each step in `transforms.steps` it iterates the
+parsed objects again (`objects_factory()`), renames labels (`transforms.label_map`), keeps the
+labeled objects that pass `transforms.min_confidence` / `transforms.min_agreement`, and hands them
+to the step's writer. Writers stream: they write as objects arrive and hold at most one batch of
+rows per split (COCO and spaCy hold their per-split document, which the format needs whole).
+
+Every writer builds its folder under `<out>/.<name>.partial/` and moves it to `<out>/<name>/` only
+when it is complete, so a failed step leaves the previous output as it was.
+
+| step          | writes (under `<out>/`)                                    | task types              |
+|---------------|------------------------------------------------------------|-------------------------|
+| `table`       | `table/<dataset>.{parquet,csv,tsv}` + a view in `gtrun.duckdb` | all                 |
+| `jsonl`       | `jsonl/{train,validation,test}.jsonl`                      | all                     |
+| `hf_datasets` | `hf/{split}.parquet` with `datasets` features              | all                     |
+| `spacy`       | `spacy/{split}.spacy` (DocBin)                             | text classification, NER |
+| `conll`       | `conll/{split}.conll` (+ `{split}.layout.jsonl` for boxes) | NER, boxes, custom      |
+| `coco`        | `coco/{split}.json`                                        | boxes, custom           |
+| `yolo`        | `yolo/labels/{split}/<stem>.txt` + `yolo/data.yaml`        | boxes, custom           |
+
+The split of an object is a stable hash of its id (`split_of`), so it never moves between runs,
+formats or machines unless `transforms.split.salt` changes.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib
+import importlib.util
+import json
+import logging
+import math
+import re
+import shutil
+import sys
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field, replace
+from functools import cache
+from pathlib import Path, PurePosixPath
+from typing import IO, TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlparse
+
+from runner.collect.records import Box, LabeledObject, Span, Status
+from runner.errors import ConfigError, StoreError, collect_errors
+from runner.schema import SplitConfig, TaskType, TransformsConfig
+from runner.service.consolidate import BOX_MIN_IOU, SPAN_MIN_JACCARD
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+LABEL_KEYS = ("label", "labels", "boxes", "entities")  # what flat_record adds after the inputs
+BATCH_ROWS = 1_000  # rows per Parquet write / CSV header sample
+MAX_SCHEMA_ROWS = 20_000  # rows buffered at most while an input field is still only null
+MAX_PROBLEMS = 100  # problem messages kept per step (all are counted)
+LAYOUT_SCALE = 1000  # LayoutLM's box coordinates: 0-1000 of the page
+
+
+# --- splits ---------------------------------------------------------------------------------------
+
+
+def check_split(split: SplitConfig) -> None:
+    """Raise ConfigError unless the three ratios are in [0, 1] and sum to 1."""
+    ratios = {"train": split.train, "validation": split.validation, "test": split.test}
+    for name, value in ratios.items():
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= 1):
+            raise ConfigError(f"transforms.split.{name}", f"{value!r} is not a ratio in [0, 1]")
+    total = sum(ratios.values())
+    if abs(total - 1) > 1e-6:
+        raise ConfigError("transforms.split", f"train + validation + test = {total:g}, not 1",
+                          "e.g. transforms.split.train=0.8 transforms.split.validation=0.1 "
+                          "transforms.split.test=0.1")
+
+
+def split_of(object_id: str, split: SplitConfig) -> str:
+    """"train", "validation" or "test" for one object, by a stable hash of salt and id.
+
+    sha256 of the UTF-8 bytes of `salt + "\\0" + object_id` (the NUL keeps salt "a" + id "bc"
+    apart from salt "ab" + id "c"); its first 8 bytes, big-endian, divided by 2**64 give a number
+    in [0, 1) that falls into train, validation or test by the cumulative ratios. No randomness,
+    no process state: the same on every run and machine.
+
+    >>> [split_of(str(i), SplitConfig()) for i in range(7)]
+    ['validation', 'train', 'train', 'train', 'train', 'train', 'test']
+    """
+    check_split(split)
+    digest = hashlib.sha256(f"{split.salt}\0{object_id}".encode()).digest()
+    x = int.from_bytes(digest[:8], "big") / 2**64
+    if x < split.train:
+        return "train"
+    if x < split.train + split.validation:
+        return "validation"
+    if split.test > 0:
+        return "test"
+    # test is 0: only float rounding of train + validation (< 1) can get here.
+    return "validation" if split.validation > 0 else "train"
+
+
+# --- labels -----------------------------------------------------------------------------------
+
+
+def mapped_labels(labels: Sequence[str], label_map: Mapping[str, str]) -> list[str]:
+    """The label list after `transforms.label_map`: renamed, merged ones once, in first-seen order.
+
+    >>> mapped_labels(["Positive", "Negative", "Neutral", "Irrelevant"], {"Irrelevant": "Neutral"})
+    ['Positive', 'Negative', 'Neutral']
+    """
+    return list(dict.fromkeys(label_map.get(name, name) for name in labels))
+
+
+def apply_label_map(obj: LabeledObject, label_map: Mapping[str, str]) -> LabeledObject:
+    """The object with every label renamed by `label_map` (old -> new); unmapped labels stay.
+
+    Renames `label`, `labels` (two labels merged into one appear once; its confidence is the
+    highest of theirs), `boxes`, `entities`, and the labels inside the workers' answers in the
+    built-in answer shapes (`label`, `labels`, `boundingBoxes[].label`, `entities[].label`), so
+    `worker_agreement` compares like with like. The raw `metadata` is left as it was.
+    """
+    if not label_map:
+        return obj
+
+    def new(name: str) -> str:
+        return label_map.get(name, name)
+
+    confidences: dict[str, float] = {}
+    for name, value in obj.confidences.items():
+        key = new(name)
+        confidences[key] = max(value, confidences.get(key, value))
+    return replace(
+        obj,
+        label=None if obj.label is None else new(obj.label),
+        labels=tuple(dict.fromkeys(new(name) for name in obj.labels)),
+        confidences=confidences,
+        boxes=tuple(replace(b, label=new(b.label)) for b in obj.boxes),
+        entities=tuple(replace(s, label=new(s.label)) for s in obj.entities),
+        answers=tuple(replace(a, content={k: _map_answer_value(v, new) for k, v in a.content.items()})
+                      for a in obj.answers),
+    )
+
+
+def _map_answer_value(value: Any, new: Callable[[str], str]) -> Any:
+    if not isinstance(value, Mapping):
+        return value
+    out = dict(value)
+    if isinstance(out.get("label"), str):
+        out["label"] = new(out["label"])
+    if isinstance(out.get("labels"), list):
+        out["labels"] = list(dict.fromkeys(new(x) if isinstance(x, str) else x for x in out["labels"]))
+    for key in ("boundingBoxes", "entities"):
+        if isinstance(out.get(key), list):
+            out[key] = [{**item, "label": new(item["label"])}
+                        if isinstance(item, Mapping) and isinstance(item.get("label"), str) else item
+                        for item in out[key]]
+    return out
+
+
+# --- quality filters --------------------------------------------------------------------------
+
+
+def object_confidence(obj: LabeledObject) -> float | None:
+    """One confidence for the whole object, or None when the output carries none.
+
+    Single-label: its confidence. Multi-label: the lowest confidence of the chosen classes.
+    Boxes / entities: the lowest confidence of its boxes / spans, so an image or text is only as
+    sure as its least sure annotation (dropping single boxes would leave objects unlabeled in the
+    image). Custom: `confidence`, else its boxes', else its spans'. Ground Truth writes 0 when an
+    object had one worker.
+    """
+    single = obj.confidence
+    many: list[float] = []
+    if obj.task_type is TaskType.text_multilabel:
+        many = [obj.confidences[name] for name in obj.labels if name in obj.confidences]
+        single = None
+    elif obj.task_type is TaskType.bounding_box:
+        many, single = [b.confidence for b in obj.boxes if b.confidence is not None], None
+    elif obj.task_type is TaskType.named_entity:
+        many, single = [s.confidence for s in obj.entities if s.confidence is not None], None
+    elif single is None:
+        many = ([b.confidence for b in obj.boxes if b.confidence is not None]
+                or [s.confidence for s in obj.entities if s.confidence is not None])
+    return single if single is not None else (min(many) if many else None)
+
+
+def worker_agreement(obj: LabeledObject) -> float | None:
+    """How much the workers agree with the consolidated label, 0-1; None when answers are unknown.
+
+    The mean over workers of a per-worker score, reading each worker's answer in the built-in
+    shapes (a custom task's answer too, when it holds one):
+    - single-label: 1 when the worker chose the consolidated label, else 0 (the share of workers
+      who agree);
+    - multi-label: the Jaccard index of the worker's classes and the consolidated ones;
+    - boxes: consolidated boxes the worker matched (same label, IoU >= 0.5, one-to-one) divided by
+      the larger of the two box counts, so missed and extra boxes both count against;
+    - entities: the same with spans (same label, character Jaccard > 0.5, as consolidation uses).
+    A worker who drew nothing and a consolidated empty answer agree (score 1).
+    """
+    if not obj.answers:
+        return None
+    kind = _answer_kind(obj)
+    if kind is None:
+        return None
+    values = [_answer_value(a.content, kind) for a in obj.answers]
+    if obj.task_type is TaskType.custom and all(v is None for v in values):
+        return None  # the custom answers hold no such element: nothing to compare
+    scores: list[float] = []
+    for value in values:
+        if kind == "label":
+            scores.append(1.0 if value == obj.label else 0.0)
+        elif kind == "labels":
+            chosen = {x for x in value or [] if isinstance(x, str)}
+            scores.append(_set_jaccard(chosen, set(obj.labels)))
+        elif kind == "boundingBoxes":
+            drawn = [(str(b["label"]), (float(b["left"]), float(b["top"]), float(b["width"]),
+                                        float(b["height"])))
+                     for b in value or [] if _has(b, "label", "left", "top", "width", "height")]
+            consolidated = [(b.label, (b.left, b.top, b.width, b.height)) for b in obj.boxes]
+            scores.append(_match_score(drawn, consolidated, _iou, lambda s: s >= BOX_MIN_IOU))
+        else:
+            marked = [(str(e["label"]), (int(e["startOffset"]), int(e["endOffset"])))
+                      for e in value or [] if _has(e, "label", "startOffset", "endOffset")]
+            consolidated_spans = [(s.label, (float(s.start), float(s.end))) for s in obj.entities]
+            scores.append(_match_score(marked, consolidated_spans, _span_jaccard,
+                                       lambda s: s > SPAN_MIN_JACCARD))
+    return sum(scores) / len(scores)
+
+
+def keep(obj: LabeledObject, min_confidence: float | None = None,
+         min_agreement: float | None = None) -> bool:
+    """Whether the object goes into the training data.
+
+    Only labeled objects (not failed or unlabeled ones); then, when a threshold is set, those whose
+    `object_confidence` / `worker_agreement` is at least the threshold. An object whose confidence
+    or agreement is unknown (None) is not filtered by that threshold.
+    """
+    if obj.status is not Status.labeled:
+        return False
+    if min_confidence is not None:
+        confidence = object_confidence(obj)
+        if confidence is not None and confidence < min_confidence:
+            return False
+    if min_agreement is not None:
+        agreement = worker_agreement(obj)
+        if agreement is not None and agreement < min_agreement:
+            return False
+    return True
+
+
+def _answer_kind(obj: LabeledObject) -> str | None:
+    kinds = {TaskType.text_classification: "label", TaskType.text_multilabel: "labels",
+             TaskType.bounding_box: "boundingBoxes", TaskType.named_entity: "entities"}
+    if obj.task_type in kinds:
+        return kinds[obj.task_type]
+    keys = _label_keys(obj)
+    for key, kind in (("boxes", "boundingBoxes"), ("entities", "entities"), ("labels", "labels"),
+                      ("label", "label")):
+        if key in keys:
+            return kind
+    return None
+
+
+def _answer_value(content: Mapping[str, Any], kind: str) -> Any:
+    """The worker's `kind` value: from the first element object in the answer that holds one."""
+    wanted = str if kind == "label" else list
+    for value in content.values():
+        if isinstance(value, Mapping) and isinstance(value.get(kind), wanted):
+            return value[kind]
+    return None
+
+
+def _has(item: Any, *keys: str) -> bool:
+    return isinstance(item, Mapping) and all(item.get(k) is not None for k in keys)
+
+
+def _set_jaccard(a: set[str], b: set[str]) -> float:
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
+def _match_score(drawn: Sequence[tuple[str, Any]], consolidated: Sequence[tuple[str, Any]],
+                 similarity: Callable[[Any, Any], float], accept: Callable[[float], bool]) -> float:
+    """Consolidated items a worker matched one-to-one, over the larger count; 1 when both empty."""
+    if not drawn and not consolidated:
+        return 1.0
+    used: set[int] = set()
+    matched = 0
+    for label, c in consolidated:
+        best, best_i = -1.0, -1
+        for i, (other, d) in enumerate(drawn):
+            if i in used or other != label:
+                continue
+            score = similarity(d, c)
+            if accept(score) and score > best:
+                best, best_i = score, i
+        if best_i >= 0:
+            used.add(best_i)
+            matched += 1
+    return matched / max(len(drawn), len(consolidated))
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    inter = max(w, 0.0) * max(h, 0.0)
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _span_jaccard(a: Sequence[float], b: Sequence[float]) -> float:
+    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+    union = (a[1] - a[0]) + (b[1] - b[0]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+# --- flat records -------------------------------------------------------------------------------
+
+
+def _label_keys(obj: LabeledObject) -> tuple[str, ...]:
+    """Which of LABEL_KEYS the object's task type has (custom: the ones its output holds)."""
+    fixed = {TaskType.text_classification: ("label",), TaskType.text_multilabel: ("labels",),
+             TaskType.bounding_box: ("boxes",), TaskType.named_entity: ("entities",)}
+    if obj.task_type in fixed:
+        return fixed[obj.task_type]
+    keys = []
+    if obj.label is not None:
+        keys.append("label")
+    if obj.labels or obj.confidences:
+        keys.append("labels")
+    if obj.boxes or obj.image_size is not None:  # an image task keeps `boxes: []` for no boxes
+        keys.append("boxes")
+    if obj.entities:
+        keys.append("entities")
+    return tuple(keys)
+
+
+def _box_record(box: Box, with_tokens: bool) -> dict[str, Any]:
+    record: dict[str, Any] = {"label": box.label, "left": box.left, "top": box.top,
+                              "width": box.width, "height": box.height}
+    if with_tokens:
+        record["tokens"] = list(box.tokens)
+    return record
+
+
+def flat_record(obj: LabeledObject) -> dict[str, Any]:
+    """The object as one flat row: its input fields, then its label keys, confidence and workers.
+
+    The label keys are the task type's: `label` (single-label), `labels` (multi-label), `boxes`
+    (`[{label, left, top, width, height}]`, in image pixels; custom tasks add each box's OCR
+    `tokens` indices), `entities` (`[{label, start, end}]`, code points, end exclusive). A custom
+    task gets the ones its output holds. `confidence` is `object_confidence`, `workers` the number
+    of worker answers (None when they are unknown).
+
+    >>> from runner.collect.records import LabeledObject
+    >>> flat_record(LabeledObject(1, "0", {"source": "great", "id": 7}, "sentiment",
+    ...                           TaskType.text_classification, Status.labeled, label="Positive",
+    ...                           confidence=0.9))
+    {'source': 'great', 'id': 7, 'label': 'Positive', 'confidence': 0.9, 'workers': None}
+    """
+    record = dict(obj.inputs)
+    keys = _label_keys(obj)
+    clash = [k for k in (*keys, "confidence", "workers") if k in record]
+    if clash:
+        raise ConfigError("source.columns", f"input field {clash[0]!r} (object {obj.object_id!r}) "
+                          "has the name of a column gtrun adds to the labeled data",
+                          "give the column another name in source.columns")
+    if "label" in keys:
+        record["label"] = obj.label
+    if "labels" in keys:
+        record["labels"] = list(obj.labels)
+    if "boxes" in keys:
+        custom = obj.task_type is TaskType.custom
+        record["boxes"] = [_box_record(b, custom) for b in obj.boxes]
+    if "entities" in keys:
+        record["entities"] = [{"label": s.label, "start": s.start, "end": s.end}
+                              for s in obj.entities]
+    record["confidence"] = object_confidence(obj)
+    record["workers"] = obj.workers or None
+    return record
+
+
+# --- tokens and tags --------------------------------------------------------------------------
+
+
+@cache
+def _token_pattern() -> re.Pattern[str]:
+    """Words (letters, digits, _ and combining marks) or one symbol with its modifiers."""
+    ranges, start, prev = [], -1, -1
+    for cp in range(sys.maxunicode + 1):
+        if unicodedata.category(chr(cp))[0] == "M":
+            if start < 0:
+                start = cp
+            elif cp != prev + 1:
+                ranges.append((start, prev))
+                start = cp
+            prev = cp
+    ranges.append((start, prev))
+    marks = "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges)
+    # A symbol keeps its variation selector / keycap (marks), skin tone (U+1F3FB-F) and
+    # zero-width-joined partners, so an emoji sequence stays one token.
+    return re.compile(rf"(?:\w|[{marks}])+"
+                      rf"|[^\w\s{marks}](?:[{marks}\U0001F3FB-\U0001F3FF]|\u200d[^\w\s])*")
+
+
+def text_tokens(text: str) -> list[tuple[str, int, int]]:
+    """(token, start, end) in code points: runs of word characters, or single symbols.
+
+    >>> text_tokens("Dr. Smith's café 👍🏽!")
+    [('Dr', 0, 2), ('.', 2, 3), ('Smith', 4, 9), ("'", 9, 10), ('s', 10, 11), ('café', 12, 16), \
+('👍🏽', 17, 19), ('!', 19, 20)]
+    """
+    return [(m.group(), m.start(), m.end()) for m in _token_pattern().finditer(text)]
+
+
+def _bio(offsets: Sequence[tuple[int, int]], spans: Sequence[Span]) -> tuple[list[str], list[str]]:
+    """(BIO tags, problems): longest span first, then earliest; a span overlapping one already
+    tagged is dropped (as spaCy's filter_spans does), a span covering no token is reported."""
+    tags = ["O"] * len(offsets)
+    problems = []
+    for span in sorted(spans, key=lambda s: (-(s.end - s.start), s.start)):
+        covered = [i for i, (a, b) in enumerate(offsets) if a < span.end and span.start < b]
+        if not covered:
+            problems.append(f"span {span.label!r} [{span.start}, {span.end}) covers no token")
+        elif any(tags[i] != "O" for i in covered):
+            problems.append(f"span {span.label!r} [{span.start}, {span.end}) overlaps a longer or "
+                            "earlier span; dropped")
+        else:
+            for n, i in enumerate(covered):
+                tags[i] = ("B-" if n == 0 else "I-") + span.label
+    return tags, problems
+
+
+def bio_tags(offsets: Sequence[tuple[int, int]], spans: Sequence[Span]) -> list[str]:
+    """BIO tags for tokens at `offsets` ([start, end) in code points): a token overlapping a span
+    is tagged B-<label> (the span's first token) or I-<label>; overlapping spans keep the longest.
+
+    >>> bio_tags([(0, 3), (4, 8), (9, 12)], [Span("city", 0, 8)])
+    ['B-city', 'I-city', 'O']
+    """
+    return _bio(offsets, spans)[0]
+
+
+def layout_box(box: Sequence[float], width: float, height: float) -> list[int]:
+    """A [left, top, width, height] pixel box as LayoutLM's [x0, y0, x1, y1] in 0-1000.
+
+    >>> layout_box([36, 44, 72, 22], 360, 440)
+    [100, 100, 300, 150]
+    """
+    x0, y0, w, h = (float(v) for v in box)
+
+    def scale(v: float, size: float) -> int:
+        return min(LAYOUT_SCALE, max(0, int(LAYOUT_SCALE * v / size)))
+
+    return [scale(x0, width), scale(y0, height), scale(x0 + w, width), scale(y0 + h, height)]
+
+
+def yolo_line(class_id: int, box: Sequence[float], width: float, height: float) -> str:
+    """`class cx cy w h`, the centre and size normalized by the image size, 6 decimals.
+
+    >>> yolo_line(2, [20, 10, 40, 30], 200, 100)
+    '2 0.200000 0.250000 0.200000 0.300000'
+    """
+    left, top, w, h = (float(v) for v in box)
+    return (f"{class_id} {(left + w / 2) / width:.6f} {(top + h / 2) / height:.6f} "
+            f"{w / width:.6f} {h / height:.6f}")
+
+
+# --- results and shared plumbing ----------------------------------------------------------------
+
+
+@dataclass
+class WrittenFiles:
+    """What one transform wrote: its files, objects per split, and what it had to leave out."""
+
+    paths: list[Path] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)  # split -> objects; `table`: {"all": n}
+    problems: list[str] = field(default_factory=list)  # the first MAX_PROBLEMS, "object <id>: ..."
+    problem_count: int = 0
+    skipped: int = 0  # objects run_transforms left out: not labeled, or below a threshold
+
+
+class Writer(Protocol):
+    def __call__(self, objects: Iterable[LabeledObject], out_dir: Path, *, labels: Sequence[str],
+                 options: Mapping[str, Any], settings: TransformsConfig) -> WrittenFiles: ...
+
+
+class _Problems:
+    def __init__(self, step: str) -> None:
+        self.step = step
+        self.messages: list[str] = []
+        self.count = 0
+
+    def add(self, obj: LabeledObject, problem: str) -> None:
+        self.count += 1
+        if len(self.messages) < MAX_PROBLEMS:
+            message = f"object {obj.object_id!r}: {problem}"
+            self.messages.append(message)
+            log.warning("%s: %s", self.step, message)
+
+    def result(self, paths: list[Path], counts: dict[str, int]) -> WrittenFiles:
+        if self.count > len(self.messages):
+            log.warning("%s: %d problems in all", self.step, self.count)
+        return WrittenFiles(paths, counts, self.messages, self.count)
+
+
+@contextmanager
+def _staged(out_dir: Path, name: str) -> Iterator[Path]:
+    """A scratch folder that replaces `<out_dir>/<name>` when the block completes."""
+    final, tmp = out_dir / name, out_dir / f".{name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+
+
+_OPTIONS: dict[str, dict[str, Any]] = {
+    "table": {"format": "parquet"},
+    "jsonl": {},
+    "hf_datasets": {},
+    "spacy": {"lang": "en"},
+    "conll": {},
+    "coco": {},
+    "yolo": {},
+}
+_TABLE_FORMATS = ("parquet", "csv", "tsv")
+_PACKAGES = {"hf_datasets": ("datasets", "datasets"), "spacy": ("spacy", "spacy"),
+             "coco": ("pycocotools", "pycocotools")}  # step -> (module, pip package)
+_TEXT_TYPES = frozenset({TaskType.text_classification, TaskType.text_multilabel,
+                         TaskType.named_entity})
+_FITS: dict[str, frozenset[TaskType]] = {
+    "table": frozenset(TaskType),
+    "jsonl": frozenset(TaskType),
+    "hf_datasets": frozenset(TaskType),
+    "spacy": _TEXT_TYPES,
+    "conll": frozenset({TaskType.named_entity, TaskType.bounding_box, TaskType.custom}),
+    "coco": frozenset({TaskType.bounding_box, TaskType.custom}),
+    "yolo": frozenset({TaskType.bounding_box, TaskType.custom}),
+}
+
+
+def _option_errors(name: str, options: Mapping[str, Any] | None) -> list[ConfigError]:
+    defaults = _OPTIONS[name]
+    errors = [ConfigError(f"transforms.steps.{name}.{key}", "is not an option of this transform",
+                          f"its options: {', '.join(defaults) or 'none'}")
+              for key in (options or {}) if key not in defaults]
+    merged = {**defaults, **(options or {})}
+    if name == "table" and merged["format"] not in _TABLE_FORMATS:
+        errors.append(ConfigError("transforms.steps.table.format",
+                                  f"{merged['format']!r} is not one of {', '.join(_TABLE_FORMATS)}"))
+    if name == "spacy" and not (isinstance(merged["lang"], str) and merged["lang"]):
+        errors.append(ConfigError("transforms.steps.spacy.lang",
+                                  f"{merged['lang']!r} is not a language code", "e.g. en, de"))
+    return errors
+
+
+def _options(name: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    collect_errors(_option_errors(name, options))
+    return {**_OPTIONS[name], **(options or {})}
+
+
+def _require(step: str) -> Any:
+    """The step's library, imported now; a ConfigError naming the pip package when it is missing."""
+    module, package = _PACKAGES[step]
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(f"transforms.steps.{step}", f"needs the {package!r} package, which is "
+                          "not installed", f"pip install {package}") from None
+
+
+def _class_index(step: str, labels: Sequence[str]) -> Callable[[LabeledObject, str], int]:
+    """label -> its index in `labels`; a ConfigError naming the object for any other label."""
+    if not labels:
+        raise ConfigError("template.labels", f"the {step} transform needs the job's label list")
+    index = {name: i for i, name in enumerate(labels)}
+
+    def lookup(obj: LabeledObject, name: str) -> int:
+        try:
+            return index[name]
+        except KeyError:
+            raise ConfigError(f"transforms.steps.{step}", f"object {obj.object_id!r} has label "
+                              f"{name!r}, not one of {list(labels)!r}",
+                              "add it to template.labels or map it with transforms.label_map") \
+                from None
+
+    return lookup
+
+
+def _image_size(obj: LabeledObject, step: str) -> tuple[float, float]:
+    if obj.image_size is not None and obj.image_size[0] > 0 and obj.image_size[1] > 0:
+        return float(obj.image_size[0]), float(obj.image_size[1])
+    width, height = obj.inputs.get("width"), obj.inputs.get("height")
+    if (isinstance(width, (int, float)) and isinstance(height, (int, float))
+            and not isinstance(width, bool) and width > 0 and height > 0):
+        return float(width), float(height)
+    raise ConfigError(f"transforms.steps.{step}", f"object {obj.object_id!r} has no image size",
+                      "the output needs image_size, or the inputs the fields width and height")
+
+
+def _source_name(obj: LabeledObject, step: str) -> tuple[str, str]:
+    """(source-ref, its file name) of an image object."""
+    ref = obj.source_ref
+    if not ref:
+        raise ConfigError(f"transforms.steps.{step}", f"object {obj.object_id!r} has no source-ref",
+                          f"{step} needs image objects")
+    name = PurePosixPath(urlparse(ref).path).name
+    if not name:
+        raise ConfigError(f"transforms.steps.{step}",
+                          f"object {obj.object_id!r}: source-ref {ref!r} names no file")
+    return ref, name
+
+
+def _clipped(box: Box, width: float, height: float) -> tuple[float, float, float, float] | None:
+    """The box cut to the image, or None when nothing of it is inside."""
+    left, top = max(0.0, box.left), max(0.0, box.top)
+    right, bottom = min(width, box.left + box.width), min(height, box.top + box.height)
+    if right <= left or bottom <= top:
+        return None
+    return left, top, right - left, bottom - top
+
+
+def _split_counts() -> dict[str, int]:
+    return dict.fromkeys(SPLITS, 0)
+
+
+def _json_line(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
+
+
+def _open_text(path: Path, stack: ExitStack) -> IO[str]:
+    return stack.enter_context(open(path, "w", encoding="utf-8", newline="\n"))
+
+
+# --- Parquet, batch by batch ----------------------------------------------------------------------
+
+
+def _arrow_types(task_type: TaskType | None, class_ids: bool) -> dict[str, pa.DataType]:
+    """Arrow types of the columns flat_record adds (labels as indices when `class_ids`)."""
+    import pyarrow as pa
+
+    label = pa.int64() if class_ids else pa.string()
+    box_fields = [pa.field("label", label)] + [pa.field(k, pa.float64())
+                                               for k in ("left", "top", "width", "height")]
+    if task_type is TaskType.custom:
+        box_fields.append(pa.field("tokens", pa.list_(pa.int64())))
+    return {
+        "label": label,
+        "labels": pa.list_(label),
+        "boxes": pa.list_(pa.struct(box_fields)),
+        "entities": pa.list_(pa.struct([pa.field("label", label), pa.field("start", pa.int64()),
+                                        pa.field("end", pa.int64())])),
+        "confidence": pa.float64(),
+        "workers": pa.int64(),
+    }
+
+
+class _ParquetSink:
+    """Rows -> one Parquet file per split, written in batches with one schema for all splits.
+
+    The label columns have fixed types; the input fields' types are inferred from the first batch
+    (more batches are held, up to MAX_SCHEMA_ROWS rows, while a field is still only null; one that
+    stays null becomes a string column). `finish` may add metadata to the schema.
+    """
+
+    def __init__(self, paths: Mapping[str, Path], known: Mapping[str, pa.DataType],
+                 finish: Callable[[pa.Schema], pa.Schema] = lambda s: s,
+                 write_empty: bool = True) -> None:
+        self.paths, self.known, self.finish, self.write_empty = dict(paths), dict(known), finish, \
+            write_empty
+        self.schema: pa.Schema | None = None
+        self.held: list[tuple[str, dict[str, Any]]] = []
+        self.batches: dict[str, list[dict[str, Any]]] = {s: [] for s in self.paths}
+        self.writers: dict[str, Any] = {}
+
+    def add(self, split: str, row: dict[str, Any], where: str) -> None:
+        if self.schema is None:
+            self.held.append((split, row))
+            if len(self.held) % BATCH_ROWS == 0:
+                self._settle(final=False)
+            return
+        extra = [k for k in row if k not in self.schema.names]
+        if extra:
+            raise StoreError(f"{self.paths[split]}: {where} has the field {extra[0]!r}, which the "
+                             "objects before it did not have")
+        self.batches[split].append(row)
+        if len(self.batches[split]) >= BATCH_ROWS:
+            self._flush(split)
+
+    def _settle(self, final: bool) -> None:
+        import pyarrow as pa
+
+        columns = list(dict.fromkeys(k for _, row in self.held for k in row))
+        if not columns:
+            columns = list(self.known)
+        inputs = [c for c in columns if c not in self.known]
+        try:
+            inferred = pa.Table.from_pylist([{c: row.get(c) for c in inputs}
+                                             for _, row in self.held]).schema if inputs else None
+        except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
+            raise StoreError(f"{next(iter(self.paths.values()))}: the input fields do not have "
+                             f"one type each: {exc}\n  hint: cast them in source.columns") from None
+        nulls = [c for c in inputs if inferred is not None
+                 and pa.types.is_null(inferred.field(c).type)]
+        if nulls and not final and len(self.held) < MAX_SCHEMA_ROWS:
+            return
+        fields = []
+        for c in columns:
+            if c in self.known:
+                fields.append(pa.field(c, self.known[c]))
+            else:
+                assert inferred is not None
+                kind = inferred.field(c).type
+                fields.append(pa.field(c, pa.string() if pa.types.is_null(kind) else kind))
+        self.schema = self.finish(pa.schema(fields))
+        held, self.held = self.held, []
+        for split, row in held:
+            self.batches[split].append(row)
+            if len(self.batches[split]) >= BATCH_ROWS:
+                self._flush(split)
+
+    def _flush(self, split: str) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows, self.batches[split] = self.batches[split], []
+        if not rows:
+            return
+        assert self.schema is not None
+        try:
+            table = pa.Table.from_pylist(rows, schema=self.schema)
+        except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
+            raise StoreError(f"{self.paths[split]}: a field changed type after the first "
+                             f"{BATCH_ROWS} objects: {exc}\n  hint: cast it in source.columns") \
+                from None
+        if split not in self.writers:
+            self.writers[split] = pq.ParquetWriter(self.paths[split], self.schema)
+        self.writers[split].write_table(table)
+
+    def close(self) -> list[Path]:
+        import pyarrow.parquet as pq
+
+        if self.schema is None:
+            self._settle(final=True)
+        assert self.schema is not None
+        for split in self.paths:
+            self._flush(split)
+            if split not in self.writers and self.write_empty:
+                self.writers[split] = pq.ParquetWriter(self.paths[split], self.schema)
+        for writer in self.writers.values():
+            writer.close()
+        return [self.paths[s] for s in self.paths if s in self.writers]
+
+
+# --- table -----------------------------------------------------------------------------------------
+
+
+def write_table(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Sequence[str],
+                options: Mapping[str, Any], settings: TransformsConfig) -> WrittenFiles:
+    """`<out>/table/<dataset>.{parquet,csv,tsv}`: every object as a flat_record row (no split),
+    registered as the DuckDB view `<dataset>` in `<out>/gtrun.duckdb`.
+
+    Parquet keeps the types (multi-label `labels` is a list column, boxes and entities lists of
+    structs). CSV / TSV (Python's csv module, fields quoted when they hold the delimiter, a quote or
+    a line break) join multi-label `labels` with `|` and write nested values as JSON; None and ""
+    both become an empty field. `<dataset>` is the name of `out_dir`.
+    """
+    fmt = _options("table", options)["format"]
+    out_dir = Path(out_dir)
+    name = out_dir.name
+    with _staged(out_dir, "table") as stage:
+        path = stage / f"{name}.{fmt}"
+        if fmt == "parquet":
+            count = _table_parquet(objects, path)
+        else:
+            count = _table_csv(objects, path, "," if fmt == "csv" else "\t")
+    final = out_dir / "table" / f"{name}.{fmt}"
+    db = out_dir / "gtrun.duckdb"
+    register_table(final, fmt, db, name=name)
+    return WrittenFiles([final, db], {"all": count})
+
+
+def _table_parquet(objects: Iterable[LabeledObject], path: Path) -> int:
+    sink: _ParquetSink | None = None
+    count = 0
+    for obj in objects:
+        if sink is None:
+            sink = _ParquetSink({"all": path}, _arrow_types(obj.task_type, class_ids=False))
+        sink.add("all", flat_record(obj), f"object {obj.object_id!r}")
+        count += 1
+    (sink or _ParquetSink({"all": path}, _arrow_types(None, class_ids=False))).close()
+    return count
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return str(value)
+
+
+def _table_csv(objects: Iterable[LabeledObject], path: Path, delimiter: str) -> int:
+    count = 0
+    header: list[str] | None = None
+    held: list[dict[str, Any]] = []
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        # The default "\r\n" line terminator makes QUOTE_MINIMAL quote fields holding "\r" or "\n".
+        writer = csv.writer(f, delimiter=delimiter, quotechar='"', doublequote=True,
+                            quoting=csv.QUOTE_MINIMAL)
+
+        def write(row: dict[str, Any], where: str) -> None:
+            assert header is not None
+            extra = [k for k in row if k not in header]
+            if extra:
+                raise StoreError(f"{path}: {where} has the field {extra[0]!r}, which the objects "
+                                 "before it did not have")
+            writer.writerow([_csv_cell(row.get(k)) for k in header])
+
+        for obj in objects:
+            row = flat_record(obj)
+            if "labels" in _label_keys(obj):
+                bad = [x for x in obj.labels if "|" in x]
+                if bad:
+                    raise ConfigError("transforms.steps.table.format", f"label {bad[0]!r} contains "
+                                      "'|', which joins multi-label labels in csv and tsv",
+                                      "use format parquet, or rename it with transforms.label_map")
+                row["labels"] = "|".join(obj.labels)
+            count += 1
+            if header is None:
+                held.append(row)
+                if len(held) < BATCH_ROWS:
+                    continue
+                header = list(dict.fromkeys(k for r in held for k in r))
+                writer.writerow(header)
+                for r in held:
+                    write(r, "an object")
+                held = []
+            else:
+                write(row, f"object {obj.object_id!r}")
+        if header is None:
+            header = list(dict.fromkeys(k for r in held for k in r))
+            writer.writerow(header)
+            for r in held:
+                write(r, "an object")
+    return count
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _sql_name(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def register_table(path: Path, format: str, db_path: Path, *, name: str | None = None) -> str:
+    """Create or replace a DuckDB view over the table file in the database `db_path`; its name.
+
+    The view is named `name` (default: the folder holding `db_path`, i.e. the dataset) and reads
+    the file by its absolute path, so `duckdb <dataset>/gtrun.duckdb -c 'FROM "<dataset>"'` works
+    at once; moving the dataset folder needs a new `register_table`.
+    """
+    import duckdb
+
+    if format not in _TABLE_FORMATS:
+        raise ConfigError("transforms.steps.table.format",
+                          f"{format!r} is not one of {', '.join(_TABLE_FORMATS)}")
+    view = name or Path(db_path).resolve().parent.name
+    file = _sql_string(str(Path(path).resolve()))
+    reader = (f"read_parquet({file})" if format == "parquet" else
+              f"read_csv({file}, header = true, delim = {_sql_string(',' if format == 'csv' else chr(9))}, "
+              "quote = '\"', escape = '\"')")
+    try:
+        con = duckdb.connect(str(db_path))
+    except duckdb.Error as exc:
+        raise StoreError(f"{db_path}: cannot open the DuckDB database: {exc}") from None
+    try:
+        con.execute(f"CREATE OR REPLACE VIEW {_sql_name(view)} AS SELECT * FROM {reader}")
+    except duckdb.Error as exc:
+        raise StoreError(f"{db_path}: cannot create the view {view!r} over {path}: {exc}") from None
+    finally:
+        con.close()
+    return view
+
+
+def athena_type(arrow_type: pa.DataType) -> str:
+    """The Athena (Hive DDL) type of an Arrow column type.
+
+    >>> import pyarrow as pa
+    >>> athena_type(pa.list_(pa.struct([("label", pa.string()), ("start", pa.int64())])))
+    'array<struct<`label`:string,`start`:bigint>>'
+    """
+    import pyarrow as pa
+
+    t = arrow_type
+    if pa.types.is_dictionary(t):
+        return athena_type(t.value_type)
+    simple = [(pa.types.is_null, "string"), (pa.types.is_boolean, "boolean"),
+              (pa.types.is_int8, "tinyint"), (pa.types.is_int16, "smallint"),
+              (pa.types.is_int32, "int"), (pa.types.is_int64, "bigint"),
+              (pa.types.is_uint8, "smallint"), (pa.types.is_uint16, "int"),
+              (pa.types.is_uint32, "bigint"), (pa.types.is_uint64, "decimal(20,0)"),
+              (pa.types.is_float16, "float"), (pa.types.is_float32, "float"),
+              (pa.types.is_float64, "double"), (pa.types.is_string, "string"),
+              (pa.types.is_large_string, "string"), (pa.types.is_binary, "binary"),
+              (pa.types.is_large_binary, "binary"), (pa.types.is_date, "date"),
+              (pa.types.is_timestamp, "timestamp")]
+    for test, name in simple:
+        if test(t):
+            return name
+    if pa.types.is_decimal(t):
+        return f"decimal({t.precision},{t.scale})"
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return f"array<{athena_type(t.value_type)}>"
+    if pa.types.is_map(t):
+        return f"map<{athena_type(t.key_type)},{athena_type(t.item_type)}>"
+    if pa.types.is_struct(t):
+        return "struct<" + ",".join(f"{_ddl_name(t.field(i).name)}:{athena_type(t.field(i).type)}"
+                                    for i in range(t.num_fields)) + ">"
+    raise ValueError(f"no Athena type for the Arrow type {t}")
+
+
+def athena_columns(schema: pa.Schema) -> list[tuple[str, str]]:
+    """(column, Athena type) for each column of a Parquet file's Arrow schema."""
+    return [(f.name, athena_type(f.type)) for f in schema]
+
+
+def _ddl_name(name: str) -> str:
+    # Athena DDL escapes identifiers with backticks; `left`, `start`, `end` are reserved words.
+    return "`" + name.replace("`", "``") + "`"
+
+
+def athena_table_ddl(table: str, location: str, columns: Sequence[tuple[str, str]], *,
+                     database: str | None = None) -> str:
+    """CREATE EXTERNAL TABLE over the Parquet files under `location` (an s3:// folder).
+
+    `columns` are (name, Athena type) pairs, e.g. `athena_columns(pq.read_schema(path))`. Every
+    name is quoted with backticks (Athena DDL's escape: `source-ref`, and reserved words such as
+    `left` or `end` in structs); in SELECTs quote them with double quotes.
+
+    >>> print(athena_table_ddl("tweets", "s3://b/p/table", [("source", "string"),
+    ...                        ("labels", "array<string>")], database="ml"))
+    CREATE EXTERNAL TABLE IF NOT EXISTS `ml`.`tweets` (
+      `source` string,
+      `labels` array<string>
+    )
+    STORED AS PARQUET
+    LOCATION 's3://b/p/table/'
+    """
+    if not location.startswith("s3://"):
+        raise ValueError(f"location {location!r} is not an s3:// folder")
+    if not columns:
+        raise ValueError("a table needs at least one column")
+    name = (f"{_ddl_name(database)}." if database else "") + _ddl_name(table)
+    body = ",\n".join(f"  {_ddl_name(c)} {t}" for c, t in columns)
+    folder = location if location.endswith("/") else location + "/"
+    return (f"CREATE EXTERNAL TABLE IF NOT EXISTS {name} (\n{body}\n)\n"
+            f"STORED AS PARQUET\nLOCATION {_sql_string(folder)}")
+
+
+# --- jsonl -------------------------------------------------------------------------------------------
+
+
+def write_jsonl(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Sequence[str],
+                options: Mapping[str, Any], settings: TransformsConfig) -> WrittenFiles:
+    """`<out>/jsonl/{train,validation,test}.jsonl`: one flat_record per line, UTF-8 kept."""
+    _options("jsonl", options)
+    out_dir = Path(out_dir)
+    counts = _split_counts()
+    # The files close (ExitStack) before the staged folder moves into place.
+    with _staged(out_dir, "jsonl") as stage, ExitStack() as stack:
+        files = {s: _open_text(stage / f"{s}.jsonl", stack) for s in SPLITS}
+        for obj in objects:
+            split = split_of(obj.object_id, settings.split)
+            files[split].write(_json_line(flat_record(obj)))
+            counts[split] += 1
+    return WrittenFiles([out_dir / "jsonl" / f"{s}.jsonl" for s in SPLITS], counts)
+
+
+# --- Hugging Face datasets ----------------------------------------------------------------------
+
+
+def write_hf_datasets(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Sequence[str],
+                      options: Mapping[str, Any], settings: TransformsConfig) -> WrittenFiles:
+    """`<out>/hf/{split}.parquet` whose schema carries `datasets` features.
+
+    Columns are flat_record's. With a label list, `label` is `ClassLabel(names=labels)`, `labels`
+    `Sequence(ClassLabel)`, and the `label` inside `boxes` / `entities` (lists of structs) a
+    ClassLabel too; the values are the class indices. Without one (a custom task), labels stay
+    strings. A split with no objects gets no file (`datasets` refuses empty splits), so load with
+    `load_dataset("parquet", data_dir="<out>/hf")`, which finds the splits by file name.
+    """
+    _options("hf_datasets", options)
+    datasets = _require("hf_datasets")
+    out_dir = Path(out_dir)
+    class_ids = bool(labels)
+    index = _class_index("hf_datasets", labels) if class_ids else None
+    counts = _split_counts()
+    with _staged(out_dir, "hf") as stage:
+        paths = {s: stage / f"{s}.parquet" for s in SPLITS}
+        sink: _ParquetSink | None = None
+
+        def new_sink(task_type: TaskType | None) -> _ParquetSink:
+            return _ParquetSink(paths, _arrow_types(task_type, class_ids),
+                                lambda schema: _hf_schema(datasets, schema, labels),
+                                write_empty=False)
+
+        for obj in objects:
+            if sink is None:
+                sink = new_sink(obj.task_type)
+            row = flat_record(obj)
+            if index is not None:
+                if row.get("label") is not None:
+                    row["label"] = index(obj, row["label"])
+                if "labels" in row:
+                    row["labels"] = [index(obj, x) for x in row["labels"]]
+                for key in ("boxes", "entities"):
+                    for item in row.get(key, ()):
+                        item["label"] = index(obj, item["label"])
+            split = split_of(obj.object_id, settings.split)
+            sink.add(split, row, f"object {obj.object_id!r}")
+            counts[split] += 1
+        written = (sink or new_sink(None)).close()
+    return WrittenFiles([out_dir / "hf" / p.name for p in written], counts)
+
+
+def _hf_schema(datasets: Any, schema: pa.Schema, labels: Sequence[str]) -> pa.Schema:
+    """The schema with `datasets` features metadata (ClassLabel for the label columns)."""
+    import pyarrow as pa
+
+    value = datasets.Value
+    label = datasets.ClassLabel(names=list(labels)) if labels else value("string")
+    coords = {k: value("float64") for k in ("left", "top", "width", "height")}
+    known = {
+        "label": label,
+        "labels": datasets.Sequence(label),
+        "entities": [{"label": label, "start": value("int64"), "end": value("int64")}],
+        "confidence": value("float64"),
+        "workers": value("int64"),
+    }
+    features = {}
+    for f in schema:
+        if f.name == "boxes":
+            struct = f.type.value_type
+            box = {"label": label, **coords}
+            if struct.get_field_index("tokens") >= 0:
+                box["tokens"] = datasets.Sequence(value("int64"))
+            features[f.name] = [box]
+        elif f.name in known:
+            features[f.name] = known[f.name]
+        else:
+            features[f.name] = datasets.Features.from_arrow_schema(pa.schema([f]))[f.name]
+    return datasets.Features(features).arrow_schema
+
+
+# --- spaCy -------------------------------------------------------------------------------------------
+
+
+def write_spacy(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Sequence[str],
+                options: Mapping[str, Any], settings: TransformsConfig) -> WrittenFiles:
+    """`<out>/spacy/{split}.spacy`: a DocBin per split, tokenized by `spacy.blank(lang)`.
+
+    NER: `doc.ents` from the spans via `char_span(alignment_mode="contract")`; a span that covers
+    no whole token is dropped, one whose edges moved to token edges is kept, and overlapping spans
+    keep the longest (spaCy's filter_spans): each is reported. Text classification: `doc.cats`
+    one-hot over the labels (multi-label: multi-hot). `doc.user_data["id"]` is the object id.
+    """
+    lang = _options("spacy", options)["lang"]
+    spacy = _require("spacy")
+    from spacy.tokens import DocBin
+    from spacy.util import filter_spans
+
+    try:
+        nlp = spacy.blank(lang)
+    except (ImportError, KeyError, ValueError) as exc:
+        raise ConfigError("transforms.steps.spacy.lang", f"{lang!r} is not a spaCy language: {exc}",
+                          "e.g. en, de, fr, xx (multi-language)") from None
+    out_dir = Path(out_dir)
+    problems = _Problems("spacy")
+    counts = _split_counts()
+    bins = {s: DocBin(store_user_data=True) for s in SPLITS}
+    index: Callable[[LabeledObject, str], int] | None = None
+    for obj in objects:
+        text = obj.text
+        if text is None:
+            raise ConfigError("transforms.steps.spacy", f"object {obj.object_id!r} has no text "
+                              "(`source`)", "spacy needs text objects")
+        doc = nlp.make_doc(text)
+        if obj.task_type is TaskType.named_entity or obj.entities:
+            spans = []
+            for s in obj.entities:
+                span = doc.char_span(s.start, s.end, label=s.label, alignment_mode="contract")
+                if span is None:
+                    problems.add(obj, f"span {s.label!r} [{s.start}, {s.end}) "
+                                      f"{text[s.start:s.end]!r} covers no whole token; dropped")
+                    continue
+                if (span.start_char, span.end_char) != (s.start, s.end):
+                    problems.add(obj, f"span {s.label!r} [{s.start}, {s.end}) contracted to "
+                                      f"token edges [{span.start_char}, {span.end_char})")
+                spans.append(span)
+            kept = filter_spans(spans)
+            for span in spans:
+                if span not in kept:
+                    problems.add(obj, f"span {span.label_!r} [{span.start_char}, {span.end_char}) "
+                                      "overlaps a longer span; dropped")
+            doc.ents = kept
+        else:
+            index = index or _class_index("spacy", labels)
+            chosen = {index(obj, x) for x in ([obj.label] if obj.label is not None else obj.labels)}
+            doc.cats = {name: float(i in chosen) for i, name in enumerate(labels)}
+        doc.user_data["id"] = obj.object_id
+        split = split_of(obj.object_id, settings.split)
+        bins[split].add(doc)
+        counts[split] += 1
+    with _staged(out_dir, "spacy") as stage:
+        for split, docbin in bins.items():
+            docbin.to_disk(stage / f"{split}.spacy")
+    return problems.result([out_dir / "spacy" / f"{s}.spacy" for s in SPLITS], counts)
+
+
+# --- CoNLL -----------------------------------------------------------------------------------------
+
+
+def write_conll(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Sequence[str],
+                options: Mapping[str, Any], settings: TransformsConfig) -> WrittenFiles:
+    """`<out>/conll/{split}.conll`: `token<TAB>tag` lines, BIO tags, a blank line after each object.
+
+    Text NER: tokens from `text_tokens` (words and symbols, offsets kept), tags from `bio_tags`.
+    Bounding-box NER (image objects with `inputs["tokens"]` = `[{text, box}]`): a box's tokens are
+    its `tokens` indices, or when it has none the tokens whose centre lies inside it (edges
+    included, as the receipts template decides); B- for its first token, I- for the others, in
+    token order; a token claimed by an earlier box stays with it (reported). These objects also go
+    to `<out>/conll/{split}.layout.jsonl`: `{id, tokens, bboxes, ner_tags}`, bboxes as LayoutLM's
+    [x0, y0, x1, y1] in 0-1000 of the input's `width` / `height`. Whitespace inside a token is
+    written as `_` in the .conll file (reported) and kept in the .jsonl.
+    """
+    _options("conll", options)
+    out_dir = Path(out_dir)
+    problems = _Problems("conll")
+    counts = _split_counts()
+    with _staged(out_dir, "conll") as stage, ExitStack() as stack:
+        conll = {s: _open_text(stage / f"{s}.conll", stack) for s in SPLITS}
+        layout: dict[str, IO[str]] = {}
+        for obj in objects:
+            split = split_of(obj.object_id, settings.split)
+            if obj.task_type is TaskType.named_entity or (obj.entities and not obj.boxes):
+                words, tags = _text_tags(obj, problems)
+            else:
+                if not layout:
+                    layout = {s: _open_text(stage / f"{s}.layout.jsonl", stack) for s in SPLITS}
+                words, boxes, tags = _box_tags(obj, problems)
+                width, height = _image_size(obj, "conll")
+                layout[split].write(_json_line({
+                    "id": obj.object_id, "tokens": words,
+                    "bboxes": [layout_box(b, width, height) for b in boxes],
+                    "ner_tags": tags}))
+            lines = []
+            for word, tag in zip(words, tags):
+                clean = "_".join(word.split()) or "_"
+                if clean != word:
+                    problems.add(obj, f"token {word!r} written as {clean!r}")
+                lines.append(f"{clean}\t{tag}\n")
+            conll[split].write("".join(lines) + "\n")
+            counts[split] += 1
+    paths = [out_dir / "conll" / f"{s}.conll" for s in SPLITS]
+    if layout:
+        paths += [out_dir / "conll" / f"{s}.layout.jsonl" for s in SPLITS]
+    return problems.result(paths, counts)
+
+
+def _text_tags(obj: LabeledObject, problems: _Problems) -> tuple[list[str], list[str]]:
+    text = obj.text
+    if text is None:
+        raise ConfigError("transforms.steps.conll", f"object {obj.object_id!r} has no text "
+                          "(`source`)", "conll needs text objects, or image objects with tokens")
+    tokens = text_tokens(text)
+    spans = []
+    for s in obj.entities:
+        if not 0 <= s.start < s.end <= len(text):
+            problems.add(obj, f"span {s.label!r} [{s.start}, {s.end}) is outside the text "
+                              f"(length {len(text)}); dropped")
+        else:
+            spans.append(s)
+    tags, found = _bio([(a, b) for _, a, b in tokens], spans)
+    for problem in found:
+        problems.add(obj, problem)
+    return [t for t, _, _ in tokens], tags
+
+
+def _box_tags(obj: LabeledObject, problems: _Problems,
+              ) -> tuple[list[str], list[list[float]], list[str]]:
+    tokens = obj.inputs.get("tokens")
+    if not isinstance(tokens, list):
+        raise ConfigError("transforms.steps.conll", f"object {obj.object_id!r} has no input field "
+                          "'tokens'", "bounding-box NER needs the OCR tokens: [{text, box}]")
+    words, boxes = [], []
+    for n, token in enumerate(tokens):
+        box = token.get("box") if isinstance(token, Mapping) else None
+        if (not isinstance(token, Mapping) or not isinstance(token.get("text"), str)
+                or not isinstance(box, (list, tuple)) or len(box) != 4):
+            raise ConfigError("transforms.steps.conll", f"object {obj.object_id!r}: tokens[{n}] "
+                              f"is not {{text, box: [left, top, width, height]}}: {token!r}")
+        words.append(token["text"])
+        boxes.append([float(v) for v in box])
+    tags = ["O"] * len(words)
+    for box in obj.boxes:
+        if box.tokens:
+            members = sorted(set(box.tokens))
+            outside = [i for i in members if not 0 <= i < len(words)]
+            if outside:
+                problems.add(obj, f"box {box.label!r} names tokens {outside} of {len(words)}")
+            members = [i for i in members if 0 <= i < len(words)]
+        else:
+            members = [i for i, (x, y, w, h) in enumerate(boxes)
+                       if box.left <= x + w / 2 <= box.left + box.width
+                       and box.top <= y + h / 2 <= box.top + box.height]
+        free = [i for i in members if tags[i] == "O"]
+        if len(free) < len(members):
+            problems.add(obj, f"box {box.label!r} shares tokens "
+                              f"{[i for i in members if i not in free]} with an earlier box")
+        if not members:
+            problems.add(obj, f"box {box.label!r} covers no token")
+        for n, i in enumerate(free):
+            tags[i] = ("B-" if n == 0 else "I-") + box.label
+    return words, boxes, tags
+
+
+# --- COCO ------------------------------------------------------------------------------------------
+
+
+def write_coco(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Sequence[str],
+               options: Mapping[str, Any], settings: TransformsConfig) -> WrittenFiles:
+    """`<out>/coco/{split}.json`: COCO instances (images, annotations, categories).
+
+    Images: id from 1, `file_name` the source-ref's file name, `coco_url` the source-ref, width,
+    height. Annotations: bbox [x, y, w, h] in pixels cut to the image (a box wholly outside it is
+    dropped; both reported), area w*h, iscrowd 0. Categories: the labels, ids from 1. An image
+    without boxes is listed with no annotation. `info.version` is `transforms.label_schema`.
+    """
+    _options("coco", options)
+    out_dir = Path(out_dir)
+    index = _class_index("coco", labels)
+    problems = _Problems("coco")
+    docs: dict[str, dict[str, list[dict[str, Any]]]] = {
+        s: {"images": [], "annotations": []} for s in SPLITS}
+    for obj in objects:
+        ref, file_name = _source_name(obj, "coco")
+        width, height = _image_size(obj, "coco")
+        split = split_of(obj.object_id, settings.split)
+        doc = docs[split]
+        image_id = len(doc["images"]) + 1
+        doc["images"].append({"id": image_id, "file_name": file_name, "coco_url": ref,
+                              "width": _number(width), "height": _number(height)})
+        for box in obj.boxes:
+            category = index(obj, box.label) + 1
+            cut = _clipped(box, width, height)
+            if cut is None:
+                problems.add(obj, f"box {box.label!r} lies outside the {width:g}x{height:g} image; "
+                                  "dropped")
+                continue
+            if cut != (box.left, box.top, box.width, box.height):
+                problems.add(obj, f"box {box.label!r} cut to the image")
+            x, y, w, h = (_number(v) for v in cut)
+            doc["annotations"].append({"id": len(doc["annotations"]) + 1, "image_id": image_id,
+                                       "category_id": category, "bbox": [x, y, w, h],
+                                       "area": _number(cut[2] * cut[3]), "iscrowd": 0})
+    categories = [{"id": i + 1, "name": name, "supercategory": name} for i, name in enumerate(labels)]
+    info = {"description": f"gtrun: {out_dir.name}", "version": settings.label_schema or ""}
+    with _staged(out_dir, "coco") as stage:
+        for split, doc in docs.items():
+            with open(stage / f"{split}.json", "w", encoding="utf-8") as f:
+                json.dump({"info": info, "licenses": [], "images": doc["images"],
+                           "annotations": doc["annotations"], "categories": categories},
+                          f, ensure_ascii=False, separators=(",", ":"))
+    return problems.result([out_dir / "coco" / f"{s}.json" for s in SPLITS],
+                           {s: len(d["images"]) for s, d in docs.items()})
+
+
+def _number(value: float) -> float | int:
+    """Whole numbers as ints (COCO files usually hold ints), others as they are."""
+    return int(value) if float(value).is_integer() else value
+
+
+# --- YOLO ------------------------------------------------------------------------------------------
+
+
+def write_yolo(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Sequence[str],
+               options: Mapping[str, Any], settings: TransformsConfig) -> WrittenFiles:
+    """`<out>/yolo/labels/{split}/<image stem>.txt` (`yolo_line` per box) and `<out>/yolo/data.yaml`.
+
+    Boxes are cut to the image first (reported; a box wholly outside is dropped). An image with no
+    box gets an empty file (a background image). data.yaml gives `path` (this folder),
+    `train` / `val` / `test` image folders `images/{split}`, `nc` and `names`: put each image at
+    `images/<split>/<file name of its source-ref>` and YOLO finds its labels by the stem.
+    Two images of one split with the same stem are an error.
+    """
+    _options("yolo", options)
+    import yaml
+
+    out_dir = Path(out_dir)
+    index = _class_index("yolo", labels)
+    problems = _Problems("yolo")
+    counts = _split_counts()
+    final = out_dir / "yolo"
+    with _staged(out_dir, "yolo") as stage:
+        for split in SPLITS:
+            (stage / "labels" / split).mkdir(parents=True)
+        for obj in objects:
+            ref, file_name = _source_name(obj, "yolo")
+            width, height = _image_size(obj, "yolo")
+            split = split_of(obj.object_id, settings.split)
+            lines = []
+            for box in obj.boxes:
+                class_id = index(obj, box.label)
+                cut = _clipped(box, width, height)
+                if cut is None:
+                    problems.add(obj, f"box {box.label!r} lies outside the {width:g}x{height:g} "
+                                      "image; dropped")
+                    continue
+                if cut != (box.left, box.top, box.width, box.height):
+                    problems.add(obj, f"box {box.label!r} cut to the image")
+                lines.append(yolo_line(class_id, cut, width, height) + "\n")
+            path = stage / "labels" / split / f"{PurePosixPath(file_name).stem}.txt"
+            try:
+                with open(path, "x", encoding="utf-8", newline="\n") as f:
+                    f.writelines(lines)
+            except FileExistsError:
+                raise StoreError(f"{final / 'labels' / split / path.name}: two {split} images have "
+                                 f"the stem {path.stem!r} (object {obj.object_id!r}, {ref})") from None
+            counts[split] += 1
+        data = {"path": str(final.resolve()), "train": "images/train", "val": "images/validation",
+                "test": "images/test", "nc": len(labels), "names": list(labels)}
+        (stage / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True),
+                                         encoding="utf-8")
+    return problems.result([final / "data.yaml", *(final / "labels" / s for s in SPLITS)], counts)
+
+
+# --- running the steps ----------------------------------------------------------------------------
+
+
+TRANSFORMS: dict[str, Writer] = {
+    "table": write_table,
+    "jsonl": write_jsonl,
+    "hf_datasets": write_hf_datasets,
+    "spacy": write_spacy,
+    "conll": write_conll,
+    "coco": write_coco,
+    "yolo": write_yolo,
+}
+
+
+def check_transforms(steps: Mapping[str, Mapping[str, Any] | None], settings: TransformsConfig, *,
+                     labels: Sequence[str], task_type: TaskType | None) -> None:
+    """Raise every problem of the transforms config at once (ConfigError / ConfigErrors).
+
+    Unknown steps, steps that do not fit the task type (coco on text), unknown or bad options,
+    missing libraries, split ratios, thresholds outside [0, 1], and label_map keys that are not
+    labels of the job. Needs no objects: `gtrun plan` can call it.
+    """
+    errors: list[ConfigError] = []
+    try:
+        check_split(settings.split)
+    except ConfigError as exc:
+        errors.append(exc)
+    for key in ("min_confidence", "min_agreement"):
+        value = getattr(settings, key)
+        if value is not None and not 0 <= value <= 1:
+            errors.append(ConfigError(f"transforms.{key}", f"{value!r} is not in [0, 1]"))
+    unknown = [old for old in settings.label_map if labels and old not in labels]
+    if unknown:
+        errors.append(ConfigError("transforms.label_map", f"{unknown[0]!r} is not a label of the "
+                                  f"job ({', '.join(labels)})"))
+    for name, options in steps.items():
+        key = f"transforms.steps.{name}"
+        if name not in TRANSFORMS:
+            errors.append(ConfigError(key, "is not a transform", f"one of {', '.join(TRANSFORMS)}"))
+            continue
+        if task_type is not None and task_type not in _FITS[name]:
+            fits = ", ".join(t.value for t in TaskType if t in _FITS[name])
+            errors.append(ConfigError(key, f"does not fit a {task_type.value} job",
+                                      f"{name} is for {fits}"))
+        if options is not None and not isinstance(options, Mapping):
+            errors.append(ConfigError(key, f"options must be a mapping, not {options!r}"))
+            continue
+        errors += _option_errors(name, options)
+        if name in _PACKAGES and importlib.util.find_spec(_PACKAGES[name][0]) is None:
+            package = _PACKAGES[name][1]
+            errors.append(ConfigError(key, f"needs the {package!r} package, which is not installed",
+                                      f"pip install {package}"))
+    collect_errors(errors)
+
+
+def run_transforms(objects_factory: Callable[[], Iterable[LabeledObject]], out_dir: Path, *,
+                   steps: Mapping[str, Mapping[str, Any] | None], settings: TransformsConfig,
+                   labels: Sequence[str], task_type: TaskType | None = None,
+                   ) -> dict[str, WrittenFiles]:
+    """Run each step over fresh objects from `objects_factory()`; step name -> what it wrote.
+
+    Checks everything first (`check_transforms`; the task type is the first object's when not
+    given), then per step: label_map applied, `keep` with the thresholds, the writer. Writers get
+    the label list after the label_map (`mapped_labels`).
+    """
+    out_dir = Path(out_dir)
+    if task_type is None and steps:
+        first = next(iter(objects_factory()), None)
+        task_type = first.task_type if first is not None else None
+    check_transforms(steps, settings, labels=labels, task_type=task_type)
+    final_labels = mapped_labels(labels, settings.label_map)
+    results: dict[str, WrittenFiles] = {}
+    for name, options in steps.items():
+        skipped = 0
+
+        def kept() -> Iterator[LabeledObject]:
+            nonlocal skipped
+            for obj in objects_factory():
+                obj = apply_label_map(obj, settings.label_map)
+                if keep(obj, settings.min_confidence, settings.min_agreement):
+                    yield obj
+                else:
+                    skipped += 1
+
+        written = TRANSFORMS[name](kept(), out_dir, labels=final_labels, options=options or {},
+                                   settings=settings)
+        written.skipped = skipped
+        log.info("%s: %s objects written, %d left out", name,
+                 ", ".join(f"{k} {v}" for k, v in written.counts.items()), skipped)
+        results[name] = written
+    return results
