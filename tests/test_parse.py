@@ -530,3 +530,53 @@ def test_output_of_gtruns_own_service_two_workers(tmp_path):
                    for a in obj.answers)
         assert [a.content["crowd-classifier"]["label"] for a in obj.answers] == \
             [votes["a"][int(obj.object_id)], votes["b"][int(obj.object_id)]]
+
+
+# -- the fast paths build the same records ------------------------------------------------------------
+
+
+def every_kind_of_line() -> list[tuple[dict[str, Any], str, TaskType | None]]:
+    lines: list[tuple[dict[str, Any], str, TaskType | None]] = [
+        (x, "cat-ground-truth", None) for x in real_lines("cat_output.manifest")]
+    lines += [(real_lines("ic_output_line1.jsonl")[0], "birds-open-images-clone", None),
+              (real_lines("ssie_output_line1.jsonl")[0], "mock_job_name", None),
+              (real_lines("ssie_expired_line2.jsonl")[0], "mock_job_name", TaskType.custom),
+              (chained_line(), "birds-open-images-clone", None),
+              (receipt_line(receipt_answer([VENDOR, TOTAL])), "receipt-entities", None),
+              ({"source": "x", "t": [1, 0], "t-metadata": {
+                  "class-map": {"1": "sad", "0": "happy"}, "confidence-map": {"1": 0.5, "0": 0.25},
+                  "type": "groundtruth/text-classification-multilabel"}}, "t", None),
+              ({"source": "Ada", "n": {"annotations": {"entities": [{"label": "P", "startOffset": 0, "endOffset": 3}]}},
+                "n-metadata": {"type": "groundtruth/text-span", "entities": [{"confidence": 0.5}]}}, "n", None),
+              ({"source": "unlabeled"}, "s", TaskType.text_classification)]
+    return lines
+
+
+def test_records_built_without_the_constructor_equal_constructed_ones(monkeypatch):
+    import dataclasses
+
+    import runner.collect.parse as module
+
+    assert module.DIRECT_INIT  # records.py has the fields and defaults parse.py expects
+    fast = [parse(line, attr, kind) for line, attr, kind in every_kind_of_line()]
+    monkeypatch.setattr(module, "DIRECT_INIT", False)
+    slow = [parse(line, attr, kind) for line, attr, kind in every_kind_of_line()]
+    assert fast == slow and [repr(x) for x in fast] == [repr(x) for x in slow]
+    names = {f.name for f in dataclasses.fields(LabeledObject)}
+    for obj in fast:
+        assert set(vars(obj)) == names
+        assert all(set(vars(b)) == {f.name for f in dataclasses.fields(Box)} for b in obj.boxes)
+        assert all(set(vars(s)) == {f.name for f in dataclasses.fields(Span)} for s in obj.entities)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            obj.label = "changed"  # type: ignore[misc]
+        assert dataclasses.replace(obj, line_no=99).line_no == 99
+    assert fast[1].boxes[0] == Box("Cat", 237.0, 165.0, 164.0, 157.0, 0.09) and hash(fast[1].boxes[0])
+
+
+def test_cached_key_layouts_still_look_at_each_lines_metadata_values():
+    meta = {"class-name": "a", "type": "groundtruth/text-classification"}
+    chained = {"source": "1", "old": 0, "old-metadata": {"type": "groundtruth/custom"}, "s": 0, "s-metadata": meta}
+    plain = {"source": "2", "old": 0, "old-metadata": {"camera": "x100"}, "s": 0, "s-metadata": meta}
+    objs = list(Parser(attribute="s").parse_lines(json.dumps(x) for x in [chained, plain, chained]))
+    assert [o.inputs for o in objs] == [{"source": "1"}, {"source": "2", "old": 0, "old-metadata": {"camera": "x100"}},
+                                        {"source": "1"}]

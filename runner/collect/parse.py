@@ -156,26 +156,19 @@ def _parse(line: Mapping[str, Any], line_no: int, attribute: str, task_type: Tas
     gives one; `layouts` caches the key layouts of the lines seen (see `_input_keys`)."""
     meta_key = attribute + METADATA
     meta = line.get(meta_key)
-    values = _DEFAULTS.copy()
-    for name, factory in _FACTORIES:
-        values[name] = factory()
-    values["line_no"] = line_no
     if object_id is None:
-        object_id = _response_id(meta) if type(meta) is dict and "worker-response-ref" in meta \
-            else index
-    values["object_id"] = object_id or index
-    values["inputs"] = {k: line[k] for k in _input_keys(line, attribute, layouts)}
-    values["attribute"] = attribute
-    values["answers"] = answers
+        ref_id = _response_id(meta) if type(meta) is dict and "worker-response-ref" in meta else None
+        object_id = ref_id or index
+    inputs = {k: line[k] for k in _input_keys(line, attribute, layouts)}
     if meta is None:
         if attribute in line:
             raise _Malformed(f"{attribute}: a label value without {meta_key}")
         if task_type is None:
             raise _Malformed(f"no {attribute!r} label: cannot tell the task type of an unlabeled "
                              "line (pass the task type)")
-        values["task_type"] = task_type
-        values["status"] = Status.unlabeled
-        return _new_record(values)
+        return LabeledObject(line_no=line_no, object_id=object_id, inputs=inputs,
+                             attribute=attribute, task_type=task_type, status=Status.unlabeled,
+                             answers=answers)
     if type(meta) is not dict:
         raise _Malformed(f"{meta_key} is not an object: {meta!r}")
     kind = meta.get("type")
@@ -185,25 +178,32 @@ def _parse(line: Mapping[str, Any], line_no: int, attribute: str, task_type: Tas
             raise _Malformed(f"{meta_key}: type {kind!r} is not a {task_type.value} task")
         task_type = found
     job = meta.get("job-name", meta.get("job_name"))
-    values["job_name"] = job.removeprefix(JOB_PREFIX) if type(job) is str else None
-    values["metadata"] = meta
+    job_name = job.removeprefix(JOB_PREFIX) if type(job) is str else None
     if "failure-reason" in meta:
         if task_type is None:
             raise _Malformed(f"{meta_key} of a failed object has no type: cannot tell the task "
                              "type (pass the task type)")
-        values["task_type"] = task_type
-        values["status"] = Status.failed
-        values["failure_reason"] = str(meta["failure-reason"])
-        return _new_record(values)
+        return LabeledObject(line_no=line_no, object_id=object_id, inputs=inputs,
+                             attribute=attribute, task_type=task_type, status=Status.failed,
+                             answers=answers, metadata=meta, job_name=job_name,
+                             failure_reason=str(meta["failure-reason"]))
     if task_type is None:
         raise _Malformed(f"{meta_key} has no type (pass the task type)")
     value = line.get(attribute, _MISSING)
     if value is _MISSING:
         raise _Malformed(f"no {attribute!r} label value, and {meta_key} has no failure-reason")
-    values["task_type"] = task_type
-    values["status"] = Status.labeled
+    # The hot path: every field of LabeledObject, in one dict (see DIRECT_INIT).
+    values: dict[str, Any] = {
+        "line_no": line_no, "object_id": object_id, "inputs": inputs, "attribute": attribute,
+        "task_type": task_type, "status": Status.labeled, "label": None, "labels": (), "boxes": (),
+        "image_size": None, "entities": (), "confidence": None, "confidences": {},
+        "answers": answers, "metadata": meta, "failure_reason": None, "job_name": job_name}
     values.update(_VALUE_PARSERS[task_type](value, meta, labels, answers))
-    return _new_record(values)
+    if not DIRECT_INIT:
+        return LabeledObject(**values)
+    obj = _object_new(LabeledObject)
+    _object_setattr(obj, "__dict__", values)
+    return obj
 
 
 # A line's layout: (keys ending in -metadata, whether each is a label attribute's metadata, the
@@ -221,7 +221,7 @@ def _layout(line: Mapping[str, Any], keys: tuple[str, ...], attribute: str) -> _
     candidates = tuple(k for k in keys if k.endswith(METADATA) and len(k) > 9)
     flags = tuple(_is_label_metadata(line[k]) for k in candidates)
     drop = {attribute, attribute + METADATA}
-    for key, flag in zip(candidates, flags):
+    for key, flag in zip(candidates, flags, strict=True):
         if flag:
             drop.update((key, key[:-9]))
     return candidates, flags, tuple(k for k in keys if k not in drop)
@@ -243,35 +243,44 @@ def _input_keys(line: Mapping[str, Any], attribute: str,
     if len(candidates) == 1:
         same = _is_label_metadata(line[candidates[0]]) is flags[0]
     else:
-        same = all(_is_label_metadata(line[k]) is f for k, f in zip(candidates, flags))
+        same = all(_is_label_metadata(line[k]) is f for k, f in zip(candidates, flags, strict=True))
     return inputs if same else _layout(line, keys, attribute)[2]
 
 
 # Building records. LabeledObject, Box and Span are frozen dataclasses: their generated __init__
 # sets every field through object.__setattr__, which was half the time of parsing a short line
-# (bench/collect.py). The hot path fills the instance's __dict__ in one go instead: same fields,
-# same defaults, same equality and repr (tests/test_parse.py pins it), and the constructor is used
-# again should the classes ever get __slots__ or a __post_init__.
-_DEFAULTS: dict[str, Any] = {}
-_FACTORIES: list[tuple[str, Callable[[], Any]]] = []
-for _f in fields(LabeledObject):
-    if _f.default is not MISSING:
-        _DEFAULTS[_f.name] = _f.default
-    elif _f.default_factory is not MISSING:
-        _FACTORIES.append((_f.name, _f.default_factory))
-DIRECT_INIT = not any("__slots__" in vars(c) or hasattr(c, "__post_init__")
-                      for c in (LabeledObject, Box, Span))
+# (bench/collect.py). The hot paths fill the instance's __dict__ in one go instead, with every
+# field: same values, equality, hash and repr (tests/test_parse.py pins it). DIRECT_INIT turns
+# this off, back to the constructors, should the classes change their fields or defaults, or get
+# __slots__ or a __post_init__.
+_RECORD_DEFAULTS: dict[str, Any] = {
+    "label": None, "labels": (), "boxes": (), "image_size": None, "entities": (), "confidence": None,
+    "confidences": {}, "answers": (), "metadata": {}, "failure_reason": None, "job_name": None}
+_RECORD_FIELDS = ("line_no", "object_id", "inputs", "attribute", "task_type", "status", "label",
+                  "labels", "boxes", "image_size", "entities", "confidence", "confidences",
+                  "answers", "metadata", "failure_reason", "job_name")
+
+
+def _defaults(cls: Any) -> dict[str, Any]:
+    out = {}
+    for f in fields(cls):
+        if f.default is not MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+DIRECT_INIT = (
+    tuple(f.name for f in fields(LabeledObject)) == _RECORD_FIELDS
+    and _defaults(LabeledObject) == _RECORD_DEFAULTS
+    and tuple(f.name for f in fields(Box)) == ("label", "left", "top", "width", "height",
+                                               "confidence", "tokens")
+    and tuple(f.name for f in fields(Span)) == ("label", "start", "end", "confidence")
+    and not any("__slots__" in vars(c) or hasattr(c, "__post_init__")
+                for c in (LabeledObject, Box, Span)))
 _object_new = object.__new__
 _object_setattr = object.__setattr__
-
-
-def _new_record(values: dict[str, Any]) -> LabeledObject:
-    """LabeledObject(**values); `values` holds every field (_DEFAULTS plus fresh _FACTORIES)."""
-    if not DIRECT_INIT:
-        return LabeledObject(**values)
-    obj = _object_new(LabeledObject)
-    _object_setattr(obj, "__dict__", values)
-    return obj
 
 
 def _new_box(label: str, left: float, top: float, width: float, height: float,
@@ -686,7 +695,7 @@ class Parser:
     def parse_lines(self, lines: Iterable[bytes | str], first_line_no: int = 1,
                     ) -> Iterator[LabeledObject]:
         """Records of manifest lines (blank lines are ignored but counted in line numbers)."""
-        stats, loads, labels = self.stats, self.loads, self.labels
+        stats, loads = self.stats, self.loads
         layouts: dict[tuple[str, ...], _Layout] = {}
         pending: list[tuple[int, str, dict[str, Any]]] = []
         index = 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import glob
 import hashlib
 import re
+import shutil
+import tempfile
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -68,6 +70,8 @@ class DuckDBSource:
     con: duckdb.DuckDBPyConnection
     source: SourceConfig
     files: list[Path]
+    own_spill: str | None = None  # a temporary spill folder to remove on close
+    memory_limit: str = ""
 
     @classmethod
     def open(cls, source: SourceConfig, settings: DuckDBConfig) -> DuckDBSource:
@@ -76,13 +80,15 @@ class DuckDBSource:
                                      "preserve_insertion_order": True})
         if settings.threads:
             con.execute(f"SET threads = {int(settings.threads)}")
-        if settings.temp_directory:
-            con.execute(f"SET temp_directory = {_sql_string(settings.temp_directory)}")
+        # Spill files go to a folder of this query's own (DuckDB's default, ./.tmp, is shared by
+        # every run started in the same directory, parallel sweep members included).
+        spill = settings.temp_directory or tempfile.mkdtemp(prefix="gtrun-duckdb-")
+        con.execute(f"SET temp_directory = {_sql_string(spill)}")
         reader = READERS[files[0].suffix.lower()]
         paths = "[" + ", ".join(_sql_string(str(p)) for p in files) + "]"
         db, table = (f'"{n.replace(chr(34), chr(34) * 2)}"' for n in (source.database, source.table))
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {db}")
-        self = cls(con, source, files)
+        self = cls(con, source, files, None if settings.temp_directory else spill, settings.memory_limit)
         try:
             con.execute(f"CREATE VIEW {db}.{table} AS SELECT * FROM {reader}({paths})")
         except duckdb.Error as exc:
@@ -122,6 +128,10 @@ class DuckDBSource:
             table = f"{self.source.database}.{self.source.table}"
             return ConfigError(keys[0] if keys else "source", f"column {name!r} is not in {table}",
                                f"its columns: {', '.join(self.columns())}")
+        if isinstance(exc, duckdb.OutOfMemoryException):
+            return QueryError(f"source: DuckDB ran out of memory under backend.duckdb.memory_limit="
+                              f"{self.memory_limit}\n  hint: raise it (e.g. backend.duckdb.memory_limit=512MB) "
+                              "or set backend.duckdb.threads=1")
         if isinstance(exc, (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException)):
             return self._file_error(exc)
         return QueryError(f"source: the query failed: {text.splitlines()[0]}")
@@ -181,6 +191,8 @@ class DuckDBSource:
 
     def close(self) -> None:
         self.con.close()
+        if self.own_spill:
+            shutil.rmtree(self.own_spill, ignore_errors=True)
 
 
 def _contiguous(lines: Any) -> memoryview:
