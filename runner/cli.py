@@ -468,6 +468,8 @@ def collect_cmd(args: list[str]) -> int:
     parser.add_argument("--labels", help="comma-separated label names, in the label config's order")
     parser.add_argument("--out", help="where to write the dataset (with --manifest)")
     ns, overrides = parser.parse_known_args(args)
+    if ns.target and "=" in ns.target:  # an override, not a directory
+        overrides, ns.target = [ns.target, *overrides], None
     try:
         if ns.manifest:
             if not (ns.task_type and ns.label_attribute and ns.out):

@@ -39,7 +39,7 @@ class Output:
     task_type: TaskType | None
     attribute: str | None
     labels: list[str]
-    responses_prefix: str | None = None  # <output>/<job>/annotations/worker-response/
+    output_path: str | None = None  # S3OutputPath: worker responses are under <output_path>/<job>/
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def open(self) -> Any:
@@ -47,12 +47,16 @@ class Output:
             return self.storage.open_read(self.manifest_uri)
         import smart_open
 
-        return smart_open.open(self.manifest_uri, "rb")
+        try:
+            return smart_open.open(self.manifest_uri, "rb")
+        except (OSError, ValueError) as exc:
+            raise CollectError(f"{self.manifest_uri}: cannot read the output manifest ({exc})") from None
 
     def responses(self) -> dict[str, list[WorkerAnswer]]:
-        if self.storage is None or self.responses_prefix is None:
+        if self.storage is None or self.output_path is None:
             return {}
-        return parse.read_worker_responses(self.storage, self.responses_prefix)
+        return parse.read_worker_responses(self.output_path, self.name, list_fn=self.storage.list,
+                                           open_fn=self.storage.open_read)
 
 
 def from_run(run_dir: Path) -> Output:
@@ -93,7 +97,7 @@ def from_run(run_dir: Path) -> Output:
     return Output(name=name, manifest_uri=job["LabelingJobOutput"]["OutputDatasetS3Uri"],
                   storage=backend.storage, task_type=settings.template.task_type,
                   attribute=request["LabelAttributeName"], labels=list(settings.template.labels),
-                  responses_prefix=f"{output_path}/{name}/annotations/worker-response/", provenance=provenance)
+                  output_path=output_path, provenance=provenance)
 
 
 def sweep_members(sweep_dir: Path) -> list[Path]:
@@ -110,12 +114,9 @@ def objects_of(out: Output, settings: TransformsConfig, stats: parse.ParseStats 
     """Stream one output's objects (worker answers attached); `tag`: a sweep member's name."""
     responses = out.responses()
     with out.open() as src:
-        parser = parse.Parser(attribute=out.attribute, task_type=out.task_type, labels=out.labels,
+        parser = parse.Parser(attribute=out.attribute, task_type=out.task_type, labels=out.labels or None,
                               on_error=settings.on_error, stats=stats)
-        for obj in parser.parse(src):
-            answers = responses.get(obj.object_id)
-            if answers and not obj.answers:
-                obj = replace(obj, answers=tuple(answers))
+        for obj in parse.attach_answers(parser.parse_lines(src), responses):
             if tag is not None:
                 obj = replace(obj, object_id=f"{tag}/{obj.object_id}", inputs={**obj.inputs, "gtrun_job": tag})
             yield obj
@@ -131,6 +132,8 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
         raise CollectError(f"the outputs mix task types ({', '.join(sorted(str(k) for k in kinds))})")
     labels = list(dict.fromkeys(label for o in outputs for label in o.labels))
     merged = len(outputs) > 1
+    if not labels:  # output gtrun did not launch, given no --labels: read them off the output
+        labels = seen_labels(obj for o in outputs for obj in objects_of(o, settings))
 
     def factory() -> Iterator[LabeledObject]:
         for o in outputs:
@@ -149,7 +152,8 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
     try:
         task_type = next(iter(kinds)) or TaskType.custom
         figures = report.build_report(counted(), task_type=task_type, labels=labels, dataset=dataset)
-        figures["parse"] = stats.as_dict()
+        figures["parse"] = {"lines": stats.lines, "skipped": stats.skipped_count,
+                            "skipped_lines": [list(x) for x in stats.skipped]}
         written = transforms.run_transforms(factory, work, steps=settings.steps, settings=settings,
                                             labels=labels, task_type=task_type)
         report.write_report(figures, work)
@@ -159,7 +163,8 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
                                     f"test {settings.split.test} (salt {settings.split.salt!r})"}
         card = report.write_card(work, card_provenance, figures)
         if card.parent != work:  # the collected folder is the dataset itself: its card is README.md
-            card.replace(work / "README.md")
+            text = card.read_text(encoding="utf-8").replace("](../report.", "](report.")
+            (work / "README.md").write_text(text, encoding="utf-8")
             shutil.rmtree(card.parent, ignore_errors=True)
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -172,6 +177,21 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return {"report": figures, "written": written}
+
+
+def seen_labels(objects: Iterable[LabeledObject]) -> list[str]:
+    """The label names an output uses: class-map order where the metadata has one, then first use."""
+    by_index: dict[int, str] = {}
+    seen: dict[str, None] = {}
+    for obj in objects:
+        for key, name in (obj.metadata.get("class-map") or {}).items():
+            if str(key).isdigit():
+                by_index.setdefault(int(key), str(name))
+        for name in (obj.label, *obj.labels, *(b.label for b in obj.boxes), *(e.label for e in obj.entities)):
+            if name:
+                seen.setdefault(name, None)
+    ordered = [by_index[i] for i in sorted(by_index)]
+    return ordered + [name for name in seen if name not in ordered]
 
 
 def merged_provenance(outputs: Iterable[Output]) -> dict[str, Any]:

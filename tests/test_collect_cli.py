@@ -1,0 +1,126 @@
+"""`gtrun collect`: from a finished job's output to a dataset, a report and a card, by one command."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import duckdb
+import pyarrow.parquet as pq
+
+from runner.service.server import Service
+from tests.conftest import ROOT, read_json
+from tests.service_helpers import Worker
+
+ANSWERS = [["Positive", "Negative", "Neutral", "Irrelevant"], ["Positive", "Positive", "Neutral", "Negative"]]
+
+
+def label_run(gtrun, run, answers=ANSWERS):
+    """Two workers answer every object of the run's job over real HTTP; the job completes."""
+    name = read_json(run / "request.json")["LabelingJobName"]
+    with Service(gtrun.storage, port=0).running() as svc:
+        for labels in answers:
+            worker = Worker(svc.url)
+            for label in labels:
+                task = worker.task(name)
+                assert worker.answer(name, task, {"crowd-classifier": {"label": label}}).status_code == 200
+        assert svc.app.state.jobs.describe(name)["LabelingJobStatus"] == "Completed"
+    return name
+
+
+def test_collect_a_run_with_its_transforms(gtrun):
+    assert gtrun("run", "source.limit=4", "workteam.workers_per_object=2").code == 0
+    (run,) = gtrun.runs()
+    name = label_run(gtrun, run)
+    r = gtrun("collect", str(run))
+    assert r.code == 0, r.output
+    dataset = run / "dataset"
+    assert {"README.md", "report.html", "report.json", "jsonl", "table", "gtrun.duckdb"} <= {p.name for p in dataset.iterdir()}
+    records = [json.loads(x) for split in ("train", "validation", "test")
+               for x in (dataset / "jsonl" / f"{split}.jsonl").read_text().splitlines()]
+    assert len(records) == 4 and all(r["workers"] == 2 for r in records)
+    manifest = [json.loads(x) for x in (run / "manifest.jsonl").read_text().splitlines()]
+    by_id = {r["tweet_id"]: r for r in records}
+    assert by_id[manifest[0]["tweet_id"]]["label"] == "Positive"  # both workers said so
+    assert by_id[manifest[2]["tweet_id"]]["label"] == "Neutral"
+    table = pq.read_table(dataset / "table" / f"{name}.parquet")
+    assert table.num_rows == 4 and "label" in table.column_names
+    con = duckdb.connect(str(dataset / "gtrun.duckdb"))
+    assert con.sql(f'SELECT count(*) FROM "{name}"').fetchall() == [(4,)]
+    report = read_json(dataset / "report.json")
+    assert report["counts"]["labeled"] == 4 and report["counts"]["answers"] == 8
+    assert report["agreement"]["krippendorff_alpha"] is not None
+    card = (dataset / "README.md").read_text()
+    assert name in card and "config_sha256" in card and "(report.html)" in card
+    # other transforms for the same output
+    r = gtrun("collect", str(run), "transforms=hf_datasets,spacy")
+    assert r.code == 0, r.output
+    assert {p.name for p in dataset.iterdir()} >= {"hf", "spacy"} and not (dataset / "table").exists()
+
+
+def test_collect_refuses_a_job_that_has_not_ended(gtrun):
+    assert gtrun("run", "source.limit=2").code == 0
+    (run,) = gtrun.runs()
+    r = gtrun("collect", str(run))
+    assert r.code == 2 and "Ground Truth writes its output manifest when the job ends" in r.stderr
+    assert not (run / "dataset").exists()
+
+
+def test_transform_that_does_not_fit_is_a_clear_error(gtrun):
+    assert gtrun("run", "source.limit=4", "workteam.workers_per_object=2").code == 0
+    (run,) = gtrun.runs()
+    label_run(gtrun, run)
+    r = gtrun("collect", str(run), "transforms=coco")
+    assert r.code == 2 and "transforms.steps.coco: does not fit a text_classification job" in r.stderr
+    assert not (run / "dataset").exists()
+
+
+def test_collect_a_sweep_into_one_dataset_with_provenance(gtrun):
+    assert gtrun("run", "-m", "source.params.entity=Xbox,NBA2K", "source.limit=4",
+                 "workteam.workers_per_object=2").code == 0
+    runs = gtrun.runs()
+    for run in runs:
+        label_run(gtrun, run)
+    sweep = runs[0].parent
+    r = gtrun("collect", str(sweep))
+    assert r.code == 0, r.output
+    records = [json.loads(x) for split in ("train", "validation", "test")
+               for x in (sweep / "dataset" / "jsonl" / f"{split}.jsonl").read_text().splitlines()]
+    assert len(records) == 8
+    jobs = {r["gtrun_job"] for r in records}
+    assert jobs == {read_json(run / "request.json")["LabelingJobName"] for run in runs}
+    assert {r["entity"] for r in records} == {"Xbox", "NBA2K"}
+
+
+def test_collect_output_of_a_job_gtrun_did_not_launch(gtrun, tmp_path):
+    manifest = tmp_path / "output.manifest"
+    shutil.copy(ROOT / "tests/data/real-outputs/cat_output.manifest", manifest)
+    first = json.loads(manifest.read_text().splitlines()[0])
+    attribute = next(k for k in first if f"{k}-metadata" in first)
+    out = tmp_path / "cats"
+    r = gtrun("collect", "--manifest", str(manifest), "--task-type", "bounding_box",
+              "--label-attribute", attribute, "--out", str(out), "transforms=coco,jsonl")
+    assert r.code == 0, r.output
+    coco = {split: json.loads((out / "coco" / f"{split}.json").read_text())
+            for split in ("train", "validation", "test") if (out / "coco" / f"{split}.json").exists()}
+    lines = manifest.read_text().splitlines()
+    assert sum(len(c["images"]) for c in coco.values()) == len(lines)
+    boxes = sum(len(json.loads(x)[attribute]["annotations"]) for x in lines)
+    assert sum(len(c["annotations"]) for c in coco.values()) == boxes
+    assert (out / "report.json").exists() and (out / "README.md").exists()
+
+
+def test_a_malformed_line_stops_or_is_skipped(gtrun, tmp_path):
+    good = {"source": "a", "s": 0, "s-metadata": {"class-name": "pos", "confidence": 0.9, "human-annotated": "yes",
+                                                  "type": "groundtruth/text-classification", "job-name": "labeling-job/x",
+                                                  "creation-date": "2026-01-01T00:00:00.000000"}}
+    manifest = tmp_path / "out.manifest"
+    manifest.write_text(json.dumps(good) + "\n{not json\n" + json.dumps({**good, "source": "b"}) + "\n")
+    args = ["--manifest", str(manifest), "--task-type", "text_classification", "--label-attribute", "s",
+            "--labels", "pos,neg"]
+    r = gtrun("collect", *args, "--out", str(tmp_path / "d1"), "transforms=jsonl")
+    assert r.code == 2 and "line 2" in r.stderr and not (tmp_path / "d1").exists()
+    r = gtrun("collect", *args, "--out", str(tmp_path / "d2"), "transforms=jsonl", "transforms.on_error=skip")
+    assert r.code == 0, r.output
+    report = read_json(tmp_path / "d2" / "report.json")
+    assert report["counts"]["labeled"] == 2 and report["parse"]["skipped"] == 1
