@@ -53,6 +53,7 @@ verbs:
   jobs       the backend's recent labeling jobs, with their runs
   workteams  the account's workteams (to fill workteam.arn)
   collect    a finished job's output -> dataset/ (transforms), report.html, a README card
+  continue   a new job for the objects a finished run's job did not label
 
 `gtrun run --help` lists the config groups; `gtrun <verb> --help` explains each verb.
 Hydra overrides work as usual: key=value, group=option, +key=value, ~key, -m, --cfg job, --config-dir DIR.
@@ -61,6 +62,7 @@ Hydra overrides work as usual: key=value, group=option, +key=value, ~key, -m, --
 ENV_VERB = "GTRUN_VERB"
 ENV_REPRODUCE = "GTRUN_REPRODUCE"
 ENV_ROWS = "GTRUN_PREVIEW_ROWS"
+ENV_CONTINUE = "GTRUN_CONTINUE"
 
 
 def fail(message: str, code: int = 2) -> int:
@@ -92,11 +94,17 @@ def task(cfg: DictConfig) -> None:
             out.print(f"{len(shots)} preview(s): " + ", ".join(str(p) for p in shots))
             return
         else:
-            outcome = pipe.run(run_dir)
+            continues = os.environ.get(ENV_CONTINUE)
+            if continues:
+                from runner.collect.collect import unlabeled_lines
+
+                outcome = pipe.run(run_dir, continued=(continues, unlabeled_lines(Path(continues))))
+            else:
+                outcome = pipe.run(run_dir)
             show_run(outcome, run_dir, pipe.service_url, settings.backend.root)
         status.update(status="planned" if verb == "plan" else outcome.job.get("LabelingJobStatus", "submitted"),
                       objects=outcome.objects, cost_usd=str(outcome.cost.total_usd), job_name=outcome.job_name)
-        if reproduce_of:
+        if os.environ.get(ENV_REPRODUCE):
             compare_runs(Run.at(reproduce_of), Run.at(run_dir))
     except GtrunError as exc:
         log.error("%s", exc)
@@ -210,6 +218,26 @@ def reproduce(args: list[str]) -> int:
         return _hydra("run", [*overrides, *ns.overrides])
     finally:
         os.environ.pop(ENV_REPRODUCE, None)
+
+
+def continue_cmd(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="gtrun continue", description="Start a new job for the objects a finished run's job did not "
+        "label (failed, expired, or left when it was stopped): Ground Truth cannot restart a stopped job. "
+        "The new run has the recorded config and its own run directory.")
+    parser.add_argument("run", help="a recorded run whose job has ended")
+    parser.add_argument("overrides", nargs="*", help="extra overrides, e.g. workteam.workers_per_object=2")
+    ns = parser.parse_args(args)
+    try:
+        run = Run.at(ns.run)
+        overrides = [o for o in run.overrides() if not o.startswith(("hydra.", "hydra/"))]
+    except GtrunError as exc:
+        return fail(str(exc))
+    os.environ[ENV_CONTINUE] = str(run.dir.resolve())
+    try:
+        return _hydra("run", [*overrides, *ns.overrides])
+    finally:
+        os.environ.pop(ENV_CONTINUE, None)
 
 
 def compare_runs(original: Run, new: Run) -> None:
@@ -582,7 +610,8 @@ def main(argv: list[str] | None = None) -> int:
         return status(rest)
     if verb == "preview":
         return preview(rest)
-    verbs = {"stop": stop, "jobs": jobs, "workteams": workteams, "collect": collect_cmd}
+    verbs = {"stop": stop, "jobs": jobs, "workteams": workteams, "collect": collect_cmd,
+             "continue": continue_cmd}
     if verb in verbs:
         return verbs[verb](rest)
     return fail(f"unknown verb {verb!r}\n\n{USAGE}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import hashlib
+import itertools
 import json
 import logging
 import re
@@ -254,19 +255,33 @@ class Pipeline:
         return f"source: the query returned no rows{f' (params: {params})' if params else ''}"
 
     # -- run ----------------------------------------------------------------------------------
-    def run(self, run_dir: Path) -> Outcome:
+    def run(self, run_dir: Path, continued: tuple[str, Iterable[bytes]] | None = None) -> Outcome:
+        """Run the job. `continued`: (the run it continues, the manifest lines still to label)
+        instead of the source query."""
         text, parsed = self.validate()
-        src, query, fields = self.open_source()
+        if continued is None:
+            src, query, fields = self.open_source()
+            chunks: Iterable[tuple[Any, int]] = self.backend.lines(src, query, fields)
+            sql = render_sql(query)
+        else:
+            src, query = None, select_query(self.s.source, self.backend.dialect)
+            lines = iter(continued[1])
+            head = next(lines, None)
+            if head is None:
+                raise ManifestError(f"{continued[0]}: every object is labeled; nothing to continue")
+            fields = list(json.loads(head))
+            chunks = ((line, 1) for line in itertools.chain([head], lines))
+            sql = f"-- continues {continued[0]}: the objects its job did not label\n" + render_sql(query)
         self.check_fields_used(parsed, fields)
         request = self.request()
         record = Record(run_dir)
-        record.write_text("query.sql", render_sql(query))
+        record.write_text("query.sql", sql)
         log.info("job %s: query built (%s fields: %s)", self.name, len(fields), ", ".join(fields))
         self.upload_assets()
         try:
             with self.storage.open_write(self.uris["manifest"]) as out, \
                     record.open("manifest.jsonl") as local, self._progress() as bump:
-                written = stream_manifest(self.backend.lines(src, query, fields), (out, local), bump)
+                written = stream_manifest(chunks, (out, local), bump)
                 objects = written.objects
                 if objects == 0:
                     raise ManifestError(self._empty())
@@ -275,7 +290,8 @@ class Pipeline:
                 cost = self.estimate(objects)
                 self.guard_budget(cost)
         finally:
-            src.close()
+            if src is not None:
+                src.close()
         record.hashes["manifest.jsonl"] = written.sha256
         log.info("manifest: %s objects -> %s (sha256 %s)", objects, self.uris["manifest"], written.sha256)
         labels = label_category_config(self.s.template.labels, self.s.template.task_type,

@@ -124,3 +124,25 @@ def test_a_malformed_line_stops_or_is_skipped(gtrun, tmp_path):
     assert r.code == 0, r.output
     report = read_json(tmp_path / "d2" / "report.json")
     assert report["counts"]["labeled"] == 2 and report["parse"]["skipped"] == 1
+
+
+def test_continue_labels_what_a_stopped_job_left(gtrun):
+    assert gtrun("run", "source.limit=4").code == 0
+    (run,) = gtrun.runs()
+    name = read_json(run / "request.json")["LabelingJobName"]
+    with Service(gtrun.storage, port=0).running() as svc:
+        worker = Worker(svc.url)
+        for _ in range(2):
+            task = worker.task(name)
+            worker.answer(name, task, {"crowd-classifier": {"label": "Positive"}})
+        svc.app.state.jobs.stop(name)
+    r = gtrun("continue", str(run), "workteam.workers_per_object=2")
+    assert r.code == 0, r.output
+    (new,) = [p for p in gtrun.runs() if p != run]
+    lines = (new / "manifest.jsonl").read_text().splitlines()
+    first = (run / "manifest.jsonl").read_text().splitlines()
+    assert lines == first[2:]  # the two objects nobody labeled, as they were
+    request = read_json(new / "request.json")
+    assert request["LabelingJobName"] != name
+    assert request["HumanTaskConfig"]["NumberOfHumanWorkersPerDataObject"] == 2
+    assert (new / "query.sql").read_text().startswith(f"-- continues {run.resolve()}")

@@ -194,6 +194,21 @@ def seen_labels(objects: Iterable[LabeledObject]) -> list[str]:
     return ordered + [name for name in seen if name not in ordered]
 
 
+def unlabeled_lines(run_dir: Path) -> Iterator[bytes]:
+    """The run's input-manifest lines whose objects its job did not label (failed, expired, stopped)."""
+    import json
+
+    out = from_run(run_dir)
+    done: set[str] = set()
+    for obj in objects_of(out, TransformsConfig()):
+        if obj.status.value == "labeled":
+            done.add(json.dumps(obj.inputs, sort_keys=True))
+    with open(run_dir / "manifest.jsonl", "rb") as src:
+        for raw in src:
+            if raw.strip() and json.dumps(json.loads(raw), sort_keys=True) not in done:
+                yield raw if raw.endswith(b"\n") else raw + b"\n"
+
+
 def merged_provenance(outputs: Iterable[Output]) -> dict[str, Any]:
     members = list(outputs)
     if len(members) == 1:

@@ -200,7 +200,7 @@ class JobStore:
                     "HumanTaskConfig", "Tags"):
             if key in request:
                 out[key] = request[key]
-        if row["status"] == "Completed":
+        if row["status"] in ("Completed", "Stopped"):  # a stopped job's output holds what was labeled
             output = request["OutputConfig"]["S3OutputPath"].rstrip("/")
             out["LabelingJobOutput"] = {
                 "OutputDatasetS3Uri": f"{output}/{request['LabelingJobName']}/manifests/output/output.manifest"}
