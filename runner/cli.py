@@ -529,6 +529,9 @@ def collect_cmd(args: list[str]) -> int:
     out.print(f"[bold green]collected[/bold green] {counts['objects']:,} objects ({counts['labeled']:,} labeled, "
               f"{counts['failed']:,} failed, {counts['unlabeled']:,} unlabeled) into {where}")
     for name, files in result["written"].items():
+        if isinstance(files, str):
+            out.print(f"  {name}: table {files}")
+            continue
         split = ", ".join(f"{k} {v}" for k, v in files.counts.items())
         out.print(f"  {name}: {split}")
     out.print(f"  report: {where / 'report.html'}")

@@ -191,3 +191,29 @@ def test_aws_manifest_is_valid_jsonl(gtrun, aws):
     lines = list(jsonlines.open(run / "manifest.jsonl"))
     assert len(lines) == 173 and all(isinstance(x["tweet_id"], int) for x in lines)
     assert json.dumps(lines[0])
+
+
+def test_collect_on_aws_registers_the_table_in_athena(gtrun, aws):
+    from tests.service_helpers import Worker
+
+    moto, service = aws
+    queue_tweets(moto, "source.params.entity=Xbox", "source.limit=3")
+    args = aws_args(moto, service.url)
+    assert gtrun("run", "source.params.entity=Xbox", "source.limit=3", *args, storage=False).code == 0
+    (run,) = gtrun.runs()
+    name = read_json(run / "request.json")["LabelingJobName"]
+    worker = Worker(service.url)
+    while (task := worker.task(name)) is not None:
+        worker.answer(name, task, {"crowd-classifier": {"label": "Neutral"}})
+    service.app.state.jobs.tick()
+    r = gtrun("collect", str(run))
+    assert r.code == 0, r.output
+    assert f"athena: table ml_workshop_db.{name.replace('-', '_')}" in r.stdout
+    s3 = boto3.client("s3", endpoint_url=moto, region_name="us-east-1")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
+    assert f"gtrun/datasets/{name}/table/{name}.parquet" in keys
+    athena = boto3.client("athena", endpoint_url=moto, region_name="us-east-1")
+    queries = [athena.get_query_execution(QueryExecutionId=q)["QueryExecution"]["Query"]
+               for q in athena.list_query_executions()["QueryExecutionIds"]]
+    assert any(q.startswith("CREATE EXTERNAL TABLE IF NOT EXISTS `ml_workshop_db`") for q in queries)
+    assert len((run / "dataset" / "jsonl" / "train.jsonl").read_text().splitlines()) >= 1

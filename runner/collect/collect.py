@@ -41,6 +41,7 @@ class Output:
     labels: list[str]
     output_path: str | None = None  # S3OutputPath: worker responses are under <output_path>/<job>/
     provenance: dict[str, Any] = field(default_factory=dict)
+    settings: Any = None  # the run's GtrunConfig, when it is a run
 
     def open(self) -> Any:
         if self.storage is not None:
@@ -97,7 +98,7 @@ def from_run(run_dir: Path) -> Output:
     return Output(name=name, manifest_uri=job["LabelingJobOutput"]["OutputDatasetS3Uri"],
                   storage=backend.storage, task_type=settings.template.task_type,
                   attribute=request["LabelAttributeName"], labels=list(settings.template.labels),
-                  output_path=output_path, provenance=provenance)
+                  output_path=output_path, provenance=provenance, settings=settings)
 
 
 def sweep_members(sweep_dir: Path) -> list[Path]:
@@ -176,7 +177,37 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    settings0 = outputs[0].settings
+    if "table" in written and settings0 is not None and settings0.backend.kind.value == "aws":
+        fmt = (settings.steps.get("table") or {}).get("format", "parquet")
+        written["athena"] = register_on_athena(settings0, out_dir / "table" / f"{slug}.{fmt}", slug)  # type: ignore[assignment]
     return {"report": figures, "written": written}
+
+
+def register_on_athena(settings: Any, table_file: Path, name: str) -> str:
+    """aws: the table goes to S3 and an external table over it is created through Athena."""
+    import pyarrow.parquet as pq
+
+    from runner.build.sql import Query
+    from runner.io.backends import backend_for
+
+    if table_file.suffix != ".parquet":
+        raise CollectError(f"transforms.steps.table.format: the aws backend registers Parquet tables only, "
+                           f"not {table_file.suffix.lstrip('.')}")
+    b = settings.backend
+    folder = "/".join(p for p in (f"s3://{b.bucket}", b.prefix.strip("/"), "datasets", name, "table") if p)
+    backend = backend_for(settings)
+    backend.storage.put_file(table_file, f"{folder}/{table_file.name}")
+    table = name.replace("-", "_").lower()
+    database = b.athena.database or settings.source.database
+    ddl = transforms.athena_table_ddl(table, folder, transforms.athena_columns(pq.read_schema(table_file)),
+                                      database=database)
+    source = backend.open_source()
+    try:
+        source.wait(source.start(Query(ddl, (), (), None)))
+    finally:
+        source.close()
+    return f"{database}.{table}"
 
 
 def seen_labels(objects: Iterable[LabeledObject]) -> list[str]:
