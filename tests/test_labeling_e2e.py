@@ -225,6 +225,25 @@ def label_job(browser: Any, service: Any, request: dict[str, Any], lines: list[d
 # What the job left in storage
 
 
+def collected(service: Any, request: dict[str, Any], task_type: str, labels: list[str], steps: str) -> Path:
+    """`gtrun collect`'s code on the job's output in the service's storage; the dataset folder."""
+    from runner.cli import transforms_settings
+    from runner.collect.collect import Output, collect
+    from runner.io.store import LocalStore
+    from runner.schema import TaskType
+
+    name = request["LabelingJobName"]
+    d = sagemaker(service.url).describe_labeling_job(LabelingJobName=name)
+    out = Output(name=name, manifest_uri=d["LabelingJobOutput"]["OutputDatasetS3Uri"],
+                 storage=LocalStore(service.root), task_type=TaskType(task_type), attribute=ATTR, labels=labels,
+                 output_path=request["OutputConfig"]["S3OutputPath"])
+    folder = Path(service.root).parent / "dataset"
+    collect([out], folder, transforms_settings(None, [f"transforms={steps}"]), dataset=name, provenance={"job": name})
+    report = json.loads((folder / "report.json").read_text())
+    assert report["counts"]["objects"] == report["counts"]["labeled"]
+    return folder
+
+
 def local(service: Any, uri: str) -> Path:
     assert uri.startswith("s3://"), uri
     bucket, _, key = uri.removeprefix("s3://").partition("/")
@@ -459,6 +478,17 @@ def test_text_classification(browser, service):
     for line in out:
         assert set(line[f"{ATTR}-metadata"]) == {"class-name", "confidence", "type", "job-name",
                                                  "human-annotated", "creation-date"}
+    # gtrun collect on this output: records with both workers, loadable by Hugging Face datasets
+    dataset = collected(service, request, "text_classification", SENTIMENTS, "jsonl,hf_datasets")
+    records = {r["tweet_id"]: r for f in (dataset / "jsonl").glob("*.jsonl") for r in map(json.loads, f.read_text().splitlines())}
+    assert {k: (r["label"], r["workers"]) for k, r in records.items()} == {
+        TWEETS[0]["tweet_id"]: ("Positive", 2), TWEETS[1]["tweet_id"]: ("Negative", 2)}
+    import datasets
+    loaded = datasets.load_dataset("parquet", data_dir=str(dataset / "hf"))
+    split = next(iter(loaded.values()))
+    assert split.features["label"].names == SENTIMENTS
+    report = json.loads((dataset / "report.json").read_text())
+    assert report["counts"]["answers"] == 4
 
 
 # ------------------------------------------------------------------------------------------------
@@ -812,6 +842,20 @@ def test_receipts_ner(browser, service):
             assert {k: entity[k] for k in ("label", "left", "top", "width", "height")} == box
             assert entity["tokens"] == want["tokens"]  # the words under the box: the receipt's own
             assert entity["text"] == " ".join(line["tokens"][i]["text"] for i in want["tokens"])
+    # gtrun collect on this output: the layout document-NER models train on (tokens, boxes, BIO tags)
+    dataset = collected(service, request, "custom", RECEIPT_LABELS, "conll,jsonl")
+    layout = [json.loads(x) for x in sorted((dataset / "conll").glob("*.layout.jsonl"))
+              for x in x.read_text().splitlines()]
+    assert len(layout) == 2
+    for doc in layout:
+        object_id = 0 if doc["tokens"] == [t["text"] for t in lines[0]["tokens"]] else 1
+        who = "A" if object_id == 0 else "B"
+        want = {}
+        for label in fields[(who, object_id)]:
+            for n, i in enumerate(gold(lines[object_id], label)["tokens"]):
+                want[i] = ("B-" if n == 0 else "I-") + label
+        assert doc["ner_tags"] == [want.get(i, "O") for i in range(len(doc["tokens"]))]
+        assert all(0 <= v <= 1000 for box in doc["bboxes"] for v in box)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -302,7 +302,7 @@ def _new_span(label: str, start: int, end: int, confidence: float | None) -> Spa
     return obj
 
 
-# Each returns the LabeledObject fields its task type fills.
+# Each returns the LabeledObject fields its task type fills (`answers` only when it finds some).
 _Fields = dict[str, Any]
 
 
@@ -320,8 +320,7 @@ def _single(value: Any, meta: dict[str, Any], labels: tuple[str, ...] | None,
         name = labels[index]
     elif type(name) is not str:
         raise _Malformed(f"class-name {name!r} is not a string")
-    return {"label": name, "confidence": _confidence(meta.get("confidence"), "confidence"),
-            "answers": answers}
+    return {"label": name, "confidence": _confidence(meta.get("confidence"), "confidence")}
 
 
 def _multi(value: Any, meta: dict[str, Any], labels: tuple[str, ...] | None,
@@ -340,7 +339,7 @@ def _multi(value: Any, meta: dict[str, Any], labels: tuple[str, ...] | None,
         c = _confidence(confidence_map.get(str(index)), f"confidence-map[{str(index)!r}]")
         if c is not None:
             confidences[name] = c
-    return {"labels": tuple(names), "confidences": confidences, "answers": answers}
+    return {"labels": tuple(names), "confidences": confidences}
 
 
 def _boxes(value: Any, meta: dict[str, Any], labels: tuple[str, ...] | None,
@@ -370,8 +369,7 @@ def _boxes(value: Any, meta: dict[str, Any], labels: tuple[str, ...] | None,
         except (KeyError, TypeError, ValueError, AttributeError):
             raise _Malformed(f"box {i} is not {{class_id, left, top, width, height}}: {box!r}") \
                 from None
-    return {"boxes": tuple(boxes), "image_size": _image_size(value.get("image_size")),
-            "answers": answers}
+    return {"boxes": tuple(boxes), "image_size": _image_size(value.get("image_size"))}
 
 
 def _entities(value: Any, meta: dict[str, Any], labels: tuple[str, ...] | None,
@@ -401,7 +399,7 @@ def _entities(value: Any, meta: dict[str, Any], labels: tuple[str, ...] | None,
         if not 0 <= start < end:
             raise _Malformed(f"entity {i}: offsets [{start}, {end}) are not a span")
         spans.append(_new_span(label, start, end, confidence))
-    return {"entities": tuple(spans), "answers": answers}
+    return {"entities": tuple(spans)}
 
 
 def _custom(value: Any, meta: dict[str, Any], labels: tuple[str, ...] | None,
