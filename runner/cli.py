@@ -208,16 +208,7 @@ def reproduce(args: list[str]) -> int:
     parser.add_argument("run", help="a recorded run directory (outputs/runs/...)")
     parser.add_argument("overrides", nargs="*", help="extra overrides, e.g. hydra.run.dir=...")
     ns = parser.parse_args(args)
-    try:
-        run = Run.at(ns.run)
-        overrides = [o for o in run.overrides() if not o.startswith(("hydra.", "hydra/"))]
-    except GtrunError as exc:
-        return fail(str(exc))
-    os.environ[ENV_REPRODUCE] = str(run.dir.resolve())
-    try:
-        return _hydra("run", [*overrides, *ns.overrides])
-    finally:
-        os.environ.pop(ENV_REPRODUCE, None)
+    return _rerun(ns.run, ns.overrides, ENV_REPRODUCE)
 
 
 def continue_cmd(args: list[str]) -> int:
@@ -228,16 +219,21 @@ def continue_cmd(args: list[str]) -> int:
     parser.add_argument("run", help="a recorded run whose job has ended")
     parser.add_argument("overrides", nargs="*", help="extra overrides, e.g. workteam.workers_per_object=2")
     ns = parser.parse_args(args)
+    return _rerun(ns.run, ns.overrides, ENV_CONTINUE)
+
+
+def _rerun(path: str, extra: list[str], mode: str) -> int:
+    """`run` again from a recorded run's overrides (plus `extra`), in the given mode (reproduce, continue)."""
     try:
-        run = Run.at(ns.run)
+        run = Run.at(path)
         overrides = [o for o in run.overrides() if not o.startswith(("hydra.", "hydra/"))]
     except GtrunError as exc:
         return fail(str(exc))
-    os.environ[ENV_CONTINUE] = str(run.dir.resolve())
+    os.environ[mode] = str(run.dir.resolve())
     try:
-        return _hydra("run", [*overrides, *ns.overrides])
+        return _hydra("run", [*overrides, *extra])
     finally:
-        os.environ.pop(ENV_CONTINUE, None)
+        os.environ.pop(mode, None)
 
 
 def compare_runs(original: Run, new: Run) -> None:

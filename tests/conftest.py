@@ -66,5 +66,13 @@ def gtrun(tmp_path: Path) -> Gtrun:
     return Gtrun(tmp_path)
 
 
+def real_file(name: str) -> Path:
+    """A file Ground Truth wrote (tests/data/real-outputs, a copy of shared/reference/real-outputs)."""
+    path = ROOT / "tests" / "data" / "real-outputs" / name
+    if not path.exists():
+        raise FileNotFoundError(f"real output {name} is not in tests/data/real-outputs")
+    return path
+
+
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))

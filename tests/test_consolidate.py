@@ -19,20 +19,12 @@ from runner.service.consolidate import (
     failed_metadata,
 )
 from runner.service.layout import output_line
+from tests.conftest import real_file
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 1, 2, 3, 4, 5, 678901)
 CREATION_DATE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}$")
 SENTIMENT = ["Positive", "Negative", "Neutral"]
-
-
-def real_file(name: str) -> Path:
-    """A file Ground Truth wrote (see /work/shared/reference/real-outputs/README.md)."""
-    for folder in (ROOT / "tests" / "data" / "real-outputs",
-                   Path("/work/shared/reference/real-outputs")):
-        if (folder / name).exists():
-            return folder / name
-    raise FileNotFoundError(f"real output {name} is not in tests/data/real-outputs")
 
 
 def shape(value):

@@ -12,6 +12,7 @@ import pytest
 from runner.schema import TaskType
 from runner.service.consolidate import Answer, consolidate, failed_metadata
 from runner.service.layout import (
+from tests.conftest import real_file
     answer_time,
     consolidation_request,
     consolidation_request_key,
@@ -26,15 +27,6 @@ from runner.service.layout import (
 ROOT = Path(__file__).resolve().parent.parent
 WHEN = datetime(2019, 4, 18, 16, 10, 44, 217995)
 ANSWER_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z$")
-
-
-def real_file(name: str) -> Path:
-    """A file Ground Truth wrote (see /work/shared/reference/real-outputs/README.md)."""
-    for folder in (ROOT / "tests" / "data" / "real-outputs",
-                   Path("/work/shared/reference/real-outputs")):
-        if (folder / name).exists():
-            return folder / name
-    raise FileNotFoundError(f"real output {name} is not in tests/data/real-outputs")
 
 
 def shape(value):
