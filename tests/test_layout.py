@@ -12,7 +12,6 @@ import pytest
 from runner.schema import TaskType
 from runner.service.consolidate import Answer, consolidate, failed_metadata
 from runner.service.layout import (
-from tests.conftest import real_file
     answer_time,
     consolidation_request,
     consolidation_request_key,
@@ -23,6 +22,7 @@ from tests.conftest import real_file
     worker_response_key,
     worker_response_record,
 )
+from tests.conftest import real_file
 
 ROOT = Path(__file__).resolve().parent.parent
 WHEN = datetime(2019, 4, 18, 16, 10, 44, 217995)
