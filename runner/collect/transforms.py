@@ -44,6 +44,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
 
+from runner.collect.agreement import box_iou
 from runner.collect.records import Box, LabeledObject, Span, Status
 from runner.errors import ConfigError, StoreError, collect_errors
 from runner.schema import SplitConfig, TaskType, TransformsConfig
@@ -302,12 +303,7 @@ def _match_score(drawn: Sequence[tuple[str, Any]], consolidated: Sequence[tuple[
     return matched / max(len(drawn), len(consolidated))
 
 
-def _iou(a: Sequence[float], b: Sequence[float]) -> float:
-    w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
-    h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
-    inter = max(w, 0.0) * max(h, 0.0)
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
+_iou = box_iou  # (left, top, width, height) boxes
 
 
 def _span_jaccard(a: Sequence[float], b: Sequence[float]) -> float:

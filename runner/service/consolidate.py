@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from runner.collect.agreement import box_iou
 from runner.schema import TaskType
 
 # The `name` the built-in templates give their crowd element, i.e. the key of the answer object
@@ -588,13 +589,7 @@ def _agreement(members: list[Any], n_workers: int, similarity: Callable[[Any, An
     return round(len(members) / n_workers * sum(pairs) / len(pairs), 2)
 
 
-def _iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two (left, top, width, height) boxes."""
-    w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
-    h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
-    inter = max(w, 0.0) * max(h, 0.0)
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
+_iou = box_iou  # (left, top, width, height) boxes
 
 
 def _jaccard(a: tuple[int, int], b: tuple[int, int]) -> float:
