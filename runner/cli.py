@@ -23,15 +23,14 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from runner import __version__
+from runner import __version__, sweep
 from runner.config import CONF_DIR, setup, to_settings
 from runner.errors import ConfigError, GtrunError, RecordError
 from runner.io.backends import backend_for
-from runner.service.server import DEFAULT_PORT, Service
-from runner.service.store import TERMINAL
 from runner.pipeline import Outcome, Pipeline
 from runner.record import COMPARED, Run, artifact_changes, config_changes, resolved
-from runner import sweep
+from runner.service.server import DEFAULT_PORT, Service
+from runner.service.store import TERMINAL
 from runner.sweep import write_status
 
 log = logging.getLogger("gtrun")
@@ -137,7 +136,7 @@ def show_plan(o: Outcome) -> None:
     out.rule("query.sql")
     out.print(o.query.sql, soft_wrap=True)
     if o.query.params:
-        out.print("params: " + ", ".join(f"{n}={v!r}" for n, v in zip(o.query.param_names, o.query.params)))
+        out.print("params: " + ", ".join(f"{n}={v!r}" for n, v in zip(o.query.param_names, o.query.params, strict=False)))
     if o.first_line:
         out.rule("first manifest line")
         out.print(json.dumps(o.first_line, ensure_ascii=False), soft_wrap=True)

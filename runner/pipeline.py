@@ -33,7 +33,6 @@ from runner.check import validate_request
 from runner.config import HOME, TEMPLATES_DIR
 from runner.errors import ConfigError, ManifestError, RecordError, collect_errors
 from runner.io.backends import backend_for
-from runner.io.store import LocalStore
 from runner.schema import BackendKind, GtrunConfig, TaskType
 
 log = logging.getLogger(__name__)

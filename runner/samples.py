@@ -276,7 +276,7 @@ def layout(lines: Sequence[Sequence[Segment]], draw: ImageDraw.ImageDraw,
             span = sum(widths) + space * (len(words) - 1)
             x = {"left": cursor, "right": CANVAS_WIDTH - MARGIN - span,
                  "center": (CANVAS_WIDTH - span) // 2}[seg.align]
-            for word, width in zip(words, widths):
+            for word, width in zip(words, widths, strict=False):
                 left, top, right, bottom = draw.textbbox((x, y), word, font=font)
                 tokens.append(Token(word, (x, y), (left, top, right - left, bottom - top),
                                     seg.entity))
@@ -326,7 +326,7 @@ def receipt_record(receipt_id: int, tokens: Sequence[Token], height: int) -> dic
         "image_file": image_file(receipt_id),
         "width": CANVAS_WIDTH * SCALE,
         "height": height * SCALE,
-        "tokens": [{"text": t.text, "box": b} for t, b in zip(tokens, boxes)],
+        "tokens": [{"text": t.text, "box": b} for t, b in zip(tokens, boxes, strict=False)],
         "entities": [{"label": key.split(":")[0], "box": union([boxes[i] for i in idx]),
                       "tokens": idx} for key, idx in members.items()],
     }

@@ -21,7 +21,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-
 from playwright import sync_api  # noqa: E402
 
 HOME = Path(__file__).resolve().parent.parent

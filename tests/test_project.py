@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from runner.build.request import check_settings, labeling_job_request, label_category_config
+from runner.build.request import check_settings, label_category_config, labeling_job_request
 from runner.build.template import check_template, task_input
 from runner.check import validate_request
 from runner.config import CONF_DIR, HOME, setup, to_settings

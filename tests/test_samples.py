@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import random
 import re
@@ -95,7 +94,7 @@ def test_csv_module_reads_the_same_rows():
 
 
 def test_tweet_values(db):
-    rel = db.sql(f"SELECT * FROM read_csv('{CSV_PATH}')")
+    rel = db.sql(f"SELECT * FROM read_csv('{CSV_PATH}')")  # noqa: F841 - DuckDB's SQL reads it as `rel`
     stats = db.sql("""
         SELECT count(*), count(DISTINCT tweet_id), min(score), max(score),
                avg((score < 0.8)::INT), min(date), max(date)
@@ -110,7 +109,7 @@ def test_tweet_values(db):
 
 
 def test_every_entity_has_unsure_rows(db):
-    rel = db.sql(f"SELECT * FROM read_csv('{CSV_PATH}')")
+    rel = db.sql(f"SELECT * FROM read_csv('{CSV_PATH}')")  # noqa: F841 - DuckDB's SQL reads it as `rel`
     counts = dict(db.sql("""
         SELECT entity, count(*) FILTER (WHERE score < 0.8) FROM rel GROUP BY entity""").fetchall())
     assert set(counts) == set(samples.ENTITIES) >= {"Borderlands", "Xbox", "NBA2K"}

@@ -6,11 +6,10 @@ import json
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.conftest import ROOT, _env
+from tests.conftest import _env
 from tests.service_helpers import Worker
 
 

@@ -118,7 +118,7 @@ def label_category_config(labels: Sequence[str], task_type: TaskType,
     # The NER worker UI shows shortDisplayName on each highlighted span.
     short = _short_display_names(labels)
     return {"document-version": _LABEL_CONFIG_VERSION,
-            "labels": [{"label": label, "shortDisplayName": s} for label, s in zip(labels, short)],
+            "labels": [{"label": label, "shortDisplayName": s} for label, s in zip(labels, short, strict=False)],
             "instructions": {"shortInstruction": instructions, "fullInstruction": instructions}}
 
 

@@ -158,7 +158,7 @@ def referenced_columns(source: SourceConfig) -> dict[str, set[str]]:
 def render_sql(query: Query) -> str:
     """The query as recorded in `query.sql`: the SQL, then its parameters as comments."""
     lines = [query.sql.rstrip() + ";"]
-    for name, value in zip(query.param_names, query.params):
+    for name, value in zip(query.param_names, query.params, strict=False):
         lines.append(f"-- ? {name} = {value!r}")
     return "\n".join(lines) + "\n"
 

@@ -1162,7 +1162,7 @@ def write_conll(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Sequ
                     "bboxes": [layout_box(b, width, height) for b in boxes],
                     "ner_tags": tags}))
             lines = []
-            for word, tag in zip(words, tags):
+            for word, tag in zip(words, tags, strict=False):
                 clean = "_".join(word.split()) or "_"
                 if clean != word:
                     problems.add(obj, f"token {word!r} written as {clean!r}")

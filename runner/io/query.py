@@ -6,8 +6,8 @@ import glob
 import hashlib
 import re
 import shutil
-import tempfile
 import struct
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,7 +152,7 @@ class DuckDBSource:
         """The first `limit` rows as dicts, and the column names."""
         cur = self.execute(query)
         names = [d[0] for d in cur.description]
-        return names, [dict(zip(names, r)) for r in cur.fetchmany(limit)]
+        return names, [dict(zip(names, r, strict=False)) for r in cur.fetchmany(limit)]
 
     def output_fields(self, query: Query) -> list[str]:
         """The query's output columns (runs it with LIMIT 0)."""

@@ -19,7 +19,6 @@ from urllib.parse import urlparse
 
 from runner.errors import StoreError
 
-
 BUCKET = re.compile(r"[a-z0-9][a-z0-9.\-]{0,62}")  # S3's rule, less its 3-character minimum
 
 
