@@ -187,7 +187,10 @@ def test_stop_keeps_what_was_labeled(service):
     sm.stop_labeling_job(LabelingJobName="stopme")
     assert wait_status(sm, "stopme", "Stopped") == "Stopped"
     out = service.root / "b/jobs/stopme/output/stopme/manifests/output/output.manifest"
-    assert len(out.read_text().splitlines()) == 1
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(lines) == len(TWEETS)  # line N is object N: the unlabeled ones unchanged
+    assert lines[0]["label-metadata"]["class-name"] == "Positive"
+    assert lines[1:] == TWEETS[1:]
     assert w.task("stopme") is None
 
 

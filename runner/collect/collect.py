@@ -15,6 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from runner import __version__
 from runner.collect import parse, report, transforms
 from runner.collect.records import LabeledObject, WorkerAnswer
@@ -116,7 +118,7 @@ def objects_of(out: Output, settings: TransformsConfig, stats: parse.ParseStats 
     responses = out.responses()
     with out.open() as src:
         parser = parse.Parser(attribute=out.attribute, task_type=out.task_type, labels=out.labels or None,
-                              on_error=settings.on_error, stats=stats)
+                              on_error=settings.on_error, stats=stats, loads=orjson.loads)  # ~1.7x json
         for obj in parse.attach_answers(parser.parse_lines(src), responses):
             if tag is not None:
                 obj = replace(obj, object_id=f"{tag}/{obj.object_id}", inputs={**obj.inputs, "gtrun_job": tag})

@@ -347,8 +347,10 @@ class JobStore:
             "SELECT object_id FROM objects WHERE job = ? AND status = 'pending' ORDER BY object_id", (name,))]
 
     def outputs(self, name: str) -> Iterator[str]:
-        """Output-manifest lines of finished objects, in manifest order."""
-        for row in self._db.execute("SELECT output FROM objects WHERE job = ? AND output IS NOT NULL "
+        """Output-manifest lines, one per data object in manifest order: a finished object's output
+        line, an unfinished one's input line unchanged (as in Ground Truth's intermediate manifest),
+        so line N is always datasetObjectId N."""
+        for row in self._db.execute("SELECT COALESCE(output, line) FROM objects WHERE job = ? "
                                     "ORDER BY object_id", (name,)):
             yield row[0]
 
