@@ -43,6 +43,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from _measure import poll_peak_rss
+
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("local", "s3", "parquet", "pandas")
 MB = 1 << 20
@@ -229,20 +231,12 @@ def peak_rss_mb(usage: resource.struct_rusage) -> float:
 
 # -- the parent -------------------------------------------------------------------------------------
 def measure(method: str, data: str, out: Path, moto_url: str) -> dict[str, Any]:
-    import psutil
 
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", method, data, str(out), moto_url]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, **FAKE_ENV})
-    polled = 0
-    try:
-        ps = psutil.Process(proc.pid)
-        while proc.poll() is None:
-            polled = max(polled, ps.memory_info().rss)
-            time.sleep(0.05)
-    except psutil.NoSuchProcess:
-        pass
+    polled = poll_peak_rss(proc)
     stdout, stderr = proc.communicate()
     wall = time.perf_counter() - start
     if proc.returncode != 0:

@@ -43,6 +43,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _measure import poll_peak_rss, warm
+
 REPO = Path(__file__).resolve().parents[1]
 TYPES = ("single", "multi", "boxes", "ner")
 METHODS = ("gtrun", "gtrun_orjson", "pandas", "duckdb")
@@ -137,13 +139,6 @@ def manifest_path(workdir: Path, kind: str, lines: int) -> Path:
     print(f"generated {path} ({path.stat().st_size / MB:,.0f} MB) in {time.perf_counter() - start:.1f} s",
           flush=True)
     return path
-
-
-def warm(path: Path) -> None:
-    """Read the file once so every method starts from the page cache."""
-    with open(path, "rb") as src:
-        while src.read(16 * MB):
-            pass
 
 
 # -- gtrun: LabeledObject -> flat record -> jsonl + Parquet ---------------------------------------
@@ -302,21 +297,13 @@ def child(method: str, kind: str, manifest: str, out: str) -> None:
 
 def measure(method: str, kind: str, manifest: Path, out: Path, workdir: Path) -> dict[str, Any]:
     """Run one method in a fresh subprocess, polling its RSS every 50 ms."""
-    import psutil
 
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", method, kind, str(manifest), str(out)]
     cwd = Path(tempfile.mkdtemp(prefix=f".run-{method}-", dir=workdir))  # DuckDB spills to .tmp here
     start = time.perf_counter()
     try:
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        polled = 0
-        try:
-            ps = psutil.Process(proc.pid)
-            while proc.poll() is None:
-                polled = max(polled, ps.memory_info().rss)
-                time.sleep(0.05)
-        except psutil.NoSuchProcess:
-            pass
+        polled = poll_peak_rss(proc)
         stdout, stderr = proc.communicate()
         wall = time.perf_counter() - start
     finally:

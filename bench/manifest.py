@@ -46,6 +46,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _measure import poll_peak_rss, warm
+
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("gtrun", "copy", "pandas")
 THRESHOLD = 0.8
@@ -95,13 +97,6 @@ def csv_path(workdir: Path, rows: int) -> Path:
     print(f"generated {path} ({path.stat().st_size / MB:,.0f} MB) in {time.perf_counter() - start:.1f} s",
           flush=True)
     return path
-
-
-def warm(path: Path) -> None:
-    """Read the file once so every method starts from the page cache."""
-    with open(path, "rb") as src:
-        while src.read(16 * MB):
-            pass
 
 
 # -- the three methods (run in the child) -----------------------------------------------------------
@@ -182,7 +177,6 @@ def child(method: str, csv: str, out: str) -> None:
 # -- the parent -----------------------------------------------------------------------------------
 def measure(method: str, csv: Path, out: Path, workdir: Path) -> dict[str, Any]:
     """Run one method in a fresh subprocess, polling its RSS every 50 ms."""
-    import psutil
 
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", method, str(csv), str(out)]
     # A private working directory: DuckDB spills an in-memory database to the relative `.tmp`, and
@@ -194,14 +188,7 @@ def measure(method: str, csv: Path, out: Path, workdir: Path) -> dict[str, Any]:
         # Output to files, not pipes: DuckDB's progress bar must not fill a pipe nobody reads yet.
         with open(cwd / "stdout", "w+b") as stdout, open(cwd / "stderr", "w+b") as stderr:
             proc = subprocess.Popen(cmd, cwd=cwd, stdout=stdout, stderr=stderr)
-            polled = 0
-            try:
-                ps = psutil.Process(proc.pid)
-                while proc.poll() is None:
-                    polled = max(polled, ps.memory_info().rss)
-                    time.sleep(0.05)
-            except psutil.NoSuchProcess:
-                pass
+            polled = poll_peak_rss(proc)
             proc.wait()
             wall = time.perf_counter() - start
             stdout.seek(0)
