@@ -10,14 +10,12 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterator, Mapping
-from typing import Any
-
-import botocore.session
-from botocore.exceptions import ParamValidationError
-from botocore.model import Shape, StructureShape
-from botocore.validate import validate_parameters
+from typing import TYPE_CHECKING, Any
 
 from runner.errors import ConfigError, ConfigErrors
+
+if TYPE_CHECKING:  # botocore loads when a request is checked: not while a manifest streams
+    from botocore.model import Shape, StructureShape
 
 # Java's \p{..} classes used in the model (TagKey/TagValue: `([\p{L}\p{Z}\p{N}_.:/=+\-@]*)`),
 # as text valid inside a Python character class. \w (Unicode mode) is str.isalnum() plus "_":
@@ -36,6 +34,8 @@ _BOTOCORE_LINE = re.compile(r"(?P<what>.+?) (?:for parameter|in) (?P<path>[^\s,:
 @functools.cache
 def input_shape(operation: str = "CreateLabelingJob") -> StructureShape:
     """An operation's input shape in the sagemaker model botocore ships."""
+    import botocore.session
+
     model = botocore.session.get_session().get_service_model("sagemaker")
     shape = model.operation_model(operation).input_shape
     assert shape is not None
@@ -99,6 +99,9 @@ def _model_problems(value: Any, shape: Shape, path: str) -> Iterator[tuple[str, 
 
 def _botocore_problems(request: Mapping[str, Any], shape: Shape) -> Iterator[tuple[str, str]]:
     """(path, problem) for each line of botocore's own validation report."""
+    from botocore.exceptions import ParamValidationError
+    from botocore.validate import validate_parameters
+
     try:
         validate_parameters(request, shape)
     except ParamValidationError as exc:

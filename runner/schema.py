@@ -116,7 +116,7 @@ class TransformsConfig:
 
 @dataclass
 class DuckDBConfig:
-    memory_limit: str = "256MB"  # below ~200MB, 10M-row sorts on 2 threads can run out of memory
+    memory_limit: str = "150MB"  # DuckDB's buffer pool: larger sorts spill to temp_directory
     threads: Optional[int] = None
     temp_directory: Optional[str] = None
 

@@ -97,3 +97,40 @@ def test_streamed_lines_over_the_limit_name_the_row(tmp_path):
     path.write_text("id,text\n1,a\n2," + "é" * 100_001 + "\n")
     with pytest.raises(ManifestError, match=r"^row 2: the manifest line has 100\d+ characters"):
         stream(source(path, columns={"source": "text", "id": "id"}))
+
+
+@pytest.fixture(scope="module")
+def sort_csv(tmp_path_factory):
+    """300,000 rows (~35 MB): sorting them under a 40 MB limit fits DuckDB on 1 thread, not on 2."""
+    import duckdb
+
+    path = tmp_path_factory.mktemp("sort") / "rows.csv"
+    con = duckdb.connect()
+    con.execute(f"COPY (SELECT i AS id, repeat('x', 100) || i AS text, hash(i) % 1000 AS score "
+                f"FROM range(300000) t(i)) TO '{path}'")
+    con.close()
+    return path
+
+
+def stream_sorted(path, settings):
+    cfg = source(path, order_by=["score", "id"])
+    src = DuckDBSource.open(cfg, settings)
+    q = select_query(cfg, "duckdb")
+    try:
+        chunks = list(src.stream_lines(json_lines_query(q, q.fields)))
+        return b"".join(bytes(c) for c, _ in chunks), sum(n for _, n in chunks), src
+    finally:
+        src.close()
+
+
+def test_a_sort_out_of_memory_on_several_threads_runs_again_on_one(sort_csv, caplog):
+    data, rows, src = stream_sorted(sort_csv, DuckDBConfig(memory_limit="40MB", threads=2))
+    assert "running the query again on 1 thread" in caplog.text
+    assert rows == 300_000 and data.count(b"\n") == 300_000
+    keys = [(o["score"], o["id"]) for o in map(json.loads, data.splitlines())]
+    assert keys == sorted(keys)
+
+
+def test_out_of_memory_on_one_thread_names_the_memory_limit(sort_csv):
+    with pytest.raises(QueryError, match=r"ran out of memory under backend\.duckdb\.memory_limit=16MB"):
+        stream_sorted(sort_csv, DuckDBConfig(memory_limit="16MB", threads=1))

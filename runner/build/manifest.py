@@ -52,14 +52,18 @@ def json_lines_query(query: Query, fields: Sequence[str]) -> Query:
     """DuckDB SQL that turns each row of `query` into its manifest line (JSON text + "\\n").
 
     The JSON is built inside DuckDB (same bytes as `manifest_line` for the types a table holds),
-    so rows never become Python objects. Second column: whether the data object is empty.
+    so rows never become Python objects. Second column: NULL for a good row, else what is wrong
+    with it (an empty data object, a line over Ground Truth's limit), checked in DuckDB too.
     """
     field = object_field(fields)
     pack = ", ".join(f"{_quote(f)} := q.{_quote(f)}" for f in sorted(fields))
-    obj = f"q.{_quote(field)}"
-    empty = f"{obj} IS NULL OR CAST({obj} AS VARCHAR) = ''"
+    obj = f"CAST(q.{_quote(field)} AS VARCHAR)"
+    empty = f"{obj} IS NULL OR {obj} = ''"
     if field == "source-ref":
-        empty += f" OR NOT starts_with(CAST({obj} AS VARCHAR), 's3://')"
-    sql = (f"SELECT to_json(struct_pack({pack})) || chr(10) AS line, ({empty}) AS bad "
-           f"FROM ({query.sql}) AS q")
-    return Query(sql=sql, params=query.params, param_names=query.param_names, fields=("line", "bad"))
+        empty += f" OR NOT starts_with({obj}, 's3://')"
+    inner = f"SELECT to_json(struct_pack({pack})) AS line, ({empty}) AS empty FROM ({query.sql}) AS q"
+    problem = (f"CASE WHEN empty THEN 'the data object ({field}) is empty or not an s3:// URI' "
+               f"WHEN length(line) > {MAX_LINE_CHARS} THEN 'the manifest line has ' || length(line) || "
+               f"' characters; Ground Truth allows {MAX_LINE_CHARS}' END")
+    sql = f"SELECT line || chr(10) AS line, {problem} AS problem FROM ({inner}) AS j"
+    return Query(sql=sql, params=query.params, param_names=query.param_names, fields=("line", "problem"))

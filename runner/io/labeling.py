@@ -12,10 +12,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-import boto3
-import botocore.config
-import botocore.exceptions
-
 from runner.errors import SubmitError
 
 
@@ -35,14 +31,17 @@ class SageMakerLabeling:
     def __init__(self, client: Any, endpoint: str | None = None) -> None:
         self.client = client
         self.endpoint = endpoint
+        import botocore.exceptions  # loaded with the client; here for the except clauses below
+
+        self._errors = botocore.exceptions
 
     def _call(self, operation: str, name: str, **params: Any) -> dict[str, Any]:
         try:
             response = getattr(self.client, operation)(**params)
-        except botocore.exceptions.ClientError as exc:
+        except self._errors.ClientError as exc:
             err = exc.response.get("Error", {})
             raise SubmitError(f"{name}: {err.get('Code', 'Error')}: {err.get('Message', exc)}") from None
-        except botocore.exceptions.BotoCoreError as exc:
+        except self._errors.BotoCoreError as exc:
             raise SubmitError(f"{name}: {exc}") from None
         response.pop("ResponseMetadata", None)
         return dict(response)
@@ -83,7 +82,7 @@ class SageMakerLabeling:
                 found += page["LabelingJobSummaryList"]
                 if len(found) >= limit:
                     break
-        except botocore.exceptions.ClientError as exc:
+        except self._errors.ClientError as exc:
             raise SubmitError(f"ListLabelingJobs: {exc.response['Error'].get('Code')}: "
                               f"{exc.response['Error'].get('Message')}") from None
         return found[:limit]
@@ -93,7 +92,7 @@ class SageMakerLabeling:
         try:
             for page in self.client.get_paginator("list_workteams").paginate():
                 teams += page["Workteams"]
-        except botocore.exceptions.ClientError as exc:
+        except self._errors.ClientError as exc:
             raise SubmitError(f"ListWorkteams: {exc.response['Error'].get('Code')}: "
                               f"{exc.response['Error'].get('Message')}") from None
         return teams
@@ -111,6 +110,9 @@ def store_path(root: Path) -> Path:
 
 def local_client(url: str, region: str) -> Any:
     """A boto3 sagemaker client for gtrun's labeling service (it needs no real credentials)."""
+    import boto3  # loaded at the first call: nothing of boto3's is needed while a manifest streams
+    import botocore.config
+
     session = boto3.session.Session(aws_access_key_id="gtrun-local", aws_secret_access_key="gtrun-local",
                                     region_name=region)
     config = botocore.config.Config(retries={"mode": "standard", "max_attempts": 3})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import logging
 import re
 import shutil
 import struct
@@ -14,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow.compute as pc
 
-from runner.build.manifest import MAX_LINE_CHARS
 from runner.build.sql import Query, referenced_columns
 from runner.errors import ConfigError, ManifestError, QueryError
 from runner.schema import DuckDBConfig, SourceConfig
 
+log = logging.getLogger(__name__)
 READERS = {".csv": "read_csv", ".tsv": "read_csv", ".parquet": "read_parquet",
            ".json": "read_json", ".jsonl": "read_json", ".ndjson": "read_json"}
 
@@ -63,6 +63,12 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+class _OutOfMemory(Exception):
+    def __init__(self, error: Exception, rows: int) -> None:
+        super().__init__(str(error))
+        self.error, self.rows = error, rows  # rows: how many were handed out before it
+
+
 @dataclass
 class DuckDBSource:
     """The source table as a DuckDB view over `source.files`."""
@@ -90,7 +96,10 @@ class DuckDBSource:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {db}")
         self = cls(con, source, files, None if settings.temp_directory else spill, settings.memory_limit)
         try:
-            con.execute(f"CREATE VIEW {db}.{table} AS SELECT * FROM {reader}({paths})")
+            # A 4 MB CSV buffer per thread (DuckDB's default is 16 x max_line_size, 32 MB) leaves the
+            # memory limit to the sort; it still holds DuckDB's longest allowed line (2 MB).
+            options = ", buffer_size = 4194304" if reader == "read_csv" else ""
+            con.execute(f"CREATE VIEW {db}.{table} AS SELECT * FROM {reader}({paths}{options})")
         except duckdb.Error as exc:
             con.close()
             raise self._file_error(exc) from None
@@ -117,7 +126,7 @@ class DuckDBSource:
     def columns(self) -> list[str]:
         return self._describe()
 
-    def _error(self, exc: duckdb.Error) -> Exception:
+    def _error(self, exc: Exception) -> Exception:
         """Translate DuckDB's error into one that names the config key at fault."""
         text = str(exc).strip()
         missing = (re.search(r'Referenced column "?([^"\s]+)"? not found', text)
@@ -128,11 +137,12 @@ class DuckDBSource:
             table = f"{self.source.database}.{self.source.table}"
             return ConfigError(keys[0] if keys else "source", f"column {name!r} is not in {table}",
                                f"its columns: {', '.join(self.columns())}")
-        if isinstance(exc, duckdb.OutOfMemoryException):
+        if isinstance(exc, duckdb.OutOfMemoryException) or text.startswith("Out of Memory Error"):
             return QueryError(f"source: DuckDB ran out of memory under backend.duckdb.memory_limit="
                               f"{self.memory_limit}\n  hint: raise it (e.g. backend.duckdb.memory_limit=512MB) "
                               "or set backend.duckdb.threads=1")
-        if isinstance(exc, (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException)):
+        if isinstance(exc, (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException)) or \
+                text.startswith(("IO Error", "Invalid Input Error", "Conversion Error")):
             return self._file_error(exc)
         return QueryError(f"source: the query failed: {text.splitlines()[0]}")
 
@@ -160,34 +170,49 @@ class DuckDBSource:
                         query.param_names, None)
         return [d[0] for d in self.execute(wrapped).description]
 
-    def stream_lines(self, lines_query: Query, batch_rows: int = 65_536) -> Iterator[tuple[memoryview, int]]:
+    def stream_lines(self, lines_query: Query, batch_rows: int = 8192) -> Iterator[tuple[memoryview, int]]:
         """The manifest as (bytes, rows) chunks, straight from DuckDB's Arrow buffers.
 
-        `lines_query` yields a `line` column (JSON + newline) and a `bad` flag; the line data of a
-        batch with no nulls is one contiguous buffer, written without a Python object per row.
+        `lines_query` (`json_lines_query`) yields a `line` column (JSON + newline) and a `problem`
+        column, NULL for a good row. The lines of a batch are one contiguous buffer, written without
+        a Python object per row. Small batches keep the Arrow side of the peak small.
+
+        DuckDB's external sort needs more memory on several threads than on one: when it runs out
+        before the first row came out, the query is run again on one thread (nothing was written).
         """
+        try:
+            yield from self._stream(lines_query, batch_rows)
+        except _OutOfMemory as oom:
+            if oom.rows or self.threads() <= 1:
+                raise self._error(oom.error) from None
+            log.warning("DuckDB ran out of memory under %s on %d threads before the first row; "
+                        "running the query again on 1 thread", self.memory_limit, self.threads())
+            self.con.execute("SET threads = 1")
+            try:
+                yield from self._stream(lines_query, batch_rows)
+            except _OutOfMemory as again:
+                raise self._error(again.error) from None
+
+    def _stream(self, lines_query: Query, batch_rows: int) -> Iterator[tuple[memoryview, int]]:
+        start = 0
         try:
             # A relation streams Arrow batches without the extra copy a DB-API cursor makes.
             relation = self.con.sql(lines_query.sql, params=list(lines_query.params))
-            reader = relation.to_arrow_reader(batch_rows)
-            start = 0
-            for batch in reader:
-                bad = batch.column(1)
-                if bad.true_count:
-                    row = start + bad.to_pylist().index(True) + 1
-                    raise ManifestError(f"row {row}: the data object (source or source-ref) is "
-                                        "empty or not an s3:// URI")
-                lines = batch.column(0)
-                if pc.max(pc.binary_length(lines)).as_py() > MAX_LINE_CHARS:  # bytes >= characters
-                    lengths = pc.utf8_length(lines).to_pylist()
-                    if max(lengths) > MAX_LINE_CHARS + 1:  # + its newline
-                        row = start + next(i for i, n in enumerate(lengths) if n > MAX_LINE_CHARS + 1)
-                        raise ManifestError(f"row {row + 1}: the manifest line has {lengths[row - start] - 1} "
-                                            f"characters; Ground Truth allows {MAX_LINE_CHARS}")
-                yield _contiguous(lines), batch.num_rows
+            for batch in relation.to_arrow_reader(batch_rows):
+                problem = batch.column(1)
+                if problem.null_count != batch.num_rows:
+                    i, text = next((i, x) for i, x in enumerate(problem.to_pylist()) if x is not None)
+                    raise ManifestError(f"row {start + i + 1}: {text}")
+                yield _contiguous(batch.column(0)), batch.num_rows
                 start += batch.num_rows
-        except duckdb.Error as exc:
+        except (duckdb.Error, OSError) as exc:  # DuckDB's errors reach Arrow's reader as OSError
+            if isinstance(exc, duckdb.OutOfMemoryException) or str(exc).startswith("Out of Memory Error"):
+                raise _OutOfMemory(exc, start) from None
             raise self._error(exc) from None
+
+    def threads(self) -> int:
+        (n,) = self.con.execute("SELECT current_setting('threads')").fetchone() or (1,)
+        return int(n)
 
     def close(self) -> None:
         self.con.close()
