@@ -10,16 +10,16 @@ For each task type and line count it generates an output manifest shaped like Gr
 (reference §4.2; cached in the workdir), then converts it three ways, each in a fresh subprocess
 (`--child METHOD TYPE MANIFEST OUT`):
 
-1. gtrun: `runner.collect.parse.read_manifest` -> one flat record per LabeledObject
-   ({input fields..., label | labels | boxes | entities, confidence, workers}) -> a JSON-lines
-   file (json.dumps per record) AND a Parquet file (pyarrow ParquetWriter, row groups of 65,536 rows converted to Arrow
-   8,192 rows at a time),
-   in one pass. `gtrun_orjson` is the same with `Parser(loads=orjson.loads)` and orjson.dumps,
-   when orjson is installed.
+1. gtrun: `runner.collect.collect.collect` on the manifest, as `gtrun collect --manifest ...
+   transforms=[table,jsonl]` runs it: report.json/.html, the dataset card, the Parquet table
+   (registered as a DuckDB view) and jsonl/{train,validation,test}.jsonl. The manifest takes the
+   columnar path (runner.collect.columnar: DuckDB parses it once into a table that every output
+   reads). `gtrun_python` (not run by default) is the same with `use_columnar=False`: the Python
+   parser, once for the report and once per transform.
 2. pandas: `read_json(lines=True)` + `json_normalize` of its records + `to_parquet` (pyarrow).
 3. duckdb: `COPY (SELECT * FROM read_json('<manifest>')) TO '<out>' (FORMAT PARQUET)`, defaults.
 
-gtrun writes two outputs, the others one. Seconds (and CPU seconds) are measured inside the child
+gtrun writes a report and five files, the others one file. Seconds (and CPU seconds) are measured inside the child
 after imports; peak RSS is the larger of the child's `getrusage` high-water mark and a 50 ms psutil
 poll from the parent (MB = 2**20 bytes). A failed run is shown as FAILED and the benchmark goes on.
 
@@ -47,10 +47,8 @@ from _measure import poll_peak_rss, warm
 
 REPO = Path(__file__).resolve().parents[1]
 TYPES = ("single", "multi", "boxes", "ner")
-METHODS = ("gtrun", "gtrun_orjson", "pandas", "duckdb")
+METHODS = ("gtrun", "gtrun_python", "pandas", "duckdb")
 DEFAULT_METHODS = ("gtrun", "pandas", "duckdb")
-BATCH = 65_536  # Parquet rows per row group (write)
-CHUNK = 8_192  # rows converted from Python lists to Arrow at a time
 MB = 1 << 20
 
 ATTRIBUTE = {"single": "sentiment", "multi": "topics", "boxes": "vehicles", "ner": "entities"}
@@ -141,104 +139,25 @@ def manifest_path(workdir: Path, kind: str, lines: int) -> Path:
     return path
 
 
-# -- gtrun: LabeledObject -> flat record -> jsonl + Parquet ---------------------------------------
+# -- gtrun: what `gtrun collect --manifest ... transforms=[table,jsonl]` does ------------------------
 
 
-def schema(kind: str) -> Any:
-    import pyarrow as pa
+def run_gtrun(kind: str, manifest: Path, out: Path, columnar: bool = True) -> int:
+    """collect() on the manifest: report.json/.html, the card, the Parquet table and the jsonl splits."""
+    from runner.collect import collect as c
+    from runner.schema import TaskType, TransformsConfig
 
-    inputs = {"single": [("source", pa.string()), ("tweet_id", pa.int64()), ("lang", pa.string())],
-              "multi": [("source", pa.string()), ("ticket_id", pa.int64())],
-              "boxes": [("source-ref", pa.string()), ("image_id", pa.int64())],
-              "ner": [("source", pa.string()), ("doc_id", pa.int64())]}[kind]
-    label = {"single": [("label", pa.string()), ("confidence", pa.float64())],
-             "multi": [("labels", pa.list_(pa.string())), ("confidence", pa.list_(pa.float64()))],
-             "boxes": [("boxes", pa.list_(pa.struct([
-                 ("label", pa.string()), ("left", pa.float64()), ("top", pa.float64()),
-                 ("width", pa.float64()), ("height", pa.float64()), ("confidence", pa.float64())]))),
-                 ("width", pa.int64()), ("height", pa.int64())],
-             "ner": [("entities", pa.list_(pa.struct([
-                 ("label", pa.string()), ("start", pa.int64()), ("end", pa.int64()),
-                 ("confidence", pa.float64())])))]}[kind]
-    return pa.schema([*inputs, *label, ("workers", pa.int64())])
-
-
-def flat_record(obj: Any) -> dict[str, Any]:
-    """The flat, model-ready record of one LabeledObject (what a jsonl/Parquet transform writes)."""
-    rec = dict(obj.inputs)
-    kind = obj.task_type.value
-    if kind == "text_classification":
-        rec["label"] = obj.label
-        rec["confidence"] = obj.confidence
-    elif kind == "text_multilabel":
-        rec["labels"] = list(obj.labels)
-        rec["confidence"] = [obj.confidences.get(x) for x in obj.labels]
-    elif kind == "bounding_box":
-        rec["boxes"] = [{"label": b.label, "left": b.left, "top": b.top, "width": b.width, "height": b.height,
-                         "confidence": b.confidence} for b in obj.boxes]
-        size = obj.image_size or (None, None, None)
-        rec["width"], rec["height"] = size[0], size[1]
-    elif kind == "named_entity":
-        rec["entities"] = [{"label": s.label, "start": s.start, "end": s.end, "confidence": s.confidence}
-                           for s in obj.entities]
-    rec["workers"] = obj.workers
-    return rec
-
-
-def run_gtrun(kind: str, manifest: Path, out: Path, fast_json: bool = False) -> int:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from runner.collect.parse import Parser
-
-    dumps: Callable[[Any], bytes]
-    if fast_json:
-        import orjson
-
-        parser = Parser(loads=orjson.loads)
-        dumps = orjson.dumps
-    else:
-        parser = Parser()
-        encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-        def dumps(rec: Any) -> bytes:
-            return encode(rec).encode("utf-8")
-
-    sch = schema(kind)
-    names = sch.names
-    columns: dict[str, list[Any]] = {n: [] for n in names}
-    appends = [(n, columns[n].append) for n in names]
-    batches: list[Any] = []
-    count = 0
-
-    def to_arrow() -> None:
-        """Python lists -> an Arrow batch every CHUNK rows: Python objects never pile up."""
-        batches.append(pa.RecordBatch.from_pydict(columns, schema=sch))
-        for n in names:
-            columns[n].clear()
-
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "records.jsonl", "wb", buffering=1 << 20) as jsonl, \
-            pq.ParquetWriter(out / "records.parquet", sch) as parquet:
-        write = jsonl.write
-        for obj in parser.read(manifest):
-            rec = flat_record(obj)
-            write(dumps(rec) + b"\n")
-            for n, append in appends:
-                append(rec[n])
-            count += 1
-            if count % CHUNK == 0:
-                to_arrow()
-                if count % BATCH == 0:  # one row group of BATCH rows
-                    parquet.write_table(pa.Table.from_batches(batches), row_group_size=BATCH)
-                    batches.clear()
-        if count % CHUNK:
-            to_arrow()
-        if batches:
-            parquet.write_table(pa.Table.from_batches(batches), row_group_size=BATCH)
-    if parser.stats.labeled != count or parser.stats.skipped_count:
-        raise RuntimeError(f"parse stats {parser.stats.summary()} for {count} records")
-    return count
+    labels = {"single": SENTIMENTS, "multi": TOPICS, "boxes": VEHICLES, "ner": ENTITY_LABELS}[kind]
+    task = {"single": TaskType.text_classification, "multi": TaskType.text_multilabel,
+            "boxes": TaskType.bounding_box, "ner": TaskType.named_entity}[kind]
+    output = c.Output(name="bench", manifest_uri=str(manifest), storage=None, task_type=task,
+                      attribute=ATTRIBUTE[kind], labels=labels)
+    settings = TransformsConfig(steps={"table": {"format": "parquet"}, "jsonl": {}})
+    result = c.collect([output], out, settings, dataset="bench", provenance={}, use_columnar=columnar)
+    counts = result["report"]["counts"]
+    if counts["labeled"] != counts["objects"] or result["report"]["parse"]["skipped"]:
+        raise RuntimeError(f"report counts {counts} for a manifest of labeled lines")
+    return int(result["written"]["table"].counts["all"])
 
 
 def run_pandas(kind: str, manifest: Path, out: Path) -> int:
@@ -263,7 +182,7 @@ def run_duckdb(kind: str, manifest: Path, out: Path) -> int:
 
 RUNNERS: dict[str, Callable[[str, Path, Path], int]] = {
     "gtrun": run_gtrun,
-    "gtrun_orjson": lambda k, m, o: run_gtrun(k, m, o, fast_json=True),
+    "gtrun_python": lambda k, m, o: run_gtrun(k, m, o, columnar=False),
     "pandas": run_pandas,
     "duckdb": run_duckdb,
 }
@@ -279,9 +198,7 @@ def child(method: str, kind: str, manifest: str, out: str) -> None:
     else:
         import pandas  # noqa: F401  (pyarrow imports it at its first conversion from Python lists)
     if method.startswith("gtrun"):
-        import runner.collect.parse  # noqa: F401
-    if method == "gtrun_orjson":
-        import orjson  # noqa: F401
+        import runner.collect.collect  # noqa: F401
     before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     objects = RUNNERS[method](kind, Path(manifest), Path(out))
@@ -319,7 +236,7 @@ def measure(method: str, kind: str, manifest: Path, out: Path, workdir: Path) ->
 
 def output_mb(path: Path) -> float:
     if path.is_dir():
-        return sum(p.stat().st_size for p in path.iterdir()) / MB
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / MB
     return path.stat().st_size / MB if path.exists() else 0.0
 
 
@@ -340,7 +257,7 @@ def bench(kind: str, lines: int, args: argparse.Namespace) -> dict[str, dict[str
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     for i in range(args.repeat):
         for method in methods:
-            # gtrun writes a folder (records.jsonl, records.parquet), the others one Parquet file
+            # gtrun writes a dataset folder (report, card, table/, jsonl/), the others one Parquet file
             out = args.workdir / f"out_{method}_{kind}_{lines}{'' if method.startswith('gtrun') else '.parquet'}"
             print(f"  {kind} {lines:,}: {method} run {i + 1}/{args.repeat} ...", end=" ", flush=True)
             r = measure(method, kind, manifest, out, args.workdir)
@@ -375,8 +292,9 @@ def at_least(x: float | None, target: float) -> bool | None:
 
 def report(results: dict[tuple[str, int], dict[str, dict[str, Any]]], repeat: int) -> None:
     print()
-    print("output manifest -> flat records; gtrun = read_manifest -> jsonl + Parquet in one pass; "
-          "pandas = read_json(lines) + json_normalize + to_parquet; duckdb = read_json -> COPY Parquet")
+    print("output manifest -> model-ready files; gtrun = collect(): report + card + Parquet table + jsonl "
+          "splits (gtrun_python: its Python parser path); pandas = read_json(lines) + json_normalize + "
+          "to_parquet; duckdb = read_json -> COPY Parquet")
     print("seconds / cpu s in the child after imports; lines/s = manifest lines per second; "
           f"peak = max(getrusage, psutil poll){f'; best of {repeat}' if repeat > 1 else ''}")
     head = (f"{'type':<7} {'lines':>10} {'method':<13} {'records':>10} {'seconds':>8} {'cpu s':>7} "
@@ -398,7 +316,7 @@ def report(results: dict[tuple[str, int], dict[str, dict[str, Any]]], repeat: in
     print("targets (gtrun): >= 5x pandas lines/s, >= 0.5x duckdb lines/s (within 2x), peak RSS < 300 MB, "
           "flat in lines (<= 1.25x)")
     kinds = sorted({k for k, _ in results}, key=TYPES.index)
-    for method in ("gtrun", "gtrun_orjson"):
+    for method in ("gtrun", "gtrun_python"):
         for kind in kinds:
             sizes = sorted(n for k, n in results if k == kind)
             for lines in sizes:

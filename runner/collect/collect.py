@@ -22,7 +22,7 @@ from runner.collect import parse, report, transforms
 from runner.collect.records import LabeledObject, WorkerAnswer
 from runner.errors import GtrunError, RecordError
 from runner.io.store import Store
-from runner.schema import TaskType, TransformsConfig
+from runner.schema import DuckDBConfig, TaskType, TransformsConfig
 
 TERMINAL = ("Completed", "Stopped", "Failed")
 
@@ -126,8 +126,12 @@ def objects_of(out: Output, settings: TransformsConfig, stats: parse.ParseStats 
 
 
 def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig, *,
-            dataset: str, provenance: Mapping[str, Any]) -> dict[str, Any]:
-    """Transform, report and describe the outputs into `out_dir` (written aside, then moved in place)."""
+            dataset: str, provenance: Mapping[str, Any], use_columnar: bool = True) -> dict[str, Any]:
+    """Transform, report and describe the outputs into `out_dir` (written aside, then moved in place).
+
+    The report and the jsonl and Parquet table transforms take the columnar path (DuckDB, see
+    runner.collect.columnar) when it can read the output; `use_columnar=False` keeps them on the
+    Python parser, which writes the same files."""
     if not outputs:
         raise CollectError("nothing to collect")
     kinds = {o.task_type for o in outputs}
@@ -143,6 +147,7 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
             yield from objects_of(o, settings, tag=o.name if merged else None)
 
     stats = parse.ParseStats()
+    fast = columnar_of(outputs, settings, labels) if use_columnar else None
 
     def counted() -> Iterator[LabeledObject]:
         for o in outputs:
@@ -154,11 +159,16 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
     work.mkdir(parents=True)
     try:
         task_type = next(iter(kinds)) or TaskType.custom
-        figures = report.build_report(counted(), task_type=task_type, labels=labels, dataset=dataset)
-        figures["parse"] = {"lines": stats.lines, "skipped": stats.skipped_count,
-                            "skipped_lines": [list(x) for x in stats.skipped]}
+        if fast is not None:
+            figures = report.report_from_counts(task_type=task_type, labels=labels, dataset=dataset,
+                                                **fast.report_counts())
+            figures["parse"] = {"lines": fast.lines, "skipped": 0, "skipped_lines": []}
+        else:
+            figures = report.build_report(counted(), task_type=task_type, labels=labels, dataset=dataset)
+            figures["parse"] = {"lines": stats.lines, "skipped": stats.skipped_count,
+                                "skipped_lines": [list(x) for x in stats.skipped]}
         written = transforms.run_transforms(factory, work, steps=settings.steps, settings=settings,
-                                            labels=labels, task_type=task_type)
+                                            labels=labels, task_type=task_type, columnar=fast)
         report.write_report(figures, work)
         card_provenance = {**provenance, "collected": datetime.now().isoformat(timespec="seconds"),
                            "transforms": ", ".join(settings.steps) or "none",
@@ -179,11 +189,35 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        if fast is not None:
+            fast.close()
     settings0 = outputs[0].settings
     if "table" in written and settings0 is not None and settings0.backend.kind.value == "aws":
         fmt = (settings.steps.get("table") or {}).get("format", "parquet")
         written["athena"] = register_on_athena(settings0, out_dir / "table" / f"{slug}.{fmt}", slug)  # type: ignore[assignment]
     return {"report": figures, "written": written}
+
+
+def columnar_of(outputs: Sequence[Output], settings: TransformsConfig, labels: Sequence[str]) -> Any:
+    """The columnar reading of a single local output without worker answers, or None."""
+    from runner.collect.columnar import Columnar
+    from runner.io.store import LocalStore
+
+    if len(outputs) != 1 or outputs[0].attribute is None:
+        return None
+    out = outputs[0]
+    if isinstance(out.storage, LocalStore):
+        path = out.storage.path(out.manifest_uri)
+    elif out.storage is None and "://" not in out.manifest_uri:
+        path = Path(out.manifest_uri).expanduser()
+    else:
+        return None
+    if out.responses():
+        return None  # answers come from the worker-response files: the Python path joins them
+    limit = out.settings.backend.duckdb.memory_limit if out.settings is not None else DuckDBConfig().memory_limit
+    return Columnar.open(path, attribute=out.attribute, task_type=out.task_type, labels=labels,
+                         settings=settings, memory_limit=limit)
 
 
 def register_on_athena(settings: Any, table_file: Path, name: str) -> str:

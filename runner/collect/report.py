@@ -159,6 +159,32 @@ def build_report(objects: Iterable[LabeledObject], *, task_type: TaskType | str,
             elif key > heap[0][:3]:
                 heapq.heapreplace(heap, (*key, _disputed(task, obj, readable, score)))
 
+    return _figures(task, labels, dataset, status, reasons, per_object, distribution, answers_total,
+                    unreadable, workers, (scored, score_sum, alpha, kappa, per_label), heap)
+
+
+def report_from_counts(*, task_type: TaskType | str, labels: Sequence[str], dataset: str,
+                       status: Mapping[str, int], reasons: Sequence[tuple[str, int]],
+                       distribution: Sequence[tuple[str, int]]) -> dict[str, Any]:
+    """build_report's figures for output without worker answers, from counts made elsewhere
+    (runner.collect.columnar counts them in DuckDB): objects by status, failure reasons and label
+    counts, each in first-seen order."""
+    task = TaskType(task_type)
+    labels = [str(x) for x in labels]
+    counted: Counter[str] = Counter({name: 0 for name in labels})
+    for name, n in distribution:
+        counted[name] += n
+    objects = sum(status.values())
+    return _figures(task, labels, dataset, Counter(status), Counter(dict(reasons)),
+                    Counter({0: objects}) if objects else Counter(), counted, 0, 0, {},
+                    (0, 0.0, AlphaNominal(), FleissKappa(), LabelAgreement()), [])
+
+
+def _figures(task: TaskType, labels: list[str], dataset: str, status: Counter[str], reasons: Counter[str],
+             per_object: Counter[int], distribution: Counter[str], answers_total: int, unreadable: int,
+             workers: Mapping[str, _Worker], agreement: tuple[int, float, Any, Any, Any],
+             heap: list[tuple[float, int, int, dict[str, Any]]]) -> dict[str, Any]:
+    scored, score_sum, alpha, kappa, per_label = agreement
     all_seconds: Counter[int] = Counter()
     for stats in workers.values():
         all_seconds.update(stats.seconds)

@@ -53,6 +53,8 @@ from runner.service.consolidate import BOX_MIN_IOU, SPAN_MIN_JACCARD
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from runner.collect.columnar import Columnar
+
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
@@ -1400,7 +1402,7 @@ def check_transforms(steps: Mapping[str, Mapping[str, Any] | None], settings: Tr
 def run_transforms(objects_factory: Callable[[], Iterable[LabeledObject]], out_dir: Path, *,
                    steps: Mapping[str, Mapping[str, Any] | None], settings: TransformsConfig,
                    labels: Sequence[str], task_type: TaskType | None = None,
-                   ) -> dict[str, WrittenFiles]:
+                   columnar: Columnar | None = None) -> dict[str, WrittenFiles]:
     """Run each step over fresh objects from `objects_factory()`; step name -> what it wrote.
 
     Checks everything first (`check_transforms`; the task type is the first object's when not
@@ -1415,6 +1417,12 @@ def run_transforms(objects_factory: Callable[[], Iterable[LabeledObject]], out_d
     final_labels = mapped_labels(labels, settings.label_map)
     results: dict[str, WrittenFiles] = {}
     for name, options in steps.items():
+        if columnar is not None and name in _COLUMNAR_STEPS and \
+                _options(name, options).get("format", "parquet") == "parquet":
+            results[name] = _COLUMNAR_STEPS[name](columnar, out_dir)
+            log.info("%s: %s objects written, %d left out (columnar)", name,
+                     ", ".join(f"{k} {v}" for k, v in results[name].counts.items()), results[name].skipped)
+            continue
         skipped = 0
 
         def kept() -> Iterator[LabeledObject]:
@@ -1433,3 +1441,30 @@ def run_transforms(objects_factory: Callable[[], Iterable[LabeledObject]], out_d
                  ", ".join(f"{k} {v}" for k, v in written.counts.items()), skipped)
         results[name] = written
     return results
+
+
+# --- the columnar path (runner.collect.columnar): the same files, written by DuckDB ------------------
+
+
+def _columnar_jsonl(columnar: Columnar, out_dir: Path) -> WrittenFiles:
+    with _staged(out_dir, "jsonl") as stage:
+        counts = columnar.write_jsonl(stage)
+    written = WrittenFiles([out_dir / "jsonl" / f"{s}.jsonl" for s in SPLITS], counts)
+    written.skipped = columnar.skipped()
+    return written
+
+
+def _columnar_table(columnar: Columnar, out_dir: Path) -> WrittenFiles:
+    name = out_dir.name
+    with _staged(out_dir, "table") as stage:
+        count = columnar.write_parquet(stage / f"{name}.parquet")
+    final = out_dir / "table" / f"{name}.parquet"
+    db = out_dir / "gtrun.duckdb"
+    register_table(final, "parquet", db, name=name)
+    written = WrittenFiles([final, db], {"all": count})
+    written.skipped = columnar.skipped()
+    return written
+
+
+_COLUMNAR_STEPS: dict[str, Callable[[Columnar, Path], WrittenFiles]] = {
+    "jsonl": _columnar_jsonl, "table": _columnar_table}

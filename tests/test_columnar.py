@@ -1,0 +1,168 @@
+"""The columnar collect path (DuckDB) writes what the Python parser path writes, or steps aside."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from runner.collect import collect as c
+from runner.collect.columnar import SAMPLE_LINES, Columnar
+from runner.errors import ManifestError
+from runner.schema import SplitConfig, TaskType, TransformsConfig
+
+TYPES = {
+    TaskType.text_classification: ("sentiment", "groundtruth/text-classification", ["Positive", "Negative", "Neutral"]),
+    TaskType.text_multilabel: ("topics", "groundtruth/text-classification-multilabel", ["billing", "delivery", "app"]),
+    TaskType.bounding_box: ("vehicles", "groundtruth/object-detection", ["car", "bus", "bike"]),
+    TaskType.named_entity: ("entities", "groundtruth/text-span", ["Person", "Place"]),
+}
+TEXTS = ["plain", 'quote " comma , tab \t newline \n end', "unicode é € 😀 <b>&amp;</b>", "back\\slash /"]
+
+
+def output_line(task: TaskType, i: int, rng: random.Random) -> dict:
+    """One output-manifest line in Ground Truth's shapes, with the awkward cases mixed in."""
+    attr, kind, labels = TYPES[task]
+    meta: dict = {"job-name": "labeling-job/t", "type": kind, "human-annotated": "yes",
+                  "creation-date": "2026-01-01T00:00:00.000000"}
+    line: dict = {"source-ref" if task is TaskType.bounding_box else "source":
+                  f"s3://b/{i}.png" if task is TaskType.bounding_box else f"{rng.choice(TEXTS)} #{i}",
+                  "id": i, "score": rng.random(), "flag": i % 2 == 0, "note": None if i % 5 else "n"}
+    if i % 17 == 3:  # failed
+        line[attr + "-metadata"] = {"failure-reason": "ClientError: expired", "type": kind, "job-name": "labeling-job/t"}
+        return line
+    if i % 19 == 4:  # not labeled (a stopped job)
+        return line
+    if task is TaskType.text_classification:
+        k = rng.randrange(len(labels))
+        line[attr] = k
+        meta["confidence"] = rng.choice([round(rng.random(), 2), 1, None])
+        if i % 3:
+            meta["class-name"] = labels[k]  # else named by the job's labels
+    elif task is TaskType.text_multilabel:
+        chosen = rng.sample(range(len(labels)), rng.randint(0, 3))
+        line[attr] = chosen
+        meta["class-map"] = {str(k): labels[k] for k in chosen}
+        meta["confidence-map"] = {str(k): round(rng.random(), 2) for k in chosen}
+    elif task is TaskType.bounding_box:
+        boxes = [{"class_id": rng.randrange(len(labels)), "left": rng.randrange(500), "top": rng.randrange(300),
+                  "width": rng.randint(1, 90), "height": rng.choice([rng.randint(1, 90), 12.5])}
+                 for _ in range(rng.choice([0, 1, 2, 3]))]
+        line[attr] = {"image_size": [{"width": 640, "height": 480, "depth": 3}], "annotations": boxes}
+        meta["objects"] = [{"confidence": round(rng.random(), 2)} for _ in boxes]
+        meta["class-map"] = {str(b["class_id"]): labels[b["class_id"]] for b in boxes}
+    else:
+        spans = []
+        for _ in range(rng.randint(0, 3)):
+            start = rng.randrange(10)
+            spans.append({"label": rng.choice(labels), "startOffset": start, "endOffset": start + rng.randint(1, 8)})
+        line[attr] = {"annotations": {"labels": [{"label": x} for x in labels], "entities": spans}}
+        meta["entities"] = [{"confidence": round(rng.random(), 2)} for _ in spans]
+    line[attr + "-metadata"] = meta
+    return line
+
+
+def write_manifest(path: Path, lines: list[dict] | list[str]) -> Path:
+    with open(path, "w", encoding="utf-8") as out:
+        for line in lines:
+            out.write((line if isinstance(line, str) else json.dumps(line, ensure_ascii=False)) + "\n")
+    return path
+
+
+def manifest(tmp_path: Path, task: TaskType, n: int = 600, seed: int = 1) -> Path:
+    rng = random.Random(seed)
+    return write_manifest(tmp_path / f"{task.value}.manifest", [output_line(task, i, rng) for i in range(n)])
+
+
+def run(path: Path, task: TaskType, out: Path, settings: TransformsConfig, *, columnar: bool) -> dict:
+    attr, _, labels = TYPES[task]
+    output = c.Output(name=out.name, manifest_uri=str(path), storage=None, task_type=task,
+                      attribute=attr, labels=labels)
+    return c.collect([output], out, settings, dataset=out.name, provenance={}, use_columnar=columnar)
+
+
+def dataset_files(out: Path) -> dict:
+    files = {f"jsonl/{s}": [json.loads(x) for x in (out / "jsonl" / f"{s}.jsonl").read_text().splitlines()]
+             for s in ("train", "validation", "test")}
+    files["table"] = pq.read_table(out / "table" / f"{out.name}.parquet").to_pylist()
+    files["report"] = json.loads((out / "report.json").read_text())
+    return files
+
+
+SETTINGS = {
+    "defaults": TransformsConfig(steps={"table": {}, "jsonl": {}}),
+    "thresholds": TransformsConfig(steps={"table": {}, "jsonl": {}}, min_confidence=0.4,
+                                   split=SplitConfig(train=0.5, validation=0.5, test=0.0, salt="s")),
+}
+
+
+@pytest.mark.parametrize("task", list(TYPES), ids=lambda t: t.value)
+@pytest.mark.parametrize("name", list(SETTINGS))
+def test_columnar_writes_what_the_python_path_writes(tmp_path, caplog, task, name):
+    settings = SETTINGS[name]
+    path = manifest(tmp_path, task)
+    with caplog.at_level(logging.INFO, logger="runner.collect.transforms"):
+        fast = run(path, task, tmp_path / "fast" / "ds", settings, columnar=True)
+    assert "(columnar)" in caplog.text  # the columnar path took it
+    slow = run(path, task, tmp_path / "slow" / "ds", settings, columnar=False)
+    a, b = dataset_files(tmp_path / "fast" / "ds"), dataset_files(tmp_path / "slow" / "ds")
+    assert a == b
+    assert sum(len(a[f"jsonl/{s}"]) for s in ("train", "validation", "test")) == len(a["table"]) > 100
+    assert fast["report"] == slow["report"]
+    assert {k: v.counts for k, v in fast["written"].items()} == {k: v.counts for k, v in slow["written"].items()}
+    assert {k: v.skipped for k, v in fast["written"].items()} == {k: v.skipped for k, v in slow["written"].items()}
+    counts = a["report"]["counts"]
+    assert counts["failed"] > 0 and counts["unlabeled"] > 0 and counts["objects"] == 600
+
+
+def test_a_label_map_renames_in_both_paths(tmp_path):
+    task = TaskType.bounding_box
+    settings = TransformsConfig(steps={"table": {}, "jsonl": {}}, label_map={"bike": "car"})
+    path = manifest(tmp_path, task)
+    run(path, task, tmp_path / "fast" / "ds", settings, columnar=True)
+    run(path, task, tmp_path / "slow" / "ds", settings, columnar=False)
+    a, b = dataset_files(tmp_path / "fast" / "ds"), dataset_files(tmp_path / "slow" / "ds")
+    assert a == b
+    assert not [box for row in a["table"] for box in row["boxes"] if box["label"] == "bike"]
+
+
+def _columnar(path: Path, task: TaskType) -> Columnar | None:
+    attr, _, labels = TYPES[task]
+    return Columnar.open(path, attribute=attr, task_type=task, labels=labels, settings=TransformsConfig())
+
+
+def test_lines_it_cannot_read_the_same_way_send_collect_to_the_python_path(tmp_path):
+    task = TaskType.text_classification
+    rng = random.Random(2)
+    good = [output_line(task, i, rng) for i in range(SAMPLE_LINES + 50)]
+    opened = _columnar(write_manifest(tmp_path / "good.manifest", good), task)
+    assert opened is not None
+    opened.close()
+    chained = dict(good[-1], other=1, **{"other-metadata": {"type": "groundtruth/text-classification",
+                                                           "job-name": "labeling-job/x"}})
+    retyped = dict(good[-1], id="seven")  # an int field turns into a string after the sample
+    extra = dict(good[-1], extra="x")  # a field the first lines do not have
+    as_text = dict(good[-1], sentiment="1")  # a class index as a string of digits
+    null_reason = dict(good[-1], **{"sentiment-metadata": {"failure-reason": None, "type": "groundtruth/text-classification"}})
+    for i, bad in enumerate([chained, retyped, extra, as_text, null_reason, "{not json"]):
+        path = write_manifest(tmp_path / f"bad{i}.manifest", [*good, bad])
+        assert _columnar(path, task) is None, bad
+    custom = write_manifest(tmp_path / "custom.manifest", good)
+    assert Columnar.open(custom, attribute="sentiment", task_type=TaskType.custom, labels=[],
+                         settings=TransformsConfig()) is None
+
+
+def test_a_malformed_line_is_still_named_by_the_parser(tmp_path):
+    task = TaskType.text_classification
+    rng = random.Random(3)
+    lines = [output_line(task, i, rng) for i in range(40)]
+    path = write_manifest(tmp_path / "m.manifest", [*lines[:20], "{not json", *lines[20:]])
+    with pytest.raises(ManifestError, match=r"line 21: not JSON"):
+        run(path, task, tmp_path / "out", TransformsConfig(steps={"jsonl": {}}), columnar=True)
+    skip = TransformsConfig(steps={"jsonl": {}}, on_error="skip")
+    result = run(path, task, tmp_path / "out", skip, columnar=True)
+    assert result["report"]["parse"]["skipped"] == 1
