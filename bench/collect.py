@@ -195,8 +195,8 @@ def child(method: str, kind: str, manifest: str, out: str) -> None:
 
     if method == "duckdb":
         import duckdb  # noqa: F401
-    else:
-        import pandas  # noqa: F401  (pyarrow imports it at its first conversion from Python lists)
+    if method == "pandas":
+        import pandas  # noqa: F401
     if method.startswith("gtrun"):
         import runner.collect.collect  # noqa: F401
     before = resource.getrusage(resource.RUSAGE_SELF)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from runner.collect import collect as c
-from runner.collect.columnar import SAMPLE_LINES, Columnar
+from runner.collect.columnar import SAMPLE_LINES, Columnar, NotColumnar
 from runner.errors import ManifestError
 from runner.schema import SplitConfig, TaskType, TransformsConfig
 
@@ -135,25 +136,49 @@ def _columnar(path: Path, task: TaskType) -> Columnar | None:
     return Columnar.open(path, attribute=attr, task_type=task, labels=labels, settings=TransformsConfig())
 
 
-def test_lines_it_cannot_read_the_same_way_send_collect_to_the_python_path(tmp_path):
+def test_lines_it_cannot_read_the_same_way_send_collect_to_the_python_path(tmp_path, caplog):
     task = TaskType.text_classification
     rng = random.Random(2)
     good = [output_line(task, i, rng) for i in range(SAMPLE_LINES + 50)]
     opened = _columnar(write_manifest(tmp_path / "good.manifest", good), task)
-    assert opened is not None
-    opened.close()
+    assert opened is not None and opened.write(jsonl=None, table=None).lines == len(good)
     chained = dict(good[-1], other=1, **{"other-metadata": {"type": "groundtruth/text-classification",
                                                            "job-name": "labeling-job/x"}})
     retyped = dict(good[-1], id="seven")  # an int field turns into a string after the sample
     extra = dict(good[-1], extra="x")  # a field the first lines do not have
     as_text = dict(good[-1], sentiment="1")  # a class index as a string of digits
     null_reason = dict(good[-1], **{"sentiment-metadata": {"failure-reason": None, "type": "groundtruth/text-classification"}})
-    for i, bad in enumerate([chained, retyped, extra, as_text, null_reason, "{not json"]):
+    out_of_range = dict(good[-1], sentiment=7, **{"sentiment-metadata": {"type": "groundtruth/text-classification"}})
+    settings = TransformsConfig(steps={"table": {}, "jsonl": {}})
+    for i, bad in enumerate([chained, retyped, extra, as_text, null_reason, out_of_range]):
         path = write_manifest(tmp_path / f"bad{i}.manifest", [*good, bad])
-        assert _columnar(path, task) is None, bad
+        columnar = _columnar(path, task)
+        assert columnar is not None  # the first lines are fine ...
+        with pytest.raises(NotColumnar, match=f"line {len(good) + 1}"):  # ... the last one is not
+            columnar.write(jsonl=None, table=None)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="runner.collect.transforms"):
+            try:
+                fast = dataset_files_of(run(path, task, tmp_path / f"fast{i}" / "ds", settings, columnar=True),
+                                        tmp_path / f"fast{i}" / "ds")
+            except ManifestError as exc:  # the parser refuses the line: both paths do
+                with pytest.raises(ManifestError, match=re.escape(str(exc))):
+                    run(path, task, tmp_path / f"slow{i}" / "ds", settings, columnar=False)
+                continue
+        assert "needs the Python parser" in caplog.text and "(columnar)" not in caplog.text
+        assert not list((tmp_path / f"fast{i}" / "ds").glob(".*"))  # no scratch folder left behind
+        slow = dataset_files_of(run(path, task, tmp_path / f"slow{i}" / "ds", settings, columnar=False),
+                                tmp_path / f"slow{i}" / "ds")
+        assert fast == slow
     custom = write_manifest(tmp_path / "custom.manifest", good)
     assert Columnar.open(custom, attribute="sentiment", task_type=TaskType.custom, labels=[],
                          settings=TransformsConfig()) is None
+    not_json = write_manifest(tmp_path / "first.manifest", ["{not json", *good])
+    assert _columnar(not_json, task) is None  # the first lines already need the parser
+
+
+def dataset_files_of(result: dict, out: Path) -> dict:
+    return dataset_files(out)
 
 
 def test_a_malformed_line_is_still_named_by_the_parser(tmp_path):
@@ -166,3 +191,14 @@ def test_a_malformed_line_is_still_named_by_the_parser(tmp_path):
     skip = TransformsConfig(steps={"jsonl": {}}, on_error="skip")
     result = run(path, task, tmp_path / "out", skip, columnar=True)
     assert result["report"]["parse"]["skipped"] == 1
+
+
+def test_out_of_memory_is_a_reason_to_take_the_python_path(tmp_path):
+    task = TaskType.bounding_box
+    attr, _, labels = TYPES[task]
+    columnar = Columnar.open(manifest(tmp_path, task, n=3000), attribute=attr, task_type=task, labels=labels,
+                             settings=TransformsConfig(), memory_limit="2MB")
+    assert columnar is not None
+    (tmp_path / "jsonl").mkdir()
+    with pytest.raises(NotColumnar, match="Out of Memory"):
+        columnar.write(jsonl=tmp_path / "jsonl", table=tmp_path / "t.parquet")

@@ -159,16 +159,23 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
     work.mkdir(parents=True)
     try:
         task_type = next(iter(kinds)) or TaskType.custom
-        if fast is not None:
+        done = transforms.columnar_steps(fast, work, steps=settings.steps, settings=settings, labels=labels,
+                                         task_type=task_type) if fast is not None else None
+        if done is not None:
+            result, fast_written = done
             figures = report.report_from_counts(task_type=task_type, labels=labels, dataset=dataset,
-                                                **fast.report_counts())
-            figures["parse"] = {"lines": fast.lines, "skipped": 0, "skipped_lines": []}
+                                                status=result.status, reasons=list(result.reasons.items()),
+                                                distribution=list(result.distribution.items()))
+            figures["parse"] = {"lines": result.lines, "skipped": 0, "skipped_lines": []}
         else:
+            fast_written = {}
             figures = report.build_report(counted(), task_type=task_type, labels=labels, dataset=dataset)
             figures["parse"] = {"lines": stats.lines, "skipped": stats.skipped_count,
                                 "skipped_lines": [list(x) for x in stats.skipped]}
-        written = transforms.run_transforms(factory, work, steps=settings.steps, settings=settings,
-                                            labels=labels, task_type=task_type, columnar=fast)
+        rest = {k: v for k, v in settings.steps.items() if k not in fast_written}
+        slow_written = transforms.run_transforms(factory, work, steps=rest, settings=settings,
+                                                 labels=labels, task_type=task_type) if rest else {}
+        written = {k: fast_written.get(k) or slow_written[k] for k in settings.steps}
         report.write_report(figures, work)
         card_provenance = {**provenance, "collected": datetime.now().isoformat(timespec="seconds"),
                            "transforms": ", ".join(settings.steps) or "none",
@@ -189,9 +196,6 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    finally:
-        if fast is not None:
-            fast.close()
     settings0 = outputs[0].settings
     if "table" in written and settings0 is not None and settings0.backend.kind.value == "aws":
         fmt = (settings.steps.get("table") or {}).get("format", "parquet")

@@ -1,21 +1,23 @@
-"""Collect's columnar path: DuckDB reads an output manifest once and writes the jsonl files, the
-Parquet table and the report's counts, with no Python object per line.
+"""Collect's columnar path: DuckDB reads an output manifest in one streaming pass; the report's
+counts, the Parquet table and the jsonl splits come from its Arrow batches, with no Python object
+per line.
 
-It takes the output the Python parser (runner.collect.parse) would read the same way and that has
-no worker answers: a local manifest of a built-in task type whose lines all have the layout of
-its first lines (the same input fields with the same JSON types, the label attribute and its
-metadata in Ground Truth's documented shapes). `Columnar.open` checks every line in SQL; anything
-else (a malformed line, a chained job, a custom task, worker answers, an s3:// manifest) returns
-None and collect takes the Python path, which names the line and what is wrong with it. Both
-paths write the same records (tests/test_columnar.py compares them file by file).
+It takes output the Python parser (runner.collect.parse) reads the same way and that has no
+worker answers: a local manifest of a built-in task type whose lines all have the layout of its
+first lines (the same input fields with the same JSON types, then the label attribute and its
+metadata in Ground Truth's documented shapes). `Columnar.open` learns the layout from the first
+lines with the parser; `Columnar.write` checks every line in SQL and raises NotColumnar at the
+first one it cannot read the parser's way (a malformed line, a chained job's attribute, a field
+of another type), or when DuckDB runs out of memory. Collect then discards what was written and
+takes the Python path, which names the line and what is wrong with it. Both paths write the same
+records (tests/test_columnar.py compares them file by file).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
@@ -39,10 +41,22 @@ SCALARS = {bool: ("BOOLEAN", "('BOOLEAN')"), int: ("BIGINT", INTEGER), float: ("
 NUMBER = "('BIGINT', 'UBIGINT', 'DOUBLE')"
 CONFIDENCE = "p[2]->'confidence'"  # the confidence of a (box or span, metadata item) pair
 GT_KEYS = parse.GT_METADATA_KEYS  # Ground Truth writes at least one of these in every metadata
-META_KEYS = {TaskType.text_classification: ("class-name", "confidence"),
-             TaskType.text_multilabel: ("class-map", "confidence-map"),
-             TaskType.bounding_box: ("class-map", "objects"),
-             TaskType.named_entity: ("entities",)}
+# json_transform's types for the metadata keys and the label value each task type reads. Objects
+# become structs and maps (one parse per line); the leaves stay JSON, checked before a cast. A map
+# or list that is there but of another type comes out NULL, as a missing one does: the checks tell
+# them apart by the key's text in the line.
+JSON_MAP = "MAP(VARCHAR, JSON)"
+META_SPEC: dict[TaskType, dict[str, Any]] = {
+    TaskType.text_classification: {"class-name": "JSON", "confidence": "JSON"},
+    TaskType.text_multilabel: {"class-map": JSON_MAP, "confidence-map": JSON_MAP},
+    TaskType.bounding_box: {"class-map": JSON_MAP, "objects": "JSON"},
+    TaskType.named_entity: {"entities": "JSON"}}
+VALUE_SPEC: dict[TaskType, Any] = {
+    TaskType.text_classification: "JSON",
+    TaskType.text_multilabel: ["JSON"],
+    TaskType.bounding_box: {"annotations": [{k: "JSON" for k in ("class_id", "left", "top", "width", "height")}],
+                            "image_size": "JSON"},
+    TaskType.named_entity: {"annotations": {"entities": [{k: "JSON" for k in ("label", "startOffset", "endOffset")}]}}}
 
 
 def _s(text: str) -> str:
@@ -93,19 +107,36 @@ def learn(lines: Iterator[bytes], attribute: str, task_type: TaskType,
     return Layout([(k, *SCALARS[found[k]]) for k in keys])
 
 
-class Columnar:
-    """One output manifest parsed into a DuckDB table `rec`, one row per line."""
+class NotColumnar(Exception):
+    """A line the columnar path does not read the way the parser does: collect takes the Python path."""
 
-    def __init__(self, con: Any, spill: str, task_type: TaskType, layout: Layout, lines: int) -> None:
-        self.con, self.spill, self.task_type, self.layout, self.lines = con, spill, task_type, layout, lines
+
+@dataclass
+class Result:
+    """What one columnar pass wrote and counted."""
+
+    lines: int
+    status: dict[str, int]  # objects by status
+    reasons: dict[str, int]  # failed objects by failure reason, in first-seen order
+    distribution: dict[str, int]  # label uses of the labeled objects (before the label_map), first-seen order
+    jsonl: dict[str, int] | None  # objects per split, when it wrote the jsonl files
+    table: int | None  # rows, when it wrote the Parquet table
+    skipped: int  # objects left out: not labeled, or below transforms.min_confidence
+
+
+class Columnar:
+    """One output manifest read by DuckDB in one streaming pass (see the module doc)."""
+
+    def __init__(self, manifest: Path, attribute: str, task_type: TaskType, labels: Sequence[str],
+                 layout: Layout, settings: TransformsConfig, memory_limit: str) -> None:
+        self.manifest, self.attribute, self.task_type, self.labels = manifest, attribute, task_type, list(labels)
+        self.layout, self.settings, self.memory_limit = layout, settings, memory_limit
 
     @classmethod
     def open(cls, manifest: Path, *, attribute: str, task_type: TaskType | None,
              labels: Sequence[str], settings: TransformsConfig, memory_limit: str = "150MB") -> Columnar | None:
-        """The parsed manifest, or None when the Python path must take it (see the module doc).
-
-        `memory_limit` is DuckDB's buffer pool (backend.duckdb.memory_limit); the parsed table spills
-        to a private temporary folder beyond it."""
+        """The columnar reading of the manifest, or None when its first lines already need the
+        Python path (see the module doc). `memory_limit`: DuckDB's (backend.duckdb.memory_limit)."""
         if task_type not in TYPES or not manifest.is_file():
             return None
         if settings.label_map and task_type is TaskType.text_multilabel:
@@ -114,87 +145,115 @@ class Columnar:
             layout = learn(iter(src), attribute, task_type, labels or None)
         if layout is None:
             return None
+        return cls(manifest, attribute, task_type, labels, layout, settings, memory_limit)
+
+    def write(self, *, jsonl: Path | None, table: Path | None) -> Result:
+        """Read the manifest once: count what the report needs, write `jsonl/{split}.jsonl` into the
+        folder `jsonl` and the Parquet table to the file `table` (either may be None).
+
+        Raises NotColumnar at the first line it cannot read the parser's way; what it wrote by
+        then is the caller's to discard."""
         import duckdb
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
 
-        spill = tempfile.mkdtemp(prefix="gtrun-collect-")
-        con = duckdb.connect(config={"memory_limit": memory_limit, "preserve_insertion_order": True})
+        from runner.io.query import contiguous_values
+
+        lines = _count_lines(self.manifest)
+        # The system allocator gives the batches' memory back at once; mimalloc, pyarrow's default,
+        # keeps some 60 MB of it (a process-wide setting: gtrun's other Arrow work is done by then).
+        pa.set_memory_pool(pa.system_memory_pool())
+        con = duckdb.connect(config={"memory_limit": self.memory_limit, "preserve_insertion_order": True})
+        status: dict[str, int] = {}
+        reasons: dict[str, int] = {}
+        distribution: dict[str, int] = {}
+        split_counts = dict.fromkeys(SPLITS, 0)
+        kept_total = 0
+        writer: Any = None
+        files: dict[str, Any] = {}
         try:
-            con.execute(f"SET temp_directory = {_s(spill)}")
-            # The line index is the object id (the split's key): a table's rowid gives it in parallel,
-            # where row_number() OVER () would run the JSON work that follows on one thread.
-            con.execute(f"CREATE TABLE raw AS {lines_sql(manifest)}")
-            con.execute(f"CREATE TABLE rec AS {records_sql(attribute, task_type, labels, layout, settings)}")
-            con.execute("DROP TABLE raw")
-            (lines, bad), = con.execute("SELECT count(*), count(*) FILTER (WHERE NOT ok) FROM rec").fetchall()
-        except duckdb.Error as exc:  # not JSON, a value of another type, ...: the parser says which
-            log.info("collect: the columnar path does not take %s (%s)", manifest, str(exc).splitlines()[0])
+            # The split of line i depends on i only: computed for every line at once, sliced per batch.
+            splits = con.sql(split_code_sql(self.settings.split, lines)).to_arrow_table().column("s").combine_chunks()
+            if jsonl is not None:
+                files = {name: open(jsonl / f"{name}.jsonl", "wb") for name in SPLITS}
+            sql = records_sql(self.manifest, self.attribute, self.task_type, self.labels, self.layout,
+                              self.settings)
+            record = [name for name, _, _ in self.layout.inputs] + [LABEL_KEY[self.task_type], "confidence", "workers"]
+            offset = 0
+            for batch in con.sql(sql).to_arrow_reader(BATCH_ROWS):
+                n = batch.num_rows
+                ok = batch.column("ok")
+                if ok.null_count or ok.false_count:
+                    bad = offset + next(i for i, x in enumerate(ok.to_pylist()) if not x) + 1
+                    raise NotColumnar(f"line {bad}")
+                state = batch.column("status")
+                _add_counts(status, pc.value_counts(state))
+                failed = pc.equal(state, "failed")
+                _add_counts(reasons, pc.value_counts(pc.filter(batch.column("reason"), failed)))
+                labeled = pc.equal(state, "labeled")
+                used = pc.filter(batch.column("raw"), labeled)
+                if pa.types.is_list(used.type):
+                    used = pc.list_flatten(used)
+                _add_counts(distribution, pc.value_counts(pc.drop_null(used)))
+                kept = pc.and_(labeled, batch.column("keep"))
+                kept_total += pc.sum(kept).as_py() or 0
+                if files:
+                    here = splits.slice(offset, n)
+                    text = batch.column("json")
+                    for code, name in enumerate(SPLITS):
+                        mask = pc.and_(kept, pc.equal(here, code))
+                        chosen = pc.filter(text, mask)
+                        if len(chosen):
+                            files[name].write(contiguous_values(chosen))
+                            split_counts[name] += len(chosen)
+                if table is not None:
+                    rows = pc.filter(pa.RecordBatch.from_arrays([batch.column(c) for c in record], names=record),
+                                     kept)
+                    if writer is None:
+                        writer = pq.ParquetWriter(table, rows.schema)
+                    writer.write_batch(rows)
+                offset += n
+            if offset != lines:  # blank lines: the parser numbers objects without them
+                raise NotColumnar(f"{lines - offset} blank line(s)")
+            if table is not None and writer is None:
+                raise NotColumnar("no lines")
+        except (duckdb.Error, OSError) as exc:
+            # Not JSON, out of memory, ...: the parser says what is wrong, or reads it with less memory.
+            # DuckDB's errors reach Arrow's reader as OSError ("<Kind> Error: ...").
+            if isinstance(exc, OSError) and not re.match(r"[A-Z][A-Za-z ]* Error: ", str(exc)):
+                raise
+            raise NotColumnar(str(exc).splitlines()[0]) from None
+        finally:
+            for f in files.values():
+                f.close()
+            if writer is not None:
+                writer.close()
             con.close()
-            shutil.rmtree(spill, ignore_errors=True)
-            return None
-        if bad or not lines:
-            log.info("collect: %s has %d line(s) the columnar path does not take", manifest, bad)
-            con.close()
-            shutil.rmtree(spill, ignore_errors=True)
-            return None
-        return cls(con, spill, task_type, layout, int(lines))
+        return Result(lines=lines, status=status, reasons=reasons, distribution=distribution,
+                      jsonl=split_counts if jsonl is not None else None,
+                      table=kept_total if table is not None else None, skipped=lines - kept_total)
 
-    def close(self) -> None:
-        self.con.close()
-        shutil.rmtree(self.spill, ignore_errors=True)
 
-    def __enter__(self) -> Columnar:
-        return self
+SPLITS = ("train", "validation", "test")
+BATCH_ROWS = 8_192
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
-    # -- what collect writes ----------------------------------------------------------------------
+def _count_lines(path: Path) -> int:
+    """Lines in the file, a last one without its newline included."""
+    count, last = 0, b"\n"
+    with open(path, "rb") as src:
+        while chunk := src.read(1 << 22):
+            count += chunk.count(b"\n")
+            last = chunk[-1:]
+    return count + (last != b"\n")
 
-    def record_columns(self) -> str:
-        """flat_record's columns: the input fields, the label key, confidence, workers (unknown)."""
-        key = LABEL_KEY[self.task_type]
-        inputs = ", ".join(_n(name) for name, _, _ in self.layout.inputs)
-        return f"{inputs}, {_n(key)}, confidence, CAST(NULL AS BIGINT) AS workers"
 
-    def kept(self) -> str:
-        return "status = 'labeled' AND keep"
-
-    def write_jsonl(self, stage: Path) -> dict[str, int]:
-        counts = {}
-        for split in ("train", "validation", "test"):
-            path = stage / f"{split}.jsonl"
-            (n,), = self.con.execute(
-                f"COPY (SELECT {self.record_columns()} FROM rec WHERE {self.kept()} AND split = {_s(split)}) "
-                f"TO {_s(str(path))} (FORMAT JSON)").fetchall()
-            counts[split] = int(n)
-            if not path.exists():
-                path.touch()
-        return counts
-
-    def write_parquet(self, path: Path) -> int:
-        (n,), = self.con.execute(
-            f"COPY (SELECT {self.record_columns()} FROM rec WHERE {self.kept()}) "
-            f"TO {_s(str(path))} (FORMAT PARQUET)").fetchall()
-        return int(n)
-
-    def skipped(self) -> int:
-        (n,), = self.con.execute(f"SELECT count(*) FILTER (WHERE NOT ({self.kept()})) FROM rec").fetchall()
-        return int(n)
-
-    def report_counts(self) -> dict[str, Any]:
-        """build_report's counters, from the table (labels before the label_map, as the report reads them)."""
-        status = dict(self.con.execute("SELECT status, count(*) FROM rec GROUP BY status").fetchall())
-        reasons = self.con.execute("SELECT reason, count(*) FROM rec WHERE status = 'failed' "
-                                   "GROUP BY reason ORDER BY min(i)").fetchall()
-        unnest = {TaskType.text_classification: "[raw_label]",
-                  TaskType.text_multilabel: "list_distinct(raw_labels)",
-                  TaskType.bounding_box: "raw_labels", TaskType.named_entity: "raw_labels"}[self.task_type]
-        distribution = self.con.execute(
-            f"SELECT name, count(*) FROM (SELECT i, unnest({unnest}) AS name FROM rec WHERE status = 'labeled') "
-            "GROUP BY name ORDER BY min(i)").fetchall()
-        return {"status": {str(k): int(v) for k, v in status.items()},
-                "reasons": [(str(r), int(n)) for r, n in reasons],
-                "distribution": [(str(name), int(n)) for name, n in distribution if name is not None]}
+def _add_counts(into: dict[str, int], counted: Any) -> None:
+    """Add pyarrow's value_counts (a struct array, in first-seen order) to a first-seen-ordered dict."""
+    for value, n in zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True):
+        if value is not None:
+            into[value] = into.get(value, 0) + n
 
 
 # -- the SQL ----------------------------------------------------------------------------------------
@@ -203,29 +262,36 @@ class Columnar:
 def lines_sql(manifest: Path) -> str:
     """The manifest's lines, one VARCHAR each (JSON never holds a raw \\x01: no line splits)."""
     return (f"SELECT line FROM read_csv({_s(str(manifest))}, columns = {{'line': 'VARCHAR'}}, header = false, "
-            "delim = chr(1), quote = '', escape = '', auto_detect = false, strict_mode = false)")
+            "delim = chr(1), quote = '', escape = '', auto_detect = false, strict_mode = false, "
+            "buffer_size = 4194304)")
 
 
-def records_sql(attribute: str, task_type: TaskType, labels: Sequence[str],
+def records_sql(manifest: Path, attribute: str, task_type: TaskType, labels: Sequence[str],
                 layout: Layout, settings: TransformsConfig) -> str:
-    """One row per line of the table `raw` (the manifest's lines, in order): i (0-based), ok (the
-    line is in a shape this path reads the way the parser does), status, reason, the typed input
-    fields, raw_label(s) (names before the label_map), the label key (after it), confidence
-    (object_confidence), keep, split."""
+    """One row per manifest line, in order: ok (the line is in a shape this path reads the way the
+    parser does), status, reason, raw (the label name or names before the label_map), the typed
+    input fields, the label key (after the label_map), confidence (object_confidence), workers
+    (unknown: NULL), keep (transforms.min_confidence) and json (flat_record as a JSON line)."""
     meta_key = attribute + parse.METADATA
     types = [t for t, kind in parse.TASK_TYPES.items() if kind is task_type]
     # One parse per line: the input fields and the label value stay JSON leaves (their json_type is
     # checked before a cast: json_transform would turn a value of another type into NULL without a
     # word); the metadata becomes a struct of the keys this path reads, each a JSON leaf.
     struct: dict[str, Any] = {name: "JSON" for name, _, _ in layout.inputs}
-    struct[attribute] = "JSON"
-    struct[meta_key] = {key: "JSON" for key in (*sorted(GT_KEYS), *META_KEYS[task_type])}
+    struct[attribute] = VALUE_SPEC[task_type]
+    struct[meta_key] = {**{key: "JSON" for key in sorted(GT_KEYS)}, **META_SPEC[task_type]}
     label_list = "([" + ", ".join(_s(x) for x in labels) + "]::VARCHAR[])"
-    inputs_ok = " AND ".join(f"coalesce(json_type(j.{_n(n)}) IN ('NULL', {jt[1:-1]}), true)"
-                             for n, _, jt in layout.inputs)
-    typed = ", ".join(f"CAST(json_extract_string(j.{_n(n)}, '$') AS {t}) AS {_n(n)}" if t == "VARCHAR"
-                      else f"CAST(j.{_n(n)} AS {t}) AS {_n(n)}" for n, t, _ in layout.inputs)
-    expected = "[" + ", ".join(_s(n) for n, _, _ in layout.inputs) + "]::VARCHAR[]"
+    # A string leaf is its JSON text, quotes and all: its type shows in its first character, with
+    # no second parse of what may be a long text. Numbers and booleans are short: json_type.
+    inputs_ok = " AND ".join(
+        f"(j.{_n(n)} IS NULL OR starts_with(j.{_n(n)}, '\"'))" if t == "VARCHAR" else
+        f"coalesce(json_type(j.{_n(n)}) IN ('NULL', {jt[1:-1]}), true)" for n, t, jt in layout.inputs)
+    typed = ", ".join(f"json_extract_string(j.{_n(n)}, '$') AS {_n(n)}" if t == "VARCHAR"
+                      else f"TRY_CAST(j.{_n(n)} AS {t}) AS {_n(n)}" for n, t, _ in layout.inputs)
+    names = [n for n, _, _ in layout.inputs]
+    # Ground Truth writes the input fields, then the label attribute and its metadata.
+    layouts = ", ".join("[" + ", ".join(_s(k) for k in keys) + "]::VARCHAR[]"
+                        for keys in (names, [*names, meta_key], [*names, attribute, meta_key]))
     meta = f"j.{_n(meta_key)}"
     value = f"j.{_n(attribute)}"
     # A metadata value that is not an object becomes a struct of NULLs: Ground Truth's metadata has
@@ -233,36 +299,43 @@ def records_sql(attribute: str, task_type: TaskType, labels: Sequence[str],
     gt_meta = " OR ".join(f"{meta}.{_n(k)} IS NOT NULL" for k in sorted(GT_KEYS))
     type_ok = (f"({meta}.type IS NULL OR (json_type({meta}.type) = 'VARCHAR' AND "
                f"json_extract_string({meta}.type, '$') IN ({', '.join(_s(t) for t in types)})))")
-    u, split = _split_sql(settings.split)
     mapped = _label_map_sql(settings.label_map)
     label_part, checks = _value_sql(task_type, value, meta, label_list, mapped)
+    key = LABEL_KEY[task_type]
+    raw = "raw_label" if task_type is TaskType.text_classification else "raw_labels"
+    # flat_record as a JSON line, joined from the input fields' own JSON text (no re-serialising)
+    parts = [f"{_s(json.dumps(n, ensure_ascii=False) + ':')} || coalesce(j.{_n(n)}, 'null')" for n in names]
+    parts.append(f"{_s(json.dumps(key) + ':')} || to_json({_n(key)})")
+    parts.append("'\"confidence\":' || coalesce(TRY_CAST(confidence AS VARCHAR), 'null') || ',\"workers\":null}'")
+    line = "'{' || " + " || ',' || ".join(parts) + " || chr(10)"
     confidence_ok = "true" if settings.min_confidence is None else \
         f"(confidence IS NULL OR confidence >= {float(settings.min_confidence)!r})"
     return f"""
 WITH parsed AS (
-  SELECT rowid AS i, line, json_keys(line) AS keys, json_transform(line, {_s(json.dumps(struct))}) AS j
-  FROM raw
+  SELECT line, json_keys(line) AS keys, json_transform(line, {_s(json.dumps(struct))}) AS j
+  FROM ({lines_sql(manifest)})
 ), labeled AS (
-  SELECT i, line, j,
+  SELECT line, j,
          list_contains(keys, {_s(attribute)}) AS has_value,
-         list_filter(keys, lambda k: k NOT IN ({_s(attribute)}, {_s(meta_key)})) = {expected} AND {inputs_ok}
+         keys IN ({layouts}) AND {inputs_ok}
            AND NOT contains(line, '"worker-response-ref"') AS inputs_ok,
          CASE WHEN {meta} IS NULL THEN 'unlabeled'
               WHEN {meta}."failure-reason" IS NOT NULL THEN 'failed' ELSE 'labeled' END AS status,
-         {label_part},
-         {u} AS u
+         {label_part}
   FROM parsed
-)
-SELECT i, {typed}, status,
+), records AS (
+SELECT j, {typed}, status,
        CASE WHEN status = 'failed' THEN json_extract_string({meta}."failure-reason", '$') END AS reason,
-       raw_label, raw_labels, {_n(LABEL_KEY[task_type])}, confidence,
+       {raw} AS raw, {_n(key)}, confidence, TRY_CAST(NULL AS BIGINT) AS workers,
        coalesce(inputs_ok AND CASE status
          WHEN 'unlabeled' THEN NOT has_value
          WHEN 'failed' THEN {type_ok} AND json_type({meta}."failure-reason") = 'VARCHAR'
          ELSE ({gt_meta}) AND {type_ok} AND has_value AND NOT contains(line, '"failure-reason"')
               AND ({checks}) END, false) AS ok,
-       {confidence_ok} AS keep, {split} AS split
+       {confidence_ok} AS keep
 FROM labeled
+)
+SELECT * EXCLUDE (j), {line} AS json FROM records
 """
 
 
@@ -276,9 +349,14 @@ def _label_map_sql(label_map: Mapping[str, str]) -> str:
 
 def _name_sql(index: str, class_map: str, label_list: str) -> str:
     """_class_name: class-map[index] when it is there (a string), else the job's labels[index]."""
-    entry = f"json_extract({class_map}, '$.\"' || {index} || '\"')"
+    entry = f"{class_map}[TRY_CAST({index} AS VARCHAR)]"
     return (f"CASE WHEN json_type({entry}) = 'VARCHAR' THEN json_extract_string({entry}, '$') "
-            f"WHEN {entry} IS NULL OR json_type({entry}) = 'NULL' THEN {label_list}[{index} + 1] END")
+            f"WHEN {entry} IS NULL THEN {label_list}[{index} + 1] END")
+
+
+def _present_as(column: str, key: str) -> str:
+    """The key is not in the line, or its value read as the map or list it should be."""
+    return f"({column} IS NOT NULL OR NOT contains(line, {_s(json.dumps(key))}))"
 
 
 def _all(items: str, var: str, condition: str) -> str:
@@ -298,82 +376,80 @@ def _value_sql(task_type: TaskType, value: str, meta: str, label_list: str, mapp
     """(columns raw_label, raw_labels, <label key>, confidence; the checks a labeled line must pass).
 
     `value` is the label value (a JSON leaf), `meta` the metadata struct (JSON leaves)."""
-    null_label = "CAST(NULL AS VARCHAR) AS raw_label"
+    null_label = "TRY_CAST(NULL AS VARCHAR) AS raw_label"
     if task_type is TaskType.text_classification:
-        index = f"CAST({value} AS BIGINT)"
+        index = f"TRY_CAST({value} AS BIGINT)"
         name = f"{meta}.\"class-name\""
         raw = (f"CASE WHEN json_type({name}) = 'VARCHAR' THEN json_extract_string({name}, '$') "
                f"WHEN {name} IS NULL OR json_type({name}) = 'NULL' THEN {label_list}[{index} + 1] END")
         conf = f"{meta}.confidence"
         columns = (f"CASE WHEN json_type({value}) IN {INTEGER} THEN {raw} END AS raw_label, "
-                   "CAST(NULL AS VARCHAR[]) AS raw_labels, "
+                   "TRY_CAST(NULL AS VARCHAR[]) AS raw_labels, "
                    f"{mapped.format(x='raw_label')} AS label, "
-                   f"CASE WHEN json_type({conf}) IN {NUMBER} THEN CAST({conf} AS DOUBLE) END AS confidence")
+                   f"CASE WHEN json_type({conf}) IN {NUMBER} THEN TRY_CAST({conf} AS DOUBLE) END AS confidence")
         checks = (f"json_type({value}) IN {INTEGER} AND {index} >= 0 "
                   f"AND (len({label_list}) = 0 OR {index} < len({label_list})) "
                   f"AND raw_label IS NOT NULL AND {_number_or_null(conf)}")
         return columns, checks
     if task_type is TaskType.text_multilabel:
-        cmap, cfm = f"{meta}.\"class-map\"", f"{meta}.\"confidence-map\""
-        idx = f"json_extract({value}, '$[*]')"
-        names = f"list_transform(idx, lambda x: {_name_sql('CAST(x AS BIGINT)', 'cmap', label_list)})"
-        confidence = "json_extract(cfm, '$.\"' || CAST(x AS BIGINT) || '\"')"
-        columns = (f"{idx} AS idx, {cmap} AS cmap, {cfm} AS cfm, {null_label}, {names} AS raw_labels, "
-                   "raw_labels AS labels, "  # a label_map on multi-label output takes the Python path
-                   f"list_min(list_transform(idx, lambda x: CAST({confidence} AS DOUBLE))) AS confidence")
-        checks = (f"json_type({value}) = 'ARRAY' AND {_object_or_null('cmap')} AND {_object_or_null('cfm')} "
-                  f"AND {_all('idx', 'x', f'json_type(x) IN {INTEGER} AND CAST(x AS BIGINT) >= 0')} "
+        names = f"list_transform(idx, lambda x: {_name_sql('TRY_CAST(x AS BIGINT)', 'cmap', label_list)})"
+        confidence = "cfm[TRY_CAST(TRY_CAST(x AS BIGINT) AS VARCHAR)]"
+        columns = (f"{value} AS idx, {meta}.\"class-map\" AS cmap, {meta}.\"confidence-map\" AS cfm, {null_label}, "
+                   f"{names} AS raw_labels, raw_labels AS labels, "  # a label_map here takes the Python path
+                   f"list_min(list_transform(idx, lambda x: TRY_CAST({confidence} AS DOUBLE))) AS confidence")
+        checks = (f"idx IS NOT NULL AND {_present_as('cmap', 'class-map')} AND {_present_as('cfm', 'confidence-map')} "
+                  f"AND {_all('idx', 'x', f'json_type(x) IN {INTEGER} AND TRY_CAST(x AS BIGINT) >= 0')} "
                   f"AND {_all('raw_labels', 'x', 'x IS NOT NULL')} "
                   "AND len(list_distinct(raw_labels)) = len(raw_labels) "
                   f"AND {_all('idx', 'x', _number_or_null(confidence))}")
         return columns, checks
     if task_type is TaskType.bounding_box:
-        raw_name = _name_sql("CAST(b->'class_id' AS BIGINT)", "cmap", label_list)
+        raw_name = _name_sql("TRY_CAST(b.class_id AS BIGINT)", "cmap", label_list)
         # Pairs (box, name) and (box, objects[i]): list_zip pads the shorter list with NULLs.
-        box = ("{'label': " + mapped.format(x="p[2]") + ", 'left': CAST(p[1]->'left' AS DOUBLE), "
-               "'top': CAST(p[1]->'top' AS DOUBLE), 'width': CAST(p[1]->'width' AS DOUBLE), "
-               "'height': CAST(p[1]->'height' AS DOUBLE)}")
-        columns = (f"json_extract({value}, '$.annotations[*]') AS bx, {meta}.\"class-map\" AS cmap, "
-                   f"{meta}.objects AS objs, list_zip(bx, coalesce(json_extract(objs, '$[*]'), []::JSON[])) AS bo, "
-                   f"json_extract({value}, '$.image_size') AS size, {null_label}, "
+        box = ("{'label': " + mapped.format(x="p[2]") + ", 'left': TRY_CAST(p[1].left AS DOUBLE), "
+               "'top': TRY_CAST(p[1].top AS DOUBLE), 'width': TRY_CAST(p[1].width AS DOUBLE), "
+               "'height': TRY_CAST(p[1].height AS DOUBLE)}")
+        columns = (f"{value}.annotations AS bx, {meta}.\"class-map\" AS cmap, {meta}.objects AS objs, "
+                   "list_zip(bx, coalesce(json_extract(objs, '$[*]'), []::JSON[])) AS bo, "
+                   f"{value}.image_size AS size, {null_label}, "
                    f"list_transform(bx, lambda b: {raw_name}) AS raw_labels, "
                    f"list_transform(list_zip(bx, raw_labels), lambda p: {box}) AS boxes, "
                    "list_min(list_transform(bo, lambda p: CASE WHEN p[1] IS NOT NULL THEN "
-                   "CAST(p[2]->'confidence' AS DOUBLE) END)) AS confidence")
-        numeric = " AND ".join(f"json_type(b, '$.{k}') IN {NUMBER}" for k in ("left", "top", "width", "height"))
-        box_ok = f"json_type(b, '$.class_id') IN {INTEGER} AND CAST(b->'class_id' AS BIGINT) >= 0 AND {numeric}"
+                   "TRY_CAST(p[2]->'confidence' AS DOUBLE) END)) AS confidence")
+        numeric = " AND ".join(f"json_type(b.{k}) IN {NUMBER}" for k in ("left", "top", "width", "height"))
+        box_ok = f"b IS NOT NULL AND json_type(b.class_id) IN {INTEGER} AND TRY_CAST(b.class_id AS BIGINT) >= 0 AND {numeric}"
         confidence_ok = f"p[1] IS NULL OR ({_object_or_null('p[2]')} AND {_number_or_null(CONFIDENCE)})"
-        checks = (f"json_type({value}) = 'OBJECT' AND json_type({value}, '$.annotations') = 'ARRAY' "
-                  f"AND {_object_or_null('cmap')} AND {_object_or_null('objs', 'ARRAY')} "
-                  f"AND {_all('bx', 'b', box_ok)} "
-                  f"AND {_all('raw_labels', 'x', 'x IS NOT NULL')} "
+        checks = (f"bx IS NOT NULL AND {_present_as('cmap', 'class-map')} AND {_object_or_null('objs', 'ARRAY')} "
+                  f"AND {_all('bx', 'b', box_ok)} AND {_all('raw_labels', 'x', 'x IS NOT NULL')} "
                   f"AND {_all('bo', 'p', confidence_ok)} "
                   "AND (size IS NULL OR json_type(size) = 'NULL' OR size = '[]' OR "
                   f"(json_type(size, '$[0].width') IN {NUMBER} AND json_type(size, '$[0].height') IN {NUMBER}))")
         return columns, checks
     # named_entity
-    span = ("{'label': " + mapped.format(x="json_extract_string(e, '$.label')") + ", "
-            "'start': CAST(e->'startOffset' AS BIGINT), 'end': CAST(e->'endOffset' AS BIGINT)}")
-    columns = (f"json_extract({value}, '$.annotations.entities[*]') AS en, {meta}.entities AS ec, "
+    label = "json_extract_string(e.label, '$')"
+    span = ("{'label': " + mapped.format(x=label) + ", "
+            "'start': TRY_CAST(e.startOffset AS BIGINT), 'end': TRY_CAST(e.endOffset AS BIGINT)}")
+    columns = (f"{value}.annotations.entities AS en, {meta}.entities AS ec, "
                "list_zip(en, coalesce(json_extract(ec, '$[*]'), []::JSON[])) AS eo, "
-               f"{null_label}, list_transform(en, lambda e: json_extract_string(e, '$.label')) AS raw_labels, "
+               f"{null_label}, list_transform(en, lambda e: {label}) AS raw_labels, "
                f"list_transform(en, lambda e: {span}) AS entities, "
                "list_min(list_transform(eo, lambda p: CASE WHEN p[1] IS NOT NULL THEN "
-               "CAST(p[2]->'confidence' AS DOUBLE) END)) AS confidence")
-    span_ok = (f"json_type(e, '$.label') = 'VARCHAR' AND json_type(e, '$.startOffset') IN {INTEGER} "
-               f"AND json_type(e, '$.endOffset') IN {INTEGER} AND 0 <= CAST(e->'startOffset' AS BIGINT) "
-               "AND CAST(e->'startOffset' AS BIGINT) < CAST(e->'endOffset' AS BIGINT)")
+               "TRY_CAST(p[2]->'confidence' AS DOUBLE) END)) AS confidence")
+    span_ok = (f"e IS NOT NULL AND json_type(e.label) = 'VARCHAR' AND json_type(e.startOffset) IN {INTEGER} "
+               f"AND json_type(e.endOffset) IN {INTEGER} AND 0 <= TRY_CAST(e.startOffset AS BIGINT) "
+               "AND TRY_CAST(e.startOffset AS BIGINT) < TRY_CAST(e.endOffset AS BIGINT)")
     confidence_ok = f"p[1] IS NULL OR ({_object_or_null('p[2]')} AND {_number_or_null(CONFIDENCE)})"
-    checks = (f"json_type({value}, '$.annotations.entities') = 'ARRAY' AND {_object_or_null('ec', 'ARRAY')} "
+    checks = (f"en IS NOT NULL AND {_object_or_null('ec', 'ARRAY')} "
               f"AND {_all('en', 'e', span_ok)} AND {_all('eo', 'p', confidence_ok)}")
     return columns, checks
 
 
-def _split_sql(split: SplitConfig) -> tuple[str, str]:
-    """split_of in SQL: (u, the split from u), u = the first 8 bytes of sha256(salt NUL id), big-endian,
-    over 2**64 (UBIGINT -> DOUBLE rounds to nearest, as Python's int / 2**64 does)."""
-    u = (f"CAST(CAST(('0x' || left(sha256({_s(split.salt)} || chr(0) || CAST(i AS VARCHAR)), 16)) AS UBIGINT) "
+def split_code_sql(split: SplitConfig, lines: int) -> str:
+    """split_of(str(i)) for i in range(lines), in SQL, as 0 (train), 1 (validation) or 2 (test): the first 8 bytes of
+    sha256(salt NUL i), big-endian, over 2**64 (UBIGINT -> DOUBLE rounds to nearest, as Python's
+    int / 2**64 does), against the cumulative ratios."""
+    u = (f"TRY_CAST(TRY_CAST(('0x' || left(sha256({_s(split.salt)} || chr(0) || TRY_CAST(i AS VARCHAR)), 16)) AS UBIGINT) "
          "AS DOUBLE) / 18446744073709551616.0")
-    tail = "'test'" if split.test > 0 else ("'validation'" if split.validation > 0 else "'train'")
-    return u, (f"CASE WHEN u < {float(split.train)!r} THEN 'train' "
-               f"WHEN u < {float(split.train + split.validation)!r} THEN 'validation' ELSE {tail} END")
+    tail = 2 if split.test > 0 else (1 if split.validation > 0 else 0)
+    return (f"SELECT TRY_CAST(CASE WHEN u < {float(split.train)!r} THEN 0 WHEN u < {float(split.train + split.validation)!r} "
+            f"THEN 1 ELSE {tail} END AS TINYINT) AS s FROM (SELECT {u} AS u FROM range({lines}) AS t(i))")

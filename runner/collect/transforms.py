@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from runner.collect.columnar import Columnar
+    from runner.collect.columnar import Result as ColumnarResult
 
 log = logging.getLogger(__name__)
 
@@ -1402,7 +1403,7 @@ def check_transforms(steps: Mapping[str, Mapping[str, Any] | None], settings: Tr
 def run_transforms(objects_factory: Callable[[], Iterable[LabeledObject]], out_dir: Path, *,
                    steps: Mapping[str, Mapping[str, Any] | None], settings: TransformsConfig,
                    labels: Sequence[str], task_type: TaskType | None = None,
-                   columnar: Columnar | None = None) -> dict[str, WrittenFiles]:
+                   ) -> dict[str, WrittenFiles]:
     """Run each step over fresh objects from `objects_factory()`; step name -> what it wrote.
 
     Checks everything first (`check_transforms`; the task type is the first object's when not
@@ -1417,12 +1418,6 @@ def run_transforms(objects_factory: Callable[[], Iterable[LabeledObject]], out_d
     final_labels = mapped_labels(labels, settings.label_map)
     results: dict[str, WrittenFiles] = {}
     for name, options in steps.items():
-        if columnar is not None and name in _COLUMNAR_STEPS and \
-                _options(name, options).get("format", "parquet") == "parquet":
-            results[name] = _COLUMNAR_STEPS[name](columnar, out_dir)
-            log.info("%s: %s objects written, %d left out (columnar)", name,
-                     ", ".join(f"{k} {v}" for k, v in results[name].counts.items()), results[name].skipped)
-            continue
         skipped = 0
 
         def kept() -> Iterator[LabeledObject]:
@@ -1443,28 +1438,49 @@ def run_transforms(objects_factory: Callable[[], Iterable[LabeledObject]], out_d
     return results
 
 
-# --- the columnar path (runner.collect.columnar): the same files, written by DuckDB ------------------
+# --- the columnar path (runner.collect.columnar): the same files, written from DuckDB's batches ------
 
 
-def _columnar_jsonl(columnar: Columnar, out_dir: Path) -> WrittenFiles:
-    with _staged(out_dir, "jsonl") as stage:
-        counts = columnar.write_jsonl(stage)
-    written = WrittenFiles([out_dir / "jsonl" / f"{s}.jsonl" for s in SPLITS], counts)
-    written.skipped = columnar.skipped()
-    return written
+def columnar_steps(columnar: Columnar, out_dir: Path, *, steps: Mapping[str, Mapping[str, Any] | None],
+                   settings: TransformsConfig, labels: Sequence[str], task_type: TaskType,
+                   ) -> tuple[ColumnarResult, dict[str, WrittenFiles]] | None:
+    """The report's counts and the jsonl and Parquet table steps (those of `steps`) in one columnar
+    pass; None, with nothing left behind, when a line needs the Python path."""
+    from runner.collect.columnar import NotColumnar
 
-
-def _columnar_table(columnar: Columnar, out_dir: Path) -> WrittenFiles:
+    check_transforms(steps, settings, labels=labels, task_type=task_type)
     name = out_dir.name
-    with _staged(out_dir, "table") as stage:
-        count = columnar.write_parquet(stage / f"{name}.parquet")
-    final = out_dir / "table" / f"{name}.parquet"
-    db = out_dir / "gtrun.duckdb"
-    register_table(final, "parquet", db, name=name)
-    written = WrittenFiles([final, db], {"all": count})
-    written.skipped = columnar.skipped()
-    return written
-
-
-_COLUMNAR_STEPS: dict[str, Callable[[Columnar, Path], WrittenFiles]] = {
-    "jsonl": _columnar_jsonl, "table": _columnar_table}
+    wants_table = "table" in steps and _options("table", steps["table"])["format"] == "parquet"
+    scratch = out_dir / ".columnar.partial"
+    shutil.rmtree(scratch, ignore_errors=True)
+    jsonl = scratch / "jsonl" if "jsonl" in steps else None
+    table = scratch / "table" / f"{name}.parquet" if wants_table else None
+    for folder in (jsonl, table.parent if table else None):
+        if folder is not None:
+            folder.mkdir(parents=True)
+    try:
+        result = columnar.write(jsonl=jsonl, table=table)
+    except NotColumnar as exc:
+        shutil.rmtree(scratch, ignore_errors=True)
+        log.info("collect: %s needs the Python parser (%s)", columnar.manifest, exc)
+        return None
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    written: dict[str, WrittenFiles] = {}
+    if result.jsonl is not None:
+        shutil.rmtree(out_dir / "jsonl", ignore_errors=True)
+        (scratch / "jsonl").rename(out_dir / "jsonl")
+        written["jsonl"] = WrittenFiles([out_dir / "jsonl" / f"{s}.jsonl" for s in SPLITS], result.jsonl,
+                                        skipped=result.skipped)
+    if result.table is not None:
+        shutil.rmtree(out_dir / "table", ignore_errors=True)
+        (scratch / "table").rename(out_dir / "table")
+        final, db = out_dir / "table" / f"{name}.parquet", out_dir / "gtrun.duckdb"
+        register_table(final, "parquet", db, name=name)
+        written["table"] = WrittenFiles([final, db], {"all": result.table}, skipped=result.skipped)
+    shutil.rmtree(scratch, ignore_errors=True)
+    for step, files in written.items():
+        log.info("%s: %s objects written, %d left out (columnar)", step,
+                 ", ".join(f"{k} {v}" for k, v in files.counts.items()), files.skipped)
+    return result, written

@@ -203,7 +203,7 @@ class DuckDBSource:
                 if problem.null_count != batch.num_rows:
                     i, text = next((i, x) for i, x in enumerate(problem.to_pylist()) if x is not None)
                     raise ManifestError(f"row {start + i + 1}: {text}")
-                yield _contiguous(batch.column(0)), batch.num_rows
+                yield contiguous_values(batch.column(0)), batch.num_rows
                 start += batch.num_rows
         except (duckdb.Error, OSError) as exc:  # DuckDB's errors reach Arrow's reader as OSError
             if isinstance(exc, duckdb.OutOfMemoryException) or str(exc).startswith("Out of Memory Error"):
@@ -220,8 +220,8 @@ class DuckDBSource:
             shutil.rmtree(self.own_spill, ignore_errors=True)
 
 
-def _contiguous(lines: Any) -> memoryview:
-    """The bytes of a string array's values, which are the lines back to back."""
+def contiguous_values(lines: Any) -> memoryview:
+    """The bytes of a string array's values, back to back (a batch's lines, or a filter's output)."""
     offsets = lines.buffers()[1]
     data = lines.buffers()[2]
     width = 8 if str(lines.type) == "large_string" else 4
