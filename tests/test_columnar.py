@@ -202,3 +202,18 @@ def test_out_of_memory_is_a_reason_to_take_the_python_path(tmp_path):
     (tmp_path / "jsonl").mkdir()
     with pytest.raises(NotColumnar, match="Out of Memory"):
         columnar.write(jsonl=tmp_path / "jsonl", table=tmp_path / "t.parquet")
+
+
+def test_blank_lines_and_split_chunks_match_the_python_path(tmp_path, monkeypatch):
+    monkeypatch.setattr("runner.collect.columnar._Splits.CHUNK", 100)  # several chunks of split codes
+    task = TaskType.named_entity
+    rng = random.Random(4)
+    lines = [json.dumps(output_line(task, i, rng), ensure_ascii=False) for i in range(450)]
+    for at in (0, 77, 78, 300):
+        lines.insert(at, "")  # blank lines: not objects, for the parser either
+    path = write_manifest(tmp_path / "blank.manifest", lines)
+    settings = TransformsConfig(steps={"table": {}, "jsonl": {}})
+    fast = run(path, task, tmp_path / "fast" / "ds", settings, columnar=True)
+    run(path, task, tmp_path / "slow" / "ds", settings, columnar=False)
+    assert dataset_files(tmp_path / "fast" / "ds") == dataset_files(tmp_path / "slow" / "ds")
+    assert fast["report"]["parse"]["lines"] == 450

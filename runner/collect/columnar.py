@@ -160,7 +160,6 @@ class Columnar:
 
         from runner.io.query import contiguous_values
 
-        lines = _count_lines(self.manifest)
         # The system allocator gives the batches' memory back at once; mimalloc, pyarrow's default,
         # keeps some 60 MB of it (a process-wide setting: gtrun's other Arrow work is done by then).
         pa.set_memory_pool(pa.system_memory_pool())
@@ -174,7 +173,7 @@ class Columnar:
         files: dict[str, Any] = {}
         try:
             # The split of line i depends on i only: computed for every line at once, sliced per batch.
-            splits = con.sql(split_code_sql(self.settings.split, lines)).to_arrow_table().column("s").combine_chunks()
+            splits = _Splits(con, self.settings.split)
             if jsonl is not None:
                 files = {name: open(jsonl / f"{name}.jsonl", "wb") for name in SPLITS}
             sql = records_sql(self.manifest, self.attribute, self.task_type, self.labels, self.layout,
@@ -199,7 +198,7 @@ class Columnar:
                 kept = pc.and_(labeled, batch.column("keep"))
                 kept_total += pc.sum(kept).as_py() or 0
                 if files:
-                    here = splits.slice(offset, n)
+                    here = splits.codes(offset, n)
                     text = batch.column("json")
                     for code, name in enumerate(SPLITS):
                         mask = pc.and_(kept, pc.equal(here, code))
@@ -214,8 +213,6 @@ class Columnar:
                         writer = pq.ParquetWriter(table, rows.schema)
                     writer.write_batch(rows)
                 offset += n
-            if offset != lines:  # blank lines: the parser numbers objects without them
-                raise NotColumnar(f"{lines - offset} blank line(s)")
             if table is not None and writer is None:
                 raise NotColumnar("no lines")
         except (duckdb.Error, OSError) as exc:
@@ -230,23 +227,32 @@ class Columnar:
             if writer is not None:
                 writer.close()
             con.close()
-        return Result(lines=lines, status=status, reasons=reasons, distribution=distribution,
+        return Result(lines=offset, status=status, reasons=reasons, distribution=distribution,
                       jsonl=split_counts if jsonl is not None else None,
-                      table=kept_total if table is not None else None, skipped=lines - kept_total)
+                      table=kept_total if table is not None else None, skipped=offset - kept_total)
 
 
 SPLITS = ("train", "validation", "test")
 BATCH_ROWS = 8_192
 
 
-def _count_lines(path: Path) -> int:
-    """Lines in the file, a last one without its newline included."""
-    count, last = 0, b"\n"
-    with open(path, "rb") as src:
-        while chunk := src.read(1 << 22):
-            count += chunk.count(b"\n")
-            last = chunk[-1:]
-    return count + (last != b"\n")
+class _Splits:
+    """The split codes of objects 0, 1, 2, ... (a line's index is its object id), computed by DuckDB
+    a million at a time as the batches reach them. Blank lines have none: read_csv skips them, and
+    the parser does not count them as objects either."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, con: Any, split: SplitConfig) -> None:
+        # A cursor of its own: a query on the reading connection would end its streaming result.
+        self.con, self.split, self.start, self.array = con.cursor(), split, 0, None
+
+    def codes(self, offset: int, n: int) -> Any:
+        if self.array is None or offset + n > self.start + len(self.array):
+            self.start = offset
+            sql = split_code_sql(self.split, offset, offset + max(n, self.CHUNK))
+            self.array = self.con.sql(sql).to_arrow_table().column("s").combine_chunks()
+        return self.array.slice(offset - self.start, n)
 
 
 def _add_counts(into: dict[str, int], counted: Any) -> None:
@@ -297,8 +303,8 @@ def records_sql(manifest: Path, attribute: str, task_type: TaskType, labels: Seq
     # A metadata value that is not an object becomes a struct of NULLs: Ground Truth's metadata has
     # at least one of its own keys (the parser's _is_label_metadata).
     gt_meta = " OR ".join(f"{meta}.{_n(k)} IS NOT NULL" for k in sorted(GT_KEYS))
-    type_ok = (f"({meta}.type IS NULL OR (json_type({meta}.type) = 'VARCHAR' AND "
-               f"json_extract_string({meta}.type, '$') IN ({', '.join(_s(t) for t in types)})))")
+    # A string leaf is its JSON text: compared as such, with no parse.
+    type_ok = f"({meta}.type IS NULL OR CAST({meta}.type AS VARCHAR) IN ({', '.join(_s(json.dumps(t)) for t in types)}))"
     mapped = _label_map_sql(settings.label_map)
     label_part, checks = _value_sql(task_type, value, meta, label_list, mapped)
     key = LABEL_KEY[task_type]
@@ -378,18 +384,16 @@ def _value_sql(task_type: TaskType, value: str, meta: str, label_list: str, mapp
     `value` is the label value (a JSON leaf), `meta` the metadata struct (JSON leaves)."""
     null_label = "TRY_CAST(NULL AS VARCHAR) AS raw_label"
     if task_type is TaskType.text_classification:
-        index = f"TRY_CAST({value} AS BIGINT)"
-        name = f"{meta}.\"class-name\""
-        raw = (f"CASE WHEN json_type({name}) = 'VARCHAR' THEN json_extract_string({name}, '$') "
-               f"WHEN {name} IS NULL OR json_type({name}) = 'NULL' THEN {label_list}[{index} + 1] END")
-        conf = f"{meta}.confidence"
-        columns = (f"CASE WHEN json_type({value}) IN {INTEGER} THEN {raw} END AS raw_label, "
-                   "TRY_CAST(NULL AS VARCHAR[]) AS raw_labels, "
+        # Each leaf's json_type once (a lateral alias), not once per test.
+        columns = (f"json_type({value}) AS vt, TRY_CAST({value} AS BIGINT) AS vi, "
+                   f"{meta}.\"class-name\" AS cn, json_type(cn) AS cnt, {meta}.confidence AS cf, json_type(cf) AS cft, "
+                   f"CASE WHEN vt IN {INTEGER} THEN CASE WHEN cnt = 'VARCHAR' THEN json_extract_string(cn, '$') "
+                   f"WHEN cn IS NULL THEN {label_list}[vi + 1] END END AS raw_label, "
+                   "CAST(NULL AS VARCHAR[]) AS raw_labels, "
                    f"{mapped.format(x='raw_label')} AS label, "
-                   f"CASE WHEN json_type({conf}) IN {NUMBER} THEN TRY_CAST({conf} AS DOUBLE) END AS confidence")
-        checks = (f"json_type({value}) IN {INTEGER} AND {index} >= 0 "
-                  f"AND (len({label_list}) = 0 OR {index} < len({label_list})) "
-                  f"AND raw_label IS NOT NULL AND {_number_or_null(conf)}")
+                   f"CASE WHEN cft IN {NUMBER} THEN TRY_CAST(cf AS DOUBLE) END AS confidence")
+        checks = (f"vt IN {INTEGER} AND vi >= 0 AND (len({label_list}) = 0 OR vi < len({label_list})) "
+                  f"AND raw_label IS NOT NULL AND coalesce(cft IN ('NULL', {NUMBER[1:-1]}), true)")
         return columns, checks
     if task_type is TaskType.text_multilabel:
         names = f"list_transform(idx, lambda x: {_name_sql('TRY_CAST(x AS BIGINT)', 'cmap', label_list)})"
@@ -444,12 +448,12 @@ def _value_sql(task_type: TaskType, value: str, meta: str, label_list: str, mapp
     return columns, checks
 
 
-def split_code_sql(split: SplitConfig, lines: int) -> str:
-    """split_of(str(i)) for i in range(lines), in SQL, as 0 (train), 1 (validation) or 2 (test): the first 8 bytes of
-    sha256(salt NUL i), big-endian, over 2**64 (UBIGINT -> DOUBLE rounds to nearest, as Python's
-    int / 2**64 does), against the cumulative ratios."""
-    u = (f"TRY_CAST(TRY_CAST(('0x' || left(sha256({_s(split.salt)} || chr(0) || TRY_CAST(i AS VARCHAR)), 16)) AS UBIGINT) "
+def split_code_sql(split: SplitConfig, start: int, stop: int) -> str:
+    """split_of(str(i)) for i in range(start, stop), in SQL, as 0 (train), 1 (validation) or 2
+    (test): the first 8 bytes of sha256(salt NUL i), big-endian, over 2**64 (UBIGINT -> DOUBLE
+    rounds to nearest, as Python's int / 2**64 does), against the cumulative ratios."""
+    u = (f"CAST(CAST(('0x' || left(sha256({_s(split.salt)} || chr(0) || CAST(i AS VARCHAR)), 16)) AS UBIGINT) "
          "AS DOUBLE) / 18446744073709551616.0")
     tail = 2 if split.test > 0 else (1 if split.validation > 0 else 0)
-    return (f"SELECT TRY_CAST(CASE WHEN u < {float(split.train)!r} THEN 0 WHEN u < {float(split.train + split.validation)!r} "
-            f"THEN 1 ELSE {tail} END AS TINYINT) AS s FROM (SELECT {u} AS u FROM range({lines}) AS t(i))")
+    return (f"SELECT CAST(CASE WHEN u < {float(split.train)!r} THEN 0 WHEN u < {float(split.train + split.validation)!r} "
+            f"THEN 1 ELSE {tail} END AS TINYINT) AS s FROM (SELECT {u} AS u FROM range({start}, {stop}) AS t(i))")
