@@ -54,15 +54,19 @@ def output_line(task: TaskType, i: int, rng: random.Random) -> dict:
                   "width": rng.randint(1, 90), "height": rng.choice([rng.randint(1, 90), 12.5])}
                  for _ in range(rng.choice([0, 1, 2, 3]))]
         line[attr] = {"image_size": [{"width": 640, "height": 480, "depth": 3}], "annotations": boxes}
-        meta["objects"] = [{"confidence": round(rng.random(), 2)} for _ in boxes]
-        meta["class-map"] = {str(b["class_id"]): labels[b["class_id"]] for b in boxes}
+        meta["objects"] = [{"confidence": rng.choice([round(rng.random(), 2), None, 1])} for _ in boxes]
+        if i % 7 == 1:
+            meta["objects"] = meta["objects"][:1]  # fewer items than boxes: the rest have none
+        if i % 11 != 2:
+            meta["class-map"] = {str(b["class_id"]): labels[b["class_id"]] for b in boxes}  # else: the labels
     else:
         spans = []
         for _ in range(rng.randint(0, 3)):
             start = rng.randrange(10)
             spans.append({"label": rng.choice(labels), "startOffset": start, "endOffset": start + rng.randint(1, 8)})
         line[attr] = {"annotations": {"labels": [{"label": x} for x in labels], "entities": spans}}
-        meta["entities"] = [{"confidence": round(rng.random(), 2)} for _ in spans]
+        if i % 13 != 6:
+            meta["entities"] = [{"confidence": round(rng.random(), 2)} for _ in spans]
     line[attr + "-metadata"] = meta
     return line
 

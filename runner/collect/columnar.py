@@ -356,7 +356,7 @@ def _label_map_sql(label_map: Mapping[str, str]) -> str:
 def _name_sql(index: str, class_map: str, label_list: str) -> str:
     """_class_name: class-map[index] when it is there (a string), else the job's labels[index]."""
     entry = f"{class_map}[TRY_CAST({index} AS VARCHAR)]"
-    return (f"CASE WHEN json_type({entry}) = 'VARCHAR' THEN json_extract_string({entry}, '$') "
+    return (f"CASE WHEN starts_with(CAST({entry} AS VARCHAR), '\"') THEN json_extract_string({entry}, '$') "
             f"WHEN {entry} IS NULL THEN {label_list}[{index} + 1] END")
 
 
@@ -408,44 +408,70 @@ def _value_sql(task_type: TaskType, value: str, meta: str, label_list: str, mapp
                   f"AND {_all('idx', 'x', _number_or_null(confidence))}")
         return columns, checks
     if task_type is TaskType.bounding_box:
-        raw_name = _name_sql("TRY_CAST(b.class_id AS BIGINT)", "cmap", label_list)
-        # Pairs (box, name) and (box, objects[i]): list_zip pads the shorter list with NULLs.
-        box = ("{'label': " + mapped.format(x="p[2]") + ", 'left': TRY_CAST(p[1].left AS DOUBLE), "
-               "'top': TRY_CAST(p[1].top AS DOUBLE), 'width': TRY_CAST(p[1].width AS DOUBLE), "
-               "'height': TRY_CAST(p[1].height AS DOUBLE)}")
-        columns = (f"{value}.annotations AS bx, {meta}.\"class-map\" AS cmap, {meta}.objects AS objs, "
-                   "list_zip(bx, coalesce(json_extract(objs, '$[*]'), []::JSON[])) AS bo, "
+        # Each box read once into a typed struct (NULL where the parser would refuse the value).
+        typed = ("{'id': " + _uint("b.class_id") + ", "
+                 + ", ".join(f"'{k}': CASE WHEN {_is_number('b.' + k)} THEN TRY_CAST(b.{k} AS DOUBLE) END"
+                             for k in ("left", "top", "width", "height")) + "}")
+        box = ("{'label': " + mapped.format(x="p[2]") + ", 'left': p[1].left, 'top': p[1].top, "
+               "'width': p[1].width, 'height': p[1].height}")
+        columns = (f"list_transform({value}.annotations, lambda b: {typed}) AS bx, "
+                   f"{meta}.\"class-map\" AS cmap, {_items(f'{meta}.objects')} AS objs, "
                    f"{value}.image_size AS size, {null_label}, "
-                   f"list_transform(bx, lambda b: {raw_name}) AS raw_labels, "
+                   f"list_transform(bx, lambda b: {_name_sql('b.id', 'cmap', label_list)}) AS raw_labels, "
                    f"list_transform(list_zip(bx, raw_labels), lambda p: {box}) AS boxes, "
-                   "list_min(list_transform(bo, lambda p: CASE WHEN p[1] IS NOT NULL THEN "
-                   "TRY_CAST(p[2]->'confidence' AS DOUBLE) END)) AS confidence")
-        numeric = " AND ".join(f"json_type(b.{k}) IN {NUMBER}" for k in ("left", "top", "width", "height"))
-        box_ok = f"b IS NOT NULL AND json_type(b.class_id) IN {INTEGER} AND TRY_CAST(b.class_id AS BIGINT) >= 0 AND {numeric}"
-        confidence_ok = f"p[1] IS NULL OR ({_object_or_null('p[2]')} AND {_number_or_null(CONFIDENCE)})"
-        checks = (f"bx IS NOT NULL AND {_present_as('cmap', 'class-map')} AND {_object_or_null('objs', 'ARRAY')} "
+                   f"{_min_confidence('objs', 'bx')} AS confidence")
+        box_ok = "b.id IS NOT NULL AND b.left IS NOT NULL AND b.top IS NOT NULL AND b.width IS NOT NULL " \
+                 "AND b.height IS NOT NULL"
+        checks = (f"bx IS NOT NULL AND {_present_as('cmap', 'class-map')} AND {_items_ok('objs', 'bx', meta + '.objects')} "
                   f"AND {_all('bx', 'b', box_ok)} AND {_all('raw_labels', 'x', 'x IS NOT NULL')} "
-                  f"AND {_all('bo', 'p', confidence_ok)} "
                   "AND (size IS NULL OR json_type(size) = 'NULL' OR size = '[]' OR "
                   f"(json_type(size, '$[0].width') IN {NUMBER} AND json_type(size, '$[0].height') IN {NUMBER}))")
         return columns, checks
-    # named_entity
-    label = "json_extract_string(e.label, '$')"
-    span = ("{'label': " + mapped.format(x=label) + ", "
-            "'start': TRY_CAST(e.startOffset AS BIGINT), 'end': TRY_CAST(e.endOffset AS BIGINT)}")
-    columns = (f"{value}.annotations.entities AS en, {meta}.entities AS ec, "
-               "list_zip(en, coalesce(json_extract(ec, '$[*]'), []::JSON[])) AS eo, "
-               f"{null_label}, list_transform(en, lambda e: {label}) AS raw_labels, "
-               f"list_transform(en, lambda e: {span}) AS entities, "
-               "list_min(list_transform(eo, lambda p: CASE WHEN p[1] IS NOT NULL THEN "
-               "TRY_CAST(p[2]->'confidence' AS DOUBLE) END)) AS confidence")
-    span_ok = (f"e IS NOT NULL AND json_type(e.label) = 'VARCHAR' AND json_type(e.startOffset) IN {INTEGER} "
-               f"AND json_type(e.endOffset) IN {INTEGER} AND 0 <= TRY_CAST(e.startOffset AS BIGINT) "
-               "AND TRY_CAST(e.startOffset AS BIGINT) < TRY_CAST(e.endOffset AS BIGINT)")
-    confidence_ok = f"p[1] IS NULL OR ({_object_or_null('p[2]')} AND {_number_or_null(CONFIDENCE)})"
-    checks = (f"en IS NOT NULL AND {_object_or_null('ec', 'ARRAY')} "
-              f"AND {_all('en', 'e', span_ok)} AND {_all('eo', 'p', confidence_ok)}")
+    # named_entity: each span read once into a typed struct, as boxes are
+    typed = ("{'label': CASE WHEN starts_with(e.label, '\"') THEN json_extract_string(e.label, '$') END, "
+             f"'start': {_uint('e.startOffset')}, 'end': {_uint('e.endOffset')}}}")
+    span = "{'label': " + mapped.format(x="e.label") + ", 'start': e.start, 'end': e.end}"
+    columns = (f"list_transform({value}.annotations.entities, lambda e: {typed}) AS en, "
+               f"{_items(f'{meta}.entities')} AS ec, {null_label}, "
+               "list_transform(en, lambda e: e.label) AS raw_labels, "
+               f"list_transform(en, lambda e: {span}) AS entities, {_min_confidence('ec', 'en')} AS confidence")
+    span_ok = "e.label IS NOT NULL AND e.start IS NOT NULL AND e.start < e.end"
+    checks = f"en IS NOT NULL AND {_items_ok('ec', 'en', meta + '.entities')} AND {_all('en', 'e', span_ok)}"
     return columns, checks
+
+
+def _uint(leaf: str) -> str:
+    """An integer >= 0 as the parser's _index reads it from JSON, else NULL (a JSON integer's text
+    is its digits: no parse to tell it from a float, a string or a negative number)."""
+    return (f"CASE WHEN {leaf} IS NOT NULL AND ltrim(CAST({leaf} AS VARCHAR), '0123456789') = '' "
+            f"THEN TRY_CAST({leaf} AS BIGINT) END")
+
+
+def _is_number(leaf: str) -> str:
+    """A JSON number: its text starts with a digit or a minus sign."""
+    return f"left(CAST({leaf} AS VARCHAR), 1) IN ('-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9')"
+
+
+def _items(leaf: str) -> str:
+    """The elements of a metadata list (objects, entities) as JSON leaves; NULL when it is not a list."""
+    return f"CASE WHEN starts_with(CAST({leaf} AS VARCHAR), '[') THEN json_extract({leaf}, '$[*]') END"
+
+
+def _items_ok(items: str, annotations: str, leaf: str) -> str:
+    """The list is missing or a list; the items paired with annotations are objects whose confidence
+    is a number or missing (the parser reads items[i] for each annotation i only)."""
+    confidence = "json_extract(o, '$.confidence')"
+    item_ok = (f"starts_with(CAST(o AS VARCHAR), '{{') AND ({confidence} IS NULL OR "
+               f"CAST({confidence} AS VARCHAR) = 'null' OR {_is_number(confidence)})")
+    slice_ = f"list_slice({items}, 1, len({annotations}))"
+    return (f"({leaf} IS NULL OR {items} IS NOT NULL) AND "
+            f"{_all(slice_, 'o', item_ok)}")
+
+
+def _min_confidence(items: str, annotations: str) -> str:
+    """object_confidence of boxes or spans: the lowest confidence of the items paired with them."""
+    return (f"list_min(list_transform(list_slice({items}, 1, len({annotations})), "
+            "lambda o: TRY_CAST(json_extract(o, '$.confidence') AS DOUBLE)))")
 
 
 def split_code_sql(split: SplitConfig, start: int, stop: int) -> str:
