@@ -39,12 +39,11 @@ INTEGER = "('BIGINT', 'UBIGINT')"  # json_type() of an integer: UBIGINT when it 
 SCALARS = {bool: ("BOOLEAN", "('BOOLEAN')"), int: ("BIGINT", INTEGER), float: ("DOUBLE", "('DOUBLE')"),
            str: ("VARCHAR", "('VARCHAR')")}
 NUMBER = "('BIGINT', 'UBIGINT', 'DOUBLE')"
-CONFIDENCE = "p[2]->'confidence'"  # the confidence of a (box or span, metadata item) pair
 GT_KEYS = parse.GT_METADATA_KEYS  # Ground Truth writes at least one of these in every metadata
 # json_transform's types for the metadata keys and the label value each task type reads. Objects
 # become structs and maps (one parse per line); the leaves stay JSON, checked before a cast. A map
 # or list that is there but of another type comes out NULL, as a missing one does: the checks tell
-# them apart by the key's text in the line.
+# them apart by the key's text in the line (_present_as).
 JSON_MAP = "MAP(VARCHAR, JSON)"
 META_SPEC: dict[TaskType, dict[str, Any]] = {
     TaskType.text_classification: {"class-name": "JSON", "confidence": "JSON"},
@@ -65,11 +64,6 @@ def _s(text: str) -> str:
 
 def _n(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def _path(key: str) -> str:
-    """A JSON path to one object key: $."key" (quotes in the key escaped)."""
-    return _s('$."' + key.replace('\\', '\\\\').replace('"', '\\"') + '"')
 
 
 @dataclass
@@ -372,10 +366,6 @@ def _all(items: str, var: str, condition: str) -> str:
 
 def _number_or_null(leaf: str) -> str:
     return f"coalesce(json_type({leaf}) IN ('NULL', {NUMBER[1:-1]}), true)"
-
-
-def _object_or_null(leaf: str, kind: str = "OBJECT") -> str:
-    return f"coalesce(json_type({leaf}) IN ('NULL', '{kind}'), true)"
 
 
 def _value_sql(task_type: TaskType, value: str, meta: str, label_list: str, mapped: str) -> tuple[str, str]:
