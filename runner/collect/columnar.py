@@ -166,7 +166,7 @@ class Columnar:
         writer: Any = None
         files: dict[str, Any] = {}
         try:
-            # The split of line i depends on i only: computed for every line at once, sliced per batch.
+            # The split of object i depends on i only: computed a million objects at a time.
             splits = _Splits(con, self.settings.split)
             if jsonl is not None:
                 files = {name: open(jsonl / f"{name}.jsonl", "wb") for name in SPLITS}
@@ -179,7 +179,7 @@ class Columnar:
                 ok = batch.column("ok")
                 if ok.null_count or ok.false_count:
                     bad = offset + next(i for i, x in enumerate(ok.to_pylist()) if not x) + 1
-                    raise NotColumnar(f"line {bad}")
+                    raise NotColumnar(f"line {bad} (blank lines not counted)")
                 state = batch.column("status")
                 _add_counts(status, pc.value_counts(state))
                 failed = pc.equal(state, "failed")
@@ -207,8 +207,8 @@ class Columnar:
                         writer = pq.ParquetWriter(table, rows.schema)
                     writer.write_batch(rows)
                 offset += n
-            if table is not None and writer is None:
-                raise NotColumnar("no lines")
+            if not offset:
+                raise NotColumnar("no lines")  # the parser's path says what an empty output holds
         except (duckdb.Error, OSError) as exc:
             # Not JSON, out of memory, ...: the parser says what is wrong, or reads it with less memory.
             # DuckDB's errors reach Arrow's reader as OSError ("<Kind> Error: ...").
