@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
@@ -210,9 +209,11 @@ class Columnar:
             if not offset:
                 raise NotColumnar("no lines")  # the parser's path says what an empty output holds
         except (duckdb.Error, OSError) as exc:
-            # Not JSON, out of memory, ...: the parser says what is wrong, or reads it with less memory.
-            # DuckDB's errors reach Arrow's reader as OSError ("<Kind> Error: ...").
-            if isinstance(exc, OSError) and not re.match(r"[A-Z][A-Za-z ]* Error: ", str(exc)):
+            # The data's errors (not JSON, a value of another shape) and running out of memory: the
+            # parser says what is wrong, or reads it with less memory. Any other error is gtrun's
+            # own and is raised. DuckDB's errors reach Arrow's reader as OSError ("<Kind> Error: ...").
+            data_errors = (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.OutOfMemoryException)
+            if not isinstance(exc, data_errors) and not str(exc).startswith(DATA_ERROR_TEXTS):
                 raise
             raise NotColumnar(str(exc).splitlines()[0]) from None
         finally:
@@ -227,6 +228,7 @@ class Columnar:
 
 
 SPLITS = ("train", "validation", "test")
+DATA_ERROR_TEXTS = ("Invalid Input Error", "Conversion Error", "Out of Memory Error")
 BATCH_ROWS = 8_192
 
 
