@@ -43,7 +43,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from _measure import poll_peak_rss
+from _measure import run_child
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("local", "s3", "parquet", "pandas")
@@ -231,19 +231,10 @@ def peak_rss_mb(usage: resource.struct_rusage) -> float:
 
 # -- the parent -------------------------------------------------------------------------------------
 def measure(method: str, data: str, out: Path, moto_url: str) -> dict[str, Any]:
-
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", method, data, str(out), moto_url]
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, **FAKE_ENV})
-    polled = poll_peak_rss(proc)
-    stdout, stderr = proc.communicate()
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        lines = stderr.decode(errors="replace").strip().splitlines() or [f"exit {proc.returncode}"]
-        return {"error": lines[-1], "wall": wall}
-    result: dict[str, Any] = json.loads(stdout.decode().strip().splitlines()[-1])
-    result.update(wall=wall, peak_mb=max(result["peak_mb"], polled / MB), size_mb=out.stat().st_size / MB)
+    result = run_child(cmd, out.parent, env={**os.environ, **FAKE_ENV})
+    if "error" not in result:
+        result["size_mb"] = out.stat().st_size / MB
     return result
 
 

@@ -34,16 +34,13 @@ import json
 import os
 import random
 import resource
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _measure import poll_peak_rss, warm
+from _measure import remove, run_child, verdict, warm
 
 REPO = Path(__file__).resolve().parents[1]
 TYPES = ("single", "multi", "boxes", "ner")
@@ -214,37 +211,14 @@ def child(method: str, kind: str, manifest: str, out: str) -> None:
 
 def measure(method: str, kind: str, manifest: Path, out: Path, workdir: Path) -> dict[str, Any]:
     """Run one method in a fresh subprocess, polling its RSS every 50 ms."""
-
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", method, kind, str(manifest), str(out)]
-    cwd = Path(tempfile.mkdtemp(prefix=f".run-{method}-", dir=workdir))  # DuckDB spills to .tmp here
-    start = time.perf_counter()
-    try:
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        polled = poll_peak_rss(proc)
-        stdout, stderr = proc.communicate()
-        wall = time.perf_counter() - start
-    finally:
-        shutil.rmtree(cwd, ignore_errors=True)
-    if proc.returncode != 0:
-        lines = stderr.decode(errors="replace").strip().splitlines() or [f"exit {proc.returncode}"]
-        error = next((x for x in reversed(lines) if "Error" in x), lines[-1])
-        return {"error": error.strip()[:200], "wall": wall, "peak_mb": polled / MB}
-    result: dict[str, Any] = json.loads(stdout.decode().strip().splitlines()[-1])
-    result.update(wall=wall, peak_mb=max(result["peak_mb"], polled / MB))
-    return result
+    return run_child([sys.executable, str(Path(__file__).resolve()), "--child", method, kind, str(manifest),
+                      str(out)], workdir)
 
 
 def output_mb(path: Path) -> float:
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / MB
     return path.stat().st_size / MB if path.exists() else 0.0
-
-
-def remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def bench(kind: str, lines: int, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -276,10 +250,6 @@ def bench(kind: str, lines: int, args: argparse.Namespace) -> dict[str, dict[str
         best["peak_mb"] = max(r["peak_mb"] for r in done)
         results[method] = best
     return results
-
-
-def verdict(ok: bool | None) -> str:
-    return "n/a" if ok is None else ("PASS" if ok else "MISS")
 
 
 def ratio(x: float | None) -> str:

@@ -38,15 +38,12 @@ import argparse
 import json
 import os
 import resource
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from _measure import poll_peak_rss, warm
+from _measure import remove, run_child, verdict, warm
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("gtrun", "copy", "pandas")
@@ -177,33 +174,8 @@ def child(method: str, csv: str, out: str) -> None:
 # -- the parent -----------------------------------------------------------------------------------
 def measure(method: str, csv: Path, out: Path, workdir: Path) -> dict[str, Any]:
     """Run one method in a fresh subprocess, polling its RSS every 50 ms."""
-
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", method, str(csv), str(out)]
-    # A private working directory: DuckDB spills an in-memory database to the relative `.tmp`, and
-    # another tool sharing the workdir that cleans `<workdir>/.tmp` would delete a running child's
-    # spill files ("IO Error: Cannot open file .tmp/duckdb_temp_..."); nor may it land in the repo.
-    cwd = Path(tempfile.mkdtemp(prefix=f".run-{method}-", dir=workdir))
-    start = time.perf_counter()
-    try:
-        # Output to files, not pipes: DuckDB's progress bar must not fill a pipe nobody reads yet.
-        with open(cwd / "stdout", "w+b") as stdout, open(cwd / "stderr", "w+b") as stderr:
-            proc = subprocess.Popen(cmd, cwd=cwd, stdout=stdout, stderr=stderr)
-            polled = poll_peak_rss(proc)
-            proc.wait()
-            wall = time.perf_counter() - start
-            stdout.seek(0)
-            stderr.seek(0)
-            out_text, err_text = (f.read().decode(errors="replace") for f in (stdout, stderr))
-    finally:
-        shutil.rmtree(cwd, ignore_errors=True)
-    if proc.returncode != 0:
-        lines = err_text.replace("\r", "\n").strip().splitlines() or [f"exit {proc.returncode}"]
-        error = next((x for x in reversed(lines) if "Error" in x), lines[-1])
-        return {"error": error.strip(), "wall": wall, "peak_mb": polled / MB}
-    result: dict[str, Any] = json.loads(out_text.replace("\r", "\n").strip().splitlines()[-1])
-    result.update(wall=wall, polled_mb=polled / MB, rusage_mb=result["peak_mb"],
-                  peak_mb=max(result["peak_mb"], polled / MB))
-    return result
+    return run_child([sys.executable, str(Path(__file__).resolve()), "--child", method, str(csv), str(out)],
+                     workdir)
 
 
 def check_output(path: Path, *, parse: bool) -> dict[str, Any]:
@@ -228,13 +200,6 @@ def check_output(path: Path, *, parse: bool) -> dict[str, Any]:
             last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
     ids = [json.loads(x)["row_id"] if x else None for x in (first, last)]
     return {"lines": lines, "size_mb": size / MB, "first_id": ids[0], "last_id": ids[1], "bad": bad}
-
-
-def remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def bench(rows: int, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -277,10 +242,6 @@ def bench(rows: int, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
                         bad=sum(r["bad"] for r in ok))
         results[method] = best
     return results
-
-
-def verdict(ok: bool | None) -> str:
-    return "n/a" if ok is None else ("PASS" if ok else "MISS")
 
 
 def report(all_results: dict[int, dict[str, dict[str, Any]]], repeat: int) -> bool:

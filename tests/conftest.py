@@ -66,6 +66,15 @@ def gtrun(tmp_path: Path) -> Gtrun:
     return Gtrun(tmp_path)
 
 
+def shape(value):
+    """The JSON skeleton of a value: keys kept, leaves replaced by their type name."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shape(value[0])] if value else []
+    return type(value).__name__
+
+
 def real_file(name: str) -> Path:
     """A file Ground Truth wrote (tests/data/real-outputs, a copy of shared/reference/real-outputs)."""
     path = ROOT / "tests" / "data" / "real-outputs" / name

@@ -19,21 +19,12 @@ from runner.service.consolidate import (
     failed_metadata,
 )
 from runner.service.layout import output_line
-from tests.conftest import real_file
+from tests.conftest import real_file, shape
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 1, 2, 3, 4, 5, 678901)
 CREATION_DATE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}$")
 SENTIMENT = ["Positive", "Negative", "Neutral"]
-
-
-def shape(value):
-    """The JSON skeleton of a value: keys kept, leaves replaced by their type name."""
-    if isinstance(value, dict):
-        return {k: shape(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [shape(value[0])] if value else []
-    return type(value).__name__
 
 
 def classified(*labels: str, element: str = "crowd-classifier") -> list[Answer]:

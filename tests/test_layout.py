@@ -22,20 +22,11 @@ from runner.service.layout import (
     worker_response_key,
     worker_response_record,
 )
-from tests.conftest import real_file
+from tests.conftest import real_file, shape
 
 ROOT = Path(__file__).resolve().parent.parent
 WHEN = datetime(2019, 4, 18, 16, 10, 44, 217995)
 ANSWER_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z$")
-
-
-def shape(value):
-    """The JSON skeleton of a value: keys kept, leaves replaced by their type name."""
-    if isinstance(value, dict):
-        return {k: shape(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [shape(value[0])] if value else []
-    return type(value).__name__
 
 
 # --- keys --------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from runner.build.sql import OBJECT_FIELDS, Query
+from runner.build.sql import OBJECT_FIELDS, Query, sql_name
 from runner.errors import ManifestError
 
 MAX_LINE_CHARS = 100_000  # Ground Truth's limit per manifest object (input-data-limits)
@@ -44,10 +44,6 @@ def check_line(line: str, row_number: int) -> None:
                             f"Ground Truth allows {MAX_LINE_CHARS}")
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def json_lines_query(query: Query, fields: Sequence[str]) -> Query:
     """DuckDB SQL that turns each row of `query` into its manifest line (JSON text + "\\n").
 
@@ -56,8 +52,8 @@ def json_lines_query(query: Query, fields: Sequence[str]) -> Query:
     with it (an empty data object, a line over Ground Truth's limit), checked in DuckDB too.
     """
     field = object_field(fields)
-    pack = ", ".join(f"{_quote(f)} := q.{_quote(f)}" for f in sorted(fields))
-    obj = f"CAST(q.{_quote(field)} AS VARCHAR)"
+    pack = ", ".join(f"{sql_name(f)} := q.{sql_name(f)}" for f in sorted(fields))
+    obj = f"CAST(q.{sql_name(field)} AS VARCHAR)"
     empty = f"{obj} IS NULL OR {obj} = ''"
     if field == "source-ref":
         empty += f" OR NOT starts_with({obj}, 's3://')"

@@ -44,6 +44,7 @@ class Output:
     output_path: str | None = None  # S3OutputPath: worker responses are under <output_path>/<job>/
     provenance: dict[str, Any] = field(default_factory=dict)
     settings: Any = None  # the run's GtrunConfig, when it is a run
+    _responses: dict[str, list[WorkerAnswer]] | None = field(default=None, init=False, repr=False, compare=False)
 
     def open(self) -> Any:
         if self.storage is not None:
@@ -56,10 +57,12 @@ class Output:
             raise CollectError(f"{self.manifest_uri}: cannot read the output manifest ({exc})") from None
 
     def responses(self) -> dict[str, list[WorkerAnswer]]:
-        if self.storage is None or self.output_path is None:
-            return {}
-        return parse.read_worker_responses(self.output_path, self.name, list_fn=self.storage.list,
-                                           open_fn=self.storage.open_read)
+        """The worker answers by object id, read once (every pass over the objects joins them)."""
+        if self._responses is None:
+            self._responses = {} if self.storage is None or self.output_path is None else \
+                parse.read_worker_responses(self.output_path, self.name, list_fn=self.storage.list,
+                                            open_fn=self.storage.open_read)
+        return self._responses
 
 
 def from_run(run_dir: Path) -> Output:

@@ -23,6 +23,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from runner.build.sql import sql_name, sql_string
 from runner.collect import parse
 from runner.schema import SplitConfig, TaskType, TransformsConfig
 
@@ -55,14 +56,6 @@ VALUE_SPEC: dict[TaskType, Any] = {
     TaskType.bounding_box: {"annotations": [{k: "JSON" for k in ("class_id", "left", "top", "width", "height")}],
                             "image_size": "JSON"},
     TaskType.named_entity: {"annotations": {"entities": [{k: "JSON" for k in ("label", "startOffset", "endOffset")}]}}}
-
-
-def _s(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _n(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 @dataclass
@@ -151,7 +144,9 @@ class Columnar:
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        from runner.io.query import contiguous_values
+        from runner.io.query import contiguous_values, duckdb_error
+
+        data_errors = (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.OutOfMemoryException)
 
         # The system allocator gives the batches' memory back at once; mimalloc, pyarrow's default,
         # keeps some 60 MB of it (a process-wide setting: gtrun's other Arrow work is done by then).
@@ -212,8 +207,7 @@ class Columnar:
             # The data's errors (not JSON, a value of another shape) and running out of memory: the
             # parser says what is wrong, or reads it with less memory. Any other error is gtrun's
             # own and is raised. DuckDB's errors reach Arrow's reader as OSError ("<Kind> Error: ...").
-            data_errors = (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.OutOfMemoryException)
-            if not isinstance(exc, data_errors) and not str(exc).startswith(DATA_ERROR_TEXTS):
+            if not isinstance(duckdb_error(exc), data_errors):
                 raise
             raise NotColumnar(str(exc).splitlines()[0]) from None
         finally:
@@ -228,7 +222,6 @@ class Columnar:
 
 
 SPLITS = ("train", "validation", "test")
-DATA_ERROR_TEXTS = ("Invalid Input Error", "Conversion Error", "Out of Memory Error")
 BATCH_ROWS = 8_192
 
 
@@ -263,7 +256,7 @@ def _add_counts(into: dict[str, int], counted: Any) -> None:
 
 def lines_sql(manifest: Path) -> str:
     """The manifest's lines, one VARCHAR each (JSON never holds a raw \\x01: no line splits)."""
-    return (f"SELECT line FROM read_csv({_s(str(manifest))}, columns = {{'line': 'VARCHAR'}}, header = false, "
+    return (f"SELECT line FROM read_csv({sql_string(str(manifest))}, columns = {{'line': 'VARCHAR'}}, header = false, "
             "delim = chr(1), quote = '', escape = '', auto_detect = false, strict_mode = false, "
             "buffer_size = 4194304)")
 
@@ -282,43 +275,43 @@ def records_sql(manifest: Path, attribute: str, task_type: TaskType, labels: Seq
     struct: dict[str, Any] = {name: "JSON" for name, _, _ in layout.inputs}
     struct[attribute] = VALUE_SPEC[task_type]
     struct[meta_key] = {**{key: "JSON" for key in sorted(GT_KEYS)}, **META_SPEC[task_type]}
-    label_list = "([" + ", ".join(_s(x) for x in labels) + "]::VARCHAR[])"
+    label_list = "([" + ", ".join(sql_string(x) for x in labels) + "]::VARCHAR[])"
     # A string leaf is its JSON text, quotes and all: its type shows in its first character, with
     # no second parse of what may be a long text. Numbers and booleans are short: json_type.
     inputs_ok = " AND ".join(
-        f"(j.{_n(n)} IS NULL OR starts_with(j.{_n(n)}, '\"'))" if t == "VARCHAR" else
-        f"coalesce(json_type(j.{_n(n)}) IN ('NULL', {jt[1:-1]}), true)" for n, t, jt in layout.inputs)
-    typed = ", ".join(f"json_extract_string(j.{_n(n)}, '$') AS {_n(n)}" if t == "VARCHAR"
-                      else f"TRY_CAST(j.{_n(n)} AS {t}) AS {_n(n)}" for n, t, _ in layout.inputs)
+        f"(j.{sql_name(n)} IS NULL OR starts_with(j.{sql_name(n)}, '\"'))" if t == "VARCHAR" else
+        f"coalesce(json_type(j.{sql_name(n)}) IN ('NULL', {jt[1:-1]}), true)" for n, t, jt in layout.inputs)
+    typed = ", ".join(f"json_extract_string(j.{sql_name(n)}, '$') AS {sql_name(n)}" if t == "VARCHAR"
+                      else f"TRY_CAST(j.{sql_name(n)} AS {t}) AS {sql_name(n)}" for n, t, _ in layout.inputs)
     names = [n for n, _, _ in layout.inputs]
     # Ground Truth writes the input fields, then the label attribute and its metadata.
-    layouts = ", ".join("[" + ", ".join(_s(k) for k in keys) + "]::VARCHAR[]"
+    layouts = ", ".join("[" + ", ".join(sql_string(k) for k in keys) + "]::VARCHAR[]"
                         for keys in (names, [*names, meta_key], [*names, attribute, meta_key]))
-    meta = f"j.{_n(meta_key)}"
-    value = f"j.{_n(attribute)}"
+    meta = f"j.{sql_name(meta_key)}"
+    value = f"j.{sql_name(attribute)}"
     # A metadata value that is not an object becomes a struct of NULLs: Ground Truth's metadata has
     # at least one of its own keys (the parser's _is_label_metadata).
-    gt_meta = " OR ".join(f"{meta}.{_n(k)} IS NOT NULL" for k in sorted(GT_KEYS))
+    gt_meta = " OR ".join(f"{meta}.{sql_name(k)} IS NOT NULL" for k in sorted(GT_KEYS))
     # A string leaf is its JSON text: compared as such, with no parse.
-    type_ok = f"({meta}.type IS NULL OR CAST({meta}.type AS VARCHAR) IN ({', '.join(_s(json.dumps(t)) for t in types)}))"
+    type_ok = f"({meta}.type IS NULL OR CAST({meta}.type AS VARCHAR) IN ({', '.join(sql_string(json.dumps(t)) for t in types)}))"
     mapped = _label_map_sql(settings.label_map)
     label_part, checks = _value_sql(task_type, value, meta, label_list, mapped)
     key = LABEL_KEY[task_type]
     raw = "raw_label" if task_type is TaskType.text_classification else "raw_labels"
     # flat_record as a JSON line, joined from the input fields' own JSON text (no re-serialising)
-    parts = [f"{_s(json.dumps(n, ensure_ascii=False) + ':')} || coalesce(j.{_n(n)}, 'null')" for n in names]
-    parts.append(f"{_s(json.dumps(key) + ':')} || to_json({_n(key)})")
+    parts = [f"{sql_string(json.dumps(n, ensure_ascii=False) + ':')} || coalesce(j.{sql_name(n)}, 'null')" for n in names]
+    parts.append(f"{sql_string(json.dumps(key) + ':')} || to_json({sql_name(key)})")
     parts.append("'\"confidence\":' || coalesce(TRY_CAST(confidence AS VARCHAR), 'null') || ',\"workers\":null}'")
     line = "'{' || " + " || ',' || ".join(parts) + " || chr(10)"
     confidence_ok = "true" if settings.min_confidence is None else \
         f"(confidence IS NULL OR confidence >= {float(settings.min_confidence)!r})"
     return f"""
 WITH parsed AS (
-  SELECT line, json_keys(line) AS keys, json_transform(line, {_s(json.dumps(struct))}) AS j
+  SELECT line, json_keys(line) AS keys, json_transform(line, {sql_string(json.dumps(struct))}) AS j
   FROM ({lines_sql(manifest)})
 ), labeled AS (
   SELECT line, j,
-         list_contains(keys, {_s(attribute)}) AS has_value,
+         list_contains(keys, {sql_string(attribute)}) AS has_value,
          keys IN ({layouts}) AND {inputs_ok}
            AND NOT contains(line, '"worker-response-ref"') AS inputs_ok,
          CASE WHEN {meta} IS NULL THEN 'unlabeled'
@@ -328,7 +321,7 @@ WITH parsed AS (
 ), records AS (
 SELECT j, {typed}, status,
        CASE WHEN status = 'failed' THEN json_extract_string({meta}."failure-reason", '$') END AS reason,
-       {raw} AS raw, {_n(key)}, confidence, TRY_CAST(NULL AS BIGINT) AS workers,
+       {raw} AS raw, {sql_name(key)}, confidence, TRY_CAST(NULL AS BIGINT) AS workers,
        coalesce(inputs_ok AND CASE status
          WHEN 'unlabeled' THEN NOT has_value
          WHEN 'failed' THEN {type_ok} AND json_type({meta}."failure-reason") = 'VARCHAR'
@@ -345,7 +338,7 @@ def _label_map_sql(label_map: Mapping[str, str]) -> str:
     """A SQL template renaming `{x}` by transforms.label_map."""
     if not label_map:
         return "{x}"
-    cases = " ".join(f"WHEN {_s(old)} THEN {_s(new)}" for old, new in label_map.items())
+    cases = " ".join(f"WHEN {sql_string(old)} THEN {sql_string(new)}" for old, new in label_map.items())
     return f"(CASE {{x}} {cases} ELSE {{x}} END)"
 
 
@@ -358,7 +351,7 @@ def _name_sql(index: str, class_map: str, label_list: str) -> str:
 
 def _present_as(column: str, key: str) -> str:
     """The key is not in the line, or its value read as the map or list it should be."""
-    return f"({column} IS NOT NULL OR NOT contains(line, {_s(json.dumps(key))}))"
+    return f"({column} IS NOT NULL OR NOT contains(line, {sql_string(json.dumps(key))}))"
 
 
 def _all(items: str, var: str, condition: str) -> str:
@@ -470,7 +463,7 @@ def split_code_sql(split: SplitConfig, start: int, stop: int) -> str:
     """split_of(str(i)) for i in range(start, stop), in SQL, as 0 (train), 1 (validation) or 2
     (test): the first 8 bytes of sha256(salt NUL i), big-endian, over 2**64 (UBIGINT -> DOUBLE
     rounds to nearest, as Python's int / 2**64 does), against the cumulative ratios."""
-    u = (f"CAST(CAST(('0x' || left(sha256({_s(split.salt)} || chr(0) || CAST(i AS VARCHAR)), 16)) AS UBIGINT) "
+    u = (f"CAST(CAST(('0x' || left(sha256({sql_string(split.salt)} || chr(0) || CAST(i AS VARCHAR)), 16)) AS UBIGINT) "
          "AS DOUBLE) / 18446744073709551616.0")
     tail = 2 if split.test > 0 else (1 if split.validation > 0 else 0)
     return (f"SELECT CAST(CASE WHEN u < {float(split.train)!r} THEN 0 WHEN u < {float(split.train + split.validation)!r} "

@@ -44,6 +44,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
 
+from runner.build.sql import sql_name, sql_string
 from runner.collect.agreement import box_iou
 from runner.collect.records import Box, LabeledObject, Span, Status
 from runner.errors import ConfigError, StoreError, collect_errors
@@ -627,6 +628,22 @@ def _clipped(box: Box, width: float, height: float) -> tuple[float, float, float
     return left, top, right - left, bottom - top
 
 
+def _image_boxes(obj: LabeledObject, width: float, height: float,
+                 index: Callable[[LabeledObject, str], int], problems: _Problems,
+                 ) -> Iterator[tuple[int, tuple[float, float, float, float]]]:
+    """(class index, box cut to the image) for each of the object's boxes, as COCO and YOLO write
+    them; a cut box is reported, one wholly outside the image reported and dropped."""
+    for box in obj.boxes:
+        class_id = index(obj, box.label)
+        cut = _clipped(box, width, height)
+        if cut is None:
+            problems.add(obj, f"box {box.label!r} lies outside the {width:g}x{height:g} image; dropped")
+            continue
+        if cut != (box.left, box.top, box.width, box.height):
+            problems.add(obj, f"box {box.label!r} cut to the image")
+        yield class_id, cut
+
+
 def _split_counts() -> dict[str, int]:
     return dict.fromkeys(SPLITS, 0)
 
@@ -855,14 +872,6 @@ def _table_csv(objects: Iterable[LabeledObject], path: Path, delimiter: str) -> 
     return count
 
 
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _sql_name(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def register_table(path: Path, format: str, db_path: Path, *, name: str | None = None) -> str:
     """Create or replace a DuckDB view over the table file in the database `db_path`; its name.
 
@@ -876,16 +885,16 @@ def register_table(path: Path, format: str, db_path: Path, *, name: str | None =
         raise ConfigError("transforms.steps.table.format",
                           f"{format!r} is not one of {', '.join(_TABLE_FORMATS)}")
     view = name or Path(db_path).resolve().parent.name
-    file = _sql_string(str(Path(path).resolve()))
+    file = sql_string(str(Path(path).resolve()))
     reader = (f"read_parquet({file})" if format == "parquet" else
-              f"read_csv({file}, header = true, delim = {_sql_string(',' if format == 'csv' else chr(9))}, "
+              f"read_csv({file}, header = true, delim = {sql_string(',' if format == 'csv' else chr(9))}, "
               "quote = '\"', escape = '\"')")
     try:
         con = duckdb.connect(str(db_path))
     except duckdb.Error as exc:
         raise StoreError(f"{db_path}: cannot open the DuckDB database: {exc}") from None
     try:
-        con.execute(f"CREATE OR REPLACE VIEW {_sql_name(view)} AS SELECT * FROM {reader}")
+        con.execute(f"CREATE OR REPLACE VIEW {sql_name(view)} AS SELECT * FROM {reader}")
     except duckdb.Error as exc:
         raise StoreError(f"{db_path}: cannot create the view {view!r} over {path}: {exc}") from None
     finally:
@@ -965,7 +974,7 @@ def athena_table_ddl(table: str, location: str, columns: Sequence[tuple[str, str
     body = ",\n".join(f"  {_ddl_name(c)} {t}" for c, t in columns)
     folder = location if location.endswith("/") else location + "/"
     return (f"CREATE EXTERNAL TABLE IF NOT EXISTS {name} (\n{body}\n)\n"
-            f"STORED AS PARQUET\nLOCATION {_sql_string(folder)}")
+            f"STORED AS PARQUET\nLOCATION {sql_string(folder)}")
 
 
 # --- jsonl -------------------------------------------------------------------------------------------
@@ -1261,18 +1270,10 @@ def write_coco(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Seque
         image_id = len(doc["images"]) + 1
         doc["images"].append({"id": image_id, "file_name": file_name, "coco_url": ref,
                               "width": _number(width), "height": _number(height)})
-        for box in obj.boxes:
-            category = index(obj, box.label) + 1
-            cut = _clipped(box, width, height)
-            if cut is None:
-                problems.add(obj, f"box {box.label!r} lies outside the {width:g}x{height:g} image; "
-                                  "dropped")
-                continue
-            if cut != (box.left, box.top, box.width, box.height):
-                problems.add(obj, f"box {box.label!r} cut to the image")
+        for class_id, cut in _image_boxes(obj, width, height, index, problems):
             x, y, w, h = (_number(v) for v in cut)
             doc["annotations"].append({"id": len(doc["annotations"]) + 1, "image_id": image_id,
-                                       "category_id": category, "bbox": [x, y, w, h],
+                                       "category_id": class_id + 1, "bbox": [x, y, w, h],
                                        "area": _number(cut[2] * cut[3]), "iscrowd": 0})
     categories = [{"id": i + 1, "name": name, "supercategory": name} for i, name in enumerate(labels)]
     info = {"description": f"gtrun: {out_dir.name}", "version": settings.label_schema or ""}
@@ -1319,17 +1320,8 @@ def write_yolo(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Seque
             ref, file_name = _source_name(obj, "yolo")
             width, height = _image_size(obj, "yolo")
             split = split_of(obj.object_id, settings.split)
-            lines = []
-            for box in obj.boxes:
-                class_id = index(obj, box.label)
-                cut = _clipped(box, width, height)
-                if cut is None:
-                    problems.add(obj, f"box {box.label!r} lies outside the {width:g}x{height:g} "
-                                      "image; dropped")
-                    continue
-                if cut != (box.left, box.top, box.width, box.height):
-                    problems.add(obj, f"box {box.label!r} cut to the image")
-                lines.append(yolo_line(class_id, cut, width, height) + "\n")
+            lines = [yolo_line(class_id, cut, width, height) + "\n"
+                     for class_id, cut in _image_boxes(obj, width, height, index, problems)]
             path = stage / "labels" / split / f"{PurePosixPath(file_name).stem}.txt"
             try:
                 with open(path, "x", encoding="utf-8", newline="\n") as f:
@@ -1450,36 +1442,25 @@ def columnar_steps(columnar: Columnar, out_dir: Path, *, steps: Mapping[str, Map
 
     check_transforms(steps, settings, labels=labels, task_type=task_type)
     name = out_dir.name
-    wants_table = "table" in steps and _options("table", steps["table"])["format"] == "parquet"
-    scratch = out_dir / ".columnar.partial"
-    shutil.rmtree(scratch, ignore_errors=True)
-    jsonl = scratch / "jsonl" if "jsonl" in steps else None
-    table = scratch / "table" / f"{name}.parquet" if wants_table else None
-    for folder in (jsonl, table.parent if table else None):
-        if folder is not None:
-            folder.mkdir(parents=True)
+    wanted = [step for step in ("jsonl", "table") if step in steps]
+    if "table" in wanted and _options("table", steps["table"])["format"] != "parquet":
+        wanted.remove("table")  # CSV and TSV tables are the parser path's
     try:
-        result = columnar.write(jsonl=jsonl, table=table)
+        with ExitStack() as stack:  # the staged folders replace the final ones only if the pass completes
+            stages = {step: stack.enter_context(_staged(out_dir, step)) for step in wanted}
+            result = columnar.write(jsonl=stages.get("jsonl"),
+                                    table=stages["table"] / f"{name}.parquet" if "table" in stages else None)
     except NotColumnar as exc:
-        shutil.rmtree(scratch, ignore_errors=True)
         log.info("collect: %s needs the Python parser (%s)", columnar.manifest, exc)
         return None
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
     written: dict[str, WrittenFiles] = {}
     if result.jsonl is not None:
-        shutil.rmtree(out_dir / "jsonl", ignore_errors=True)
-        (scratch / "jsonl").rename(out_dir / "jsonl")
         written["jsonl"] = WrittenFiles([out_dir / "jsonl" / f"{s}.jsonl" for s in SPLITS], result.jsonl,
                                         skipped=result.skipped)
     if result.table is not None:
-        shutil.rmtree(out_dir / "table", ignore_errors=True)
-        (scratch / "table").rename(out_dir / "table")
         final, db = out_dir / "table" / f"{name}.parquet", out_dir / "gtrun.duckdb"
         register_table(final, "parquet", db, name=name)
         written["table"] = WrittenFiles([final, db], {"all": result.table}, skipped=result.skipped)
-    shutil.rmtree(scratch, ignore_errors=True)
     for step, files in written.items():
         log.info("%s: %s objects written, %d left out (columnar)", step,
                  ", ".join(f"{k} {v}" for k, v in files.counts.items()), files.skipped)

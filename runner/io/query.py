@@ -16,11 +16,15 @@ from typing import Any
 
 import duckdb
 
-from runner.build.sql import Query, referenced_columns
+from runner.build.sql import Query, referenced_columns, sql_name, sql_string
 from runner.errors import ConfigError, ManifestError, QueryError
 from runner.schema import DuckDBConfig, SourceConfig
 
 log = logging.getLogger(__name__)
+# DuckDB's errors keep their class when a query fails, but reach Arrow's reader of a DuckDB stream as
+# OSError("<Kind> Error: ..."): duckdb_error() gives them their class back.
+_ERROR_KINDS = {"Out of Memory Error": duckdb.OutOfMemoryException, "IO Error": duckdb.IOException,
+                "Invalid Input Error": duckdb.InvalidInputException, "Conversion Error": duckdb.ConversionException}
 READERS = {".csv": "read_csv", ".tsv": "read_csv", ".parquet": "read_parquet",
            ".json": "read_json", ".jsonl": "read_json", ".ndjson": "read_json"}
 
@@ -59,10 +63,6 @@ def fingerprint(files: Sequence[Path]) -> dict[str, str]:
     return out
 
 
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 class _OutOfMemory(Exception):
     def __init__(self, error: Exception, rows: int) -> None:
         super().__init__(str(error))
@@ -89,10 +89,10 @@ class DuckDBSource:
         # Spill files go to a folder of this query's own (DuckDB's default, ./.tmp, is shared by
         # every run started in the same directory, parallel sweep members included).
         spill = settings.temp_directory or tempfile.mkdtemp(prefix="gtrun-duckdb-")
-        con.execute(f"SET temp_directory = {_sql_string(spill)}")
+        con.execute(f"SET temp_directory = {sql_string(spill)}")
         reader = READERS[files[0].suffix.lower()]
-        paths = "[" + ", ".join(_sql_string(str(p)) for p in files) + "]"
-        db, table = (f'"{n.replace(chr(34), chr(34) * 2)}"' for n in (source.database, source.table))
+        paths = "[" + ", ".join(sql_string(str(p)) for p in files) + "]"
+        db, table = sql_name(source.database), sql_name(source.table)
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {db}")
         self = cls(con, source, files, None if settings.temp_directory else spill, settings.memory_limit)
         try:
@@ -109,7 +109,7 @@ class DuckDBSource:
     def _describe(self) -> list[str]:
         try:
             cur = self.con.cursor()
-            cur.execute(f'SELECT * FROM "{self.source.database}"."{self.source.table}" LIMIT 0')
+            cur.execute(f"SELECT * FROM {sql_name(self.source.database)}.{sql_name(self.source.table)} LIMIT 0")
             return [d[0] for d in cur.description]
         except duckdb.Error as exc:
             raise self._file_error(exc) from None
@@ -126,7 +126,7 @@ class DuckDBSource:
     def columns(self) -> list[str]:
         return self._describe()
 
-    def _error(self, exc: Exception) -> Exception:
+    def _error(self, exc: duckdb.Error) -> Exception:
         """Translate DuckDB's error into one that names the config key at fault."""
         text = str(exc).strip()
         missing = (re.search(r'Referenced column "?([^"\s]+)"? not found', text)
@@ -137,12 +137,11 @@ class DuckDBSource:
             table = f"{self.source.database}.{self.source.table}"
             return ConfigError(keys[0] if keys else "source", f"column {name!r} is not in {table}",
                                f"its columns: {', '.join(self.columns())}")
-        if isinstance(exc, duckdb.OutOfMemoryException) or text.startswith("Out of Memory Error"):
+        if isinstance(exc, duckdb.OutOfMemoryException):
             return QueryError(f"source: DuckDB ran out of memory under backend.duckdb.memory_limit="
                               f"{self.memory_limit}\n  hint: raise it (e.g. backend.duckdb.memory_limit=512MB) "
                               "or set backend.duckdb.threads=1")
-        if isinstance(exc, (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException)) or \
-                text.startswith(("IO Error", "Invalid Input Error", "Conversion Error")):
+        if isinstance(exc, (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException)):
             return self._file_error(exc)
         return QueryError(f"source: the query failed: {text.splitlines()[0]}")
 
@@ -205,10 +204,13 @@ class DuckDBSource:
                     raise ManifestError(f"row {start + i + 1}: {text}")
                 yield contiguous_values(batch.column(0)), batch.num_rows
                 start += batch.num_rows
-        except (duckdb.Error, OSError) as exc:  # DuckDB's errors reach Arrow's reader as OSError
-            if isinstance(exc, duckdb.OutOfMemoryException) or str(exc).startswith("Out of Memory Error"):
-                raise _OutOfMemory(exc, start) from None
-            raise self._error(exc) from None
+        except (duckdb.Error, OSError) as exc:
+            error = duckdb_error(exc)
+            if error is None:
+                raise
+            if isinstance(error, duckdb.OutOfMemoryException):
+                raise _OutOfMemory(error, start) from None
+            raise self._error(error) from None
 
     def threads(self) -> int:
         (n,) = self.con.execute("SELECT current_setting('threads')").fetchone() or (1,)
@@ -218,6 +220,17 @@ class DuckDBSource:
         self.con.close()
         if self.own_spill:
             shutil.rmtree(self.own_spill, ignore_errors=True)
+
+
+def duckdb_error(exc: BaseException) -> duckdb.Error | None:
+    """`exc` as DuckDB's own error, raised by a query or through Arrow's reader; None if it is not one."""
+    if isinstance(exc, duckdb.Error):
+        return exc
+    text = str(exc)
+    if isinstance(exc, OSError) and re.match(r"[A-Z][A-Za-z ]* Error: ", text):
+        kind = next((k for prefix, k in _ERROR_KINDS.items() if text.startswith(prefix)), duckdb.Error)
+        return kind(text)
+    return None
 
 
 def contiguous_values(lines: Any) -> memoryview:
