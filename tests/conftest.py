@@ -85,3 +85,16 @@ def real_file(name: str) -> Path:
 
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright, with the settings `gtrun preview` uses."""
+    from playwright import sync_api
+
+    from runner.preview import CHROMIUM_ARGS, chromium_path
+
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

@@ -21,15 +21,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from playwright import sync_api  # noqa: E402
+
+from tests.browser_helpers import FIND_TEXT, drag, mouse_select
 
 HOME = Path(__file__).resolve().parent.parent
 STATIC = HOME / "runner" / "service" / "static"
 TEMPLATES = HOME / "templates"
-CHROMIUM = Path("/usr/bin/chromium")
 CROWD_URL = "https://assets.crowd.aws/crowd-html-elements.js"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 TOKEN = "tok-123"
 
 
@@ -122,14 +120,6 @@ def server():
     httpd.server_close()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        yield b
-        b.close()
-
-
 @pytest.fixture
 def page(browser, server):
     server.posts.clear()
@@ -196,14 +186,6 @@ def image_box(page, selector: str) -> dict[str, float]:
         return {x: r.left, y: r.top, w: r.width, h: r.height, nw: img.naturalWidth, nh: img.naturalHeight}; }""")
 
 
-def drag(page, start: tuple[float, float], end: tuple[float, float]) -> None:
-    page.mouse.move(*start)
-    page.mouse.down()
-    page.mouse.move((start[0] + end[0]) / 2, (start[1] + end[1]) / 2, steps=3)
-    page.mouse.move(*end, steps=3)
-    page.mouse.up()
-
-
 def drag_natural(page, selector: str, a: tuple[float, float], b: tuple[float, float]) -> None:
     """Drag between two points given in the image's natural pixels."""
     box = image_box(page, selector)
@@ -211,38 +193,11 @@ def drag_natural(page, selector: str, a: tuple[float, float], b: tuple[float, fl
     drag(page, (box["x"] + a[0] * sx, box["y"] + a[1] * sy), (box["x"] + b[0] * sx, box["y"] + b[1] * sy))
 
 
-FIND_TEXT = """(needle) => {
-  const root = document.querySelector('crowd-entity-annotation .crowd-entity-text');
-  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
-  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
-    if (n.parentElement.closest('.crowd-entity-tag, .crowd-entity-remove')) continue;
-    const i = n.data.indexOf(needle);
-    if (i < 0) continue;
-    const r = document.createRange();
-    r.setStart(n, i); r.setEnd(n, i + needle.length);
-    if (window.__select) { const s = getSelection(); s.removeAllRanges(); s.addRange(r); return true; }
-    r.setStart(n, i); r.setEnd(n, i + 1);
-    const a = r.getBoundingClientRect();
-    r.setStart(n, i + needle.length - 1); r.setEnd(n, i + needle.length);
-    const b = r.getBoundingClientRect();
-    return {x0: a.left + 1, y0: a.top + a.height / 2, x1: b.right - 1, y1: b.top + b.height / 2};
-  }
-  return null;
-}"""
-
-
 def select_text(page, needle: str) -> None:
     """Select `needle` inside the entity text with a Range (as a keyboard or script selection)."""
     page.evaluate("window.__select = true")
     assert page.evaluate(FIND_TEXT, needle)
     page.evaluate("window.__select = false")
-
-
-def mouse_select(page, needle: str) -> None:
-    """Select `needle` with a real mouse drag across its characters."""
-    where = page.evaluate(FIND_TEXT, needle)
-    assert where, needle
-    drag(page, (where["x0"], where["y0"]), (where["x1"], where["y1"]))
 
 
 # ------------------------------------------------------------------------------------------------

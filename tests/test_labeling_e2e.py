@@ -27,13 +27,11 @@ import pytest
 from playwright import sync_api
 
 from runner.service.server import Service
+from tests.browser_helpers import drag, mouse_select
 from tests.service_helpers import TEMPLATES, put_job, sagemaker
 
 HOME = Path(__file__).resolve().parent.parent
 RECEIPTS = HOME / "data" / "receipts"
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 COOKIE = "gtrun_worker"
 REGION = "us-east-1"
 ATTR = "label"  # put_job's LabelAttributeName
@@ -50,14 +48,6 @@ BOX_TOLERANCE = 3  # image pixels between where the mouse went and what was reco
 
 # ------------------------------------------------------------------------------------------------
 # Fixtures: one browser per module, one labeling service per test
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture
@@ -350,14 +340,6 @@ def answer_of(entries: list[dict[str, Any]], person: Person) -> dict[str, Any]:
 # Pointer helpers (as in test_elements_js.py)
 
 
-def drag(page: Any, start: tuple[float, float], end: tuple[float, float]) -> None:
-    page.mouse.move(*start)
-    page.mouse.down()
-    page.mouse.move((start[0] + end[0]) / 2, (start[1] + end[1]) / 2, steps=3)
-    page.mouse.move(*end, steps=3)
-    page.mouse.up()
-
-
 def drag_box(page: Any, box: tuple[float, float, float, float]) -> None:
     """Drag a box (left, top, width, height in the image's natural pixels) on the task image."""
     page.wait_for_function("document.querySelector('.crowd-bbox-image').naturalWidth > 0")
@@ -376,31 +358,6 @@ def box_near(got: dict[str, Any], want: tuple[float, float, float, float], label
     if label is not None and got.get("label") != label:
         return False
     return all(abs(got[k] - v) <= BOX_TOLERANCE for k, v in zip(("left", "top", "width", "height"), want))
-
-
-FIND_TEXT = """(needle) => {
-  const root = document.querySelector('crowd-entity-annotation .crowd-entity-text');
-  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
-  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
-    if (n.parentElement.closest('.crowd-entity-tag, .crowd-entity-remove')) continue;
-    const i = n.data.indexOf(needle);
-    if (i < 0) continue;
-    const r = document.createRange();
-    r.setStart(n, i); r.setEnd(n, i + 1);
-    const a = r.getBoundingClientRect();
-    r.setStart(n, i + needle.length - 1); r.setEnd(n, i + needle.length);
-    const b = r.getBoundingClientRect();
-    return {x0: a.left + 1, y0: a.top + a.height / 2, x1: b.right - 1, y1: b.top + b.height / 2};
-  }
-  return null;
-}"""
-
-
-def mouse_select(page: Any, needle: str) -> None:
-    """Select `needle` in the entity text with a mouse drag across its characters."""
-    where = page.evaluate(FIND_TEXT, needle)
-    assert where, needle
-    drag(page, (where["x0"], where["y0"]), (where["x1"], where["y1"]))
 
 
 def says(page: Any, message: str) -> None:
