@@ -160,7 +160,7 @@ class Pipeline:
         text = path.read_text(encoding="utf-8")
         return text, parse_template(text, str(path))
 
-    def request(self, objects_hint: int = 0) -> dict[str, Any]:
+    def request(self) -> dict[str, Any]:
         role, team = self.backend.role_arn(), self.backend.workteam_arn()
         labels = label_category_config(self.s.template.labels, self.s.template.task_type,
                                        self.s.template.instructions)

@@ -172,16 +172,6 @@ class GtrunConfig:
     job: JobConfig = field(default_factory=JobConfig)
 
 
-GROUPS = {
-    "source": SourceConfig,
-    "template": TemplateConfig,
-    "workteam": WorkteamConfig,
-    "pricing": PricingConfig,
-    "transforms": TransformsConfig,
-    "backend": BackendConfig,
-}
-
-
 def register_schemas() -> None:
     """Store the root schema in Hydra's ConfigStore (it types every group)."""
     from hydra.core.config_store import ConfigStore

@@ -10,7 +10,6 @@ from runner.build.sql import OBJECT_FIELDS, Query, sql_name
 from runner.errors import ManifestError
 
 MAX_LINE_CHARS = 100_000  # Ground Truth's limit per manifest object (input-data-limits)
-MAX_ATTRIBUTE_CHARS = 20_000  # ... and per attribute
 
 
 def object_field(fields: Sequence[str]) -> str:

@@ -187,9 +187,6 @@ def open_result(uri: str, s3_client: Any = None) -> Iterator[TextIO]:
 INT_TYPES = {"tinyint", "smallint", "integer", "int", "bigint"}
 FLOAT_TYPES = {"real", "float", "double"}
 NESTED_TYPES = {"array", "map", "row", "struct"}
-TEXT_TYPES = {"varchar", "char", "string", "date", "timestamp", "time", "uuid", "ipaddress",
-              "interval year to month", "interval day to second", "timestamp with time zone",
-              "time with time zone"}
 _DECIMAL_TEXT = re.compile(r"(-?)(\d+)(?:\.(\d+))?")
 MAX_DOUBLE_DECIMAL = 15  # DuckDB's to_json writes decimal(<=15, s) like a double, wider ones with their scale
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import glob
-import hashlib
 import logging
 import re
 import shutil
@@ -18,6 +17,7 @@ import duckdb
 
 from runner.build.sql import Query, referenced_columns, sql_name, sql_string
 from runner.errors import ConfigError, ManifestError, QueryError
+from runner.io.store import sha256_file
 from runner.schema import DuckDBConfig, SourceConfig
 
 log = logging.getLogger(__name__)
@@ -53,14 +53,7 @@ def source_files(source: SourceConfig) -> list[Path]:
 
 def fingerprint(files: Sequence[Path]) -> dict[str, str]:
     """sha256 of each source file, so a run records exactly which data it read."""
-    out = {}
-    for path in files:
-        digest = hashlib.sha256()
-        with open(path, "rb") as src:
-            for chunk in iter(lambda: src.read(1 << 20), b""):
-                digest.update(chunk)
-        out[str(path)] = digest.hexdigest()
-    return out
+    return {str(path): sha256_file(path) for path in files}
 
 
 class _OutOfMemory(Exception):

@@ -74,7 +74,6 @@ class JobSpec:
     label_attribute: str
     output_path: str  # S3OutputPath: the job's files go under <output_path>/<job name>/
     template: Any  # the parsed Liquid template, or None for a UI ARN (NER)
-    template_text: str
     region: str
 
 
@@ -188,7 +187,7 @@ class LabelingJobs:
         region = request["HumanTaskConfig"]["WorkteamArn"].split(":")[3] or "us-east-1"
         output = request["OutputConfig"]["S3OutputPath"].rstrip("/")
         return JobSpec(request["LabelingJobName"], request, kind, labels, request["LabelAttributeName"],
-                       output, template, text, region)
+                       output, template, region)
 
     def _env(self) -> Any:
         return gt_environment(grant_read_access=self.signer.url)
