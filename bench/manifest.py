@@ -12,7 +12,8 @@ score, row_id), each in a fresh subprocess (`--child METHOD CSV OUT`):
 1. gtrun: the calls `Pipeline.run` makes on the local backend -- `select_query`,
    `DuckDBSource.open` with the default `DuckDBConfig()` (its memory_limit), `json_lines_query`,
    `src.stream_lines` (= `LocalBackend.lines`) and `stream_manifest` into `LocalStore.open_write`
-   -- minus the second sink (the run-directory copy) and the progress bar.
+   -- minus the second sink (the run-directory copy) and the progress bar; with what `gtrun run`
+   has loaded by then (the command line, botocore's model of the request) loaded first.
 2. copy: DuckDB's own `COPY (SELECT ...) TO 'out.json' (FORMAT JSON)`, new connection, defaults
    (no memory limit beyond DuckDB's 80% of RAM).
 3. pandas: `read_csv` + filter + `sort_values` + `to_json(orient="records", lines=True)`.
@@ -154,13 +155,18 @@ RUNNERS = {"gtrun": run_gtrun, "copy": run_copy, "pandas": run_pandas}
 
 def child(method: str, csv: str, out: str) -> None:
     """Measure one method in this process; print one JSON line."""
-    # Imports happen before the clock starts (they are in "wall"): gtrun's pull in botocore & co.
+    # Imports happen before the clock starts (they are in "wall"). gtrun's are what `gtrun run` has
+    # loaded when its manifest starts streaming: the command line, and botocore's model of the
+    # request it checked first.
     import duckdb  # noqa: F401
     if method == "pandas":
         import pandas  # noqa: F401
     if method == "gtrun":
         sys.path.insert(0, str(REPO))
-        import runner.pipeline  # noqa: F401
+        import runner.cli  # noqa: F401
+        from runner.check import input_shape
+
+        input_shape()
     before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     objects, path = RUNNERS[method](Path(csv), Path(out))

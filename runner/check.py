@@ -8,6 +8,7 @@ module also walks the input shape and checks every `pattern`, `max` and `enum` i
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -33,13 +34,32 @@ _BOTOCORE_LINE = re.compile(r"(?P<what>.+?) (?:for parameter|in) (?P<path>[^\s,:
 
 @functools.cache
 def input_shape(operation: str = "CreateLabelingJob") -> StructureShape:
-    """An operation's input shape in the sagemaker model botocore ships."""
-    import botocore.session
+    """An operation's input shape in the sagemaker model botocore ships.
 
-    model = botocore.session.get_session().get_service_model("sagemaker")
-    shape = model.operation_model(operation).input_shape
-    assert shape is not None
-    return shape
+    Only the shapes the operation reaches are kept: the whole model takes ~11 MB once loaded,
+    memory a manifest streamed next would otherwise share with it.
+    """
+    from botocore.loaders import Loader
+    from botocore.model import ServiceModel
+
+    def pruned() -> str:
+        full = Loader().load_service_model("sagemaker", "service-2")
+        spec = full["operations"][operation]
+        names = [ref["shape"] for ref in (spec.get("input"), spec.get("output"), *spec.get("errors", ())) if ref]
+        shapes: dict[str, Any] = {}
+        while names:
+            name = names.pop()
+            if name not in shapes:
+                shape = shapes[name] = full["shapes"][name]
+                refs = [*shape.get("members", {}).values(), *(shape[k] for k in ("member", "key", "value") if k in shape)]
+                names.extend(ref["shape"] for ref in refs)
+        return json.dumps({"metadata": full["metadata"], "operations": {operation: spec}, "shapes": shapes})
+
+    # Parsed again once the whole model is gone, so what is kept does not pin the memory it took.
+    model = ServiceModel(json.loads(pruned()), "sagemaker")
+    found = model.operation_model(operation).input_shape
+    assert found is not None
+    return found
 
 
 @functools.cache

@@ -29,7 +29,7 @@ from runner.errors import ConfigError, GtrunError, RecordError
 from runner.io.backends import backend_for
 from runner.pipeline import Outcome, Pipeline
 from runner.record import COMPARED, Run, artifact_changes, config_changes, resolved
-from runner.service.server import DEFAULT_PORT, Service
+from runner.service import DEFAULT_PORT
 from runner.service.store import TERMINAL
 from runner.sweep import write_status
 
@@ -302,6 +302,8 @@ def serve(args: list[str]) -> int:
         from runner.schema import BackendConfig, EndpointsConfig
 
         storage = S3Store(client(BackendConfig(region=ns.region, endpoints=EndpointsConfig(s3=ns.s3_endpoint)), "s3"))
+    from runner.service.server import Service  # uvicorn and starlette: only to serve
+
     try:
         service = Service(ns.root, ns.host, ns.port, storage)
     except OSError as exc:

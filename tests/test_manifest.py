@@ -99,6 +99,13 @@ def test_streamed_lines_over_the_limit_name_the_row(tmp_path):
         stream(source(path, columns={"source": "text", "id": "id"}))
 
 
+def test_the_limit_counts_characters_not_bytes(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("id,text\n1,a\n2," + "é" * 60_000 + "\n")  # 120,000 bytes, 60,000 characters
+    lines = stream(source(path, columns={"source": "text", "id": "id"}))[0].splitlines()
+    assert [json.loads(x)["id"] for x in lines] == [1, 2] and len(lines[1].decode()) < 100_000 < len(lines[1])
+
+
 @pytest.fixture(scope="module")
 def sort_csv(tmp_path_factory):
     """300,000 rows (~35 MB): sorting them under a 40 MB limit fits DuckDB on 1 thread, not on 2."""

@@ -10,6 +10,7 @@ from runner.build.sql import OBJECT_FIELDS, Query, sql_name
 from runner.errors import ManifestError
 
 MAX_LINE_CHARS = 100_000  # Ground Truth's limit per manifest object (input-data-limits)
+PROBLEM = b"\0"  # starts a `json_lines_query` row that is not a line but what is wrong with it
 
 
 def object_field(fields: Sequence[str]) -> str:
@@ -44,11 +45,12 @@ def check_line(line: str, row_number: int) -> None:
 
 
 def json_lines_query(query: Query, fields: Sequence[str]) -> Query:
-    """DuckDB SQL that turns each row of `query` into its manifest line (JSON text + "\\n").
+    """DuckDB SQL that turns each row of `query` into its manifest line, as UTF-8 bytes (a BLOB).
 
     The JSON is built inside DuckDB (same bytes as `manifest_line` for the types a table holds),
-    so rows never become Python objects. Second column: NULL for a good row, else what is wrong
-    with it (an empty data object, a line over Ground Truth's limit), checked in DuckDB too.
+    so rows never become Python objects but a bytes object each. A bad row (an empty data object,
+    a line over Ground Truth's limit, both checked in DuckDB too) gives PROBLEM (a NUL byte,
+    which JSON text never holds unescaped) followed by what is wrong with it.
     """
     field = object_field(fields)
     pack = ", ".join(f"{sql_name(f)} := q.{sql_name(f)}" for f in sorted(fields))
@@ -57,8 +59,10 @@ def json_lines_query(query: Query, fields: Sequence[str]) -> Query:
     if field == "source-ref":
         empty += f" OR NOT starts_with({obj}, 's3://')"
     inner = f"SELECT to_json(struct_pack({pack})) AS line, ({empty}) AS empty FROM ({query.sql}) AS q"
-    problem = (f"CASE WHEN empty THEN 'the data object ({field}) is empty or not an s3:// URI' "
-               f"WHEN length(line) > {MAX_LINE_CHARS} THEN 'the manifest line has ' || length(line) || "
-               f"' characters; Ground Truth allows {MAX_LINE_CHARS}' END")
-    sql = f"SELECT line || chr(10) AS line, {problem} AS problem FROM ({inner}) AS j"
-    return Query(sql=sql, params=query.params, param_names=query.param_names, fields=("line", "problem"))
+    # strlen (bytes) is cheap and bounds length (characters) from above.
+    line = (f"CASE WHEN empty THEN chr(0) || 'the data object ({field}) is empty or not an s3:// URI' "
+            f"WHEN strlen(line) > {MAX_LINE_CHARS} AND length(line) > {MAX_LINE_CHARS} THEN chr(0) || "
+            f"'the manifest line has ' || length(line) || ' characters; Ground Truth allows {MAX_LINE_CHARS}' "
+            "ELSE CAST(line AS VARCHAR) END")
+    sql = f"SELECT encode({line}) AS line FROM ({inner}) AS j"
+    return Query(sql=sql, params=query.params, param_names=query.param_names, fields=("line",))

@@ -15,6 +15,7 @@ from typing import Any
 
 import duckdb
 
+from runner.build.manifest import PROBLEM
 from runner.build.sql import Query, referenced_columns, sql_name, sql_string
 from runner.errors import ConfigError, ManifestError, QueryError
 from runner.io.store import sha256_file
@@ -162,12 +163,12 @@ class DuckDBSource:
                         query.param_names, None)
         return [d[0] for d in self.execute(wrapped).description]
 
-    def stream_lines(self, lines_query: Query, batch_rows: int = 8192) -> Iterator[tuple[memoryview, int]]:
-        """The manifest as (bytes, rows) chunks, straight from DuckDB's Arrow buffers.
+    def stream_lines(self, lines_query: Query, batch_rows: int = 8192) -> Iterator[tuple[bytes, int]]:
+        """The manifest as (bytes, rows) chunks of `batch_rows` lines each.
 
-        `lines_query` (`json_lines_query`) yields a `line` column (JSON + newline) and a `problem`
-        column, NULL for a good row. The lines of a batch are one contiguous buffer, written without
-        a Python object per row. Small batches keep the Arrow side of the peak small.
+        `lines_query` (`json_lines_query`) yields each row's line as bytes, or PROBLEM and what is
+        wrong with the row. A chunk is one join of a batch's lines; no JSON passes through Python
+        and Arrow is not needed (small batches and no pyarrow keep the peak low).
 
         DuckDB's external sort needs more memory on several threads than on one: when it runs out
         before the first row came out, the query is run again on one thread (nothing was written).
@@ -185,25 +186,25 @@ class DuckDBSource:
             except _OutOfMemory as again:
                 raise self._error(again.error) from None
 
-    def _stream(self, lines_query: Query, batch_rows: int) -> Iterator[tuple[memoryview, int]]:
-        start = 0
+    def _stream(self, lines_query: Query, batch_rows: int) -> Iterator[tuple[bytes, int]]:
+        start, cur = 0, self.con.cursor()
         try:
-            # A relation streams Arrow batches without the extra copy a DB-API cursor makes.
-            relation = self.con.sql(lines_query.sql, params=list(lines_query.params))
-            for batch in relation.to_arrow_reader(batch_rows):
-                problem = batch.column(1)
-                if problem.null_count != batch.num_rows:
-                    i, text = next((i, x) for i, x in enumerate(problem.to_pylist()) if x is not None)
-                    raise ManifestError(f"row {start + i + 1}: {text}")
-                yield contiguous_values(batch.column(0)), batch.num_rows
-                start += batch.num_rows
-        except (duckdb.Error, OSError) as exc:
-            error = duckdb_error(exc)
-            if error is None:
-                raise
-            if isinstance(error, duckdb.OutOfMemoryException):
-                raise _OutOfMemory(error, start) from None
-            raise self._error(error) from None
+            cur.execute(lines_query.sql, list(lines_query.params))  # runs the sort, if any
+            while rows := cur.fetchmany(batch_rows):
+                lines = [line for (line,) in rows]
+                lines.append(b"")
+                chunk = b"\n".join(lines)
+                if PROBLEM in chunk:
+                    i, text = next((i, x) for i, x in enumerate(lines) if x.startswith(PROBLEM))
+                    raise ManifestError(f"row {start + i + 1}: {text[1:].decode()}")
+                yield chunk, len(rows)
+                start += len(rows)
+        except duckdb.OutOfMemoryException as exc:
+            raise _OutOfMemory(exc, start) from None
+        except duckdb.Error as exc:
+            raise self._error(exc) from None
+        finally:
+            cur.close()
 
     def threads(self) -> int:
         (n,) = self.con.execute("SELECT current_setting('threads')").fetchone() or (1,)

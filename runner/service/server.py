@@ -19,9 +19,8 @@ from pathlib import Path
 import uvicorn
 
 from runner.io.store import Store
+from runner.service import DEFAULT_PORT
 from runner.service.app import create_app
-
-DEFAULT_PORT = 8008
 
 
 def _state_file(root: Path) -> Path:
