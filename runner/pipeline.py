@@ -114,9 +114,20 @@ class Written:
 
 def stream_manifest(chunks: Iterable[tuple[Any, int]], sinks: Sequence[IO[bytes]],
                     progress: Callable[[int], None] = lambda n: None) -> Written:
-    """Stream the manifest's (bytes, rows) chunks into every sink; memory stays flat in the row count."""
+    """Stream the manifest's (bytes, rows) chunks into every sink; memory stays flat in the row count.
+
+    A chunk of None (`START_OVER`, from a query run again) voids what came before: the sinks, local
+    files then, are emptied and the lines start again from the first.
+    """
     objects, digest, head = 0, hashlib.sha256(), b""
     for chunk, rows in chunks:
+        if chunk is None:
+            for sink in sinks:
+                sink.seek(0)
+                sink.truncate()
+            progress(-objects)
+            objects, digest, head = 0, hashlib.sha256(), b""
+            continue
         for sink in sinks:
             sink.write(chunk)
         digest.update(chunk)

@@ -1,5 +1,6 @@
 """Manifest lines: the Python builder and DuckDB's JSON path give the same bytes."""
 
+import hashlib
 import json
 
 import pytest
@@ -7,7 +8,8 @@ import pytest
 from runner.build.manifest import json_lines_query, manifest_line
 from runner.build.sql import select_query
 from runner.errors import ConfigError, ManifestError, QueryError
-from runner.io.query import DuckDBSource
+from runner.io.query import START_OVER, DuckDBSource
+from runner.pipeline import stream_manifest
 from runner.schema import DuckDBConfig, SourceConfig
 
 AWKWARD = [
@@ -141,3 +143,17 @@ def test_a_sort_out_of_memory_on_several_threads_runs_again_on_one(sort_csv, cap
 def test_out_of_memory_on_one_thread_names_the_memory_limit(sort_csv):
     with pytest.raises(QueryError, match=r"ran out of memory under backend\.duckdb\.memory_limit=16MB"):
         stream_sorted(sort_csv, DuckDBConfig(memory_limit="16MB", threads=1))
+
+
+def test_a_query_run_again_starts_the_manifest_over(tmp_path):
+    """DuckDB out of memory after some rows on several threads: stream_lines yields START_OVER,
+    then every line again (a 20M-row sort under the default limit does this)."""
+    counted = []
+    with open(tmp_path / "a", "wb") as a, open(tmp_path / "b", "wb") as b:
+        written = stream_manifest([(b'{"source":"x"}\n{"source":"y"}\n', 2), START_OVER,
+                                   (b'{"source":"x"}\n', 1), (b'{"source":"y"}\n{"source":"z"}\n', 2)],
+                                  [a, b], counted.append)
+    expected = b'{"source":"x"}\n{"source":"y"}\n{"source":"z"}\n'
+    assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes() == expected
+    assert written.objects == 3 == sum(counted) and written.first_line == {"source": "x"}
+    assert written.sha256 == hashlib.sha256(expected).hexdigest()

@@ -57,6 +57,10 @@ def fingerprint(files: Sequence[Path]) -> dict[str, str]:
     return {str(path): sha256_file(path) for path in files}
 
 
+# A chunk of DuckDBSource.stream_lines that voids every chunk before it: the lines start again.
+START_OVER: tuple[None, int] = (None, 0)
+
+
 class _OutOfMemory(Exception):
     def __init__(self, error: Exception, rows: int) -> None:
         super().__init__(str(error))
@@ -163,24 +167,28 @@ class DuckDBSource:
                         query.param_names, None)
         return [d[0] for d in self.execute(wrapped).description]
 
-    def stream_lines(self, lines_query: Query, batch_rows: int = 8192) -> Iterator[tuple[bytes, int]]:
+    def stream_lines(self, lines_query: Query, batch_rows: int = 8192) -> Iterator[tuple[bytes | None, int]]:
         """The manifest as (bytes, rows) chunks of `batch_rows` lines each.
 
         `lines_query` (`json_lines_query`) yields each row's line as bytes, or PROBLEM and what is
         wrong with the row. A chunk is one join of a batch's lines; no JSON passes through Python
         and Arrow is not needed (small batches and no pyarrow keep the peak low).
 
-        DuckDB's external sort needs more memory on several threads than on one: when it runs out
-        before the first row came out, the query is run again on one thread (nothing was written).
+        DuckDB's external sort needs more memory on several threads than on one: when it runs out,
+        the query is run again on one thread. Before the first row nothing was written; after it,
+        START_OVER tells the consumer that the lines start again from the first.
         """
         try:
             yield from self._stream(lines_query, batch_rows)
         except _OutOfMemory as oom:
-            if oom.rows or self.threads() <= 1:
+            if self.threads() <= 1:
                 raise self._error(oom.error) from None
-            log.warning("DuckDB ran out of memory under %s on %d threads before the first row; "
-                        "running the query again on 1 thread", self.memory_limit, self.threads())
+            when = f"after {oom.rows:,} rows (the manifest starts over)" if oom.rows else "before the first row"
+            log.warning("DuckDB ran out of memory under %s on %d threads %s; running the query again on "
+                        "1 thread", self.memory_limit, self.threads(), when)
             self.con.execute("SET threads = 1")
+            if oom.rows:
+                yield START_OVER
             try:
                 yield from self._stream(lines_query, batch_rows)
             except _OutOfMemory as again:
