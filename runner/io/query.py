@@ -167,12 +167,13 @@ class DuckDBSource:
                         query.param_names, None)
         return [d[0] for d in self.execute(wrapped).description]
 
-    def stream_lines(self, lines_query: Query, batch_rows: int = 8192) -> Iterator[tuple[bytes | None, int]]:
+    def stream_lines(self, lines_query: Query, batch_rows: int = 2048) -> Iterator[tuple[bytes | None, int]]:
         """The manifest as (bytes, rows) chunks of `batch_rows` lines each.
 
         `lines_query` (`json_lines_query`) yields each row's line as bytes, or PROBLEM and what is
         wrong with the row. A chunk is one join of a batch's lines; no JSON passes through Python
-        and Arrow is not needed (small batches and no pyarrow keep the peak low).
+        and Arrow is not needed. Batches of one DuckDB vector (2,048 rows) and no pyarrow keep the peak
+        low: 8,192-row batches cost ~10 MB more at 10M rows, at the same speed.
 
         DuckDB's external sort needs more memory on several threads than on one: when it runs out,
         the query is run again on one thread. Before the first row nothing was written; after it,
