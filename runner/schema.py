@@ -116,7 +116,7 @@ class TransformsConfig:
 
 @dataclass
 class DuckDBConfig:
-    memory_limit: str = "150MB"  # DuckDB's buffer pool: larger sorts spill to temp_directory
+    memory_limit: str = "140MB"  # DuckDB's buffer pool: larger sorts spill to temp_directory
     threads: Optional[int] = None
     temp_directory: Optional[str] = None
 

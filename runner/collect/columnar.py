@@ -120,7 +120,7 @@ class Columnar:
 
     @classmethod
     def open(cls, manifest: Path, *, attribute: str, task_type: TaskType | None,
-             labels: Sequence[str], settings: TransformsConfig, memory_limit: str = "150MB") -> Columnar | None:
+             labels: Sequence[str], settings: TransformsConfig, memory_limit: str = "140MB") -> Columnar | None:
         """The columnar reading of the manifest, or None when its first lines already need the
         Python path (see the module doc). `memory_limit`: DuckDB's (backend.duckdb.memory_limit)."""
         if task_type not in TYPES or not manifest.is_file():
