@@ -47,10 +47,10 @@ def check_line(line: str, row_number: int) -> None:
 def json_lines_query(query: Query, fields: Sequence[str]) -> Query:
     """DuckDB SQL that turns each row of `query` into its manifest line, as UTF-8 bytes (a BLOB).
 
-    The JSON is built inside DuckDB (same bytes as `manifest_line` for the types a table holds),
-    so rows never become Python objects but a bytes object each. A bad row (an empty data object,
-    a line over Ground Truth's limit, both checked in DuckDB too) gives PROBLEM (a NUL byte,
-    which JSON text never holds unescaped) followed by what is wrong with it.
+    The JSON is built inside DuckDB (same bytes as `manifest_line` for the types a table holds):
+    a row's values never become Python objects, its line reaches Python as one bytes object. A bad
+    row (an empty data object, a line over Ground Truth's limit, both checked in DuckDB too) gives
+    PROBLEM (a NUL byte, which JSON text never holds unescaped) followed by what is wrong with it.
     """
     field = object_field(fields)
     pack = ", ".join(f"{sql_name(f)} := q.{sql_name(f)}" for f in sorted(fields))
