@@ -8,7 +8,6 @@ module also walks the input shape and checks every `pattern`, `max` and `enum` i
 from __future__ import annotations
 
 import functools
-import json
 import re
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -42,21 +41,18 @@ def input_shape(operation: str = "CreateLabelingJob") -> StructureShape:
     from botocore.loaders import Loader
     from botocore.model import ServiceModel
 
-    def pruned() -> str:
-        full = Loader().load_service_model("sagemaker", "service-2")
-        spec = full["operations"][operation]
-        names = [ref["shape"] for ref in (spec.get("input"), spec.get("output"), *spec.get("errors", ())) if ref]
-        shapes: dict[str, Any] = {}
-        while names:
-            name = names.pop()
-            if name not in shapes:
-                shape = shapes[name] = full["shapes"][name]
-                refs = [*shape.get("members", {}).values(), *(shape[k] for k in ("member", "key", "value") if k in shape)]
-                names.extend(ref["shape"] for ref in refs)
-        return json.dumps({"metadata": full["metadata"], "operations": {operation: spec}, "shapes": shapes})
-
-    # Parsed again once the whole model is gone, so what is kept does not pin the memory it took.
-    model = ServiceModel(json.loads(pruned()), "sagemaker")
+    full = Loader().load_service_model("sagemaker", "service-2")
+    spec = full["operations"][operation]
+    names = [ref["shape"] for ref in (spec.get("input"), spec.get("output"), *spec.get("errors", ())) if ref]
+    shapes: dict[str, Any] = {}
+    while names:
+        name = names.pop()
+        if name not in shapes:
+            shape = shapes[name] = full["shapes"][name]
+            refs = [*shape.get("members", {}).values(), *(shape[k] for k in ("member", "key", "value") if k in shape)]
+            names.extend(ref["shape"] for ref in refs)
+    model = ServiceModel({"metadata": full["metadata"], "operations": {operation: spec}, "shapes": shapes},
+                         "sagemaker")
     found = model.operation_model(operation).input_shape
     assert found is not None
     return found

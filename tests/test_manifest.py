@@ -42,7 +42,7 @@ def stream(src_cfg):
     src = DuckDBSource.open(src_cfg, DuckDBConfig())
     q = select_query(src_cfg, "duckdb")
     try:
-        data = b"".join(bytes(chunk) for chunk, _ in src.stream_lines(json_lines_query(q, q.fields), batch_rows=2))
+        data = b"".join(chunk for chunk, _ in src.stream_lines(json_lines_query(q, q.fields), batch_rows=2))
         names, rows = src.rows(q, 100)
     finally:
         src.close()
@@ -127,13 +127,13 @@ def stream_sorted(path, settings):
     q = select_query(cfg, "duckdb")
     try:
         chunks = list(src.stream_lines(json_lines_query(q, q.fields)))
-        return b"".join(bytes(c) for c, _ in chunks), sum(n for _, n in chunks), src
+        return b"".join(c for c, _ in chunks), sum(n for _, n in chunks)
     finally:
         src.close()
 
 
 def test_a_sort_out_of_memory_on_several_threads_runs_again_on_one(sort_csv, caplog):
-    data, rows, src = stream_sorted(sort_csv, DuckDBConfig(memory_limit="40MB", threads=2))
+    data, rows = stream_sorted(sort_csv, DuckDBConfig(memory_limit="40MB", threads=2))
     assert "running the query again on 1 thread" in caplog.text
     assert rows == 300_000 and data.count(b"\n") == 300_000
     keys = [(o["score"], o["id"]) for o in map(json.loads, data.splitlines())]

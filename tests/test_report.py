@@ -29,7 +29,7 @@ from runner.collect.agreement import (
 from runner.collect.records import Box, LabeledObject, Span, Status, WorkerAnswer
 from runner.collect.report import DISPUTED_MAX, build_report, write_card, write_report
 from runner.schema import TaskType
-from runner.service.consolidate import _iou
+from runner.service.consolidate import box_iou as _iou  # the IoU consolidation matches boxes with
 
 ROOT = Path(__file__).resolve().parent.parent
 approx = pytest.approx

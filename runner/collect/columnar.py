@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
@@ -25,6 +27,7 @@ from typing import Any
 
 from runner.build.sql import sql_name, sql_string
 from runner.collect import parse
+from runner.collect.transforms import SPLITS
 from runner.schema import SplitConfig, TaskType, TransformsConfig
 
 log = logging.getLogger(__name__)
@@ -144,8 +147,6 @@ class Columnar:
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        from runner.io.query import contiguous_values, duckdb_error
-
         data_errors = (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.OutOfMemoryException)
 
         # The system allocator gives the batches' memory back at once; mimalloc, pyarrow's default,
@@ -192,7 +193,7 @@ class Columnar:
                         mask = pc.and_(kept, pc.equal(here, code))
                         chosen = pc.filter(text, mask)
                         if len(chosen):
-                            files[name].write(contiguous_values(chosen))
+                            files[name].write(_contiguous_values(chosen))
                             split_counts[name] += len(chosen)
                 if table is not None:
                     rows = pc.filter(pa.RecordBatch.from_arrays([batch.column(c) for c in record], names=record),
@@ -207,7 +208,7 @@ class Columnar:
             # The data's errors (not JSON, a value of another shape) and running out of memory: the
             # parser says what is wrong, or reads it with less memory. Any other error is gtrun's
             # own and is raised. DuckDB's errors reach Arrow's reader as OSError ("<Kind> Error: ...").
-            if not isinstance(duckdb_error(exc), data_errors):
+            if not isinstance(_duckdb_error(exc), data_errors):
                 raise
             raise NotColumnar(str(exc).splitlines()[0]) from None
         finally:
@@ -221,7 +222,6 @@ class Columnar:
                       table=kept_total if table is not None else None, skipped=offset - kept_total)
 
 
-SPLITS = ("train", "validation", "test")
 BATCH_ROWS = 8_192
 
 
@@ -249,6 +249,35 @@ def _add_counts(into: dict[str, int], counted: Any) -> None:
     for value, n in zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True):
         if value is not None:
             into[value] = into.get(value, 0) + n
+
+
+def _duckdb_error(exc: BaseException) -> Any:
+    """`exc` as DuckDB's own error, raised by a query or through Arrow's reader; None if it is not one.
+
+    DuckDB's errors keep their class when a query fails, but reach Arrow's reader of a DuckDB stream
+    as OSError("<Kind> Error: ..."): this gives them their class back."""
+    import duckdb
+
+    if isinstance(exc, duckdb.Error):
+        return exc
+    text = str(exc)
+    if isinstance(exc, OSError) and re.match(r"[A-Z][A-Za-z ]* Error: ", text):
+        kinds = {"Out of Memory Error": duckdb.OutOfMemoryException, "IO Error": duckdb.IOException,
+                 "Invalid Input Error": duckdb.InvalidInputException, "Conversion Error": duckdb.ConversionException}
+        kind = next((k for prefix, k in kinds.items() if text.startswith(prefix)), duckdb.Error)
+        return kind(text)
+    return None
+
+
+def _contiguous_values(lines: Any) -> memoryview:
+    """The bytes of a string array's values, back to back (a filter's output of a batch's lines)."""
+    offsets = lines.buffers()[1]
+    data = lines.buffers()[2]
+    width = 8 if str(lines.type) == "large_string" else 4
+    fmt = "<q" if width == 8 else "<i"
+    first = struct.unpack_from(fmt, offsets, lines.offset * width)[0]
+    last = struct.unpack_from(fmt, offsets, (lines.offset + len(lines)) * width)[0]
+    return memoryview(data)[first:last]
 
 
 # -- the SQL ----------------------------------------------------------------------------------------

@@ -225,7 +225,7 @@ def worker_agreement(obj: LabeledObject) -> float | None:
                                         float(b["height"])))
                      for b in value or [] if _has(b, "label", "left", "top", "width", "height")]
             consolidated = [(b.label, (b.left, b.top, b.width, b.height)) for b in obj.boxes]
-            scores.append(_match_score(drawn, consolidated, _iou, lambda s: s >= BOX_MIN_IOU))
+            scores.append(_match_score(drawn, consolidated, box_iou, lambda s: s >= BOX_MIN_IOU))
         else:
             marked = [(str(e["label"]), (int(e["startOffset"]), int(e["endOffset"])))
                       for e in value or [] if _has(e, "label", "startOffset", "endOffset")]
@@ -306,8 +306,6 @@ def _match_score(drawn: Sequence[tuple[str, Any]], consolidated: Sequence[tuple[
             matched += 1
     return matched / max(len(drawn), len(consolidated))
 
-
-_iou = box_iou  # (left, top, width, height) boxes
 
 
 def _span_jaccard(a: Sequence[float], b: Sequence[float]) -> float:

@@ -6,7 +6,6 @@ import glob
 import logging
 import re
 import shutil
-import struct
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -22,10 +21,6 @@ from runner.io.store import sha256_file
 from runner.schema import DuckDBConfig, SourceConfig
 
 log = logging.getLogger(__name__)
-# DuckDB's errors keep their class when a query fails, but reach Arrow's reader of a DuckDB stream as
-# OSError("<Kind> Error: ..."): duckdb_error() gives them their class back.
-_ERROR_KINDS = {"Out of Memory Error": duckdb.OutOfMemoryException, "IO Error": duckdb.IOException,
-                "Invalid Input Error": duckdb.InvalidInputException, "Conversion Error": duckdb.ConversionException}
 READERS = {".csv": "read_csv", ".tsv": "read_csv", ".parquet": "read_parquet",
            ".json": "read_json", ".jsonl": "read_json", ".ndjson": "read_json"}
 
@@ -182,11 +177,12 @@ class DuckDBSource:
         try:
             yield from self._stream(lines_query, batch_rows)
         except _OutOfMemory as oom:
-            if self.threads() <= 1:
+            threads = self.threads()
+            if threads <= 1:
                 raise self._error(oom.error) from None
             when = f"after {oom.rows:,} rows (the manifest starts over)" if oom.rows else "before the first row"
             log.warning("DuckDB ran out of memory under %s on %d threads %s; running the query again on "
-                        "1 thread", self.memory_limit, self.threads(), when)
+                        "1 thread", self.memory_limit, threads, when)
             self.con.execute("SET threads = 1")
             if oom.rows:
                 yield START_OVER
@@ -223,25 +219,3 @@ class DuckDBSource:
         self.con.close()
         if self.own_spill:
             shutil.rmtree(self.own_spill, ignore_errors=True)
-
-
-def duckdb_error(exc: BaseException) -> duckdb.Error | None:
-    """`exc` as DuckDB's own error, raised by a query or through Arrow's reader; None if it is not one."""
-    if isinstance(exc, duckdb.Error):
-        return exc
-    text = str(exc)
-    if isinstance(exc, OSError) and re.match(r"[A-Z][A-Za-z ]* Error: ", text):
-        kind = next((k for prefix, k in _ERROR_KINDS.items() if text.startswith(prefix)), duckdb.Error)
-        return kind(text)
-    return None
-
-
-def contiguous_values(lines: Any) -> memoryview:
-    """The bytes of a string array's values, back to back (a batch's lines, or a filter's output)."""
-    offsets = lines.buffers()[1]
-    data = lines.buffers()[2]
-    width = 8 if str(lines.type) == "large_string" else 4
-    fmt = "<q" if width == 8 else "<i"
-    first = struct.unpack_from(fmt, offsets, lines.offset * width)[0]
-    last = struct.unpack_from(fmt, offsets, (lines.offset + len(lines)) * width)[0]
-    return memoryview(data)[first:last]

@@ -430,13 +430,13 @@ def _boxes(answers: Sequence[Answer], labels: list[str],
 
     clusters = _cluster(per_worker, key=lambda b: b[0],
                         center=lambda ms: mean_box([m[1] for m in ms]),
-                        similarity=lambda b, c: _iou(b[1], c), accept=lambda s: s >= BOX_MIN_IOU)
+                        similarity=lambda b, c: box_iou(b[1], c), accept=lambda s: s >= BOX_MIN_IOU)
     annotations, objects = [], []
     for members in clusters:
         left, top, width, height = (_round_half_up(x) for x in mean_box([m[1] for m in members]))
         annotations.append({"class_id": members[0][0], "left": left, "top": top,
                             "width": width, "height": height})
-        objects.append({"confidence": _agreement([m[1] for m in members], len(answers), _iou)})
+        objects.append({"confidence": _agreement([m[1] for m in members], len(answers), box_iou)})
     class_ids = sorted({a["class_id"] for a in annotations})
     return ({"image_size": image_size, "annotations": annotations},
             {"objects": objects, "class-map": {str(k): labels[k] for k in class_ids}})
@@ -588,8 +588,6 @@ def _agreement(members: list[Any], n_workers: int, similarity: Callable[[Any, An
     pairs = [similarity(a, b) for n, a in enumerate(members) for b in members[n + 1:]]
     return round(len(members) / n_workers * sum(pairs) / len(pairs), 2)
 
-
-_iou = box_iou  # (left, top, width, height) boxes
 
 
 def _jaccard(a: tuple[int, int], b: tuple[int, int]) -> float:
