@@ -19,7 +19,7 @@ import json
 import logging
 import re
 import struct
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -37,35 +37,28 @@ TYPES = {TaskType.text_classification, TaskType.text_multilabel, TaskType.boundi
          TaskType.named_entity}
 LABEL_KEY = {TaskType.text_classification: "label", TaskType.text_multilabel: "labels",
              TaskType.bounding_box: "boxes", TaskType.named_entity: "entities"}
-# Python value type -> (DuckDB column type, json_type() of such a value)
-INTEGER = "('BIGINT', 'UBIGINT')"  # json_type() of an integer: UBIGINT when it is not negative
-SCALARS = {bool: ("BOOLEAN", "('BOOLEAN')"), int: ("BIGINT", INTEGER), float: ("DOUBLE", "('DOUBLE')"),
-           str: ("VARCHAR", "('VARCHAR')")}
-NUMBER = "('BIGINT', 'UBIGINT', 'DOUBLE')"
 GT_KEYS = parse.GT_METADATA_KEYS  # Ground Truth writes at least one of these in every metadata
-# json_transform's types for the metadata keys and the label value each task type reads. Objects
-# become structs and maps (one parse per line); the leaves stay JSON, checked before a cast. A map
-# or list that is there but of another type comes out NULL, as a missing one does: the checks tell
-# them apart by the key's text in the line (_present_as).
+# json_transform's types for the metadata keys and the label value each task type reads (see
+# records_sql): objects become structs and maps, their leaves stay JSON.
 JSON_MAP = "MAP(VARCHAR, JSON)"
 META_SPEC: dict[TaskType, dict[str, Any]] = {
     TaskType.text_classification: {"class-name": "JSON", "confidence": "JSON"},
     TaskType.text_multilabel: {"class-map": JSON_MAP, "confidence-map": JSON_MAP},
-    TaskType.bounding_box: {"class-map": JSON_MAP, "objects": "JSON"},
-    TaskType.named_entity: {"entities": "JSON"}}
+    TaskType.bounding_box: {"class-map": JSON_MAP, "objects": [{"confidence": "JSON"}]},
+    TaskType.named_entity: {"entities": [{"confidence": "JSON"}]}}
 VALUE_SPEC: dict[TaskType, Any] = {
     TaskType.text_classification: "JSON",
     TaskType.text_multilabel: ["JSON"],
     TaskType.bounding_box: {"annotations": [{k: "JSON" for k in ("class_id", "left", "top", "width", "height")}],
-                            "image_size": "JSON"},
+                            "image_size": [dict.fromkeys(("width", "height", "depth"), "JSON")]},
     TaskType.named_entity: {"annotations": {"entities": [{k: "JSON" for k in ("label", "startOffset", "endOffset")}]}}}
 
 
 @dataclass
 class Layout:
-    """What the first lines taught: the input fields (name, DuckDB type, json_type) in order."""
+    """What the first lines taught: the input fields (name, Python type of their values) in order."""
 
-    inputs: list[tuple[str, str, str]]
+    inputs: list[tuple[str, type]]
 
 
 def learn(lines: Iterator[bytes], attribute: str, task_type: TaskType,
@@ -87,17 +80,21 @@ def learn(lines: Iterator[bytes], attribute: str, task_type: TaskType,
                 if value is None:
                     continue
                 kind = type(value)
-                if kind not in SCALARS or found.setdefault(key, kind) is not kind:
+                if kind not in INPUTS or found.setdefault(key, kind) is not kind:
                     return None
     except parse.ManifestError:
         return None
     if not keys or any(k not in found for k in keys) or set(keys) & {*LABEL_KEY.values(), "confidence", "workers"}:
         return None
-    return Layout([(k, *SCALARS[found[k]]) for k in keys])
+    return Layout([(k, found[k]) for k in keys])
 
 
 class NotColumnar(Exception):
     """A line the columnar path does not read the way the parser does: collect takes the Python path."""
+
+
+class _OutOfMemory(Exception):
+    """DuckDB ran out of memory: Columnar.write tries again on one thread."""
 
 
 @dataclass
@@ -141,18 +138,34 @@ class Columnar:
         folder `jsonl` and the Parquet table to the file `table` (either may be None).
 
         Raises NotColumnar at the first line it cannot read the parser's way; what it wrote by
-        then is the caller's to discard."""
+        then is the caller's to discard. DuckDB out of memory on several threads (each reads the
+        manifest through buffers of its own) reads it again on one thread; out of memory there too,
+        the parser's path takes it."""
+        try:
+            return self._write(jsonl, table, threads=None)
+        except _OutOfMemory as exc:
+            log.info("collect: DuckDB ran out of memory under %s (%s): reading %s again on one thread",
+                     self.memory_limit, exc, self.manifest)
+        try:
+            return self._write(jsonl, table, threads=1)
+        except _OutOfMemory as exc:
+            raise NotColumnar(str(exc)) from None
+
+    def _write(self, jsonl: Path | None, table: Path | None, threads: int | None) -> Result:
         import duckdb
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        data_errors = (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.OutOfMemoryException)
+        data_errors = (duckdb.InvalidInputException, duckdb.ConversionException)
 
         # The system allocator gives the batches' memory back at once; mimalloc, pyarrow's default,
         # keeps some 60 MB of it (a process-wide setting: gtrun's other Arrow work is done by then).
         pa.set_memory_pool(pa.system_memory_pool())
-        con = duckdb.connect(config={"memory_limit": self.memory_limit, "preserve_insertion_order": True})
+        config: dict[str, Any] = {"memory_limit": self.memory_limit, "preserve_insertion_order": True}
+        if threads:
+            config["threads"] = threads
+        con = duckdb.connect(config=config)
         status: dict[str, int] = {}
         reasons: dict[str, int] = {}
         distribution: dict[str, int] = {}
@@ -161,34 +174,40 @@ class Columnar:
         writer: Any = None
         files: dict[str, Any] = {}
         try:
+            lines, other, with_value, failure_texts, depth_texts = con.execute(
+                keys_sql(self.manifest, self.attribute, self.layout, self.task_type)).fetchall()[0]
+            if other:
+                raise NotColumnar(f"{other} lines with other keys than the first lines")
             # The split of object i depends on i only: computed a million objects at a time.
             splits = _Splits(con, self.settings.split)
             if jsonl is not None:
                 files = {name: open(jsonl / f"{name}.jsonl", "wb") for name in SPLITS}
             sql = records_sql(self.manifest, self.attribute, self.task_type, self.labels, self.layout,
                               self.settings)
-            record = [name for name, _, _ in self.layout.inputs] + [LABEL_KEY[self.task_type], "confidence", "workers"]
-            offset = 0
+            record = [name for name, _ in self.layout.inputs] + [LABEL_KEY[self.task_type], "confidence", "workers"]
+            offset = values = depths = 0
             for batch in con.sql(sql).to_arrow_reader(BATCH_ROWS):
                 n = batch.num_rows
-                ok = batch.column("ok")
+                ok = batch.column("#ok")
                 if ok.null_count or ok.false_count:
                     bad = offset + next(i for i, x in enumerate(ok.to_pylist()) if not x) + 1
                     raise NotColumnar(f"line {bad} (blank lines not counted)")
-                state = batch.column("status")
+                state = batch.column("#status")
                 _add_counts(status, pc.value_counts(state))
                 failed = pc.equal(state, "failed")
-                _add_counts(reasons, pc.value_counts(pc.filter(batch.column("reason"), failed)))
+                _add_counts(reasons, pc.value_counts(pc.filter(batch.column("#reason"), failed)))
                 labeled = pc.equal(state, "labeled")
-                used = pc.filter(batch.column("raw"), labeled)
+                used = pc.filter(batch.column("#raw"), labeled)
                 if pa.types.is_list(used.type):
                     used = pc.list_flatten(used)
                 _add_counts(distribution, pc.value_counts(pc.drop_null(used)))
-                kept = pc.and_(labeled, batch.column("keep"))
+                values += pc.sum(pc.and_(pc.invert(pc.equal(state, "unlabeled")), batch.column("#value"))).as_py() or 0
+                depths += pc.sum(batch.column("#depth")).as_py() or 0
+                kept = pc.and_(labeled, batch.column("#keep"))
                 kept_total += pc.sum(kept).as_py() or 0
                 if files:
                     here = splits.codes(offset, n)
-                    text = batch.column("json")
+                    text = batch.column("#json")
                     for code, name in enumerate(SPLITS):
                         mask = pc.and_(kept, pc.equal(here, code))
                         chosen = pc.filter(text, mask)
@@ -199,16 +218,31 @@ class Columnar:
                     rows = pc.filter(pa.RecordBatch.from_arrays([batch.column(c) for c in record], names=record),
                                      kept)
                     if writer is None:
-                        writer = pq.ParquetWriter(table, rows.schema)
+                        writer = pq.ParquetWriter(table, rows.schema, use_dictionary=False)
                     writer.write_batch(rows)
                 offset += n
             if not offset:
                 raise NotColumnar("no lines")  # the parser's path says what an empty output holds
+            # What read_json could not see, from the key pass: the lines that have the label
+            # attribute are the labeled ones and the failed ones with a label value (not one of an
+            # unlabeled line, nor a failed one's null); those that name "failure-reason" are the
+            # failed ones (not a null one of a labeled line); those that name "depth" have one
+            # (not a null one, which the parser refuses).
+            seen = {"lines": (lines, offset), "label values": (with_value, values),
+                    "failure-reasons": (failure_texts, status.get("failed", 0))}
+            if self.task_type is TaskType.bounding_box:
+                seen["depths"] = (depth_texts, depths)
+            for what, (texts, read) in seen.items():
+                if texts != read:
+                    raise NotColumnar(f"{what}: {texts} in the lines' text, {read} read")
         except (duckdb.Error, OSError) as exc:
             # The data's errors (not JSON, a value of another shape) and running out of memory: the
             # parser says what is wrong, or reads it with less memory. Any other error is gtrun's
             # own and is raised. DuckDB's errors reach Arrow's reader as OSError ("<Kind> Error: ...").
-            if not isinstance(_duckdb_error(exc), data_errors):
+            error = _duckdb_error(exc)
+            if isinstance(error, duckdb.OutOfMemoryException):
+                raise _OutOfMemory(str(exc).splitlines()[0]) from None
+            if not isinstance(error, data_errors):
                 raise
             raise NotColumnar(str(exc).splitlines()[0]) from None
         finally:
@@ -290,202 +324,238 @@ def lines_sql(manifest: Path) -> str:
             "buffer_size = 4194304)")
 
 
+def _duckdb_type(spec: Any) -> str:
+    """A json_transform structure (see VALUE_SPEC) as a DuckDB type."""
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, list):
+        return _duckdb_type(spec[0]) + "[]"
+    return "STRUCT(" + ", ".join(f"{sql_name(k)} {_duckdb_type(v)}" for k, v in spec.items()) + ")"
+
+
+def _meta_spec(task_type: TaskType) -> dict[str, Any]:
+    return {**dict.fromkeys(sorted(GT_KEYS | {"worker-response-ref"}), "JSON"), **META_SPEC[task_type]}
+
+
+def keys_sql(manifest: Path, attribute: str, layout: Layout, task_type: TaskType) -> str:
+    """The key pass, one row: (lines; lines whose keys are not the input fields, then optionally
+    the label attribute, then its metadata, in that order and once each; lines with the label
+    attribute; lines that name "failure-reason"; lines that name "depth").
+
+    read_json (records_sql) reads a missing key as a JSON null and does not see keys it was not
+    asked for: this pass, which parses each line for its keys only, tells Columnar.write what the
+    parser would see there (see Columnar.write's checks)."""
+    names = [name for name, _ in layout.inputs]
+    meta_key = attribute + parse.METADATA
+    layouts = ", ".join(_list(keys) for keys in (names, [*names, meta_key], [*names, attribute, meta_key]))
+    return (f"SELECT count(*), count_if(coalesce(NOT keys IN ({layouts}), true)), "
+            f"count_if(list_contains(keys, {sql_string(attribute)})), count_if(contains(line, '\"failure-reason\"')), "
+            f"count_if(contains(line, '\"depth\"')) "
+            f"FROM (SELECT line, json_keys(line) AS keys FROM ({lines_sql(manifest)}))")
+
+
 def records_sql(manifest: Path, attribute: str, task_type: TaskType, labels: Sequence[str],
                 layout: Layout, settings: TransformsConfig) -> str:
-    """One row per manifest line, in order: ok (the line is in a shape this path reads the way the
-    parser does), status, reason, raw (the label name or names before the label_map), the typed
-    input fields, the label key (after the label_map), confidence (object_confidence), workers
-    (unknown: NULL), keep (transforms.min_confidence) and json (flat_record as a JSON line)."""
+    """One row per manifest line, in order: the typed input fields, the label key (after the
+    label_map), confidence (object_confidence) and workers (unknown: NULL), then the columns
+    Columnar.write reads (CONTROL): status, reason, raw (the label name or names before the
+    label_map), ok (the line is in a shape this path reads the way the parser does), keep
+    (transforms.min_confidence), json (flat_record as a JSON line), value (the label value is
+    there) and depth (boxes: the image size has a depth).
+
+    read_json parses the lines into the keys this path reads, whose leaves stay JSON. It refuses a
+    line that is not an object, a duplicate key, and a value that is not the object or list it was
+    asked for; a missing key and a JSON null both read as NULL (the key pass tells them apart where
+    the parser does). A leaf's text (a cast to VARCHAR, no copy) is its value as DuckDB's JSON
+    writer puts it, so plain string operations type and read it (_string, _int, _number): JSON
+    functions would parse every leaf again."""
     meta_key = attribute + parse.METADATA
+    names = [name for name, _ in layout.inputs]
+    columns = {**dict.fromkeys(names, "JSON"), attribute: _duckdb_type(VALUE_SPEC[task_type]),
+               meta_key: _duckdb_type(_meta_spec(task_type))}
+    read = (f"read_json({sql_string(str(manifest))}, format = 'newline_delimited', maximum_object_size = 4194304, columns = {{"
+            + ", ".join(f"{sql_string(k)}: {sql_string(v)}" for k, v in columns.items()) + "})")
+    texts = ", ".join(f"CAST({sql_name(n)} AS VARCHAR) AS {_col(i)}" for i, n in enumerate(names))
+    typed = ", ".join(f"{INPUTS[kind][1].format(t=_col(i))} AS f_{i}" for i, (_, kind) in enumerate(layout.inputs))
+    inputs_ok = " AND ".join(f"({_col(i)} IS NULL OR {INPUTS[kind][2].format(t=_col(i), value=f'f_{i}')})"
+                             for i, (_, kind) in enumerate(layout.inputs))
     types = [t for t, kind in parse.TASK_TYPES.items() if kind is task_type]
-    # One parse per line: the input fields and the label value stay JSON leaves (their json_type is
-    # checked before a cast: json_transform would turn a value of another type into NULL without a
-    # word); the metadata becomes a struct of the keys this path reads, each a JSON leaf.
-    struct: dict[str, Any] = {name: "JSON" for name, _, _ in layout.inputs}
-    struct[attribute] = VALUE_SPEC[task_type]
-    struct[meta_key] = {**{key: "JSON" for key in sorted(GT_KEYS)}, **META_SPEC[task_type]}
-    label_list = "([" + ", ".join(sql_string(x) for x in labels) + "]::VARCHAR[])"
-    # A string leaf is its JSON text, quotes and all: its type shows in its first character, with
-    # no second parse of what may be a long text. Numbers and booleans are short: json_type.
-    inputs_ok = " AND ".join(
-        f"(j.{sql_name(n)} IS NULL OR starts_with(j.{sql_name(n)}, '\"'))" if t == "VARCHAR" else
-        f"coalesce(json_type(j.{sql_name(n)}) IN ('NULL', {jt[1:-1]}), true)" for n, t, jt in layout.inputs)
-    typed = ", ".join(f"json_extract_string(j.{sql_name(n)}, '$') AS {sql_name(n)}" if t == "VARCHAR"
-                      else f"TRY_CAST(j.{sql_name(n)} AS {t}) AS {sql_name(n)}" for n, t, _ in layout.inputs)
-    names = [n for n, _, _ in layout.inputs]
-    # Ground Truth writes the input fields, then the label attribute and its metadata.
-    layouts = ", ".join("[" + ", ".join(sql_string(k) for k in keys) + "]::VARCHAR[]"
-                        for keys in (names, [*names, meta_key], [*names, attribute, meta_key]))
-    meta = f"j.{sql_name(meta_key)}"
-    value = f"j.{sql_name(attribute)}"
-    # A metadata value that is not an object becomes a struct of NULLs: Ground Truth's metadata has
-    # at least one of its own keys (the parser's _is_label_metadata).
-    gt_meta = " OR ".join(f"{meta}.{sql_name(k)} IS NOT NULL" for k in sorted(GT_KEYS))
-    # A string leaf is its JSON text: compared as such, with no parse.
-    type_ok = f"({meta}.type IS NULL OR CAST({meta}.type AS VARCHAR) IN ({', '.join(sql_string(json.dumps(t)) for t in types)}))"
-    mapped = _label_map_sql(settings.label_map)
-    label_part, checks = _value_sql(task_type, value, meta, label_list, mapped)
+    type_ok = f"(m.type IS NULL OR CAST(m.type AS VARCHAR) IN ({', '.join(sql_string(json.dumps(t)) for t in types)}))"
+    # Ground Truth's metadata has at least one of its own keys (the parser's _is_label_metadata)
+    gt_meta = " OR ".join(f"m.{sql_name(k)} IS NOT NULL" for k in sorted(GT_KEYS))
+    leaves, stages, checks = _value_sql(task_type, labels, _label_map_sql(settings.label_map))
+    steps = "".join(f"), step{i} AS (\n  SELECT *, {step}\n  FROM {'typed' if i == 1 else f'step{i - 1}'}\n"
+                    for i, step in enumerate(stages, 1))
     key = LABEL_KEY[task_type]
     raw = "raw_label" if task_type is TaskType.text_classification else "raw_labels"
-    # flat_record as a JSON line, joined from the input fields' own JSON text (no re-serialising)
-    parts = [f"{sql_string(json.dumps(n, ensure_ascii=False) + ':')} || coalesce(j.{sql_name(n)}, 'null')" for n in names]
-    parts.append(f"{sql_string(json.dumps(key) + ':')} || to_json({sql_name(key)})")
-    parts.append("'\"confidence\":' || coalesce(TRY_CAST(confidence AS VARCHAR), 'null') || ',\"workers\":null}'")
-    line = "'{' || " + " || ',' || ".join(parts) + " || chr(10)"
-    confidence_ok = "true" if settings.min_confidence is None else \
-        f"(confidence IS NULL OR confidence >= {float(settings.min_confidence)!r})"
+    # flat_record as a JSON line: the input fields' own JSON text, then the label key, confidence, workers
+    parts = [f"{sql_string(('{' if i == 0 else ',') + json.dumps(n, ensure_ascii=False) + ':')}, coalesce({_col(i)}, 'null')"
+             for i, n in enumerate(names)]
+    parts.append(f"{sql_string(',' + json.dumps(key) + ':')}, to_json({sql_name(key)})")
+    parts.append("',\"confidence\":', coalesce(CAST(confidence AS VARCHAR), 'null'), ',\"workers\":null}', chr(10)")
+    keep = "true" if settings.min_confidence is None else f"coalesce(confidence >= {float(settings.min_confidence)!r}, true)"
+    depth = "size[1].depth IS NOT NULL" if task_type is TaskType.bounding_box else "false"
+    record = ", ".join(f"f_{i} AS {sql_name(n)}" for i, n in enumerate(names))
     return f"""
 WITH parsed AS (
-  SELECT line, json_keys(line) AS keys, json_transform(line, {sql_string(json.dumps(struct))}) AS j
-  FROM ({lines_sql(manifest)})
-), labeled AS (
-  SELECT line, j,
-         list_contains(keys, {sql_string(attribute)}) AS has_value,
-         keys IN ({layouts}) AND {inputs_ok}
-           AND NOT contains(line, '"worker-response-ref"') AS inputs_ok,
-         CASE WHEN {meta} IS NULL THEN 'unlabeled'
-              WHEN {meta}."failure-reason" IS NOT NULL THEN 'failed' ELSE 'labeled' END AS status,
-         {label_part}
+  SELECT {texts}, {sql_name(attribute)} AS value, {sql_name(meta_key)} AS m
+  FROM {read}
+), leaves AS (
+  SELECT *, {leaves}
   FROM parsed
-), records AS (
-SELECT j, {typed}, status,
-       CASE WHEN status = 'failed' THEN json_extract_string({meta}."failure-reason", '$') END AS reason,
-       {raw} AS raw, {sql_name(key)}, confidence, TRY_CAST(NULL AS BIGINT) AS workers,
-       coalesce(inputs_ok AND CASE status
-         WHEN 'unlabeled' THEN NOT has_value
-         WHEN 'failed' THEN {type_ok} AND json_type({meta}."failure-reason") = 'VARCHAR'
-         ELSE ({gt_meta}) AND {type_ok} AND has_value AND NOT contains(line, '"failure-reason"')
-              AND ({checks}) END, false) AS ok,
-       {confidence_ok} AS keep
-FROM labeled
-)
-SELECT * EXCLUDE (j), {line} AS json FROM records
+), typed AS (
+  SELECT *, {typed},
+         CASE WHEN m IS NULL THEN 'unlabeled' WHEN m."failure-reason" IS NOT NULL THEN 'failed' ELSE 'labeled' END AS status
+  FROM leaves
+{steps})
+SELECT {record}, {sql_name(key)}, confidence, CAST(NULL AS BIGINT) AS workers,
+       status AS "#status",
+       CASE WHEN status = 'failed' THEN {_string('CAST(m."failure-reason" AS VARCHAR)')} END AS "#reason",
+       {raw} AS "#raw",
+       coalesce({inputs_ok} AND m."worker-response-ref" IS NULL AND CASE status
+         WHEN 'unlabeled' THEN value IS NULL
+         WHEN 'failed' THEN {type_ok} AND starts_with(CAST(m."failure-reason" AS VARCHAR), '"')
+         ELSE ({gt_meta}) AND {type_ok} AND {checks} END,
+         false) AS "#ok",
+       {keep} AS "#keep",
+       concat({', '.join(parts)}) AS "#json",
+       value IS NOT NULL AS "#value",
+       {depth} AS "#depth"
+FROM step{len(stages)}
 """
 
 
-def _label_map_sql(label_map: Mapping[str, str]) -> str:
-    """A SQL template renaming `{x}` by transforms.label_map."""
+def _col(i: int) -> str:
+    """The column of input field i's JSON text."""
+    return f"in_{i}"
+
+
+def _list(items: Sequence[str]) -> str:
+    return "([" + ", ".join(sql_string(x) for x in items) + "]::VARCHAR[])"
+
+
+# A JSON leaf's text `t` read as the learned type of an input field: (DuckDB type, value, check).
+INPUTS: dict[type, tuple[str, str, str]] = {}
+
+
+def _string(t: str) -> str:
+    """The value of the JSON text `t` when it is a string, else NULL."""
+    return f"CASE WHEN starts_with({t}, '\"') THEN json_extract_string({t}, '$') END"
+
+
+def _int(t: str) -> str:
+    """The value of the JSON text `t` when it is an integer, else NULL: DuckDB writes an integer
+    as its digits, so the text round-trips (a float, a string, a bool or a too big integer does not)."""
+    return f"CASE WHEN CAST(TRY_CAST({t} AS BIGINT) AS VARCHAR) = {t} THEN TRY_CAST({t} AS BIGINT) END"
+
+
+def _number(t: str) -> str:
+    """The value of the JSON text `t` when it is a number (as Python's json reads it: NaN and
+    Infinity too), else NULL."""
+    return f"TRY_CAST({t} AS DOUBLE)"
+
+
+INPUTS.update({  # the check may use {value}, the typed column
+    str: ("VARCHAR", _string("{t}"), "starts_with({t}, '\"')"),
+    int: ("BIGINT", _int("{t}"), "{value} IS NOT NULL"),
+    # a float's text has a point, an exponent or is NaN/Infinity: not the digits of an int
+    float: ("DOUBLE", _number("{t}"), "{value} IS NOT NULL AND NOT regexp_full_match({t}, '-?[0-9]+')"),
+    bool: ("BOOLEAN", "{t} = 'true'", "{t} IN ('true', 'false')"),
+})
+
+
+def _label_map_sql(label_map: Mapping[str, str]) -> Callable[[str], str]:
+    """The SQL renaming a label by transforms.label_map."""
     if not label_map:
-        return "{x}"
+        return lambda x: x
     cases = " ".join(f"WHEN {sql_string(old)} THEN {sql_string(new)}" for old, new in label_map.items())
-    return f"(CASE {{x}} {cases} ELSE {{x}} END)"
+    return lambda x: f"(CASE {x} {cases} ELSE {x} END)"
 
 
-def _name_sql(index: str, class_map: str, label_list: str) -> str:
-    """_class_name: class-map[index] when it is there (a string), else the job's labels[index]."""
-    entry = f"{class_map}[TRY_CAST({index} AS VARCHAR)]"
-    return (f"CASE WHEN starts_with(CAST({entry} AS VARCHAR), '\"') THEN json_extract_string({entry}, '$') "
-            f"WHEN {entry} IS NULL THEN {label_list}[{index} + 1] END")
+def _name_text(index: str, class_map: str, labels: Sequence[str]) -> str:
+    """_class_name as JSON text: class-map[index] when it is there, else the job's labels[index]
+    (a JSON null in the class-map is not there, for the parser either); _string reads it."""
+    texts = _list([json.dumps(x, ensure_ascii=False) for x in labels])
+    return (f"CASE WHEN {index} >= 0 THEN coalesce(CAST({class_map}[CAST({index} AS VARCHAR)] AS VARCHAR), "
+            f"{texts}[{index} + 1]) END")
 
 
-def _present_as(column: str, key: str) -> str:
-    """The key is not in the line, or its value read as the map or list it should be."""
-    return f"({column} IS NOT NULL OR NOT contains(line, {sql_string(json.dumps(key))}))"
+def _all_there(items: str) -> str:
+    """No element of the list is NULL (an empty list passes; a NULL list does not)."""
+    return f"list_count({items}) = len({items})"
 
 
-def _all(items: str, var: str, condition: str) -> str:
-    """The condition holds for every element of the list (an empty list passes, NULL fails)."""
-    return f"coalesce(list_bool_and(list_transform({items}, lambda {var}: coalesce({condition}, false))), true)"
+def _paired(items: str, annotations: str) -> tuple[str, str, str]:
+    """(a step's column cfs, the confidence, the check) of the metadata items (objects, entities)
+    paired with the annotations: the parser reads items[i].confidence for each annotation i only,
+    and takes the lowest. read_json has seen to it that the items are a list of objects (or NULL);
+    each paired item's confidence is a number or missing."""
+    texts = f"list_transform(list_slice({items}, 1, len({annotations})), lambda o: CAST(o.confidence AS VARCHAR))"
+    cfs = f"list_transform({texts}, lambda c: TRY_CAST(c AS DOUBLE)) AS cfs"
+    check = (f"({items} IS NULL OR (list_count(list_slice({items}, 1, len({annotations}))) = len(cfs) "
+             f"AND list_count(cfs) = list_count({texts})))")
+    return cfs, "list_min(cfs) AS confidence", check
 
 
-def _number_or_null(leaf: str) -> str:
-    return f"coalesce(json_type({leaf}) IN ('NULL', {NUMBER[1:-1]}), true)"
+def _value_sql(task_type: TaskType, labels: Sequence[str], mapped: Callable[[str], str]) -> tuple[str, list[str], str]:
+    """(the leaves CTE's columns, which see `value` and `m`, the label value and the metadata as read;
+    the columns of each step after it, the last with raw_label or raw_labels, the label key and
+    confidence; the checks a labeled line must pass).
 
-
-def _value_sql(task_type: TaskType, value: str, meta: str, label_list: str, mapped: str) -> tuple[str, str]:
-    """(columns raw_label, raw_labels, <label key>, confidence; the checks a labeled line must pass).
-
-    `value` is the label value (a JSON leaf), `meta` the metadata struct (JSON leaves)."""
-    null_label = "TRY_CAST(NULL AS VARCHAR) AS raw_label"
+    A step's columns see those of the steps before it: each is computed once (a column used in the
+    SELECT that names it is computed again where it is used)."""
+    label_list = _list(labels)
     if task_type is TaskType.text_classification:
-        # Each leaf's json_type once (a lateral alias), not once per test.
-        columns = (f"json_type({value}) AS vt, TRY_CAST({value} AS BIGINT) AS vi, "
-                   f"{meta}.\"class-name\" AS cn, json_type(cn) AS cnt, {meta}.confidence AS cf, json_type(cf) AS cft, "
-                   f"CASE WHEN vt IN {INTEGER} THEN CASE WHEN cnt = 'VARCHAR' THEN json_extract_string(cn, '$') "
-                   f"WHEN cn IS NULL THEN {label_list}[vi + 1] END END AS raw_label, "
-                   "CAST(NULL AS VARCHAR[]) AS raw_labels, "
-                   f"{mapped.format(x='raw_label')} AS label, "
-                   f"CASE WHEN cft IN {NUMBER} THEN TRY_CAST(cf AS DOUBLE) END AS confidence")
-        checks = (f"vt IN {INTEGER} AND vi >= 0 AND (len({label_list}) = 0 OR vi < len({label_list})) "
-                  f"AND raw_label IS NOT NULL AND coalesce(cft IN ('NULL', {NUMBER[1:-1]}), true)")
-        return columns, checks
+        leaves = "CAST(value AS VARCHAR) AS v, CAST(m.\"class-name\" AS VARCHAR) AS cn, CAST(m.confidence AS VARCHAR) AS cf"
+        stages = [f"{_int('v')} AS vi, {_number('cf')} AS confidence",
+                  f"CASE WHEN vi >= 0 THEN CASE WHEN cn IS NULL THEN {label_list}[vi + 1] ELSE {_string('cn')} END END "
+                  "AS raw_label",
+                  f"{mapped('raw_label')} AS label"]
+        checks = (f"vi >= 0 AND (len({label_list}) = 0 OR vi < len({label_list})) AND raw_label IS NOT NULL "
+                  "AND (cf IS NULL OR confidence IS NOT NULL)")
+        return leaves, stages, checks
     if task_type is TaskType.text_multilabel:
-        names = f"list_transform(idx, lambda x: {_name_sql('TRY_CAST(x AS BIGINT)', 'cmap', label_list)})"
-        confidence = "cfm[TRY_CAST(TRY_CAST(x AS BIGINT) AS VARCHAR)]"
-        columns = (f"{value} AS idx, {meta}.\"class-map\" AS cmap, {meta}.\"confidence-map\" AS cfm, {null_label}, "
-                   f"{names} AS raw_labels, raw_labels AS labels, "  # a label_map here takes the Python path
-                   f"list_min(list_transform(idx, lambda x: TRY_CAST({confidence} AS DOUBLE))) AS confidence")
-        checks = (f"idx IS NOT NULL AND {_present_as('cmap', 'class-map')} AND {_present_as('cfm', 'confidence-map')} "
-                  f"AND {_all('idx', 'x', f'json_type(x) IN {INTEGER} AND TRY_CAST(x AS BIGINT) >= 0')} "
-                  f"AND {_all('raw_labels', 'x', 'x IS NOT NULL')} "
-                  "AND len(list_distinct(raw_labels)) = len(raw_labels) "
-                  f"AND {_all('idx', 'x', _number_or_null(confidence))}")
-        return columns, checks
+        leaves = ("list_transform(value, lambda x: " + _int("CAST(x AS VARCHAR)") + ") AS idx, "
+                  "m.\"class-map\" AS cmap, m.\"confidence-map\" AS cfm")
+        stages = [f"list_transform(idx, lambda i: {_name_text('i', 'cmap', labels)}) AS names, "
+                  "list_transform(idx, lambda i: CAST(cfm[CAST(i AS VARCHAR)] AS VARCHAR)) AS cts",
+                  f"list_transform(names, lambda n: {_string('n')}) AS raw_labels, "
+                  "list_transform(cts, lambda c: TRY_CAST(c AS DOUBLE)) AS cfs",
+                  "raw_labels AS labels, list_min(cfs) AS confidence"]  # a label_map here takes the Python path
+        checks = (f"idx IS NOT NULL AND {_all_there('idx')} AND coalesce(list_min(idx) >= 0, true) "
+                  f"AND {_all_there('raw_labels')} AND len(list_distinct(raw_labels)) = len(raw_labels) "
+                  "AND list_count(cfs) = list_count(cts)")
+        return leaves, stages, checks
     if task_type is TaskType.bounding_box:
-        # Each box read once into a typed struct (NULL where the parser would refuse the value).
-        typed = ("{'id': " + _uint("b.class_id") + ", "
-                 + ", ".join(f"'{k}': CASE WHEN {_is_number('b.' + k)} THEN TRY_CAST(b.{k} AS DOUBLE) END"
-                             for k in ("left", "top", "width", "height")) + "}")
-        box = ("{'label': " + mapped.format(x="p[2]") + ", 'left': p[1].left, 'top': p[1].top, "
-               "'width': p[1].width, 'height': p[1].height}")
-        columns = (f"list_transform({value}.annotations, lambda b: {typed}) AS bx, "
-                   f"{meta}.\"class-map\" AS cmap, {_items(f'{meta}.objects')} AS objs, "
-                   f"{value}.image_size AS size, {null_label}, "
-                   f"list_transform(bx, lambda b: {_name_sql('b.id', 'cmap', label_list)}) AS raw_labels, "
-                   f"list_transform(list_zip(bx, raw_labels), lambda p: {box}) AS boxes, "
-                   f"{_min_confidence('objs', 'bx')} AS confidence")
-        box_ok = "b.id IS NOT NULL AND b.left IS NOT NULL AND b.top IS NOT NULL AND b.width IS NOT NULL " \
-                 "AND b.height IS NOT NULL"
-        checks = (f"bx IS NOT NULL AND {_present_as('cmap', 'class-map')} AND {_items_ok('objs', 'bx', meta + '.objects')} "
-                  f"AND {_all('bx', 'b', box_ok)} AND {_all('raw_labels', 'x', 'x IS NOT NULL')} "
-                  "AND (size IS NULL OR json_type(size) = 'NULL' OR size = '[]' OR "
-                  f"(json_type(size, '$[0].width') IN {NUMBER} AND json_type(size, '$[0].height') IN {NUMBER}))")
-        return columns, checks
-    # named_entity: each span read once into a typed struct, as boxes are
-    typed = ("{'label': CASE WHEN starts_with(e.label, '\"') THEN json_extract_string(e.label, '$') END, "
-             f"'start': {_uint('e.startOffset')}, 'end': {_uint('e.endOffset')}}}")
-    span = "{'label': " + mapped.format(x="e.label") + ", 'start': e.start, 'end': e.end}"
-    columns = (f"list_transform({value}.annotations.entities, lambda e: {typed}) AS en, "
-               f"{_items(f'{meta}.entities')} AS ec, {null_label}, "
-               "list_transform(en, lambda e: e.label) AS raw_labels, "
-               f"list_transform(en, lambda e: {span}) AS entities, {_min_confidence('ec', 'en')} AS confidence")
-    span_ok = "e.label IS NOT NULL AND e.start IS NOT NULL AND e.start < e.end"
-    checks = f"en IS NOT NULL AND {_items_ok('ec', 'en', meta + '.entities')} AND {_all('en', 'e', span_ok)}"
-    return columns, checks
-
-
-def _uint(leaf: str) -> str:
-    """An integer >= 0 as the parser's _index reads it from JSON, else NULL (a JSON integer's text
-    is its digits: no parse to tell it from a float, a string or a negative number)."""
-    return (f"CASE WHEN {leaf} IS NOT NULL AND ltrim(CAST({leaf} AS VARCHAR), '0123456789') = '' "
-            f"THEN TRY_CAST({leaf} AS BIGINT) END")
-
-
-def _is_number(leaf: str) -> str:
-    """A JSON number: its text starts with a digit or a minus sign."""
-    return f"left(CAST({leaf} AS VARCHAR), 1) IN ('-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9')"
-
-
-def _items(leaf: str) -> str:
-    """The elements of a metadata list (objects, entities) as JSON leaves; NULL when it is not a list."""
-    return f"CASE WHEN starts_with(CAST({leaf} AS VARCHAR), '[') THEN json_extract({leaf}, '$[*]') END"
-
-
-def _items_ok(items: str, annotations: str, leaf: str) -> str:
-    """The list is missing or a list; the items paired with annotations are objects whose confidence
-    is a number or missing (the parser reads items[i] for each annotation i only)."""
-    confidence = "json_extract(o, '$.confidence')"
-    item_ok = (f"starts_with(CAST(o AS VARCHAR), '{{') AND ({confidence} IS NULL OR "
-               f"CAST({confidence} AS VARCHAR) = 'null' OR {_is_number(confidence)})")
-    slice_ = f"list_slice({items}, 1, len({annotations}))"
-    return (f"({leaf} IS NULL OR {items} IS NOT NULL) AND "
-            f"{_all(slice_, 'o', item_ok)}")
-
-
-def _min_confidence(items: str, annotations: str) -> str:
-    """object_confidence of boxes or spans: the lowest confidence of the items paired with them."""
-    return (f"list_min(list_transform(list_slice({items}, 1, len({annotations})), "
-            "lambda o: TRY_CAST(json_extract(o, '$.confidence') AS DOUBLE)))")
+        sides = ("left", "top", "width", "height")
+        leaves = "value.annotations AS bx, m.\"class-map\" AS cmap, m.objects AS objs, value.image_size AS size"
+        typed = ("{'id': " + _int("CAST(b.class_id AS VARCHAR)") + ", "
+                 + ", ".join(f"'{k}': {_number(f'CAST(b.{k} AS VARCHAR)')}" for k in sides) + "}")
+        cfs, confidence, paired_ok = _paired("objs", "bx")
+        box = ("CASE WHEN " + " AND ".join(f"b.{k} IS NOT NULL" for k in sides) + " AND raw_labels[i] IS NOT NULL "
+               "THEN {'label': " + mapped("raw_labels[i]") + ", " + ", ".join(f"'{k}': b.{k}" for k in sides) + "} END")
+        stages = [f"list_transform(bx, lambda b: {typed}) AS bt, {cfs}",
+                  f"list_transform(bt, lambda b: {_name_text('b.id', 'cmap', labels)}) AS names",
+                  f"list_transform(names, lambda n: {_string('n')}) AS raw_labels",
+                  f"list_transform(bt, lambda b, i: {box}) AS boxes, {confidence}"]
+        # _image_size: int(size[0]["width"]), the height, and the depth when it is there
+        size_ok = ("(size IS NULL OR len(size) = 0 OR "
+                   + " AND ".join(f"isfinite({_number(f'CAST(size[1].{k} AS VARCHAR)')})" for k in ("width", "height"))
+                   + f" AND (size[1].depth IS NULL OR isfinite({_number('CAST(size[1].depth AS VARCHAR)')})))")
+        checks = f"bx IS NOT NULL AND {_all_there('boxes')} AND {paired_ok} AND {size_ok}"
+        return leaves, stages, checks
+    # named_entity
+    leaves = "value.annotations.entities AS en, m.entities AS ec"
+    typed = ("{'label': " + _string("CAST(e.label AS VARCHAR)") + ", 'start': " + _int("CAST(e.startOffset AS VARCHAR)")
+             + ", 'end': " + _int("CAST(e.endOffset AS VARCHAR)") + "}")
+    span = ("CASE WHEN e.label IS NOT NULL AND 0 <= e.start AND e.start < e.end THEN "
+            "{'label': " + mapped("e.label") + ", 'start': e.start, 'end': e.end} END")
+    cfs, confidence, paired_ok = _paired("ec", "en")
+    stages = [f"list_transform(en, lambda e: {typed}) AS et, {cfs}",
+              f"list_transform(et, lambda e: e.label) AS raw_labels, list_transform(et, lambda e: {span}) AS entities, "
+              f"{confidence}"]
+    checks = f"en IS NOT NULL AND {_all_there('entities')} AND {paired_ok}"
+    return leaves, stages, checks
 
 
 def split_code_sql(split: SplitConfig, start: int, stop: int) -> str:
