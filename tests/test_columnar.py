@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import re
 from pathlib import Path
@@ -222,3 +223,64 @@ def test_blank_lines_and_split_chunks_match_the_python_path(tmp_path, monkeypatc
     run(path, task, tmp_path / "slow" / "ds", settings, columnar=False)
     assert dataset_files(tmp_path / "fast" / "ds") == dataset_files(tmp_path / "slow" / "ds")
     assert fast["report"]["parse"]["lines"] == 450
+
+
+def _shapes_read_json_refuses_or_cannot_see(task: TaskType, line: dict) -> list[dict]:
+    """Lines of `task` in shapes that read_json refuses or reads as another line would read."""
+    attr = TYPES[task][0]
+    meta = attr + "-metadata"
+    duplicate = dict(line)  # written below with a duplicate key: the parser takes the last value
+    items = "objects" if task is TaskType.bounding_box else "entities"
+    out = [duplicate, dict(line, **{meta: {**line[meta], items: {"0": {"confidence": 1}}}})]  # not a list
+    if task is TaskType.bounding_box:
+        value = dict(line[attr], image_size=[{"width": 640, "height": 480, "depth": None}])
+        out.append(dict(line, **{attr: value}))  # a null depth: int(None) fails in the parser
+        out.append(dict(line, **{meta: dict(line[meta], objects=[1] * len(line[attr]["annotations"]))}))
+    return out
+
+
+@pytest.mark.parametrize("task", [TaskType.bounding_box, TaskType.named_entity], ids=lambda t: t.value)
+def test_shapes_read_json_refuses_or_cannot_see_take_the_python_path(tmp_path, caplog, task):
+    rng = random.Random(5)
+    good = [output_line(task, i, rng) for i in range(SAMPLE_LINES + 20)]
+    last = next(line for line in reversed(good)
+                if TYPES[task][0] in line and (task is not TaskType.bounding_box or line[TYPES[task][0]]["annotations"]))
+    settings = TransformsConfig(steps={"table": {}, "jsonl": {}})
+    for i, bad in enumerate(_shapes_read_json_refuses_or_cannot_see(task, last)):
+        text = json.dumps(bad, ensure_ascii=False)
+        if i == 0:
+            text = text[:-1] + ', "id": 123456}'  # a duplicate key
+        path = write_manifest(tmp_path / f"bad{i}.manifest", [*good, text])
+        columnar = _columnar(path, task)
+        assert columnar is not None
+        with pytest.raises(NotColumnar):
+            columnar.write(jsonl=None, table=None)
+        try:
+            run(path, task, tmp_path / f"fast{i}" / "ds", settings, columnar=True)
+        except ManifestError as exc:  # the parser refuses the line: both paths do
+            with pytest.raises(ManifestError, match=re.escape(str(exc))):
+                run(path, task, tmp_path / f"slow{i}" / "ds", settings, columnar=False)
+            continue
+        run(path, task, tmp_path / f"slow{i}" / "ds", settings, columnar=False)
+        assert dataset_files(tmp_path / f"fast{i}" / "ds") == dataset_files(tmp_path / f"slow{i}" / "ds")
+
+
+def test_out_of_memory_on_several_threads_reads_again_on_one(tmp_path, caplog):
+    # 100,000 NER lines (46 MB): DuckDB's JSON reader keeps a buffer per thread, which a 64MB
+    # limit holds for one thread and not for two or more.
+    task = TaskType.named_entity
+    path = manifest(tmp_path, task, n=100_000, seed=6)
+    attr, _, labels = TYPES[task]
+    columnar = Columnar.open(path, attribute=attr, task_type=task, labels=labels, settings=TransformsConfig(),
+                             memory_limit="64MB")
+    assert columnar is not None
+    (tmp_path / "jsonl").mkdir()
+    with caplog.at_level(logging.INFO, logger="runner.collect.columnar"):
+        result = columnar.write(jsonl=tmp_path / "jsonl", table=tmp_path / "t.parquet")
+    if (os.cpu_count() or 1) > 1:
+        assert "again on one thread" in caplog.text
+    assert result.lines == 100_000
+    rows = pq.read_table(tmp_path / "t.parquet").num_rows
+    assert rows == result.table == sum(result.jsonl.values()) == result.status["labeled"] > 80_000
+    written = sum(len((tmp_path / "jsonl" / f"{s}.jsonl").read_text().splitlines()) for s in result.jsonl)
+    assert written == rows

@@ -6,9 +6,12 @@ It takes output the Python parser (runner.collect.parse) reads the same way and 
 worker answers: a local manifest of a built-in task type whose lines all have the layout of its
 first lines (the same input fields with the same JSON types, then the label attribute and its
 metadata in Ground Truth's documented shapes). `Columnar.open` learns the layout from the first
-lines with the parser; `Columnar.write` checks every line in SQL and raises NotColumnar at the
-first one it cannot read the parser's way (a malformed line, a chained job's attribute, a field
-of another type), or when DuckDB runs out of memory. Collect then discards what was written and
+lines with the parser. `Columnar.write` reads the lines twice: a key pass (keys_sql: each line's
+keys only) and the records pass (records_sql: read_json, which refuses values of another shape,
+then every check in SQL). It raises NotColumnar at the first line it cannot read the parser's way
+(a malformed line, a chained job's attribute, a field of another type), when the key pass saw
+what the records pass could not (an extra key, a null that read_json reads as a missing key), or
+when DuckDB runs out of memory even on one thread. Collect then discards what was written and
 takes the Python path, which names the line and what is wrong with it. Both paths write the same
 records (tests/test_columnar.py compares them file by file).
 """
@@ -166,6 +169,7 @@ class Columnar:
         if threads:
             config["threads"] = threads
         con = duckdb.connect(config=config)
+        con.execute("SET streaming_buffer_size = '2MB'")
         status: dict[str, int] = {}
         reasons: dict[str, int] = {}
         distribution: dict[str, int] = {}
@@ -261,7 +265,7 @@ BATCH_ROWS = 8_192
 
 class _Splits:
     """The split codes of objects 0, 1, 2, ... (a line's index is its object id), computed by DuckDB
-    a million at a time as the batches reach them. Blank lines have none: read_csv skips them, and
+    a million at a time as the batches reach them. Blank lines have none: read_json skips them, and
     the parser does not count them as objects either."""
 
     CHUNK = 1 << 20
