@@ -41,20 +41,50 @@ TYPES = {TaskType.text_classification, TaskType.text_multilabel, TaskType.boundi
 LABEL_KEY = {TaskType.text_classification: "label", TaskType.text_multilabel: "labels",
              TaskType.bounding_box: "boxes", TaskType.named_entity: "entities"}
 GT_KEYS = parse.GT_METADATA_KEYS  # Ground Truth writes at least one of these in every metadata
-# json_transform's types for the metadata keys and the label value each task type reads (see
-# records_sql): objects become structs and maps, their leaves stay JSON.
-JSON_MAP = "MAP(VARCHAR, JSON)"
-META_SPEC: dict[TaskType, dict[str, Any]] = {
-    TaskType.text_classification: {"class-name": "JSON", "confidence": "JSON"},
-    TaskType.text_multilabel: {"class-map": JSON_MAP, "confidence-map": JSON_MAP},
-    TaskType.bounding_box: {"class-map": JSON_MAP, "objects": [{"confidence": "JSON"}]},
-    TaskType.named_entity: {"entities": [{"confidence": "JSON"}]}}
+# The types read_json reads the label value and the metadata keys each task type needs into (see
+# records_sql). Objects become structs, lists lists. A leaf the parser takes as Python's float()
+# would (a confidence, a box side) is a DOUBLE: read_json converts what float() converts and
+# refuses the rest, as the parser does. Any other leaf stays JSON, typed by its text.
 VALUE_SPEC: dict[TaskType, Any] = {
     TaskType.text_classification: "JSON",
     TaskType.text_multilabel: ["JSON"],
-    TaskType.bounding_box: {"annotations": [{k: "JSON" for k in ("class_id", "left", "top", "width", "height")}],
+    TaskType.bounding_box: {"annotations": [{"class_id": "JSON", **dict.fromkeys(("left", "top", "width", "height"), "DOUBLE")}],
                             "image_size": [dict.fromkeys(("width", "height", "depth"), "JSON")]},
-    TaskType.named_entity: {"annotations": {"entities": [{k: "JSON" for k in ("label", "startOffset", "endOffset")}]}}}
+    TaskType.named_entity: {"annotations": {"entities": [dict.fromkeys(("label", "startOffset", "endOffset"), "JSON")]}}}
+MAX_STRUCT_LABELS = 64  # a class-map of a job with up to this many labels is read as a struct
+
+
+def _meta_spec(task_type: TaskType, labels: Sequence[str]) -> dict[str, Any]:
+    """The metadata keys records_sql reads, and their types."""
+    spec: dict[str, Any] = dict.fromkeys(sorted(GT_KEYS | {"worker-response-ref"}), "JSON")
+    if task_type is TaskType.text_classification:
+        spec.update({"class-name": "JSON", "confidence": "DOUBLE"})
+    elif task_type is TaskType.text_multilabel:
+        spec.update({"class-map": _index_map(labels, "JSON"), "confidence-map": _index_map(labels, "DOUBLE")})
+    elif task_type is TaskType.bounding_box:
+        spec.update({"class-map": _index_map(labels, "JSON"), "objects": [{"confidence": "DOUBLE"}]})
+    else:
+        spec["entities"] = [{"confidence": "DOUBLE"}]
+    return spec
+
+
+def _index_map(labels: Sequence[str], leaf: str) -> Any:
+    """A class-map or confidence-map ({"<class index>": value}): a struct of the job's class indexes
+    when it has a few labels (records_sql turns it into a list, looked up by position), else a map.
+    A key that is not a class of the job is not read, and a name that is not looked up there
+    leaves the line to the parser (_name_text)."""
+    if 0 < len(labels) <= MAX_STRUCT_LABELS:
+        return {str(i): leaf for i in range(len(labels))}
+    return f"MAP(VARCHAR, {leaf})"
+
+
+def _by_index(entries: str, labels: Sequence[str]) -> tuple[str, Callable[[str], str]]:
+    """(a column of the class-map or confidence-map `entries` to read once per line, the SQL of its
+    entry for a class index)."""
+    if 0 < len(labels) <= MAX_STRUCT_LABELS:
+        return "[" + ", ".join(f"{entries}.{sql_name(str(i))}" for i in range(len(labels))) + "]", \
+            lambda index: f"[{index} + 1]"
+    return entries, lambda index: f"[CAST({index} AS VARCHAR)]"
 
 
 @dataclass
@@ -208,19 +238,22 @@ class Columnar:
                 values += pc.sum(pc.and_(pc.invert(pc.equal(state, "unlabeled")), batch.column("#value"))).as_py() or 0
                 depths += pc.sum(batch.column("#depth")).as_py() or 0
                 kept = pc.and_(labeled, batch.column("#keep"))
-                kept_total += pc.sum(kept).as_py() or 0
+                count = pc.sum(kept).as_py() or 0
+                kept_total += count
+                every = count == n  # the usual batch: nothing to leave out, no copy of its rows
                 if files:
                     here = splits.codes(offset, n)
                     text = batch.column("#json")
                     for code, name in enumerate(SPLITS):
-                        mask = pc.and_(kept, pc.equal(here, code))
+                        mask = pc.equal(here, code) if every else pc.and_(kept, pc.equal(here, code))
                         chosen = pc.filter(text, mask)
                         if len(chosen):
                             files[name].write(_contiguous_values(chosen))
                             split_counts[name] += len(chosen)
                 if table is not None:
-                    rows = pc.filter(pa.RecordBatch.from_arrays([batch.column(c) for c in record], names=record),
-                                     kept)
+                    rows = batch.select(record)
+                    if not every:
+                        rows = pc.filter(rows, kept)
                     if writer is None:
                         writer = pq.ParquetWriter(table, rows.schema, use_dictionary=False)
                     writer.write_batch(rows)
@@ -337,10 +370,6 @@ def _duckdb_type(spec: Any) -> str:
     return "STRUCT(" + ", ".join(f"{sql_name(k)} {_duckdb_type(v)}" for k, v in spec.items()) + ")"
 
 
-def _meta_spec(task_type: TaskType) -> dict[str, Any]:
-    return {**dict.fromkeys(sorted(GT_KEYS | {"worker-response-ref"}), "JSON"), **META_SPEC[task_type]}
-
-
 def keys_sql(manifest: Path, attribute: str, layout: Layout, task_type: TaskType) -> str:
     """The key pass, one row: (lines; lines whose keys are not the input fields, then optionally
     the label attribute, then its metadata, in that order and once each; lines with the label
@@ -376,7 +405,7 @@ def records_sql(manifest: Path, attribute: str, task_type: TaskType, labels: Seq
     meta_key = attribute + parse.METADATA
     names = [name for name, _ in layout.inputs]
     columns = {**dict.fromkeys(names, "JSON"), attribute: _duckdb_type(VALUE_SPEC[task_type]),
-               meta_key: _duckdb_type(_meta_spec(task_type))}
+               meta_key: _duckdb_type(_meta_spec(task_type, labels))}
     read = (f"read_json({sql_string(str(manifest))}, format = 'newline_delimited', maximum_object_size = 4194304, columns = {{"
             + ", ".join(f"{sql_string(k)}: {sql_string(v)}" for k, v in columns.items()) + "})")
     texts = ", ".join(f"CAST({sql_name(n)} AS VARCHAR) AS {_col(i)}" for i, n in enumerate(names))
@@ -476,11 +505,12 @@ def _label_map_sql(label_map: Mapping[str, str]) -> Callable[[str], str]:
     return lambda x: f"(CASE {x} {cases} ELSE {x} END)"
 
 
-def _name_text(index: str, class_map: str, labels: Sequence[str]) -> str:
-    """_class_name as JSON text: class-map[index] when it is there, else the job's labels[index]
-    (a JSON null in the class-map is not there, for the parser either); _string reads it."""
+def _name_text(index: str, class_map: str, lookup: Callable[[str], str], labels: Sequence[str]) -> str:
+    """_class_name as JSON text: the class-map's entry when it is there, else the job's
+    labels[index] (a JSON null in the class-map is not there, for the parser either); _string
+    reads it. `class_map` and `lookup` are _by_index's."""
     texts = _list([json.dumps(x, ensure_ascii=False) for x in labels])
-    return (f"CASE WHEN {index} >= 0 THEN coalesce(CAST({class_map}[CAST({index} AS VARCHAR)] AS VARCHAR), "
+    return (f"CASE WHEN {index} >= 0 THEN coalesce(CAST({class_map}{lookup(index)} AS VARCHAR), "
             f"{texts}[{index} + 1]) END")
 
 
@@ -492,13 +522,11 @@ def _all_there(items: str) -> str:
 def _paired(items: str, annotations: str) -> tuple[str, str, str]:
     """(a step's column cfs, the confidence, the check) of the metadata items (objects, entities)
     paired with the annotations: the parser reads items[i].confidence for each annotation i only,
-    and takes the lowest. read_json has seen to it that the items are a list of objects (or NULL);
-    each paired item's confidence is a number or missing."""
-    texts = f"list_transform(list_slice({items}, 1, len({annotations})), lambda o: CAST(o.confidence AS VARCHAR))"
-    cfs = f"list_transform({texts}, lambda c: TRY_CAST(c AS DOUBLE)) AS cfs"
-    check = (f"({items} IS NULL OR (list_count(list_slice({items}, 1, len({annotations}))) = len(cfs) "
-             f"AND list_count(cfs) = list_count({texts})))")
-    return cfs, "list_min(cfs) AS confidence", check
+    and takes the lowest. read_json has seen to it that the items are a list of objects or nulls
+    (or NULL), with a number or nothing as confidence; no paired item is a null."""
+    paired = f"list_slice({items}, 1, len({annotations}))"
+    return (f"list_transform({paired}, lambda o: o.confidence) AS cfs", "list_min(cfs) AS confidence",
+            f"({items} IS NULL OR {_all_there(paired)})")
 
 
 def _value_sql(task_type: TaskType, labels: Sequence[str], mapped: Callable[[str], str]) -> tuple[str, list[str], str]:
@@ -510,38 +538,36 @@ def _value_sql(task_type: TaskType, labels: Sequence[str], mapped: Callable[[str
     SELECT that names it is computed again where it is used)."""
     label_list = _list(labels)
     if task_type is TaskType.text_classification:
-        leaves = "CAST(value AS VARCHAR) AS v, CAST(m.\"class-name\" AS VARCHAR) AS cn, CAST(m.confidence AS VARCHAR) AS cf"
-        stages = [f"{_int('v')} AS vi, {_number('cf')} AS confidence",
+        leaves = "CAST(value AS VARCHAR) AS v, CAST(m.\"class-name\" AS VARCHAR) AS cn, m.confidence AS confidence"
+        stages = [f"{_int('v')} AS vi",
                   f"CASE WHEN vi >= 0 THEN CASE WHEN cn IS NULL THEN {label_list}[vi + 1] ELSE {_string('cn')} END END "
                   "AS raw_label",
                   f"{mapped('raw_label')} AS label"]
-        checks = (f"vi >= 0 AND (len({label_list}) = 0 OR vi < len({label_list})) AND raw_label IS NOT NULL "
-                  "AND (cf IS NULL OR confidence IS NOT NULL)")
+        checks = f"vi >= 0 AND (len({label_list}) = 0 OR vi < len({label_list})) AND raw_label IS NOT NULL"
         return leaves, stages, checks
     if task_type is TaskType.text_multilabel:
-        leaves = ("list_transform(value, lambda x: " + _int("CAST(x AS VARCHAR)") + ") AS idx, "
-                  "m.\"class-map\" AS cmap, m.\"confidence-map\" AS cfm")
-        stages = [f"list_transform(idx, lambda i: {_name_text('i', 'cmap', labels)}) AS names, "
-                  "list_transform(idx, lambda i: CAST(cfm[CAST(i AS VARCHAR)] AS VARCHAR)) AS cts",
-                  f"list_transform(names, lambda n: {_string('n')}) AS raw_labels, "
-                  "list_transform(cts, lambda c: TRY_CAST(c AS DOUBLE)) AS cfs",
-                  "raw_labels AS labels, list_min(cfs) AS confidence"]  # a label_map here takes the Python path
+        class_map, lookup = _by_index('m."class-map"', labels)
+        confidences, _ = _by_index('m."confidence-map"', labels)
+        leaves = ("list_transform(value, lambda x: " + _int("CAST(x AS VARCHAR)") + f") AS idx, {class_map} AS cmap, "
+                  f"{confidences} AS cfm")
+        stages = [f"list_transform(idx, lambda i: {_name_text('i', 'cmap', lookup, labels)}) AS names, "
+                  f"list_transform(idx, lambda i: cfm{lookup('i')}) AS cfs",
+                  f"list_transform(names, lambda n: {_string('n')}) AS raw_labels, list_min(cfs) AS confidence",
+                  "raw_labels AS labels"]  # a label_map here takes the Python path
         checks = (f"idx IS NOT NULL AND {_all_there('idx')} AND coalesce(list_min(idx) >= 0, true) "
-                  f"AND {_all_there('raw_labels')} AND len(list_distinct(raw_labels)) = len(raw_labels) "
-                  "AND list_count(cfs) = list_count(cts)")
+                  f"AND {_all_there('raw_labels')} AND len(list_distinct(raw_labels)) = len(raw_labels)")
         return leaves, stages, checks
     if task_type is TaskType.bounding_box:
         sides = ("left", "top", "width", "height")
-        leaves = "value.annotations AS bx, m.\"class-map\" AS cmap, m.objects AS objs, value.image_size AS size"
-        typed = ("{'id': " + _int("CAST(b.class_id AS VARCHAR)") + ", "
-                 + ", ".join(f"'{k}': {_number(f'CAST(b.{k} AS VARCHAR)')}" for k in sides) + "}")
+        class_map, lookup = _by_index('m."class-map"', labels)
+        leaves = f"value.annotations AS bx, {class_map} AS cmap, m.objects AS objs, value.image_size AS size"
         cfs, confidence, paired_ok = _paired("objs", "bx")
         box = ("CASE WHEN " + " AND ".join(f"b.{k} IS NOT NULL" for k in sides) + " AND raw_labels[i] IS NOT NULL "
                "THEN {'label': " + mapped("raw_labels[i]") + ", " + ", ".join(f"'{k}': b.{k}" for k in sides) + "} END")
-        stages = [f"list_transform(bx, lambda b: {typed}) AS bt, {cfs}",
-                  f"list_transform(bt, lambda b: {_name_text('b.id', 'cmap', labels)}) AS names",
+        stages = [f"list_transform(bx, lambda b: {_int('CAST(b.class_id AS VARCHAR)')}) AS ids, {cfs}",
+                  f"list_transform(ids, lambda i: {_name_text('i', 'cmap', lookup, labels)}) AS names",
                   f"list_transform(names, lambda n: {_string('n')}) AS raw_labels",
-                  f"list_transform(bt, lambda b, i: {box}) AS boxes, {confidence}"]
+                  f"list_transform(bx, lambda b, i: {box}) AS boxes, {confidence}"]
         # _image_size: int(size[0]["width"]), the height, and the depth when it is there
         size_ok = ("(size IS NULL OR len(size) = 0 OR "
                    + " AND ".join(f"isfinite({_number(f'CAST(size[1].{k} AS VARCHAR)')})" for k in ("width", "height"))
