@@ -19,8 +19,9 @@ For each task type and line count it generates an output manifest shaped like Gr
 2. pandas: `read_json(lines=True)` + `json_normalize` of its records + `to_parquet` (pyarrow).
 3. duckdb: `COPY (SELECT * FROM read_json('<manifest>')) TO '<out>' (FORMAT PARQUET)`, defaults.
 
-gtrun writes a report and five files, the others one file. Seconds (and CPU seconds) are measured inside the child
-after imports; peak RSS is the larger of the child's `getrusage` high-water mark and a 50 ms psutil
+gtrun writes a report and five files, the others one file. Seconds (and CPU seconds) are measured
+inside the child after imports (gtrun's child first imports what `gtrun collect` has loaded: the
+command line); peak RSS is the larger of the child's `getrusage` high-water mark and a 50 ms psutil
 poll from the parent (MB = 2**20 bytes). A failed run is shown as FAILED and the benchmark goes on.
 
 Targets: gtrun lines/s >= 5x pandas and >= 0.5x DuckDB (within 2x), peak RSS < 300 MB and flat
@@ -195,6 +196,8 @@ def child(method: str, kind: str, manifest: str, out: str) -> None:
     if method == "pandas":
         import pandas  # noqa: F401
     if method.startswith("gtrun"):
+        # what `gtrun collect` has loaded when it starts reading: the command line and collect
+        import runner.cli  # noqa: F401
         import runner.collect.collect  # noqa: F401
     before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()

@@ -235,8 +235,9 @@ class Columnar:
                 if pa.types.is_list(used.type):
                     used = pc.list_flatten(used)
                 _add_counts(distribution, pc.value_counts(pc.drop_null(used)))
-                values += pc.sum(pc.and_(pc.invert(pc.equal(state, "unlabeled")), batch.column("#value"))).as_py() or 0
-                depths += pc.sum(batch.column("#depth")).as_py() or 0
+                values += pc.sum(batch.column("#value")).as_py() or 0
+                if self.task_type is TaskType.bounding_box:
+                    depths += pc.sum(batch.column("#depth")).as_py() or 0
                 kept = pc.and_(labeled, batch.column("#keep"))
                 count = pc.sum(kept).as_py() or 0
                 kept_total += count
@@ -393,8 +394,8 @@ def records_sql(manifest: Path, attribute: str, task_type: TaskType, labels: Seq
     label_map), confidence (object_confidence) and workers (unknown: NULL), then the columns
     Columnar.write reads (CONTROL): status, reason, raw (the label name or names before the
     label_map), ok (the line is in a shape this path reads the way the parser does), keep
-    (transforms.min_confidence), json (flat_record as a JSON line), value (the label value is
-    there) and depth (boxes: the image size has a depth).
+    (transforms.min_confidence), json (flat_record as a JSON line), value (a labeled or failed
+    object's label value is there) and depth (boxes: the image size has a depth).
 
     read_json parses the lines into the keys this path reads, whose leaves stay JSON. It refuses a
     line that is not an object, a duplicate key, and a value that is not the object or list it was
@@ -452,7 +453,7 @@ SELECT {record}, {sql_name(key)}, confidence, CAST(NULL AS BIGINT) AS workers,
          false) AS "#ok",
        {keep} AS "#keep",
        concat({', '.join(parts)}) AS "#json",
-       value IS NOT NULL AS "#value",
+       status <> 'unlabeled' AND value IS NOT NULL AS "#value",
        {depth} AS "#depth"
 FROM step{len(stages)}
 """
