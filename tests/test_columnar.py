@@ -181,6 +181,8 @@ def test_lines_it_cannot_read_the_same_way_send_collect_to_the_python_path(tmp_p
                          settings=TransformsConfig()) is None
     not_json = write_manifest(tmp_path / "first.manifest", ["{not json", *good])
     assert _columnar(not_json, task) is None  # the first lines already need the parser
+    hashed = [{("#" + k if k == "id" else k): v for k, v in line.items()} for line in good]
+    assert _columnar(write_manifest(tmp_path / "hashed.manifest", hashed), task) is None  # "#": the SQL's own names
 
 
 def dataset_files_of(result: dict, out: Path) -> dict:

@@ -119,6 +119,8 @@ def learn(lines: Iterator[bytes], attribute: str, task_type: TaskType,
         return None
     if not keys or any(k not in found for k in keys) or set(keys) & {*LABEL_KEY.values(), "confidence", "workers"}:
         return None
+    if any(k.startswith("#") for k in keys):
+        return None  # records_sql's own columns start with "#"
     return Layout([(k, found[k]) for k in keys])
 
 
