@@ -211,7 +211,7 @@ class Columnar:
         files: dict[str, Any] = {}
         try:
             lines, other, with_value, failure_texts, depth_texts = con.execute(
-                keys_sql(self.manifest, self.attribute, self.layout, self.task_type)).fetchall()[0]
+                keys_sql(self.manifest, self.attribute, self.layout)).fetchall()[0]
             if other:
                 raise NotColumnar(f"{other} lines with other keys than the first lines")
             # The split of object i depends on i only: computed a million objects at a time.
@@ -373,7 +373,7 @@ def _duckdb_type(spec: Any) -> str:
     return "STRUCT(" + ", ".join(f"{sql_name(k)} {_duckdb_type(v)}" for k, v in spec.items()) + ")"
 
 
-def keys_sql(manifest: Path, attribute: str, layout: Layout, task_type: TaskType) -> str:
+def keys_sql(manifest: Path, attribute: str, layout: Layout) -> str:
     """The key pass, one row: (lines; lines whose keys are not the input fields, then optionally
     the label attribute, then its metadata, in that order and once each; lines with the label
     attribute; lines that name "failure-reason"; lines that name "depth").
@@ -394,7 +394,7 @@ def records_sql(manifest: Path, attribute: str, task_type: TaskType, labels: Seq
                 layout: Layout, settings: TransformsConfig) -> str:
     """One row per manifest line, in order: the typed input fields, the label key (after the
     label_map), confidence (object_confidence) and workers (unknown: NULL), then the columns
-    Columnar.write reads (CONTROL): status, reason, raw (the label name or names before the
+    Columnar.write reads, whose names start with "#": status, reason, raw (the label name or names before the
     label_map), ok (the line is in a shape this path reads the way the parser does), keep
     (transforms.min_confidence), json (flat_record as a JSON line), value (a labeled or failed
     object's label value is there) and depth (boxes: the image size has a depth).
@@ -409,6 +409,7 @@ def records_sql(manifest: Path, attribute: str, task_type: TaskType, labels: Seq
     names = [name for name, _ in layout.inputs]
     columns = {**dict.fromkeys(names, "JSON"), attribute: _duckdb_type(VALUE_SPEC[task_type]),
                meta_key: _duckdb_type(_meta_spec(task_type, labels))}
+    # a line over 4 MB (its JSON object) is refused: the parser's path takes it
     read = (f"read_json({sql_string(str(manifest))}, format = 'newline_delimited', maximum_object_size = 4194304, columns = {{"
             + ", ".join(f"{sql_string(k)}: {sql_string(v)}" for k, v in columns.items()) + "})")
     texts = ", ".join(f"CAST({sql_name(n)} AS VARCHAR) AS {_col(i)}" for i, n in enumerate(names))
@@ -467,6 +468,7 @@ def _col(i: int) -> str:
 
 
 def _list(items: Sequence[str]) -> str:
+    """The strings as a SQL list."""
     return "([" + ", ".join(sql_string(x) for x in items) + "]::VARCHAR[])"
 
 
