@@ -229,30 +229,43 @@ class Columnar:
                     bad = offset + next(i for i, x in enumerate(ok.to_pylist()) if not x) + 1
                     raise NotColumnar(f"line {bad} (blank lines not counted)")
                 state = batch.column("#status")
-                _add_counts(status, pc.value_counts(state))
-                failed = pc.equal(state, "failed")
-                _add_counts(reasons, pc.value_counts(pc.filter(batch.column("#reason"), failed)))
                 labeled = pc.equal(state, "labeled")
-                used = pc.filter(batch.column("#raw"), labeled)
+                failed = pc.equal(state, "failed")
+                n_labeled, n_failed = labeled.true_count, failed.true_count
+                for name, count in (("labeled", n_labeled), ("failed", n_failed),
+                                    ("unlabeled", n - n_labeled - n_failed)):
+                    if count:
+                        status[name] = status.get(name, 0) + count
+                if n_failed:
+                    _add_counts(reasons, pc.value_counts(pc.filter(batch.column("#reason"), failed)))
+                used = batch.column("#raw") if n_labeled == n else pc.filter(batch.column("#raw"), labeled)
                 if pa.types.is_list(used.type):
                     used = pc.list_flatten(used)
-                _add_counts(distribution, pc.value_counts(pc.drop_null(used)))
-                values += pc.sum(batch.column("#value")).as_py() or 0
+                _add_counts(distribution, pc.value_counts(used))
+                values += batch.column("#value").true_count
                 if self.task_type is TaskType.bounding_box:
-                    depths += pc.sum(batch.column("#depth")).as_py() or 0
-                kept = pc.and_(labeled, batch.column("#keep"))
-                count = pc.sum(kept).as_py() or 0
+                    depths += batch.column("#depth").true_count
+                keep = batch.column("#keep")
+                kept = labeled if keep.true_count == n else pc.and_(labeled, keep)
+                count = kept.true_count
                 kept_total += count
                 every = count == n  # the usual batch: nothing to leave out, no copy of its rows
                 if files:
+                    # the kept lines in split order (a stable sort keeps their order within a split)
                     here = splits.codes(offset, n)
                     text = batch.column("#json")
+                    if not every:
+                        text, here = pc.filter(text, kept), pc.filter(here, kept)
+                    text = pc.take(text, pc.sort_indices(here))
+                    counted = pc.value_counts(here)
+                    sizes = dict(zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True))
+                    start = 0
                     for code, name in enumerate(SPLITS):
-                        mask = pc.equal(here, code) if every else pc.and_(kept, pc.equal(here, code))
-                        chosen = pc.filter(text, mask)
-                        if len(chosen):
-                            files[name].write(_contiguous_values(chosen))
-                            split_counts[name] += len(chosen)
+                        size = sizes.get(code, 0)
+                        if size:
+                            files[name].write(_contiguous_values(text.slice(start, size)))
+                            split_counts[name] += size
+                            start += size
                 if table is not None:
                     rows = batch.select(record)
                     if not every:
