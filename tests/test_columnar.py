@@ -286,3 +286,11 @@ def test_out_of_memory_on_several_threads_reads_again_on_one(tmp_path, caplog):
     assert rows == result.table == sum(result.jsonl.values()) == result.status["labeled"] > 80_000
     written = sum(len((tmp_path / "jsonl" / f"{s}.jsonl").read_text().splitlines()) for s in result.jsonl)
     assert written == rows
+    # backend.duckdb.threads = 1: one thread from the start
+    one = Columnar.open(path, attribute=attr, task_type=task, labels=labels, settings=TransformsConfig(),
+                        memory_limit="64MB", threads=1)
+    assert one is not None
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="runner.collect.columnar"):
+        assert one.write(jsonl=None, table=None).status == result.status
+    assert "again on one thread" not in caplog.text

@@ -149,15 +149,17 @@ class Columnar:
     """One output manifest read by DuckDB in one streaming pass (see the module doc)."""
 
     def __init__(self, manifest: Path, attribute: str, task_type: TaskType, labels: Sequence[str],
-                 layout: Layout, settings: TransformsConfig, memory_limit: str) -> None:
+                 layout: Layout, settings: TransformsConfig, memory_limit: str, threads: int | None = None) -> None:
         self.manifest, self.attribute, self.task_type, self.labels = manifest, attribute, task_type, list(labels)
-        self.layout, self.settings, self.memory_limit = layout, settings, memory_limit
+        self.layout, self.settings, self.memory_limit, self.threads = layout, settings, memory_limit, threads
 
     @classmethod
     def open(cls, manifest: Path, *, attribute: str, task_type: TaskType | None,
-             labels: Sequence[str], settings: TransformsConfig, memory_limit: str = "140MB") -> Columnar | None:
+             labels: Sequence[str], settings: TransformsConfig, memory_limit: str = "140MB",
+             threads: int | None = None) -> Columnar | None:
         """The columnar reading of the manifest, or None when its first lines already need the
-        Python path (see the module doc). `memory_limit`: DuckDB's (backend.duckdb.memory_limit)."""
+        Python path (see the module doc). `memory_limit` and `threads`: DuckDB's
+        (backend.duckdb.memory_limit and threads; None: one per core)."""
         if task_type not in TYPES or not manifest.is_file():
             return None
         if settings.label_map and task_type is TaskType.text_multilabel:
@@ -166,7 +168,7 @@ class Columnar:
             layout = learn(iter(src), attribute, task_type, labels or None)
         if layout is None:
             return None
-        return cls(manifest, attribute, task_type, labels, layout, settings, memory_limit)
+        return cls(manifest, attribute, task_type, labels, layout, settings, memory_limit, threads)
 
     def write(self, *, jsonl: Path | None, table: Path | None) -> Result:
         """Read the manifest once: count what the report needs, write `jsonl/{split}.jsonl` into the
@@ -176,8 +178,13 @@ class Columnar:
         then is the caller's to discard. DuckDB out of memory on several threads (each reads the
         manifest through buffers of its own) reads it again on one thread; out of memory there too,
         the parser's path takes it."""
+        if self.threads == 1:
+            try:
+                return self._write(jsonl, table, threads=1)
+            except _OutOfMemory as exc:
+                raise NotColumnar(str(exc)) from None
         try:
-            return self._write(jsonl, table, threads=None)
+            return self._write(jsonl, table, threads=self.threads)
         except _OutOfMemory as exc:
             log.info("collect: DuckDB ran out of memory under %s (%s): reading %s again on one thread",
                      self.memory_limit, exc, self.manifest)
