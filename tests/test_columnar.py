@@ -267,30 +267,31 @@ def test_shapes_read_json_refuses_or_cannot_see_take_the_python_path(tmp_path, c
         assert dataset_files(tmp_path / f"fast{i}" / "ds") == dataset_files(tmp_path / f"slow{i}" / "ds")
 
 
-def test_out_of_memory_on_several_threads_reads_again_on_one(tmp_path, caplog):
+def test_out_of_memory_on_several_threads_goes_on_on_one(tmp_path, caplog):
     # 100,000 NER lines (46 MB): DuckDB's JSON reader keeps a buffer per thread, which a 64MB
     # limit holds for one thread and not for two or more.
     task = TaskType.named_entity
     path = manifest(tmp_path, task, n=100_000, seed=6)
     attr, _, labels = TYPES[task]
-    columnar = Columnar.open(path, attribute=attr, task_type=task, labels=labels, settings=TransformsConfig(),
-                             memory_limit="64MB")
-    assert columnar is not None
-    (tmp_path / "jsonl").mkdir()
-    with caplog.at_level(logging.INFO, logger="runner.collect.columnar"):
-        result = columnar.write(jsonl=tmp_path / "jsonl", table=tmp_path / "t.parquet")
+
+    def write(threads: int | None, out: Path) -> tuple:
+        columnar = Columnar.open(path, attribute=attr, task_type=task, labels=labels, settings=TransformsConfig(),
+                                 memory_limit="64MB", threads=threads)
+        assert columnar is not None
+        (out / "jsonl").mkdir(parents=True)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="runner.collect.columnar"):
+            result = columnar.write(jsonl=out / "jsonl", table=out / "t.parquet")
+        files = {s: (out / "jsonl" / f"{s}.jsonl").read_bytes() for s in ("train", "validation", "test")}
+        return result, files, pq.read_table(out / "t.parquet").to_pylist(), caplog.text
+
+    result, files, table, text = write(None, tmp_path / "several")
     if (os.cpu_count() or 1) > 1:
-        assert "again on one thread" in caplog.text
+        assert re.search(r"goes on from line \d+ on one thread", text)
     assert result.lines == 100_000
-    rows = pq.read_table(tmp_path / "t.parquet").num_rows
-    assert rows == result.table == sum(result.jsonl.values()) == result.status["labeled"] > 80_000
-    written = sum(len((tmp_path / "jsonl" / f"{s}.jsonl").read_text().splitlines()) for s in result.jsonl)
-    assert written == rows
-    # backend.duckdb.threads = 1: one thread from the start
-    one = Columnar.open(path, attribute=attr, task_type=task, labels=labels, settings=TransformsConfig(),
-                        memory_limit="64MB", threads=1)
-    assert one is not None
-    caplog.clear()
-    with caplog.at_level(logging.INFO, logger="runner.collect.columnar"):
-        assert one.write(jsonl=None, table=None).status == result.status
-    assert "again on one thread" not in caplog.text
+    assert len(table) == result.table == sum(result.jsonl.values()) == result.status["labeled"] > 80_000
+    assert sum(len(x.splitlines()) for x in files.values()) == len(table)
+    # backend.duckdb.threads = 1: one thread from the start, and the same files to the byte
+    one, one_files, one_table, one_text = write(1, tmp_path / "one")
+    assert "on one thread" not in one_text
+    assert (one, one_files, one_table) == (result, files, table)

@@ -128,10 +128,6 @@ class NotColumnar(Exception):
     """A line the columnar path does not read the way the parser does: collect takes the Python path."""
 
 
-class _OutOfMemory(Exception):
-    """DuckDB ran out of memory: Columnar.write tries again on one thread."""
-
-
 @dataclass
 class Result:
     """What one columnar pass wrote and counted."""
@@ -175,145 +171,166 @@ class Columnar:
         folder `jsonl` and the Parquet table to the file `table` (either may be None).
 
         Raises NotColumnar at the first line it cannot read the parser's way; what it wrote by
-        then is the caller's to discard. DuckDB out of memory on several threads (each reads the
-        manifest through buffers of its own) reads it again on one thread; out of memory there too,
-        the parser's path takes it."""
-        if self.threads == 1:
-            try:
-                return self._write(jsonl, table, threads=1)
-            except _OutOfMemory as exc:
-                raise NotColumnar(str(exc)) from None
-        try:
-            return self._write(jsonl, table, threads=self.threads)
-        except _OutOfMemory as exc:
-            log.info("collect: DuckDB ran out of memory under %s (%s): reading %s again on one thread",
-                     self.memory_limit, exc, self.manifest)
-        try:
-            return self._write(jsonl, table, threads=1)
-        except _OutOfMemory as exc:
-            raise NotColumnar(str(exc)) from None
-
-    def _write(self, jsonl: Path | None, table: Path | None, threads: int | None) -> Result:
+        then is the caller's to discard. DuckDB out of memory on several threads (each holds
+        buffers of its own to read the manifest) goes on on one thread from the line it had
+        reached; out of memory there too, the parser's path takes it."""
         import duckdb
+        import pyarrow as pa
+
+        data_errors = (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.OutOfMemoryException)
+        # The system allocator gives the batches' memory back at once; mimalloc, pyarrow's default,
+        # keeps some 60 MB of it (a process-wide setting: gtrun's other Arrow work is done by then).
+        pa.set_memory_pool(pa.system_memory_pool())
+        out = _Output(self, jsonl, table)
+        threads = self.threads
+        try:
+            while True:
+                config: dict[str, Any] = {"memory_limit": self.memory_limit, "preserve_insertion_order": True}
+                if threads:
+                    config["threads"] = threads
+                con = duckdb.connect(config=config)
+                try:
+                    con.execute("SET streaming_buffer_size = '2MB'")
+                    if out.keys is None:
+                        out.keys = con.execute(keys_sql(self.manifest, self.attribute, self.layout)).fetchall()[0]
+                        if out.keys[1]:
+                            raise NotColumnar(f"{out.keys[1]} lines with other keys than the first lines")
+                    self._read(con, out)
+                    break
+                except (duckdb.Error, OSError) as exc:
+                    # The data's errors (not JSON, a value of another shape) and running out of
+                    # memory: the parser says what is wrong, or reads it with less memory. Any other
+                    # error is gtrun's own and is raised. DuckDB's errors reach Arrow's reader of a
+                    # DuckDB stream as OSError ("<Kind> Error: ...").
+                    error = _duckdb_error(exc)
+                    if isinstance(error, duckdb.OutOfMemoryException) and threads != 1:
+                        log.info("collect: DuckDB ran out of memory under %s (%s): %s goes on from line %d on "
+                                 "one thread", self.memory_limit, str(exc).splitlines()[0], self.manifest,
+                                 out.offset + 1)
+                        threads = 1
+                        continue
+                    if not isinstance(error, data_errors):
+                        raise
+                    raise NotColumnar(str(exc).splitlines()[0]) from None
+                finally:
+                    con.close()
+            return out.result()
+        finally:
+            out.close()
+
+    def _read(self, con: Any, out: _Output) -> None:
+        """The records pass, from the line `out` has reached, into `out`."""
+        # The split of object i depends on i only: computed a million objects at a time.
+        splits = _Splits(con, self.settings.split)
+        sql = records_sql(self.manifest, self.attribute, self.task_type, self.labels, self.layout, self.settings,
+                          offset=out.offset)
+        for batch in con.sql(sql).to_arrow_reader(BATCH_ROWS):
+            out.add(batch, splits.codes(out.offset, batch.num_rows) if out.files else None)
+
+
+class _Output:
+    """What one Columnar.write counts and writes, batch by batch."""
+
+    def __init__(self, columnar: Columnar, jsonl: Path | None, table: Path | None) -> None:
+        self.task_type, self.table = columnar.task_type, table
+        self.record = [name for name, _ in columnar.layout.inputs] + [LABEL_KEY[columnar.task_type], "confidence",
+                                                                       "workers"]
+        self.keys: tuple[int, ...] | None = None  # the key pass's figures (keys_sql)
+        self.status: dict[str, int] = {}
+        self.reasons: dict[str, int] = {}
+        self.distribution: dict[str, int] = {}
+        self.split_counts = dict.fromkeys(SPLITS, 0)
+        self.offset = self.kept = self.values = self.depths = 0
+        self.writer: Any = None
+        self.files: dict[str, Any] = {}
+        self.jsonl = jsonl
+        if jsonl is not None:
+            self.files = {name: open(jsonl / f"{name}.jsonl", "wb") for name in SPLITS}
+
+    def add(self, batch: Any, here: Any) -> None:
+        """Count and write one batch of records_sql's rows; `here`: their split codes (jsonl only)."""
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        data_errors = (duckdb.InvalidInputException, duckdb.ConversionException)
+        n = batch.num_rows
+        ok = batch.column("#ok")
+        if ok.null_count or ok.false_count:
+            bad = self.offset + next(i for i, x in enumerate(ok.to_pylist()) if not x) + 1
+            raise NotColumnar(f"line {bad} (blank lines not counted)")
+        state = batch.column("#status")
+        labeled = pc.equal(state, "labeled")
+        failed = pc.equal(state, "failed")
+        n_labeled, n_failed = labeled.true_count, failed.true_count
+        for name, count in (("labeled", n_labeled), ("failed", n_failed), ("unlabeled", n - n_labeled - n_failed)):
+            if count:
+                self.status[name] = self.status.get(name, 0) + count
+        if n_failed:
+            _add_counts(self.reasons, pc.value_counts(pc.filter(batch.column("#reason"), failed)))
+        used = batch.column("#raw") if n_labeled == n else pc.filter(batch.column("#raw"), labeled)
+        if pa.types.is_list(used.type):
+            used = pc.list_flatten(used)
+        _add_counts(self.distribution, pc.value_counts(used))
+        self.values += batch.column("#value").true_count
+        if self.task_type is TaskType.bounding_box:
+            self.depths += batch.column("#depth").true_count
+        keep = batch.column("#keep")
+        kept = labeled if keep.true_count == n else pc.and_(labeled, keep)
+        count = kept.true_count
+        self.kept += count
+        every = count == n  # the usual batch: nothing to leave out, no copy of its rows
+        if self.files:
+            # the kept lines in split order (a stable sort keeps their order within a split)
+            text = batch.column("#json")
+            if not every:
+                text, here = pc.filter(text, kept), pc.filter(here, kept)
+            text = pc.take(text, pc.sort_indices(here))
+            counted = pc.value_counts(here)
+            sizes = dict(zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True))
+            start = 0
+            for code, name in enumerate(SPLITS):
+                size = sizes.get(code, 0)
+                if size:
+                    self.files[name].write(_contiguous_values(text.slice(start, size)))
+                    self.split_counts[name] += size
+                    start += size
+        if self.table is not None:
+            rows = batch.select(self.record)
+            if not every:
+                rows = pc.filter(rows, kept)
+            if self.writer is None:
+                self.writer = pq.ParquetWriter(self.table, rows.schema, use_dictionary=False)
+            self.writer.write_batch(rows)
+        self.offset += n
 
-        # The system allocator gives the batches' memory back at once; mimalloc, pyarrow's default,
-        # keeps some 60 MB of it (a process-wide setting: gtrun's other Arrow work is done by then).
-        pa.set_memory_pool(pa.system_memory_pool())
-        config: dict[str, Any] = {"memory_limit": self.memory_limit, "preserve_insertion_order": True}
-        if threads:
-            config["threads"] = threads
-        con = duckdb.connect(config=config)
-        con.execute("SET streaming_buffer_size = '2MB'")
-        status: dict[str, int] = {}
-        reasons: dict[str, int] = {}
-        distribution: dict[str, int] = {}
-        split_counts = dict.fromkeys(SPLITS, 0)
-        kept_total = 0
-        writer: Any = None
-        files: dict[str, Any] = {}
-        try:
-            lines, other, with_value, failure_texts, depth_texts = con.execute(
-                keys_sql(self.manifest, self.attribute, self.layout)).fetchall()[0]
-            if other:
-                raise NotColumnar(f"{other} lines with other keys than the first lines")
-            # The split of object i depends on i only: computed a million objects at a time.
-            splits = _Splits(con, self.settings.split)
-            if jsonl is not None:
-                files = {name: open(jsonl / f"{name}.jsonl", "wb") for name in SPLITS}
-            sql = records_sql(self.manifest, self.attribute, self.task_type, self.labels, self.layout,
-                              self.settings)
-            record = [name for name, _ in self.layout.inputs] + [LABEL_KEY[self.task_type], "confidence", "workers"]
-            offset = values = depths = 0
-            for batch in con.sql(sql).to_arrow_reader(BATCH_ROWS):
-                n = batch.num_rows
-                ok = batch.column("#ok")
-                if ok.null_count or ok.false_count:
-                    bad = offset + next(i for i, x in enumerate(ok.to_pylist()) if not x) + 1
-                    raise NotColumnar(f"line {bad} (blank lines not counted)")
-                state = batch.column("#status")
-                labeled = pc.equal(state, "labeled")
-                failed = pc.equal(state, "failed")
-                n_labeled, n_failed = labeled.true_count, failed.true_count
-                for name, count in (("labeled", n_labeled), ("failed", n_failed),
-                                    ("unlabeled", n - n_labeled - n_failed)):
-                    if count:
-                        status[name] = status.get(name, 0) + count
-                if n_failed:
-                    _add_counts(reasons, pc.value_counts(pc.filter(batch.column("#reason"), failed)))
-                used = batch.column("#raw") if n_labeled == n else pc.filter(batch.column("#raw"), labeled)
-                if pa.types.is_list(used.type):
-                    used = pc.list_flatten(used)
-                _add_counts(distribution, pc.value_counts(used))
-                values += batch.column("#value").true_count
-                if self.task_type is TaskType.bounding_box:
-                    depths += batch.column("#depth").true_count
-                keep = batch.column("#keep")
-                kept = labeled if keep.true_count == n else pc.and_(labeled, keep)
-                count = kept.true_count
-                kept_total += count
-                every = count == n  # the usual batch: nothing to leave out, no copy of its rows
-                if files:
-                    # the kept lines in split order (a stable sort keeps their order within a split)
-                    here = splits.codes(offset, n)
-                    text = batch.column("#json")
-                    if not every:
-                        text, here = pc.filter(text, kept), pc.filter(here, kept)
-                    text = pc.take(text, pc.sort_indices(here))
-                    counted = pc.value_counts(here)
-                    sizes = dict(zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True))
-                    start = 0
-                    for code, name in enumerate(SPLITS):
-                        size = sizes.get(code, 0)
-                        if size:
-                            files[name].write(_contiguous_values(text.slice(start, size)))
-                            split_counts[name] += size
-                            start += size
-                if table is not None:
-                    rows = batch.select(record)
-                    if not every:
-                        rows = pc.filter(rows, kept)
-                    if writer is None:
-                        writer = pq.ParquetWriter(table, rows.schema, use_dictionary=False)
-                    writer.write_batch(rows)
-                offset += n
-            if not offset:
-                raise NotColumnar("no lines")  # the parser's path says what an empty output holds
-            # What read_json could not see, from the key pass: the lines that have the label
-            # attribute are the labeled ones and the failed ones with a label value (not one of an
-            # unlabeled line, nor a failed one's null); those that name "failure-reason" are the
-            # failed ones (not a null one of a labeled line); those that name "depth" have one
-            # (not a null one, which the parser refuses).
-            seen = {"lines": (lines, offset), "label values": (with_value, values),
-                    "failure-reasons": (failure_texts, status.get("failed", 0))}
-            if self.task_type is TaskType.bounding_box:
-                seen["depths"] = (depth_texts, depths)
-            for what, (texts, read) in seen.items():
-                if texts != read:
-                    raise NotColumnar(f"{what}: {texts} in the lines' text, {read} read")
-        except (duckdb.Error, OSError) as exc:
-            # The data's errors (not JSON, a value of another shape) and running out of memory: the
-            # parser says what is wrong, or reads it with less memory. Any other error is gtrun's
-            # own and is raised. DuckDB's errors reach Arrow's reader as OSError ("<Kind> Error: ...").
-            error = _duckdb_error(exc)
-            if isinstance(error, duckdb.OutOfMemoryException):
-                raise _OutOfMemory(str(exc).splitlines()[0]) from None
-            if not isinstance(error, data_errors):
-                raise
-            raise NotColumnar(str(exc).splitlines()[0]) from None
-        finally:
-            for f in files.values():
-                f.close()
-            if writer is not None:
-                writer.close()
-            con.close()
-        return Result(lines=offset, status=status, reasons=reasons, distribution=distribution,
-                      jsonl=split_counts if jsonl is not None else None,
-                      table=kept_total if table is not None else None, skipped=offset - kept_total)
+    def result(self) -> Result:
+        """The figures, once the key pass's agree with what the records pass read.
+
+        What read_json could not see, from the key pass: the lines that have the label attribute
+        are the labeled ones and the failed ones with a label value (not one of an unlabeled line,
+        nor a failed one's null); those that name "failure-reason" are the failed ones (not a null
+        one of a labeled line); those that name "depth" have one (not a null one, which the parser
+        refuses)."""
+        if not self.offset:
+            raise NotColumnar("no lines")  # the parser's path says what an empty output holds
+        assert self.keys is not None
+        lines, _, with_value, failure_texts, depth_texts = self.keys
+        seen = {"lines": (lines, self.offset), "label values": (with_value, self.values),
+                "failure-reasons": (failure_texts, self.status.get("failed", 0))}
+        if self.task_type is TaskType.bounding_box:
+            seen["depths"] = (depth_texts, self.depths)
+        for what, (texts, read) in seen.items():
+            if texts != read:
+                raise NotColumnar(f"{what}: {texts} in the lines' text, {read} read")
+        return Result(lines=self.offset, status=self.status, reasons=self.reasons, distribution=self.distribution,
+                      jsonl=self.split_counts if self.jsonl is not None else None,
+                      table=self.kept if self.table is not None else None, skipped=self.offset - self.kept)
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
 BATCH_ROWS = 8_192
@@ -411,13 +428,14 @@ def keys_sql(manifest: Path, attribute: str, layout: Layout) -> str:
 
 
 def records_sql(manifest: Path, attribute: str, task_type: TaskType, labels: Sequence[str],
-                layout: Layout, settings: TransformsConfig) -> str:
+                layout: Layout, settings: TransformsConfig, offset: int = 0) -> str:
     """One row per manifest line, in order: the typed input fields, the label key (after the
     label_map), confidence (object_confidence) and workers (unknown: NULL), then the columns
     Columnar.write reads, whose names start with "#": status, reason, raw (the label name or names before the
     label_map), ok (the line is in a shape this path reads the way the parser does), keep
     (transforms.min_confidence), json (flat_record as a JSON line), value (a labeled or failed
-    object's label value is there) and depth (boxes: the image size has a depth).
+    object's label value is there) and depth (boxes: the image size has a depth). `offset`: the
+    lines to skip (parsed, not checked).
 
     read_json parses the lines into the keys this path reads, whose leaves stay JSON. It refuses a
     line that is not an object, a duplicate key, and a value that is not the object or list it was
@@ -456,7 +474,7 @@ def records_sql(manifest: Path, attribute: str, task_type: TaskType, labels: Seq
     return f"""
 WITH parsed AS (
   SELECT {texts}, {sql_name(attribute)} AS value, {sql_name(meta_key)} AS m
-  FROM {read}
+  FROM {read}{f" OFFSET {int(offset)}" if offset else ""}
 ), leaves AS (
   SELECT *, {leaves}
   FROM parsed
