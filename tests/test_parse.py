@@ -405,6 +405,8 @@ BOXES = {"annotations": [{"class_id": 0, "left": 1, "top": 2, "width": 3, "heigh
      "no 's' label value, and s-metadata has no failure-reason"),
     ({"source": "x", "s": 0, "s-metadata": {"class-name": "a", "type": "groundtruth/text-classification",
                                            "confidence": "high"}}, "s", None, "confidence 'high' is not a number"),
+    ({"source-ref": "s3://b/i", "bb": {"annotations": [], "image_size": [{"width": float("inf"), "height": 4}]},
+      "bb-metadata": BOX_META}, "bb", None, "image_size .* is not \\[\\{width, height, depth\\}\\]"),
 ])
 def test_a_malformed_line_names_its_line_number(line, attribute, labels, problem):
     with pytest.raises(ManifestError, match=f"^line 7: .*{problem}"):

@@ -609,7 +609,7 @@ def _image_size(value: Any) -> ImageSize | None:
     try:
         size = value[0]
         return int(size["width"]), int(size["height"]), int(size.get("depth", 3))
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError):  # Infinity
         raise _Malformed(f"image_size {value!r} is not [{{width, height, depth}}]") from None
 
 
