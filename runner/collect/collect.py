@@ -222,9 +222,9 @@ def columnar_of(outputs: Sequence[Output], settings: TransformsConfig, labels: S
         return None
     if out.responses():
         return None  # answers come from the worker-response files: the Python path joins them
-    duckdb = out.settings.backend.duckdb if out.settings is not None else DuckDBConfig()
+    engine = out.settings.backend.duckdb if out.settings is not None else DuckDBConfig()
     return Columnar.open(path, attribute=out.attribute, task_type=out.task_type, labels=labels,
-                         settings=settings, memory_limit=duckdb.memory_limit, threads=duckdb.threads)
+                         settings=settings, memory_limit=engine.memory_limit, threads=engine.threads)
 
 
 def register_on_athena(settings: Any, table_file: Path, name: str) -> str:
