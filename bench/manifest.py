@@ -156,14 +156,15 @@ RUNNERS = {"gtrun": run_gtrun, "copy": run_copy, "pandas": run_pandas}
 def child(method: str, csv: str, out: str) -> None:
     """Measure one method in this process; print one JSON line."""
     # Imports happen before the clock starts (they are in "wall"). gtrun's are what `gtrun run` has
-    # loaded when its manifest starts streaming: the command line, and botocore's model of the
-    # request it checked first.
+    # loaded when its manifest starts streaming: the command line, the job's pipeline, and botocore's
+    # model of the request it checked first.
     import duckdb  # noqa: F401
     if method == "pandas":
         import pandas  # noqa: F401
     if method == "gtrun":
         sys.path.insert(0, str(REPO))
         import runner.cli  # noqa: F401
+        import runner.pipeline  # noqa: F401  (the command line loads it for run and plan)
         from runner.check import input_shape
 
         input_shape()

@@ -14,7 +14,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -26,12 +26,13 @@ from rich.table import Table
 from runner import __version__, sweep
 from runner.config import CONF_DIR, setup, to_settings
 from runner.errors import ConfigError, GtrunError, RecordError
-from runner.io.backends import backend_for
-from runner.pipeline import Outcome, Pipeline
 from runner.record import COMPARED, Run, artifact_changes, config_changes, resolved
 from runner.service import DEFAULT_PORT
 from runner.service.store import TERMINAL
 from runner.sweep import write_status
+
+if TYPE_CHECKING:
+    from runner.pipeline import Outcome, Pipeline
 
 log = logging.getLogger("gtrun")
 console = Console(stderr=True, highlight=False)
@@ -82,6 +83,8 @@ def task(cfg: DictConfig) -> None:
     try:
         if reproduce_of:
             cfg = _lay_recorded(cfg, Run.at(reproduce_of), run_dir)
+        from runner.pipeline import Pipeline  # the job's modules (sqlglot, liquid, ...): not for collect
+
         settings = to_settings(cfg)
         status["dataset"] = settings.source.name
         pipe = Pipeline(settings, resolved(cfg), now=datetime.now(), console=console)
@@ -321,6 +324,13 @@ def serve(args: list[str]) -> int:
     return 0
 
 
+def _labeling(settings: Any) -> Any:
+    """The backend's labeling service, as a context manager."""
+    from runner.io.backends import backend_for
+
+    return backend_for(settings).labeling()
+
+
 def _submitted(run_path: str) -> tuple[str, Any]:
     """(job name, settings) of a recorded, submitted run."""
     run = Path(run_path)
@@ -349,7 +359,7 @@ def status(args: list[str]) -> int:
     ns = parser.parse_args(args)
     try:
         name, settings = _submitted(ns.run)
-        with backend_for(settings).labeling() as service:
+        with _labeling(settings) as service:
             job = service.describe_labeling_job(name)
             if ns.wait and job["LabelingJobStatus"] not in TERMINAL:
                 if settings.backend.kind.value == "local" and getattr(service, "endpoint", None) is None:
@@ -377,7 +387,7 @@ def stop(args: list[str]) -> int:
     ns = parser.parse_args(args)
     try:
         name, settings = _submitted(ns.run)
-        with backend_for(settings).labeling() as service:
+        with _labeling(settings) as service:
             service.stop_labeling_job(name)
             job = service.describe_labeling_job(name)
     except GtrunError as exc:
@@ -408,7 +418,7 @@ def jobs(args: list[str]) -> int:
             overrides.append(a)
     try:
         settings = compose_settings(overrides)
-        with backend_for(settings).labeling() as service:
+        with _labeling(settings) as service:
             summaries = service.list_labeling_jobs(limit)
     except GtrunError as exc:
         return fail(str(exc))
@@ -433,7 +443,7 @@ def workteams(args: list[str]) -> int:
         return 0
     try:
         settings = compose_settings(args)
-        with backend_for(settings).labeling() as service:
+        with _labeling(settings) as service:
             teams = service.list_workteams()
     except GtrunError as exc:
         return fail(str(exc))

@@ -6,7 +6,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from runner.build.sql import OBJECT_FIELDS, Query, sql_name
+from runner.build.quoting import sql_name
+from runner.build.sql import OBJECT_FIELDS, Query
 from runner.errors import ManifestError
 
 MAX_LINE_CHARS = 100_000  # Ground Truth's limit per manifest object (input-data-limits)

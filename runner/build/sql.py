@@ -18,16 +18,6 @@ DIALECTS = {"local": "duckdb", "aws": "athena"}
 OBJECT_FIELDS = ("source", "source-ref")
 
 
-def sql_string(text: str) -> str:
-    """A SQL string literal: 'it''s'."""
-    return "'" + text.replace("'", "''") + "'"
-
-
-def sql_name(name: str) -> str:
-    """A quoted SQL identifier: "source-ref"."""
-    return '"' + name.replace('"', '""') + '"'
-
-
 @dataclass(frozen=True)
 class Query:
     """A SELECT in one dialect, with `?` placeholders and their values in order."""

@@ -28,7 +28,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from runner.build.sql import sql_name, sql_string
+from runner.build.quoting import sql_name, sql_string
 from runner.collect import parse
 from runner.collect.transforms import SPLITS
 from runner.schema import SplitConfig, TaskType, TransformsConfig

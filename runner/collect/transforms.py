@@ -44,7 +44,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
 
-from runner.build.sql import sql_name, sql_string
+from runner.build.quoting import sql_name, sql_string
 from runner.collect.agreement import box_iou
 from runner.collect.records import Box, LabeledObject, Span, Status
 from runner.errors import ConfigError, StoreError, collect_errors

@@ -15,7 +15,8 @@ from typing import Any
 import duckdb
 
 from runner.build.manifest import PROBLEM
-from runner.build.sql import Query, referenced_columns, sql_name, sql_string
+from runner.build.quoting import sql_name, sql_string
+from runner.build.sql import Query, referenced_columns
 from runner.errors import ConfigError, ManifestError, QueryError
 from runner.io.store import sha256_file
 from runner.schema import DuckDBConfig, SourceConfig
