@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from runner.collect import collect as c
-from runner.collect.columnar import SAMPLE_LINES, Columnar, NotColumnar
+from runner.collect.columnar import SAMPLE_LINES, Columnar, NotColumnar, batch_rows
 from runner.errors import ManifestError
 from runner.schema import SplitConfig, TaskType, TransformsConfig
 
@@ -295,3 +295,15 @@ def test_out_of_memory_on_several_threads_goes_on_on_one(tmp_path, caplog):
     one, one_files, one_table, one_text = write(1, tmp_path / "one")
     assert "on one thread" not in one_text
     assert (one, one_files, one_table) == (result, files, table)
+
+
+def test_batches_hold_about_the_same_text_whatever_the_line_width(tmp_path):
+    assert batch_rows(380) == 8_192 and batch_rows(622) == 4_096 and batch_rows(990) == 2_048  # single, boxes, NER
+    assert batch_rows(10) == 8_192 and batch_rows(1_000_000) == 2_048 and batch_rows(0) == 8_192
+    assert all(batch_rows(w) % 2_048 == 0 for w in range(1, 5_000, 37))
+    task = TaskType.named_entity
+    attr, _, labels = TYPES[task]
+    wide = manifest(tmp_path, task, n=50)
+    opened = Columnar.open(wide, attribute=attr, task_type=task, labels=labels, settings=TransformsConfig())
+    assert opened is not None
+    assert opened.batch_rows == batch_rows(wide.stat().st_size / 50)

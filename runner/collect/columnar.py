@@ -148,6 +148,7 @@ class Columnar:
                  layout: Layout, settings: TransformsConfig, memory_limit: str, threads: int | None = None) -> None:
         self.manifest, self.attribute, self.task_type, self.labels = manifest, attribute, task_type, list(labels)
         self.layout, self.settings, self.memory_limit, self.threads = layout, settings, memory_limit, threads
+        self.batch_rows = batch_rows(0)
 
     @classmethod
     def open(cls, manifest: Path, *, attribute: str, task_type: TaskType | None,
@@ -160,11 +161,21 @@ class Columnar:
             return None
         if settings.label_map and task_type is TaskType.text_multilabel:
             return None  # merged labels take the highest confidence of theirs: the Python path does that
+        sample = [0, 0]  # lines, bytes
+
+        def counted(src: Iterator[bytes]) -> Iterator[bytes]:
+            for line in src:
+                sample[0] += 1
+                sample[1] += len(line)
+                yield line
+
         with open(manifest, "rb") as src:
-            layout = learn(iter(src), attribute, task_type, labels or None)
+            layout = learn(counted(src), attribute, task_type, labels or None)
         if layout is None:
             return None
-        return cls(manifest, attribute, task_type, labels, layout, settings, memory_limit, threads)
+        columnar = cls(manifest, attribute, task_type, labels, layout, settings, memory_limit, threads)
+        columnar.batch_rows = batch_rows(sample[1] / max(sample[0], 1))
+        return columnar
 
     def write(self, *, jsonl: Path | None, table: Path | None) -> Result:
         """Read the manifest once: count what the report needs, write `jsonl/{split}.jsonl` into the
@@ -224,7 +235,7 @@ class Columnar:
         splits = _Splits(con, self.settings.split)
         sql = records_sql(self.manifest, self.attribute, self.task_type, self.labels, self.layout, self.settings,
                           offset=out.offset)
-        for batch in con.sql(sql).to_arrow_reader(BATCH_ROWS):
+        for batch in con.sql(sql).to_arrow_reader(self.batch_rows):
             out.add(batch, splits.codes(out.offset, batch.num_rows) if out.files else None)
 
 
@@ -333,7 +344,16 @@ class _Output:
             self.writer.close()
 
 
-BATCH_ROWS = 8_192
+BATCH_BYTES = 3 << 20  # the manifest text an Arrow batch holds, at most: memory stays flat in line width
+VECTOR = 2_048  # DuckDB's vector size: a batch is whole vectors
+
+
+def batch_rows(line_bytes: float) -> int:
+    """Rows per Arrow batch for lines of this average size: at most about BATCH_BYTES, in whole
+    vectors, from 2,048 to 8,192 (8,192 when the size is unknown)."""
+    if line_bytes <= 0:
+        return 4 * VECTOR
+    return max(VECTOR, min(4 * VECTOR, int(BATCH_BYTES / line_bytes) // VECTOR * VECTOR))
 
 
 class _Splits:
