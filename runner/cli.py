@@ -74,6 +74,8 @@ def fail(message: str, code: int = 2) -> int:
 
 def task(cfg: DictConfig) -> None:
     """One labeling job (a member of a sweep, or the whole run); Hydra calls it, maybe in a worker."""
+    from runner.pipeline import Pipeline  # the job's modules (sqlglot, liquid, ...), which collect does not need
+
     verb = os.environ.get(ENV_VERB, "run")
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
@@ -83,8 +85,6 @@ def task(cfg: DictConfig) -> None:
     try:
         if reproduce_of:
             cfg = _lay_recorded(cfg, Run.at(reproduce_of), run_dir)
-        from runner.pipeline import Pipeline  # the job's modules (sqlglot, liquid, ...): not for collect
-
         settings = to_settings(cfg)
         status["dataset"] = settings.source.name
         pipe = Pipeline(settings, resolved(cfg), now=datetime.now(), console=console)
