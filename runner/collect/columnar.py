@@ -145,10 +145,11 @@ class Columnar:
     """One output manifest read by DuckDB in one streaming pass (see the module doc)."""
 
     def __init__(self, manifest: Path, attribute: str, task_type: TaskType, labels: Sequence[str],
-                 layout: Layout, settings: TransformsConfig, memory_limit: str, threads: int | None = None) -> None:
+                 layout: Layout, settings: TransformsConfig, memory_limit: str, threads: int | None = None,
+                 line_bytes: float = 0) -> None:
         self.manifest, self.attribute, self.task_type, self.labels = manifest, attribute, task_type, list(labels)
         self.layout, self.settings, self.memory_limit, self.threads = layout, settings, memory_limit, threads
-        self.batch_rows = batch_rows(0)
+        self.batch_rows = batch_rows(line_bytes)  # `line_bytes`: the lines' average size, when known
 
     @classmethod
     def open(cls, manifest: Path, *, attribute: str, task_type: TaskType | None,
@@ -173,9 +174,8 @@ class Columnar:
             layout = learn(counted(src), attribute, task_type, labels or None)
         if layout is None:
             return None
-        columnar = cls(manifest, attribute, task_type, labels, layout, settings, memory_limit, threads)
-        columnar.batch_rows = batch_rows(sample[1] / max(sample[0], 1))
-        return columnar
+        return cls(manifest, attribute, task_type, labels, layout, settings, memory_limit, threads,
+                   line_bytes=sample[1] / max(sample[0], 1))
 
     def write(self, *, jsonl: Path | None, table: Path | None) -> Result:
         """Read the manifest once: count what the report needs, write `jsonl/{split}.jsonl` into the
@@ -203,7 +203,9 @@ class Columnar:
                 try:
                     con.execute("SET streaming_buffer_size = '2MB'")
                     if out.keys is None:
-                        out.keys = con.execute(keys_sql(self.manifest, self.attribute, self.layout)).fetchall()[0]
+                        boxes = self.task_type is TaskType.bounding_box
+                        sql = keys_sql(self.manifest, self.attribute, self.layout, depths=boxes)
+                        out.keys = con.execute(sql).fetchall()[0]
                         if out.keys[1]:
                             raise NotColumnar(f"{out.keys[1]} lines with other keys than the first lines")
                     self._read(con, out)
@@ -254,7 +256,6 @@ class _Output:
         self.offset = self.kept = self.values = self.depths = 0
         self.writer: Any = None
         self.files: dict[str, Any] = {}
-        self.jsonl = jsonl
         if jsonl is not None:
             self.files = {name: open(jsonl / f"{name}.jsonl", "wb") for name in SPLITS}
 
@@ -296,8 +297,8 @@ class _Output:
             if not every:
                 text, here = pc.filter(text, kept), pc.filter(here, kept)
             text = pc.take(text, pc.sort_indices(here))
-            counted = pc.value_counts(here)
-            sizes = dict(zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True))
+            sizes: dict[int, int] = {}
+            _add_counts(sizes, pc.value_counts(here))
             start = 0
             for code, name in enumerate(SPLITS):
                 size = sizes.get(code, 0)
@@ -334,7 +335,7 @@ class _Output:
             if texts != read:
                 raise NotColumnar(f"{what}: {texts} in the lines' text, {read} read")
         return Result(lines=self.offset, status=self.status, reasons=self.reasons, distribution=self.distribution,
-                      jsonl=self.split_counts if self.jsonl is not None else None,
+                      jsonl=self.split_counts if self.files else None,
                       table=self.kept if self.table is not None else None, skipped=self.offset - self.kept)
 
     def close(self) -> None:
@@ -430,10 +431,10 @@ def _duckdb_type(spec: Any) -> str:
     return "STRUCT(" + ", ".join(f"{sql_name(k)} {_duckdb_type(v)}" for k, v in spec.items()) + ")"
 
 
-def keys_sql(manifest: Path, attribute: str, layout: Layout) -> str:
+def keys_sql(manifest: Path, attribute: str, layout: Layout, *, depths: bool = False) -> str:
     """The key pass, one row: (lines; lines whose keys are not the input fields, then optionally
     the label attribute, then its metadata, in that order and once each; lines with the label
-    attribute; lines that name "failure-reason"; lines that name "depth").
+    attribute; lines that name "failure-reason"; lines that name "depth", when `depths`, else 0).
 
     read_json (records_sql) reads a missing key as a JSON null and does not see keys it was not
     asked for: this pass, which parses each line for its keys only, tells Columnar.write what the
@@ -441,9 +442,10 @@ def keys_sql(manifest: Path, attribute: str, layout: Layout) -> str:
     names = [name for name, _ in layout.inputs]
     meta_key = attribute + parse.METADATA
     layouts = ", ".join(_list(keys) for keys in (names, [*names, meta_key], [*names, attribute, meta_key]))
+    depth = "count_if(contains(line, '\"depth\"'))" if depths else "0"
     return (f"SELECT count(*), count_if(coalesce(NOT keys IN ({layouts}), true)), "
             f"count_if(list_contains(keys, {sql_string(attribute)})), count_if(contains(line, '\"failure-reason\"')), "
-            f"count_if(contains(line, '\"depth\"')) "
+            f"{depth} "
             f"FROM (SELECT line, json_keys(line) AS keys FROM ({lines_sql(manifest)}))")
 
 

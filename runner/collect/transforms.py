@@ -307,7 +307,6 @@ def _match_score(drawn: Sequence[tuple[str, Any]], consolidated: Sequence[tuple[
     return matched / max(len(drawn), len(consolidated))
 
 
-
 def _span_jaccard(a: Sequence[float], b: Sequence[float]) -> float:
     inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
     union = (a[1] - a[0]) + (b[1] - b[0]) - inter

@@ -589,7 +589,6 @@ def _agreement(members: list[Any], n_workers: int, similarity: Callable[[Any, An
     return round(len(members) / n_workers * sum(pairs) / len(pairs), 2)
 
 
-
 def _jaccard(a: tuple[int, int], b: tuple[int, int]) -> float:
     """Jaccard index of the character sets of two [start, end) spans."""
     inter = max(0, min(a[1], b[1]) - max(a[0], b[0]))
