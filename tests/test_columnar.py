@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import random
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+import duckdb
 import pyarrow.parquet as pq
 import pytest
 
 from runner.collect import collect as c
-from runner.collect.columnar import SAMPLE_LINES, Columnar, NotColumnar, batch_rows
+from runner.collect.columnar import SAMPLE_LINES, Columnar, NotColumnar, batch_rows, split_code_sql
+from runner.collect.transforms import SPLITS, split_of
 from runner.errors import ManifestError
 from runner.schema import SplitConfig, TaskType, TransformsConfig
 
@@ -286,8 +291,8 @@ def test_out_of_memory_on_several_threads_goes_on_on_one(tmp_path, caplog):
         return result, files, pq.read_table(out / "t.parquet").to_pylist(), caplog.text
 
     result, files, table, text = write(None, tmp_path / "several")
-    if (os.cpu_count() or 1) > 1:
-        assert re.search(r"goes on from line \d+ on one thread", text)
+    if (os.cpu_count() or 1) > 1:  # once more on the same threads, then on one
+        assert re.search(r"goes on from line \d+ on the same threads(.|\n)*goes on from line \d+ on one thread", text)
     assert result.lines == 100_000
     assert len(table) == result.table == sum(result.jsonl.values()) == result.status["labeled"] > 80_000
     assert sum(len(x.splitlines()) for x in files.values()) == len(table)
@@ -307,3 +312,61 @@ def test_batches_hold_about_the_same_text_whatever_the_line_width(tmp_path):
     opened = Columnar.open(wide, attribute=attr, task_type=task, labels=labels, settings=TransformsConfig())
     assert opened is not None
     assert opened.batch_rows == batch_rows(wide.stat().st_size / 50)
+
+
+def test_split_codes_in_sql_are_split_of_even_at_the_bounds():
+    # split_of's number for each id; bounds set to some ids' own numbers, where "<" decides
+    number = [int.from_bytes(hashlib.sha256(f"s\0{i}".encode()).digest()[:8], "big") / 2**64 for i in range(3000)]
+    low, high = sorted((number[7], number[11]))
+    configs = [SplitConfig(salt="s"), SplitConfig(train=low, validation=high - low, test=1 - high, salt="s"),
+               SplitConfig(train=low, validation=1 - low, test=0.0, salt="s"),
+               SplitConfig(train=1.0, validation=0.0, test=0.0, salt="s"),
+               SplitConfig(train=0.0, validation=0.0, test=1.0, salt="s")]
+    con = duckdb.connect()
+    for split in configs:
+        sql = [SPLITS[code] for (code,) in con.sql(split_code_sql(split, 0, 3000)).fetchall()]
+        assert sql == [split_of(str(i), split) for i in range(3000)], split
+    at_bound = configs[1]
+    assert number[min((7, 11), key=lambda i: number[i])] == at_bound.train
+    assert split_of(str(min((7, 11), key=lambda i: number[i])), at_bound) == "validation"  # not below its own number
+    assert [SPLITS[c] for (c,) in con.sql(split_code_sql(at_bound, 7, 12)).fetchall()] == [
+        split_of(str(i), at_bound) for i in range(7, 12)]
+
+
+def test_key_names_inside_values_do_not_send_collect_to_the_python_path(tmp_path):
+    # The key pass looks for "failure-reason" in the metadata and "depth" in the image size only:
+    # the same words in an input field's text are text.
+    for task, field in ((TaskType.text_classification, "source"), (TaskType.bounding_box, "source-ref")):
+        rng = random.Random(8)
+        lines = [output_line(task, i, rng) for i in range(300)]
+        for i in range(0, 300, 3):
+            lines[i][field] = '"failure-reason": "depth"' if i % 2 else "failure-reason"
+        path = write_manifest(tmp_path / f"{task.value}.manifest", lines)
+        settings = TransformsConfig(steps={"table": {}, "jsonl": {}})
+        columnar = _columnar(path, task)
+        assert columnar is not None
+        assert columnar.write(jsonl=None, table=None).lines == 300  # no NotColumnar
+        run(path, task, tmp_path / f"fast-{task.value}" / "ds", settings, columnar=True)
+        run(path, task, tmp_path / f"slow-{task.value}" / "ds", settings, columnar=False)
+        assert dataset_files(tmp_path / f"fast-{task.value}" / "ds") == dataset_files(tmp_path / f"slow-{task.value}" / "ds")
+
+
+def test_the_columnar_path_does_not_load_pandas(tmp_path):
+    # pandas costs some 40 MB of memory; pyarrow loads it when it converts a Python value to Arrow
+    path = manifest(tmp_path, TaskType.bounding_box, n=200)
+    attr, _, labels = TYPES[TaskType.bounding_box]
+    code = f"""
+import sys
+from pathlib import Path
+from runner.collect import collect as c
+from runner.schema import TaskType, TransformsConfig
+output = c.Output(name="ds", manifest_uri={str(path)!r}, storage=None, task_type=TaskType.bounding_box,
+                  attribute={attr!r}, labels={labels!r})
+result = c.collect([output], Path({str(tmp_path / "ds")!r}), TransformsConfig(steps={{"table": {{}}, "jsonl": {{}}}}),
+                   dataset="ds", provenance={{}})
+assert result["report"]["counts"]["objects"] == 200
+print("pandas" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+    assert (tmp_path / "ds" / "table" / "ds.parquet").is_file()

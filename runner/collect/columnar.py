@@ -6,14 +6,15 @@ It takes output the Python parser (runner.collect.parse) reads the same way and 
 worker answers: a local manifest of a built-in task type whose lines all have the layout of its
 first lines (the same input fields with the same JSON types, then the label attribute and its
 metadata in Ground Truth's documented shapes). `Columnar.open` learns the layout from the first
-lines with the parser. `Columnar.write` reads the lines twice: a key pass (keys_sql: each line's
-keys only) and the records pass (records_sql: read_json, which refuses values of another shape,
-then every check in SQL). It raises NotColumnar at the first line it cannot read the parser's way
-(a malformed line, a chained job's attribute, a field of another type), when the key pass saw
-what the records pass could not (an extra key, a null that read_json reads as a missing key), or
-when DuckDB runs out of memory even on one thread. Collect then discards what was written and
-takes the Python path, which names the line and what is wrong with it. Both paths write the same
-records (tests/test_columnar.py compares them file by file).
+lines with the parser. `Columnar.write` reads the lines twice at the same time: a key pass
+(keys_sql: the keys of each line, of its metadata and of its image size) and the records pass
+(records_sql: read_json, which refuses values of another shape, then every check in SQL). It
+raises NotColumnar at the first line it cannot read the parser's way (a malformed line, a chained
+job's attribute, a field of another type), when the key pass saw what the records pass could not
+(an extra key, a null that read_json reads as a missing key), or when DuckDB runs out of memory
+even on one thread. Collect then discards what was written and takes the Python path, which names
+the line and what is wrong with it. Both paths write the same records (tests/test_columnar.py
+compares them file by file).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import logging
 import re
 import struct
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -52,6 +54,8 @@ VALUE_SPEC: dict[TaskType, Any] = {
                             "image_size": [dict.fromkeys(("width", "height", "depth"), "JSON")]},
     TaskType.named_entity: {"annotations": {"entities": [dict.fromkeys(("label", "startOffset", "endOffset"), "JSON")]}}}
 MAX_STRUCT_LABELS = 64  # a class-map of a job with up to this many labels is read as a struct
+STREAM_BUFFER = "2MB"  # DuckDB's streaming_buffer_size for the records pass (see Columnar._connect)
+RETRIES_ON_THREADS = 2  # out of memory this many times on several threads: one thread from then on
 
 
 def _meta_spec(task_type: TaskType, labels: Sequence[str]) -> dict[str, Any]:
@@ -183,8 +187,9 @@ class Columnar:
 
         Raises NotColumnar at the first line it cannot read the parser's way; what it wrote by
         then is the caller's to discard. DuckDB out of memory on several threads (each holds
-        buffers of its own to read the manifest) goes on on one thread from the line it had
-        reached; out of memory there too, the parser's path takes it."""
+        buffers of its own to read the manifest, and their first allocations now and then come
+        together) tries once more, then goes on on one thread, from the line it had reached; out
+        of memory there too, the parser's path takes it."""
         import duckdb
         import pyarrow as pa
 
@@ -193,22 +198,21 @@ class Columnar:
         # keeps some 60 MB of it (a process-wide setting: gtrun's other Arrow work is done by then).
         pa.set_memory_pool(pa.system_memory_pool())
         out = _Output(self, jsonl, table)
-        threads = self.threads
+        threads, out_of_memory = self.threads, 0
+        # The key pass and the split codes run meanwhile, on a database of their own, one thread
+        # each: on what the records pass leaves of the cores while Python writes its batches.
+        side = self._connect(duckdb, 1)
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gtrun-keys")
+        boxes = self.task_type is TaskType.bounding_box
+        keys = pool.submit(_key_pass, side.cursor(), keys_sql(self.manifest, self.attribute, self.layout, depths=boxes))
         try:
+            if threads == 1:
+                keys.result()  # one DuckDB thread at a time, as backend.duckdb.threads says: the key pass first
             while True:
-                config: dict[str, Any] = {"memory_limit": self.memory_limit, "preserve_insertion_order": True}
-                if threads:
-                    config["threads"] = threads
-                con = duckdb.connect(config=config)
                 try:
-                    con.execute("SET streaming_buffer_size = '2MB'")
-                    if out.keys is None:
-                        boxes = self.task_type is TaskType.bounding_box
-                        sql = keys_sql(self.manifest, self.attribute, self.layout, depths=boxes)
-                        out.keys = con.execute(sql).fetchall()[0]
-                        if out.keys[1]:
-                            raise NotColumnar(f"{out.keys[1]} lines with other keys than the first lines")
-                    self._read(con, out)
+                    with self._connect(duckdb, threads) as con:
+                        self._read(con, side, out, keys)
+                    out.keys = keys.result()
                     break
                 except (duckdb.Error, OSError) as exc:
                     # The data's errors (not JSON, a value of another shape) and running out of
@@ -217,28 +221,64 @@ class Columnar:
                     # DuckDB stream as OSError ("<Kind> Error: ...").
                     error = _duckdb_error(exc)
                     if isinstance(error, duckdb.OutOfMemoryException) and threads != 1:
-                        log.info("collect: DuckDB ran out of memory under %s (%s): %s goes on from line %d on "
-                                 "one thread", self.memory_limit, str(exc).splitlines()[0], self.manifest,
-                                 out.offset + 1)
-                        threads = 1
+                        out_of_memory += 1
+                        if out_of_memory == RETRIES_ON_THREADS:
+                            threads = 1
+                        log.info("collect: DuckDB ran out of memory under %s (%s): %s goes on from line %d on %s",
+                                 self.memory_limit, str(exc).splitlines()[0], self.manifest, out.offset + 1,
+                                 "one thread" if threads == 1 else "the same threads")
                         continue
                     if not isinstance(error, data_errors):
                         raise
                     raise NotColumnar(str(exc).splitlines()[0]) from None
-                finally:
-                    con.close()
             return out.result()
         finally:
+            side.interrupt()  # the key pass, when the records pass stopped first
+            pool.shutdown(wait=True, cancel_futures=True)
+            side.close()
             out.close()
 
-    def _read(self, con: Any, out: _Output) -> None:
-        """The records pass, from the line `out` has reached, into `out`."""
-        # The split of object i depends on i only: computed a million objects at a time.
-        splits = _Splits(con, self.settings.split)
+    def _connect(self, duckdb: Any, threads: int | None) -> Any:
+        """A DuckDB database of its own, under backend.duckdb's memory limit, on `threads` threads
+        (None: one per core), whose query results stream to Python in order."""
+        config: dict[str, Any] = {"memory_limit": self.memory_limit, "preserve_insertion_order": True}
+        if threads:
+            config["threads"] = threads
+        con = duckdb.connect(config=config)
+        # DuckDB reads ahead of Python into this buffer; a larger one uses the cores better while
+        # Python writes a batch, and holds more rows (it is part of the memory limit)
+        con.execute(f"SET streaming_buffer_size = '{STREAM_BUFFER}'")
+        return con
+
+    def _read(self, con: Any, side: Any, out: _Output, keys: Future) -> None:
+        """The records pass on `con`, from the line `out` has reached, into `out`, with the split
+        codes from `side`; it stops when the key pass (`keys`) has found lines with other keys."""
         sql = records_sql(self.manifest, self.attribute, self.task_type, self.labels, self.layout, self.settings,
                           offset=out.offset)
-        for batch in con.sql(sql).to_arrow_reader(self.batch_rows):
-            out.add(batch, splits.codes(out.offset, batch.num_rows) if out.files else None)
+        splits = _Splits(side, self.settings.split, out.offset) if out.files else None
+        try:
+            for batch in con.sql(sql).to_arrow_reader(self.batch_rows):
+                if keys.done() and keys.result()[1]:
+                    break
+                out.add(batch, splits.codes(out.offset, batch.num_rows) if splits else None)
+        finally:
+            if splits is not None:
+                splits.close()
+        if keys.result()[1]:
+            raise NotColumnar(f"{keys.result()[1]} lines with other keys than the first lines")
+
+
+def _key_pass(cursor: Any, sql: str) -> tuple[int, ...]:
+    """keys_sql's row. The key pass is on one thread: its running out of memory, like a line it
+    cannot parse, leaves the manifest to the parser."""
+    import duckdb
+
+    try:
+        return tuple(cursor.execute(sql).fetchall()[0])
+    except duckdb.Error as exc:
+        raise NotColumnar(f"key pass: {str(exc).splitlines()[0]}") from None
+    finally:
+        cursor.close()
 
 
 class _Output:
@@ -270,9 +310,7 @@ class _Output:
         if ok.null_count or ok.false_count:
             bad = self.offset + next(i for i, x in enumerate(ok.to_pylist()) if not x) + 1
             raise NotColumnar(f"line {bad} (blank lines not counted)")
-        state = batch.column("#status")
-        labeled = pc.equal(state, "labeled")
-        failed = pc.equal(state, "failed")
+        labeled, failed = batch.column("#labeled"), batch.column("#failed")
         n_labeled, n_failed = labeled.true_count, failed.true_count
         for name, count in (("labeled", n_labeled), ("failed", n_failed), ("unlabeled", n - n_labeled - n_failed)):
             if count:
@@ -358,22 +396,42 @@ def batch_rows(line_bytes: float) -> int:
 
 
 class _Splits:
-    """The split codes of objects 0, 1, 2, ... (a line's index is its object id), computed by DuckDB
-    a million at a time as the batches reach them. Blank lines have none: read_json skips them, and
-    the parser does not count them as objects either."""
+    """The split codes of objects `start`, `start` + 1, ... (a line's index is its object id),
+    computed by DuckDB a chunk at a time on a thread of their own, the next chunk while the batches
+    use this one. Blank lines have none: read_json skips them, and the parser does not count them
+    as objects either."""
 
-    CHUNK = 1 << 20
+    CHUNK = 1 << 18
 
-    def __init__(self, con: Any, split: SplitConfig) -> None:
-        # A cursor of its own: a query on the reading connection would end its streaming result.
-        self.con, self.split, self.start, self.array = con.cursor(), split, 0, None
+    def __init__(self, con: Any, split: SplitConfig, start: int) -> None:
+        # A cursor of its own: a query on the reading cursor would end its streaming result.
+        self.con, self.split, self.start, self.array = con.cursor(), split, start, None
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gtrun-splits")
+        self.next = self.pool.submit(self._chunk, start)
+
+    def _chunk(self, start: int) -> Any:
+        sql = split_code_sql(self.split, start, start + self.CHUNK)
+        return self.con.sql(sql).to_arrow_table().column("s").combine_chunks()
 
     def codes(self, offset: int, n: int) -> Any:
-        if self.array is None or offset + n > self.start + len(self.array):
-            self.start = offset
-            sql = split_code_sql(self.split, offset, offset + max(n, self.CHUNK))
-            self.array = self.con.sql(sql).to_arrow_table().column("s").combine_chunks()
-        return self.array.slice(offset - self.start, n)
+        """The codes of objects offset .. offset + n - 1 (each call's objects follow the last's)."""
+        import pyarrow as pa
+
+        parts = []
+        while n:
+            if self.array is None or offset >= self.start + len(self.array):
+                if self.array is not None:
+                    self.start += len(self.array)
+                self.array = self.next.result()
+                self.next = self.pool.submit(self._chunk, self.start + len(self.array))
+            part = self.array.slice(offset - self.start, n)
+            parts.append(part)
+            offset, n = offset + len(part), n - len(part)
+        return parts[0] if len(parts) == 1 else pa.concat_arrays(parts)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.con.close()
 
 
 def _add_counts(into: dict[str, int], counted: Any) -> None:
@@ -434,27 +492,35 @@ def _duckdb_type(spec: Any) -> str:
 def keys_sql(manifest: Path, attribute: str, layout: Layout, *, depths: bool = False) -> str:
     """The key pass, one row: (lines; lines whose keys are not the input fields, then optionally
     the label attribute, then its metadata, in that order and once each; lines with the label
-    attribute; lines that name "failure-reason"; lines that name "depth", when `depths`, else 0).
+    attribute; lines whose metadata has a "failure-reason"; lines whose image size has a "depth",
+    when `depths`, else 0).
 
     read_json (records_sql) reads a missing key as a JSON null and does not see keys it was not
-    asked for: this pass, which parses each line for its keys only, tells Columnar.write what the
-    parser would see there (see Columnar.write's checks)."""
+    asked for: this pass, which parses each line once for the keys of three of its objects, tells
+    Columnar.write what the parser would see there (see _Output.result)."""
     names = [name for name, _ in layout.inputs]
     meta_key = attribute + parse.METADATA
     layouts = ", ".join(_list(keys) for keys in (names, [*names, meta_key], [*names, attribute, meta_key]))
-    depth = "count_if(contains(line, '\"depth\"'))" if depths else "0"
-    return (f"SELECT count(*), count_if(coalesce(NOT keys IN ({layouts}), true)), "
-            f"count_if(list_contains(keys, {sql_string(attribute)})), count_if(contains(line, '\"failure-reason\"')), "
+    paths = _list(["$", _pointer(meta_key)] + ([_pointer(attribute, "image_size", "0")] if depths else []))
+    depth = "count_if(list_contains(k[3], 'depth'))" if depths else "0"
+    return (f"SELECT count(*), count_if(coalesce(NOT k[1] IN ({layouts}), true)), "
+            f"count_if(list_contains(k[1], {sql_string(attribute)})), count_if(list_contains(k[2], 'failure-reason')), "
             f"{depth} "
-            f"FROM (SELECT line, json_keys(line) AS keys FROM ({lines_sql(manifest)}))")
+            f"FROM (SELECT json_keys(line, {paths}) AS k FROM ({lines_sql(manifest)}))")
+
+
+def _pointer(*keys: str) -> str:
+    """The JSON pointer (RFC 6901) of a value by its keys."""
+    return "".join("/" + key.replace("~", "~0").replace("/", "~1") for key in keys)
 
 
 def records_sql(manifest: Path, attribute: str, task_type: TaskType, labels: Sequence[str],
                 layout: Layout, settings: TransformsConfig, offset: int = 0) -> str:
     """One row per manifest line, in order: the typed input fields, the label key (after the
     label_map), confidence (object_confidence) and workers (unknown: NULL), then the columns
-    Columnar.write reads, whose names start with "#": status, reason, raw (the label name or names before the
-    label_map), ok (the line is in a shape this path reads the way the parser does), keep
+    Columnar.write reads, whose names start with "#": labeled and failed (the object's status, as
+    booleans: pyarrow would load pandas to compare a column with a Python string), reason, raw (the
+    label name or names before the label_map), ok (the line is in a shape this path reads the way the parser does), keep
     (transforms.min_confidence), json (flat_record as a JSON line), value (a labeled or failed
     object's label value is there) and depth (boxes: the image size has a depth). `offset`: the
     lines to skip (parsed, not checked).
@@ -506,7 +572,7 @@ WITH parsed AS (
   FROM leaves
 {steps})
 SELECT {record}, {sql_name(key)}, confidence, CAST(NULL AS BIGINT) AS workers,
-       status AS "#status",
+       status = 'labeled' AS "#labeled", status = 'failed' AS "#failed",
        CASE WHEN status = 'failed' THEN {_string('CAST(m."failure-reason" AS VARCHAR)')} END AS "#reason",
        {raw} AS "#raw",
        coalesce({inputs_ok} AND m."worker-response-ref" IS NULL AND CASE status
@@ -655,10 +721,25 @@ def _value_sql(task_type: TaskType, labels: Sequence[str], mapped: Callable[[str
 
 def split_code_sql(split: SplitConfig, start: int, stop: int) -> str:
     """split_of(str(i)) for i in range(start, stop), in SQL, as 0 (train), 1 (validation) or 2
-    (test): the first 8 bytes of sha256(salt NUL i), big-endian, over 2**64 (UBIGINT -> DOUBLE
-    rounds to nearest, as Python's int / 2**64 does), against the cumulative ratios."""
-    u = (f"CAST(CAST(('0x' || left(sha256({sql_string(split.salt)} || chr(0) || CAST(i AS VARCHAR)), 16)) AS UBIGINT) "
-         "AS DOUBLE) / 18446744073709551616.0")
+    (test). split_of compares the first 8 bytes of sha256(salt NUL i), big-endian, over 2**64, with
+    the cumulative ratios; this compares sha256's hex text with bounds worked out once (_below)."""
+    digest = f"sha256({sql_string(split.salt)} || chr(0) || CAST(i AS VARCHAR))"
     tail = 2 if split.test > 0 else (1 if split.validation > 0 else 0)
-    return (f"SELECT CAST(CASE WHEN u < {float(split.train)!r} THEN 0 WHEN u < {float(split.train + split.validation)!r} "
-            f"THEN 1 ELSE {tail} END AS TINYINT) AS s FROM (SELECT {u} AS u FROM range({start}, {stop}) AS t(i))")
+    return (f"SELECT CAST(CASE WHEN {_below(split.train)} THEN 0 "
+            f"WHEN {_below(split.train + split.validation)} THEN 1 ELSE {tail} END AS TINYINT) AS s "
+            f"FROM (SELECT {digest} AS h FROM range({start}, {stop}) AS t(i))")
+
+
+def _below(ratio: float) -> str:
+    """SQL true when split_of's number for the digest `h` (sha256's hex text) is below `ratio`: `h`
+    is below the hex of the least 64-bit integer n with not n / 2**64 < ratio (Python's division,
+    correctly rounded, as split_of's; found by bisection), as text. A digest whose first 16 digits
+    are n's is above it, as it should be."""
+    low, high = 0, 1 << 64
+    while low < high:
+        mid = (low + high) // 2
+        if mid / 2**64 < ratio:
+            low = mid + 1
+        else:
+            high = mid
+    return "true" if low >= 1 << 64 else f"h < {sql_string(f'{low:016x}')}"
