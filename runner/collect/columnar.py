@@ -54,7 +54,7 @@ VALUE_SPEC: dict[TaskType, Any] = {
                             "image_size": [dict.fromkeys(("width", "height", "depth"), "JSON")]},
     TaskType.named_entity: {"annotations": {"entities": [dict.fromkeys(("label", "startOffset", "endOffset"), "JSON")]}}}
 MAX_STRUCT_LABELS = 64  # a class-map of a job with up to this many labels is read as a struct
-STREAM_BUFFER = "2MB"  # DuckDB's streaming_buffer_size for the records pass (see Columnar._connect)
+STREAM_BUFFER = "8MB"  # DuckDB's streaming_buffer_size for the records pass (see Columnar._connect)
 RETRIES_ON_THREADS = 2  # out of memory this many times on several threads: one thread from then on
 
 
