@@ -161,7 +161,10 @@ def test_lines_it_cannot_read_the_same_way_send_collect_to_the_python_path(tmp_p
     out_of_range = dict(good[-1], sentiment=7, **{"sentiment-metadata": {"type": "groundtruth/text-classification"}})
     settings = TransformsConfig(steps={"table": {}, "jsonl": {}})
     null_value = dict(good[-1], sentiment=None, **{"sentiment-metadata": None})  # a label value, no metadata
-    for i, bad in enumerate([chained, retyped, extra, as_text, null_reason, out_of_range, null_value]):
+    not_gt = dict(good[-1], **{"sentiment-metadata": {"class-name": "Positive"}})  # none of Ground Truth's keys
+    meta = {"type": "groundtruth/text-classification", "job-name": "labeling-job/t"}
+    answers = dict(good[-1], **{"sentiment-metadata": {**meta, "worker-response-ref": "s3://b/responses/0.json"}})
+    for i, bad in enumerate([chained, retyped, extra, as_text, null_reason, out_of_range, null_value, not_gt, answers]):
         path = write_manifest(tmp_path / f"bad{i}.manifest", [*good, bad])
         columnar = _columnar(path, task)
         assert columnar is not None  # the first lines are fine ...
@@ -370,3 +373,19 @@ print("pandas" in sys.modules)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
     assert (tmp_path / "ds" / "table" / "ds.parquet").is_file()
+
+
+def test_ground_truth_keys_count_when_they_are_there_even_null(tmp_path):
+    # The parser takes metadata naming any of Ground Truth's keys as label metadata, null or not
+    task = TaskType.text_classification
+    rng = random.Random(9)
+    lines = [output_line(task, i, rng) for i in range(SAMPLE_LINES + 20)]
+    lines[-1]["sentiment-metadata"] = {"job-name": None, "class-name": "Neutral"}
+    path = write_manifest(tmp_path / "nulls.manifest", lines)
+    columnar = _columnar(path, task)
+    assert columnar is not None
+    assert columnar.write(jsonl=None, table=None).status["labeled"] > 0  # no NotColumnar
+    settings = TransformsConfig(steps={"table": {}, "jsonl": {}})
+    run(path, task, tmp_path / "fast" / "ds", settings, columnar=True)
+    run(path, task, tmp_path / "slow" / "ds", settings, columnar=False)
+    assert dataset_files(tmp_path / "fast" / "ds") == dataset_files(tmp_path / "slow" / "ds")

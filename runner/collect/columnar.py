@@ -60,7 +60,7 @@ RETRIES_ON_THREADS = 2  # out of memory this many times on several threads: one 
 
 def _meta_spec(task_type: TaskType, labels: Sequence[str]) -> dict[str, Any]:
     """The metadata keys records_sql reads, and their types."""
-    spec: dict[str, Any] = dict.fromkeys(sorted(GT_KEYS | {"worker-response-ref"}), "JSON")
+    spec: dict[str, Any] = {"failure-reason": "JSON", "type": "JSON"}  # the key pass sees the other keys
     if task_type is TaskType.text_classification:
         spec.update({"class-name": "JSON", "confidence": "DOUBLE"})
     elif task_type is TaskType.text_multilabel:
@@ -293,7 +293,7 @@ class _Output:
         self.reasons: dict[str, int] = {}
         self.distribution: dict[str, int] = {}
         self.split_counts = dict.fromkeys(SPLITS, 0)
-        self.offset = self.kept = self.values = self.depths = 0
+        self.offset = self.kept = self.values = self.metas = self.depths = 0
         self.writer: Any = None
         self.files: dict[str, Any] = {}
         if jsonl is not None:
@@ -322,6 +322,7 @@ class _Output:
             used = pc.list_flatten(used)
         _add_counts(self.distribution, pc.value_counts(used))
         self.values += batch.column("#value").true_count
+        self.metas += batch.column("#meta").true_count
         if self.task_type is TaskType.bounding_box:
             self.depths += batch.column("#depth").true_count
         keep = batch.column("#keep")
@@ -359,14 +360,16 @@ class _Output:
         What read_json could not see, from the key pass: the lines that have the label attribute
         are the labeled ones and the failed ones with a label value (not one of an unlabeled line,
         nor a failed one's null); those that name "failure-reason" are the failed ones (not a null
-        one of a labeled line); those that name "depth" have one (not a null one, which the parser
-        refuses)."""
+        one of a labeled line); those whose metadata names one of Ground Truth's keys are those with
+        a metadata object (the parser reads no other as label metadata); those that name "depth"
+        have one (not a null one, which the parser refuses)."""
         if not self.offset:
             raise NotColumnar("no lines")  # the parser's path says what an empty output holds
         assert self.keys is not None
-        lines, _, with_value, failure_texts, depth_texts = self.keys
+        lines, _, with_value, failure_texts, gt_texts, depth_texts = self.keys
         seen = {"lines": (lines, self.offset), "label values": (with_value, self.values),
-                "failure-reasons": (failure_texts, self.status.get("failed", 0))}
+                "failure-reasons": (failure_texts, self.status.get("failed", 0)),
+                "Ground Truth metadata": (gt_texts, self.metas)}
         if self.task_type is TaskType.bounding_box:
             seen["depths"] = (depth_texts, self.depths)
         for what, (texts, read) in seen.items():
@@ -490,10 +493,11 @@ def _duckdb_type(spec: Any) -> str:
 
 
 def keys_sql(manifest: Path, attribute: str, layout: Layout, *, depths: bool = False) -> str:
-    """The key pass, one row: (lines; lines whose keys are not the input fields, then optionally
-    the label attribute, then its metadata, in that order and once each; lines with the label
-    attribute; lines whose metadata has a "failure-reason"; lines whose image size has a "depth",
-    when `depths`, else 0).
+    """The key pass, one row: (lines; lines the records pass cannot read: their keys are not the
+    input fields, then optionally the label attribute, then its metadata, in that order and once
+    each, or the metadata names a "worker-response-ref"; lines with the label attribute; lines
+    whose metadata names a "failure-reason"; lines whose metadata names one of Ground Truth's keys
+    (GT_KEYS); lines whose image size names a "depth", when `depths`, else 0).
 
     read_json (records_sql) reads a missing key as a JSON null and does not see keys it was not
     asked for: this pass, which parses each line once for the keys of three of its objects, tells
@@ -503,9 +507,10 @@ def keys_sql(manifest: Path, attribute: str, layout: Layout, *, depths: bool = F
     layouts = ", ".join(_list(keys) for keys in (names, [*names, meta_key], [*names, attribute, meta_key]))
     paths = _list(["$", _pointer(meta_key)] + ([_pointer(attribute, "image_size", "0")] if depths else []))
     depth = "count_if(list_contains(k[3], 'depth'))" if depths else "0"
-    return (f"SELECT count(*), count_if(coalesce(NOT k[1] IN ({layouts}), true)), "
+    return (f"SELECT count(*), count_if(coalesce(NOT k[1] IN ({layouts}), true) "
+            "OR coalesce(list_contains(k[2], 'worker-response-ref'), false)), "
             f"count_if(list_contains(k[1], {sql_string(attribute)})), count_if(list_contains(k[2], 'failure-reason')), "
-            f"{depth} "
+            f"count_if(list_has_any(k[2], {_list(sorted(GT_KEYS))})), {depth} "
             f"FROM (SELECT json_keys(line, {paths}) AS k FROM ({lines_sql(manifest)}))")
 
 
@@ -522,7 +527,7 @@ def records_sql(manifest: Path, attribute: str, task_type: TaskType, labels: Seq
     booleans: pyarrow would load pandas to compare a column with a Python string), reason, raw (the
     label name or names before the label_map), ok (the line is in a shape this path reads the way the parser does), keep
     (transforms.min_confidence), json (flat_record as a JSON line), value (a labeled or failed
-    object's label value is there) and depth (boxes: the image size has a depth). `offset`: the
+    object's label value is there), meta (the metadata is an object) and depth (boxes: the image size has a depth). `offset`: the
     lines to skip (parsed, not checked).
 
     read_json parses the lines into the keys this path reads, whose leaves stay JSON. It refuses a
@@ -544,8 +549,6 @@ def records_sql(manifest: Path, attribute: str, task_type: TaskType, labels: Seq
                              for i, (_, kind) in enumerate(layout.inputs))
     types = [t for t, kind in parse.TASK_TYPES.items() if kind is task_type]
     type_ok = f"(m.type IS NULL OR CAST(m.type AS VARCHAR) IN ({', '.join(sql_string(json.dumps(t)) for t in types)}))"
-    # Ground Truth's metadata has at least one of its own keys (the parser's _is_label_metadata)
-    gt_meta = " OR ".join(f"m.{sql_name(k)} IS NOT NULL" for k in sorted(GT_KEYS))
     leaves, stages, checks = _value_sql(task_type, labels, _label_map_sql(settings.label_map))
     steps = "".join(f"), step{i} AS (\n  SELECT *, {step}\n  FROM {'typed' if i == 1 else f'step{i - 1}'}\n"
                     for i, step in enumerate(stages, 1))
@@ -575,14 +578,15 @@ SELECT {record}, {sql_name(key)}, confidence, CAST(NULL AS BIGINT) AS workers,
        status = 'labeled' AS "#labeled", status = 'failed' AS "#failed",
        CASE WHEN status = 'failed' THEN {_string('CAST(m."failure-reason" AS VARCHAR)')} END AS "#reason",
        {raw} AS "#raw",
-       coalesce({inputs_ok} AND m."worker-response-ref" IS NULL AND CASE status
+       coalesce({inputs_ok} AND CASE status
          WHEN 'unlabeled' THEN value IS NULL
          WHEN 'failed' THEN {type_ok} AND starts_with(CAST(m."failure-reason" AS VARCHAR), '"')
-         ELSE ({gt_meta}) AND {type_ok} AND {checks} END,
+         ELSE {type_ok} AND {checks} END,
          false) AS "#ok",
        {keep} AS "#keep",
        concat({', '.join(parts)}) AS "#json",
        status <> 'unlabeled' AND value IS NOT NULL AS "#value",
+       m IS NOT NULL AS "#meta",
        {depth} AS "#depth"
 FROM step{len(stages)}
 """
