@@ -264,8 +264,9 @@ class Columnar:
         finally:
             if splits is not None:
                 splits.close()
-        if keys.result()[1]:
-            raise NotColumnar(f"{keys.result()[1]} lines with other keys than the first lines")
+        other = keys.result()[1]
+        if other:
+            raise NotColumnar(f"{other} lines with other keys than the first lines")
 
 
 def _key_pass(cursor: Any, sql: str) -> tuple[int, ...]:
@@ -531,10 +532,10 @@ def records_sql(manifest: Path, attribute: str, task_type: TaskType, labels: Seq
     label_map), confidence (object_confidence) and workers (unknown: NULL), then the columns
     Columnar.write reads, whose names start with "#": labeled and failed (the object's status, as
     booleans: pyarrow would load pandas to compare a column with a Python string), reason, raw (the
-    label name or names before the label_map), ok (the line is in a shape this path reads the way the parser does), keep
-    (transforms.min_confidence), json (flat_record as a JSON line), value (a labeled or failed
-    object's label value is there), meta (the metadata is an object) and depth (boxes: the image size has a depth). `offset`: the
-    lines to skip (parsed, not checked).
+    label name or names before the label_map), ok (the line is in a shape this path reads the way
+    the parser does), keep (transforms.min_confidence), json (flat_record as a JSON line), value (a
+    labeled or failed object's label value is there), meta (the metadata is an object) and depth
+    (boxes: the image size has a depth). `offset`: the lines to skip (parsed, not checked).
 
     read_json parses the lines into the keys this path reads, whose leaves stay JSON. It refuses a
     line that is not an object, a duplicate key, and a value that is not the object or list it was
