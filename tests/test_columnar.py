@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from runner.collect import collect as c
-from runner.collect.columnar import SAMPLE_LINES, Columnar, NotColumnar, batch_rows, split_code_sql
+from runner.collect.columnar import LABEL_KEY, SAMPLE_LINES, Columnar, NotColumnar, batch_rows, split_code_sql
 from runner.collect.transforms import SPLITS, split_of
 from runner.errors import ManifestError
 from runner.schema import SplitConfig, TaskType, TransformsConfig
@@ -130,15 +130,21 @@ def test_columnar_writes_what_the_python_path_writes(tmp_path, caplog, task, nam
     assert counts["failed"] > 0 and counts["unlabeled"] > 0 and counts["objects"] == 600
 
 
-def test_a_label_map_renames_in_both_paths(tmp_path):
-    task = TaskType.bounding_box
-    settings = TransformsConfig(steps={"table": {}, "jsonl": {}}, label_map={"bike": "car"})
+@pytest.mark.parametrize(("task", "old", "new"), [(TaskType.bounding_box, "bike", "car"),
+                                                  (TaskType.text_classification, "Neutral", "Positive"),
+                                                  (TaskType.named_entity, "Place", "Person")], ids=lambda x: str(x))
+def test_a_label_map_renames_in_both_paths(tmp_path, task, old, new):
+    settings = TransformsConfig(steps={"table": {}, "jsonl": {}}, label_map={old: new})
     path = manifest(tmp_path, task)
     run(path, task, tmp_path / "fast" / "ds", settings, columnar=True)
     run(path, task, tmp_path / "slow" / "ds", settings, columnar=False)
     a, b = dataset_files(tmp_path / "fast" / "ds"), dataset_files(tmp_path / "slow" / "ds")
     assert a == b
-    assert not [box for row in a["table"] for box in row["boxes"] if box["label"] == "bike"]
+    assert a["report"]["label_distribution"]["counts"].get(old)  # the report counts the labels before the map
+    key = LABEL_KEY[task]
+    labels = [x if isinstance(x, str) else x["label"] for row in a["table"] for x in
+              ([row[key]] if isinstance(row[key], str) else row[key] or [])]
+    assert new in labels and old not in labels
 
 
 def _columnar(path: Path, task: TaskType) -> Columnar | None:

@@ -290,6 +290,7 @@ class _Output:
         self.record = [name for name, _ in columnar.layout.inputs] + [LABEL_KEY[columnar.task_type], "confidence",
                                                                        "workers"]
         self.keys: tuple[int, ...] | None = None  # the key pass's figures (keys_sql)
+        self.raw = bool(columnar.settings.label_map)  # records_sql has a "#raw" column
         self.status: dict[str, int] = {}
         self.reasons: dict[str, int] = {}
         self.distribution: dict[str, int] = {}
@@ -318,9 +319,13 @@ class _Output:
                 self.status[name] = self.status.get(name, 0) + count
         if n_failed:
             _add_counts(self.reasons, pc.value_counts(pc.filter(batch.column("#reason"), failed)))
-        used = batch.column("#raw") if n_labeled == n else pc.filter(batch.column("#raw"), labeled)
+        # the labels before the label_map: "#raw" when there is one, else the label key's own
+        used = batch.column("#raw" if self.raw else LABEL_KEY[self.task_type])
+        used = used if n_labeled == n else pc.filter(used, labeled)
         if pa.types.is_list(used.type):
             used = pc.list_flatten(used)
+        if pa.types.is_struct(used.type):
+            used = pc.struct_field(used, "label")
         _add_counts(self.distribution, pc.value_counts(used))
         self.values += batch.column("#value").true_count
         self.metas += batch.column("#meta").true_count
@@ -532,7 +537,7 @@ def records_sql(manifest: Path, attribute: str, task_type: TaskType, labels: Seq
     label_map), confidence (object_confidence) and workers (unknown: NULL), then the columns
     Columnar.write reads, whose names start with "#": labeled and failed (the object's status, as
     booleans: pyarrow would load pandas to compare a column with a Python string), reason, raw (the
-    label name or names before the label_map), ok (the line is in a shape this path reads the way
+    label name or names before the label_map, when there is one), ok (the line is in a shape this path reads the way
     the parser does), keep (transforms.min_confidence), json (flat_record as a JSON line), value (a
     labeled or failed object's label value is there), meta (the metadata is an object) and depth
     (boxes: the image size has a depth). `offset`: the lines to skip (parsed, not checked).
@@ -584,7 +589,7 @@ WITH parsed AS (
 SELECT {record}, {sql_name(key)}, confidence, CAST(NULL AS BIGINT) AS workers,
        status = 'labeled' AS "#labeled", status = 'failed' AS "#failed",
        CASE WHEN status = 'failed' THEN {_string('CAST(m."failure-reason" AS VARCHAR)')} END AS "#reason",
-       {raw} AS "#raw",
+       {f'{raw} AS "#raw",' if settings.label_map else ""}
        coalesce({inputs_ok} AND CASE status
          WHEN 'unlabeled' THEN value IS NULL
          WHEN 'failed' THEN {type_ok} AND starts_with(CAST(m."failure-reason" AS VARCHAR), '"')
