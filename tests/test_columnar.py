@@ -10,6 +10,7 @@ import random
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import duckdb
@@ -395,3 +396,29 @@ def test_ground_truth_keys_count_when_they_are_there_even_null(tmp_path):
     run(path, task, tmp_path / "fast" / "ds", settings, columnar=True)
     run(path, task, tmp_path / "slow" / "ds", settings, columnar=False)
     assert dataset_files(tmp_path / "fast" / "ds") == dataset_files(tmp_path / "slow" / "ds")
+
+
+def test_a_records_pass_that_stops_early_stops_the_key_pass(tmp_path, monkeypatch):
+    # The key pass runs beside the records pass on a cursor of its own: when the records pass
+    # stops at a line it cannot read, write() interrupts the key pass instead of waiting for it.
+    # The key pass here is a query of some minutes, standing in for a very large manifest's.
+    task = TaskType.text_classification
+    rng = random.Random(10)
+    good = [output_line(task, i, rng) for i in range(SAMPLE_LINES + 50)]
+    path = write_manifest(tmp_path / "m.manifest", [*good, dict(good[-1], sentiment="1")])  # an index as text
+    columnar = _columnar(path, task)
+    assert columnar is not None
+    monkeypatch.setattr("runner.collect.columnar.keys_sql", lambda *a, **k: (
+        "SELECT count(*), 0, 0, 0, 0, 0 FROM range(100000000000) t(i) WHERE hash(i) % 7 = 3"))
+    raised: list = []
+
+    def write() -> None:
+        try:
+            columnar.write(jsonl=None, table=None)
+        except NotColumnar as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive() and raised and "line" in str(raised[0])

@@ -204,7 +204,8 @@ class Columnar:
         side = self._connect(duckdb, 1)
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gtrun-keys")
         boxes = self.task_type is TaskType.bounding_box
-        keys = pool.submit(_key_pass, side.cursor(), keys_sql(self.manifest, self.attribute, self.layout, depths=boxes))
+        key_cursor = side.cursor()
+        keys = pool.submit(_key_pass, key_cursor, keys_sql(self.manifest, self.attribute, self.layout, depths=boxes))
         try:
             if threads == 1:
                 keys.result()  # one DuckDB thread at a time, as backend.duckdb.threads says: the key pass first
@@ -233,8 +234,9 @@ class Columnar:
                     raise NotColumnar(str(exc).splitlines()[0]) from None
             return out.result()
         finally:
-            side.interrupt()  # the key pass, when the records pass stopped first
+            key_cursor.interrupt()  # the key pass, when the records pass stopped first (a cursor's own)
             pool.shutdown(wait=True, cancel_futures=True)
+            key_cursor.close()
             side.close()
             out.close()
 
@@ -248,6 +250,7 @@ class Columnar:
         # DuckDB reads ahead of Python into this buffer; a larger one uses the cores better while
         # Python writes a batch, and holds more rows (it is part of the memory limit)
         con.execute(f"SET streaming_buffer_size = '{STREAM_BUFFER}'")
+        con.execute("SET enable_progress_bar = false")  # gtrun reports its own progress
         return con
 
     def _read(self, con: Any, side: Any, out: _Output, keys: Future) -> None:
@@ -278,8 +281,6 @@ def _key_pass(cursor: Any, sql: str) -> tuple[int, ...]:
         return tuple(cursor.execute(sql).fetchall()[0])
     except duckdb.Error as exc:
         raise NotColumnar(f"key pass: {str(exc).splitlines()[0]}") from None
-    finally:
-        cursor.close()
 
 
 class _Output:
