@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from runner.collect import collect as c
-from runner.collect.columnar import LABEL_KEY, SAMPLE_LINES, Columnar, NotColumnar, batch_rows, split_code_sql
+from runner.collect.columnar import LABEL_KEY, SAMPLE_LINES, Columnar, NotColumnar, batch_rows, records_sql, split_code_sql
 from runner.collect.transforms import SPLITS, split_of
 from runner.errors import ManifestError
 from runner.schema import SplitConfig, TaskType, TransformsConfig
@@ -422,3 +422,19 @@ def test_a_records_pass_that_stops_early_stops_the_key_pass(tmp_path, monkeypatc
     thread.start()
     thread.join(timeout=60)
     assert not thread.is_alive() and raised and "line" in str(raised[0])
+
+
+@pytest.mark.parametrize("task", [TaskType.text_multilabel, TaskType.bounding_box], ids=lambda t: t.value)
+def test_jobs_with_many_labels_read_class_maps_as_maps(tmp_path, monkeypatch, task):
+    # A class-map of a job with more than MAX_STRUCT_LABELS labels is read as a MAP, not a struct:
+    # with the threshold at 1, the test jobs' few labels take that way
+    monkeypatch.setattr("runner.collect.columnar.MAX_STRUCT_LABELS", 1)
+    path = manifest(tmp_path, task, seed=11)
+    settings = TransformsConfig(steps={"table": {}, "jsonl": {}})
+    attr, _, labels = TYPES[task]
+    columnar = _columnar(path, task)
+    assert columnar is not None
+    assert "MAP(VARCHAR" in records_sql(path, attr, task, labels, columnar.layout, settings)
+    run(path, task, tmp_path / "fast" / "ds", settings, columnar=True)
+    run(path, task, tmp_path / "slow" / "ds", settings, columnar=False)
+    assert dataset_files(tmp_path / "fast" / "ds") == dataset_files(tmp_path / "slow" / "ds")
