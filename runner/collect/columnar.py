@@ -208,7 +208,7 @@ class Columnar:
         keys = pool.submit(_key_pass, key_cursor, keys_sql(self.manifest, self.attribute, self.layout, depths=boxes))
         try:
             if threads == 1:
-                keys.result()  # one DuckDB thread at a time, as backend.duckdb.threads says: the key pass first
+                keys.result()  # backend.duckdb.threads=1: the key pass first, then the records pass
             while True:
                 try:
                     with self._connect(duckdb, threads) as con:
