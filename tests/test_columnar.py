@@ -105,6 +105,24 @@ def dataset_files(out: Path) -> dict:
     return files
 
 
+
+def both_ways(path: Path, task: TaskType, out: Path, settings: TransformsConfig, *,
+              refused: bool = False) -> tuple[dict, dict] | None:
+    """Collect `path` through the columnar path into out/fast/ds and through the parser into
+    out/slow/ds, and assert they wrote the same files: (columnar result, parser result). With
+    `refused`, a ManifestError of the first is fine when the parser raises the same (then None)."""
+    try:
+        fast = run(path, task, out / "fast" / "ds", settings, columnar=True)
+    except ManifestError as exc:
+        if not refused:
+            raise
+        with pytest.raises(ManifestError, match=re.escape(str(exc))):  # the parser refuses the line: both paths do
+            run(path, task, out / "slow" / "ds", settings, columnar=False)
+        return None
+    slow = run(path, task, out / "slow" / "ds", settings, columnar=False)
+    assert dataset_files(out / "fast" / "ds") == dataset_files(out / "slow" / "ds")
+    return fast, slow
+
 SETTINGS = {
     "defaults": TransformsConfig(steps={"table": {}, "jsonl": {}}),
     "thresholds": TransformsConfig(steps={"table": {}, "jsonl": {}}, min_confidence=0.4,
@@ -118,11 +136,9 @@ def test_columnar_writes_what_the_python_path_writes(tmp_path, caplog, task, nam
     settings = SETTINGS[name]
     path = manifest(tmp_path, task)
     with caplog.at_level(logging.INFO, logger="runner.collect.transforms"):
-        fast = run(path, task, tmp_path / "fast" / "ds", settings, columnar=True)
+        fast, slow = both_ways(path, task, tmp_path, settings)
     assert "(columnar)" in caplog.text  # the columnar path took it
-    slow = run(path, task, tmp_path / "slow" / "ds", settings, columnar=False)
-    a, b = dataset_files(tmp_path / "fast" / "ds"), dataset_files(tmp_path / "slow" / "ds")
-    assert a == b
+    a = dataset_files(tmp_path / "fast" / "ds")
     assert sum(len(a[f"jsonl/{s}"]) for s in ("train", "validation", "test")) == len(a["table"]) > 100
     assert fast["report"] == slow["report"]
     assert {k: v.counts for k, v in fast["written"].items()} == {k: v.counts for k, v in slow["written"].items()}
@@ -137,10 +153,8 @@ def test_columnar_writes_what_the_python_path_writes(tmp_path, caplog, task, nam
 def test_a_label_map_renames_in_both_paths(tmp_path, task, old, new):
     settings = TransformsConfig(steps={"table": {}, "jsonl": {}}, label_map={old: new})
     path = manifest(tmp_path, task)
-    run(path, task, tmp_path / "fast" / "ds", settings, columnar=True)
-    run(path, task, tmp_path / "slow" / "ds", settings, columnar=False)
-    a, b = dataset_files(tmp_path / "fast" / "ds"), dataset_files(tmp_path / "slow" / "ds")
-    assert a == b
+    both_ways(path, task, tmp_path, settings)
+    a = dataset_files(tmp_path / "fast" / "ds")
     assert a["report"]["label_distribution"]["counts"].get(old)  # the report counts the labels before the map
     key = LABEL_KEY[task]
     labels = [x if isinstance(x, str) else x["label"] for row in a["table"] for x in
@@ -166,7 +180,7 @@ def test_lines_it_cannot_read_the_same_way_send_collect_to_the_python_path(tmp_p
     as_text = dict(good[-1], sentiment="1")  # a class index as a string of digits
     null_reason = dict(good[-1], **{"sentiment-metadata": {"failure-reason": None, "type": "groundtruth/text-classification"}})
     out_of_range = dict(good[-1], sentiment=7, **{"sentiment-metadata": {"type": "groundtruth/text-classification"}})
-    settings = TransformsConfig(steps={"table": {}, "jsonl": {}})
+    settings = SETTINGS["defaults"]
     null_value = dict(good[-1], sentiment=None, **{"sentiment-metadata": None})  # a label value, no metadata
     not_gt = dict(good[-1], **{"sentiment-metadata": {"class-name": "Positive"}})  # none of Ground Truth's keys
     meta = {"type": "groundtruth/text-classification", "job-name": "labeling-job/t"}
@@ -179,18 +193,10 @@ def test_lines_it_cannot_read_the_same_way_send_collect_to_the_python_path(tmp_p
             columnar.write(jsonl=None, table=None)
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="runner.collect.transforms"):
-            try:
-                fast = dataset_files_of(run(path, task, tmp_path / f"fast{i}" / "ds", settings, columnar=True),
-                                        tmp_path / f"fast{i}" / "ds")
-            except ManifestError as exc:  # the parser refuses the line: both paths do
-                with pytest.raises(ManifestError, match=re.escape(str(exc))):
-                    run(path, task, tmp_path / f"slow{i}" / "ds", settings, columnar=False)
+            if both_ways(path, task, tmp_path / f"bad{i}", settings, refused=True) is None:
                 continue
         assert "needs the Python parser" in caplog.text and "(columnar)" not in caplog.text
-        assert not list((tmp_path / f"fast{i}" / "ds").glob(".*"))  # no scratch folder left behind
-        slow = dataset_files_of(run(path, task, tmp_path / f"slow{i}" / "ds", settings, columnar=False),
-                                tmp_path / f"slow{i}" / "ds")
-        assert fast == slow
+        assert not list((tmp_path / f"bad{i}" / "fast" / "ds").glob(".*"))  # no scratch folder left behind
     custom = write_manifest(tmp_path / "custom.manifest", good)
     assert Columnar.open(custom, attribute="sentiment", task_type=TaskType.custom, labels=[],
                          settings=TransformsConfig()) is None
@@ -198,10 +204,6 @@ def test_lines_it_cannot_read_the_same_way_send_collect_to_the_python_path(tmp_p
     assert _columnar(not_json, task) is None  # the first lines already need the parser
     hashed = [{("#" + k if k == "id" else k): v for k, v in line.items()} for line in good]
     assert _columnar(write_manifest(tmp_path / "hashed.manifest", hashed), task) is None  # "#": the SQL's own names
-
-
-def dataset_files_of(result: dict, out: Path) -> dict:
-    return dataset_files(out)
 
 
 def test_a_malformed_line_is_still_named_by_the_parser(tmp_path):
@@ -235,10 +237,7 @@ def test_blank_lines_and_split_chunks_match_the_python_path(tmp_path, monkeypatc
     for at in (0, 77, 78, 300):
         lines.insert(at, "")  # blank lines: not objects, for the parser either
     path = write_manifest(tmp_path / "blank.manifest", lines)
-    settings = TransformsConfig(steps={"table": {}, "jsonl": {}})
-    fast = run(path, task, tmp_path / "fast" / "ds", settings, columnar=True)
-    run(path, task, tmp_path / "slow" / "ds", settings, columnar=False)
-    assert dataset_files(tmp_path / "fast" / "ds") == dataset_files(tmp_path / "slow" / "ds")
+    fast, _ = both_ways(path, task, tmp_path, SETTINGS["defaults"])
     assert fast["report"]["parse"]["lines"] == 450
 
 
@@ -262,7 +261,6 @@ def test_shapes_read_json_refuses_or_cannot_see_take_the_python_path(tmp_path, c
     good = [output_line(task, i, rng) for i in range(SAMPLE_LINES + 20)]
     last = next(line for line in reversed(good)
                 if TYPES[task][0] in line and (task is not TaskType.bounding_box or line[TYPES[task][0]]["annotations"]))
-    settings = TransformsConfig(steps={"table": {}, "jsonl": {}})
     for i, bad in enumerate(_shapes_read_json_refuses_or_cannot_see(task, last)):
         text = json.dumps(bad, ensure_ascii=False)
         if i == 0:
@@ -272,14 +270,7 @@ def test_shapes_read_json_refuses_or_cannot_see_take_the_python_path(tmp_path, c
         assert columnar is not None
         with pytest.raises(NotColumnar):
             columnar.write(jsonl=None, table=None)
-        try:
-            run(path, task, tmp_path / f"fast{i}" / "ds", settings, columnar=True)
-        except ManifestError as exc:  # the parser refuses the line: both paths do
-            with pytest.raises(ManifestError, match=re.escape(str(exc))):
-                run(path, task, tmp_path / f"slow{i}" / "ds", settings, columnar=False)
-            continue
-        run(path, task, tmp_path / f"slow{i}" / "ds", settings, columnar=False)
-        assert dataset_files(tmp_path / f"fast{i}" / "ds") == dataset_files(tmp_path / f"slow{i}" / "ds")
+        both_ways(path, task, tmp_path / f"bad{i}", SETTINGS["defaults"], refused=True)
 
 
 def test_out_of_memory_on_several_threads_goes_on_on_one(tmp_path, caplog):
@@ -352,13 +343,10 @@ def test_key_names_inside_values_do_not_send_collect_to_the_python_path(tmp_path
         for i in range(0, 300, 3):
             lines[i][field] = '"failure-reason": "depth"' if i % 2 else "failure-reason"
         path = write_manifest(tmp_path / f"{task.value}.manifest", lines)
-        settings = TransformsConfig(steps={"table": {}, "jsonl": {}})
         columnar = _columnar(path, task)
         assert columnar is not None
         assert columnar.write(jsonl=None, table=None).lines == 300  # no NotColumnar
-        run(path, task, tmp_path / f"fast-{task.value}" / "ds", settings, columnar=True)
-        run(path, task, tmp_path / f"slow-{task.value}" / "ds", settings, columnar=False)
-        assert dataset_files(tmp_path / f"fast-{task.value}" / "ds") == dataset_files(tmp_path / f"slow-{task.value}" / "ds")
+        both_ways(path, task, tmp_path / task.value, SETTINGS["defaults"])
 
 
 def test_the_columnar_path_does_not_load_pandas(tmp_path):
@@ -392,10 +380,7 @@ def test_ground_truth_keys_count_when_they_are_there_even_null(tmp_path):
     columnar = _columnar(path, task)
     assert columnar is not None
     assert columnar.write(jsonl=None, table=None).status["labeled"] > 0  # no NotColumnar
-    settings = TransformsConfig(steps={"table": {}, "jsonl": {}})
-    run(path, task, tmp_path / "fast" / "ds", settings, columnar=True)
-    run(path, task, tmp_path / "slow" / "ds", settings, columnar=False)
-    assert dataset_files(tmp_path / "fast" / "ds") == dataset_files(tmp_path / "slow" / "ds")
+    both_ways(path, task, tmp_path, SETTINGS["defaults"])
 
 
 def test_a_records_pass_that_stops_early_stops_the_key_pass(tmp_path, monkeypatch):
@@ -430,11 +415,8 @@ def test_jobs_with_many_labels_read_class_maps_as_maps(tmp_path, monkeypatch, ta
     # with the threshold at 1, the test jobs' few labels take that way
     monkeypatch.setattr("runner.collect.columnar.MAX_STRUCT_LABELS", 1)
     path = manifest(tmp_path, task, seed=11)
-    settings = TransformsConfig(steps={"table": {}, "jsonl": {}})
     attr, _, labels = TYPES[task]
     columnar = _columnar(path, task)
     assert columnar is not None
-    assert "MAP(VARCHAR" in records_sql(path, attr, task, labels, columnar.layout, settings)
-    run(path, task, tmp_path / "fast" / "ds", settings, columnar=True)
-    run(path, task, tmp_path / "slow" / "ds", settings, columnar=False)
-    assert dataset_files(tmp_path / "fast" / "ds") == dataset_files(tmp_path / "slow" / "ds")
+    assert "MAP(VARCHAR" in records_sql(path, attr, task, labels, columnar.layout, SETTINGS["defaults"])
+    both_ways(path, task, tmp_path, SETTINGS["defaults"])

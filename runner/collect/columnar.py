@@ -1,6 +1,6 @@
-"""Collect's columnar path: DuckDB reads an output manifest in one streaming pass; the report's
-counts, the Parquet table and the jsonl splits come from its Arrow batches, with no Python object
-per line.
+"""Collect's columnar path: DuckDB reads an output manifest in two streaming passes at the same
+time; the report's counts, the Parquet table and the jsonl splits come from the records pass's
+Arrow batches, with no Python object per line.
 
 It takes output the Python parser (runner.collect.parse) reads the same way and that has no
 worker answers: a local manifest of a built-in task type whose lines all have the layout of its
@@ -146,7 +146,7 @@ class Result:
 
 
 class Columnar:
-    """One output manifest read by DuckDB in one streaming pass (see the module doc)."""
+    """One output manifest read by DuckDB: a key pass beside a records pass (see the module doc)."""
 
     def __init__(self, manifest: Path, attribute: str, task_type: TaskType, labels: Sequence[str],
                  layout: Layout, settings: TransformsConfig, memory_limit: str, threads: int | None = None,
@@ -182,8 +182,9 @@ class Columnar:
                    line_bytes=sample[1] / max(sample[0], 1))
 
     def write(self, *, jsonl: Path | None, table: Path | None) -> Result:
-        """Read the manifest once: count what the report needs, write `jsonl/{split}.jsonl` into the
-        folder `jsonl` and the Parquet table to the file `table` (either may be None).
+        """Read the manifest (the key pass and the records pass at the same time): count what the
+        report needs, write `jsonl/{split}.jsonl` into the folder `jsonl` and the Parquet table to
+        the file `table` (either may be None).
 
         Raises NotColumnar at the first line it cannot read the parser's way; what it wrote by
         then is the caller's to discard. DuckDB out of memory on several threads (each holds
@@ -373,15 +374,15 @@ class _Output:
         if not self.offset:
             raise NotColumnar("no lines")  # the parser's path says what an empty output holds
         assert self.keys is not None
-        lines, _, with_value, failure_texts, gt_texts, depth_texts = self.keys
+        lines, _, with_value, with_reason, with_gt_key, with_depth = self.keys
         seen = {"lines": (lines, self.offset), "label values": (with_value, self.values),
-                "failure-reasons": (failure_texts, self.status.get("failed", 0)),
-                "Ground Truth metadata": (gt_texts, self.metas)}
+                "failure-reasons": (with_reason, self.status.get("failed", 0)),
+                "Ground Truth metadata": (with_gt_key, self.metas)}
         if self.task_type is TaskType.bounding_box:
-            seen["depths"] = (depth_texts, self.depths)
-        for what, (texts, read) in seen.items():
-            if texts != read:
-                raise NotColumnar(f"{what}: {texts} in the lines' text, {read} read")
+            seen["depths"] = (with_depth, self.depths)
+        for what, (named, read) in seen.items():
+            if named != read:
+                raise NotColumnar(f"{what}: {named} named in the lines' keys, {read} read")
         return Result(lines=self.offset, status=self.status, reasons=self.reasons, distribution=self.distribution,
                       jsonl=self.split_counts if self.files else None,
                       table=self.kept if self.table is not None else None, skipped=self.offset - self.kept)
@@ -470,7 +471,7 @@ def _duckdb_error(exc: BaseException) -> Any:
 
 
 def _contiguous_values(lines: Any) -> memoryview:
-    """The bytes of a string array's values, back to back (a filter's output of a batch's lines)."""
+    """The bytes of a string array's values, back to back (a slice of a batch's lines in split order)."""
     offsets = lines.buffers()[1]
     data = lines.buffers()[2]
     width = 8 if str(lines.type) == "large_string" else 4
@@ -491,7 +492,7 @@ def lines_sql(manifest: Path) -> str:
 
 
 def _duckdb_type(spec: Any) -> str:
-    """A json_transform structure (see VALUE_SPEC) as a DuckDB type."""
+    """A structure of VALUE_SPEC's form (see _meta_spec too) as a DuckDB type, for read_json's columns."""
     if isinstance(spec, str):
         return spec
     if isinstance(spec, list):
