@@ -98,7 +98,8 @@ def run(path: Path, task: TaskType, out: Path, settings: TransformsConfig, *, co
 
 
 def dataset_files(out: Path) -> dict:
-    files = {f"jsonl/{s}": [json.loads(x) for x in (out / "jsonl" / f"{s}.jsonl").read_text().splitlines()]
+    # the jsonl lines as written, byte for byte: JSON that only parses the same is not the same file
+    files = {f"jsonl/{s}": (out / "jsonl" / f"{s}.jsonl").read_bytes().splitlines()
              for s in ("train", "validation", "test")}
     files["table"] = pq.read_table(out / "table" / f"{out.name}.parquet").to_pylist()
     files["report"] = json.loads((out / "report.json").read_text())
@@ -239,6 +240,46 @@ def test_blank_lines_and_split_chunks_match_the_python_path(tmp_path, monkeypatc
     path = write_manifest(tmp_path / "blank.manifest", lines)
     fast, _ = both_ways(path, task, tmp_path, SETTINGS["defaults"])
     assert fast["report"]["parse"]["lines"] == 450
+
+
+def test_floats_and_control_characters_are_written_as_json_dumps_writes_them(tmp_path, caplog):
+    # DuckDB writes 1e16 as 10000000000000000.0 (to_json) or 1e16 (a leaf's text), and the control
+    # characters' escapes in upper case: the jsonl lines must still be json.dumps's, byte for byte
+    floats = [2.5e-05, 1e16, 1e-7, 1e22, 123456789012345678.0, 1e300, -0.0, 5e-324, 0.1]
+    sides = [0.0, 1e-4, 12.5, 9999999999999998.0, 0.30000000000000004]  # to_json writes these as Python does
+    texts = ["vt\x0bff\x0cesc\x1b[0m", "a literal \\u001B", "backslash, then esc \\\x1b", "\\\\u001F",
+             "".join(chr(i) for i in range(32)), "ends in a backslash \\"]
+
+    def odd(task: TaskType, side: float | None = None) -> Path:
+        attr = TYPES[task][0]
+        rng = random.Random(9)
+        lines = [output_line(task, i, rng) for i in range(SAMPLE_LINES + 60)]
+        for i, line in enumerate(lines[SAMPLE_LINES:]):
+            line["score"] = floats[i % len(floats)]
+            line["source-ref" if task is TaskType.bounding_box else "source"] = texts[i % len(texts)]
+            meta = line.get(attr + "-metadata") or {}
+            for item in [meta, *meta.get("objects", []), *meta.get("entities", [])]:
+                if item.get("confidence") is not None:
+                    item["confidence"] = floats[(i + 1) % len(floats)]
+            for box in line.get(attr, {}).get("annotations", []) if task is TaskType.bounding_box else []:
+                box["left"], box["width"] = sides[i % len(sides)], sides[(i + 1) % len(sides)]
+        if side is not None:
+            lines[-1][attr]["annotations"] = [{"class_id": 0, "left": side, "top": 0, "width": 1, "height": 1}]
+        return write_manifest(tmp_path / f"{task.value}-{side}.manifest", lines)
+
+    for task in TYPES:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="runner.collect.transforms"):
+            both_ways(odd(task), task, tmp_path / task.value, SETTINGS["defaults"])
+        assert "(columnar)" in caplog.text
+        written = b"".join((tmp_path / task.value / "fast" / "ds" / "jsonl" / f"{s}.jsonl").read_bytes()
+                           for s in SPLITS)
+        assert b"1e+16" in written and b"2.5e-05" in written and b"\\u001b" in written
+    for side in (5e-05, 1e16):  # a box side that to_json writes otherwise: the parser takes the manifest
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="runner.collect.transforms"):
+            both_ways(odd(TaskType.bounding_box, side), TaskType.bounding_box, tmp_path / str(side), SETTINGS["defaults"])
+        assert "needs the Python parser" in caplog.text and "(columnar)" not in caplog.text
 
 
 def _shapes_read_json_refuses_or_cannot_see(task: TaskType, line: dict) -> list[dict]:

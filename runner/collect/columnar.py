@@ -568,9 +568,11 @@ def records_sql(manifest: Path, attribute: str, task_type: TaskType, labels: Seq
                     for i, step in enumerate(stages, 1))
     key = LABEL_KEY[task_type]
     raw = "raw_label" if task_type is TaskType.text_classification else "raw_labels"
-    # flat_record as a JSON line: the input fields' own JSON text, then the label key, confidence, workers
-    parts = [f"{sql_string(('{' if i == 0 else ',') + json.dumps(n, ensure_ascii=False) + ':')}, coalesce({_col(i)}, 'null')"
-             for i, n in enumerate(names)]
+    # flat_record as the JSON line json.dumps writes (see _python_json): the input fields' own JSON
+    # text (a float's as its value), then the label key, confidence, workers
+    parts = [f"{sql_string(('{' if i == 0 else ',') + json.dumps(n, ensure_ascii=False) + ':')}, "
+             f"coalesce({f'CAST(f_{i} AS VARCHAR)' if kind is float else _col(i)}, 'null')"
+             for i, (n, kind) in enumerate(layout.inputs)]
     parts.append(f"{sql_string(',' + json.dumps(key) + ':')}, to_json({sql_name(key)})")
     parts.append("',\"confidence\":', coalesce(CAST(confidence AS VARCHAR), 'null'), ',\"workers\":null}', chr(10)")
     keep = "true" if settings.min_confidence is None else f"coalesce(confidence >= {float(settings.min_confidence)!r}, true)"
@@ -587,7 +589,10 @@ WITH parsed AS (
   SELECT *, {typed},
          CASE WHEN m IS NULL THEN 'unlabeled' WHEN m."failure-reason" IS NOT NULL THEN 'failed' ELSE 'labeled' END AS status
   FROM leaves
-{steps})
+{steps}), texts AS (
+  SELECT *, concat({', '.join(parts)}) AS jt
+  FROM step{len(stages)}
+)
 SELECT {record}, {sql_name(key)}, confidence, CAST(NULL AS BIGINT) AS workers,
        status = 'labeled' AS "#labeled", status = 'failed' AS "#failed",
        CASE WHEN status = 'failed' THEN {_string('CAST(m."failure-reason" AS VARCHAR)')} END AS "#reason",
@@ -598,12 +603,25 @@ SELECT {record}, {sql_name(key)}, confidence, CAST(NULL AS BIGINT) AS workers,
          ELSE {type_ok} AND {checks} END,
          false) AS "#ok",
        {keep} AS "#keep",
-       concat({', '.join(parts)}) AS "#json",
+       {_python_json('jt')} AS "#json",
        status <> 'unlabeled' AND value IS NOT NULL AS "#value",
        m IS NOT NULL AS "#meta",
        {depth} AS "#depth"
-FROM step{len(stages)}
+FROM texts
 """
+
+
+def _python_json(text: str) -> str:
+    """The JSON text `text` (DuckDB's) with the escapes json.dumps writes: DuckDB writes the control
+    characters without a short escape as \\u00XX in upper case (\\u001B), Python in lower case. Only
+    a text with a "\\u00" is rewritten: an escaped backslash is set aside first (as chr(1), which
+    JSON text never holds raw), so that every backslash left starts an escape."""
+    escapes = [f"\\u00{c:02X}" for c in range(32) if any(x in f"{c:02X}" for x in "ABCDEF")]
+    fixed = f"replace({text}, '\\\\', chr(1))"
+    for escape in escapes:
+        fixed = f"replace({fixed}, {sql_string(escape)}, {sql_string(escape.lower())})"
+    fixed = f"replace({fixed}, chr(1), '\\\\')"
+    return f"CASE WHEN contains({text}, '\\u00') THEN {fixed} ELSE {text} END"
 
 
 def _col(i: int) -> str:
@@ -711,7 +729,10 @@ def _value_sql(task_type: TaskType, labels: Sequence[str], mapped: Callable[[str
         class_map, lookup = _by_index('m."class-map"', labels)
         leaves = f"value.annotations AS bx, {class_map} AS cmap, m.objects AS objs, value.image_size AS size"
         cfs, confidence, paired_ok = _paired("objs", "bx")
-        box = ("CASE WHEN " + " AND ".join(f"b.{k} IS NOT NULL" for k in sides) + " AND raw_labels[i] IS NOT NULL "
+        # to_json writes a side as json.dumps does when it is 0 or 1e-4 <= |side| < 1e16 (Python writes
+        # 5e-05 and 1e+16, to_json 0.00005 and 10000000000000000.0): a box with another is the parser's
+        box = ("CASE WHEN " + " AND ".join(f"(b.{k} = 0 OR abs(b.{k}) BETWEEN 1e-4 AND 9.999999999999998e15)"
+                                           for k in sides) + " AND raw_labels[i] IS NOT NULL "
                "THEN {'label': " + mapped("raw_labels[i]") + ", " + ", ".join(f"'{k}': b.{k}" for k in sides) + "} END")
         stages = [f"list_transform(bx, lambda b: {_int('CAST(b.class_id AS VARCHAR)')}) AS ids, {cfs}",
                   f"list_transform(ids, lambda i: {_name_text('i', 'cmap', lookup, labels)}) AS names",
