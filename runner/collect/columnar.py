@@ -13,8 +13,8 @@ raises NotColumnar at the first line it cannot read the parser's way (a malforme
 job's attribute, a field of another type), when the key pass saw what the records pass could not
 (an extra key, a null that read_json reads as a missing key), or when DuckDB runs out of memory
 even on one thread. Collect then discards what was written and takes the Python path, which names
-the line and what is wrong with it. Both paths write the same records (tests/test_columnar.py
-compares them file by file).
+the line and what is wrong with it. Both paths write the same records, and the same jsonl bytes
+(tests/test_columnar.py compares them file by file).
 """
 
 from __future__ import annotations
