@@ -616,7 +616,7 @@ def _python_json(text: str) -> str:
     characters without a short escape as \\u00XX in upper case (\\u001B), Python in lower case. Only
     a text with a "\\u00" is rewritten: an escaped backslash is set aside first (as chr(1), which
     JSON text never holds raw), so that every backslash left starts an escape."""
-    escapes = [f"\\u00{c:02X}" for c in range(32) if any(x in f"{c:02X}" for x in "ABCDEF")]
+    escapes = [f"\\u00{c:02X}" for c in (0x0B, 0x0E, 0x0F, *range(0x1A, 0x20))]  # with a hex letter; \n \f \r are short
     fixed = f"replace({text}, '\\\\', chr(1))"
     for escape in escapes:
         fixed = f"replace({fixed}, {sql_string(escape)}, {sql_string(escape.lower())})"
