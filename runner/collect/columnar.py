@@ -730,7 +730,8 @@ def _value_sql(task_type: TaskType, labels: Sequence[str], mapped: Callable[[str
         leaves = f"value.annotations AS bx, {class_map} AS cmap, m.objects AS objs, value.image_size AS size"
         cfs, confidence, paired_ok = _paired("objs", "bx")
         # to_json writes a side as json.dumps does when it is 0 or 1e-4 <= |side| < 1e16 (Python writes
-        # 5e-05 and 1e+16, to_json 0.00005 and 10000000000000000.0): a box with another is the parser's
+        # 5e-05 and 1e+16, to_json 0.00005 and 10000000000000000.0): any other side leaves the line to
+        # the parser
         box = ("CASE WHEN " + " AND ".join(f"(b.{k} = 0 OR abs(b.{k}) BETWEEN 1e-4 AND 9.999999999999998e15)"
                                            for k in sides) + " AND raw_labels[i] IS NOT NULL "
                "THEN {'label': " + mapped("raw_labels[i]") + ", " + ", ".join(f"'{k}': b.{k}" for k in sides) + "} END")
