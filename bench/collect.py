@@ -13,8 +13,9 @@ For each task type and line count it generates an output manifest shaped like Gr
 1. gtrun: `runner.collect.collect.collect` on the manifest, as `gtrun collect --manifest ...
    transforms=[table,jsonl]` runs it: report.json/.html, the dataset card, the Parquet table
    (registered as a DuckDB view) and jsonl/{train,validation,test}.jsonl. The manifest takes the
-   columnar path (runner.collect.columnar: DuckDB parses it once into a table that every output
-   reads). `gtrun_python` (not run by default) is the same with `use_columnar=False`: the Python
+   columnar path (runner.collect.columnar: DuckDB reads it in two streaming passes at the same
+   time, its keys and read_json of its values, and the outputs come from the values' Arrow
+   batches). `gtrun_python` (not run by default) is the same with `use_columnar=False`: the Python
    parser, once for the report and once per transform.
 2. pandas: `read_json(lines=True)` + `json_normalize` of its records + `to_parquet` (pyarrow).
 3. duckdb: `COPY (SELECT * FROM read_json('<manifest>')) TO '<out>' (FORMAT PARQUET)`, defaults.

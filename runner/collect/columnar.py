@@ -539,10 +539,11 @@ def records_sql(manifest: Path, attribute: str, task_type: TaskType, labels: Seq
     label_map), confidence (object_confidence) and workers (unknown: NULL), then the columns
     Columnar.write reads, whose names start with "#": labeled and failed (the object's status, as
     booleans: pyarrow would load pandas to compare a column with a Python string), reason, raw (the
-    label name or names before the label_map, when there is one), ok (the line is in a shape this path reads the way
-    the parser does), keep (transforms.min_confidence), json (flat_record as a JSON line), value (a
-    labeled or failed object's label value is there), meta (the metadata is an object) and depth
-    (boxes: the image size has a depth). `offset`: the lines to skip (parsed, not checked).
+    label name or names before the label_map, when there is one), ok (the line is in a shape this
+    path reads the way the parser does), keep (transforms.min_confidence), json (flat_record as the
+    JSON line json.dumps writes), value (a labeled or failed object's label value is there), meta
+    (the metadata is an object) and depth (boxes: the image size has a depth). `offset`: the lines
+    to skip (parsed, not checked).
 
     read_json parses the lines into the keys this path reads, whose leaves stay JSON. It refuses a
     line that is not an object, a duplicate key, and a value that is not the object or list it was
