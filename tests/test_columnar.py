@@ -219,6 +219,25 @@ def test_a_malformed_line_is_still_named_by_the_parser(tmp_path):
     assert result["report"]["parse"]["skipped"] == 1
 
 
+@pytest.mark.parametrize("bad", ["cut", "shape"])
+def test_a_line_duckdb_refuses_is_named_once_by_the_parser(tmp_path, caplog, bad):
+    # past the lines Columnar.open learns from, so that DuckDB reads it first. For a line that is
+    # not JSON DuckDB names the line after it: the log keeps no line number of DuckDB's
+    task = TaskType.text_classification
+    rng = random.Random(4)
+    lines = [json.dumps(output_line(task, i, rng)) for i in range(SAMPLE_LINES + 200)]
+    n = SAMPLE_LINES + 101
+    line = json.loads(lines[n - 1])
+    line["sentiment"], line["sentiment-metadata"] = 1, {"type": TYPES[task][1], "confidence": "high"}
+    lines[n - 1] = lines[n - 1][:-2] if bad == "cut" else json.dumps(line)
+    path = write_manifest(tmp_path / "m.manifest", lines)
+    with caplog.at_level(logging.INFO, logger="runner.collect.transforms"), \
+            pytest.raises(ManifestError, match=rf"line {n}: " + ("not JSON" if bad == "cut" else ".*confidence")):
+        run(path, task, tmp_path / "out", TransformsConfig(steps={"jsonl": {}}), columnar=True)
+    [why] = [r.getMessage() for r in caplog.records if "needs the Python parser" in r.getMessage()]
+    assert "Invalid Input Error" in why and not re.search(r"\bline \d", why)
+
+
 def test_out_of_memory_is_a_reason_to_take_the_python_path(tmp_path):
     task = TaskType.bounding_box
     attr, _, labels = TYPES[task]

@@ -232,7 +232,7 @@ class Columnar:
                         continue
                     if not isinstance(error, data_errors):
                         raise
-                    raise NotColumnar(str(exc).splitlines()[0]) from None
+                    raise NotColumnar(_reason(exc)) from None
             return out.result()
         finally:
             key_cursor.interrupt()  # the key pass, when the records pass stopped first (a cursor's own)
@@ -281,7 +281,7 @@ def _key_pass(cursor: Any, sql: str) -> tuple[int, ...]:
     try:
         return tuple(cursor.execute(sql).fetchall()[0])
     except duckdb.Error as exc:
-        raise NotColumnar(f"key pass: {str(exc).splitlines()[0]}") from None
+        raise NotColumnar(f"key pass: {_reason(exc)}") from None
 
 
 class _Output:
@@ -468,6 +468,12 @@ def _duckdb_error(exc: BaseException) -> Any:
         kind = next((k for prefix, k in kinds.items() if text.startswith(prefix)), duckdb.Error)
         return kind(text)
     return None
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of DuckDB's error without where in the manifest it was: for a line that is not
+    JSON DuckDB names the line after it, and the parser's error names the line anyway."""
+    return re.sub(r' in file ".*?"(?:, at byte \d+)?,? in line \d+', "", str(exc).splitlines()[0])
 
 
 def _contiguous_values(lines: Any) -> memoryview:
