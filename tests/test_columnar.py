@@ -106,7 +106,6 @@ def dataset_files(out: Path) -> dict:
     return files
 
 
-
 def both_ways(path: Path, task: TaskType, out: Path, settings: TransformsConfig, *,
               refused: bool = False) -> tuple[dict, dict] | None:
     """Collect `path` through the columnar path into out/fast/ds and through the parser into
@@ -123,6 +122,7 @@ def both_ways(path: Path, task: TaskType, out: Path, settings: TransformsConfig,
     slow = run(path, task, out / "slow" / "ds", settings, columnar=False)
     assert dataset_files(out / "fast" / "ds") == dataset_files(out / "slow" / "ds")
     return fast, slow
+
 
 SETTINGS = {
     "defaults": TransformsConfig(steps={"table": {}, "jsonl": {}}),

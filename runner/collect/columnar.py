@@ -227,7 +227,7 @@ class Columnar:
                         if out_of_memory == RETRIES_ON_THREADS:
                             threads = 1
                         log.info("collect: DuckDB ran out of memory under %s (%s): %s goes on from line %d on %s",
-                                 self.memory_limit, str(exc).splitlines()[0], self.manifest, out.offset + 1,
+                                 self.memory_limit, _reason(exc), self.manifest, out.offset + 1,
                                  "one thread" if threads == 1 else "the same threads")
                         continue
                     if not isinstance(error, data_errors):
@@ -471,8 +471,9 @@ def _duckdb_error(exc: BaseException) -> Any:
 
 
 def _reason(exc: BaseException) -> str:
-    """The first line of DuckDB's error without where in the manifest it was: for a line that is not
-    JSON DuckDB names the line after it, and the parser's error names the line anyway."""
+    """The first line of DuckDB's error, for a log line or NotColumnar, without where in the manifest
+    it was: for a line that is not JSON DuckDB names the line after it, and the parser's error names
+    the line anyway."""
     return re.sub(r' in file ".*?"(?:, at byte \d+)?,? in line \d+', "", str(exc).splitlines()[0])
 
 
