@@ -495,11 +495,17 @@ def collect_cmd(args: list[str]) -> int:
         prog="gtrun collect", description="Fetch a finished job's output, apply the run's transforms and "
         "write dataset/ in the run directory, with report.html, report.json and a README card. A sweep "
         "directory merges every member into one dataset; --manifest collects output of jobs gtrun did "
-        "not launch.")
+        "not launch.", usage="gtrun collect (TARGET | --manifest URI --out DIR) [options] [overrides]",
+        epilog="overrides: transforms=a,b picks the transforms (bundled: " + ", ".join(
+            sorted(p.stem for p in (CONF_DIR / "transforms").glob("*.yaml"))) + "; default: the run's, or "
+        "table,jsonl with --manifest); transforms.<key>=value sets an option, e.g. transforms.on_error=skip, "
+        "transforms.min_confidence=0.8, transforms.split.train=0.9, transforms.label_map.old=new")
     parser.add_argument("target", nargs="?", help="a run directory or a sweep directory")
     parser.add_argument("--manifest", help="an output manifest (path or s3:// URI) of any Ground Truth job")
-    parser.add_argument("--task-type", choices=[t.value for t in TaskType])
-    parser.add_argument("--label-attribute")
+    parser.add_argument("--task-type", choices=[t.value for t in TaskType],
+                        help="with --manifest (default: the `type` in the label metadata)")
+    parser.add_argument("--label-attribute",
+                        help="with --manifest (default: the one the lines carry, `<attr>-metadata`)")
     parser.add_argument("--labels", help="comma-separated label names, in the label config's order")
     parser.add_argument("--out", help="where to write the dataset (with --manifest)")
     ns, overrides = parser.parse_known_args(args)
@@ -507,13 +513,17 @@ def collect_cmd(args: list[str]) -> int:
         overrides, ns.target = [ns.target, *overrides], None
     try:
         if ns.manifest:
-            if not (ns.task_type and ns.label_attribute and ns.out):
-                return fail("--manifest needs --task-type, --label-attribute and --out")
-            ext = c.Output(name=Path(ns.out).name, manifest_uri=ns.manifest, storage=None,
-                           task_type=TaskType(ns.task_type), attribute=ns.label_attribute,
-                           labels=[x for x in (ns.labels or "").split(",") if x],
-                           provenance={"output_manifest": ns.manifest, "label_attribute": ns.label_attribute})
+            if not ns.out:
+                return fail("--manifest needs --out (where to write the dataset)")
             settings = transforms_settings(None, overrides or ["transforms=table,jsonl"])
+            ext = c.identified(c.Output(name=Path(ns.out).name, manifest_uri=ns.manifest, storage=None,
+                                        task_type=TaskType(ns.task_type) if ns.task_type else None,
+                                        attribute=ns.label_attribute,
+                                        labels=[x for x in (ns.labels or "").split(",") if x]), settings.on_error)
+            if not (ns.task_type and ns.label_attribute):
+                out.print(f"read from the manifest: label attribute {ext.attribute}, task type {ext.task_type.value}",
+                          highlight=False)
+            ext.provenance = {"output_manifest": ns.manifest, "label_attribute": ext.attribute}
             result = c.collect([ext], Path(ns.out), settings, dataset=ext.name, provenance=ext.provenance)
             where = Path(ns.out)
         elif ns.target:
@@ -533,7 +543,8 @@ def collect_cmd(args: list[str]) -> int:
     except GtrunError as exc:
         return fail(str(exc))
     counts = result["report"]["counts"]
-    out.print(f"[bold green]collected[/bold green] {counts['objects']:,} objects ({counts['labeled']:,} labeled, "
+    objects = f"{counts['objects']:,} object{'' if counts['objects'] == 1 else 's'}"
+    out.print(f"[bold green]collected[/bold green] {objects} ({counts['labeled']:,} labeled, "
               f"{counts['failed']:,} failed, {counts['unlabeled']:,} unlabeled) into {where}")
     for name, files in result["written"].items():
         if isinstance(files, str):

@@ -110,6 +110,28 @@ def test_collect_output_of_a_job_gtrun_did_not_launch(gtrun, tmp_path):
     assert (out / "report.json").exists() and (out / "README.md").exists()
 
 
+def test_collect_reads_the_label_attribute_and_task_type_off_the_manifest(gtrun, tmp_path):
+    manifest = ROOT / "tests/data/real-outputs/cat_output.manifest"
+    r = gtrun("collect", "--manifest", str(manifest), "--out", str(tmp_path / "cats"), "transforms=coco")
+    assert r.code == 0, r.output
+    assert "read from the manifest: label attribute cat-ground-truth, task type bounding_box" in r.stdout
+    boxes = sum(len(json.loads(x)["cat-ground-truth"]["annotations"]) for x in manifest.read_text().splitlines())
+    coco = [json.loads(p.read_text()) for p in (tmp_path / "cats" / "coco").glob("*.json")]
+    assert sum(len(c["annotations"]) for c in coco) == boxes > 0
+    assert read_json(tmp_path / "cats" / "report.json")["task_type"] == "bounding_box"
+    # a mistyped attribute would read every object as unlabeled: one error naming the right one
+    r = gtrun("collect", "--manifest", str(manifest), "--label-attribute", "cat-groundtruth", "--task-type",
+              "bounding_box", "--out", str(tmp_path / "typo"))
+    assert r.code == 2 and not (tmp_path / "typo").exists()
+    assert "label attribute 'cat-groundtruth': no line of" in r.stderr
+    assert "hint: --label-attribute cat-ground-truth" in r.stderr
+    # a failed object alone does not tell the task type: the error says which flag to pass
+    r = gtrun("collect", "--manifest", str(ROOT / "tests/data/real-outputs/ssie_expired_line2.jsonl"),
+              "--out", str(tmp_path / "expired"))
+    assert r.code == 2 and "hint: pass the task type (--task-type)" in r.stderr
+    assert not (tmp_path / "expired").exists()
+
+
 def test_a_malformed_line_stops_or_is_skipped(gtrun, tmp_path):
     good = {"source": "a", "s": 0, "s-metadata": {"class-name": "pos", "confidence": 0.9, "human-annotated": "yes",
                                                   "type": "groundtruth/text-classification", "job-name": "labeling-job/x",

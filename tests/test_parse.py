@@ -16,6 +16,7 @@ from runner.collect.parse import (
     ParseStats,
     attach_answers,
     detect,
+    identify,
     label_attributes,
     parse_line,
     read_manifest,
@@ -155,6 +156,28 @@ def test_chained_jobs_several_label_attributes_on_one_line(tmp_path):
         list(read_manifest(path, attribute=None, task_type=None, labels=None, on_error=OnError.skip))
     (obj,) = read_manifest(path, attribute="birds-open-images-clone", task_type=None, labels=None)
     assert obj.label == "Canary"
+
+
+def test_identify_reads_the_attribute_and_type_off_the_first_lines_that_tell_them():
+    failed, labeled = real_lines("ssie_expired_line2.jsonl")[0], real_lines("ssie_output_line1.jsonl")[0]
+    lines = [json.dumps(x) for x in (failed, labeled)]
+    assert identify(lines) == ("mock_job_name", TaskType.custom)  # the type comes from line 2
+    cat = [json.dumps(x) for x in real_lines("cat_output.manifest")]
+    assert identify(cat) == ("cat-ground-truth", TaskType.bounding_box)
+    assert identify(cat, task_type=TaskType.bounding_box) == ("cat-ground-truth", TaskType.bounding_box)
+    with pytest.raises(ManifestError, match="^line 1: .*'groundtruth/object-detection' is not a custom task"):
+        identify(cat, task_type=TaskType.custom)  # a given type is checked against the metadata's
+    with pytest.raises(ManifestError, match="without a type.*\n  hint: pass the task type \(--task-type\)"):
+        identify(lines[:1])
+    with pytest.raises(ManifestError, match="^line 1: several label attributes.*\n  hint: .*--label-attribute"):
+        identify([json.dumps(chained_line())])
+    assert identify([json.dumps(chained_line())], attribute="birds-open-images-clone") == (
+        "birds-open-images-clone", TaskType.text_classification)
+    with pytest.raises(ManifestError, match="no lines .*\n  hint: pass them"):
+        identify(["", "  "])
+    with pytest.raises(ManifestError, match="^line 1: not JSON"):
+        identify(["{not json", *cat])
+    assert identify(["{not json", *cat], on_error=OnError.skip) == ("cat-ground-truth", TaskType.bounding_box)
 
 
 def test_a_field_ending_in_metadata_without_gt_keys_is_an_input():

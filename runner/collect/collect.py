@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from runner.io.store import Store
 from runner.schema import DuckDBConfig, TaskType, TransformsConfig
 
 TERMINAL = ("Completed", "Stopped", "Failed")
+PEEK_LINES = 1_000  # lines read to name the label attributes an output has
 
 
 class CollectError(GtrunError):
@@ -106,6 +108,34 @@ def from_run(run_dir: Path) -> Output:
                   output_path=output_path, provenance=provenance, settings=settings)
 
 
+def identified(out: Output, on_error: Any = "stop") -> Output:
+    """The output with its label attribute and task type, read off its first lines when not given
+    (parse.identify)."""
+    if out.attribute is not None and out.task_type is not None:
+        return out
+    with out.open() as src:
+        attribute, task_type = parse.identify(src, attribute=out.attribute, task_type=out.task_type,
+                                              on_error=on_error)
+    return replace(out, attribute=attribute, task_type=task_type)
+
+
+def check_attribute(out: Output) -> None:
+    """Raise when no line has the output's label attribute while its first lines have others: a
+    mistyped name, which would read every object as unlabeled."""
+    seen: dict[str, None] = {}
+    with out.open() as src:
+        for raw in islice(src, PEEK_LINES):
+            try:
+                line = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            if type(line) is dict:
+                seen.update(dict.fromkeys(parse.label_attributes(line)))
+    if seen and out.attribute not in seen:
+        raise CollectError(f"label attribute {out.attribute!r}: no line of {out.manifest_uri} has it; its lines have "
+                           f"{', '.join(map(repr, seen))}\n  hint: --label-attribute {next(iter(seen))}")
+
+
 def sweep_members(sweep_dir: Path) -> list[Path]:
     """The run directories of a sweep, in job order."""
     members = sorted((p.parent for p in sweep_dir.glob("*/request.json")),
@@ -137,6 +167,7 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
     Python parser, which writes the same files."""
     if not outputs:
         raise CollectError("nothing to collect")
+    outputs = [identified(o, settings.on_error) for o in outputs]
     kinds = {o.task_type for o in outputs}
     if len(kinds) != 1:
         raise CollectError(f"the outputs mix task types ({', '.join(sorted(str(k) for k in kinds))})")
@@ -175,6 +206,10 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
             figures = report.build_report(counted(), task_type=task_type, labels=labels, dataset=dataset)
             figures["parse"] = {"lines": stats.lines, "skipped": stats.skipped_count,
                                 "skipped_lines": [list(x) for x in stats.skipped]}
+        counts = figures["counts"]
+        if counts["objects"] and not counts["labeled"] and not counts["failed"]:
+            for o in outputs:
+                check_attribute(o)
         rest = {k: v for k, v in settings.steps.items() if k not in fast_written}
         slow_written = transforms.run_transforms(factory, work, steps=rest, settings=settings,
                                                  labels=labels, task_type=task_type) if rest else {}

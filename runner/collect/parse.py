@@ -127,6 +127,24 @@ def detect(line: Mapping[str, Any], attribute: str | None) -> tuple[str, TaskTyp
         raise ManifestError(f"{attribute}-metadata: {exc}") from None
 
 
+
+def identify(lines: Iterable[bytes | str], *, attribute: str | None = None, task_type: TaskType | None = None,
+             on_error: OnError = OnError.stop) -> tuple[str, TaskType]:
+    """(label attribute, task type) of an output manifest, from its first lines as Parser learns
+    them (those given are kept): the one label attribute of the first line that has one, and the
+    `type` in the first of its metadata that has one.
+
+    Raises ManifestError, with the flag to pass as a hint, when the lines do not tell them: no
+    line has a label attribute (or none with a `type`), or a line has several (a chained job).
+    """
+    parser = Parser(attribute=attribute, task_type=task_type, on_error=on_error)
+    for _ in parser.parse_lines(lines):
+        break
+    if parser.attribute is None or parser.task_type is None:  # no lines at all
+        raise ManifestError("no lines to tell the label attribute and task type"
+                            "\n  hint: pass them (--label-attribute, --task-type)")
+    return parser.attribute, parser.task_type
+
 # -- one line -----------------------------------------------------------------------------------
 
 
@@ -774,7 +792,7 @@ class Parser:
             return (f"{lines} without a label attribute (no `<attr>-metadata`)"
                     "\n  hint: pass the label attribute (--label-attribute)")
         return (f"{lines} of label attribute {self.attribute!r} without a type in the metadata "
-                "(failed or unlabeled objects only)\n  hint: pass the task type")
+                "(failed or unlabeled objects only)\n  hint: pass the task type (--task-type)")
 
     def _bad(self, line_no: int, reason: str) -> None:
         if self.on_error is OnError.stop:
