@@ -399,6 +399,19 @@ def test_report_html_escapes_task_data_and_is_self_contained(report, tmp_path):
         assert figure in page
 
 
+def test_report_without_worker_answers_says_why_there_is_no_agreement(report, tmp_path):
+    t = TaskType.bounding_box
+    consolidated = [obj(i, t, boxes=(Box("car", 1, 2, 3, 4),)) for i in range(3)]  # an output manifest's
+    bare = build_report(iter(consolidated), task_type=t, labels=["car", "bus"], dataset="streets")
+    _, html_path = write_report(bare, tmp_path / "bare")
+    page = html_path.read_text(encoding="utf-8")
+    assert "No worker answers: an output manifest holds each object's consolidated label only" in page
+    assert "no pairs" not in page
+    _, html_path = write_report(report, tmp_path / "answered")  # with answers: the chart, no such note
+    page = html_path.read_text(encoding="utf-8")
+    assert "No worker answers" not in page and "pairs" in page
+
+
 def test_card_mentions_every_provenance_key(report, tmp_path):
     provenance = {"run_dir": "outputs/2026-01-01/12-00-00", "job_name": "tweets-20260101",
                   "config_hash": "3f2a9c", "source_fingerprint": "sha256:abc|def",
