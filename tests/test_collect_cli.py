@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 
 from runner.service.server import Service
 from tests.conftest import ROOT, read_json
+from tests.moto_fixtures import aws_env, moto_server, reset_moto  # noqa: F401
 from tests.service_helpers import Worker
 
 ANSWERS = [["Positive", "Negative", "Neutral", "Irrelevant"], ["Positive", "Positive", "Neutral", "Negative"]]
@@ -130,6 +131,28 @@ def test_collect_reads_the_label_attribute_and_task_type_off_the_manifest(gtrun,
               "--out", str(tmp_path / "expired"))
     assert r.code == 2 and "hint: pass the task type (--task-type)" in r.stderr
     assert not (tmp_path / "expired").exists()
+
+
+def test_collect_a_manifest_on_s3(gtrun, tmp_path, moto_server, aws_env, monkeypatch):  # noqa: F811
+    """--manifest s3://...: read with the standard AWS settings (here AWS_ENDPOINT_URL_S3: moto's server)."""
+    import boto3
+
+    reset_moto(moto_server)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_server)
+    s3 = boto3.client("s3", endpoint_url=moto_server)
+    s3.create_bucket(Bucket="gt-out")
+    manifest = ROOT / "tests/data/real-outputs/cat_output.manifest"
+    s3.put_object(Bucket="gt-out", Key="cats/manifests/output/output.manifest", Body=manifest.read_bytes())
+    uri = "s3://gt-out/cats/manifests/output/output.manifest"
+    r = gtrun("collect", "--manifest", uri, "--out", str(tmp_path / "cats"), "transforms=jsonl")
+    assert r.code == 0, r.output
+    assert "label attribute cat-ground-truth, task type bounding_box" in r.stdout
+    records = [json.loads(x) for p in (tmp_path / "cats" / "jsonl").glob("*.jsonl") for x in p.read_text().splitlines()]
+    lines = [json.loads(x) for x in manifest.read_text().splitlines()]
+    assert sorted(len(r["boxes"]) for r in records) == sorted(len(x["cat-ground-truth"]["annotations"]) for x in lines)
+    assert uri in (tmp_path / "cats" / "README.md").read_text()
+    r = gtrun("collect", "--manifest", "s3://gt-out/cats/missing.manifest", "--out", str(tmp_path / "none"))
+    assert r.code == 2 and "s3://gt-out/cats/missing.manifest" in r.stderr and not (tmp_path / "none").exists()
 
 
 def test_a_malformed_line_stops_or_is_skipped(gtrun, tmp_path):
