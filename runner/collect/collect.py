@@ -23,7 +23,7 @@ from runner.collect import parse, report, transforms
 from runner.collect.records import LabeledObject, WorkerAnswer
 from runner.errors import GtrunError, RecordError
 from runner.io.store import Store
-from runner.schema import DuckDBConfig, TaskType, TransformsConfig
+from runner.schema import DuckDBConfig, OnError, TaskType, TransformsConfig
 
 TERMINAL = ("Completed", "Stopped", "Failed")
 PEEK_LINES = 1_000  # lines read to name the label attributes an output has
@@ -108,7 +108,7 @@ def from_run(run_dir: Path) -> Output:
                   output_path=output_path, provenance=provenance, settings=settings)
 
 
-def identified(out: Output, on_error: Any = "stop") -> Output:
+def identified(out: Output, on_error: OnError = OnError.stop) -> Output:
     """The output with its label attribute and task type, read off its first lines when not given
     (parse.identify)."""
     if out.attribute is not None and out.task_type is not None:

@@ -127,7 +127,6 @@ def detect(line: Mapping[str, Any], attribute: str | None) -> tuple[str, TaskTyp
         raise ManifestError(f"{attribute}-metadata: {exc}") from None
 
 
-
 def identify(lines: Iterable[bytes | str], *, attribute: str | None = None, task_type: TaskType | None = None,
              on_error: OnError = OnError.stop) -> tuple[str, TaskType]:
     """(label attribute, task type) of an output manifest, from its first lines as Parser learns
@@ -144,6 +143,7 @@ def identify(lines: Iterable[bytes | str], *, attribute: str | None = None, task
         raise ManifestError("no lines to tell the label attribute and task type"
                             "\n  hint: pass them (--label-attribute, --task-type)")
     return parser.attribute, parser.task_type
+
 
 # -- one line -----------------------------------------------------------------------------------
 
