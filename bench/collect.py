@@ -234,7 +234,6 @@ def output_mb(path: Path) -> float:
 
 def bench(kind: str, lines: int, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     manifest = manifest_path(args.workdir, kind, lines)
-    warm(manifest)
     methods = list(args.methods)
     if "pandas" in methods and args.skip_pandas_above is not None and lines > args.skip_pandas_above:
         print(f"  {kind} {lines:,}: pandas skipped (--skip-pandas-above {args.skip_pandas_above:,})", flush=True)
@@ -245,6 +244,7 @@ def bench(kind: str, lines: int, args: argparse.Namespace) -> dict[str, dict[str
             # gtrun writes a dataset folder (report, card, table/, jsonl/), the others one Parquet file
             out = args.workdir / f"out_{method}_{kind}_{lines}{'' if method.startswith('gtrun') else '.parquet'}"
             print(f"  {kind} {lines:,}: {method} run {i + 1}/{args.repeat} ...", end=" ", flush=True)
+            warm(manifest)  # before each run: pandas' gigabytes can push the manifest out of the page cache
             r = measure(method, kind, manifest, out, args.workdir)
             if "error" in r:
                 print(f"FAILED after {r['wall']:.1f} s at {r['peak_mb']:,.0f} MB: {r['error']}", flush=True)
