@@ -217,7 +217,6 @@ def bench(rows: int, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """
     workdir: Path = args.workdir
     csv = csv_path(workdir, rows)
-    warm(csv)
     methods = list(METHODS)
     if args.skip_pandas_above is not None and rows > args.skip_pandas_above:
         print(f"  {rows:,} rows: pandas skipped (--skip-pandas-above {args.skip_pandas_above:,})")
@@ -227,6 +226,7 @@ def bench(rows: int, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         for method in methods:
             out = workdir / (f"store_{rows}" if method == "gtrun" else f"out_{method}_{rows}.json")
             print(f"  {rows:,} rows: {method} run {i + 1}/{args.repeat} ...", end=" ", flush=True)
+            warm(csv)  # before each run: pandas' memory can push the CSV out of the page cache
             r = measure(method, csv, out, workdir)
             if "error" in r:
                 print(f"FAILED after {r['wall']:.1f} s at {r['peak_mb']:,.0f} MB: {r['error']}", flush=True)
