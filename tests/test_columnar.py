@@ -163,6 +163,59 @@ def test_a_label_map_renames_in_both_paths(tmp_path, task, old, new):
     assert new in labels and old not in labels
 
 
+def named_line(task: TaskType, i: int, rng: random.Random) -> dict:
+    """output_line, each label named by the line itself (class-name, class-map), with odd class-maps
+    mixed in: an index no box uses, one named twice, a null, a key that is not an index, "03"."""
+    attr, _, labels = TYPES[task]
+    line = output_line(task, i, rng)
+    meta = line.get(attr + "-metadata")
+    if meta is None or "failure-reason" in meta:
+        if meta is not None and i % 2:
+            meta["class-map"] = {"7": "from-a-failed-line"}  # the parser reads a failed line's class-map too
+        return line
+    if task is TaskType.text_classification:
+        meta["class-name"] = labels[line[attr]]
+        if i == 40:
+            meta["class-map"] = {"9": "Mixed"}  # not Ground Truth's, read all the same
+    elif task is TaskType.bounding_box:
+        used = {b["class_id"] for b in line[attr]["annotations"]}
+        meta["class-map"] = {str(k): labels[k] for k in used}
+        if i == 30:
+            meta["class-map"].update({"5": "truck", "6": None, "x": "odd", "03": "of-03", "01": "late"})
+        if i > 200 and 1 in used:
+            meta["class-map"]["1"] = "coach"  # a later name for index 1: a label of its own
+    elif task is TaskType.text_multilabel and i == 30:
+        meta["class-map"].update({"5": "refund", "6": None, "x": "odd"})
+    return line
+
+
+@pytest.mark.parametrize("task", list(TYPES), ids=lambda t: t.value)
+def test_given_no_labels_the_columnar_pass_reads_them_as_the_parser_does(tmp_path, caplog, task):
+    rng = random.Random(5)
+    path = write_manifest(tmp_path / "out.manifest", [named_line(task, i, rng) for i in range(600)])
+    attr = TYPES[task][0]
+    settings = TransformsConfig(steps={"table": {}, "jsonl": {}, "hf_datasets": {}})
+
+    def collect(out: Path, columnar: bool) -> dict:
+        output = c.Output(name="ds", manifest_uri=str(path), storage=None, task_type=task, attribute=attr, labels=[])
+        return c.collect([output], out, settings, dataset="ds", provenance={}, use_columnar=columnar)
+
+    with caplog.at_level(logging.INFO, logger="runner.collect"):
+        fast = collect(tmp_path / "fast" / "ds", True)
+        assert "(columnar)" in caplog.text and "the parser reads them off" not in caplog.text  # one pass
+        slow = collect(tmp_path / "slow" / "ds", False)
+        assert "no labels given: the parser reads them off" in caplog.text
+    assert dataset_files(tmp_path / "fast" / "ds") == dataset_files(tmp_path / "slow" / "ds")
+    labels = fast["report"]["labels"]
+    assert labels == slow["report"]["labels"] and len(labels) >= len(TYPES[task][2])
+    # a transform that needs the label list gets the same one (hf_datasets: ClassLabel names)
+    features = [pq.read_schema(tmp_path / w / "ds" / "hf" / "train.parquet").metadata for w in ("fast", "slow")]
+    assert features[0] == features[1] and all(json.dumps(x) in features[0][b"huggingface"].decode() for x in labels)
+    if task is TaskType.bounding_box:
+        # by class index (the first name of each: "01" comes after "1"'s bus), then "coach", used later
+        assert labels == ["car", "bus", "bike", "of-03", "truck", "from-a-failed-line", "coach"]
+
+
 def _columnar(path: Path, task: TaskType) -> Columnar | None:
     attr, _, labels = TYPES[task]
     return Columnar.open(path, attribute=attr, task_type=task, labels=labels, settings=TransformsConfig())

@@ -7,6 +7,7 @@ jobs gtrun did not launch.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -27,6 +28,8 @@ from runner.schema import DuckDBConfig, OnError, TaskType, TransformsConfig
 
 TERMINAL = ("Completed", "Stopped", "Failed")
 PEEK_LINES = 1_000  # lines read to name the label attributes an output has
+
+log = logging.getLogger(__name__)
 
 
 class CollectError(GtrunError):
@@ -173,14 +176,14 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
         raise CollectError(f"the outputs mix task types ({', '.join(sorted(str(k) for k in kinds))})")
     labels = list(dict.fromkeys(label for o in outputs for label in o.labels))
     merged = len(outputs) > 1
-    if not labels:  # output gtrun did not launch, given no --labels: read them off the output
-        labels = seen_labels(obj for o in outputs for obj in objects_of(o, settings))
 
     def factory() -> Iterator[LabeledObject]:
         for o in outputs:
             yield from objects_of(o, settings, tag=o.name if merged else None)
 
     stats = parse.ParseStats()
+    # no labels (output gtrun did not launch, given no --labels): they are read off the output, by
+    # the columnar pass when it takes the output, else by the parser first
     fast = columnar_of(outputs, settings, labels) if use_columnar else None
 
     def counted() -> Iterator[LabeledObject]:
@@ -197,12 +200,19 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
                                          task_type=task_type) if fast is not None else None
         if done is not None:
             result, fast_written = done
+            if not labels:
+                labels = result.labels or []
+                transforms.check_transforms(settings.steps, settings, labels=labels, task_type=task_type)
             figures = report.report_from_counts(task_type=task_type, labels=labels, dataset=dataset,
                                                 status=result.status, reasons=list(result.reasons.items()),
                                                 distribution=list(result.distribution.items()))
             figures["parse"] = {"lines": result.lines, "skipped": 0, "skipped_lines": []}
         else:
             fast_written = {}
+            if not labels:
+                log.info("collect: no labels given: the parser reads them off %s first",
+                         ", ".join(o.manifest_uri for o in outputs))
+                labels = seen_labels(obj for o in outputs for obj in objects_of(o, settings))
             figures = report.build_report(counted(), task_type=task_type, labels=labels, dataset=dataset)
             figures["parse"] = {"lines": stats.lines, "skipped": stats.skipped_count,
                                 "skipped_lines": [list(x) for x in stats.skipped]}
@@ -289,18 +299,19 @@ def register_on_athena(settings: Any, table_file: Path, name: str) -> str:
 
 
 def seen_labels(objects: Iterable[LabeledObject]) -> list[str]:
-    """The label names an output uses: class-map order where the metadata has one, then first use."""
+    """The label names an output uses: class-map order where the metadata has one (the first name
+    of each class index), then first use (columnar.Columnar finds the same in its pass)."""
     by_index: dict[int, str] = {}
     seen: dict[str, None] = {}
     for obj in objects:
-        for key, name in (obj.metadata.get("class-map") or {}).items():
-            if str(key).isdigit():
+        class_map = obj.metadata.get("class-map")
+        for key, name in class_map.items() if isinstance(class_map, dict) else ():
+            if str(key).isdigit() and name is not None:
                 by_index.setdefault(int(key), str(name))
         for name in (obj.label, *obj.labels, *(b.label for b in obj.boxes), *(e.label for e in obj.entities)):
             if name:
                 seen.setdefault(name, None)
-    ordered = [by_index[i] for i in sorted(by_index)]
-    return ordered + [name for name in seen if name not in ordered]
+    return transforms.label_order(by_index, seen)
 
 
 def unlabeled_lines(run_dir: Path) -> Iterator[bytes]:

@@ -32,7 +32,7 @@ from typing import Any
 
 from runner.build.quoting import sql_name, sql_string
 from runner.collect import parse
-from runner.collect.transforms import SPLITS
+from runner.collect.transforms import SPLITS, label_order
 from runner.schema import SplitConfig, TaskType, TransformsConfig
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,8 @@ RETRIES_ON_THREADS = 2  # out of memory this many times on several threads: one 
 def _meta_spec(task_type: TaskType, labels: Sequence[str]) -> dict[str, Any]:
     """The metadata keys records_sql reads, and their types."""
     spec: dict[str, Any] = {"failure-reason": "JSON", "type": "JSON"}  # the key pass sees the other keys
+    if not labels:  # the labels are read off the output: every class-map's names (see _Output.class_names)
+        spec["class-map"] = _index_map(labels, "JSON")
     if task_type is TaskType.text_classification:
         spec.update({"class-name": "JSON", "confidence": "DOUBLE"})
     elif task_type is TaskType.text_multilabel:
@@ -143,6 +145,7 @@ class Result:
     jsonl: dict[str, int] | None  # objects per split, when it wrote the jsonl files
     table: int | None  # rows, when it wrote the Parquet table
     skipped: int  # objects left out: not labeled, or below transforms.min_confidence
+    labels: list[str] | None = None  # the output's labels, when it was given none (collect.seen_labels)
 
 
 class Columnar:
@@ -293,6 +296,8 @@ class _Output:
                                                                        "workers"]
         self.keys: tuple[int, ...] | None = None  # the key pass's figures (keys_sql)
         self.raw = bool(columnar.settings.label_map)  # records_sql has a "#raw" column
+        # given no labels: the first name of each class index in the class-maps (records_sql's "#cmap")
+        self.class_map: dict[int, str] | None = None if columnar.labels else {}
         self.status: dict[str, int] = {}
         self.reasons: dict[str, int] = {}
         self.distribution: dict[str, int] = {}
@@ -329,6 +334,8 @@ class _Output:
         if pa.types.is_struct(used.type):
             used = pc.struct_field(used, "label")
         _add_counts(self.distribution, pc.value_counts(used))
+        if self.class_map is not None:
+            self.class_names(batch.column("#cmap"))
         self.values += batch.column("#value").true_count
         self.metas += batch.column("#meta").true_count
         if self.task_type is TaskType.bounding_box:
@@ -362,6 +369,22 @@ class _Output:
             self.writer.write_batch(rows)
         self.offset += n
 
+    def class_names(self, entries: Any) -> None:
+        """Add a batch's class-map entries ({key, value: JSON text}) as collect.seen_labels reads
+        them: for each class index (a key of digits), the first name, as str() of its JSON value."""
+        import pyarrow.compute as pc
+
+        flat = pc.list_flatten(entries)
+        if not len(flat):
+            return
+        # "key NUL value" in first-seen order: a value's JSON text holds no raw NUL, a key may
+        pairs = pc.binary_join_element_wise(pc.struct_field(flat, "key"),
+                                            pc.fill_null(pc.struct_field(flat, "value"), ""), "\0")
+        for pair in pc.unique(pairs).to_pylist():
+            key, _, text = pair.rpartition("\0")
+            if key.isdigit() and text:  # "": a JSON null, not a name
+                self.class_map.setdefault(int(key), str(json.loads(text)))  # type: ignore[union-attr]
+
     def result(self) -> Result:
         """The figures, once the key pass's agree with what the records pass read.
 
@@ -385,7 +408,8 @@ class _Output:
                 raise NotColumnar(f"{what}: {named} named in the lines' keys, {read} read")
         return Result(lines=self.offset, status=self.status, reasons=self.reasons, distribution=self.distribution,
                       jsonl=self.split_counts if self.files else None,
-                      table=self.kept if self.table is not None else None, skipped=self.offset - self.kept)
+                      table=self.kept if self.table is not None else None, skipped=self.offset - self.kept,
+                      labels=None if self.class_map is None else label_order(self.class_map, self.distribution))
 
     def close(self) -> None:
         for f in self.files.values():
@@ -605,6 +629,7 @@ SELECT {record}, {sql_name(key)}, confidence, CAST(NULL AS BIGINT) AS workers,
        status = 'labeled' AS "#labeled", status = 'failed' AS "#failed",
        CASE WHEN status = 'failed' THEN {_string('CAST(m."failure-reason" AS VARCHAR)')} END AS "#reason",
        {f'{raw} AS "#raw",' if settings.label_map else ""}
+       {'map_entries(m."class-map") AS "#cmap",' if not labels else ""}
        coalesce({inputs_ok} AND CASE status
          WHEN 'unlabeled' THEN value IS NULL
          WHEN 'failed' THEN {type_ok} AND starts_with(CAST(m."failure-reason" AS VARCHAR), '"')

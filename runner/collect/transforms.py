@@ -110,6 +110,13 @@ def split_of(object_id: str, split: SplitConfig) -> str:
 # --- labels -----------------------------------------------------------------------------------
 
 
+def label_order(by_index: Mapping[int, str], used: Iterable[str]) -> list[str]:
+    """An output's labels when the job's are not known: the class-map's names by class index, then
+    the other names used (non-empty), in order of use."""
+    ordered = [by_index[i] for i in sorted(by_index)]
+    return ordered + [name for name in used if name and name not in ordered]
+
+
 def mapped_labels(labels: Sequence[str], label_map: Mapping[str, str]) -> list[str]:
     """The label list after `transforms.label_map`: renamed, merged ones once, in first-seen order.
 
