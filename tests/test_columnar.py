@@ -22,6 +22,7 @@ from runner.collect.columnar import LABEL_KEY, SAMPLE_LINES, Columnar, NotColumn
 from runner.collect.transforms import SPLITS, split_of
 from runner.errors import ManifestError
 from runner.schema import SplitConfig, TaskType, TransformsConfig
+from tests.moto_fixtures import aws_env, moto_server, reset_moto  # noqa: F401
 
 TYPES = {
     TaskType.text_classification: ("sentiment", "groundtruth/text-classification", ["Positive", "Negative", "Neutral"]),
@@ -214,6 +215,29 @@ def test_given_no_labels_the_columnar_pass_reads_them_as_the_parser_does(tmp_pat
     if task is TaskType.bounding_box:
         # by class index (the first name of each: "01" comes after "1"'s bus), then "coach", used later
         assert labels == ["car", "bus", "bike", "of-03", "truck", "from-a-failed-line", "coach"]
+
+
+def test_a_manifest_on_s3_is_copied_aside_for_the_columnar_pass(tmp_path, caplog, moto_server, aws_env,  # noqa: F811
+                                                               monkeypatch):
+    import boto3
+
+    reset_moto(moto_server)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_server)  # smart_open's client: the standard settings
+    task = TaskType.bounding_box
+    path = manifest(tmp_path, task)
+    s3 = boto3.client("s3", endpoint_url=moto_server)
+    s3.create_bucket(Bucket="gt-out")
+    s3.upload_file(str(path), "gt-out", "job/manifests/output/output.manifest")
+    attr, _, labels = TYPES[task]
+    output = c.Output(name="ds", manifest_uri="s3://gt-out/job/manifests/output/output.manifest", storage=None,
+                      task_type=task, attribute=attr, labels=labels)
+    with caplog.at_level(logging.INFO, logger="runner.collect"):
+        remote = c.collect([output], tmp_path / "s3" / "ds", SETTINGS["defaults"], dataset="ds", provenance={})
+    assert "copied to" in caplog.text and "(columnar)" in caplog.text
+    assert [p.name for p in (tmp_path / "s3").iterdir()] == ["ds"]  # the copy went with the staging folder
+    local = run(path, task, tmp_path / "local" / "ds", SETTINGS["defaults"], columnar=False)
+    assert dataset_files(tmp_path / "s3" / "ds") == dataset_files(tmp_path / "local" / "ds")
+    assert remote["report"] == local["report"]
 
 
 def _columnar(path: Path, task: TaskType) -> Columnar | None:

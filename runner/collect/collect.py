@@ -182,9 +182,6 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
             yield from objects_of(o, settings, tag=o.name if merged else None)
 
     stats = parse.ParseStats()
-    # no labels (output gtrun did not launch, given no --labels): they are read off the output, by
-    # the columnar pass when it takes the output, else by the parser first
-    fast = columnar_of(outputs, settings, labels) if use_columnar else None
 
     def counted() -> Iterator[LabeledObject]:
         for o in outputs:
@@ -195,6 +192,9 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
     work = staging / slug  # transforms name their files after the folder (the dataset)
     work.mkdir(parents=True)
     try:
+        # no labels (output gtrun did not launch, given no --labels): they are read off the output, by
+        # the columnar pass when it takes the output, else by the parser first
+        fast = columnar_of(outputs, settings, labels, scratch=staging) if use_columnar else None
         task_type = next(iter(kinds)) or TaskType.custom
         done = transforms.columnar_steps(fast, work, steps=settings.steps, settings=settings, labels=labels,
                                          task_type=task_type) if fast is not None else None
@@ -251,22 +251,32 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
     return {"report": figures, "written": written}
 
 
-def columnar_of(outputs: Sequence[Output], settings: TransformsConfig, labels: Sequence[str]) -> Any:
-    """The columnar reading of a single local output without worker answers, or None."""
+def columnar_of(outputs: Sequence[Output], settings: TransformsConfig, labels: Sequence[str],
+                scratch: Path | None = None) -> Any:
+    """The columnar reading of a single output without worker answers, or None. A remote manifest
+    (S3) is first copied into the folder `scratch` (streamed), when given: DuckDB reads local files."""
     from runner.collect.columnar import Columnar
     from runner.io.store import LocalStore
 
     if len(outputs) != 1 or outputs[0].attribute is None:
         return None
     out = outputs[0]
+    if not Columnar.takes(out.task_type, settings):
+        return None
+    if out.responses():
+        return None  # answers come from the worker-response files: the Python path joins them
     if isinstance(out.storage, LocalStore):
         path = out.storage.path(out.manifest_uri)
     elif out.storage is None and "://" not in out.manifest_uri:
         path = Path(out.manifest_uri).expanduser()
+    elif scratch is not None:
+        path = scratch / ".output.manifest"
+        with out.open() as src, open(path, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        log.info("collect: %s copied to %s (%.0f MB) for the columnar pass", out.manifest_uri, path,
+                 path.stat().st_size / 2**20)
     else:
         return None
-    if out.responses():
-        return None  # answers come from the worker-response files: the Python path joins them
     engine = out.settings.backend.duckdb if out.settings is not None else DuckDBConfig()
     return Columnar.open(path, attribute=out.attribute, task_type=out.task_type, labels=labels,
                          settings=settings, memory_limit=engine.memory_limit, threads=engine.threads)

@@ -158,6 +158,12 @@ class Columnar:
         self.layout, self.settings, self.memory_limit, self.threads = layout, settings, memory_limit, threads
         self.batch_rows = batch_rows(line_bytes)  # `line_bytes`: the lines' average size, when known
 
+    @staticmethod
+    def takes(task_type: TaskType | None, settings: TransformsConfig) -> bool:
+        """Whether the columnar path can take output of this task type with these transforms."""
+        # a label_map merging multi-labels takes the highest confidence of theirs: the Python path does that
+        return task_type in TYPES and not (settings.label_map and task_type is TaskType.text_multilabel)
+
     @classmethod
     def open(cls, manifest: Path, *, attribute: str, task_type: TaskType | None,
              labels: Sequence[str], settings: TransformsConfig, memory_limit: str = "140MB",
@@ -165,10 +171,8 @@ class Columnar:
         """The columnar reading of the manifest, or None when its first lines already need the
         Python path (see the module doc). `memory_limit` and `threads`: DuckDB's
         (backend.duckdb.memory_limit and threads; None: one per core)."""
-        if task_type not in TYPES or not manifest.is_file():
+        if not cls.takes(task_type, settings) or not manifest.is_file():
             return None
-        if settings.label_map and task_type is TaskType.text_multilabel:
-            return None  # merged labels take the highest confidence of theirs: the Python path does that
         sample = [0, 0]  # lines, bytes
 
         def counted(src: Iterator[bytes]) -> Iterator[bytes]:
