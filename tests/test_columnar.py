@@ -217,7 +217,7 @@ def test_given_no_labels_the_columnar_pass_reads_them_as_the_parser_does(tmp_pat
         assert labels == ["car", "bus", "bike", "of-03", "truck", "from-a-failed-line", "coach"]
 
 
-def test_a_manifest_on_s3_is_copied_aside_for_the_columnar_pass(tmp_path, caplog, moto_server, aws_env,  # noqa: F811
+def test_a_manifest_on_s3_is_copied_aside_once_for_every_pass(tmp_path, caplog, moto_server, aws_env,  # noqa: F811
                                                                monkeypatch):
     import boto3
 
@@ -238,6 +238,12 @@ def test_a_manifest_on_s3_is_copied_aside_for_the_columnar_pass(tmp_path, caplog
     local = run(path, task, tmp_path / "local" / "ds", SETTINGS["defaults"], columnar=False)
     assert dataset_files(tmp_path / "s3" / "ds") == dataset_files(tmp_path / "local" / "ds")
     assert remote["report"] == local["report"]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="runner.collect"):  # the parser's passes read one copy too
+        c.collect([output], tmp_path / "s3-parser" / "ds", SETTINGS["defaults"], dataset="ds", provenance={},
+                  use_columnar=False)
+    assert caplog.text.count("copied to") == 1
+    assert dataset_files(tmp_path / "s3-parser" / "ds") == dataset_files(tmp_path / "local" / "ds")
 
 
 def _columnar(path: Path, task: TaskType) -> Columnar | None:

@@ -49,9 +49,37 @@ class Output:
     output_path: str | None = None  # S3OutputPath: worker responses are under <output_path>/<job>/
     provenance: dict[str, Any] = field(default_factory=dict)
     settings: Any = None  # the run's GtrunConfig, when it is a run
+    copy: Path | None = None  # a local copy of a remote manifest, read instead of it (see local_copy)
     _responses: dict[str, list[WorkerAnswer]] | None = field(default=None, init=False, repr=False, compare=False)
 
+    @property
+    def local(self) -> Path | None:
+        """The manifest as a local file, when it is one or has a copy."""
+        from runner.io.store import LocalStore
+
+        if self.copy is not None:
+            return self.copy
+        if isinstance(self.storage, LocalStore):
+            return self.storage.path(self.manifest_uri)
+        if self.storage is None and "://" not in self.manifest_uri:
+            return Path(self.manifest_uri).expanduser()
+        return None
+
+    def local_copy(self, path: Path) -> Output:
+        """This output, reading a copy of its manifest at `path` (streamed there now) when it is
+        remote: collect reads it several times, and DuckDB reads local files."""
+        if self.local is not None:
+            return self
+        with self.open() as src, open(path, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        log.info("collect: %s copied to %s (%.0f MB)", self.manifest_uri, path, path.stat().st_size / 2**20)
+        copied = replace(self, copy=path)
+        copied._responses = self._responses
+        return copied
+
     def open(self) -> Any:
+        if self.copy is not None:
+            return open(self.copy, "rb")
         if self.storage is not None:
             return self.storage.open_read(self.manifest_uri)
         import smart_open
@@ -192,9 +220,10 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
     work = staging / slug  # transforms name their files after the folder (the dataset)
     work.mkdir(parents=True)
     try:
+        outputs = [o.local_copy(staging / f".{i}.manifest") for i, o in enumerate(outputs)]
         # no labels (output gtrun did not launch, given no --labels): they are read off the output, by
         # the columnar pass when it takes the output, else by the parser first
-        fast = columnar_of(outputs, settings, labels, scratch=staging) if use_columnar else None
+        fast = columnar_of(outputs, settings, labels) if use_columnar else None
         task_type = next(iter(kinds)) or TaskType.custom
         done = transforms.columnar_steps(fast, work, steps=settings.steps, settings=settings, labels=labels,
                                          task_type=task_type) if fast is not None else None
@@ -251,32 +280,18 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
     return {"report": figures, "written": written}
 
 
-def columnar_of(outputs: Sequence[Output], settings: TransformsConfig, labels: Sequence[str],
-                scratch: Path | None = None) -> Any:
-    """The columnar reading of a single output without worker answers, or None. A remote manifest
-    (S3) is first copied into the folder `scratch` (streamed), when given: DuckDB reads local files."""
+def columnar_of(outputs: Sequence[Output], settings: TransformsConfig, labels: Sequence[str]) -> Any:
+    """The columnar reading of a single local output (or local copy) without worker answers, or None."""
     from runner.collect.columnar import Columnar
-    from runner.io.store import LocalStore
 
     if len(outputs) != 1 or outputs[0].attribute is None:
         return None
     out = outputs[0]
-    if not Columnar.takes(out.task_type, settings):
+    path = out.local
+    if path is None or not Columnar.takes(out.task_type, settings):
         return None
     if out.responses():
         return None  # answers come from the worker-response files: the Python path joins them
-    if isinstance(out.storage, LocalStore):
-        path = out.storage.path(out.manifest_uri)
-    elif out.storage is None and "://" not in out.manifest_uri:
-        path = Path(out.manifest_uri).expanduser()
-    elif scratch is not None:
-        path = scratch / ".output.manifest"
-        with out.open() as src, open(path, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-        log.info("collect: %s copied to %s (%.0f MB) for the columnar pass", out.manifest_uri, path,
-                 path.stat().st_size / 2**20)
-    else:
-        return None
     engine = out.settings.backend.duckdb if out.settings is not None else DuckDBConfig()
     return Columnar.open(path, attribute=out.attribute, task_type=out.task_type, labels=labels,
                          settings=settings, memory_limit=engine.memory_limit, threads=engine.threads)
