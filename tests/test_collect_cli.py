@@ -155,6 +155,24 @@ def test_collect_a_manifest_on_s3(gtrun, tmp_path, moto_server, aws_env, monkeyp
     assert r.code == 2 and "s3://gt-out/cats/missing.manifest" in r.stderr and not (tmp_path / "none").exists()
 
 
+def test_failed_and_unlabeled_objects_are_listed_with_their_inputs(gtrun, tmp_path):
+    expired = json.loads((ROOT / "tests/data/real-outputs/ssie_expired_line2.jsonl").read_text())
+    labeled = json.loads((ROOT / "tests/data/real-outputs/ssie_output_line1.jsonl").read_text())
+    unlabeled = {k: v for k, v in labeled.items() if not k.startswith("mock_job_name")}
+    manifest = tmp_path / "out.manifest"
+    manifest.write_text("".join(json.dumps(x) + "\n" for x in (labeled, expired, unlabeled)))
+    r = gtrun("collect", "--manifest", str(manifest), "--out", str(tmp_path / "ds"), "transforms=jsonl")
+    assert r.code == 0, r.output
+    listed = [json.loads(x) for x in (tmp_path / "ds" / "not_labeled.jsonl").read_text().splitlines()]
+    meta = expired["mock_job_name-metadata"]
+    assert listed == [
+        {"object_id": "1", "status": "failed", "failure_reason": meta["failure-reason"],
+         "inputs": {k: v for k, v in expired.items() if k != "mock_job_name-metadata"}},
+        {"object_id": "2", "status": "unlabeled", "failure_reason": None, "inputs": unlabeled}]
+    assert "is listed, with its input fields, in <code>not_labeled.jsonl</code>" in \
+        (tmp_path / "ds" / "report.html").read_text()
+
+
 def test_a_malformed_line_stops_or_is_skipped(gtrun, tmp_path):
     good = {"source": "a", "s": 0, "s-metadata": {"class-name": "pos", "confidence": 0.9, "human-annotated": "yes",
                                                   "type": "groundtruth/text-classification", "job-name": "labeling-job/x",

@@ -104,6 +104,7 @@ def dataset_files(out: Path) -> dict:
              for s in ("train", "validation", "test")}
     files["table"] = pq.read_table(out / "table" / f"{out.name}.parquet").to_pylist()
     files["report"] = json.loads((out / "report.json").read_text())
+    files["not_labeled"] = (out / "not_labeled.jsonl").read_bytes().splitlines()
     return files
 
 

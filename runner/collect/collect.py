@@ -242,7 +242,9 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
                 log.info("collect: no labels given: the parser reads them off %s first",
                          ", ".join(o.manifest_uri for o in outputs))
                 labels = seen_labels(obj for o in outputs for obj in objects_of(o, settings))
-            figures = report.build_report(counted(), task_type=task_type, labels=labels, dataset=dataset)
+            with open(work / report.NOT_LABELED, "w", encoding="utf-8") as listing:
+                figures = report.build_report(listed(counted(), listing), task_type=task_type, labels=labels,
+                                              dataset=dataset)
             figures["parse"] = {"lines": stats.lines, "skipped": stats.skipped_count,
                                 "skipped_lines": [list(x) for x in stats.skipped]}
         counts = figures["counts"]
@@ -278,6 +280,14 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
         fmt = (settings.steps.get("table") or {}).get("format", "parquet")
         written["athena"] = register_on_athena(settings0, out_dir / "table" / f"{slug}.{fmt}", slug)  # type: ignore[assignment]
     return {"report": figures, "written": written}
+
+
+def listed(objects: Iterable[LabeledObject], listing: Any) -> Iterator[LabeledObject]:
+    """The objects, each failed or unlabeled one also written to `listing` (report.NOT_LABELED)."""
+    for obj in objects:
+        if obj.status.value != "labeled":
+            listing.write(report.not_labeled_line(obj) + "\n")
+        yield obj
 
 
 def columnar_of(outputs: Sequence[Output], settings: TransformsConfig, labels: Sequence[str]) -> Any:

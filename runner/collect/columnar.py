@@ -188,10 +188,11 @@ class Columnar:
         return cls(manifest, attribute, task_type, labels, layout, settings, memory_limit, threads,
                    line_bytes=sample[1] / max(sample[0], 1))
 
-    def write(self, *, jsonl: Path | None, table: Path | None) -> Result:
+    def write(self, *, jsonl: Path | None, table: Path | None, listing: Path | None = None) -> Result:
         """Read the manifest (the key pass and the records pass at the same time): count what the
-        report needs, write `jsonl/{split}.jsonl` into the folder `jsonl` and the Parquet table to
-        the file `table` (either may be None).
+        report needs, write `jsonl/{split}.jsonl` into the folder `jsonl`, the Parquet table to
+        the file `table` and the failed and unlabeled objects to the file `listing`
+        (report.NOT_LABELED; any may be None).
 
         Raises NotColumnar at the first line it cannot read the parser's way; what it wrote by
         then is the caller's to discard. DuckDB out of memory on several threads (each holds
@@ -205,7 +206,7 @@ class Columnar:
         # The system allocator gives the batches' memory back at once; mimalloc, pyarrow's default,
         # keeps some 60 MB of it (a process-wide setting: gtrun's other Arrow work is done by then).
         pa.set_memory_pool(pa.system_memory_pool())
-        out = _Output(self, jsonl, table)
+        out = _Output(self, jsonl, table, listing)
         threads, out_of_memory = self.threads, 0
         # The key pass and the split codes run meanwhile, on a database of their own, one thread
         # each: on what the records pass leaves of the cores while Python writes its batches.
@@ -294,7 +295,7 @@ def _key_pass(cursor: Any, sql: str) -> tuple[int, ...]:
 class _Output:
     """What one Columnar.write counts and writes, batch by batch."""
 
-    def __init__(self, columnar: Columnar, jsonl: Path | None, table: Path | None) -> None:
+    def __init__(self, columnar: Columnar, jsonl: Path | None, table: Path | None, listing: Path | None) -> None:
         self.task_type, self.table = columnar.task_type, table
         self.record = [name for name, _ in columnar.layout.inputs] + [LABEL_KEY[columnar.task_type], "confidence",
                                                                        "workers"]
@@ -311,6 +312,7 @@ class _Output:
         self.files: dict[str, Any] = {}
         if jsonl is not None:
             self.files = {name: open(jsonl / f"{name}.jsonl", "wb") for name in SPLITS}
+        self.listing = open(listing, "w", encoding="utf-8") if listing is not None else None
 
     def add(self, batch: Any, here: Any) -> None:
         """Count and write one batch of records_sql's rows; `here`: their split codes (jsonl only)."""
@@ -330,6 +332,8 @@ class _Output:
                 self.status[name] = self.status.get(name, 0) + count
         if n_failed:
             _add_counts(self.reasons, pc.value_counts(pc.filter(batch.column("#reason"), failed)))
+        if self.listing is not None and n_labeled != n:
+            self.list_not_labeled(batch, labeled)
         # the labels before the label_map: "#raw" when there is one, else the label key's own
         used = batch.column("#raw" if self.raw else LABEL_KEY[self.task_type])
         used = used if n_labeled == n else pc.filter(used, labeled)
@@ -372,6 +376,17 @@ class _Output:
                 self.writer = pq.ParquetWriter(self.table, rows.schema, use_dictionary=False)
             self.writer.write_batch(rows)
         self.offset += n
+
+    def list_not_labeled(self, batch: Any, labeled: Any) -> None:
+        """Write the batch's failed and unlabeled objects as report.not_labeled_line writes them."""
+        import pyarrow.compute as pc
+
+        rows = pc.indices_nonzero(pc.invert(labeled))  # an Arrow array: a Python list would load pandas
+        failed, reasons, inputs = (batch.column(c).take(rows).to_pylist() for c in ("#failed", "#reason", "#inputs"))
+        for row, is_failed, reason, fields in zip(rows.to_pylist(), failed, reasons, inputs, strict=True):
+            self.listing.write(  # type: ignore[union-attr]
+                f'{{"object_id":{json.dumps(str(self.offset + row))},"status":"{"failed" if is_failed else "unlabeled"}",'
+                f'"failure_reason":{json.dumps(reason, ensure_ascii=False)},"inputs":{fields}}}\n')
 
     def class_names(self, entries: Any) -> None:
         """Add a batch's class-map entries ({key, value: JSON text}) as collect.seen_labels reads
@@ -418,6 +433,8 @@ class _Output:
     def close(self) -> None:
         for f in self.files.values():
             f.close()
+        if self.listing is not None:
+            self.listing.close()
         if self.writer is not None:
             self.writer.close()
 
@@ -609,6 +626,7 @@ def records_sql(manifest: Path, attribute: str, task_type: TaskType, labels: Seq
     parts = [f"{sql_string(('{' if i == 0 else ',') + json.dumps(n, ensure_ascii=False) + ':')}, "
              f"coalesce({f'CAST(f_{i} AS VARCHAR)' if kind is float else _col(i)}, 'null')"
              for i, (n, kind) in enumerate(layout.inputs)]
+    inputs_json = f"concat({', '.join(parts)}, '}}')" if parts else "'{}'"  # the input fields as json.dumps writes them
     parts.append(f"{sql_string(',' + json.dumps(key) + ':')}, to_json({sql_name(key)})")
     parts.append("',\"confidence\":', coalesce(CAST(confidence AS VARCHAR), 'null'), ',\"workers\":null}', chr(10)")
     keep = "true" if settings.min_confidence is None else f"coalesce(confidence >= {float(settings.min_confidence)!r}, true)"
@@ -634,6 +652,7 @@ SELECT {record}, {sql_name(key)}, confidence, CAST(NULL AS BIGINT) AS workers,
        CASE WHEN status = 'failed' THEN {_string('CAST(m."failure-reason" AS VARCHAR)')} END AS "#reason",
        {f'{raw} AS "#raw",' if settings.label_map else ""}
        {'map_entries(m."class-map") AS "#cmap",' if not labels else ""}
+       CASE WHEN status <> 'labeled' THEN {_python_json(inputs_json)} END AS "#inputs",
        coalesce({inputs_ok} AND CASE status
          WHEN 'unlabeled' THEN value IS NULL
          WHEN 'failed' THEN {type_ok} AND starts_with(CAST(m."failure-reason" AS VARCHAR), '"')

@@ -58,6 +58,7 @@ SECONDS_STEP = 0.1  # medians of seconds are exact to this step (a histogram, no
 PLACES = 4  # agreement figures are rounded to this many places in the report
 GOOD, TENTATIVE = 0.8, 0.667  # Krippendorff (2004): rely on >= .800, tentative conclusions >= .667
 WORKERS_SHOWN = 50  # rows of the HTML workers table (report.json has every worker)
+NOT_LABELED = "not_labeled.jsonl"  # every failed or unlabeled object, one line each (not_labeled_line)
 
 MEASURES = {
     TaskType.text_classification: "pairwise agreement",
@@ -92,6 +93,13 @@ class _Worker:
         self.seconds: Counter[int] = Counter()  # in SECONDS_STEP units
         self.pairs = 0
         self.score = 0.0
+
+
+def not_labeled_line(obj: LabeledObject) -> str:
+    """The NOT_LABELED line of a failed or unlabeled object, without the newline: its id, status,
+    failure reason (null when unlabeled) and input fields."""
+    return json.dumps({"object_id": obj.object_id, "status": obj.status.value, "failure_reason": obj.failure_reason,
+                       "inputs": obj.inputs}, ensure_ascii=False, separators=(",", ":"))
 
 
 def build_report(objects: Iterable[LabeledObject], *, task_type: TaskType | str,
@@ -742,14 +750,18 @@ def _workers_html(report: Mapping[str, Any]) -> str:
 
 
 def _failures_html(report: Mapping[str, Any]) -> str:
-    reasons: Mapping[str, int] = report["counts"]["failed_reasons"]
+    counts = report["counts"]
+    reasons: Mapping[str, int] = counts["failed_reasons"]
     head = "<h2>Failed objects</h2>"
+    left = counts["failed"] + counts["unlabeled"]
+    listed = (f"<p class=\"legend\">Each failed or unlabeled object ({left:,}) is listed, with its input "
+              f"fields, in <code>{NOT_LABELED}</code>.</p>") if left else ""
     if not reasons:
-        return f"<section class=\"panel\">{head}<p class=\"empty\">No failed objects.</p></section>"
+        return f"<section class=\"panel\">{head}<p class=\"empty\">No failed objects.</p>{listed}</section>"
     rows = "".join(f"<tr><td>{_e(r)}</td><td class=\"num\">{n:,}</td></tr>"
                    for r, n in sorted(reasons.items(), key=lambda x: (-x[1], x[0])))
     return (f"<section class=\"panel\">{head}<table><thead><tr><th>Reason</th>"
-            f"<th class=\"num\">Objects</th></tr></thead><tbody>{rows}</tbody></table></section>")
+            f"<th class=\"num\">Objects</th></tr></thead><tbody>{rows}</tbody></table>{listed}</section>")
 
 
 # --- dataset card ------------------------------------------------------------------------------

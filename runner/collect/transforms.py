@@ -47,6 +47,7 @@ from urllib.parse import urlparse
 from runner.build.quoting import sql_name, sql_string
 from runner.collect.agreement import box_iou
 from runner.collect.records import Box, LabeledObject, Span, Status
+from runner.collect.report import NOT_LABELED
 from runner.errors import ConfigError, StoreError, collect_errors
 from runner.schema import SplitConfig, TaskType, TransformsConfig
 from runner.service.consolidate import BOX_MIN_IOU, SPAN_MIN_JACCARD
@@ -1453,7 +1454,8 @@ def columnar_steps(columnar: Columnar, out_dir: Path, *, steps: Mapping[str, Map
         with ExitStack() as stack:  # the staged folders replace the final ones only if the pass completes
             stages = {step: stack.enter_context(_staged(out_dir, step)) for step in wanted}
             result = columnar.write(jsonl=stages.get("jsonl"),
-                                    table=stages["table"] / f"{name}.parquet" if "table" in stages else None)
+                                    table=stages["table"] / f"{name}.parquet" if "table" in stages else None,
+                                    listing=out_dir / NOT_LABELED)
     except NotColumnar as exc:
         log.info("collect: %s needs the Python parser (%s)", columnar.manifest, exc)
         return None
