@@ -247,6 +247,21 @@ def test_a_manifest_on_s3_is_copied_aside_once_for_every_pass(tmp_path, caplog, 
     assert dataset_files(tmp_path / "s3-parser" / "ds") == dataset_files(tmp_path / "local" / "ds")
 
 
+@pytest.mark.parametrize("task", [TaskType.text_classification, TaskType.bounding_box], ids=lambda t: t.value)
+def test_a_job_that_labeled_nothing_takes_the_columnar_path_too(tmp_path, caplog, task):
+    # no line has metadata: the key pass counts 0 failure-reasons (DuckDB's count_if of NULLs only is NULL)
+    attr = TYPES[task][0]
+    rng = random.Random(3)
+    lines = [{k: v for k, v in output_line(task, i, rng).items() if not k.startswith(attr)} for i in range(300)]
+    path = write_manifest(tmp_path / "out.manifest", lines)
+    with caplog.at_level(logging.INFO, logger="runner.collect.transforms"):
+        fast, _ = both_ways(path, task, tmp_path, SETTINGS["defaults"])
+    assert "(columnar)" in caplog.text and "needs the Python parser" not in caplog.text
+    assert fast["report"]["counts"]["unlabeled"] == 300
+    listed = dataset_files(tmp_path / "fast" / "ds")["not_labeled"]
+    assert [json.loads(x)["inputs"] for x in listed] == lines
+
+
 def _columnar(path: Path, task: TaskType) -> Columnar | None:
     attr, _, labels = TYPES[task]
     return Columnar.open(path, attribute=attr, task_type=task, labels=labels, settings=TransformsConfig())

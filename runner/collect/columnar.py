@@ -572,10 +572,12 @@ def keys_sql(manifest: Path, attribute: str, layout: Layout, *, depths: bool = F
     likely = ["type", "job-name", "creation-date", "human-annotated", "failure-reason"]
     gt = " ".join(f"WHEN list_contains(k[2], {sql_string(key)}) THEN true"
                   for key in likely + sorted(GT_KEYS - set(likely)))
-    depth = "count_if(list_contains(k[3], 'depth'))" if depths else "0"
+    # count_if of a NULL is not counted; of NULLs only (no line has that object) it is NULL, not 0
+    depth = "count_if(coalesce(list_contains(k[3], 'depth'), false))" if depths else "0"
     return (f"SELECT count(*), count_if(CASE {known} ELSE true END "
             "OR coalesce(list_contains(k[2], 'worker-response-ref'), false)), "
-            f"count_if(list_contains(k[1], {sql_string(attribute)})), count_if(list_contains(k[2], 'failure-reason')), "
+            f"count_if(coalesce(list_contains(k[1], {sql_string(attribute)}), false)), "
+            "count_if(coalesce(list_contains(k[2], 'failure-reason'), false)), "
             f"count_if(CASE {gt} ELSE false END), {depth} "
             f"FROM (SELECT json_keys(line, {paths}) AS k FROM ({lines_sql(manifest)}))")
 
