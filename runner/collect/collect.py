@@ -21,7 +21,7 @@ import orjson
 
 from runner import __version__
 from runner.collect import parse, report, transforms
-from runner.collect.records import LabeledObject, WorkerAnswer
+from runner.collect.records import LabeledObject, Status, WorkerAnswer
 from runner.errors import GtrunError, RecordError
 from runner.io.store import Store
 from runner.schema import DuckDBConfig, OnError, TaskType, TransformsConfig
@@ -285,7 +285,7 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
 def listed(objects: Iterable[LabeledObject], listing: Any) -> Iterator[LabeledObject]:
     """The objects, each failed or unlabeled one also written to `listing` (report.NOT_LABELED)."""
     for obj in objects:
-        if obj.status.value != "labeled":
+        if obj.status is not Status.labeled:
             listing.write(report.not_labeled_line(obj) + "\n")
         yield obj
 
