@@ -312,7 +312,7 @@ class _Output:
         self.files: dict[str, Any] = {}
         if jsonl is not None:
             self.files = {name: open(jsonl / f"{name}.jsonl", "wb") for name in SPLITS}
-        self.listing = open(listing, "w", encoding="utf-8") if listing is not None else None
+        self.listing = open(listing, "wb") if listing is not None else None
 
     def add(self, batch: Any, here: Any) -> None:
         """Count and write one batch of records_sql's rows; `here`: their split codes (jsonl only)."""
@@ -378,15 +378,16 @@ class _Output:
         self.offset += n
 
     def list_not_labeled(self, batch: Any, labeled: Any) -> None:
-        """Write the batch's failed and unlabeled objects as report.not_labeled_line writes them."""
+        """Write the batch's failed and unlabeled objects as report.not_labeled_line writes them:
+        records_sql's "#listed" after the object id (the line's index)."""
         import pyarrow.compute as pc
 
-        rows = pc.indices_nonzero(pc.invert(labeled))  # an Arrow array: a Python list would load pandas
-        failed, reasons, inputs = (batch.column(c).take(rows).to_pylist() for c in ("#failed", "#reason", "#inputs"))
-        for row, is_failed, reason, fields in zip(rows.to_pylist(), failed, reasons, inputs, strict=True):
-            self.listing.write(  # type: ignore[union-attr]
-                f'{{"object_id":{json.dumps(str(self.offset + row))},"status":"{"failed" if is_failed else "unlabeled"}",'
-                f'"failure_reason":{json.dumps(reason, ensure_ascii=False)},"inputs":{fields}}}\n')
+        # Arrow arrays only: converting a Python value to Arrow (a list, a scalar) would load pandas
+        rows = pc.indices_nonzero(pc.invert(labeled))
+        texts = batch.column("#listed").take(rows).to_pylist()
+        start = self.offset
+        self.listing.write("".join(f'{{"object_id":"{start + row}{text}'  # type: ignore[union-attr]
+                                   for row, text in zip(rows.to_pylist(), texts, strict=True)).encode())
 
     def class_names(self, entries: Any) -> None:
         """Add a batch's class-map entries ({key, value: JSON text}) as collect.seen_labels reads
@@ -628,7 +629,9 @@ def records_sql(manifest: Path, attribute: str, task_type: TaskType, labels: Seq
     parts = [f"{sql_string(('{' if i == 0 else ',') + json.dumps(n, ensure_ascii=False) + ':')}, "
              f"coalesce({f'CAST(f_{i} AS VARCHAR)' if kind is float else _col(i)}, 'null')"
              for i, (n, kind) in enumerate(layout.inputs)]
-    inputs_json = f"concat({', '.join(parts)}, '}}')" if parts else "'{}'"  # the input fields as json.dumps writes them
+    # report.not_labeled_line after its object id (which _Output.list_not_labeled puts in front)
+    listed = (f"""concat('","status":"', status, '","failure_reason":', coalesce(CAST(m."failure-reason" AS VARCHAR), """
+              f"""'null'), ',"inputs":', {', '.join(parts)}, '}}}}', chr(10))""")
     parts.append(f"{sql_string(',' + json.dumps(key) + ':')}, to_json({sql_name(key)})")
     parts.append("',\"confidence\":', coalesce(CAST(confidence AS VARCHAR), 'null'), ',\"workers\":null}', chr(10)")
     keep = "true" if settings.min_confidence is None else f"coalesce(confidence >= {float(settings.min_confidence)!r}, true)"
@@ -654,7 +657,7 @@ SELECT {record}, {sql_name(key)}, confidence, CAST(NULL AS BIGINT) AS workers,
        CASE WHEN status = 'failed' THEN {_string('CAST(m."failure-reason" AS VARCHAR)')} END AS "#reason",
        {f'{raw} AS "#raw",' if settings.label_map else ""}
        {'map_entries(m."class-map") AS "#cmap",' if not labels else ""}
-       CASE WHEN status <> 'labeled' THEN {_python_json(inputs_json)} END AS "#inputs",
+       CASE WHEN status <> 'labeled' THEN {_python_json(listed)} END AS "#listed",
        coalesce({inputs_ok} AND CASE status
          WHEN 'unlabeled' THEN value IS NULL
          WHEN 'failed' THEN {type_ok} AND starts_with(CAST(m."failure-reason" AS VARCHAR), '"')
