@@ -171,6 +171,9 @@ def test_failed_and_unlabeled_objects_are_listed_with_their_inputs(gtrun, tmp_pa
         {"object_id": "2", "status": "unlabeled", "failure_reason": None, "inputs": unlabeled}]
     assert "is listed, with its input fields, in <code>not_labeled.jsonl</code>" in \
         (tmp_path / "ds" / "report.html").read_text()
+    card = (tmp_path / "ds" / "README.md").read_text()
+    assert "The 2 failed or unlabeled objects are listed, with their input fields, in " \
+           "[not_labeled.jsonl](not_labeled.jsonl)." in card and "](report.html)" in card
 
 
 def test_a_malformed_line_stops_or_is_skipped(gtrun, tmp_path):

@@ -262,7 +262,7 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
                                     f"test {settings.split.test} (salt {settings.split.salt!r})"}
         card = report.write_card(work, card_provenance, figures)
         if card.parent != work:  # the collected folder is the dataset itself: its card is README.md
-            text = card.read_text(encoding="utf-8").replace("](../report.", "](report.")
+            text = card.read_text(encoding="utf-8").replace("](../", "](")  # its links: the folder's files
             (work / "README.md").write_text(text, encoding="utf-8")
             shutil.rmtree(card.parent, ignore_errors=True)
         if out_dir.exists():

@@ -807,6 +807,10 @@ def card_markdown(provenance: Mapping[str, Any], report: Mapping[str, Any]) -> s
         lines += ["", "## Failed objects", "", "| reason | objects |", "|---|---:|"]
         lines += [f"| {_md(r)} | {n:,} |"
                   for r, n in sorted(reasons.items(), key=lambda x: (-x[1], x[0]))]
+    left = report["counts"]["failed"] + report["counts"]["unlabeled"]
+    if left:
+        lines += ["", f"The {left:,} failed or unlabeled objects are listed, with their input fields, in "
+                      f"[{NOT_LABELED}](../{NOT_LABELED})."]
     return "\n".join(lines) + "\n"
 
 
