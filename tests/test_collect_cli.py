@@ -176,6 +176,26 @@ def test_failed_and_unlabeled_objects_are_listed_with_their_inputs(gtrun, tmp_pa
            "[not_labeled.jsonl](not_labeled.jsonl)." in card and "](report.html)" in card
 
 
+def test_out_is_replaced_only_when_collect_wrote_it(gtrun, tmp_path):
+    manifest = str(ROOT / "tests/data/real-outputs/cat_output.manifest")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    r = gtrun("collect", "--manifest", manifest, "--out", str(mine))
+    assert r.code == 2 and "holds files collect did not write" in r.stderr and "read from" not in r.stdout
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (mine / "notes.txt").read_text() == "keep me"
+    assert [p.name for p in tmp_path.iterdir()] == ["mine"]  # no staging folder left either
+    (tmp_path / "a-file").write_text("x")
+    r = gtrun("collect", "--manifest", manifest, "--out", str(tmp_path / "a-file"))
+    assert r.code == 2 and "a file, not a folder" in r.stderr and (tmp_path / "a-file").read_text() == "x"
+    for _ in range(2):  # a dataset collect wrote, and an empty folder, are replaced
+        r = gtrun("collect", "--manifest", manifest, "--out", str(tmp_path / "ds"), "transforms=jsonl")
+        assert r.code == 0, r.output
+    (tmp_path / "empty").mkdir()
+    assert gtrun("collect", "--manifest", manifest, "--out", str(tmp_path / "empty")).code == 0
+    assert (tmp_path / "empty" / "report.json").is_file()
+
+
 def test_a_malformed_line_stops_or_is_skipped(gtrun, tmp_path):
     good = {"source": "a", "s": 0, "s-metadata": {"class-name": "pos", "confidence": 0.9, "human-annotated": "yes",
                                                   "type": "groundtruth/text-classification", "job-name": "labeling-job/x",

@@ -198,6 +198,8 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
     Python parser, which writes the same files."""
     if not outputs:
         raise CollectError("nothing to collect")
+    out_dir = out_dir.resolve()
+    check_out_dir(out_dir)
     outputs = [identified(o, settings.on_error) for o in outputs]
     kinds = {o.task_type for o in outputs}
     if len(kinds) != 1:
@@ -280,6 +282,24 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
         fmt = (settings.steps.get("table") or {}).get("format", "parquet")
         written["athena"] = register_on_athena(settings0, out_dir / "table" / f"{slug}.{fmt}", slug)  # type: ignore[assignment]
     return {"report": figures, "written": written}
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Raise unless `out_dir` is free for collect, which replaces it as a whole: missing, empty, or
+    a dataset collect wrote before (its report.json has a report_version)."""
+    import json
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CollectError(f"{out_dir}: a file, not a folder for the dataset")
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    try:
+        ours = "report_version" in json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        ours = False
+    if not ours:
+        raise CollectError(f"{out_dir} holds files collect did not write, and collect replaces the folder as a whole"
+                           "\n  hint: write the dataset to a new folder (--out)")
 
 
 def listed(objects: Iterable[LabeledObject], listing: Any) -> Iterator[LabeledObject]:
