@@ -23,7 +23,7 @@ from runner import __version__
 from runner.collect import parse, report, transforms
 from runner.collect.records import LabeledObject, Status, WorkerAnswer
 from runner.errors import GtrunError, RecordError
-from runner.io.store import Store
+from runner.io.store import LocalStore, Store
 from runner.schema import DuckDBConfig, OnError, TaskType, TransformsConfig
 
 TERMINAL = ("Completed", "Stopped", "Failed")
@@ -55,8 +55,6 @@ class Output:
     @property
     def local(self) -> Path | None:
         """The manifest as a local file, when it is one or has a copy."""
-        from runner.io.store import LocalStore
-
         if self.copy is not None:
             return self.copy
         if isinstance(self.storage, LocalStore):
@@ -287,14 +285,12 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
 def check_out_dir(out_dir: Path) -> None:
     """Raise unless `out_dir` is free for collect, which replaces it as a whole: missing, empty, or
     a dataset collect wrote before (its report.json has a report_version)."""
-    import json
-
     if out_dir.exists() and not out_dir.is_dir():
         raise CollectError(f"{out_dir}: a file, not a folder for the dataset")
     if not out_dir.is_dir() or not any(out_dir.iterdir()):
         return
     try:
-        ours = "report_version" in json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
+        ours = "report_version" in orjson.loads((out_dir / "report.json").read_bytes())
     except (OSError, ValueError, TypeError):
         ours = False
     if not ours:

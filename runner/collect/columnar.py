@@ -62,7 +62,7 @@ def _meta_spec(task_type: TaskType, labels: Sequence[str]) -> dict[str, Any]:
     """The metadata keys records_sql reads, and their types."""
     spec: dict[str, Any] = {"failure-reason": "JSON", "type": "JSON"}  # the key pass sees the other keys
     if not labels:  # the labels are read off the output: every class-map's names (see _Output.class_names)
-        spec["class-map"] = _index_map(labels, "JSON")
+        spec["class-map"] = "MAP(VARCHAR, JSON)"
     if task_type is TaskType.text_classification:
         spec.update({"class-name": "JSON", "confidence": "DOUBLE"})
     elif task_type is TaskType.text_multilabel:

@@ -602,11 +602,11 @@ def _per_label_html(report: Mapping[str, Any]) -> str:
     agreement = report["agreement"]
     per: Mapping[str, Mapping[str, Any]] = agreement["per_label"]
     head = "<h2>Agreement per label</h2>"
-    names = _ordered_labels(report, per)
     if not report["counts"]["answers"]:
         return (f"<section class=\"panel\">{head}<p class=\"empty\">No worker answers: an output manifest "
                 "holds each object's consolidated label only. Agreement compares the workers' own answers, "
                 "which collect reads from the job's worker-response files when it collects a run.</p></section>")
+    names = _ordered_labels(report, per)
     if not names:
         return f"<section class=\"panel\">{head}<p class=\"empty\">No labels.</p></section>"
     rows = []
