@@ -57,6 +57,16 @@ def test_collect_a_run_with_its_transforms(gtrun):
     r = gtrun("collect", str(run), "transforms=hf_datasets,spacy")
     assert r.code == 0, r.output
     assert {p.name for p in dataset.iterdir()} >= {"hf", "spacy"} and not (dataset / "table").exists()
+    on_disk = sorted(p.relative_to(dataset).as_posix() for p in dataset.rglob("*") if p.is_file())
+    assert read_json(dataset / "report.json")["files"] == on_disk
+    # a file the user put into the dataset: collecting again would delete it with the rest, so it refuses
+    (dataset / "hf" / "notes.md").write_text("mine")
+    r = gtrun("collect", str(run), "transforms=jsonl")
+    assert r.code == 2 and "hf/notes.md" in r.stderr and "move them out" in r.stderr, r.output
+    assert (dataset / "hf" / "notes.md").read_text() == "mine" and not (dataset / "jsonl").exists()
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".dataset")) == []  # no staging folder left
+    (dataset / "hf" / "notes.md").unlink()
+    assert gtrun("collect", str(run), "transforms=jsonl").code == 0 and (dataset / "jsonl").is_dir()
 
 
 def test_collect_refuses_a_job_that_has_not_ended(gtrun):

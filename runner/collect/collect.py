@@ -255,7 +255,6 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
         slow_written = transforms.run_transforms(factory, work, steps=rest, settings=settings,
                                                  labels=labels, task_type=task_type) if rest else {}
         written = {k: fast_written.get(k) or slow_written[k] for k in settings.steps}
-        report.write_report(figures, work)
         card_provenance = {**provenance, "collected": datetime.now().isoformat(timespec="seconds"),
                            "transforms": ", ".join(settings.steps) or "none",
                            "split": f"train {settings.split.train} / validation {settings.split.validation} / "
@@ -265,13 +264,23 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
             text = card.read_text(encoding="utf-8").replace("](../", "](")  # its links: the folder's files
             (work / "README.md").write_text(text, encoding="utf-8")
             shutil.rmtree(card.parent, ignore_errors=True)
+        # what collect leaves in the folder, so that collecting again replaces these and nothing else
+        figures["files"] = sorted({*(p.relative_to(work).as_posix() for p in work.rglob("*") if p.is_file()),
+                                   "report.json", "report.html", *([transforms.DATABASE] if "table" in written else [])})
+        report.write_report(figures, work)
+        aside = staging / ".replaced"  # the old dataset, until the new one is in its place
         if out_dir.exists():
-            shutil.rmtree(out_dir)
-        work.replace(out_dir)
+            out_dir.replace(aside)
+        try:
+            work.replace(out_dir)
+        except BaseException:
+            if aside.exists():
+                aside.replace(out_dir)
+            raise
         shutil.rmtree(staging, ignore_errors=True)
         if "table" in written:  # the DuckDB view reads its file by path: point it at the final place
             fmt = (settings.steps.get("table") or {}).get("format", "parquet")
-            transforms.register_table(out_dir / "table" / f"{slug}.{fmt}", fmt, out_dir / "gtrun.duckdb", name=slug)
+            transforms.register_table(out_dir / "table" / f"{slug}.{fmt}", fmt, out_dir / transforms.DATABASE, name=slug)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -284,18 +293,28 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
 
 def check_out_dir(out_dir: Path) -> None:
     """Raise unless `out_dir` is free for collect, which replaces it as a whole: missing, empty, or
-    a dataset collect wrote before (its report.json has a report_version)."""
+    a dataset collect wrote before (its report.json has a report_version) holding only the files
+    collect wrote there (report.json's "files"; a dataset collected before they were recorded: any)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise CollectError(f"{out_dir}: a file, not a folder for the dataset")
     if not out_dir.is_dir() or not any(out_dir.iterdir()):
         return
     try:
-        ours = "report_version" in orjson.loads((out_dir / "report.json").read_bytes())
+        report_json = orjson.loads((out_dir / "report.json").read_bytes())
+        ours = "report_version" in report_json
     except (OSError, ValueError, TypeError):
         ours = False
     if not ours:
         raise CollectError(f"{out_dir} holds files collect did not write, and collect replaces the folder as a whole"
                            "\n  hint: write the dataset to a new folder (--out)")
+    if "files" not in report_json:
+        return
+    known = {*report_json["files"], transforms.DATABASE + ".wal"}  # DuckDB's log, while a client has the view open
+    other = sorted(rel for p in out_dir.rglob("*") if p.is_file() and (rel := p.relative_to(out_dir).as_posix()) not in known)
+    if other:
+        shown = ", ".join(other[:3]) + (f" and {len(other) - 3} more" if len(other) > 3 else "")
+        raise CollectError(f"{out_dir} is a dataset collect wrote, but it now also holds {shown}, which collecting "
+                           "again would delete with the rest\n  hint: move them out of the folder first")
 
 
 def listed(objects: Iterable[LabeledObject], listing: Any) -> Iterator[LabeledObject]:

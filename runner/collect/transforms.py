@@ -537,6 +537,7 @@ _OPTIONS: dict[str, dict[str, Any]] = {
     "yolo": {},
 }
 _TABLE_FORMATS = ("parquet", "csv", "tsv")
+DATABASE = "gtrun.duckdb"  # the dataset's DuckDB database, with the table's view
 _PACKAGES = {"hf_datasets": ("datasets", "datasets"), "spacy": ("spacy", "spacy"),
              "coco": ("pycocotools", "pycocotools")}  # step -> (module, pip package)
 _TEXT_TYPES = frozenset({TaskType.text_classification, TaskType.text_multilabel,
@@ -804,7 +805,7 @@ def write_table(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Sequ
         else:
             count = _table_csv(objects, path, "," if fmt == "csv" else "\t")
     final = out_dir / "table" / f"{name}.{fmt}"
-    db = out_dir / "gtrun.duckdb"
+    db = out_dir / DATABASE
     register_table(final, fmt, db, name=name)
     return WrittenFiles([final, db], {"all": count})
 
@@ -1464,7 +1465,7 @@ def columnar_steps(columnar: Columnar, out_dir: Path, *, steps: Mapping[str, Map
         written["jsonl"] = WrittenFiles([out_dir / "jsonl" / f"{s}.jsonl" for s in SPLITS], result.jsonl,
                                         skipped=result.skipped)
     if result.table is not None:
-        final, db = out_dir / "table" / f"{name}.parquet", out_dir / "gtrun.duckdb"
+        final, db = out_dir / "table" / f"{name}.parquet", out_dir / DATABASE
         register_table(final, "parquet", db, name=name)
         written["table"] = WrittenFiles([final, db], {"all": result.table}, skipped=result.skipped)
     for step, files in written.items():
