@@ -67,6 +67,13 @@ def test_collect_a_run_with_its_transforms(gtrun):
     assert sorted(p.name for p in run.iterdir() if p.name.startswith(".dataset")) == []  # no staging folder left
     (dataset / "hf" / "notes.md").unlink()
     assert gtrun("collect", str(run), "transforms=jsonl").code == 0 and (dataset / "jsonl").is_dir()
+    # output whose lines carry another attribute than the run's request names: the hint fits a run
+    attribute = read_json(run / "request.json")["LabelAttributeName"]
+    (output,) = gtrun.storage.rglob(f"{name}/manifests/output/output.manifest")
+    output.write_text(output.read_text().replace(f'"{attribute}', '"renamed'))
+    r = gtrun("collect", str(run), "transforms=jsonl")
+    assert r.code == 2 and "its lines have 'renamed'" in r.stderr, r.output
+    assert "collect the manifest itself: gtrun collect --manifest" in r.stderr and "--label-attribute renamed" in r.stderr
 
 
 def test_collect_refuses_a_job_that_has_not_ended(gtrun):

@@ -161,8 +161,12 @@ def check_attribute(out: Output) -> None:
             if type(line) is dict:
                 seen.update(dict.fromkeys(parse.label_attributes(line)))
     if seen and out.attribute not in seen:
+        flag = f"--label-attribute {next(iter(seen))}"
+        hint = flag if out.output_path is None else \
+            f"the run's request names another attribute; collect the manifest itself: gtrun collect --manifest " \
+            f"{out.manifest_uri} {flag} --out DIR"
         raise CollectError(f"label attribute {out.attribute!r}: no line of {out.manifest_uri} has it; its lines have "
-                           f"{', '.join(map(repr, seen))}\n  hint: --label-attribute {next(iter(seen))}")
+                           f"{', '.join(map(repr, seen))}\n  hint: {hint}")
 
 
 def sweep_members(sweep_dir: Path) -> list[Path]:
