@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import time
@@ -167,7 +168,7 @@ def test_identify_reads_the_attribute_and_type_off_the_first_lines_that_tell_the
     assert identify(cat, task_type=TaskType.bounding_box) == ("cat-ground-truth", TaskType.bounding_box)
     with pytest.raises(ManifestError, match="^line 1: .*'groundtruth/object-detection' is not a custom task"):
         identify(cat, task_type=TaskType.custom)  # a given type is checked against the metadata's
-    with pytest.raises(ManifestError, match="without a type.*\n  hint: pass the task type \(--task-type\)"):
+    with pytest.raises(ManifestError, match=r"without a type.*\n  hint: pass the task type \(--task-type\)"):
         identify(lines[:1])
     with pytest.raises(ManifestError, match="^line 1: several label attributes.*\n  hint: .*--label-attribute"):
         identify([json.dumps(chained_line())])
@@ -512,6 +513,21 @@ def test_manifest_and_worker_responses_from_s3(moto_server, aws_env):  # noqa: F
                                           uri, "rb", transport_params={"client": s3}))
     assert list(responses) == ["2"] and len(responses["2"]) == 5
     assert [o.workers for o in attach_answers(objs, responses)] == [0, 0, 5, 0]
+    # many files are read on several threads, in object order; the first bad one is named
+    record = json.loads((REAL / "ic_worker_response_153.json").read_text())
+    for i in range(3, 40):
+        answers = record["answers"][: 1 + i % 5]
+        s3.put_object(Bucket=bucket, Key=f"{job}/annotations/worker-response/iteration-1/{i}/2019-04-18_16:12:29.json",
+                      Body=json.dumps({**record, "answers": answers}).encode())
+    read = functools.partial(read_worker_responses, f"s3://{bucket}/out", "birds", list_fn=s3_lister(s3),
+                             open_fn=lambda uri: __import__("smart_open").open(uri, "rb", transport_params={"client": s3}))
+    threaded = read(readers=8)
+    assert threaded == read(readers=1) and list(threaded) == [str(i) for i in range(2, 40)]
+    assert [len(threaded[str(i)]) for i in range(3, 40)] == [1 + i % 5 for i in range(3, 40)]
+    bad = f"{job}/annotations/worker-response/iteration-1/17/2019-04-18_16:12:30.json"
+    s3.put_object(Bucket=bucket, Key=bad, Body=b"{not json")
+    with pytest.raises(ManifestError, match=f"s3://{bucket}/{bad}: not JSON"):
+        read(readers=8)
 
 
 def wait_status(client: Any, name: str, wanted: str, timeout: float = 10.0) -> str:

@@ -54,6 +54,7 @@ GT_METADATA_KEYS = frozenset({"type", "job-name", "job_name", "creation-date", "
 JOB_PREFIX = "labeling-job/"
 MAX_SKIPPED_KEPT = 1000  # ParseStats.skipped keeps the first ones only: memory stays flat
 MAX_PENDING = 100_000  # lines held back while no line has told the attribute or the task type
+READERS = 16  # worker-response files read at the same time from S3: each is a GET, waiting on the network
 ImageSize = tuple[int, int, int]
 
 _RESPONSE_KEY = re.compile(r"/worker-response/iteration-(\d+)/([^/]+)/([^/]+\.json)$")
@@ -869,19 +870,21 @@ def _time(value: str) -> datetime:
 
 def read_worker_responses(output_root: str | Path, job_name: str | None = None, *,
                           list_fn: Callable[[str], Iterable[str]] | None = None,
-                          open_fn: OpenFn | None = None) -> dict[str, list[WorkerAnswer]]:
+                          open_fn: OpenFn | None = None, readers: int = READERS) -> dict[str, list[WorkerAnswer]]:
     """datasetObjectId -> its workers' answers, from `annotations/worker-response/`.
 
     The folder is `<output_root>/<job_name>/annotations/worker-response/` (`output_root` =
     S3OutputPath), or `<output_root>/annotations/...` when job_name is None. A local folder is
     listed directly; for any other URI pass `list_fn(prefix) -> URIs under it` (e.g.
-    `s3_lister(client)`) and `open_fn(uri) -> binary file` (default: smart_open). An object with
+    `s3_lister(client)`) and `open_fn(uri) -> binary file` (default: smart_open), which `readers`
+    threads call at the same time (open_fn must allow that: a boto3 client does). An object with
     several files (several iterations) keeps the latest: highest iteration, then file name
     (a timestamp) -- unconfirmed, GT does not document retries here.
     """
     base = "/".join(p for p in (str(output_root).rstrip("/"), job_name) if p)
     base += "/annotations/worker-response"
-    if _is_local(base):
+    local = _is_local(base)
+    if local:
         folder = Path(base)
         uris: Iterable[str] = (p.as_posix() for p in folder.glob("iteration-*/*/*.json")) \
             if folder.is_dir() else ()
@@ -897,8 +900,8 @@ def read_worker_responses(output_root: str | Path, job_name: str | None = None, 
         iteration, object_id, name = int(found.group(1)), found.group(2), found.group(3)
         if object_id not in latest or (iteration, name) > latest[object_id][:2]:
             latest[object_id] = (iteration, name, uri)
-    out: dict[str, list[WorkerAnswer]] = {}
-    for object_id in sorted(latest, key=lambda x: (len(x), x)):
+
+    def answers(object_id: str) -> list[WorkerAnswer]:
         uri = latest[object_id][2]
         with _open(uri, open_fn, None) as src:
             data = src.read()
@@ -906,8 +909,32 @@ def read_worker_responses(output_root: str | Path, job_name: str | None = None, 
             record = json.loads(data)
         except ValueError as exc:
             raise ManifestError(f"{uri}: not JSON ({exc})") from None
-        out[object_id] = worker_response_answers(record, where=uri)
-    return out
+        return worker_response_answers(record, where=uri)
+
+    ids = sorted(latest, key=lambda x: (len(x), x))
+    return dict(zip(ids, _in_order(answers, ids, 1 if local else readers), strict=True))
+
+
+def _in_order(fn: Callable[[str], Any], items: Sequence[str], threads: int) -> Iterator[Any]:
+    """fn of each item, in order, computed on `threads` threads at most `4 * threads` items ahead
+    (memory stays flat in items). The first error is raised; what was not started is not."""
+    if threads <= 1 or len(items) <= 1:
+        yield from map(fn, items)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gtrun-read")
+    ahead: deque[Any] = deque()
+    try:
+        for item in items:
+            ahead.append(pool.submit(fn, item))
+            if len(ahead) >= 4 * threads:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def s3_lister(client: Any) -> Callable[[str], Iterator[str]]:

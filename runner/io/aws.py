@@ -28,11 +28,14 @@ def session(backend: BackendConfig) -> boto3.Session:
 
 
 def client_config(backend: BackendConfig, service: Service) -> botocore.config.Config:
-    """Retries in standard mode; path-style S3 addressing when the S3 endpoint is overridden."""
+    """Retries in standard mode; 16 pooled S3 connections; path-style S3 addressing when the S3 endpoint
+    is overridden."""
     options: dict[str, Any] = {
         "retries": {"mode": "standard", "total_max_attempts": backend.max_attempts},
         "user_agent_extra": f"gtrun/{__version__}",
     }
+    if service == "s3":  # collect reads worker-response files on parse.READERS threads, a connection each
+        options["max_pool_connections"] = 16
     if service == "s3" and backend.endpoints.s3:
         # A local endpoint (moto, MinIO) has no per-bucket DNS names: bucket.127.0.0.1 does not resolve.
         options["s3"] = {"addressing_style": "path"}
