@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import random
 import shutil
 import time
 import uuid
@@ -12,9 +13,11 @@ from typing import Any
 
 import pytest
 
+import runner.collect.parse as parse_module
 from runner.collect.parse import (
     Parser,
     ParseStats,
+    StagedAnswers,
     attach_answers,
     detect,
     identify,
@@ -23,8 +26,10 @@ from runner.collect.parse import (
     read_manifest,
     read_worker_responses,
     s3_lister,
+    stage_worker_responses,
     task_type_of,
     worker_response_answers,
+    worker_response_files,
 )
 from runner.collect.records import Box, LabeledObject, Span, Status, WorkerAnswer
 from runner.errors import GtrunError, ManifestError, StoreError
@@ -385,6 +390,40 @@ def test_the_latest_iteration_wins_and_answers_attach_by_object_id(tmp_path):
     lines = [{"source": str(i), "s": 0, "s-metadata": meta} for i in range(3)]
     objs = list(attach_answers(Parser().parse_lines(json.dumps(x) for x in lines), responses))
     assert [o.workers for o in objs] == [1, 2, 0]
+
+
+def test_staged_answers_are_found_in_any_order_with_memory_flat_in_order(tmp_path, monkeypatch):
+    base = tmp_path / "job" / "annotations" / "worker-response" / "iteration-1"
+    ids = [str(i) for i in range(0, 120) if i % 7]  # objects 0, 7, 14, ... have no file
+    for i in ids:
+        (base / i).mkdir(parents=True)
+        answers = [{"workerId": f"w{k}", "answerContent": {"crowd-classifier": {"label": f"{i}:{k}"}},
+                    "timeSpentInSeconds": k + 0.5} for k in range(1 + int(i) % 3)]
+        (base / i / "2020-01-01_00:00:00.json").write_text(json.dumps({"answers": answers}))
+    for i in ids[::5]:  # a later iteration of some objects: its file is the one read
+        (base.parent / "iteration-2" / i).mkdir(parents=True)
+        (base.parent / "iteration-2" / i / "2020-01-01_00:00:00.json").write_text(json.dumps({"answers": []}))
+    files = list(worker_response_files(tmp_path / "job"))
+    assert [object_id for object_id, _ in files] == ids  # object order: "2" before "10"
+    assert [object_id for object_id, uri in files if "/iteration-2/" in uri] == ids[::5]
+    monkeypatch.setattr(parse_module, "LISTING_CHUNK", 7)  # listed in sorted runs of 7, merged
+    assert list(worker_response_files(tmp_path / "job", folder=tmp_path)) == files
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".listing")] == []
+    assert stage_worker_responses(iter(files), tmp_path / "answers") == len(ids)
+    expected = read_worker_responses(tmp_path / "job")
+    wanted = [str(i) for i in range(125)]
+    with StagedAnswers(tmp_path / "answers") as staged:  # the manifest's order: one pass, no index
+        assert [staged.get(i) for i in wanted] == [expected.get(i) for i in wanted]
+        assert staged.offsets is None
+        assert staged.get("124") is None and staged.get("117") == expected["117"]  # back: an index from then on
+        assert staged.offsets is not None
+    shuffled = [*wanted, "5", "5", "3", "100", "9"]
+    random.Random(4).shuffle(shuffled)
+    with StagedAnswers(tmp_path / "answers") as staged:
+        assert [staged.get(i) for i in shuffled] == [expected.get(i) for i in shuffled]
+    with StagedAnswers(tmp_path / "answers") as staged:  # a repeated id, found or not
+        assert [staged.get(i) for i in ("1", "1", "7", "7", "8")] == [expected.get(i) for i in ("1", "1", "7", "7", "8")]
+        assert staged.offsets is None
 
 
 def test_attached_answers_replace_a_custom_labels_and_choose_boxes_again():

@@ -7,6 +7,7 @@ jobs gtrun did not launch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import uuid
@@ -21,7 +22,7 @@ import orjson
 
 from runner import __version__
 from runner.collect import parse, report, transforms
-from runner.collect.records import LabeledObject, Status, WorkerAnswer
+from runner.collect.records import LabeledObject, Status
 from runner.errors import GtrunError, RecordError
 from runner.io.store import LocalStore, Store
 from runner.schema import DuckDBConfig, OnError, TaskType, TransformsConfig
@@ -49,8 +50,9 @@ class Output:
     output_path: str | None = None  # S3OutputPath: worker responses are under <output_path>/<job>/
     provenance: dict[str, Any] = field(default_factory=dict)
     settings: Any = None  # the run's GtrunConfig, when it is a run
-    copy: Path | None = None  # a local copy of a remote manifest, read instead of it (see local_copy)
-    _responses: dict[str, list[WorkerAnswer]] | None = field(default=None, init=False, repr=False, compare=False)
+    copy: Path | None = None  # a local copy of a remote manifest, read instead of it (see staged)
+    answers: Path | None = None  # its worker answers, staged in a local file (see staged)
+    is_staged: bool = False  # its manifest and answers (if any) are read from local files
 
     @property
     def local(self) -> Path | None:
@@ -63,17 +65,28 @@ class Output:
             return Path(self.manifest_uri).expanduser()
         return None
 
-    def local_copy(self, path: Path) -> Output:
-        """This output, reading a copy of its manifest at `path` (streamed there now) when it is
-        remote: collect reads it several times, and DuckDB reads local files."""
-        if self.local is not None:
+    def staged(self, folder: Path, tag: str) -> Output:
+        """This output, reading local files in `folder` (named after `tag`) streamed there now: a
+        copy of its manifest when it is remote (collect reads it several times, and DuckDB reads
+        local files), and its worker answers when it has any (parse.stage_worker_responses)."""
+        if self.is_staged:
             return self
-        with self.open() as src, open(path, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-        log.info("collect: %s copied to %s (%.0f MB)", self.manifest_uri, path, path.stat().st_size / 2**20)
-        copied = replace(self, copy=path)
-        copied._responses = self._responses
-        return copied
+        copy = None
+        if self.local is None:
+            copy = folder / f".{tag}.manifest"
+            with self.open() as src, open(copy, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            log.info("collect: %s copied to %s (%.0f MB)", self.manifest_uri, copy, copy.stat().st_size / 2**20)
+        answers = None
+        if self.storage is not None and self.output_path is not None:
+            answers = folder / f".{tag}.answers"
+            files = parse.worker_response_files(self.output_path, self.name, list_fn=self.storage.list, folder=folder)
+            count = parse.stage_worker_responses(files, answers, open_fn=self.storage.open_read)
+            log.info("collect: the answers of %d objects of %s read into %s", count, self.name, answers)
+            if not count:
+                answers.unlink()
+                answers = None
+        return replace(self, copy=copy or self.copy, answers=answers, is_staged=True)
 
     def open(self) -> Any:
         if self.copy is not None:
@@ -87,13 +100,22 @@ class Output:
         except (OSError, ValueError) as exc:
             raise CollectError(f"{self.manifest_uri}: cannot read the output manifest ({exc})") from None
 
-    def responses(self) -> dict[str, list[WorkerAnswer]]:
-        """The worker answers by object id, read once (every pass over the objects joins them)."""
-        if self._responses is None:
-            self._responses = {} if self.storage is None or self.output_path is None else \
-                parse.read_worker_responses(self.output_path, self.name, list_fn=self.storage.list,
-                                            open_fn=self.storage.open_read)
-        return self._responses
+    def has_answers(self) -> bool:
+        """Whether it has worker-response files (listed now, unless staged)."""
+        if self.is_staged:
+            return self.answers is not None
+        return self.storage is not None and self.output_path is not None and any(
+            parse.worker_response_files(self.output_path, self.name, list_fn=self.storage.list))
+
+    def responses(self) -> contextlib.AbstractContextManager[Any]:
+        """Its worker answers by object id (what attach_answers reads): the staged file's, else (not
+        staged) all of them, read now."""
+        if self.answers is not None:
+            return parse.StagedAnswers(self.answers)
+        if self.is_staged or self.storage is None or self.output_path is None:
+            return contextlib.nullcontext({})
+        return contextlib.nullcontext(parse.read_worker_responses(
+            self.output_path, self.name, list_fn=self.storage.list, open_fn=self.storage.open_read))
 
 
 def from_run(run_dir: Path) -> Output:
@@ -179,10 +201,10 @@ def sweep_members(sweep_dir: Path) -> list[Path]:
 
 
 def objects_of(out: Output, settings: TransformsConfig, stats: parse.ParseStats | None = None,
-               tag: str | None = None) -> Iterator[LabeledObject]:
-    """Stream one output's objects (worker answers attached); `tag`: a sweep member's name."""
-    responses = out.responses()
-    with out.open() as src:
+               tag: str | None = None, *, answers: bool = True) -> Iterator[LabeledObject]:
+    """Stream one output's objects (with their worker answers, unless not `answers`); `tag`: a sweep
+    member's name."""
+    with out.responses() if answers else contextlib.nullcontext({}) as responses, out.open() as src:
         parser = parse.Parser(attribute=out.attribute, task_type=out.task_type, labels=out.labels or None,
                               on_error=settings.on_error, stats=stats, loads=orjson.loads)  # ~1.7x json
         for obj in parse.attach_answers(parser.parse_lines(src), responses):
@@ -224,7 +246,7 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
     work = staging / slug  # transforms name their files after the folder (the dataset)
     work.mkdir(parents=True)
     try:
-        outputs = [o.local_copy(staging / f".{i}.manifest") for i, o in enumerate(outputs)]
+        outputs = [o.staged(staging, str(i)) for i, o in enumerate(outputs)]
         # no labels (output gtrun did not launch, given no --labels): they are read off the output, by
         # the columnar pass when it takes the output, else by the parser first
         fast = columnar_of(outputs, settings, labels) if use_columnar else None
@@ -339,7 +361,7 @@ def columnar_of(outputs: Sequence[Output], settings: TransformsConfig, labels: S
     path = out.local
     if path is None or not Columnar.takes(out.task_type, settings):
         return None
-    if out.responses():
+    if out.has_answers():
         return None  # answers come from the worker-response files: the Python path joins them
     engine = out.settings.backend.duckdb if out.settings is not None else DuckDBConfig()
     return Columnar.open(path, attribute=out.attribute, task_type=out.task_type, labels=labels,
@@ -394,7 +416,7 @@ def unlabeled_lines(run_dir: Path) -> Iterator[bytes]:
 
     out = from_run(run_dir)
     done: set[str] = set()
-    for obj in objects_of(out, TransformsConfig()):
+    for obj in objects_of(out, TransformsConfig(), answers=False):
         if obj.status.value == "labeled":
             done.add(json.dumps(obj.inputs, sort_keys=True))
     with open(run_dir / "manifest.jsonl", "rb") as src:

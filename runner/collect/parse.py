@@ -24,8 +24,12 @@ Malformed lines raise ManifestError("line <n>: <what is wrong>"), or are counted
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
+import os
 import re
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import datetime
@@ -54,6 +58,7 @@ GT_METADATA_KEYS = frozenset({"type", "job-name", "job_name", "creation-date", "
 JOB_PREFIX = "labeling-job/"
 MAX_SKIPPED_KEPT = 1000  # ParseStats.skipped keeps the first ones only: memory stays flat
 MAX_PENDING = 100_000  # lines held back while no line has told the attribute or the task type
+LISTING_CHUNK = 10_000  # worker-response files sorted in memory at a time (worker_response_files)
 READERS = 16  # worker-response files read at the same time from S3: each is a GET, waiting on the network
 ImageSize = tuple[int, int, int]
 
@@ -871,38 +876,86 @@ def _time(value: str) -> datetime:
 def read_worker_responses(output_root: str | Path, job_name: str | None = None, *,
                           list_fn: Callable[[str], Iterable[str]] | None = None,
                           open_fn: OpenFn | None = None, readers: int = READERS) -> dict[str, list[WorkerAnswer]]:
-    """datasetObjectId -> its workers' answers, from `annotations/worker-response/`.
+    """datasetObjectId -> its workers' answers, from `annotations/worker-response/`, in object order
+    (worker_response_files; read_answers reads them). All in memory: collect stages them in a file
+    instead (stage_worker_responses)."""
+    ids, uris = [], []
+    for object_id, uri in worker_response_files(output_root, job_name, list_fn=list_fn):
+        ids.append(object_id)
+        uris.append(uri)
+    return dict(zip(ids, read_answers(uris, open_fn=open_fn, readers=readers), strict=True))
+
+
+def worker_response_files(output_root: str | Path, job_name: str | None = None, *,
+                          list_fn: Callable[[str], Iterable[str]] | None = None,
+                          folder: Path | None = None) -> Iterator[tuple[str, str]]:
+    """(datasetObjectId, the URI of its worker-response file), in object order ("2" before "10").
 
     The folder is `<output_root>/<job_name>/annotations/worker-response/` (`output_root` =
     S3OutputPath), or `<output_root>/annotations/...` when job_name is None. A local folder is
     listed directly; for any other URI pass `list_fn(prefix) -> URIs under it` (e.g.
-    `s3_lister(client)`) and `open_fn(uri) -> binary file` (default: smart_open), which `readers`
-    threads call at the same time (open_fn must allow that: a boto3 client does). An object with
-    several files (several iterations) keeps the latest: highest iteration, then file name
-    (a timestamp) -- unconfirmed, GT does not document retries here.
-    """
+    `s3_lister(client)`). An object with several files (several iterations) keeps the latest:
+    highest iteration, then file name (a timestamp) -- unconfirmed, GT does not document retries
+    here. A listing of more than LISTING_CHUNK files is sorted a chunk at a time into files in
+    `folder` (default: a temporary folder), which are merged: memory stays flat in files."""
+    import heapq
+    import tempfile
+
+    import orjson
+
     base = "/".join(p for p in (str(output_root).rstrip("/"), job_name) if p)
     base += "/annotations/worker-response"
-    local = _is_local(base)
-    if local:
-        folder = Path(base)
-        uris: Iterable[str] = (p.as_posix() for p in folder.glob("iteration-*/*/*.json")) \
-            if folder.is_dir() else ()
+    if _is_local(base):
+        uris: Iterable[str] = _local_responses(Path(base))
     elif list_fn is None:
         raise StoreError(f"{base}: listing it needs a list_fn (e.g. s3_lister(client))")
     else:
         uris = list_fn(base + "/")
-    latest: dict[str, tuple[int, str, str]] = {}
-    for uri in uris:
-        found = _RESPONSE_KEY.search(uri)
-        if found is None:
-            continue
-        iteration, object_id, name = int(found.group(1)), found.group(2), found.group(3)
-        if object_id not in latest or (iteration, name) > latest[object_id][:2]:
-            latest[object_id] = (iteration, name, uri)
+    with tempfile.TemporaryDirectory(prefix=".listing-", dir=folder) as work:
+        runs: list[Path] = []
+        chunk: list[tuple[int, str, int, str, str]] = []  # the sort key: id's length, id, iteration, name
+        for uri in uris:
+            found = _RESPONSE_KEY.search(uri)
+            if found is None:
+                continue
+            object_id = found.group(2)
+            chunk.append((len(object_id), object_id, int(found.group(1)), found.group(3), uri))
+            if len(chunk) == LISTING_CHUNK:
+                runs.append(Path(work) / f"{len(runs)}.jsonl")
+                runs[-1].write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in sorted(chunk)))
+                chunk = []
+        chunk.sort()
+        with contextlib.ExitStack() as stack:
+            sorted_runs = [(tuple(orjson.loads(line)) for line in stack.enter_context(open(run, "rb"))) for run in runs]
+            rows = heapq.merge(chunk, *sorted_runs) if runs else chunk
+            for _, same in itertools.groupby(rows, key=lambda row: row[1]):
+                *_, latest = same  # the highest (iteration, name)
+                yield latest[1], latest[4]
 
-    def answers(object_id: str) -> list[WorkerAnswer]:
-        uri = latest[object_id][2]
+
+def _local_responses(folder: Path) -> Iterator[str]:
+    """The files `iteration-*/<object>/*.json` of a local worker-response folder, listed as they come
+    (Path.glob holds a folder's entries: one per object)."""
+    if not folder.is_dir():
+        return
+    with os.scandir(folder) as iterations:
+        for iteration in iterations:
+            if not (iteration.name.startswith("iteration-") and iteration.is_dir()):
+                continue
+            with os.scandir(iteration.path) as objects:
+                for obj in objects:
+                    if obj.is_dir():
+                        with os.scandir(obj.path) as files:
+                            yield from (Path(f.path).as_posix() for f in files if f.name.endswith(".json"))
+
+
+def read_answers(uris: Iterable[str], *, open_fn: OpenFn | None = None,
+                 readers: int = READERS) -> Iterator[list[WorkerAnswer]]:
+    """The answers of each worker-response file, in order. `open_fn(uri) -> binary file` (default:
+    smart_open, or open for a local path) is called on `readers` threads at the same time for
+    remote files (a boto3 client allows that)."""
+
+    def answers(uri: str) -> list[WorkerAnswer]:
         with _open(uri, open_fn, None) as src:
             data = src.read()
         try:
@@ -911,17 +964,114 @@ def read_worker_responses(output_root: str | Path, job_name: str | None = None, 
             raise ManifestError(f"{uri}: not JSON ({exc})") from None
         return worker_response_answers(record, where=uri)
 
-    ids = sorted(latest, key=lambda x: (len(x), x))
-    return dict(zip(ids, _in_order(answers, ids, 1 if local else readers), strict=True))
+    uris = iter(uris)
+    first = next(uris, None)
+    if first is None:
+        return iter(())
+    return _in_order(answers, itertools.chain([first], uris), 1 if _is_local(first) else readers)
 
 
-def _in_order(fn: Callable[[str], Any], items: Sequence[str], threads: int) -> Iterator[Any]:
+def stage_worker_responses(files: Iterable[tuple[str, str]], path: Path, *, open_fn: OpenFn | None = None,
+                           readers: int = READERS) -> int:
+    """Write the answers of `files` ((object id, URI) in object order: worker_response_files) to the
+    local file `path`, a JSON line per object ([object id, [[worker id, content, seconds], ...]]),
+    for StagedAnswers; the number of objects. Memory stays flat in objects, and every pass over
+    the objects reads the answers from here, not from S3."""
+    import orjson
+
+    ids: deque[str] = deque()
+
+    def uris() -> Iterator[str]:
+        for object_id, uri in files:
+            ids.append(object_id)
+            yield uri
+
+    count = 0
+    with open(path, "wb") as out:
+        for answers in read_answers(uris(), open_fn=open_fn, readers=readers):
+            out.write(orjson.dumps([ids.popleft(), [[a.worker_id, a.content, a.seconds] for a in answers]]) + b"\n")
+            count += 1
+    return count
+
+
+def _id_order(object_id: str) -> tuple[int, str]:
+    """The order of object ids, as worker_response_files orders them: "2" before "10"."""
+    return len(object_id), object_id
+
+
+class StagedAnswers:
+    """The answers stage_worker_responses wrote, looked up by object id (as attach_answers does).
+
+    The manifest's objects come in object order, as the file does: each lookup reads on from the
+    last one, and memory stays flat in objects. A lookup that goes back (a manifest in another
+    order) first reads where each object's line starts, and seeks from then on."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = open(path, "rb")  # noqa: SIM115 - closed by close() / the with block
+        self.ahead: tuple[str, list[Any]] | None = None  # the line read past the last lookup
+        self.last: tuple[str, list[Any]] | None = None  # the last line found, for a repeated id
+        self.reached: tuple[int, str] | None = None  # the last id looked up (_id_order)
+        self.offsets: dict[str, int] | None = None
+
+    def __enter__(self) -> StagedAnswers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.file.close()
+
+    def get(self, object_id: str) -> list[WorkerAnswer] | None:
+        import orjson
+
+        if self.last is not None and self.last[0] == object_id:
+            return _answers(self.last[1])
+        key = _id_order(object_id)
+        if self.offsets is None and self.reached is not None and key < self.reached:
+            self.offsets = self._offsets()
+        self.reached = key
+        if self.offsets is not None:
+            if object_id not in self.offsets:
+                return None
+            self.file.seek(self.offsets[object_id])
+            self.last = tuple(orjson.loads(self.file.readline()))  # type: ignore[assignment]
+            return _answers(self.last[1])  # type: ignore[index]
+        while True:
+            if self.ahead is None:
+                line = self.file.readline()
+                if not line:
+                    return None
+                self.ahead = tuple(orjson.loads(line))  # type: ignore[assignment]
+            found = _id_order(self.ahead[0])  # type: ignore[index]
+            if found > key:
+                return None
+            self.ahead, line_read = None, self.ahead
+            if found == key:
+                self.last = line_read
+                return _answers(line_read[1])  # type: ignore[index]
+
+    def _offsets(self) -> dict[str, int]:
+        import orjson
+
+        offsets, at = {}, 0
+        self.file.seek(0)
+        for line in self.file:
+            offsets[orjson.loads(line)[0]] = at
+            at += len(line)
+        return offsets
+
+
+def _answers(rows: list[Any]) -> list[WorkerAnswer]:
+    return [WorkerAnswer(worker, content, seconds) for worker, content, seconds in rows]
+
+
+def _in_order(fn: Callable[[str], Any], items: Iterable[str], threads: int) -> Iterator[Any]:
     """fn of each item, in order, computed on `threads` threads at most `4 * threads` items ahead
     (memory stays flat in items). The first error is raised; what was not started is not."""
-    if threads <= 1 or len(items) <= 1:
+    if threads <= 1:
         yield from map(fn, items)
         return
-    from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gtrun-read")
@@ -950,7 +1100,7 @@ def s3_lister(client: Any) -> Callable[[str], Iterator[str]]:
 
 
 def attach_answers(objects: Iterable[LabeledObject],
-                   responses: Mapping[str, Sequence[WorkerAnswer]]) -> Iterator[LabeledObject]:
+                   responses: Mapping[str, Sequence[WorkerAnswer]] | StagedAnswers) -> Iterator[LabeledObject]:
     """Each record with its worker-response answers, matched by `object_id` (module docstring).
 
     The files' answers replace those a custom label carried (same content, plus `seconds`); a

@@ -103,9 +103,22 @@ class LocalStore:
         folder = self.path(prefix if prefix.endswith("/") else prefix + "/x").parent if key else self.root / bucket
         if not folder.is_dir():
             return
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() and not path.name.endswith(".part"):
-                yield f"s3://{bucket}/{path.relative_to(self.root / bucket).as_posix()}"
+        for path in _walk(str(folder)):
+            if not path.endswith(".part"):
+                yield f"s3://{bucket}/{Path(path).relative_to(self.root / bucket).as_posix()}"
+
+
+def _walk(folder: str) -> Iterator[str]:
+    """The files under `folder`, depth first, each folder's entries by name (what sorting the paths
+    gives), holding one folder's names at a time."""
+    with os.scandir(folder) as entries:
+        names = sorted((e.name, e.is_dir(follow_symlinks=False)) for e in entries)
+    for name, is_dir in names:
+        path = os.path.join(folder, name)
+        if is_dir:
+            yield from _walk(path)
+        elif os.path.isfile(path):
+            yield path
 
 
 def sha256_file(path: Path) -> str:
