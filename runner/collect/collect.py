@@ -333,9 +333,10 @@ def check_out_dir(out_dir: Path) -> None:
     if not ours:
         raise CollectError(f"{out_dir} holds files collect did not write, and collect replaces the folder as a whole"
                            "\n  hint: write the dataset to a new folder (--out)")
-    if "files" not in report_json:
-        return
-    known = {*report_json["files"], transforms.DATABASE + ".wal"}  # DuckDB's log, while a client has the view open
+    files = report_json.get("files")
+    if not isinstance(files, list):
+        return  # collected before collect recorded its files
+    known = {*map(str, files), transforms.DATABASE + ".wal"}  # DuckDB's log, while a client has the view open
     other = sorted(rel for p in out_dir.rglob("*") if p.is_file() and (rel := p.relative_to(out_dir).as_posix()) not in known)
     if other:
         shown = ", ".join(other[:3]) + (f" and {len(other) - 3} more" if len(other) > 3 else "")
