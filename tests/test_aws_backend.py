@@ -217,3 +217,8 @@ def test_collect_on_aws_registers_the_table_in_athena(gtrun, aws):
                for q in athena.list_query_executions()["QueryExecutionIds"]]
     assert any(q.startswith("CREATE EXTERNAL TABLE IF NOT EXISTS `ml_workshop_db`") for q in queries)
     assert len((run / "dataset" / "jsonl" / "train.jsonl").read_text().splitlines()) >= 1
+    # the worker-response files came from S3 (read on several threads, staged) and were joined
+    assert read_json(run / "dataset" / "report.json")["counts"]["answers"] == 3
+    records = [json.loads(x) for split in ("train", "validation", "test")
+               for x in (run / "dataset" / "jsonl" / f"{split}.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and all(r["workers"] == 1 and r["label"] == "Neutral" for r in records)
