@@ -525,8 +525,9 @@ def collect_cmd(args: list[str]) -> int:
                 out.print(f"read from the manifest: label attribute {ext.attribute}, task type {ext.task_type.value}",
                           highlight=False)
             ext.provenance = {"output_manifest": ns.manifest, "label_attribute": ext.attribute}
-            with console.status(f"collecting {ns.manifest} ..."):  # drawn on a terminal only
-                result = c.collect([ext], Path(ns.out), settings, dataset=ext.name, provenance=ext.provenance)
+            with console.status(f"collecting {ns.manifest} ...") as shown:  # drawn on a terminal only
+                result = c.collect([ext], Path(ns.out), settings, dataset=ext.name, provenance=ext.provenance,
+                                   show=lambda text: shown.update(f"collecting {ns.manifest}: {text}"))
             where = Path(ns.out)
         elif ns.target:
             target = Path(ns.target)
@@ -538,9 +539,9 @@ def collect_cmd(args: list[str]) -> int:
             settings = transforms_settings(base, overrides)
             dataset = outputs[0].name if len(outputs) == 1 else target.name
             where = target / "dataset"
-            with console.status(f"collecting {dataset} ..."):
-                result = c.collect(outputs, where, settings, dataset=dataset,
-                                   provenance=c.merged_provenance(outputs))
+            with console.status(f"collecting {dataset} ...") as shown:
+                result = c.collect(outputs, where, settings, dataset=dataset, provenance=c.merged_provenance(outputs),
+                                   show=lambda text: shown.update(f"collecting {dataset}: {text}"))
         else:
             return fail("collect needs a run or sweep directory, or --manifest")
     except GtrunError as exc:

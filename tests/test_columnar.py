@@ -233,8 +233,11 @@ def test_a_manifest_on_s3_is_copied_aside_once_for_every_pass(tmp_path, caplog, 
     output = c.Output(name="ds", manifest_uri="s3://gt-out/job/manifests/output/output.manifest", storage=None,
                       task_type=task, attribute=attr, labels=labels)
     with caplog.at_level(logging.INFO, logger="runner.collect"):
-        remote = c.collect([output], tmp_path / "s3" / "ds", SETTINGS["defaults"], dataset="ds", provenance={})
+        shown: list[str] = []
+        remote = c.collect([output], tmp_path / "s3" / "ds", SETTINGS["defaults"], dataset="ds", provenance={},
+                           show=shown.append)
     assert "copied to" in caplog.text and "(columnar)" in caplog.text
+    assert shown[0] == f"copying {output.manifest_uri}" and shown[1].startswith(f"copying {output.manifest_uri}: ")
     assert [p.name for p in (tmp_path / "s3").iterdir()] == ["ds"]  # the copy went with the staging folder
     local = run(path, task, tmp_path / "local" / "ds", SETTINGS["defaults"], columnar=False)
     assert dataset_files(tmp_path / "s3" / "ds") == dataset_files(tmp_path / "local" / "ds")
@@ -245,6 +248,27 @@ def test_a_manifest_on_s3_is_copied_aside_once_for_every_pass(tmp_path, caplog, 
                   use_columnar=False)
     assert caplog.text.count("copied to") == 1
     assert dataset_files(tmp_path / "s3-parser" / "ds") == dataset_files(tmp_path / "local" / "ds")
+
+
+def test_collect_says_what_it_is_doing_and_how_far(tmp_path):
+    task = TaskType.text_classification
+    path = manifest(tmp_path, task, n=10_000)
+    attr, _, labels = TYPES[task]
+    output = c.Output(name="ds", manifest_uri=str(path), storage=None, task_type=task, attribute=attr, labels=labels)
+    settings = TransformsConfig(steps={"table": {}, "jsonl": {}, "hf_datasets": {}})
+    shown: list[str] = []
+    c.collect([output], tmp_path / "fast", settings, dataset="ds", provenance={}, show=shown.append)
+    duckdb_pass = [x for x in shown if x.startswith(f"reading {path.name} with DuckDB")]
+    counts = [int(re.search(r": ([\d,]+) lines \(\d+%\)$", x)[1].replace(",", "")) for x in duckdb_pass[1:]]
+    assert counts == sorted(counts) and counts[-1] == 10_000 and len(counts) >= 2
+    assert [x for x in shown if x.startswith("writing")][0] == "writing hf_datasets"  # the rest: the parser's
+    shown.clear()
+    c.collect([output], tmp_path / "slow", settings, dataset="ds", provenance={}, use_columnar=False, show=shown.append)
+    steps = list(dict.fromkeys(x.split(":")[0] for x in shown))
+    assert steps == ["counting for the report", "writing table", "writing jsonl", "writing hf_datasets"]
+    report_pass = [x for x in shown if x.startswith("counting for the report: ")]
+    assert report_pass[0] == "counting for the report: 0 lines (0%)" and "4,096 lines" in report_pass[1]
+    assert report_pass[-1].startswith("counting for the report: 8,192 lines (8")
 
 
 @pytest.mark.parametrize("task", [TaskType.text_classification, TaskType.bounding_box], ids=lambda t: t.value)

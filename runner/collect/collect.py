@@ -22,6 +22,7 @@ import orjson
 
 from runner import __version__
 from runner.collect import parse, report, transforms
+from runner.collect.progress import Progress
 from runner.collect.records import LabeledObject, Status
 from runner.errors import GtrunError, RecordError
 from runner.io.store import LocalStore, Store
@@ -65,23 +66,29 @@ class Output:
             return Path(self.manifest_uri).expanduser()
         return None
 
-    def staged(self, folder: Path, tag: str) -> Output:
+    def staged(self, folder: Path, tag: str, progress: Progress | None = None) -> Output:
         """This output, reading local files in `folder` (named after `tag`) streamed there now: a
         copy of its manifest when it is remote (collect reads it several times, and DuckDB reads
         local files), and its worker answers when it has any (parse.stage_worker_responses)."""
         if self.is_staged:
             return self
+        progress = progress or Progress()
         copy = None
         if self.local is None:
             copy = folder / f".{tag}.manifest"
+            progress.at(f"copying {self.manifest_uri}")
             with self.open() as src, open(copy, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
+                while block := src.read(1 << 20):
+                    dst.write(block)
+                    progress.say(f"{dst.tell() / 2**20:,.0f} MB")
             log.info("collect: %s copied to %s (%.0f MB)", self.manifest_uri, copy, copy.stat().st_size / 2**20)
         answers = None
         if self.storage is not None and self.output_path is not None:
             answers = folder / f".{tag}.answers"
+            progress.at(f"reading the worker answers of {self.name}")
             files = parse.worker_response_files(self.output_path, self.name, list_fn=self.storage.list, folder=folder)
-            count = parse.stage_worker_responses(files, answers, open_fn=self.storage.open_read)
+            count = parse.stage_worker_responses(files, answers, open_fn=self.storage.open_read,
+                                                 on_object=lambda n: progress.say(f"{n:,} objects"))
             log.info("collect: the answers of %d objects of %s read into %s", count, self.name, answers)
             if not count:
                 answers.unlink()
@@ -201,25 +208,31 @@ def sweep_members(sweep_dir: Path) -> list[Path]:
 
 
 def objects_of(out: Output, settings: TransformsConfig, stats: parse.ParseStats | None = None,
-               tag: str | None = None, *, answers: bool = True) -> Iterator[LabeledObject]:
+               tag: str | None = None, *, answers: bool = True, progress: Progress | None = None,
+               ) -> Iterator[LabeledObject]:
     """Stream one output's objects (with their worker answers, unless not `answers`); `tag`: a sweep
-    member's name."""
+    member's name; `progress` hears how far the pass is."""
     with out.responses() if answers else contextlib.nullcontext({}) as responses, out.open() as src:
         parser = parse.Parser(attribute=out.attribute, task_type=out.task_type, labels=out.labels or None,
                               on_error=settings.on_error, stats=stats, loads=orjson.loads)  # ~1.7x json
-        for obj in parse.attach_answers(parser.parse_lines(src), responses):
+        local = out.local
+        lines = (progress or Progress()).lines(src, local.stat().st_size if local is not None else None)
+        for obj in parse.attach_answers(parser.parse_lines(lines), responses):
             if tag is not None:
                 obj = replace(obj, object_id=f"{tag}/{obj.object_id}", inputs={**obj.inputs, "gtrun_job": tag})
             yield obj
 
 
 def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig, *,
-            dataset: str, provenance: Mapping[str, Any], use_columnar: bool = True) -> dict[str, Any]:
+            dataset: str, provenance: Mapping[str, Any], use_columnar: bool = True,
+            show: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Transform, report and describe the outputs into `out_dir` (written aside, then moved in place).
 
     The report and the jsonl and Parquet table transforms take the columnar path (DuckDB, see
     runner.collect.columnar) when it can read the output; `use_columnar=False` keeps them on the
-    Python parser, which writes the same files."""
+    Python parser, which writes the same files. `show` hears what collect is doing, a line at a
+    time (runner.collect.progress)."""
+    progress = Progress(show)
     if not outputs:
         raise CollectError("nothing to collect")
     out_dir = out_dir.resolve()
@@ -233,26 +246,28 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
 
     def factory() -> Iterator[LabeledObject]:
         for o in outputs:
-            yield from objects_of(o, settings, tag=o.name if merged else None)
+            yield from objects_of(o, settings, tag=o.name if merged else None, progress=progress)
 
     stats = parse.ParseStats()
 
     def counted() -> Iterator[LabeledObject]:
         for o in outputs:
-            yield from objects_of(o, settings, stats, tag=o.name if merged else None)
+            yield from objects_of(o, settings, stats, tag=o.name if merged else None, progress=progress)
 
     slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset) or "dataset"
     staging = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}.part")
     work = staging / slug  # transforms name their files after the folder (the dataset)
     work.mkdir(parents=True)
     try:
-        outputs = [o.staged(staging, str(i)) for i, o in enumerate(outputs)]
+        outputs = [o.staged(staging, str(i), progress) for i, o in enumerate(outputs)]
         # no labels (output gtrun did not launch, given no --labels): they are read off the output, by
         # the columnar pass when it takes the output, else by the parser first
         fast = columnar_of(outputs, settings, labels) if use_columnar else None
         task_type = next(iter(kinds)) or TaskType.custom
+        if fast is not None:
+            progress.at(f"reading {Path(outputs[0].manifest_uri).name} with DuckDB")
         done = transforms.columnar_steps(fast, work, steps=settings.steps, settings=settings, labels=labels,
-                                         task_type=task_type) if fast is not None else None
+                                         task_type=task_type, progress=progress) if fast is not None else None
         if done is not None:
             result, fast_written = done
             if not labels:
@@ -267,7 +282,9 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
             if not labels:
                 log.info("collect: no labels given: the parser reads them off %s first",
                          ", ".join(o.manifest_uri for o in outputs))
-                labels = seen_labels(obj for o in outputs for obj in objects_of(o, settings))
+                progress.at("reading the labels off the output")
+                labels = seen_labels(obj for o in outputs for obj in objects_of(o, settings, progress=progress))
+            progress.at("counting for the report")
             with open(work / report.NOT_LABELED, "w", encoding="utf-8") as listing:
                 figures = report.build_report(listed(counted(), listing), task_type=task_type, labels=labels,
                                               dataset=dataset)
@@ -278,8 +295,9 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
             for o in outputs:
                 check_attribute(o)
         rest = {k: v for k, v in settings.steps.items() if k not in fast_written}
-        slow_written = transforms.run_transforms(factory, work, steps=rest, settings=settings,
-                                                 labels=labels, task_type=task_type) if rest else {}
+        slow_written = transforms.run_transforms(factory, work, steps=rest, settings=settings, labels=labels,
+                                                 task_type=task_type,
+                                                 on_step=lambda name: progress.at(f"writing {name}")) if rest else {}
         written = {k: fast_written.get(k) or slow_written[k] for k in settings.steps}
         card_provenance = {**provenance, "collected": datetime.now().isoformat(timespec="seconds"),
                            "transforms": ", ".join(settings.steps) or "none",

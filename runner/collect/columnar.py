@@ -32,6 +32,7 @@ from typing import Any
 
 from runner.build.quoting import sql_name, sql_string
 from runner.collect import parse
+from runner.collect.progress import Progress, how_far
 from runner.collect.transforms import SPLITS, label_order
 from runner.schema import SplitConfig, TaskType, TransformsConfig
 
@@ -156,7 +157,8 @@ class Columnar:
                  line_bytes: float = 0) -> None:
         self.manifest, self.attribute, self.task_type, self.labels = manifest, attribute, task_type, list(labels)
         self.layout, self.settings, self.memory_limit, self.threads = layout, settings, memory_limit, threads
-        self.batch_rows = batch_rows(line_bytes)  # `line_bytes`: the lines' average size, when known
+        self.line_bytes = line_bytes  # the lines' average size in the first lines, when known
+        self.batch_rows = batch_rows(line_bytes)
 
     @staticmethod
     def takes(task_type: TaskType | None, settings: TransformsConfig) -> bool:
@@ -188,7 +190,8 @@ class Columnar:
         return cls(manifest, attribute, task_type, labels, layout, settings, memory_limit, threads,
                    line_bytes=sample[1] / max(sample[0], 1))
 
-    def write(self, *, jsonl: Path | None, table: Path | None, listing: Path | None = None) -> Result:
+    def write(self, *, jsonl: Path | None, table: Path | None, listing: Path | None = None,
+              progress: Progress | None = None) -> Result:
         """Read the manifest (the key pass and the records pass at the same time): count what the
         report needs, write `jsonl/{split}.jsonl` into the folder `jsonl`, the Parquet table to
         the file `table` and the failed and unlabeled objects to the file `listing`
@@ -221,7 +224,7 @@ class Columnar:
             while True:
                 try:
                     with self._connect(duckdb, threads) as con:
-                        self._read(con, side, out, keys)
+                        self._read(con, side, out, keys, progress)
                     out.keys = keys.result()
                     break
                 except (duckdb.Error, OSError) as exc:
@@ -262,17 +265,21 @@ class Columnar:
         con.execute("SET enable_progress_bar = false")  # gtrun reports its own progress
         return con
 
-    def _read(self, con: Any, side: Any, out: _Output, keys: Future) -> None:
+    def _read(self, con: Any, side: Any, out: _Output, keys: Future, progress: Progress | None) -> None:
         """The records pass on `con`, from the line `out` has reached, into `out`, with the split
-        codes from `side`; it stops when the key pass (`keys`) has found lines with other keys."""
+        codes from `side`; it stops when the key pass (`keys`) has found lines with other keys.
+        `progress` hears how far it is after each batch."""
         sql = records_sql(self.manifest, self.attribute, self.task_type, self.labels, self.layout, self.settings,
                           offset=out.offset)
+        size = self.manifest.stat().st_size if self.line_bytes else None  # the share read: estimated
         splits = _Splits(side, self.settings.split, out.offset) if out.files else None
         try:
             for batch in con.sql(sql).to_arrow_reader(self.batch_rows):
                 if keys.done() and keys.result()[1]:
                     break
                 out.add(batch, splits.codes(out.offset, batch.num_rows) if splits else None)
+                if progress is not None:
+                    progress.say(how_far(out.offset, out.offset * self.line_bytes, size))
         finally:
             if splits is not None:
                 splits.close()

@@ -972,11 +972,11 @@ def read_answers(uris: Iterable[str], *, open_fn: OpenFn | None = None,
 
 
 def stage_worker_responses(files: Iterable[tuple[str, str]], path: Path, *, open_fn: OpenFn | None = None,
-                           readers: int = READERS) -> int:
+                           readers: int = READERS, on_object: Callable[[int], None] | None = None) -> int:
     """Write the answers of `files` ((object id, URI) in object order: worker_response_files) to the
     local file `path`, a JSON line per object ([object id, [[worker id, content, seconds], ...]]),
     for StagedAnswers; the number of objects. Memory stays flat in objects, and every pass over
-    the objects reads the answers from here, not from S3."""
+    the objects reads the answers from here, not from S3. `on_object` hears the count every 1,000."""
     import orjson
 
     ids: deque[str] = deque()
@@ -991,6 +991,8 @@ def stage_worker_responses(files: Iterable[tuple[str, str]], path: Path, *, open
         for answers in read_answers(uris(), open_fn=open_fn, readers=readers):
             out.write(orjson.dumps([ids.popleft(), [[a.worker_id, a.content, a.seconds] for a in answers]]) + b"\n")
             count += 1
+            if on_object is not None and not count % 1000:
+                on_object(count)
     return count
 
 

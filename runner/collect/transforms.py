@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 
     from runner.collect.columnar import Columnar
     from runner.collect.columnar import Result as ColumnarResult
+    from runner.collect.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -1401,8 +1402,9 @@ def check_transforms(steps: Mapping[str, Mapping[str, Any] | None], settings: Tr
 def run_transforms(objects_factory: Callable[[], Iterable[LabeledObject]], out_dir: Path, *,
                    steps: Mapping[str, Mapping[str, Any] | None], settings: TransformsConfig,
                    labels: Sequence[str], task_type: TaskType | None = None,
-                   ) -> dict[str, WrittenFiles]:
+                   on_step: Callable[[str], None] | None = None) -> dict[str, WrittenFiles]:
     """Run each step over fresh objects from `objects_factory()`; step name -> what it wrote.
+    `on_step` hears each step's name as it begins.
 
     Checks everything first (`check_transforms`; the task type is the first object's when not
     given), then per step: label_map applied, `keep` with the thresholds, the writer. Writers get
@@ -1417,6 +1419,8 @@ def run_transforms(objects_factory: Callable[[], Iterable[LabeledObject]], out_d
     results: dict[str, WrittenFiles] = {}
     for name, options in steps.items():
         skipped = 0
+        if on_step is not None:
+            on_step(name)
 
         def kept() -> Iterator[LabeledObject]:
             nonlocal skipped
@@ -1441,7 +1445,7 @@ def run_transforms(objects_factory: Callable[[], Iterable[LabeledObject]], out_d
 
 def columnar_steps(columnar: Columnar, out_dir: Path, *, steps: Mapping[str, Mapping[str, Any] | None],
                    settings: TransformsConfig, labels: Sequence[str], task_type: TaskType,
-                   ) -> tuple[ColumnarResult, dict[str, WrittenFiles]] | None:
+                   progress: Progress | None = None) -> tuple[ColumnarResult, dict[str, WrittenFiles]] | None:
     """The report's counts and the jsonl and Parquet table steps (those of `steps`) in one columnar
     pass; None, with nothing left behind, when a line needs the Python path."""
     from runner.collect.columnar import NotColumnar
@@ -1456,7 +1460,7 @@ def columnar_steps(columnar: Columnar, out_dir: Path, *, steps: Mapping[str, Map
             stages = {step: stack.enter_context(_staged(out_dir, step)) for step in wanted}
             result = columnar.write(jsonl=stages.get("jsonl"),
                                     table=stages["table"] / f"{name}.parquet" if "table" in stages else None,
-                                    listing=out_dir / NOT_LABELED)
+                                    listing=out_dir / NOT_LABELED, progress=progress)
     except NotColumnar as exc:
         log.info("collect: %s needs the Python parser (%s)", columnar.manifest, exc)
         return None
