@@ -16,7 +16,9 @@ For each task type and line count it generates an output manifest shaped like Gr
    columnar path (runner.collect.columnar: DuckDB reads it in two streaming passes at the same
    time, its keys and read_json of its values, and the outputs come from the values' Arrow
    batches). `gtrun_python` (not run by default) is the same with `use_columnar=False`: the Python
-   parser, once for the report and once per transform.
+   parser, once for the report and once per transform. `gtrun_table` (not run by default either)
+   writes the Parquet table alone (`transforms=table`): the same output as DuckDB's, for a like-for-like
+   figure beside the target's.
 2. pandas: `read_json(lines=True)` + `json_normalize` of its records + `to_parquet` (pyarrow).
 3. duckdb: `COPY (SELECT * FROM read_json('<manifest>')) TO '<out>' (FORMAT PARQUET)`, defaults.
 
@@ -48,7 +50,7 @@ from _measure import remove, run_child, verdict, warm
 
 REPO = Path(__file__).resolve().parents[1]
 TYPES = ("single", "multi", "boxes", "ner")
-METHODS = ("gtrun", "gtrun_python", "pandas", "duckdb")
+METHODS = ("gtrun", "gtrun_python", "gtrun_table", "pandas", "duckdb")
 DEFAULT_METHODS = ("gtrun", "pandas", "duckdb")
 MB = 1 << 20
 
@@ -143,8 +145,10 @@ def manifest_path(workdir: Path, kind: str, lines: int) -> Path:
 # -- gtrun: what `gtrun collect --manifest ... transforms=[table,jsonl]` does ------------------------
 
 
-def run_gtrun(kind: str, manifest: Path, out: Path, columnar: bool = True) -> int:
-    """collect() on the manifest: report.json/.html, the card, the Parquet table and the jsonl splits."""
+def run_gtrun(kind: str, manifest: Path, out: Path, columnar: bool = True, steps: tuple[str, ...] = ("table", "jsonl"),
+              ) -> int:
+    """collect() on the manifest: report.json/.html, the card, the Parquet table and the jsonl splits
+    (or the `steps` given)."""
     from runner.collect import collect as c
     from runner.schema import TaskType, TransformsConfig
 
@@ -153,7 +157,7 @@ def run_gtrun(kind: str, manifest: Path, out: Path, columnar: bool = True) -> in
             "boxes": TaskType.bounding_box, "ner": TaskType.named_entity}[kind]
     output = c.Output(name="bench", manifest_uri=str(manifest), storage=None, task_type=task,
                       attribute=ATTRIBUTE[kind], labels=labels)
-    settings = TransformsConfig(steps={"table": {"format": "parquet"}, "jsonl": {}})
+    settings = TransformsConfig(steps={step: {"format": "parquet"} if step == "table" else {} for step in steps})
     result = c.collect([output], out, settings, dataset="bench", provenance={}, use_columnar=columnar)
     counts = result["report"]["counts"]
     if counts["labeled"] != counts["objects"] or result["report"]["parse"]["skipped"]:
@@ -184,6 +188,7 @@ def run_duckdb(kind: str, manifest: Path, out: Path) -> int:
 RUNNERS: dict[str, Callable[[str, Path, Path], int]] = {
     "gtrun": run_gtrun,
     "gtrun_python": lambda k, m, o: run_gtrun(k, m, o, columnar=False),
+    "gtrun_table": lambda k, m, o: run_gtrun(k, m, o, steps=("table",)),
     "pandas": run_pandas,
     "duckdb": run_duckdb,
 }
@@ -274,8 +279,8 @@ def at_least(x: float | None, target: float) -> bool | None:
 def report(results: dict[tuple[str, int], dict[str, dict[str, Any]]], repeat: int) -> None:
     print()
     print("output manifest -> model-ready files; gtrun = collect(): report + card + Parquet table + jsonl "
-          "splits (gtrun_python: its Python parser path); pandas = read_json(lines) + json_normalize + "
-          "to_parquet; duckdb = read_json -> COPY Parquet")
+          "splits (gtrun_python: its Python parser path; gtrun_table: the Parquet table alone); "
+          "pandas = read_json(lines) + json_normalize + to_parquet; duckdb = read_json -> COPY Parquet")
     print("seconds / cpu s in the child after imports; lines/s = manifest lines per second; "
           f"peak = max(getrusage, psutil poll){f'; best of {repeat}' if repeat > 1 else ''}")
     head = (f"{'type':<7} {'lines':>10} {'method':<13} {'records':>10} {'seconds':>8} {'cpu s':>7} "
@@ -297,7 +302,7 @@ def report(results: dict[tuple[str, int], dict[str, dict[str, Any]]], repeat: in
     print("targets (gtrun): >= 5x pandas lines/s, >= 0.5x duckdb lines/s (within 2x), peak RSS < 300 MB, "
           "flat in lines (<= 1.25x)")
     kinds = sorted({k for k, _ in results}, key=TYPES.index)
-    for method in ("gtrun", "gtrun_python"):
+    for method in ("gtrun", "gtrun_python", "gtrun_table"):
         for kind in kinds:
             sizes = sorted(n for k, n in results if k == kind)
             for lines in sizes:

@@ -270,7 +270,7 @@ class Columnar:
         codes from `side`; it stops when the key pass (`keys`) has found lines with other keys.
         `progress` hears how far it is after each batch."""
         sql = records_sql(self.manifest, self.attribute, self.task_type, self.labels, self.layout, self.settings,
-                          offset=out.offset)
+                          offset=out.offset, jsonl=bool(out.files), table=out.table is not None)
         size = self.manifest.stat().st_size if self.line_bytes else None  # the share read: estimated
         splits = _Splits(side, self.settings.split, out.offset) if out.files else None
         try:
@@ -596,7 +596,8 @@ def _pointer(*keys: str) -> str:
 
 
 def records_sql(manifest: Path, attribute: str, task_type: TaskType, labels: Sequence[str],
-                layout: Layout, settings: TransformsConfig, offset: int = 0) -> str:
+                layout: Layout, settings: TransformsConfig, offset: int = 0, *, jsonl: bool = True,
+                table: bool = True) -> str:
     """One row per manifest line, in order: the typed input fields, the label key (after the
     label_map), confidence (object_confidence) and workers (unknown: NULL), then the columns
     Columnar.write reads, whose names start with "#": labeled and failed (the object's status, as
@@ -605,7 +606,8 @@ def records_sql(manifest: Path, attribute: str, task_type: TaskType, labels: Seq
     path reads the way the parser does), keep (transforms.min_confidence), json (flat_record as the
     JSON line json.dumps writes), value (a labeled or failed object's label value is there), meta
     (the metadata is an object) and depth (boxes: the image size has a depth). `offset`: the lines
-    to skip (parsed, not checked).
+    to skip (parsed, not checked). Without `jsonl`, json is NULL; without `table`, the input fields
+    whose value only the table needs (strings) are NULL.
 
     read_json parses the lines into the keys this path reads, whose leaves stay JSON. It refuses a
     line that is not an object, a duplicate key, and a value that is not the object or list it was
@@ -643,7 +645,9 @@ def records_sql(manifest: Path, attribute: str, task_type: TaskType, labels: Seq
     parts.append("',\"confidence\":', coalesce(CAST(confidence AS VARCHAR), 'null'), ',\"workers\":null}', chr(10)")
     keep = "true" if settings.min_confidence is None else f"coalesce(confidence >= {float(settings.min_confidence)!r}, true)"
     depth = "size[1].depth IS NOT NULL" if task_type is TaskType.bounding_box else "false"
-    record = ", ".join(f"f_{i} AS {sql_name(n)}" for i, n in enumerate(names))
+    # the typed value of a string field is read (json_extract_string) for the table only
+    record = ", ".join(f"{f'f_{i}' if table or kind is not str else 'CAST(NULL AS VARCHAR)'} AS {sql_name(n)}"
+                       for i, (n, kind) in enumerate(layout.inputs))
     return f"""
 WITH parsed AS (
   SELECT {texts}, {sql_name(attribute)} AS value, {sql_name(meta_key)} AS m
@@ -671,7 +675,7 @@ SELECT {record}, {sql_name(key)}, confidence, CAST(NULL AS BIGINT) AS workers,
          ELSE {type_ok} AND {checks} END,
          false) AS "#ok",
        {keep} AS "#keep",
-       {_python_json('jt')} AS "#json",
+       {_python_json('jt') if jsonl else 'CAST(NULL AS VARCHAR)'} AS "#json",
        status <> 'unlabeled' AND value IS NOT NULL AS "#value",
        m IS NOT NULL AS "#meta",
        {depth} AS "#depth"
