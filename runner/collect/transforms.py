@@ -26,6 +26,7 @@ formats or machines unless `transforms.split.salt` changes.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -96,17 +97,24 @@ def split_of(object_id: str, split: SplitConfig) -> str:
     >>> [split_of(str(i), SplitConfig()) for i in range(7)]
     ['validation', 'train', 'train', 'train', 'train', 'train', 'test']
     """
-    check_split(split)
+    train, validation, tail = _split_bounds(split.train, split.validation, split.test)
     digest = hashlib.sha256(f"{split.salt}\0{object_id}".encode()).digest()
     x = int.from_bytes(digest[:8], "big") / 2**64
-    if x < split.train:
+    if x < train:
         return "train"
-    if x < split.train + split.validation:
+    if x < validation:
         return "validation"
-    if split.test > 0:
-        return "test"
-    # test is 0: only float rounding of train + validation (< 1) can get here.
-    return "validation" if split.validation > 0 else "train"
+    return tail
+
+
+@functools.lru_cache(maxsize=64)
+def _split_bounds(train: float, validation: float, test: float) -> tuple[float, float, str]:
+    """split_of's bounds, checked once per ratios (check_split): train, train + validation, and
+    the split of what is not below them (test is 0: only float rounding of train + validation
+    (< 1) can get there)."""
+    check_split(SplitConfig(train=train, validation=validation, test=test))
+    tail = "test" if test > 0 else ("validation" if validation > 0 else "train")
+    return train, train + validation, tail
 
 
 # --- labels -----------------------------------------------------------------------------------
@@ -325,12 +333,15 @@ def _span_jaccard(a: Sequence[float], b: Sequence[float]) -> float:
 # --- flat records -------------------------------------------------------------------------------
 
 
+_FIXED_LABEL_KEYS = {TaskType.text_classification: ("label",), TaskType.text_multilabel: ("labels",),
+                     TaskType.bounding_box: ("boxes",), TaskType.named_entity: ("entities",)}
+
+
 def _label_keys(obj: LabeledObject) -> tuple[str, ...]:
     """Which of LABEL_KEYS the object's task type has (custom: the ones its output holds)."""
-    fixed = {TaskType.text_classification: ("label",), TaskType.text_multilabel: ("labels",),
-             TaskType.bounding_box: ("boxes",), TaskType.named_entity: ("entities",)}
-    if obj.task_type in fixed:
-        return fixed[obj.task_type]
+    fixed = _FIXED_LABEL_KEYS.get(obj.task_type)
+    if fixed is not None:
+        return fixed
     keys = []
     if obj.label is not None:
         keys.append("label")
@@ -655,8 +666,11 @@ def _split_counts() -> dict[str, int]:
     return dict.fromkeys(SPLITS, 0)
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)  # json.dumps makes one a call
+
+
 def _json_line(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
+    return _JSON.encode(value) + "\n"
 
 
 def _open_text(path: Path, stack: ExitStack) -> IO[str]:
@@ -700,6 +714,7 @@ class _ParquetSink:
         self.paths, self.known, self.finish, self.write_empty = dict(paths), dict(known), finish, \
             write_empty
         self.schema: pa.Schema | None = None
+        self.names: frozenset[str] = frozenset()  # the schema's
         self.held: list[tuple[str, dict[str, Any]]] = []
         self.batches: dict[str, list[dict[str, Any]]] = {s: [] for s in self.paths}
         self.writers: dict[str, Any] = {}
@@ -710,7 +725,7 @@ class _ParquetSink:
             if len(self.held) % BATCH_ROWS == 0:
                 self._settle(final=False)
             return
-        extra = [k for k in row if k not in self.schema.names]
+        extra = [k for k in row if k not in self.names]
         if extra:
             raise StoreError(f"{self.paths[split]}: {where} has the field {extra[0]!r}, which the "
                              "objects before it did not have")
@@ -744,6 +759,7 @@ class _ParquetSink:
                 kind = inferred.field(c).type
                 fields.append(pa.field(c, pa.string() if pa.types.is_null(kind) else kind))
         self.schema = self.finish(pa.schema(fields))
+        self.names = frozenset(self.schema.names)  # (pyarrow builds the list of names anew each time)
         held, self.held = self.held, []
         for split, row in held:
             self.batches[split].append(row)
