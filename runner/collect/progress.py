@@ -8,8 +8,9 @@ EVERY = 4096  # lines between two reports of a pass over the manifest
 
 
 class Progress:
-    """Collect's current step ("report", "writing jsonl", ...) and how far it got, passed to `show`
-    as one line of text (the command line's spinner shows it); silent when `show` is None."""
+    """Collect's current step ("counting for the report", "writing jsonl", ...) and how far it got,
+    passed to `show` as one line of text (the command line's spinner shows it); silent when `show`
+    is None."""
 
     def __init__(self, show: Callable[[str], None] | None = None) -> None:
         self.show = show
