@@ -16,7 +16,7 @@ For each task type and line count it generates an output manifest shaped like Gr
    columnar path (runner.collect.columnar: DuckDB reads it in two streaming passes at the same
    time, its keys and read_json of its values, and the outputs come from the values' Arrow
    batches). `gtrun_python` (not run by default) is the same with `use_columnar=False`: the Python
-   parser, once for the report and once per transform. `gtrun_table` (not run by default either)
+   parser, once per transform (the first also counts the report). `gtrun_table` (not run by default either)
    writes the Parquet table alone (`transforms=table`): the same output as DuckDB's, for a like-for-like
    figure beside the target's.
 2. pandas: `read_json(lines=True)` + `json_normalize` of its records + `to_parquet` (pyarrow).

@@ -277,10 +277,30 @@ def test_collect_says_what_it_is_doing_and_how_far(tmp_path):
     shown.clear()
     c.collect([output], tmp_path / "slow", settings, dataset="ds", provenance={}, use_columnar=False, show=shown.append)
     steps = list(dict.fromkeys(x.split(":")[0] for x in shown))
-    assert steps == ["counting for the report", "writing table", "writing jsonl", "writing hf_datasets"]
-    report_pass = [x for x in shown if x.startswith("counting for the report: ")]
-    assert report_pass[0] == "counting for the report: 0 lines (0%)" and "4,096 lines" in report_pass[1]
-    assert report_pass[-1].startswith("counting for the report: 8,192 lines (8")
+    assert steps == ["writing table", "writing jsonl", "writing hf_datasets"]  # the report: in the first pass
+    table_pass = [x for x in shown if x.startswith("writing table: ")]
+    assert table_pass[0] == "writing table: 0 lines (0%)" and "4,096 lines" in table_pass[1]
+    assert table_pass[-1].startswith("writing table: 8,192 lines (8")
+    shown.clear()
+    c.collect([output], tmp_path / "none", TransformsConfig(steps={}), dataset="ds", provenance={},
+              use_columnar=False, show=shown.append)
+    assert list(dict.fromkeys(x.split(":")[0] for x in shown)) == ["counting for the report"]
+
+
+def test_the_report_counted_in_a_pass_left_unfinished_is_counted_again(tmp_path):
+    task = TaskType.text_classification
+    path = manifest(tmp_path, task)
+    attr, _, labels = TYPES[task]
+    output = c.Output(name="ds", manifest_uri=str(path), storage=None, task_type=task, attribute=attr, labels=labels)
+    args = {"task_type": task, "labels": labels, "dataset": "ds"}
+    whole = c._ReportPass([output], TransformsConfig(), False, tmp_path / "whole.jsonl", c.Progress(), **args)
+    expected = whole.figures()  # a pass of its own
+    counting = c._ReportPass([output], TransformsConfig(), False, tmp_path / "listed.jsonl", c.Progress(), **args)
+    objects = counting.objects()
+    assert [next(objects).line_no for _ in range(300)] == list(range(1, 301))  # a transform that stopped early
+    assert counting.figures() == expected and expected["counts"]["objects"] == 600
+    objects.close()  # the stopped pass, closed: the new listing stays as written
+    assert (tmp_path / "listed.jsonl").read_bytes() == (tmp_path / "whole.jsonl").read_bytes() != b""
 
 
 @pytest.mark.parametrize("task", [TaskType.text_classification, TaskType.bounding_box], ids=lambda t: t.value)

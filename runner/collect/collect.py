@@ -248,11 +248,6 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
         for o in outputs:
             yield from objects_of(o, settings, tag=o.name if merged else None, progress=progress)
 
-    stats = parse.ParseStats()
-
-    def counted() -> Iterator[LabeledObject]:
-        for o in outputs:
-            yield from objects_of(o, settings, stats, tag=o.name if merged else None, progress=progress)
 
     slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset) or "dataset"
     staging = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}.part")
@@ -284,20 +279,23 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
                          ", ".join(o.manifest_uri for o in outputs))
                 progress.at("reading the labels off the output")
                 labels = seen_labels(obj for o in outputs for obj in objects_of(o, settings, progress=progress))
-            progress.at("counting for the report")
-            with open(work / report.NOT_LABELED, "w", encoding="utf-8") as listing:
-                figures = report.build_report(listed(counted(), listing), task_type=task_type, labels=labels,
-                                              dataset=dataset)
-            figures["parse"] = {"lines": stats.lines, "skipped": stats.skipped_count,
-                                "skipped_lines": [list(x) for x in stats.skipped]}
+        rest = {k: v for k, v in settings.steps.items() if k not in fast_written}
+        counting = None
+        if done is None:  # the report is counted in the pass of the first transform (if any) that reads the objects
+            counting = _ReportPass(outputs, settings, merged, work / report.NOT_LABELED, progress,
+                                   task_type=task_type, labels=labels, dataset=dataset)
+            if not rest:
+                progress.at("counting for the report")
+        passes = iter([counting.objects()] if counting is not None and rest else [])
+        slow_written = transforms.run_transforms(lambda: next(passes, None) or factory(), work, steps=rest,
+                                                 settings=settings, labels=labels, task_type=task_type,
+                                                 on_step=lambda name: progress.at(f"writing {name}")) if rest else {}
+        if counting is not None:
+            figures = counting.figures()
         counts = figures["counts"]
         if counts["objects"] and not counts["labeled"] and not counts["failed"]:
             for o in outputs:
                 check_attribute(o)
-        rest = {k: v for k, v in settings.steps.items() if k not in fast_written}
-        slow_written = transforms.run_transforms(factory, work, steps=rest, settings=settings, labels=labels,
-                                                 task_type=task_type,
-                                                 on_step=lambda name: progress.at(f"writing {name}")) if rest else {}
         written = {k: fast_written.get(k) or slow_written[k] for k in settings.steps}
         card_provenance = {**provenance, "collected": datetime.now().isoformat(timespec="seconds"),
                            "transforms": ", ".join(settings.steps) or "none",
@@ -333,6 +331,47 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
         fmt = (settings.steps.get("table") or {}).get("format", "parquet")
         written["athena"] = register_on_athena(settings0, out_dir / "table" / f"{slug}.{fmt}", slug)  # type: ignore[assignment]
     return {"report": figures, "written": written}
+
+
+class _ReportPass:
+    """The report's counts and not_labeled.jsonl, made in a pass over the objects that also feeds a
+    transform (`objects`), or in a pass of its own when none read them all (`figures`)."""
+
+    def __init__(self, outputs: Sequence[Output], settings: TransformsConfig, merged: bool, listing: Path,
+                 progress: Progress, **report_args: Any) -> None:
+        self.outputs, self.settings, self.merged, self.listing = outputs, settings, merged, listing
+        self.progress, self.report_args = progress, report_args
+        self.result: dict[str, Any] | None = None
+        self.running: Iterator[LabeledObject] | None = None
+
+    def objects(self) -> Iterator[LabeledObject]:
+        """The objects of all outputs, counted for the report as they pass (a pass left unfinished
+        is closed first: the listing is written anew)."""
+        if self.running is not None:
+            self.running.close()  # type: ignore[attr-defined]
+        self.running = self._objects()
+        return self.running
+
+    def _objects(self) -> Iterator[LabeledObject]:
+        builder = report.ReportBuilder(**self.report_args)
+        stats = parse.ParseStats()
+        with open(self.listing, "w", encoding="utf-8") as listing:
+            for o in self.outputs:
+                for obj in listed(objects_of(o, self.settings, stats, tag=o.name if self.merged else None,
+                                             progress=self.progress), listing):
+                    builder.add(obj)
+                    yield obj
+        self.result = builder.figures()
+        self.result["parse"] = {"lines": stats.lines, "skipped": stats.skipped_count,
+                                "skipped_lines": [list(x) for x in stats.skipped]}
+
+    def figures(self) -> dict[str, Any]:
+        """The report's figures, from a pass of its own when no transform's pass went to the end."""
+        if self.result is None:
+            for _ in self.objects():
+                pass
+        assert self.result is not None
+        return self.result
 
 
 def check_out_dir(out_dir: Path) -> None:

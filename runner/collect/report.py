@@ -110,26 +110,42 @@ def build_report(objects: Iterable[LabeledObject], *, task_type: TaskType | str,
     `labels` is the job's label list (the order of the figures); `element_name` the crowd
     element's name when the template does not use the built-in one.
     """
-    task = TaskType(task_type)
-    labels = [str(x) for x in labels]
-    status: Counter[str] = Counter()
-    reasons: Counter[str] = Counter()
-    per_object: Counter[int] = Counter()
-    distribution: Counter[str] = Counter({name: 0 for name in labels})
-    workers: dict[str, _Worker] = {}
-    alpha, kappa, per_label = AlphaNominal(), FleissKappa(), LabelAgreement()
-    scored, score_sum, answers_total, unreadable = 0, 0.0, 0, 0
-    heap: list[tuple[float, int, int, dict[str, Any]]] = []
-    pair_score = _PAIR_SCORES.get(task)
+    builder = ReportBuilder(task_type=task_type, labels=labels, dataset=dataset, element_name=element_name)
+    for obj in objects:
+        builder.add(obj)
+    return builder.figures()
 
-    for n, obj in enumerate(objects):
-        status[obj.status.value] += 1
+
+class ReportBuilder:
+    """build_report one object at a time: `add` each object of the pass, then take `figures`
+    (collect counts the report in the same pass as its first transform)."""
+
+    def __init__(self, *, task_type: TaskType | str, labels: Sequence[str], dataset: str,
+                 element_name: str | None = None) -> None:
+        self.task = TaskType(task_type)
+        self.labels = [str(x) for x in labels]
+        self.dataset, self.element_name = dataset, element_name
+        self.status: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
+        self.per_object: Counter[int] = Counter()
+        self.distribution: Counter[str] = Counter({name: 0 for name in self.labels})
+        self.workers: dict[str, _Worker] = {}
+        self.alpha, self.kappa, self.per_label = AlphaNominal(), FleissKappa(), LabelAgreement()
+        self.scored, self.score_sum, self.answers_total, self.unreadable, self.n = 0, 0.0, 0, 0, 0
+        self.heap: list[tuple[float, int, int, dict[str, Any]]] = []
+        self.pair_score = _PAIR_SCORES.get(self.task)
+
+    def add(self, obj: LabeledObject) -> None:
+        task, workers, pair_score = self.task, self.workers, self.pair_score
+        n = self.n
+        self.n += 1
+        self.status[obj.status.value] += 1
         if obj.status is Status.failed:
-            reasons[obj.failure_reason or "unknown"] += 1
+            self.reasons[obj.failure_reason or "unknown"] += 1
         if obj.status is Status.labeled:
-            distribution.update(_consolidated_labels(task, obj))
-        per_object[len(obj.answers)] += 1
-        answers_total += len(obj.answers)
+            self.distribution.update(_consolidated_labels(task, obj))
+        self.per_object[len(obj.answers)] += 1
+        self.answers_total += len(obj.answers)
 
         readable: list[tuple[str, Any, float | None]] = []
         for answer in obj.answers:
@@ -140,12 +156,12 @@ def build_report(objects: Iterable[LabeledObject], *, task_type: TaskType | str,
             if pair_score is None:
                 continue
             try:
-                readable.append((answer.worker_id, _answer_value(task, answer, element_name),
+                readable.append((answer.worker_id, _answer_value(task, answer, self.element_name),
                                  answer.seconds))
             except (ConsolidationError, KeyError, TypeError, ValueError):
-                unreadable += 1
+                self.unreadable += 1
         if pair_score is None or len(readable) < 2:
-            continue
+            return
 
         values = [v for _, v, _ in readable]
         pairs = []
@@ -156,19 +172,22 @@ def build_report(objects: Iterable[LabeledObject], *, task_type: TaskType | str,
                 workers[w].pairs += 1
                 workers[w].score += s
         score = sum(pairs) / len(pairs)
-        scored += 1
-        score_sum += score
-        _add_agreement(task, values, labels, alpha, kappa, per_label)
+        self.scored += 1
+        self.score_sum += score
+        _add_agreement(task, values, self.labels, self.alpha, self.kappa, self.per_label)
 
         if score < 1.0:
             key = (-score, -obj.line_no, n)
+            heap = self.heap
             if len(heap) < DISPUTED_MAX:
                 heapq.heappush(heap, (*key, _disputed(task, obj, readable, score)))
             elif key > heap[0][:3]:
                 heapq.heapreplace(heap, (*key, _disputed(task, obj, readable, score)))
 
-    return _figures(task, labels, dataset, status, reasons, per_object, distribution, answers_total,
-                    unreadable, workers, (scored, score_sum, alpha, kappa, per_label), heap)
+    def figures(self) -> dict[str, Any]:
+        return _figures(self.task, self.labels, self.dataset, self.status, self.reasons, self.per_object,
+                        self.distribution, self.answers_total, self.unreadable, self.workers,
+                        (self.scored, self.score_sum, self.alpha, self.kappa, self.per_label), self.heap)
 
 
 def report_from_counts(*, task_type: TaskType | str, labels: Sequence[str], dataset: str,
