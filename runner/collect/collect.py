@@ -248,7 +248,6 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
         for o in outputs:
             yield from objects_of(o, settings, tag=o.name if merged else None, progress=progress)
 
-
     slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset) or "dataset"
     staging = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}.part")
     work = staging / slug  # transforms name their files after the folder (the dataset)
@@ -280,14 +279,12 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
                 progress.at("reading the labels off the output")
                 labels = seen_labels(obj for o in outputs for obj in objects_of(o, settings, progress=progress))
         rest = {k: v for k, v in settings.steps.items() if k not in fast_written}
-        counting = None
-        if done is None:  # the report is counted in the pass of the first transform (if any) that reads the objects
-            counting = _ReportPass(outputs, settings, merged, work / report.NOT_LABELED, progress,
-                                   task_type=task_type, labels=labels, dataset=dataset)
-            if not rest:
-                progress.at("counting for the report")
-        passes = iter([counting.objects()] if counting is not None and rest else [])
-        slow_written = transforms.run_transforms(lambda: next(passes, None) or factory(), work, steps=rest,
+        # the parser's path counts the report in the first transform's pass over the objects
+        counting = None if done is not None else _ReportPass(
+            outputs, settings, merged, work / report.NOT_LABELED, progress, task_type=task_type, labels=labels,
+            dataset=dataset)
+        first = [counting.objects()] if counting is not None else []
+        slow_written = transforms.run_transforms(lambda: first.pop() if first else factory(), work, steps=rest,
                                                  settings=settings, labels=labels, task_type=task_type,
                                                  on_step=lambda name: progress.at(f"writing {name}")) if rest else {}
         if counting is not None:
@@ -368,6 +365,7 @@ class _ReportPass:
     def figures(self) -> dict[str, Any]:
         """The report's figures, from a pass of its own when no transform's pass went to the end."""
         if self.result is None:
+            self.progress.at("counting for the report")
             for _ in self.objects():
                 pass
         assert self.result is not None
