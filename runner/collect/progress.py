@@ -25,12 +25,12 @@ class Progress:
         if self.show is not None:
             self.show(f"{self.step}: {how_far}" if how_far else self.step)
 
-    def lines(self, src: Iterable[bytes], total_bytes: int | None) -> Iterator[bytes]:
+    def lines(self, src: Iterable[bytes], total_bytes: int | None) -> Iterable[bytes]:
         """The lines of `src` (a pass over a manifest of `total_bytes`, when known), saying how far
-        the pass is every EVERY lines."""
-        if self.show is None:
-            yield from src
-            return
+        the pass is every EVERY lines (`src` itself when nobody listens)."""
+        return src if self.show is None else self._lines(src, total_bytes)
+
+    def _lines(self, src: Iterable[bytes], total_bytes: int | None) -> Iterator[bytes]:
         done = 0
         for i, line in enumerate(src):
             if not i % EVERY:
