@@ -382,7 +382,7 @@ def check_out_dir(out_dir: Path) -> None:
         return
     try:
         report_json = orjson.loads((out_dir / "report.json").read_bytes())
-        ours = "report_version" in report_json
+        ours = isinstance(report_json, dict) and "report_version" in report_json
     except (OSError, ValueError, TypeError):
         ours = False
     if not ours:
