@@ -20,7 +20,7 @@ import pytest
 from runner.collect import collect as c
 from runner.collect.columnar import LABEL_KEY, SAMPLE_LINES, Columnar, NotColumnar, batch_rows, records_sql, split_code_sql
 from runner.collect.transforms import SPLITS, split_of
-from runner.errors import ManifestError
+from runner.errors import ConfigError, ManifestError
 from runner.schema import SplitConfig, TaskType, TransformsConfig
 from tests.moto_fixtures import aws_env, moto_server, reset_moto  # noqa: F401
 
@@ -104,6 +104,9 @@ def dataset_files(out: Path) -> dict:
              for s in ("train", "validation", "test") if (out / "jsonl").is_dir()}
     if (out / "table").is_dir():
         files["table"] = pq.read_table(out / "table" / f"{out.name}.parquet").to_pylist()
+    for split in sorted((out / "hf").glob("*.parquet")) if (out / "hf").is_dir() else ():
+        table = pq.read_table(split)  # the rows, and the schema with the `datasets` features
+        files[f"hf/{split.name}"] = (table.to_pylist(), table.schema)
     files["report"] = json.loads((out / "report.json").read_text())
     files["not_labeled"] = (out / "not_labeled.jsonl").read_bytes().splitlines()
     return files
@@ -131,6 +134,7 @@ SETTINGS = {
     "defaults": TransformsConfig(steps={"table": {}, "jsonl": {}}),
     "thresholds": TransformsConfig(steps={"table": {}, "jsonl": {}}, min_confidence=0.4,
                                    split=SplitConfig(train=0.5, validation=0.5, test=0.0, salt="s")),
+    "hf_datasets": TransformsConfig(steps={"hf_datasets": {}, "jsonl": {}}),
 }
 
 
@@ -143,7 +147,8 @@ def test_columnar_writes_what_the_python_path_writes(tmp_path, caplog, task, nam
         fast, slow = both_ways(path, task, tmp_path, settings)
     assert "(columnar)" in caplog.text  # the columnar path took it
     a = dataset_files(tmp_path / "fast" / "ds")
-    assert sum(len(a[f"jsonl/{s}"]) for s in ("train", "validation", "test")) == len(a["table"]) > 100
+    kept = sum(len(a[f"jsonl/{s}"]) for s in ("train", "validation", "test"))
+    assert kept == (len(a["table"]) if "table" in a else sum(len(a[f"hf/{s}.parquet"][0]) for s in SPLITS)) > 100
     assert fast["report"] == slow["report"]
     assert {k: v.counts for k, v in fast["written"].items()} == {k: v.counts for k, v in slow["written"].items()}
     assert {k: v.skipped for k, v in fast["written"].items()} == {k: v.skipped for k, v in slow["written"].items()}
@@ -166,7 +171,7 @@ def test_jsonl_or_the_table_alone(tmp_path, caplog, task, step):
                                                   (TaskType.text_classification, "Neutral", "Positive"),
                                                   (TaskType.named_entity, "Place", "Person")], ids=lambda x: str(x))
 def test_a_label_map_renames_in_both_paths(tmp_path, task, old, new):
-    settings = TransformsConfig(steps={"table": {}, "jsonl": {}}, label_map={old: new})
+    settings = TransformsConfig(steps={"table": {}, "jsonl": {}, "hf_datasets": {}}, label_map={old: new})
     path = manifest(tmp_path, task)
     both_ways(path, task, tmp_path, settings)
     a = dataset_files(tmp_path / "fast" / "ds")
@@ -267,17 +272,17 @@ def test_collect_says_what_it_is_doing_and_how_far(tmp_path):
     path = manifest(tmp_path, task, n=10_000)
     attr, _, labels = TYPES[task]
     output = c.Output(name="ds", manifest_uri=str(path), storage=None, task_type=task, attribute=attr, labels=labels)
-    settings = TransformsConfig(steps={"table": {}, "jsonl": {}, "hf_datasets": {}})
+    settings = TransformsConfig(steps={"table": {}, "jsonl": {}, "hf_datasets": {}, "spacy": {}})
     shown: list[str] = []
     c.collect([output], tmp_path / "fast", settings, dataset="ds", provenance={}, show=shown.append)
     duckdb_pass = [x for x in shown if x.startswith(f"reading {path.name} with DuckDB")]
     counts = [int(re.search(r": ([\d,]+) lines \(\d+%\)$", x)[1].replace(",", "")) for x in duckdb_pass[1:]]
     assert counts == sorted(counts) and counts[-1] == 10_000 and len(counts) >= 2
-    assert [x for x in shown if x.startswith("writing")][0] == "writing hf_datasets"  # the rest: the parser's
+    assert [x for x in shown if x.startswith("writing")][0] == "writing spacy"  # the rest: the parser's
     shown.clear()
     c.collect([output], tmp_path / "slow", settings, dataset="ds", provenance={}, use_columnar=False, show=shown.append)
     steps = list(dict.fromkeys(x.split(":")[0] for x in shown))
-    assert steps == ["writing table", "writing jsonl", "writing hf_datasets"]  # the report: in the first pass
+    assert steps == ["writing table", "writing jsonl", "writing hf_datasets", "writing spacy"]  # the report: the first's
     table_pass = [x for x in shown if x.startswith("writing table: ")]
     assert table_pass[0] == "writing table: 0 lines (0%)" and "4,096 lines" in table_pass[1]
     assert table_pass[-1].startswith("writing table: 8,192 lines (8")
@@ -285,6 +290,28 @@ def test_collect_says_what_it_is_doing_and_how_far(tmp_path):
     c.collect([output], tmp_path / "none", TransformsConfig(steps={}), dataset="ds", provenance={},
               use_columnar=False, show=shown.append)
     assert list(dict.fromkeys(x.split(":")[0] for x in shown)) == ["counting for the report"]
+
+
+def test_a_label_hf_datasets_cannot_index_is_named_by_the_parser(tmp_path, caplog):
+    task = TaskType.bounding_box
+    attr, _, labels = TYPES[task]
+    rng = random.Random(3)
+    lines = [output_line(task, i, rng) for i in range(300)]
+    odd = next(x for x in lines if x.get(attr, {}).get("annotations") and "class-map" in x[attr + "-metadata"])
+    meta = odd[attr + "-metadata"]
+    meta["class-map"] = dict.fromkeys(meta["class-map"], "truck")  # a name the label list lacks
+    path = write_manifest(tmp_path / "odd.manifest", lines)
+    settings = TransformsConfig(steps={"hf_datasets": {}, "jsonl": {}})
+    errors = []
+    for columnar in (True, False):
+        output = c.Output(name="ds", manifest_uri=str(path), storage=None, task_type=task, attribute=attr,
+                          labels=labels)
+        with caplog.at_level(logging.INFO, logger="runner.collect.transforms"), pytest.raises(ConfigError) as exc:
+            c.collect([output], tmp_path / f"ds-{columnar}", settings, dataset="ds", provenance={}, use_columnar=columnar)
+        errors.append(str(exc.value))
+    assert errors[0] == errors[1] and "has label 'truck', not one of ['car', 'bus', 'bike']" in errors[0]
+    assert "needs the Python parser (a label that is not in the label list)" in caplog.text
+    assert not (tmp_path / "ds-True").exists()
 
 
 def test_the_report_counted_in_a_pass_left_unfinished_is_counted_again(tmp_path):

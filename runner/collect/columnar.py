@@ -1,6 +1,6 @@
 """Collect's columnar path: DuckDB reads an output manifest in two streaming passes at the same
-time; the report's counts, the Parquet table and the jsonl splits come from the records pass's
-Arrow batches, with no Python object per line.
+time; the report's counts, the Parquet table, the jsonl splits and the hf_datasets files come from
+the records pass's Arrow batches, with no Python object per line.
 
 It takes output the Python parser (runner.collect.parse) reads the same way and that has no
 worker answers: a local manifest of a built-in task type whose lines all have the layout of its
@@ -147,6 +147,7 @@ class Result:
     table: int | None  # rows, when it wrote the Parquet table
     skipped: int  # objects left out: not labeled, or below transforms.min_confidence
     labels: list[str] | None = None  # the output's labels, when it was given none (collect.seen_labels)
+    hf: dict[str, int] | None = None  # objects per split, when it wrote the Hugging Face files
 
 
 class Columnar:
@@ -191,11 +192,11 @@ class Columnar:
                    line_bytes=sample[1] / max(sample[0], 1))
 
     def write(self, *, jsonl: Path | None, table: Path | None, listing: Path | None = None,
-              progress: Progress | None = None) -> Result:
+              hf: HfOutput | None = None, progress: Progress | None = None) -> Result:
         """Read the manifest (the key pass and the records pass at the same time): count what the
         report needs, write `jsonl/{split}.jsonl` into the folder `jsonl`, the Parquet table to
         the file `table` and the failed and unlabeled objects to the file `listing`
-        (report.NOT_LABELED; any may be None).
+        (report.NOT_LABELED), and the Hugging Face split files as `hf` says (any may be None).
 
         Raises NotColumnar at the first line it cannot read the parser's way; what it wrote by
         then is the caller's to discard. DuckDB out of memory on several threads (each holds
@@ -209,7 +210,7 @@ class Columnar:
         # The system allocator gives the batches' memory back at once; mimalloc, pyarrow's default,
         # keeps some 60 MB of it (a process-wide setting: gtrun's other Arrow work is done by then).
         pa.set_memory_pool(pa.system_memory_pool())
-        out = _Output(self, jsonl, table, listing)
+        out = _Output(self, jsonl, table, listing, hf)
         threads, out_of_memory = self.threads, 0
         # The key pass and the split codes run meanwhile, on a database of their own, one thread
         # each: on what the records pass leaves of the cores while Python writes its batches.
@@ -270,9 +271,9 @@ class Columnar:
         codes from `side`; it stops when the key pass (`keys`) has found lines with other keys.
         `progress` hears how far it is after each batch."""
         sql = records_sql(self.manifest, self.attribute, self.task_type, self.labels, self.layout, self.settings,
-                          offset=out.offset, jsonl=bool(out.files), table=out.table is not None)
+                          offset=out.offset, jsonl=bool(out.files), table=out.table is not None or out.hf is not None)
         size = self.manifest.stat().st_size if self.line_bytes else None  # the share read: estimated
-        splits = _Splits(side, self.settings.split, out.offset) if out.files else None
+        splits = _Splits(side, self.settings.split, out.offset) if out.files or out.hf is not None else None
         try:
             for batch in con.sql(sql).to_arrow_reader(self.batch_rows):
                 if keys.done() and keys.result()[1]:
@@ -302,8 +303,11 @@ def _key_pass(cursor: Any, sql: str) -> tuple[int, ...]:
 class _Output:
     """What one Columnar.write counts and writes, batch by batch."""
 
-    def __init__(self, columnar: Columnar, jsonl: Path | None, table: Path | None, listing: Path | None) -> None:
-        self.task_type, self.table = columnar.task_type, table
+    def __init__(self, columnar: Columnar, jsonl: Path | None, table: Path | None, listing: Path | None,
+                 hf: HfOutput | None = None) -> None:
+        self.task_type, self.table, self.hf = columnar.task_type, table, hf
+        self.hf_writers: dict[str, Any] = {}
+        self.hf_counts = dict.fromkeys(SPLITS, 0)
         self.record = [name for name, _ in columnar.layout.inputs] + [LABEL_KEY[columnar.task_type], "confidence",
                                                                        "workers"]
         self.keys: tuple[int, ...] | None = None  # the key pass's figures (keys_sql)
@@ -360,11 +364,13 @@ class _Output:
         count = kept.true_count
         self.kept += count
         every = count == n  # the usual batch: nothing to leave out, no copy of its rows
+        if here is not None and not every:
+            here = pc.filter(here, kept)  # the kept objects' split codes
         if self.files:
             # the kept lines in split order (a stable sort keeps their order within a split)
             text = batch.column("#json")
             if not every:
-                text, here = pc.filter(text, kept), pc.filter(here, kept)
+                text = pc.filter(text, kept)
             text = pc.take(text, pc.sort_indices(here))
             sizes: dict[int, int] = {}
             _add_counts(sizes, pc.value_counts(here))
@@ -375,14 +381,41 @@ class _Output:
                     self.files[name].write(_contiguous_values(text.slice(start, size)))
                     self.split_counts[name] += size
                     start += size
-        if self.table is not None:
+        if self.table is not None or self.hf is not None:
             rows = batch.select(self.record)
             if not every:
                 rows = pc.filter(rows, kept)
-            if self.writer is None:
-                self.writer = pq.ParquetWriter(self.table, rows.schema, use_dictionary=False)
-            self.writer.write_batch(rows)
+            if self.table is not None:
+                if self.writer is None:
+                    self.writer = pq.ParquetWriter(self.table, rows.schema, use_dictionary=False)
+                self.writer.write_batch(rows)
+            if self.hf is not None:
+                self.write_hf(rows, here)
         self.offset += n
+
+    def write_hf(self, rows: Any, here: Any) -> None:
+        """The kept rows into the Hugging Face split files, their labels as class indices (the
+        parser's write_hf_datasets writes the same rows, a split's file only when it has some)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        hf = self.hf
+        assert hf is not None
+        key = LABEL_KEY[self.task_type]
+        column = rows.column(key)
+        rows = rows.set_column(rows.schema.get_field_index(key), key, _class_ids(column, hf.labels))
+        if hf.schema is None:
+            hf.schema = hf.make_schema(rows.schema)
+        rows = rows.cast(hf.schema)
+        for code, name in enumerate(SPLITS):
+            part = rows.filter(pc.equal(here, pa.scalar(code, pa.int8())))
+            if not part.num_rows:
+                continue
+            if name not in self.hf_writers:
+                self.hf_writers[name] = pq.ParquetWriter(hf.folder / f"{name}.parquet", hf.schema)
+            self.hf_writers[name].write_batch(part)
+            self.hf_counts[name] += part.num_rows
 
     def list_not_labeled(self, batch: Any, labeled: Any) -> None:
         """Write the batch's failed and unlabeled objects as report.not_labeled_line writes them:
@@ -436,15 +469,56 @@ class _Output:
         return Result(lines=self.offset, status=self.status, reasons=self.reasons, distribution=self.distribution,
                       jsonl=self.split_counts if self.files else None,
                       table=self.kept if self.table is not None else None, skipped=self.offset - self.kept,
-                      labels=None if self.class_map is None else label_order(self.class_map, self.distribution))
+                      labels=None if self.class_map is None else label_order(self.class_map, self.distribution),
+                      hf=self.hf_counts if self.hf is not None else None)
 
     def close(self) -> None:
         for f in self.files.values():
             f.close()
+        for writer in self.hf_writers.values():
+            writer.close()
         if self.listing is not None:
             self.listing.close()
         if self.writer is not None:
             self.writer.close()
+
+
+@dataclass
+class HfOutput:
+    """Where and how the Hugging Face split files go (transforms.write_hf_datasets' files): the
+    folder, the label list the class indices count in (after the label_map), and the schema with
+    the `datasets` features, made from the first batch's by `make_schema`."""
+
+    folder: Path
+    labels: list[str]
+    make_schema: Callable[[Any], Any]
+    schema: Any = None
+
+
+def _class_ids(column: Any, labels: Sequence[str]) -> Any:
+    """A label column (label, labels, or boxes' / entities' label) with each name as its index in
+    `labels`, as int64; a name not there leaves the output to the parser, which names the object."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def ids(names: Any) -> Any:
+        found = pc.index_in(names, value_set=pa.array(list(labels), pa.string()))
+        if found.null_count != names.null_count:
+            raise NotColumnar("a label that is not in the label list")
+        return found.cast(pa.int64())
+
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return ids(column)
+    items = pc.list_flatten(column)
+    if pa.types.is_struct(items.type):
+        names = [items.type.field(i).name for i in range(items.type.num_fields)]
+        fields = [ids(items.field(i)) if name == "label" else items.field(i) for i, name in enumerate(names)]
+        items = pa.StructArray.from_arrays(fields, names=names, mask=items.is_null() if items.null_count else None)
+    else:
+        items = ids(items)
+    offsets = pc.subtract(column.offsets, column.offsets[0])
+    return pa.ListArray.from_arrays(offsets, items, mask=column.is_null() if column.null_count else None)
 
 
 BATCH_BYTES = 3 << 20  # the manifest text an Arrow batch holds, at most: memory stays flat in line width

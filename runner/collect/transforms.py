@@ -1462,21 +1462,30 @@ def run_transforms(objects_factory: Callable[[], Iterable[LabeledObject]], out_d
 def columnar_steps(columnar: Columnar, out_dir: Path, *, steps: Mapping[str, Mapping[str, Any] | None],
                    settings: TransformsConfig, labels: Sequence[str], task_type: TaskType,
                    progress: Progress | None = None) -> tuple[ColumnarResult, dict[str, WrittenFiles]] | None:
-    """The report's counts and the jsonl and Parquet table steps (those of `steps`) in one columnar
-    pass; None, with nothing left behind, when a line needs the Python path."""
-    from runner.collect.columnar import NotColumnar
+    """The report's counts and the jsonl, Parquet table and hf_datasets steps (those of `steps`) in
+    one columnar pass; None, with nothing left behind, when a line needs the Python path."""
+    from runner.collect.columnar import HfOutput, NotColumnar
 
     check_transforms(steps, settings, labels=labels, task_type=task_type)
     name = out_dir.name
-    wanted = [step for step in ("jsonl", "table") if step in steps]
+    wanted = [step for step in ("jsonl", "table", "hf_datasets") if step in steps]
     if "table" in wanted and _options("table", steps["table"])["format"] != "parquet":
         wanted.remove("table")  # CSV and TSV tables are the parser path's
+    if "hf_datasets" in wanted and not labels:
+        wanted.remove("hf_datasets")  # its class indices need the label list before the pass
+    folders = {"hf_datasets": "hf"}
     try:
         with ExitStack() as stack:  # the staged folders replace the final ones only if the pass completes
-            stages = {step: stack.enter_context(_staged(out_dir, step)) for step in wanted}
+            stages = {step: stack.enter_context(_staged(out_dir, folders.get(step, step))) for step in wanted}
+            hf = None
+            if "hf_datasets" in stages:
+                datasets = _require("hf_datasets")
+                final_labels = mapped_labels(labels, settings.label_map)
+                hf = HfOutput(stages["hf_datasets"], final_labels,
+                              lambda schema: _hf_schema(datasets, schema, final_labels))
             result = columnar.write(jsonl=stages.get("jsonl"),
                                     table=stages["table"] / f"{name}.parquet" if "table" in stages else None,
-                                    listing=out_dir / NOT_LABELED, progress=progress)
+                                    listing=out_dir / NOT_LABELED, hf=hf, progress=progress)
     except NotColumnar as exc:
         log.info("collect: %s needs the Python parser (%s)", columnar.manifest, exc)
         return None
@@ -1488,6 +1497,9 @@ def columnar_steps(columnar: Columnar, out_dir: Path, *, steps: Mapping[str, Map
         final, db = out_dir / "table" / f"{name}.parquet", out_dir / DATABASE
         register_table(final, "parquet", db, name=name)
         written["table"] = WrittenFiles([final, db], {"all": result.table}, skipped=result.skipped)
+    if result.hf is not None:
+        written["hf_datasets"] = WrittenFiles([out_dir / "hf" / f"{s}.parquet" for s in SPLITS if result.hf[s]],
+                                              result.hf, skipped=result.skipped)
     for step, files in written.items():
         log.info("%s: %s objects written, %d left out (columnar)", step,
                  ", ".join(f"{k} {v}" for k, v in files.counts.items()), files.skipped)
