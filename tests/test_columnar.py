@@ -132,7 +132,7 @@ def both_ways(path: Path, task: TaskType, out: Path, settings: TransformsConfig,
 
 SETTINGS = {
     "defaults": TransformsConfig(steps={"table": {}, "jsonl": {}}),
-    "thresholds": TransformsConfig(steps={"table": {}, "jsonl": {}}, min_confidence=0.4,
+    "thresholds": TransformsConfig(steps={"table": {}, "jsonl": {}, "hf_datasets": {}}, min_confidence=0.4,
                                    split=SplitConfig(train=0.5, validation=0.5, test=0.0, salt="s")),
     "hf_datasets": TransformsConfig(steps={"hf_datasets": {}, "jsonl": {}}),
 }
@@ -154,6 +154,8 @@ def test_columnar_writes_what_the_python_path_writes(tmp_path, caplog, task, nam
     assert {k: v.skipped for k, v in fast["written"].items()} == {k: v.skipped for k, v in slow["written"].items()}
     counts = a["report"]["counts"]
     assert counts["failed"] > 0 and counts["unlabeled"] > 0 and counts["objects"] == 600
+    if "hf_datasets" in settings.steps:  # a file for each split that has objects, none for an empty one
+        assert {k for k in a if k.startswith("hf/")} == {f"hf/{s}.parquet" for s in SPLITS if getattr(settings.split, s)}
 
 
 @pytest.mark.parametrize("task", [TaskType.text_classification, TaskType.bounding_box], ids=lambda t: t.value)
