@@ -527,7 +527,7 @@ def collect_cmd(args: list[str]) -> int:
             ext.provenance = {"output_manifest": ns.manifest, "label_attribute": ext.attribute}
             with console.status(f"collecting {ns.manifest} ...") as shown:  # drawn on a terminal only
                 result = c.collect([ext], Path(ns.out), settings, dataset=ext.name, provenance=ext.provenance,
-                                   show=lambda text: shown.update(f"collecting {ns.manifest}: {text}"))
+                                   show=lambda text: shown.update(f"collecting {Path(ns.manifest).name}: {text}"))
             where = Path(ns.out)
         elif ns.target:
             target = Path(ns.target)

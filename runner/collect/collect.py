@@ -76,7 +76,7 @@ class Output:
         copy = None
         if self.local is None:
             copy = folder / f".{tag}.manifest"
-            progress.at(f"copying {self.manifest_uri}")
+            progress.at("copying the manifest")
             with self.open() as src, open(copy, "wb") as dst:
                 while block := src.read(1 << 20):
                     dst.write(block)
@@ -85,7 +85,7 @@ class Output:
         answers = None
         if self.storage is not None and self.output_path is not None:
             answers = folder / f".{tag}.answers"
-            progress.at(f"reading the worker answers of {self.name}")
+            progress.at("reading worker answers")
             files = parse.worker_response_files(self.output_path, self.name, list_fn=self.storage.list, folder=folder)
             count = parse.stage_worker_responses(files, answers, open_fn=self.storage.open_read,
                                                  on_object=lambda n: progress.say(f"{n:,} objects"))
@@ -259,7 +259,7 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
         fast = columnar_of(outputs, settings, labels) if use_columnar else None
         task_type = next(iter(kinds)) or TaskType.custom
         if fast is not None:
-            progress.at(f"reading {Path(outputs[0].manifest_uri).name} with DuckDB")
+            progress.at("reading with DuckDB")
         done = transforms.columnar_steps(fast, work, steps=settings.steps, settings=settings, labels=labels,
                                          task_type=task_type, progress=progress) if fast is not None else None
         if done is not None:
