@@ -206,8 +206,17 @@ def test_out_is_replaced_only_when_collect_wrote_it(gtrun, tmp_path):
     r = gtrun("collect", "--manifest", manifest, "--out", str(tmp_path / "a-file"))
     assert r.code == 2 and "a file, not a folder" in r.stderr and (tmp_path / "a-file").read_text() == "x"
     for _ in range(2):  # a dataset collect wrote, and an empty folder, are replaced
-        r = gtrun("collect", "--manifest", manifest, "--out", str(tmp_path / "ds"), "transforms=jsonl")
+        r = gtrun("collect", "--manifest", manifest, "--out", str(tmp_path / "ds"), "transforms=table")
         assert r.code == 0, r.output
+    # a table the user made in the dataset's database would go with it: refused
+    with duckdb.connect(str(tmp_path / "ds" / "gtrun.duckdb")) as con:
+        con.execute('CREATE TABLE my_cats AS FROM "ds" LIMIT 2')
+    r = gtrun("collect", "--manifest", manifest, "--out", str(tmp_path / "ds"), "transforms=table")
+    assert r.code == 2 and "gtrun.duckdb holds my_cats, which collect did not create" in r.stderr, r.output
+    with duckdb.connect(str(tmp_path / "ds" / "gtrun.duckdb")) as con:
+        assert con.sql("SELECT count(*) FROM my_cats").fetchall() == [(2,)]
+        con.execute("DROP TABLE my_cats")
+    assert gtrun("collect", "--manifest", manifest, "--out", str(tmp_path / "ds"), "transforms=table").code == 0
     (tmp_path / "empty").mkdir()
     assert gtrun("collect", "--manifest", manifest, "--out", str(tmp_path / "empty")).code == 0
     assert (tmp_path / "empty" / "report.json").is_file()

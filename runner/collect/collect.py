@@ -248,7 +248,7 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
         for o in outputs:
             yield from objects_of(o, settings, tag=o.name if merged else None, progress=progress)
 
-    slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset) or "dataset"
+    slug = _slug(dataset)
     staging = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}.part")
     work = staging / slug  # transforms name their files after the folder (the dataset)
     work.mkdir(parents=True)
@@ -397,6 +397,38 @@ def check_out_dir(out_dir: Path) -> None:
         shown = ", ".join(other[:3]) + (f" and {len(other) - 3} more" if len(other) > 3 else "")
         raise CollectError(f"{out_dir} is a dataset collect wrote, but it now also holds {shown}, which collecting "
                            "again would delete with the rest\n  hint: move them out of the folder first")
+    database = out_dir / transforms.DATABASE
+    made = _made_in(database, keep=_slug(str(report_json.get("dataset", ""))))
+    if made:
+        raise CollectError(f"{database} holds {', '.join(made[:3])}{' and more' if len(made) > 3 else ''}, which "
+                           "collect did not create and collecting again would delete with the database"
+                           "\n  hint: copy them to a database of your own first (ATTACH 'mine.duckdb'; "
+                           "CREATE TABLE mine.<name> AS FROM <name>)")
+
+
+def _slug(dataset: str) -> str:
+    """The dataset's name as a folder, file and view name."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset) or "dataset"
+
+
+def _made_in(database: Path, keep: str) -> list[str]:
+    """The tables and views of the dataset's DuckDB database other than collect's view `keep`;
+    none when there is no database, or another program holds it open for writing (then it cannot
+    be read, and its tables, if any, are that program's to keep)."""
+    import duckdb
+
+    if not database.is_file():
+        return []
+    try:
+        con = duckdb.connect(str(database), read_only=True)
+    except duckdb.Error:
+        return []
+    try:
+        rows = con.execute("SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() "
+                           "ORDER BY table_name").fetchall()
+    finally:
+        con.close()
+    return [name for (name,) in rows if name != keep]
 
 
 def listed(objects: Iterable[LabeledObject], listing: Any) -> Iterator[LabeledObject]:
