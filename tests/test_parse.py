@@ -426,6 +426,18 @@ def test_staged_answers_are_found_in_any_order_with_memory_flat_in_order(tmp_pat
         assert staged.offsets is None
 
 
+def test_staging_answers_says_how_many_objects_it_has_read(tmp_path):
+    base = tmp_path / "job" / "annotations" / "worker-response" / "iteration-1"
+    body = json.dumps({"answers": [{"workerId": "w", "answerContent": {"crowd-classifier": {"label": "a"}}}]})
+    for i in range(2100):
+        (base / str(i)).mkdir(parents=True)
+        (base / str(i) / "2020-01-01_00:00:00.json").write_text(body)
+    heard: list[int] = []
+    count = stage_worker_responses(worker_response_files(tmp_path / "job"), tmp_path / "answers", on_object=heard.append)
+    assert count == 2100 and heard == [1000, 2000]
+    assert len((tmp_path / "answers").read_text().splitlines()) == 2100
+
+
 def test_attached_answers_replace_a_custom_labels_and_choose_boxes_again():
     (obj,) = Parser().parse_lines([json.dumps(receipt_line())])  # the label kept no answers
     assert obj.object_id == "41" and obj.answers == () and obj.boxes == ()
