@@ -487,6 +487,14 @@ def transforms_settings(base: Any, overrides: list[str]) -> Any:
                           str(exc).splitlines()[0]) from None
 
 
+def collecting(what: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """collect.collect(*args, **kwargs) under a spinner saying what it is doing (drawn on a terminal only)."""
+    from runner.collect import collect as c
+
+    with console.status(f"collecting {what} ...") as shown:
+        return c.collect(*args, show=lambda text: shown.update(f"collecting {what}: {text}"), **kwargs)
+
+
 def collect_cmd(args: list[str]) -> int:
     from runner.collect import collect as c
     from runner.schema import TaskType
@@ -525,9 +533,8 @@ def collect_cmd(args: list[str]) -> int:
                 out.print(f"read from the manifest: label attribute {ext.attribute}, task type {ext.task_type.value}",
                           highlight=False)
             ext.provenance = {"output_manifest": ns.manifest, "label_attribute": ext.attribute}
-            with console.status(f"collecting {ns.manifest} ...") as shown:  # drawn on a terminal only
-                result = c.collect([ext], Path(ns.out), settings, dataset=ext.name, provenance=ext.provenance,
-                                   show=lambda text: shown.update(f"collecting {Path(ns.manifest).name}: {text}"))
+            result = collecting(Path(ns.manifest).name, [ext], Path(ns.out), settings, dataset=ext.name,
+                                provenance=ext.provenance)
             where = Path(ns.out)
         elif ns.target:
             target = Path(ns.target)
@@ -539,9 +546,8 @@ def collect_cmd(args: list[str]) -> int:
             settings = transforms_settings(base, overrides)
             dataset = outputs[0].name if len(outputs) == 1 else target.name
             where = target / "dataset"
-            with console.status(f"collecting {dataset} ...") as shown:
-                result = c.collect(outputs, where, settings, dataset=dataset, provenance=c.merged_provenance(outputs),
-                                   show=lambda text: shown.update(f"collecting {dataset}: {text}"))
+            result = collecting(dataset, outputs, where, settings, dataset=dataset,
+                                provenance=c.merged_provenance(outputs))
         else:
             return fail("collect needs a run or sweep directory, or --manifest")
     except GtrunError as exc:

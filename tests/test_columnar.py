@@ -322,9 +322,12 @@ def test_the_report_counted_in_a_pass_left_unfinished_is_counted_again(tmp_path)
     attr, _, labels = TYPES[task]
     output = c.Output(name="ds", manifest_uri=str(path), storage=None, task_type=task, attribute=attr, labels=labels)
     args = {"task_type": task, "labels": labels, "dataset": "ds"}
-    whole = c._ReportPass([output], TransformsConfig(), False, tmp_path / "whole.jsonl", c.Progress(), **args)
+    def objects(stats):
+        return c.objects_of(output, TransformsConfig(), stats)
+
+    whole = c._ReportPass(objects, tmp_path / "whole.jsonl", c.Progress(), **args)
     expected = whole.figures()  # a pass of its own
-    counting = c._ReportPass([output], TransformsConfig(), False, tmp_path / "listed.jsonl", c.Progress(), **args)
+    counting = c._ReportPass(objects, tmp_path / "listed.jsonl", c.Progress(), **args)
     objects = counting.objects()
     assert [next(objects).line_no for _ in range(300)] == list(range(1, 301))  # a transform that stopped early
     assert counting.figures() == expected and expected["counts"]["objects"] == 600

@@ -107,13 +107,6 @@ class Output:
         except (OSError, ValueError) as exc:
             raise CollectError(f"{self.manifest_uri}: cannot read the output manifest ({exc})") from None
 
-    def has_answers(self) -> bool:
-        """Whether it has worker-response files (listed now, unless staged)."""
-        if self.is_staged:
-            return self.answers is not None
-        return self.storage is not None and self.output_path is not None and any(
-            parse.worker_response_files(self.output_path, self.name, list_fn=self.storage.list))
-
     def responses(self) -> contextlib.AbstractContextManager[Any]:
         """Its worker answers by object id (what attach_answers reads): the staged file's, else (not
         staged) all of them, read now."""
@@ -244,9 +237,9 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
     labels = list(dict.fromkeys(label for o in outputs for label in o.labels))
     merged = len(outputs) > 1
 
-    def factory() -> Iterator[LabeledObject]:
+    def factory(stats: parse.ParseStats | None = None) -> Iterator[LabeledObject]:
         for o in outputs:
-            yield from objects_of(o, settings, tag=o.name if merged else None, progress=progress)
+            yield from objects_of(o, settings, stats, tag=o.name if merged else None, progress=progress)
 
     slug = _slug(dataset)
     staging = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}.part")
@@ -281,8 +274,7 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
         rest = {k: v for k, v in settings.steps.items() if k not in fast_written}
         # the parser's path counts the report in the first transform's pass over the objects
         counting = None if done is not None else _ReportPass(
-            outputs, settings, merged, work / report.NOT_LABELED, progress, task_type=task_type, labels=labels,
-            dataset=dataset)
+            factory, work / report.NOT_LABELED, progress, task_type=task_type, labels=labels, dataset=dataset)
         first = [counting.objects()] if counting is not None else []
         slow_written = transforms.run_transforms(lambda: first.pop() if first else factory(), work, steps=rest,
                                                  settings=settings, labels=labels, task_type=task_type,
@@ -305,7 +297,7 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
             shutil.rmtree(card.parent, ignore_errors=True)
         # what collect leaves in the folder, so that collecting again replaces these and nothing else
         figures["files"] = sorted({*(p.relative_to(work).as_posix() for p in work.rglob("*") if p.is_file()),
-                                   "report.json", "report.html", *([transforms.DATABASE] if "table" in written else [])})
+                                   "report.json", "report.html"})
         report.write_report(figures, work)
         aside = staging / ".replaced"  # the old dataset, until the new one is in its place
         if out_dir.exists():
@@ -334,10 +326,9 @@ class _ReportPass:
     """The report's counts and not_labeled.jsonl, made in a pass over the objects that also feeds a
     transform (`objects`), or in a pass of its own when none read them all (`figures`)."""
 
-    def __init__(self, outputs: Sequence[Output], settings: TransformsConfig, merged: bool, listing: Path,
+    def __init__(self, objects: Callable[[parse.ParseStats], Iterator[LabeledObject]], listing: Path,
                  progress: Progress, **report_args: Any) -> None:
-        self.outputs, self.settings, self.merged, self.listing = outputs, settings, merged, listing
-        self.progress, self.report_args = progress, report_args
+        self.all_objects, self.listing, self.progress, self.report_args = objects, listing, progress, report_args
         self.result: dict[str, Any] | None = None
         self.running: Iterator[LabeledObject] | None = None
 
@@ -353,11 +344,9 @@ class _ReportPass:
         builder = report.ReportBuilder(**self.report_args)
         stats = parse.ParseStats()
         with open(self.listing, "w", encoding="utf-8") as listing:
-            for o in self.outputs:
-                for obj in listed(objects_of(o, self.settings, stats, tag=o.name if self.merged else None,
-                                             progress=self.progress), listing):
-                    builder.add(obj)
-                    yield obj
+            for obj in listed(self.all_objects(stats), listing):
+                builder.add(obj)
+                yield obj
         self.result = builder.figures()
         self.result["parse"] = {"lines": stats.lines, "skipped": stats.skipped_count,
                                 "skipped_lines": [list(x) for x in stats.skipped]}
@@ -394,16 +383,20 @@ def check_out_dir(out_dir: Path) -> None:
     known = {*map(str, files), transforms.DATABASE + ".wal"}  # DuckDB's log, while a client has the view open
     other = sorted(rel for p in out_dir.rglob("*") if p.is_file() and (rel := p.relative_to(out_dir).as_posix()) not in known)
     if other:
-        shown = ", ".join(other[:3]) + (f" and {len(other) - 3} more" if len(other) > 3 else "")
-        raise CollectError(f"{out_dir} is a dataset collect wrote, but it now also holds {shown}, which collecting "
+        raise CollectError(f"{out_dir} is a dataset collect wrote, but it now also holds {_few(other)}, which collecting "
                            "again would delete with the rest\n  hint: move them out of the folder first")
     database = out_dir / transforms.DATABASE
     made = _made_in(database, keep=_slug(str(report_json.get("dataset", ""))))
     if made:
-        raise CollectError(f"{database} holds {', '.join(made[:3])}{' and more' if len(made) > 3 else ''}, which "
+        raise CollectError(f"{database} holds {_few(made)}, which "
                            "collect did not create and collecting again would delete with the database"
                            "\n  hint: copy them to a database of your own first (ATTACH 'mine.duckdb'; "
                            "CREATE TABLE mine.<name> AS FROM <name>)")
+
+
+def _few(names: Sequence[str]) -> str:
+    """The first names, and how many more."""
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def _slug(dataset: str) -> str:
@@ -440,16 +433,17 @@ def listed(objects: Iterable[LabeledObject], listing: Any) -> Iterator[LabeledOb
 
 
 def columnar_of(outputs: Sequence[Output], settings: TransformsConfig, labels: Sequence[str]) -> Any:
-    """The columnar reading of a single local output (or local copy) without worker answers, or None."""
+    """The columnar reading of a single staged output (Output.staged) without worker answers, or None."""
     from runner.collect.columnar import Columnar
 
     if len(outputs) != 1 or outputs[0].attribute is None:
         return None
     out = outputs[0]
+    assert out.is_staged, "columnar_of reads staged outputs: their worker answers are known"
     path = out.local
     if path is None or not Columnar.takes(out.task_type, settings):
         return None
-    if out.has_answers():
+    if out.answers is not None:
         return None  # answers come from the worker-response files: the Python path joins them
     engine = out.settings.backend.duckdb if out.settings is not None else DuckDBConfig()
     return Columnar.open(path, attribute=out.attribute, task_type=out.task_type, labels=labels,

@@ -879,11 +879,8 @@ def read_worker_responses(output_root: str | Path, job_name: str | None = None, 
     """datasetObjectId -> its workers' answers, from `annotations/worker-response/`, in object order
     (worker_response_files; read_answers reads them). All in memory: collect stages them in a file
     instead (stage_worker_responses)."""
-    ids, uris = [], []
-    for object_id, uri in worker_response_files(output_root, job_name, list_fn=list_fn):
-        ids.append(object_id)
-        uris.append(uri)
-    return dict(zip(ids, read_answers(uris, open_fn=open_fn, readers=readers), strict=True))
+    return dict(read_answers(worker_response_files(output_root, job_name, list_fn=list_fn), open_fn=open_fn,
+                             readers=readers))
 
 
 def worker_response_files(output_root: str | Path, job_name: str | None = None, *,
@@ -919,7 +916,7 @@ def worker_response_files(output_root: str | Path, job_name: str | None = None, 
             if found is None:
                 continue
             object_id = found.group(2)
-            chunk.append((len(object_id), object_id, int(found.group(1)), found.group(3), uri))
+            chunk.append((*_id_order(object_id), int(found.group(1)), found.group(3), uri))
             if len(chunk) == LISTING_CHUNK:
                 runs.append(Path(work) / f"{len(runs)}.jsonl")
                 runs[-1].write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in sorted(chunk)))
@@ -949,26 +946,27 @@ def _local_responses(folder: Path) -> Iterator[str]:
                             yield from (Path(f.path).as_posix() for f in files if f.name.endswith(".json"))
 
 
-def read_answers(uris: Iterable[str], *, open_fn: OpenFn | None = None,
-                 readers: int = READERS) -> Iterator[list[WorkerAnswer]]:
-    """The answers of each worker-response file, in order. `open_fn(uri) -> binary file` (default:
-    smart_open, or open for a local path) is called on `readers` threads at the same time for
-    remote files (a boto3 client allows that)."""
+def read_answers(files: Iterable[tuple[str, str]], *, open_fn: OpenFn | None = None,
+                 readers: int = READERS) -> Iterator[tuple[str, list[WorkerAnswer]]]:
+    """(object id, its answers) for each (object id, worker-response file) of `files`, in order.
+    `open_fn(uri) -> binary file` (default: smart_open, or open for a local path) is called on
+    `readers` threads at the same time for remote files (a boto3 client allows that)."""
 
-    def answers(uri: str) -> list[WorkerAnswer]:
+    def answers(file: tuple[str, str]) -> tuple[str, list[WorkerAnswer]]:
+        object_id, uri = file
         with _open(uri, open_fn, None) as src:
             data = src.read()
         try:
             record = json.loads(data)
         except ValueError as exc:
             raise ManifestError(f"{uri}: not JSON ({exc})") from None
-        return worker_response_answers(record, where=uri)
+        return object_id, worker_response_answers(record, where=uri)
 
-    uris = iter(uris)
-    first = next(uris, None)
+    files = iter(files)
+    first = next(files, None)
     if first is None:
         return iter(())
-    return _in_order(answers, itertools.chain([first], uris), 1 if _is_local(first) else readers)
+    return _in_order(answers, itertools.chain([first], files), 1 if _is_local(first[1]) else readers)
 
 
 def stage_worker_responses(files: Iterable[tuple[str, str]], path: Path, *, open_fn: OpenFn | None = None,
@@ -979,17 +977,10 @@ def stage_worker_responses(files: Iterable[tuple[str, str]], path: Path, *, open
     the objects reads the answers from here, not from S3. `on_object` hears the count every 1,000."""
     import orjson
 
-    ids: deque[str] = deque()
-
-    def uris() -> Iterator[str]:
-        for object_id, uri in files:
-            ids.append(object_id)
-            yield uri
-
     count = 0
     with open(path, "wb") as out:
-        for answers in read_answers(uris(), open_fn=open_fn, readers=readers):
-            out.write(orjson.dumps([ids.popleft(), [[a.worker_id, a.content, a.seconds] for a in answers]]) + b"\n")
+        for object_id, answers in read_answers(files, open_fn=open_fn, readers=readers):
+            out.write(orjson.dumps([object_id, [[a.worker_id, a.content, a.seconds] for a in answers]]) + b"\n")
             count += 1
             if on_object is not None and not count % 1000:
                 on_object(count)
@@ -1068,7 +1059,7 @@ def _answers(rows: list[Any]) -> list[WorkerAnswer]:
     return [WorkerAnswer(worker, content, seconds) for worker, content, seconds in rows]
 
 
-def _in_order(fn: Callable[[str], Any], items: Iterable[str], threads: int) -> Iterator[Any]:
+def _in_order(fn: Callable[[Any], Any], items: Iterable[Any], threads: int) -> Iterator[Any]:
     """fn of each item, in order, computed on `threads` threads at most `4 * threads` items ahead
     (memory stays flat in items). The first error is raised; what was not started is not."""
     if threads <= 1:

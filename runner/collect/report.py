@@ -59,6 +59,7 @@ PLACES = 4  # agreement figures are rounded to this many places in the report
 GOOD, TENTATIVE = 0.8, 0.667  # Krippendorff (2004): rely on >= .800, tentative conclusions >= .667
 WORKERS_SHOWN = 50  # rows of the HTML workers table (report.json has every worker)
 NOT_LABELED = "not_labeled.jsonl"  # every failed or unlabeled object, one line each (not_labeled_line)
+_LINE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # json.dumps with options makes one a call
 
 MEASURES = {
     TaskType.text_classification: "pairwise agreement",
@@ -98,8 +99,8 @@ class _Worker:
 def not_labeled_line(obj: LabeledObject) -> str:
     """The NOT_LABELED line of a failed or unlabeled object, without the newline: its id, status,
     failure reason (null when unlabeled) and input fields."""
-    return json.dumps({"object_id": obj.object_id, "status": obj.status.value, "failure_reason": obj.failure_reason,
-                       "inputs": obj.inputs}, ensure_ascii=False, separators=(",", ":"))
+    return _LINE.encode({"object_id": obj.object_id, "status": obj.status.value, "failure_reason": obj.failure_reason,
+                         "inputs": obj.inputs})
 
 
 def build_report(objects: Iterable[LabeledObject], *, task_type: TaskType | str,
