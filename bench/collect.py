@@ -21,6 +21,8 @@ For each task type and line count it generates an output manifest shaped like Gr
    figure beside the target's.
 2. pandas: `read_json(lines=True)` + `json_normalize` of its records + `to_parquet` (pyarrow).
 3. duckdb: `COPY (SELECT * FROM read_json('<manifest>')) TO '<out>' (FORMAT PARQUET)`, defaults.
+   `duckdb_both` (not run by default): that COPY, then a `(FORMAT JSON)` COPY of the same read, the
+   two kinds of file gtrun writes; shown for context (the target is against `duckdb`).
 
 gtrun writes a report and five files, the others one file. Seconds (and CPU seconds) are measured
 inside the child after imports: each child first imports the libraries its method uses (pandas;
@@ -50,7 +52,7 @@ from _measure import remove, run_child, verdict, warm
 
 REPO = Path(__file__).resolve().parents[1]
 TYPES = ("single", "multi", "boxes", "ner")
-METHODS = ("gtrun", "gtrun_python", "gtrun_table", "pandas", "duckdb")
+METHODS = ("gtrun", "gtrun_python", "gtrun_table", "pandas", "duckdb", "duckdb_both")
 DEFAULT_METHODS = ("gtrun", "pandas", "duckdb")
 MB = 1 << 20
 
@@ -185,12 +187,28 @@ def run_duckdb(kind: str, manifest: Path, out: Path) -> int:
     return int(row[0]) if row else -1
 
 
+def run_duckdb_both(kind: str, manifest: Path, out: Path) -> int:
+    """DuckDB writing the two kinds of file gtrun writes: the Parquet COPY above, then a jsonl COPY
+    of the same read (context for the target, which compares with the Parquet COPY alone)."""
+    import duckdb
+
+    out.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    try:
+        rows = [con.execute(f"COPY (SELECT * FROM read_json('{manifest}')) TO '{out / name}' (FORMAT {kind_})").fetchone()
+                for name, kind_ in (("table.parquet", "PARQUET"), ("records.jsonl", "JSON"))]
+    finally:
+        con.close()
+    return int(rows[0][0]) if rows[0] else -1
+
+
 RUNNERS: dict[str, Callable[[str, Path, Path], int]] = {
     "gtrun": run_gtrun,
     "gtrun_python": lambda k, m, o: run_gtrun(k, m, o, columnar=False),
     "gtrun_table": lambda k, m, o: run_gtrun(k, m, o, steps=("table",)),
     "pandas": run_pandas,
     "duckdb": run_duckdb,
+    "duckdb_both": run_duckdb_both,
 }
 
 
@@ -199,7 +217,7 @@ def child(method: str, kind: str, manifest: str, out: str) -> None:
     sys.path.insert(0, str(REPO))
     import pyarrow.parquet  # noqa: F401
 
-    if method == "duckdb":
+    if method.startswith("duckdb"):
         import duckdb  # noqa: F401
     if method == "pandas":
         import pandas  # noqa: F401
@@ -247,7 +265,8 @@ def bench(kind: str, lines: int, args: argparse.Namespace) -> dict[str, dict[str
     for i in range(args.repeat):
         for method in methods:
             # gtrun writes a dataset folder (report, card, table/, jsonl/), the others one Parquet file
-            out = args.workdir / f"out_{method}_{kind}_{lines}{'' if method.startswith('gtrun') else '.parquet'}"
+            folder = method.startswith("gtrun") or method == "duckdb_both"
+            out = args.workdir / f"out_{method}_{kind}_{lines}{'' if folder else '.parquet'}"
             print(f"  {kind} {lines:,}: {method} run {i + 1}/{args.repeat} ...", end=" ", flush=True)
             warm(manifest)  # before each run: pandas' gigabytes can push the manifest out of the page cache
             r = measure(method, kind, manifest, out, args.workdir)
@@ -318,7 +337,9 @@ def report(results: dict[tuple[str, int], dict[str, dict[str, Any]]], repeat: in
                 vs_d = rate[method] / rate["duckdb"] if "duckdb" in rate else None
                 print(f"  {method:<13} {kind:<7} {lines:>10,}: x pandas {ratio(vs_p)} {verdict(at_least(vs_p, 5))}, "
                       f"x duckdb {ratio(vs_d)} {verdict(at_least(vs_d, 0.5))}, "
-                      f"RSS {g['peak_mb']:.0f} MB {verdict(g['peak_mb'] < 300)}")
+                      f"RSS {g['peak_mb']:.0f} MB {verdict(g['peak_mb'] < 300)}"
+                      + (f" (x duckdb_both {rate[method] / rate['duckdb_both']:.2f}x, for context)"
+                         if "duckdb_both" in rate else ""))
             ok = [results[(kind, n)][method] for n in sizes
                   if method in results[(kind, n)] and "error" not in results[(kind, n)][method]]
             if len(ok) > 1:
