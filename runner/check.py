@@ -80,7 +80,7 @@ def _model_problems(value: Any, shape: Shape, path: str) -> Iterator[tuple[str, 
     meta = shape.metadata
     kind = shape.type_name
     if kind == "structure" and isinstance(value, Mapping):
-        members = shape.members  # type: ignore[attr-defined]
+        members = shape.members
         for name, member in members.items():
             if name in value:
                 yield from _model_problems(value[name], member, f"{path}.{name}")
@@ -88,13 +88,13 @@ def _model_problems(value: Any, shape: Shape, path: str) -> Iterator[tuple[str, 
         if "max" in meta and len(value) > meta["max"]:
             yield path, f"has {len(value)} items, above the maximum {meta['max']}"
         for i, item in enumerate(value):
-            yield from _model_problems(item, shape.member, f"{path}[{i}]")  # type: ignore[attr-defined]
+            yield from _model_problems(item, shape.member, f"{path}[{i}]")
     elif kind == "map" and isinstance(value, Mapping):
         if "max" in meta and len(value) > meta["max"]:
             yield path, f"has {len(value)} entries, above the maximum {meta['max']}"
         for key, item in value.items():
-            yield from _model_problems(key, shape.key, f"{path}.<key {key!r}>")  # type: ignore[attr-defined]
-            yield from _model_problems(item, shape.value, f"{path}.{key}")  # type: ignore[attr-defined]
+            yield from _model_problems(key, shape.key, f"{path}.<key {key!r}>")
+            yield from _model_problems(item, shape.value, f"{path}.{key}")
     elif kind == "string" and isinstance(value, str):
         if "max" in meta and len(value) > meta["max"]:
             yield path, f"is {len(value)} characters long, above the maximum {meta['max']}"

@@ -100,7 +100,7 @@ def config_hash(resolved: dict[str, Any]) -> str:
 def normalized_request(request: dict[str, Any], name: str) -> dict[str, Any]:
     """The request without what differs between two runs of the same config (its name)."""
     text = json.dumps({k: v for k, v in request.items() if k != "LabelingJobName"}, sort_keys=True)
-    out = json.loads(text.replace(name, "<job>"))
+    out: dict[str, Any] = json.loads(text.replace(name, "<job>"))
     out["Tags"] = [t for t in out.get("Tags", []) if t["Key"] != "gtrun:run"]
     return out
 

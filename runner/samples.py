@@ -258,7 +258,8 @@ def receipt_font() -> ImageFont.ImageFont:
     """Pillow's built-in bitmap font: FreeType-independent, so pixels and boxes are stable."""
     # load_default_imagefont() is Pillow >= 10.1; before that load_default() returned this font.
     loader = getattr(ImageFont, "load_default_imagefont", ImageFont.load_default)
-    font: ImageFont.ImageFont = loader()
+    font = loader()
+    assert isinstance(font, ImageFont.ImageFont)  # either loader gives the bitmap font (see above)
     return font
 
 
@@ -277,7 +278,8 @@ def layout(lines: Sequence[Sequence[Segment]], draw: ImageDraw.ImageDraw,
             x = {"left": cursor, "right": CANVAS_WIDTH - MARGIN - span,
                  "center": (CANVAS_WIDTH - span) // 2}[seg.align]
             for word, width in zip(words, widths, strict=False):
-                left, top, right, bottom = draw.textbbox((x, y), word, font=font)
+                # Pillow types the box as floats; a bitmap font drawn at whole pixels gives ints
+                left, top, right, bottom = map(int, draw.textbbox((x, y), word, font=font))
                 tokens.append(Token(word, (x, y), (left, top, right - left, bottom - top),
                                     seg.entity))
                 x += width + space

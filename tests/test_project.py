@@ -78,6 +78,13 @@ def test_builders_import_no_io_library():
     assert out.stdout.strip() == ""
 
 
+def test_runner_type_checks_under_mypy_strict(tmp_path):
+    # plain `mypy` reads setup.cfg's [mypy] section: runner/, strict (a fresh cache: no stale results)
+    out = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "mypy-cache")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
 def leaf_keys(cls: type, prefix: str) -> list[str]:
     """Every leaf key of a config dataclass, nested dataclasses included."""
     import typing

@@ -28,7 +28,7 @@ class Query:
     fields: tuple[str, ...] | None  # output columns, when known without running it (no `*`)
 
 
-def _parse(text: str, key: str, *, condition: bool = False) -> exp.Expression:
+def _parse(text: str, key: str, *, condition: bool = False) -> exp.Expr:
     try:
         tree = (sqlglot.condition if condition else sqlglot.parse_one)(text, dialect=READ_DIALECT)
     except ParseError as exc:
@@ -99,9 +99,9 @@ def _bind(tree: exp.Expression, params: Mapping[str, Any], key: str) -> tuple[ex
     text = tree.sql(dialect="duckdb")
     order = sorted(range(len(placeholders)), key=lambda i: text.index(f"'__gtrun_param_{i}__'"))
     names = [placeholders[i].name for i in order]
-    for node in tree.find_all(exp.Literal):
-        if node.is_string and node.this.startswith("__gtrun_param_"):
-            node.replace(exp.Placeholder())
+    for literal in tree.find_all(exp.Literal):
+        if literal.is_string and literal.this.startswith("__gtrun_param_"):
+            literal.replace(exp.Placeholder())
     return tree, names
 
 

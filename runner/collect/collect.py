@@ -436,9 +436,9 @@ def columnar_of(outputs: Sequence[Output], settings: TransformsConfig, labels: S
     """The columnar reading of a single staged output (Output.staged) without worker answers, or None."""
     from runner.collect.columnar import Columnar
 
-    if len(outputs) != 1 or outputs[0].attribute is None:
+    out = outputs[0] if len(outputs) == 1 else None
+    if out is None or out.attribute is None:
         return None
-    out = outputs[0]
     assert out.is_staged, "columnar_of reads staged outputs: their worker answers are known"
     path = out.local
     if path is None or not Columnar.takes(out.task_type, settings):
@@ -455,7 +455,7 @@ def register_on_athena(settings: Any, table_file: Path, name: str) -> str:
     import pyarrow.parquet as pq
 
     from runner.build.sql import Query
-    from runner.io.backends import backend_for
+    from runner.io.backends import AwsBackend, backend_for
 
     if table_file.suffix != ".parquet":
         raise CollectError(f"transforms.steps.table.format: the aws backend registers Parquet tables only, "
@@ -463,6 +463,7 @@ def register_on_athena(settings: Any, table_file: Path, name: str) -> str:
     b = settings.backend
     folder = "/".join(p for p in (f"s3://{b.bucket}", b.prefix.strip("/"), "datasets", name, "table") if p)
     backend = backend_for(settings)
+    assert isinstance(backend, AwsBackend)  # collect registers tables for the aws backend only
     backend.storage.put_file(table_file, f"{folder}/{table_file.name}")
     table = name.replace("-", "_").lower()
     database = b.athena.database or settings.source.database

@@ -28,12 +28,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard, TypeVar
 
 from runner.build.quoting import sql_name, sql_string
 from runner.collect import parse
 from runner.collect.progress import Progress, how_far
 from runner.collect.transforms import SPLITS, label_order
+from runner.errors import ManifestError
 from runner.schema import SplitConfig, TaskType, TransformsConfig
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ def learn(lines: Iterator[bytes], attribute: str, task_type: TaskType,
                 kind = type(value)
                 if kind not in INPUTS or found.setdefault(key, kind) is not kind:
                     return None
-    except parse.ManifestError:
+    except ManifestError:
         return None
     if not keys or any(k not in found for k in keys) or set(keys) & {*LABEL_KEY.values(), "confidence", "workers"}:
         return None
@@ -162,7 +163,7 @@ class Columnar:
         self.batch_rows = batch_rows(line_bytes)
 
     @staticmethod
-    def takes(task_type: TaskType | None, settings: TransformsConfig) -> bool:
+    def takes(task_type: TaskType | None, settings: TransformsConfig) -> TypeGuard[TaskType]:
         """Whether the columnar path can take output of this task type with these transforms."""
         # a label_map merging multi-labels takes the highest confidence of theirs: the Python path does that
         return task_type in TYPES and not (settings.label_map and task_type is TaskType.text_multilabel)
@@ -266,7 +267,7 @@ class Columnar:
         con.execute("SET enable_progress_bar = false")  # gtrun reports its own progress
         return con
 
-    def _read(self, con: Any, side: Any, out: _Output, keys: Future, progress: Progress | None) -> None:
+    def _read(self, con: Any, side: Any, out: _Output, keys: Future[tuple[int, ...]], progress: Progress | None) -> None:
         """The records pass on `con`, from the line `out` has reached, into `out`, with the split
         codes from `side`; it stops when the key pass (`keys`) has found lines with other keys.
         `progress` hears how far it is after each batch."""
@@ -543,7 +544,8 @@ class _Splits:
 
     def __init__(self, con: Any, split: SplitConfig, start: int) -> None:
         # A cursor of its own: a query on the reading cursor would end its streaming result.
-        self.con, self.split, self.start, self.array = con.cursor(), split, start, None
+        self.con, self.split, self.start = con.cursor(), split, start
+        self.array: Any = None  # the chunk of codes in use (a pyarrow array)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gtrun-splits")
         self.next = self.pool.submit(self._chunk, start)
 
@@ -572,7 +574,10 @@ class _Splits:
         self.con.close()
 
 
-def _add_counts(into: dict[str, int], counted: Any) -> None:
+_K = TypeVar("_K")  # a counted value: a label name, a split code
+
+
+def _add_counts(into: dict[_K, int], counted: Any) -> None:
     """Add pyarrow's value_counts (a struct array, in first-seen order) to a first-seen-ordered dict."""
     for value, n in zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True):
         if value is not None:

@@ -1028,15 +1028,15 @@ class StagedAnswers:
             if object_id not in self.offsets:
                 return None
             self.file.seek(self.offsets[object_id])
-            self.last = tuple(orjson.loads(self.file.readline()))  # type: ignore[assignment]
-            return _answers(self.last[1])  # type: ignore[index]
+            self.last = tuple(orjson.loads(self.file.readline()))
+            return _answers(self.last[1])
         while True:
             if self.ahead is None:
                 line = self.file.readline()
                 if not line:
                     return None
-                self.ahead = tuple(orjson.loads(line))  # type: ignore[assignment]
-            found = _id_order(self.ahead[0])  # type: ignore[index]
+                self.ahead = tuple(orjson.loads(line))
+            found = _id_order(self.ahead[0])
             if found > key:
                 return None
             self.ahead, line_read = None, self.ahead

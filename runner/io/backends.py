@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from runner.build.manifest import json_lines_query
 from runner.build.sql import Query
@@ -16,6 +16,9 @@ from runner.io.labeling import LabelingService, SageMakerLabeling, local_labelin
 from runner.io.query import DuckDBSource, fingerprint, source_files
 from runner.io.store import LocalStore, Store
 from runner.schema import BackendKind, GtrunConfig
+
+if TYPE_CHECKING:  # boto3 and botocore load with the aws backend only
+    from runner.io.athena import AthenaSource
 
 LOCAL_ACCOUNT = "123456789012"
 
@@ -80,13 +83,13 @@ class AwsBackend:
         self._client = client
         self.storage = S3Store(client(settings.backend, "s3"))
 
-    def open_source(self) -> Any:
+    def open_source(self) -> AthenaSource:
         from runner.io.athena import AthenaSource
 
         b = self.s.backend
         return AthenaSource(self._client(b, "athena"), self._client(b, "s3"), b, self.s.source)
 
-    def lines(self, src: Any, query: Query, fields: Sequence[str]) -> Iterator[tuple[Any, int]]:
+    def lines(self, src: AthenaSource, query: Query, fields: Sequence[str]) -> Iterator[tuple[Any, int]]:
         return src.stream_lines(query, fields)  # lines are built from Athena's result CSV, in Python
 
     @contextlib.contextmanager

@@ -58,7 +58,7 @@ START_OVER: tuple[None, int] = (None, 0)
 
 
 class _OutOfMemory(Exception):
-    def __init__(self, error: Exception, rows: int) -> None:
+    def __init__(self, error: duckdb.OutOfMemoryException, rows: int) -> None:
         super().__init__(str(error))
         self.error, self.rows = error, rows  # rows: how many were handed out before it
 

@@ -120,7 +120,7 @@ def create_app(root: Path | str, storage: Store | None = None) -> Starlette:
             return JSONResponse({"__type": exc.code, "message": str(exc)}, status_code=exc.status)
         return JSONResponse({"next": f"/jobs/{name}/"})
 
-    async def storage(request: Request) -> Response:
+    async def stored_object(request: Request) -> Response:
         q = request.query_params
         path = request.path_params["path"]
         try:
@@ -173,7 +173,7 @@ def create_app(root: Path | str, storage: Store | None = None) -> Starlette:
         Route("/health", health),
         Route("/jobs/{name}/", work),
         Route("/jobs/{name}/answers", answer, methods=["POST"]),
-        Route("/storage/{path:path}", storage),
+        Route("/storage/{path:path}", stored_object),
         Route("/preview", preview_create, methods=["POST"]),
         Route("/previews/{key}", preview),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),

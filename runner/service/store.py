@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -118,7 +119,7 @@ class JobStore:
             self._local.db = db
         return db
 
-    def _tx(self) -> Any:
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
         db = self._db
 
         class _Tx:
@@ -168,7 +169,7 @@ class JobStore:
         return cur.rowcount
 
     def _job_row(self, name: str) -> sqlite3.Row:
-        row = self._db.execute("SELECT * FROM jobs WHERE name = ?", (name,)).fetchone()
+        row: sqlite3.Row | None = self._db.execute("SELECT * FROM jobs WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise ResourceNotFound(f"Could not find labeling job {name!r}")
         return row
