@@ -106,7 +106,7 @@ def task(cfg: DictConfig) -> None:
             show_run(outcome, run_dir, pipe.service_url, settings.backend.root)
         status.update(status="planned" if verb == "plan" else outcome.job.get("LabelingJobStatus", "submitted"),
                       objects=outcome.objects, cost_usd=str(outcome.cost.total_usd), job_name=outcome.job_name)
-        if os.environ.get(ENV_REPRODUCE):
+        if reproduce_of:
             compare_runs(Run.at(reproduce_of), Run.at(run_dir))
     except GtrunError as exc:
         log.error("%s", exc)
@@ -127,8 +127,7 @@ _app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="co
 
 def _lay_recorded(cfg: DictConfig, run: Run, run_dir: Path) -> DictConfig:
     """The composed config with the recorded one laid on top; saved as this run's config."""
-    merged = OmegaConf.merge(cfg, run.config())
-    assert isinstance(merged, DictConfig)
+    merged = run.laid_on(cfg)
     hydra_dir = run_dir / ".hydra"
     if hydra_dir.is_dir():
         OmegaConf.save(merged, hydra_dir / "config.yaml")
@@ -229,6 +228,7 @@ def _rerun(path: str, extra: list[str], mode: str) -> int:
     try:
         run = Run.at(path)
         overrides = [o for o in run.overrides() if not o.startswith(("hydra.", "hydra/"))]
+        run.settings()  # a recorded config this gtrun cannot read is refused before a new run starts
     except GtrunError as exc:
         return fail(str(exc))
     os.environ[mode] = str(run.dir.resolve())
@@ -473,7 +473,9 @@ def transforms_settings(base: Any, overrides: list[str]) -> Any:
                 if not path.is_file():
                     raise ConfigError("transforms", f"no transform {name!r}", "bundled: " + ", ".join(
                         sorted(p.stem for p in (CONF_DIR / "transforms").glob("*.yaml"))))
-                steps.update(OmegaConf.to_container(OmegaConf.load(path)).get("steps") or {})
+                bundled = OmegaConf.to_container(OmegaConf.load(path))
+                assert isinstance(bundled, dict)  # a bundled transform file is a mapping (its `steps`)
+                steps.update(bundled.get("steps") or {})
             cfg.steps = steps
         elif key.startswith("transforms."):
             dotlist.append(o.removeprefix("transforms."))
@@ -530,6 +532,7 @@ def collect_cmd(args: list[str]) -> int:
                                         attribute=ns.label_attribute,
                                         labels=[x for x in (ns.labels or "").split(",") if x]), settings.on_error)
             if not (ns.task_type and ns.label_attribute):
+                assert ext.task_type is not None  # identified() read it from the manifest
                 out.print(f"read from the manifest: label attribute {ext.attribute}, task type {ext.task_type.value}",
                           highlight=False)
             ext.provenance = {"output_manifest": ns.manifest, "label_attribute": ext.attribute}
@@ -560,7 +563,7 @@ def collect_cmd(args: list[str]) -> int:
         if isinstance(files, str):
             out.print(f"  {name}: table {files}")
             continue
-        split = ", ".join(f"{k} {v}" for k, v in files.counts.items())
+        split = ", ".join(f"{k} {v:,}" for k, v in files.counts.items())
         out.print(f"  {name}: {split}")
     out.print(f"  report: {where / 'report.html'}")
     return 0
@@ -575,7 +578,7 @@ def wait_for(service: Any, name: str, interval: float) -> dict[str, Any]:
         task = bar.add_task(name, total=None)
         delay, last = interval, None
         while True:
-            job = service.describe_labeling_job(name)
+            job: dict[str, Any] = service.describe_labeling_job(name)
             c = job["LabelCounters"]
             done = c.get("TotalLabeled", 0) + c.get("FailedNonRetryableError", 0)
             bar.update(task, completed=done, total=done + c.get("Unlabeled", 0),

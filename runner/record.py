@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import RecordError
 
 COMPARED = ("query.sql", "manifest.jsonl", "template.liquid", "label-categories.json")
+CONFIG = ".hydra/config.yaml"  # the resolved config Hydra recorded, in the run directory
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class Run:
     @classmethod
     def at(cls, path: str | Path) -> Run:
         run = cls(Path(path))
-        for name in (".hydra/config.yaml", ".hydra/overrides.yaml"):
+        for name in (CONFIG, ".hydra/overrides.yaml"):
             if not (run.dir / name).is_file():
                 raise RecordError(f"{run.dir}: not a recorded gtrun run ({name} is missing)")
         return run
@@ -34,20 +35,66 @@ class Run:
             return [str(o) for o in (yaml.safe_load(src) or [])]
 
     def config(self) -> Any:
-        return OmegaConf.load(self.dir / ".hydra/config.yaml")
+        return OmegaConf.load(self.dir / CONFIG)
 
     def settings(self) -> Any:
         """The recorded config as gtrun's dataclasses."""
         from runner.config import to_settings
+        from runner.errors import ConfigError
         from runner.schema import GtrunConfig
 
-        return to_settings(OmegaConf.merge(OmegaConf.structured(GtrunConfig), self.config()))
+        try:
+            return to_settings(self.laid_on(OmegaConf.structured(GtrunConfig)))
+        except ConfigError as exc:  # a value the schema takes but gtrun's rules do not
+            raise RecordError(f"{self.dir / CONFIG}: {exc}") from None
+
+    def laid_on(self, base: DictConfig) -> DictConfig:
+        """`base` with the recorded config merged on top. A recorded value that does not fit gtrun's
+        config (a run recorded by an earlier gtrun, or an edited file) is a RecordError naming the
+        file, the key and the value."""
+        from omegaconf.errors import OmegaConfBaseException
+
+        try:
+            merged = OmegaConf.merge(base, self.config())
+        except OmegaConfBaseException as exc:
+            recorded = OmegaConf.to_container(self.config(), resolve=False)
+            key = _misfit(base, recorded) if isinstance(recorded, dict) else None
+            where = f"{'.'.join(key)} = {_dig(recorded, key)!r}: " if key else ""
+            raise RecordError(f"{self.dir / CONFIG}: {where}{str(exc).splitlines()[0]}; this gtrun does not read it "
+                              "(recorded by an earlier gtrun?): `gtrun run` with the overrides in "
+                              ".hydra/overrides.yaml starts the job anew") from None
+        assert isinstance(merged, DictConfig)  # merged into a mapping: a mapping
+        return merged
 
     def lineage(self) -> dict[str, Any]:
         try:
             return dict(json.loads((self.dir / "lineage.json").read_text(encoding="utf-8")))
         except OSError:
             raise RecordError(f"{self.dir}: the run did not finish (lineage.json is missing)") from None
+
+
+def _misfit(base: DictConfig, recorded: dict[Any, Any], path: tuple[str, ...] = ()) -> tuple[str, ...] | None:
+    """The key path of the first recorded value (under `path`) that does not merge into `base`: each
+    key's value is merged alone, and a mapping that does not fit is searched for the value inside it
+    (OmegaConf's own error names no key when a list meets a mapping)."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    for key, value in recorded.items():
+        here = (*path, str(key))
+        probe: Any = value
+        for name in reversed(here):
+            probe = {name: probe}
+        try:
+            OmegaConf.merge(base, probe)
+        except OmegaConfBaseException:
+            return (_misfit(base, value, here) if isinstance(value, dict) else None) or here
+    return None
+
+
+def _dig(value: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        value = value[key]
+    return value
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -98,4 +145,5 @@ def resolved(config: Any) -> dict[str, Any]:
     """The config with its interpolations resolved (gtrun's resolvers must be registered)."""
     value = OmegaConf.to_container(config, resolve=True, enum_to_str=True)
     assert isinstance(value, dict)
-    return value
+    # to_container types a dict's keys as any DictKeyType; a gtrun config's keys are its fields' names
+    return cast("dict[str, Any]", value)

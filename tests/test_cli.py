@@ -188,3 +188,22 @@ def test_cfg_job_prints_the_composed_config(gtrun):
     assert r.code == 0
     assert yaml.safe_load(r.stdout)["workteam"]["workers_per_object"] == 4
     assert gtrun.jobs() == []
+
+
+def test_a_run_whose_recorded_config_no_longer_fits_gets_one_error_naming_the_key(gtrun):
+    """A run recorded by an earlier gtrun (whose config had another shape) is refused by every verb
+    that reads its config, with the file and the key, never a traceback."""
+    assert gtrun("run").code == 0
+    (run,) = gtrun.runs()
+    config = run / ".hydra" / "config.yaml"
+    recorded = yaml.safe_load(config.read_text())
+    for key, value, shown in (("transforms.steps", [], "transforms.steps = []"),
+                              ("template.task_type", "video_tracking", "template.task_type = 'video_tracking'")):
+        group, name = key.split(".")
+        config.write_text(yaml.safe_dump({**recorded, group: {**recorded[group], name: value}}))
+        for verb in ("status", "collect", "continue", "reproduce"):
+            r = gtrun(verb, str(run))
+            assert r.code == 2, (verb, r.output)
+            assert "Traceback" not in r.output, (verb, r.output)
+            assert f"{config}: {shown}: " in " ".join(r.stderr.split()), (verb, r.stderr)
+    assert len(gtrun.runs()) == 1  # reproduce and continue recorded no new run
