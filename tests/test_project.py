@@ -85,6 +85,13 @@ def test_runner_type_checks_under_mypy_strict(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_sources_pass_ruff():
+    # ruff.toml's rules (E, F, I, UP, B, G) over everything the project writes in Python
+    out = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "runner", "tests", "bench"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
 def leaf_keys(cls: type, prefix: str) -> list[str]:
     """Every leaf key of a config dataclass, nested dataclasses included."""
     import typing
