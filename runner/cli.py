@@ -509,7 +509,8 @@ def collect_cmd(args: list[str]) -> int:
         epilog="overrides: transforms=a,b picks the transforms (bundled: " + ", ".join(
             sorted(p.stem for p in (CONF_DIR / "transforms").glob("*.yaml"))) + "; default: the run's, or "
         "table,jsonl with --manifest); transforms.<key>=value sets an option, e.g. transforms.on_error=skip, "
-        "transforms.min_confidence=0.8, transforms.split.train=0.9, transforms.label_map.old=new")
+        "transforms.min_confidence=0.8, transforms.split.train=0.9, transforms.split.key=tweet_id, "
+        "transforms.label_map.old=new")
     parser.add_argument("target", nargs="?", help="a run directory or a sweep directory")
     parser.add_argument("--manifest", help="an output manifest (path or s3:// URI) of any Ground Truth job")
     parser.add_argument("--task-type", choices=[t.value for t in TaskType],

@@ -99,6 +99,10 @@ class SplitConfig:
     validation: float = 0.1
     test: float = 0.1
     salt: str = "gtrun"  # change it to draw another split
+    # an input field whose value (a string or an integer) identifies an object across jobs, e.g.
+    # tweet_id or source-ref: its hash then splits the object the same way in every job and sweep;
+    # unset: the object id (the line's position in its job's output)
+    key: Optional[str] = None
 
 
 @dataclass

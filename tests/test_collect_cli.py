@@ -8,6 +8,8 @@ import shutil
 import duckdb
 import pyarrow.parquet as pq
 
+from runner.collect.transforms import split_of
+from runner.schema import SplitConfig
 from runner.service.server import Service
 from tests.conftest import ROOT, read_json
 from tests.moto_fixtures import aws_env, moto_server, reset_moto  # noqa: F401
@@ -108,6 +110,23 @@ def test_collect_a_sweep_into_one_dataset_with_provenance(gtrun):
     jobs = {r["gtrun_job"] for r in records}
     assert jobs == {read_json(run / "request.json")["LabelingJobName"] for run in runs}
     assert {r["entity"] for r in records} == {"Xbox", "NBA2K"}
+    # split by an input field: each tweet lands in the same split merged as collected alone
+    r = gtrun("collect", str(sweep), "transforms.split.key=tweet_id")
+    assert r.code == 0, r.output
+    merged = splits(sweep / "dataset")
+    alone: dict = {}
+    for run in runs:
+        assert gtrun("collect", str(run), "transforms=jsonl", "transforms.split.key=tweet_id").code == 0
+        alone.update(splits(run / "dataset"))
+    assert merged == alone and len(merged) == 8
+    assert merged == {t: split_of(str(t), SplitConfig(key="tweet_id")) for t in merged}
+    assert "by tweet_id" in (sweep / "dataset" / "README.md").read_text()
+
+
+def splits(dataset) -> dict:
+    """tweet_id -> split, from a dataset's jsonl files."""
+    return {json.loads(x)["tweet_id"]: split for split in ("train", "validation", "test")
+            for x in (dataset / "jsonl" / f"{split}.jsonl").read_text().splitlines()}
 
 
 def test_collect_output_of_a_job_gtrun_did_not_launch(gtrun, tmp_path):

@@ -581,6 +581,51 @@ def test_split_codes_in_sql_are_split_of_even_at_the_bounds():
         split_of(str(i), at_bound) for i in range(7, 12)]
 
 
+@pytest.mark.parametrize("task", list(TYPES), ids=lambda t: t.value)
+@pytest.mark.parametrize("field", ["text", "number"])
+def test_a_split_key_splits_both_paths_by_the_fields_value(tmp_path, caplog, task, field):
+    key = ("source-ref" if task is TaskType.bounding_box else "source") if field == "text" else "id"
+    rng = random.Random(5)
+    lines = [output_line(task, i, rng) for i in range(600)]
+    for line in lines:
+        line["id"] += 10_000  # the id field is not the object id (the line's index)
+    path = write_manifest(tmp_path / "m.manifest", lines)
+    settings = TransformsConfig(steps={"jsonl": {}, "hf_datasets": {}, "table": {}},
+                                split=SplitConfig(train=0.6, validation=0.2, test=0.2, salt="k", key=key))
+    with caplog.at_level(logging.INFO, logger="runner.collect.transforms"):
+        both_ways(path, task, tmp_path, settings)
+    assert "(columnar)" in caplog.text
+    records = {s: [json.loads(x) for x in (tmp_path / "fast" / "ds" / "jsonl" / f"{s}.jsonl").read_text().splitlines()]
+               for s in SPLITS}
+    assert all(split_of(str(r[key]), settings.split) == s for s, rows in records.items() for r in rows)
+    by_index = [s for s, rows in records.items() for r in rows if split_of(str(r["id"] - 10_000), settings.split) != s]
+    assert by_index and sum(map(len, records.values())) > 400  # the object id would have split them otherwise
+
+
+@pytest.mark.parametrize(("value", "problem"), [(None, "has ticket = None, not a string or an integer"),
+                                                (2.5, "has ticket = 2.5, not a string or an integer"),
+                                                ("absent", "has no input field 'ticket'")])
+def test_an_object_without_a_usable_split_key_is_named_on_both_paths(tmp_path, monkeypatch, caplog, value, problem):
+    monkeypatch.setattr("runner.collect.columnar.SAMPLE_LINES", 50)  # the odd line comes after the sample
+    rng = random.Random(6)
+    lines = [{"ticket": f"T-{i}", **output_line(TaskType.text_classification, i, rng)} for i in range(300)]
+    odd = next(i for i in range(200, 300) if "sentiment" in lines[i])  # a labeled line
+    if value == "absent":
+        del lines[odd]["ticket"]
+    else:
+        lines[odd]["ticket"] = value
+    path = write_manifest(tmp_path / "m.manifest", lines)
+    settings = TransformsConfig(steps={"jsonl": {}}, split=SplitConfig(key="ticket"))
+    error = (rf"^transforms\.split\.key: object '{odd}' {re.escape(problem)}\n"
+             r"  hint: name a field every object has, with a string or integer value \(source, id")
+    for columnar in (True, False):
+        with pytest.raises(ConfigError, match=error), caplog.at_level(logging.INFO, logger="runner.collect.transforms"):
+            run(path, TaskType.text_classification, tmp_path / f"ds-{columnar}", settings, columnar=columnar)
+    # the columnar path read up to the odd line and left it to the parser, which named it
+    reason = {None: "an object without a value for transforms.split.key", 2.5: "line", "absent": "other keys"}[value]
+    assert re.search(rf"needs the Python parser \(.*{reason}", caplog.text), caplog.text
+
+
 def test_key_names_inside_values_do_not_send_collect_to_the_python_path(tmp_path):
     # The key pass looks for "failure-reason" in the metadata and "depth" in the image size only:
     # the same words in an input field's text are text.

@@ -289,7 +289,8 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
         card_provenance = {**provenance, "collected": datetime.now().isoformat(timespec="seconds"),
                            "transforms": ", ".join(settings.steps) or "none",
                            "split": f"train {settings.split.train} / validation {settings.split.validation} / "
-                                    f"test {settings.split.test} (salt {settings.split.salt!r})"}
+                                    f"test {settings.split.test} (salt {settings.split.salt!r}"
+                                    + (f", by {settings.split.key}" if settings.split.key is not None else "") + ")"}
         card = report.write_card(work, card_provenance, figures)
         if card.parent != work:  # the collected folder is the dataset itself: its card is README.md
             text = card.read_text(encoding="utf-8").replace("](../", "](")  # its links: the folder's files

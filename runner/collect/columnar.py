@@ -187,8 +187,8 @@ class Columnar:
 
         with open(manifest, "rb") as src:
             layout = learn(counted(src), attribute, task_type, labels or None)
-        if layout is None:
-            return None
+        if layout is None or (settings.split.key is not None and dict(layout.inputs).get(settings.split.key) not in (str, int)):
+            return None  # a split key that is not a string or integer field: the parser names the object
         return cls(manifest, attribute, task_type, labels, layout, settings, memory_limit, threads,
                    line_bytes=sample[1] / max(sample[0], 1))
 
@@ -274,12 +274,15 @@ class Columnar:
         sql = records_sql(self.manifest, self.attribute, self.task_type, self.labels, self.layout, self.settings,
                           offset=out.offset, jsonl=bool(out.files), table=out.table is not None or out.hf is not None)
         size = self.manifest.stat().st_size if self.line_bytes else None  # the share read: estimated
-        splits = _Splits(side, self.settings.split, out.offset) if out.files or out.hf is not None else None
+        split = bool(out.files) or out.hf is not None  # the outputs that need each object's split
+        keyed = self.settings.split.key is not None  # records_sql's "#split", else the line index's
+        splits = _Splits(side, self.settings.split, out.offset) if split and not keyed else None
         try:
             for batch in con.sql(sql).to_arrow_reader(self.batch_rows):
                 if keys.done() and keys.result()[1]:
                     break
-                out.add(batch, splits.codes(out.offset, batch.num_rows) if splits else None)
+                here = batch.column("#split") if split and keyed else splits.codes(out.offset, batch.num_rows) if splits else None
+                out.add(batch, here)
                 if progress is not None:
                     progress.say(how_far(out.offset, out.offset * self.line_bytes, size))
         finally:
@@ -367,6 +370,8 @@ class _Output:
         every = count == n  # the usual batch: nothing to leave out, no copy of its rows
         if here is not None and not every:
             here = pc.filter(here, kept)  # the kept objects' split codes
+        if here is not None and here.null_count:
+            raise NotColumnar("an object without a value for transforms.split.key")  # the parser names it
         if self.files:
             # the kept lines in split order (a stable sort keeps their order within a split)
             text = batch.column("#json")
@@ -684,7 +689,9 @@ def records_sql(manifest: Path, attribute: str, task_type: TaskType, labels: Seq
     label name or names before the label_map, when there is one), ok (the line is in a shape this
     path reads the way the parser does), keep (transforms.min_confidence), json (flat_record as the
     JSON line json.dumps writes), value (a labeled or failed object's label value is there), meta
-    (the metadata is an object) and depth (boxes: the image size has a depth). `offset`: the lines
+    (the metadata is an object), depth (boxes: the image size has a depth) and, when the split has
+    a key (transforms.split.key), split (the object's split code by its key's value, NULL when it
+    has none: _Output.add leaves a kept one to the parser, which names it). `offset`: the lines
     to skip (parsed, not checked). Without `jsonl`, json is NULL; without `table`, the input fields
     whose value only the table needs (strings) are NULL.
 
@@ -724,6 +731,7 @@ def records_sql(manifest: Path, attribute: str, task_type: TaskType, labels: Seq
     parts.append("',\"confidence\":', coalesce(CAST(confidence AS VARCHAR), 'null'), ',\"workers\":null}', chr(10)")
     keep = "true" if settings.min_confidence is None else f"coalesce(confidence >= {float(settings.min_confidence)!r}, true)"
     depth = "size[1].depth IS NOT NULL" if task_type is TaskType.bounding_box else "false"
+    key_text = _key_text(layout, settings.split.key)
     # the typed value of a string field is read (json_extract_string) for the table only
     record = ", ".join(f"{f'f_{i}' if table or kind is not str else 'CAST(NULL AS VARCHAR)'} AS {sql_name(n)}"
                        for i, (n, kind) in enumerate(layout.inputs))
@@ -739,7 +747,7 @@ WITH parsed AS (
          CASE WHEN m IS NULL THEN 'unlabeled' WHEN m."failure-reason" IS NOT NULL THEN 'failed' ELSE 'labeled' END AS status
   FROM leaves
 {steps}), texts AS (
-  SELECT *, concat({', '.join(parts)}) AS jt
+  SELECT *, concat({', '.join(parts)}) AS jt{f", {_digest(settings.split, key_text)} AS h" if key_text else ""}
   FROM step{len(stages)}
 )
 SELECT {record}, {sql_name(key)}, confidence, CAST(NULL AS BIGINT) AS workers,
@@ -757,9 +765,18 @@ SELECT {record}, {sql_name(key)}, confidence, CAST(NULL AS BIGINT) AS workers,
        {_python_json('jt') if jsonl else 'CAST(NULL AS VARCHAR)'} AS "#json",
        status <> 'unlabeled' AND value IS NOT NULL AS "#value",
        m IS NOT NULL AS "#meta",
-       {depth} AS "#depth"
+       {depth} AS "#depth"{f", {_split_code(settings.split)} AS {sql_name('#split')}" if key_text else ""}
 FROM texts
 """
+
+
+def _key_text(layout: Layout, key: str | None) -> str | None:
+    """The SQL of split_key's text for the input field `key` (transforms.split.key): a string
+    field's value, an integer's digits (NULL when the line has no such value); None without a key."""
+    if key is None:
+        return None
+    i, kind = next((i, kind) for i, (name, kind) in enumerate(layout.inputs) if name == key)
+    return f"f_{i}" if kind is str else f"CAST(f_{i} AS VARCHAR)"
 
 
 def _python_json(text: str) -> str:
@@ -914,11 +931,21 @@ def split_code_sql(split: SplitConfig, start: int, stop: int) -> str:
     """split_of(str(i)) for i in range(start, stop), in SQL, as 0 (train), 1 (validation) or 2
     (test). split_of compares the first 8 bytes of sha256(salt NUL i), big-endian, over 2**64, with
     the cumulative ratios; this compares sha256's hex text with bounds worked out once (_below)."""
-    digest = f"sha256({sql_string(split.salt)} || chr(0) || CAST(i AS VARCHAR))"
+    digest = _digest(split, "CAST(i AS VARCHAR)")
+    return f"SELECT {_split_code(split)} AS s FROM (SELECT {digest} AS h FROM range({start}, {stop}) AS t(i))"
+
+
+def _digest(split: SplitConfig, text: str) -> str:
+    """split_of's sha256 of the salt, a NUL and the SQL string `text`, as hex text (_split_code's `h`)."""
+    return f"sha256({sql_string(split.salt)} || chr(0) || {text})"
+
+
+def _split_code(split: SplitConfig) -> str:
+    """The split code (0 train, 1 validation, 2 test) of the digest `h` (_digest), as split_of
+    splits; NULL when `h` is."""
     tail = 2 if split.test > 0 else (1 if split.validation > 0 else 0)
-    return (f"SELECT CAST(CASE WHEN {_below(split.train)} THEN 0 "
-            f"WHEN {_below(split.train + split.validation)} THEN 1 ELSE {tail} END AS TINYINT) AS s "
-            f"FROM (SELECT {digest} AS h FROM range({start}, {stop}) AS t(i))")
+    return (f"CAST(CASE WHEN h IS NULL THEN NULL WHEN {_below(split.train)} THEN 0 "
+            f"WHEN {_below(split.train + split.validation)} THEN 1 ELSE {tail} END AS TINYINT)")
 
 
 def _below(ratio: float) -> str:

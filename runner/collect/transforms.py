@@ -20,7 +20,8 @@ when it is complete, so a failed step leaves the previous output as it was.
 | `yolo`        | `yolo/labels/{split}/<stem>.txt` + `yolo/data.yaml`        | boxes, custom           |
 
 The split of an object is a stable hash of its id (`split_of`), so it never moves between runs,
-formats or machines unless `transforms.split.salt` changes.
+formats or machines unless `transforms.split.salt` changes; with `transforms.split.key`, of an
+input field's value (`split_for`), so it is the same in every job that labels the object too.
 """
 
 from __future__ import annotations
@@ -105,6 +106,24 @@ def split_of(object_id: str, split: SplitConfig) -> str:
     if x < validation:
         return "validation"
     return tail
+
+
+def split_for(obj: LabeledObject, split: SplitConfig) -> str:
+    """The split of one object: split_of its id, or of its `split.key` input field's value."""
+    return split_of(obj.object_id if split.key is None else split_key(obj, split.key), split)
+
+
+def split_key(obj: LabeledObject, key: str) -> str:
+    """The text split_of hashes for the input field `key` (transforms.split.key): a string as it
+    is, an integer in decimal; any other value, or none, is an error naming the object."""
+    value = obj.inputs.get(key)
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return str(value)
+    problem = f"has no input field {key!r}" if key not in obj.inputs else f"has {key} = {value!r}, not a string or an integer"
+    fields = ", ".join(k for k, v in obj.inputs.items() if isinstance(v, (str, int)) and not isinstance(v, bool))
+    raise ConfigError("transforms.split.key", f"object {obj.object_id!r} {problem}",
+                      f"name a field every object has, with a string or integer value ({fields or 'none here'}), "
+                      "or unset it to split by object id: transforms.split.key=null")
 
 
 @functools.lru_cache(maxsize=64)
@@ -1013,7 +1032,7 @@ def write_jsonl(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Sequ
     with _staged(out_dir, "jsonl") as stage, ExitStack() as stack:
         files = {s: _open_text(stage / f"{s}.jsonl", stack) for s in SPLITS}
         for obj in objects:
-            split = split_of(obj.object_id, settings.split)
+            split = split_for(obj, settings.split)
             files[split].write(_json_line(flat_record(obj)))
             counts[split] += 1
     return WrittenFiles([out_dir / "jsonl" / f"{s}.jsonl" for s in SPLITS], counts)
@@ -1059,7 +1078,7 @@ def write_hf_datasets(objects: Iterable[LabeledObject], out_dir: Path, *, labels
                 for key in ("boxes", "entities"):
                     for item in row.get(key, ()):
                         item["label"] = index(obj, item["label"])
-            split = split_of(obj.object_id, settings.split)
+            split = split_for(obj, settings.split)
             sink.add(split, row, f"object {obj.object_id!r}")
             counts[split] += 1
         written = (sink or new_sink(None)).close()
@@ -1151,7 +1170,7 @@ def write_spacy(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Sequ
             chosen = {index(obj, x) for x in ([obj.label] if obj.label is not None else obj.labels)}
             doc.cats = {name: float(i in chosen) for i, name in enumerate(labels)}
         doc.user_data["id"] = obj.object_id
-        split = split_of(obj.object_id, settings.split)
+        split = split_for(obj, settings.split)
         bins[split].add(doc)
         counts[split] += 1
     with _staged(out_dir, "spacy") as stage:
@@ -1184,7 +1203,7 @@ def write_conll(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Sequ
         conll = {s: _open_text(stage / f"{s}.conll", stack) for s in SPLITS}
         layout: dict[str, IO[str]] = {}
         for obj in objects:
-            split = split_of(obj.object_id, settings.split)
+            split = split_for(obj, settings.split)
             if obj.task_type is TaskType.named_entity or (obj.entities and not obj.boxes):
                 words, tags = _text_tags(obj, problems)
             else:
@@ -1288,7 +1307,7 @@ def write_coco(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Seque
     for obj in objects:
         ref, file_name = _source_name(obj, "coco")
         width, height = _image_size(obj, "coco")
-        split = split_of(obj.object_id, settings.split)
+        split = split_for(obj, settings.split)
         doc = docs[split]
         image_id = len(doc["images"]) + 1
         doc["images"].append({"id": image_id, "file_name": file_name, "coco_url": ref,
@@ -1342,7 +1361,7 @@ def write_yolo(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Seque
         for obj in objects:
             ref, file_name = _source_name(obj, "yolo")
             width, height = _image_size(obj, "yolo")
-            split = split_of(obj.object_id, settings.split)
+            split = split_for(obj, settings.split)
             lines = [yolo_line(class_id, cut, width, height) + "\n"
                      for class_id, cut in _image_boxes(obj, width, height, index, problems)]
             path = stage / "labels" / split / f"{PurePosixPath(file_name).stem}.txt"
