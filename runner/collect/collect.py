@@ -11,7 +11,7 @@ import contextlib
 import logging
 import shutil
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import islice
@@ -319,7 +319,8 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
     settings0 = outputs[0].settings
     if "table" in written and settings0 is not None and settings0.backend.kind.value == "aws":
         fmt = (settings.steps.get("table") or {}).get("format", "parquet")
-        written["athena"] = register_on_athena(settings0, out_dir / "table" / f"{slug}.{fmt}", slug)  # type: ignore[assignment]
+        athena = register_on_athena(settings0, out_dir / "table" / f"{slug}.{fmt}", slug)
+        return {"report": figures, "written": {**written, "athena": athena}}
     return {"report": figures, "written": written}
 
 
@@ -331,17 +332,17 @@ class _ReportPass:
                  progress: Progress, **report_args: Any) -> None:
         self.all_objects, self.listing, self.progress, self.report_args = objects, listing, progress, report_args
         self.result: dict[str, Any] | None = None
-        self.running: Iterator[LabeledObject] | None = None
+        self.running: Generator[LabeledObject, None, None] | None = None
 
-    def objects(self) -> Iterator[LabeledObject]:
+    def objects(self) -> Generator[LabeledObject, None, None]:
         """The objects of all outputs, counted for the report as they pass (a pass left unfinished
         is closed first: the listing is written anew)."""
         if self.running is not None:
-            self.running.close()  # type: ignore[attr-defined]
+            self.running.close()
         self.running = self._objects()
         return self.running
 
-    def _objects(self) -> Iterator[LabeledObject]:
+    def _objects(self) -> Generator[LabeledObject, None, None]:
         builder = report.ReportBuilder(**self.report_args)
         stats = parse.ParseStats()
         with open(self.listing, "w", encoding="utf-8") as listing:

@@ -431,9 +431,10 @@ class _Output:
         # Arrow arrays only: converting a Python value to Arrow (a list, a scalar) would load pandas
         rows = pc.indices_nonzero(pc.invert(labeled))
         texts = batch.column("#listed").take(rows).to_pylist()
-        start = self.offset
-        self.listing.write("".join(f'{{"object_id":"{start + row}{text}'  # type: ignore[union-attr]
-                                   for row, text in zip(rows.to_pylist(), texts, strict=True)).encode())
+        start, listing = self.offset, self.listing
+        assert listing is not None  # add() lists objects when there is a listing to write
+        listing.write("".join(f'{{"object_id":"{start + row}{text}'
+                              for row, text in zip(rows.to_pylist(), texts, strict=True)).encode())
 
     def class_names(self, entries: Any) -> None:
         """Add a batch's class-map entries ({key, value: JSON text}) as collect.seen_labels reads
@@ -446,10 +447,12 @@ class _Output:
         # "key NUL value" in first-seen order: a value's JSON text holds no raw NUL, a key may
         pairs = pc.binary_join_element_wise(pc.struct_field(flat, "key"),
                                             pc.fill_null(pc.struct_field(flat, "value"), ""), "\0")
+        class_map = self.class_map
+        assert class_map is not None  # add() reads the class-maps when no labels were given
         for pair in pc.unique(pairs).to_pylist():
             key, _, text = pair.rpartition("\0")
             if key.isdigit() and text:  # "": a JSON null, not a name
-                self.class_map.setdefault(int(key), str(json.loads(text)))  # type: ignore[union-attr]
+                class_map.setdefault(int(key), str(json.loads(text)))
 
     def result(self) -> Result:
         """The figures, once the key pass's agree with what the records pass read.

@@ -760,9 +760,9 @@ class Parser:
     def _record(self, line_no: int, object_id: str, line: dict[str, Any],
                 layouts: dict[tuple[str, ...], _Layout]) -> LabeledObject | None:
         """The line's record, counted in stats; None when it is malformed and skipped."""
+        assert self.attribute is not None  # given, or learned off the lines before the first record
         try:
-            obj = _parse(line, line_no, self.attribute,  # type: ignore[arg-type]
-                         self.task_type, self.labels, (), None, object_id, layouts)
+            obj = _parse(line, line_no, self.attribute, self.task_type, self.labels, (), None, object_id, layouts)
         except _Malformed as exc:
             self._bad(line_no, str(exc))
             return None
@@ -1039,10 +1039,10 @@ class StagedAnswers:
             found = _id_order(self.ahead[0])
             if found > key:
                 return None
-            self.ahead, line_read = None, self.ahead
+            line_read, self.ahead = self.ahead, None
             if found == key:
                 self.last = line_read
-                return _answers(line_read[1])  # type: ignore[index]
+                return _answers(line_read[1])
 
     def _offsets(self) -> dict[str, int]:
         import orjson

@@ -35,7 +35,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeGuard
 
 from runner.collect.agreement import box_iou
 from runner.schema import TaskType
@@ -517,20 +517,23 @@ def _element(answer: Answer, task_type: TaskType, element_name: str | None,
     """The answer object of the task's crowd element inside one worker's submission."""
     key, kind = _SHAPES[task_type]
 
-    def fits(value: Any) -> bool:
+    def fits(value: Any) -> TypeGuard[Mapping[str, Any]]:
         return isinstance(value, Mapping) and isinstance(value.get(key), kind)
 
     content = answer.content
     name = element_name or ELEMENT_NAMES[task_type]
     if name in content:
-        if not fits(content[name]):
+        value = content[name]
+        if not fits(value):
             raise ConsolidationError(f"worker {answer.worker_id!r}: {name!r} is not "
-                                     f"{{{key!r}: {kind.__name__}}} ({content[name]!r})")
-        return content[name]  # type: ignore[no-any-return]
+                                     f"{{{key!r}: {kind.__name__}}} ({value!r})")
+        return value
     if element_name is None:
         found = [k for k, v in content.items() if fits(v)]
         if len(found) == 1:
-            return content[found[0]]  # type: ignore[no-any-return]
+            value = content[found[0]]
+            assert fits(value)  # found by it
+            return value
         if len(found) > 1:
             raise ConsolidationError(f"worker {answer.worker_id!r}: several answers fit "
                                      f"{task_type.value} ({', '.join(map(repr, found))}); "
