@@ -235,7 +235,13 @@ class Pipeline:
         return Outcome(self.name, query, objects, self.estimate(objects), self.request(), line)
 
     def check_fields_used(self, parsed: Any, fields: Sequence[str]) -> None:
-        """Before any row is read: the template may only read fields the manifest lines will have."""
+        """Before any row is read: the template may only read fields the manifest lines will have,
+        and collect can split by transforms.split.key only if it is one of them."""
+        key = self.s.transforms.split.key
+        if key is not None and key not in fields:
+            raise ConfigError("transforms.split.key", f"{key!r} is not a field of the manifest ({', '.join(fields)})",
+                              "name the field whose value identifies an object, or split by object id: "
+                              "transforms.split.key=null")
         ti = task_input(self.s.template.task_type, {f: "" for f in fields}, self.s.template.labels)
         missing = missing_variables(parsed, ti)
         if missing:

@@ -54,6 +54,12 @@ def test_price_ground_truth_does_not_allow(gtrun):
             match="pricing.usd_per_task: ")
 
 
+def test_a_split_key_that_is_not_a_manifest_field(gtrun):
+    refused(gtrun, "transforms.split.key=tweet", verb="plan",
+            match="transforms.split.key: 'tweet' is not a field of the manifest (entity, source, tweet_id)")
+    refused(gtrun, "transforms.split.key=tweet", match="transforms.split.key: 'tweet' is not a field")
+
+
 def test_public_workforce_needs_a_price(gtrun):
     refused(gtrun, "workteam=public", match="pricing.usd_per_task: ")
 
