@@ -10,7 +10,7 @@ from typing import Any, cast
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from runner.errors import RecordError
+from runner.errors import ConfigError, RecordError
 
 COMPARED = ("query.sql", "manifest.jsonl", "template.liquid", "label-categories.json")
 CONFIG = ".hydra/config.yaml"  # the resolved config Hydra recorded, in the run directory
@@ -40,7 +40,6 @@ class Run:
     def settings(self) -> Any:
         """The recorded config as gtrun's dataclasses."""
         from runner.config import to_settings
-        from runner.errors import ConfigError
         from runner.schema import GtrunConfig
 
         try:
@@ -92,6 +91,7 @@ def _misfit(base: DictConfig, recorded: dict[Any, Any], path: tuple[str, ...] = 
 
 
 def _dig(value: Any, path: tuple[str, ...]) -> Any:
+    """The value at the key path in nested mappings."""
     for key in path:
         value = value[key]
     return value

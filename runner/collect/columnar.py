@@ -187,7 +187,8 @@ class Columnar:
 
         with open(manifest, "rb") as src:
             layout = learn(counted(src), attribute, task_type, labels or None)
-        if layout is None or (settings.split.key is not None and dict(layout.inputs).get(settings.split.key) not in (str, int)):
+        key = settings.split.key
+        if layout is None or (key is not None and dict(layout.inputs).get(key) not in (str, int)):
             return None  # a split key that is not a string or integer field: the parser names the object
         return cls(manifest, attribute, task_type, labels, layout, settings, memory_limit, threads,
                    line_bytes=sample[1] / max(sample[0], 1))
@@ -269,8 +270,9 @@ class Columnar:
 
     def _read(self, con: Any, side: Any, out: _Output, keys: Future[tuple[int, ...]], progress: Progress | None) -> None:
         """The records pass on `con`, from the line `out` has reached, into `out`, with the split
-        codes from `side`; it stops when the key pass (`keys`) has found lines with other keys.
-        `progress` hears how far it is after each batch."""
+        codes from `side` (by line index), or from records_sql's "#split" (by transforms.split.key);
+        it stops when the key pass (`keys`) has found lines with other keys. `progress` hears how
+        far it is after each batch."""
         sql = records_sql(self.manifest, self.attribute, self.task_type, self.labels, self.layout, self.settings,
                           offset=out.offset, jsonl=bool(out.files), table=out.table is not None or out.hf is not None)
         size = self.manifest.stat().st_size if self.line_bytes else None  # the share read: estimated
@@ -281,7 +283,11 @@ class Columnar:
             for batch in con.sql(sql).to_arrow_reader(self.batch_rows):
                 if keys.done() and keys.result()[1]:
                     break
-                here = batch.column("#split") if split and keyed else splits.codes(out.offset, batch.num_rows) if splits else None
+                here = None  # the batch's split codes, when an output needs them
+                if splits is not None:
+                    here = splits.codes(out.offset, batch.num_rows)
+                elif split:
+                    here = batch.column("#split")
                 out.add(batch, here)
                 if progress is not None:
                     progress.say(how_far(out.offset, out.offset * self.line_bytes, size))

@@ -117,13 +117,18 @@ def split_key(obj: LabeledObject, key: str) -> str:
     """The text split_of hashes for the input field `key` (transforms.split.key): a string as it
     is, an integer in decimal; any other value, or none, is an error naming the object."""
     value = obj.inputs.get(key)
-    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+    if _keyable(value):
         return str(value)
     problem = f"has no input field {key!r}" if key not in obj.inputs else f"has {key} = {value!r}, not a string or an integer"
-    fields = ", ".join(k for k, v in obj.inputs.items() if isinstance(v, (str, int)) and not isinstance(v, bool))
+    fields = ", ".join(k for k, v in obj.inputs.items() if _keyable(v))
     raise ConfigError("transforms.split.key", f"object {obj.object_id!r} {problem}",
                       f"name a field every object has, with a string or integer value ({fields or 'none here'}), "
                       "or unset it to split by object id: transforms.split.key=null")
+
+
+def _keyable(value: Any) -> bool:
+    """A value split_key takes: a string, or an integer (not a bool)."""
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
 
 @functools.lru_cache(maxsize=64)
