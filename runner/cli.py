@@ -35,28 +35,29 @@ if TYPE_CHECKING:
     from runner.pipeline import Outcome, Pipeline
 
 log = logging.getLogger("gtrun")
-console = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)  # a path or command stays one line, to copy
+out = Console(highlight=False, soft_wrap=True)
 
 USAGE = """\
 usage: gtrun <verb> [options] [key=value ...]
 
 verbs:
-  run        compose the config, build and submit the labeling job, record the run
-  plan       everything up to submit, nothing submitted: SQL, object count, request, cost
-  reproduce  a new job from a recorded run; checks SQL, manifest, template, labels and request match
-  diff       which config keys and which artifact hashes differ between two runs
-  serve      the local labeling service: SageMaker's labeling-job API and the worker UI
+  run        compose the config, build and submit the job, record the run
+  plan       all up to submit, nothing submitted: SQL, count, request, cost
+  reproduce  a new job from a recorded run, checked to match it
+  diff       the config keys and artifacts that differ between two runs
+  serve      the local labeling service: SageMaker's job API and worker UI
   status     a run's job status and label counters (--wait: until it ends)
   preview    the template rendered with real rows, saved as PNG screenshots
   stop       stop a run's labeling job
   jobs       the backend's recent labeling jobs, with their runs
   workteams  the account's workteams (to fill workteam.arn)
-  collect    a finished job's output -> dataset/ (transforms), report.html, a README card
+  collect    a finished job's output -> dataset/, report.html, README card
   continue   a new job for the objects a finished run's job did not label
 
-`gtrun run --help` lists the config groups; `gtrun <verb> --help` explains each verb.
-Hydra overrides work as usual: key=value, group=option, +key=value, ~key, -m, --cfg job, --config-dir DIR.
+`gtrun run --help` lists the config groups, `gtrun <verb> --help` each verb.
+Hydra's overrides work as usual: key=value, group=option, +key=value, ~key,
+-m, --cfg job, --config-dir DIR.
 """
 
 ENV_VERB = "GTRUN_VERB"
@@ -147,7 +148,8 @@ def show_plan(o: Outcome) -> None:
     out.rule("estimate")
     c = o.cost
     price = f"${c.usd_per_task}" if c.usd_per_task is not None else "no per-task price"
-    out.print(f"{o.objects:,} objects x {c.workers_per_object} workers ({price}): workers ${c.worker_usd} "
+    workers = f"{c.workers_per_object} worker{'s' if c.workers_per_object != 1 else ''}"
+    out.print(f"{o.objects:,} objects x {workers} ({price}): workers ${c.worker_usd} "
               f"+ Ground Truth fee ${c.fee_usd} = [bold]${c.total_usd}[/bold]")
     out.print(f"job name: {o.job_name} (nothing submitted)")
 

@@ -14,8 +14,9 @@ ARTIFACTS = {"query.sql", "manifest.jsonl", "template.liquid", "label-categories
 def test_help_lists_the_verbs(gtrun):
     r = gtrun("--help")
     assert r.code == 0
-    for verb in ("run", "plan", "reproduce", "diff"):
-        assert f"  {verb}" in r.stdout
+    for verb in ("run", "plan", "reproduce", "diff", "serve", "status", "collect", "continue"):
+        assert f"\n  {verb} " in r.stdout
+    assert max(map(len, r.stdout.splitlines())) <= 80  # an 80-column terminal shows it unwrapped
     for verb in ("reproduce", "diff"):
         assert gtrun(verb, "--help").code == 0
     r = gtrun("run", "--help", storage=False)
@@ -59,6 +60,15 @@ def test_run_records_everything_and_registers_the_job(gtrun):
     assert lineage["objects"] == len(lines)
     assert len(lineage["source_files"]) == 1 and lineage["gtrun_version"]
     assert "?" in (run / "query.sql").read_text() and "0.8" not in (run / "query.sql").read_text().splitlines()[0]
+
+
+def test_paths_and_commands_stay_on_one_line_on_a_narrow_terminal(gtrun):
+    r = gtrun("run", columns=60)
+    assert r.code == 0, r.output
+    (run,) = gtrun.runs()
+    assert f"follow it with: gtrun status {run} --wait" in r.stdout.splitlines()
+    r = gtrun("collect", str(run), columns=60)  # its job has not ended: the error stays one line too
+    assert r.code == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def test_threshold_param_changes_the_selection(gtrun):
