@@ -399,6 +399,26 @@ def test_report_html_escapes_task_data_and_is_self_contained(report, tmp_path):
         assert figure in page
 
 
+@pytest.mark.parametrize("width", [1200, 700])
+def test_report_panels_hold_their_content_in_a_browser(browser, tmp_path, width):
+    # Ground Truth's worker ids are long ("private.us-east-1.<32 hex>"): the workers' table, in a
+    # half-width panel, used to run past its panel's edge
+    t = TaskType.text_classification
+    workers = [f"private.us-east-1.{i:032x}" for i in range(3)]
+    objects = [obj(i, t, text=f"tweet {i} " * 12, label="pos",
+                   answers=[cls(w, random.Random(i * 7 + k).choice(["pos", "neg"]), 3.5) for k, w in enumerate(workers)])
+               for i in range(12)]
+    _, html_path = write_report(build_report(iter(objects), task_type=t, labels=["pos", "neg"], dataset="d"), tmp_path)
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    try:
+        page.goto(html_path.as_uri())
+        overflowing = page.evaluate("""() => [...document.querySelectorAll('.panel')]
+            .filter(p => p.scrollWidth > p.clientWidth + 1).map(p => p.querySelector('h2').textContent)""")
+        assert page.locator("text=Workers").count() and overflowing == []
+    finally:
+        page.close()
+
+
 def test_report_without_worker_answers_says_why_there_is_no_agreement(report, tmp_path):
     t = TaskType.bounding_box
     consolidated = [obj(i, t, boxes=(Box("car", 1, 2, 3, 4),)) for i in range(3)]  # an output manifest's

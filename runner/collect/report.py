@@ -496,7 +496,7 @@ border-top:3px solid var(--accent)}
 .grid2{display:grid;grid-template-columns:1fr 1fr;gap:18px;margin-bottom:18px}
 @media (max-width:900px){.grid2{grid-template-columns:1fr}}
 .panel{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:18px 20px;
-min-width:0}
+min-width:0;overflow-x:auto}
 section.panel+section.panel{margin-top:0}
 .wide{margin-bottom:18px}
 svg text{font-family:inherit}
@@ -511,6 +511,7 @@ tr:last-child td{border-bottom:0}
 .item{max-width:330px;white-space:pre-wrap;word-break:break-word}
 .muted{color:var(--muted)}
 .nw{white-space:nowrap}
+.wid{word-break:break-all}
 mark{background:#e6fcf5;color:inherit;border-radius:4px;padding:0 2px;box-shadow:inset 0 -2px #63e6be}
 mark sub{color:#087f5b;font-size:9px;font-weight:700;margin-left:2px;vertical-align:baseline}
 .chip{display:inline-block;border-radius:999px;padding:1px 9px;margin:1px 3px 1px 0;font-size:12px;
@@ -518,12 +519,13 @@ background:#edf2ff;color:#364fc7;white-space:nowrap}
 .chip.cons{background:#e6fcf5;color:#087f5b}
 .who{display:grid;grid-template-columns:auto 1fr;gap:2px 10px;align-items:start}
 .who .w{white-space:nowrap;font-weight:600}
+@media (max-width:900px){.who .w{white-space:normal;word-break:break-all}}
 .secs{color:var(--muted);font-weight:400;font-size:12px}
 .badge{display:inline-block;min-width:48px;text-align:center;border-radius:6px;padding:2px 6px;
 font-weight:700;color:#fff}
 .badge.good{background:var(--good)}.badge.fair{background:var(--fair)}.badge.poor{background:var(--poor)}
 .badge.none{background:var(--none)}
-.meter{display:inline-block;width:70px;height:8px;border-radius:4px;background:var(--line);
+.meter{display:inline-block;width:48px;height:8px;border-radius:4px;background:var(--line);
 vertical-align:middle;margin-left:8px;overflow:hidden}
 .meter span{display:block;height:100%}
 .empty{color:var(--muted);font-style:italic;margin:0}
@@ -758,14 +760,14 @@ def _workers_html(report: Mapping[str, Any]) -> str:
                  f"<span class=\"meter\"><span style=\"width:{100 * agreement:.0f}%;"
                  f"background:{_GRADE_COLORS[_grade(agreement)]}\"></span></span>")
         median = s["median_seconds"]
-        rows.append(f"<tr><td>{_e(w)}</td><td class=\"num\">{s['tasks']:,}</td>"
+        rows.append(f"<tr><td class=\"wid\">{_e(w)}</td><td class=\"num\">{s['tasks']:,}</td>"
                     f"<td class=\"num\">{'n/a' if median is None else f'{median:.1f}'}</td>"
                     f"<td class=\"num\">{_num(agreement)}{meter}</td></tr>")
     more = (f"<p class=\"legend\">{len(order) - WORKERS_SHOWN:,} more in report.json.</p>"
             if len(order) > WORKERS_SHOWN else "")
     return (f"<section class=\"panel\">{head}<table><thead><tr><th>Worker</th>"
             "<th class=\"num\">Tasks</th><th class=\"num\">Median s</th>"
-            "<th class=\"num\">Agreement with others</th></tr></thead>"
+            "<th class=\"num\" title=\"with the other workers on the same objects\">Agreement</th></tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>{more}</section>")
 
 
