@@ -399,22 +399,48 @@ def test_report_html_escapes_task_data_and_is_self_contained(report, tmp_path):
         assert figure in page
 
 
-@pytest.mark.parametrize("width", [1200, 700])
-def test_report_panels_hold_their_content_in_a_browser(browser, tmp_path, width):
-    # Ground Truth's worker ids are long ("private.us-east-1.<32 hex>"): the workers' table, in a
-    # half-width panel, used to run past its panel's edge
-    t = TaskType.text_classification
+def _long_id_objects(task: TaskType) -> tuple[list[LabeledObject], list[str]]:
+    """Twelve labeled objects of the task type, three workers each with Ground Truth's long ids
+    ("private.us-east-1.<32 hex>"), answers drawn at random: (objects, labels)."""
     workers = [f"private.us-east-1.{i:032x}" for i in range(3)]
-    objects = [obj(i, t, text=f"tweet {i} " * 12, label="pos",
-                   answers=[cls(w, random.Random(i * 7 + k).choice(["pos", "neg"]), 3.5) for k, w in enumerate(workers)])
-               for i in range(12)]
-    _, html_path = write_report(build_report(iter(objects), task_type=t, labels=["pos", "neg"], dataset="d"), tmp_path)
+    rng = random.Random(4)
+    objects = []
+    for i in range(12):
+        if task is TaskType.bounding_box:
+            def answer(_w: str) -> dict:
+                boxes = [{"label": rng.choice(["car", "bus"]), "left": rng.randrange(80), "top": rng.randrange(60),
+                          "width": 15, "height": 12} for _ in range(rng.randint(1, 3))]
+                return {"boundingBox": {"boundingBoxes": boxes, "inputImageProperties": {"width": 100, "height": 80}}}
+            objects.append(obj(i, task, boxes=(Box("car", 2, 0, 10, 10),), image_size=(100, 80, 3),
+                               answers=[WorkerAnswer(w, answer(w), 12.5) for w in workers]))
+        elif task is TaskType.named_entity:
+            text = f"Ann met Bob in Paris on day {i} " * 3
+            def answer(_w: str) -> dict:
+                spans = [{"label": rng.choice(["PER", "LOC"]), "startOffset": s, "endOffset": s + 3} for s in (0, 8, 15)]
+                return {"crowd-entity-annotation": {"entities": spans}}
+            objects.append(obj(i, task, text=text, entities=(Span("PER", 0, 3),),
+                               answers=[WorkerAnswer(w, answer(w), 20) for w in workers]))
+        else:
+            objects.append(obj(i, task, text=f"tweet {i} " * 12, label="pos",
+                               answers=[cls(w, rng.choice(["pos", "neg"]), 3.5) for w in workers]))
+    labels = {TaskType.bounding_box: ["car", "bus"], TaskType.named_entity: ["PER", "LOC"]}.get(task, ["pos", "neg"])
+    return objects, labels
+
+
+@pytest.mark.parametrize("task", [TaskType.text_classification, TaskType.bounding_box, TaskType.named_entity],
+                         ids=lambda t: t.value)
+@pytest.mark.parametrize("width", [1200, 700])
+def test_report_panels_hold_their_content_in_a_browser(browser, tmp_path, task, width):
+    # Ground Truth's worker ids are long: the workers' table, in a half-width panel, used to run
+    # past its panel's edge
+    objects, labels = _long_id_objects(task)
+    _, html_path = write_report(build_report(iter(objects), task_type=task, labels=labels, dataset="d"), tmp_path)
     page = browser.new_page(viewport={"width": width, "height": 900})
     try:
         page.goto(html_path.as_uri())
         overflowing = page.evaluate("""() => [...document.querySelectorAll('.panel')]
             .filter(p => p.scrollWidth > p.clientWidth + 1).map(p => p.querySelector('h2').textContent)""")
-        assert page.locator("text=Workers").count() and overflowing == []
+        assert page.locator("h2", has_text="Workers").count() == 1 and overflowing == []
     finally:
         page.close()
 
