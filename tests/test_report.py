@@ -427,6 +427,20 @@ def _long_id_objects(task: TaskType) -> tuple[list[LabeledObject], list[str]]:
     return objects, labels
 
 
+def test_the_page_shows_worker_ids_without_the_prefix_they_all_share(tmp_path):
+    objects, labels = _long_id_objects(TaskType.text_classification)
+    t = TaskType.text_classification
+    page = write_report(build_report(iter(objects), task_type=t, labels=labels, dataset="d"), tmp_path / "a")[1].read_text()
+    one = "private.us-east-1." + "0" * 31 + "1"
+    assert f'<span title="{one}">{"0" * 31}1</span>' in page
+    assert f">{one}<" not in page and "without the <code>private.us-east-1.</code> they all start with" in page
+    assert f'"{one}"' in (tmp_path / "a" / "report.json").read_text()  # report.json keeps whole ids
+    # workers of two workforces share no prefix: the page shows whole ids
+    mixed = objects + [obj(99, t, text="x", label="pos", answers=[cls("public.us-east-1.ABC", "pos"), cls(one, "neg")])]
+    page = write_report(build_report(iter(mixed), task_type=t, labels=labels, dataset="d"), tmp_path / "b")[1].read_text()
+    assert f">{one}<" in page and "public.us-east-1.ABC" in page and "they all start with" not in page
+
+
 @pytest.mark.parametrize("task", [TaskType.text_classification, TaskType.bounding_box, TaskType.named_entity],
                          ids=lambda t: t.value)
 @pytest.mark.parametrize("width", [1200, 700])

@@ -31,6 +31,7 @@ import heapq
 import html
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import combinations
@@ -662,7 +663,7 @@ def _answer_html(task: TaskType, value: Any, cls: str = "") -> str:
     if task is TaskType.text_multilabel:
         return "".join(f"{chip}{_e(v)}</span>" for v in value)
     if task is TaskType.bounding_box:
-        return "".join(f"{chip}{_e(b['label'])}</span><span class=\"muted\">"
+        return "".join(f"{chip}{_e(b['label'])}</span><span class=\"muted nw\">"
                        f"{b['left']:.0f},{b['top']:.0f} {b['width']:.0f}×{b['height']:.0f}"
                        "</span><br>" for b in value)
     return "".join(f"{chip}{_e(s['label'])}</span>"
@@ -708,8 +709,26 @@ def _boxes_svg(entry: Mapping[str, Any], colours: Mapping[str, str]) -> str:
             f"#e4e7ee;border-radius:6px;display:block;margin-top:6px\">{rects}</svg>")
 
 
+# Ground Truth's worker ids start with the workforce and the region: "private.us-east-1.<id>"
+_WORKFORCE = re.compile(r"(?:private|public|vendor)\.[a-z]{2}(?:-[a-z]+)+-\d+\.")
+
+
+def _worker_prefix(report: Mapping[str, Any]) -> str:
+    """The workforce-and-region prefix every worker id in the report shares ("" when they do not
+    all have the same one): the page shows the ids without it, and says so once."""
+    found = {m.group(0) if (m := _WORKFORCE.match(w)) else "" for w in report["workers"]["by_worker"]}
+    return found.pop() if len(found) == 1 else ""
+
+
+def _worker(worker_id: str, prefix: str) -> str:
+    """A worker id as the page shows it: without the shared prefix, the whole id as its title."""
+    shown = worker_id.removeprefix(prefix) if prefix else worker_id
+    return f"<span title=\"{_e(worker_id)}\">{_e(shown)}</span>" if shown != worker_id else _e(worker_id)
+
+
 def _disputed_html(report: Mapping[str, Any]) -> str:
     task = TaskType(report["task_type"])
+    prefix = _worker_prefix(report)
     disputed: Sequence[Mapping[str, Any]] = report["disputed"]
     head = (f"<h2>Most disputed objects <span class=\"muted\">(lowest "
             f"{_e(report['agreement']['measure'])}, up to {DISPUTED_MAX})</span></h2>")
@@ -722,7 +741,7 @@ def _disputed_html(report: Mapping[str, Any]) -> str:
         colours = {w: _WORKER_COLORS[i % len(_WORKER_COLORS)] for i, w in enumerate(workers)}
         answers = "".join(
             f"<span class=\"w\"><span class=\"dot\" style=\"background:{colours[a['worker_id']]};"
-            f"margin-left:0\"></span>{_e(a['worker_id'])}"
+            f"margin-left:0\"></span>{_worker(a['worker_id'], prefix)}"
             + (f" <span class=\"secs\">{a['seconds']:.0f} s</span>"
                if a.get("seconds") is not None else "")
             + f"</span><span>{_answer_html(task, a['answer'])}</span>"
@@ -752,6 +771,7 @@ def _workers_html(report: Mapping[str, Any]) -> str:
     if not by_worker:
         return f"<section class=\"panel\">{head}<p class=\"empty\">No worker answers.</p></section>"
     order = sorted(by_worker, key=lambda w: (-by_worker[w]["tasks"], w))
+    prefix = _worker_prefix(report)
     rows = []
     for w in order[:WORKERS_SHOWN]:
         s = by_worker[w]
@@ -760,11 +780,13 @@ def _workers_html(report: Mapping[str, Any]) -> str:
                  f"<span class=\"meter\"><span style=\"width:{100 * agreement:.0f}%;"
                  f"background:{_GRADE_COLORS[_grade(agreement)]}\"></span></span>")
         median = s["median_seconds"]
-        rows.append(f"<tr><td class=\"wid\">{_e(w)}</td><td class=\"num\">{s['tasks']:,}</td>"
+        rows.append(f"<tr><td class=\"wid\">{_worker(w, prefix)}</td><td class=\"num\">{s['tasks']:,}</td>"
                     f"<td class=\"num\">{'n/a' if median is None else f'{median:.1f}'}</td>"
                     f"<td class=\"num\">{_num(agreement)}{meter}</td></tr>")
     more = (f"<p class=\"legend\">{len(order) - WORKERS_SHOWN:,} more in report.json.</p>"
             if len(order) > WORKERS_SHOWN else "")
+    if prefix:
+        more += f"<p class=\"legend\">Worker ids are shown without the <code>{_e(prefix)}</code> they all start with.</p>"
     return (f"<section class=\"panel\">{head}<table><thead><tr><th>Worker</th>"
             "<th class=\"num\">Tasks</th><th class=\"num\">Median s</th>"
             "<th class=\"num\" title=\"with the other workers on the same objects\">Agreement</th></tr></thead>"
