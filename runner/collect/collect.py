@@ -310,16 +310,16 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
                 aside.replace(out_dir)
             raise
         shutil.rmtree(staging, ignore_errors=True)
+        fmt = (settings.steps.get("table") or {}).get("format", "parquet")
+        table_file = out_dir / "table" / f"{slug}.{fmt}"
         if "table" in written:  # the DuckDB view reads its file by path: point it at the final place
-            fmt = (settings.steps.get("table") or {}).get("format", "parquet")
-            transforms.register_table(out_dir / "table" / f"{slug}.{fmt}", fmt, out_dir / transforms.DATABASE, name=slug)
+            transforms.register_table(table_file, fmt, out_dir / transforms.DATABASE, name=slug)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     settings0 = outputs[0].settings
     if "table" in written and settings0 is not None and settings0.backend.kind.value == "aws":
-        fmt = (settings.steps.get("table") or {}).get("format", "parquet")
-        athena = register_on_athena(settings0, out_dir / "table" / f"{slug}.{fmt}", slug)
+        athena = register_on_athena(settings0, table_file, slug)
         return {"report": figures, "written": {**written, "athena": athena}}
     return {"report": figures, "written": written}
 

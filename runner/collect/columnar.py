@@ -336,7 +336,8 @@ class _Output:
         self.listing = open(listing, "wb") if listing is not None else None
 
     def add(self, batch: Any, here: Any) -> None:
-        """Count and write one batch of records_sql's rows; `here`: their split codes (jsonl only)."""
+        """Count and write one batch of records_sql's rows; `here`: their split codes (when jsonl or
+        hf_datasets is written)."""
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq

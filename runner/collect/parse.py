@@ -36,6 +36,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from runner.collect.records import Box, LabeledObject, Span, Status, WorkerAnswer
 from runner.errors import ManifestError, StoreError
 from runner.schema import OnError, TaskType
@@ -898,8 +900,6 @@ def worker_response_files(output_root: str | Path, job_name: str | None = None, 
     import heapq
     import tempfile
 
-    import orjson
-
     base = "/".join(p for p in (str(output_root).rstrip("/"), job_name) if p)
     base += "/annotations/worker-response"
     if _is_local(base):
@@ -975,8 +975,6 @@ def stage_worker_responses(files: Iterable[tuple[str, str]], path: Path, *, open
     local file `path`, a JSON line per object ([object id, [[worker id, content, seconds], ...]]),
     for StagedAnswers; the number of objects. Memory stays flat in objects, and every pass over
     the objects reads the answers from here, not from S3. `on_object` hears the count every 1,000."""
-    import orjson
-
     count = 0
     with open(path, "wb") as out:
         for object_id, answers in read_answers(files, open_fn=open_fn, readers=readers):
@@ -1016,8 +1014,6 @@ class StagedAnswers:
         self.file.close()
 
     def get(self, object_id: str) -> list[WorkerAnswer] | None:
-        import orjson
-
         if self.last is not None and self.last[0] == object_id:
             return _answers(self.last[1])
         key = _id_order(object_id)
@@ -1045,8 +1041,6 @@ class StagedAnswers:
                 return _answers(line_read[1])
 
     def _offsets(self) -> dict[str, int]:
-        import orjson
-
         offsets, at = {}, 0
         self.file.seek(0)
         for line in self.file:

@@ -574,6 +574,7 @@ _OPTIONS: dict[str, dict[str, Any]] = {
 }
 _TABLE_FORMATS = ("parquet", "csv", "tsv")
 DATABASE = "gtrun.duckdb"  # the dataset's DuckDB database, with the table's view
+HF_FOLDER = "hf"  # the hf_datasets step's folder in the dataset
 _PACKAGES = {"hf_datasets": ("datasets", "datasets"), "spacy": ("spacy", "spacy"),
              "coco": ("pycocotools", "pycocotools")}  # step -> (module, pip package)
 _TEXT_TYPES = frozenset({TaskType.text_classification, TaskType.text_multilabel,
@@ -1062,7 +1063,7 @@ def write_hf_datasets(objects: Iterable[LabeledObject], out_dir: Path, *, labels
     class_ids = bool(labels)
     index = _class_index("hf_datasets", labels) if class_ids else None
     counts = _split_counts()
-    with _staged(out_dir, "hf") as stage:
+    with _staged(out_dir, HF_FOLDER) as stage:
         paths = {s: stage / f"{s}.parquet" for s in SPLITS}
         sink: _ParquetSink | None = None
 
@@ -1087,7 +1088,7 @@ def write_hf_datasets(objects: Iterable[LabeledObject], out_dir: Path, *, labels
             sink.add(split, row, f"object {obj.object_id!r}")
             counts[split] += 1
         written = (sink or new_sink(None)).close()
-    return WrittenFiles([out_dir / "hf" / p.name for p in written], counts)
+    return WrittenFiles([out_dir / HF_FOLDER / p.name for p in written], counts)
 
 
 def _hf_schema(datasets: Any, schema: pa.Schema, labels: Sequence[str]) -> pa.Schema:
@@ -1497,7 +1498,7 @@ def columnar_steps(columnar: Columnar, out_dir: Path, *, steps: Mapping[str, Map
         wanted.remove("table")  # CSV and TSV tables are the parser path's
     if "hf_datasets" in wanted and not labels:
         wanted.remove("hf_datasets")  # its class indices need the label list before the pass
-    folders = {"hf_datasets": "hf"}
+    folders = {"hf_datasets": HF_FOLDER}
     try:
         with ExitStack() as stack:  # the staged folders replace the final ones only if the pass completes
             stages = {step: stack.enter_context(_staged(out_dir, folders.get(step, step))) for step in wanted}
@@ -1522,7 +1523,7 @@ def columnar_steps(columnar: Columnar, out_dir: Path, *, steps: Mapping[str, Map
         register_table(final, "parquet", db, name=name)
         written["table"] = WrittenFiles([final, db], {"all": result.table}, skipped=result.skipped)
     if result.hf is not None:
-        written["hf_datasets"] = WrittenFiles([out_dir / "hf" / f"{s}.parquet" for s in SPLITS if result.hf[s]],
+        written["hf_datasets"] = WrittenFiles([out_dir / HF_FOLDER / f"{s}.parquet" for s in SPLITS if result.hf[s]],
                                               result.hf, skipped=result.skipped)
     for step, files in written.items():
         log.info("%s: %s objects written, %d left out (columnar)", step,
