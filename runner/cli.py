@@ -22,6 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from runner import __version__, sweep
 from runner.config import CONF_DIR, setup, to_settings
@@ -35,8 +36,8 @@ if TYPE_CHECKING:
     from runner.pipeline import Outcome, Pipeline
 
 log = logging.getLogger("gtrun")
-console = Console(stderr=True, highlight=False, soft_wrap=True)  # a path or command stays one line, to copy
-out = Console(highlight=False, soft_wrap=True)
+console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)  # a path or command stays one line, to copy
+out = Console(highlight=False, soft_wrap=True, markup=False)
 
 USAGE = """\
 usage: gtrun <verb> [options] [key=value ...]
@@ -67,7 +68,7 @@ ENV_CONTINUE = "GTRUN_CONTINUE"
 
 
 def fail(message: str, code: int = 2) -> int:
-    console.print(f"[bold red]error:[/bold red] {message}", markup=True, highlight=False, soft_wrap=True)
+    console.print(Text.assemble(("error:", "bold red"), f" {message}"))
     return code
 
 
@@ -116,7 +117,7 @@ def task(cfg: DictConfig) -> None:
             write_status(run_dir, status)
         if not multirun:
             sys.exit(fail(str(exc)))
-        console.print(f"[red]{status.get('dataset', run_dir.name)} failed:[/red] {exc}", highlight=False)
+        console.print(Text.assemble((f"{status.get('dataset', run_dir.name)} failed:", "red"), f" {exc}"))
         return
     if verb == "run":
         write_status(run_dir, status)
@@ -149,23 +150,23 @@ def show_plan(o: Outcome) -> None:
     c = o.cost
     price = f"${c.usd_per_task}" if c.usd_per_task is not None else "no per-task price"
     workers = f"{c.workers_per_object} worker{'s' if c.workers_per_object != 1 else ''}"
-    out.print(f"{o.objects:,} objects x {workers} ({price}): workers ${c.worker_usd} "
-              f"+ Ground Truth fee ${c.fee_usd} = [bold]${c.total_usd}[/bold]")
+    out.print(Text.assemble(f"{o.objects:,} objects x {workers} ({price}): workers ${c.worker_usd} "
+                            f"+ Ground Truth fee ${c.fee_usd} = ", (f"${c.total_usd}", "bold")))
     out.print(f"job name: {o.job_name} (nothing submitted)")
 
 
 def show_run(o: Outcome, run_dir: Path, service_url: str | None, root: str) -> None:
     status = o.job.get("LabelingJobStatus", "submitted")
-    out.print(f"[bold green]submitted[/bold green] {o.job_name}: {o.objects:,} objects, "
-              f"estimated ${o.cost.total_usd}, status {status}")
+    out.print(Text.assemble(("submitted", "bold green"), f" {o.job_name}: {o.objects:,} objects, "
+                            f"estimated ${o.cost.total_usd}, status {status}"))
     out.print(f"run recorded in {run_dir}")
     out.print(f"manifest: {o.request['InputConfig']['DataSource']['S3DataSource']['ManifestS3Uri']}")
     if service_url:
-        out.print(f"workers label it at [bold]{service_url}/jobs/{o.job_name}/[/bold]")
+        out.print(Text.assemble("workers label it at ", (f"{service_url}/jobs/{o.job_name}/", "bold")))
     else:
         root_opt = "" if Path(root) == Path("outputs/storage") else f" --root {root}"
-        out.print(f"to label it, start the labeling service with [bold]gtrun serve{root_opt}[/bold] and open "
-                  f"http://127.0.0.1:{DEFAULT_PORT}/jobs/{o.job_name}/")
+        out.print(Text.assemble("to label it, start the labeling service with ", (f"gtrun serve{root_opt}", "bold"),
+                                f" and open http://127.0.0.1:{DEFAULT_PORT}/jobs/{o.job_name}/"))
     out.print(f"follow it with: gtrun status {run_dir} --wait")
 
 
@@ -251,13 +252,13 @@ def compare_runs(original: Run, new: Run) -> None:
         same = ha == hb
         if not same and not name.startswith("source file"):  # data files: shown, judged by the manifest
             changed.append(name)
-        table.add_row(name, (ha or "-")[:12], (hb or "-")[:12], "[green]same[/green]" if same else "[red]DIFFERS[/red]")
+        table.add_row(name, (ha or "-")[:12], (hb or "-")[:12], Text("same", "green") if same else Text("DIFFERS", "red"))
     out.print(table)
     if changed:
         keys = config_changes(resolved(original.config()), resolved(new.config()))
         why = "; ".join(f"{k}: {va!r} -> {vb!r}" for k, va, vb in keys[:5]) or "no config key changed"
         raise RecordError(f"reproduce: {', '.join(changed)} differ from {original.dir} ({why})")
-    out.print("[bold green]reproduced exactly[/bold green]: " + ", ".join(COMPARED) + ", request")
+    out.print(Text.assemble(("reproduced exactly", "bold green"), ": " + ", ".join(COMPARED) + ", request"))
 
 
 def diff(args: list[str]) -> int:
@@ -278,7 +279,7 @@ def diff(args: list[str]) -> int:
         table.add_row(key, repr(va), repr(vb))
     out.print(table if keys else "config: identical")
     arts = Table(title="artifacts")
-    for col in ("artifact", "a", "b", ""):
+    for col in ("artifact", str(a.dir.name), str(b.dir.name), ""):
         arts.add_column(col)
     for name, ha, hb in artifact_changes(a.lineage(), b.lineage()):
         arts.add_row(name, (ha or "-")[:12], (hb or "-")[:12], "same" if ha == hb else "DIFFERS")
@@ -314,10 +315,10 @@ def serve(args: list[str]) -> int:
     except OSError as exc:
         return fail(f"--port: cannot listen on {ns.host}:{ns.port}: {exc.strerror}")
     if ns.host not in ("127.0.0.1", "localhost", "::1"):
-        console.print(f"[yellow]warning:[/yellow] listening on {ns.host}: anyone who can reach it can label "
-                      "and read the task data")
+        console.print(Text.assemble(("warning:", "yellow"), f" listening on {ns.host}: anyone who can reach it "
+                                    "can label and read the task data"))
     where = ns.s3_endpoint or Path(ns.root).resolve()
-    out.print(f"gtrun labeling service at [bold]{service.url}/[/bold] (storage: {where})")
+    out.print(Text.assemble("gtrun labeling service at ", (f"{service.url}/", "bold"), f" (storage: {where})"))
     for d in service.app.state.jobs.describe_all():
         if d["LabelingJobStatus"] in ("Initializing", "InProgress"):
             out.print(f"  {d['LabelingJobName']}: {service.url}/jobs/{d['LabelingJobName']}/")
@@ -365,15 +366,17 @@ def status(args: list[str]) -> int:
             job = service.describe_labeling_job(name)
             if ns.wait and job["LabelingJobStatus"] not in TERMINAL:
                 if settings.backend.kind.value == "local" and getattr(service, "endpoint", None) is None:
-                    out.print("no labeling service is running for this storage; start one with "
-                              f"[bold]gtrun serve --root {settings.backend.root}[/bold] so workers can label")
+                    out.print(Text.assemble("no labeling service is running for this storage; start one with ",
+                                            (f"gtrun serve --root {settings.backend.root}", "bold"),
+                                            " so workers can label"))
                 job = wait_for(service, name, ns.interval)
     except GtrunError as exc:
         return fail(str(exc))
     c = job["LabelCounters"]
     total = c.get("TotalLabeled", 0) + c.get("Unlabeled", 0) + c.get("FailedNonRetryableError", 0)
-    out.print(f"{name}: [bold]{job['LabelingJobStatus']}[/bold] - labeled {c.get('TotalLabeled', 0)} of "
-              f"{total}, failed {c.get('FailedNonRetryableError', 0)}, unlabeled {c.get('Unlabeled', 0)}")
+    out.print(Text.assemble(f"{name}: ", (job["LabelingJobStatus"], "bold"), f" - labeled {c.get('TotalLabeled', 0)} "
+                            f"of {total}, failed {c.get('FailedNonRetryableError', 0)}, "
+                            f"unlabeled {c.get('Unlabeled', 0)}"))
     if job.get("LabelingJobOutput"):
         out.print(f"output: {job['LabelingJobOutput']['OutputDatasetS3Uri']}")
     if job.get("FailureReason"):
@@ -407,18 +410,29 @@ def _runs_by_job() -> dict[str, Path]:
     return found
 
 
+def _count_option(args: list[str], option: str, default: int) -> tuple[int, list[str]]:
+    """`option N` or `option=N` (a positive integer, else `default`) and the other arguments."""
+    value, rest = str(default), []
+    it = iter(args)
+    for a in it:
+        if a == option:
+            value = next(it, "")
+        elif a.startswith(option + "="):
+            value = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+    if not value.isdigit() or int(value) < 1:
+        raise GtrunError(f"{option}: {value!r} is not a positive whole number")
+    return int(value), rest
+
+
 def jobs(args: list[str]) -> int:
     if any(a in ("-h", "--help") for a in args):
         out.print("usage: gtrun jobs [--max N] [key=value ...]\nList the backend's recent labeling jobs "
                   "(ListLabelingJobs, newest first), with the run directory of each one gtrun recorded here.")
         return 0
-    limit, overrides = 20, []
-    for a in args:
-        if a.startswith("--max="):
-            limit = int(a.split("=", 1)[1])
-        else:
-            overrides.append(a)
     try:
+        limit, overrides = _count_option(args, "--max", 20)
         settings = compose_settings(overrides)
         with _labeling(settings) as service:
             summaries = service.list_labeling_jobs(limit)
@@ -560,8 +574,8 @@ def collect_cmd(args: list[str]) -> int:
         return fail(str(exc))
     counts = result["report"]["counts"]
     objects = f"{counts['objects']:,} object{'' if counts['objects'] == 1 else 's'}"
-    out.print(f"[bold green]collected[/bold green] {objects} ({counts['labeled']:,} labeled, "
-              f"{counts['failed']:,} failed, {counts['unlabeled']:,} unlabeled) into {where}")
+    out.print(Text.assemble(("collected", "bold green"), f" {objects} ({counts['labeled']:,} labeled, "
+                            f"{counts['failed']:,} failed, {counts['unlabeled']:,} unlabeled) into {where}"))
     for name, files in result["written"].items():
         if isinstance(files, str):
             out.print(f"  {name}: table {files}")
@@ -604,21 +618,15 @@ def preview_rows(pipe: Pipeline, settings: Any, rows: int) -> list[Path]:
 
 
 def preview(args: list[str]) -> int:
-    rows = 3
-    rest = []
-    it = iter(args)
-    for a in it:
-        if a == "--rows":
-            rows = int(next(it, "3"))
-        elif a.startswith("--rows="):
-            rows = int(a.split("=", 1)[1])
-        elif a in ("-h", "--help"):
-            out.print("usage: gtrun preview [template=<name>] [source=<name>] [--rows N] [key=value ...]\n"
-                      "Render the template with the first N rows of the source through the labeling service "
-                      "and save a PNG screenshot per row (headless Chromium) under outputs/previews/.")
-            return 0
-        else:
-            rest.append(a)
+    if any(a in ("-h", "--help") for a in args):
+        out.print("usage: gtrun preview [template=<name>] [source=<name>] [--rows N] [key=value ...]\n"
+                  "Render the template with the first N rows of the source through the labeling service "
+                  "and save a PNG screenshot per row (headless Chromium) under outputs/previews/.")
+        return 0
+    try:
+        rows, rest = _count_option(args, "--rows", 3)
+    except GtrunError as exc:
+        return fail(str(exc))
     os.environ[ENV_ROWS] = str(rows)
     return _hydra("preview", rest)
 
@@ -629,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     setup()
     if not args or args[0] in ("-h", "--help", "help"):
-        out.print(USAGE, markup=False)
+        out.print(USAGE)
         return 0 if args else 2
     if args[0] == "--version":
         out.print(f"gtrun {__version__}")

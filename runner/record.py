@@ -116,16 +116,26 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
+class _Absent:
+    """A key one config has and the other has not (shown as `(absent)`, unlike a null)."""
+
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+ABSENT = _Absent()
+
+
 def config_changes(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    """(key, value in a, value in b) for every key whose value differs."""
+    """(key, value in a, value in b) for every key whose value differs; ABSENT where a config
+    lacks the key.
+
+    >>> config_changes({"source": {"limit": None, "entity": None}}, {"source": {"limit": 5}})
+    [('source.entity', None, (absent)), ('source.limit', None, 5)]
+    """
     fa, fb = flatten(a), flatten(b)
-    missing = object()
-    changes = []
-    for key in sorted(set(fa) | set(fb)):
-        va, vb = fa.get(key, missing), fb.get(key, missing)
-        if va != vb:
-            changes.append((key, None if va is missing else va, None if vb is missing else vb))
-    return changes
+    return [(key, fa.get(key, ABSENT), fb.get(key, ABSENT)) for key in sorted(set(fa) | set(fb))
+            if fa.get(key, ABSENT) != fb.get(key, ABSENT)]
 
 
 def artifact_changes(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:

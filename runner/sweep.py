@@ -10,6 +10,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 STATUS = "status.json"
 last_summary: list[dict[str, Any]] | None = None  # the latest sweep's members, for the exit code
@@ -40,9 +41,9 @@ def summary_table(rows: list[dict[str, Any]]) -> Table:
     for col in ("dataset", "objects", "cost (USD)", "job name", "status"):
         table.add_column(col, justify="right" if col in ("objects", "cost (USD)") else "left")
     for r in rows:
-        status = r.get("status", "?")
+        status: str | Text = r.get("status", "?")
         if status == "failed":
-            status = f"[red]failed[/red]: {str(r.get('error', '')).splitlines()[0]}"
+            status = Text.assemble(("failed", "red"), f": {str(r.get('error', '')).splitlines()[0]}")
         table.add_row(str(r.get("dataset", "")), str(r.get("objects", "")), str(r.get("cost_usd", "")),
                       str(r.get("job_name", "")), status)
     return table
@@ -60,4 +61,4 @@ class SweepSummary(Callback):
         write_status(sweep_dir, {"members": rows,
                                  "failed": sum(r.get("status") == "failed" for r in rows)})
         (sweep_dir / STATUS).replace(sweep_dir / "summary.json")
-        Console(stderr=True).print(summary_table(rows))
+        Console(stderr=True, markup=False).print(summary_table(rows))

@@ -173,6 +173,13 @@ def test_diff_names_keys_and_artifacts(gtrun):
     assert "template.liquid" in r.stdout
     rows = {line.split("│")[1].strip(): line for line in r.stdout.splitlines() if line.count("│") >= 4}
     assert "DIFFERS" in rows["manifest.jsonl"] and "same" in rows["template.liquid"]
+    # a key one run lacks reads "(absent)", not like a null
+    c = gtrun("run", "job=receipts_ner", "source.limit=2")
+    assert c.code == 0, c.output
+    r = gtrun("diff", str(a), str(gtrun.runs()[-1]))
+    assert r.code == 0, r.output
+    entity = next(line for line in r.stdout.splitlines() if "source.params.entity" in line)
+    assert [cell.strip() for cell in entity.split("│")[1:4]] == ["source.params.entity", "'Xbox'", "(absent)"]
 
 
 def test_user_config_dir_with_a_bare_group_file(gtrun, tmp_path):

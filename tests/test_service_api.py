@@ -192,6 +192,22 @@ def test_stop_keeps_what_was_labeled(service):
     assert lines[0]["label-metadata"]["class-name"] == "Positive"
     assert lines[1:] == TWEETS[1:]
     assert w.task("stopme") is None
+    page = w.http.get("/jobs/stopme/").text  # a worker who opens the link now is told why there is no task
+    assert "This job was stopped" in page and "No more tasks for you" not in page
+    assert '<progress class="gtrun-bar-progress" value="1" max="5">' in page and "1 of 5 labeled" in page
+
+
+def test_a_worker_with_nothing_left_in_a_running_job_is_told_so(service):
+    sm = sagemaker(service.url)
+    assert "No jobs yet" in Worker(service.url).http.get("/").text
+    sm.create_labeling_job(**put_job(service.root, "one", TWEETS[:1], labels=LABELS, workers=2))
+    wait_status(sm, "one", "InProgress")
+    w = Worker(service.url)
+    w.answer("one", w.task("one"), {"crowd-classifier": {"label": "Positive"}})
+    page = w.http.get("/jobs/one/").text  # answered by this worker, still open for a second one
+    assert "No more tasks for you" in page and "stopped" not in page
+    index = w.http.get("/").text
+    assert '<a href="/jobs/one/">one</a></td><td>InProgress</td><td>0 / 1</td>' in index
 
 
 def test_availability_lifetime_fails_unanswered_objects(service):
@@ -207,6 +223,7 @@ def test_availability_lifetime_fails_unanswered_objects(service):
     lines = (service.root / "b/jobs/expiring/output/expiring/manifests/output/output.manifest").read_text().splitlines()
     failed = json.loads(lines[1])
     assert "label" not in failed and "failure-reason" in failed["label-metadata"]
+    assert "This job is complete" in w.http.get("/jobs/expiring/").text
 
 
 def test_unknown_operation_and_bad_body(service):

@@ -33,6 +33,15 @@ AMZ_JSON = "application/x-amz-json-1.1"
 TICK_S = 1.0
 
 
+# What a worker who gets no task is told, by the job's status: (heading, reason)
+DONE = {"InProgress": ("No more tasks for you", "Every data object of this job is labeled, taken by other "
+                       "workers, or already answered by you."),
+        "Stopping": ("This job was stopped", "Its requester stopped it; what was labeled is kept."),
+        "Stopped": ("This job was stopped", "Its requester stopped it; what was labeled is kept."),
+        "Completed": ("This job is complete", "Every data object of this job is labeled or has expired."),
+        "Failed": ("This job failed", "Its requester can see why with gtrun status.")}
+
+
 def page(title: str, body: str, task: dict[str, Any] | None = None, bar: str = "") -> str:
     """A worker page: gtrun's bar, the task's metadata for the elements' submit, then the body."""
     meta = ""
@@ -41,7 +50,8 @@ def page(title: str, body: str, task: dict[str, Any] | None = None, bar: str = "
         meta = "<script>window.gtrunTask = " + json.dumps(task).replace("<", "\\u003c") + ";</script>\n"
     return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>{html.escape(title)}</title>\n<link rel=\"stylesheet\" href=\"/static/worker.css\">\n{meta}"
+            f"<title>{html.escape(title)}</title>\n<link rel=\"icon\" href=\"data:,\">"
+            f"<link rel=\"stylesheet\" href=\"/static/worker.css\">\n{meta}"
             f"<script src=\"/static/crowd-html-elements.js\"></script></head>\n"
             f"<body>\n<header class=\"gtrun-bar\">{bar}</header>\n<main>\n{body}\n</main>\n</body></html>\n")
 
@@ -73,8 +83,9 @@ def create_app(root: Path | str, storage: Store | None = None) -> Starlette:
             link = f'<a href="/jobs/{name}/">{name}</a>' if d["LabelingJobStatus"] == "InProgress" else name
             rows.append(f"<tr><td>{link}</td><td>{html.escape(d['LabelingJobStatus'])}</td>"
                         f"<td>{c['TotalLabeled']} / {total}</td></tr>")
-        body = ("<h1>Labeling jobs</h1><table class=\"gtrun-jobs\"><tr><th>job</th><th>status</th>"
-                "<th>labeled</th></tr>" + "".join(rows) + "</table>")
+        listing = ("<table class=\"gtrun-jobs\"><thead><tr><th>job</th><th>status</th><th>labeled</th></tr></thead>"
+                   "<tbody>" + "".join(rows) + "</tbody></table>") if rows else "<p>No jobs yet: gtrun run submits one.</p>"
+        body = f"<section class=\"gtrun-page\"><h1>Labeling jobs</h1>{listing}</section>"
         return HTMLResponse(page("gtrun labeling jobs", body, bar="gtrun labeling service"))
 
     async def work(request: Request) -> Response:
@@ -87,11 +98,15 @@ def create_app(root: Path | str, storage: Store | None = None) -> Starlette:
         worker = worker_id(spec.region, cookie)
         task = await run_in_threadpool(jobs.next_task, name, worker)
         progress = await run_in_threadpool(jobs.worker_progress, name, worker)
-        bar = (f"<strong>{html.escape(name)}</strong> <span class=\"gtrun-progress\">"
-               f"{progress['labeled']} of {progress['total']} labeled · you answered {progress['mine']}</span>")
+        bar = (f"<strong class=\"gtrun-bar-title\">{html.escape(name)}</strong>"
+               f"<progress class=\"gtrun-bar-progress\" value=\"{progress['labeled']}\" max=\"{max(progress['total'], 1)}\">"
+               f"</progress><span class=\"gtrun-progress gtrun-bar-count\">{progress['labeled']} of {progress['total']} "
+               f"labeled · you answered {progress['mine']}</span>")
         if task is None:
-            body = ("<section class=\"gtrun-done\"><h1>No more tasks for you</h1><p>Every data object of this "
-                    "job is labeled, taken by other workers, or already answered by you.</p></section>")
+            status = (await run_in_threadpool(jobs.describe, name))["LabelingJobStatus"]
+            heading, why = DONE.get(status, DONE["InProgress"])
+            body = (f"<section class=\"gtrun-page gtrun-done\"><h1>{heading}</h1><p>{why}</p>"
+                    "<p><a href=\"/\">All labeling jobs</a></p></section>")
             response: Response = HTMLResponse(page(name, body, bar=bar))
         else:
             try:
