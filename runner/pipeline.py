@@ -75,6 +75,11 @@ def uris(settings: GtrunConfig, name: str) -> dict[str, str]:
 def check_backend(settings: GtrunConfig) -> list[ConfigError]:
     """What a backend needs beyond the config's own rules."""
     problems = []
+    if not settings.backend.bucket:
+        problems.append(ConfigError("backend.bucket", f"is required on the {settings.backend.kind.value} backend",
+                                    "the S3 bucket for manifests, templates, output and Athena's results"
+                                    if settings.backend.kind is BackendKind.aws else
+                                    "a folder name under backend.root that stands in for the bucket"))
     if settings.backend.kind is BackendKind.aws:
         if not settings.workteam.arn:
             problems.append(ConfigError("workteam.arn", "is required on the aws backend",

@@ -147,7 +147,7 @@ class AthenaConfig:
 class BackendConfig:
     kind: BackendKind = BackendKind.local
     region: str = "us-east-1"
-    bucket: str = "gtrun"
+    bucket: str = ""  # required; the local backend's default is gtrun (conf/backend/local.yaml)
     prefix: str = "jobs"
     role_arn: Optional[str] = None  # local backend: a stand-in role when unset
     root: str = "outputs/storage"  # local: the folder that stands in for S3 buckets

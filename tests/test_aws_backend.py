@@ -114,6 +114,15 @@ def test_aws_status_stop_jobs_and_workteams(gtrun, aws):
     assert w.code == 0 and "gtrun-local" in w.stdout
     st = gtrun("stop", str(run))
     assert st.code == 0 and "Stopp" in st.stdout
+    j = gtrun("jobs", "--max", "1", *args[:1], *args[4:7])
+    assert j.code == 0 and j.stdout.count("│ Stopp") == 1
+    # no service at the endpoint: one error line each, no traceback
+    dead = ["backend=aws", "backend.endpoints.sagemaker=http://127.0.0.1:9", "backend.max_attempts=1"]
+    for verb in ("jobs", "workteams"):
+        r = gtrun(verb, *dead)
+        assert r.code == 2 and "Traceback" not in r.output, r.output
+        assert r.stderr.startswith(f"error: {'ListLabelingJobs' if verb == 'jobs' else 'ListWorkteams'}: "
+                                   "Could not connect to the endpoint URL"), r.stderr
 
 
 def test_plan_on_aws_counts_with_its_own_query_and_sends_nothing_else(gtrun, aws):
@@ -178,6 +187,10 @@ def test_missing_aws_settings_name_their_keys(gtrun, aws):
     r = gtrun("run", "backend=aws", f"backend.bucket={BUCKET}", storage=False)
     assert r.code == 2
     assert "backend.role_arn: is required" in r.stderr or "workteam.arn: is required" in r.stderr
+    r = gtrun("run", "backend=aws", storage=False)  # no bucket: not a default one someone else may own
+    assert r.code == 2 and "backend.bucket: is required on the aws backend" in r.stderr
+    r = gtrun("run", *aws_args(moto, service.url), "backend.bucket=My_Bucket", storage=False)
+    assert r.code == 2 and "backend.bucket: 'My_Bucket' is not an S3 bucket name" in r.stderr
     r = gtrun("run", *aws_args(moto, service.url), "backend.region=us-west-1", storage=False)
     assert r.code == 2 and "backend.region" in r.stderr
     assert service.app.state.jobs.describe_all() == []

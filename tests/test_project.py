@@ -48,7 +48,7 @@ SAMPLE_LINE = {"source": "a tweet", "source-ref": "s3://b/i.png", "entity": "Xbo
                                            for o in options(g)])
 def test_every_bundled_option_composes(group, option):
     extra = ["pricing=public"] if (group, option) == ("workteam", "public") else []
-    extra += ["backend.bucket=b", "backend.role_arn=arn:aws:iam::123456789012:role/r",
+    extra += ["backend.bucket=my-bucket", "backend.role_arn=arn:aws:iam::123456789012:role/r",
               "workteam.arn=arn:aws:sagemaker:us-east-1:123456789012:workteam/private-crowd/t"] \
         if (group, option) == ("backend", "aws") else []
     s = composed(f"{group}={option}", *extra)

@@ -37,6 +37,9 @@ _WORKTEAM_ARN = re.compile(r"arn:aws[a-z\-]*:sagemaker:[a-z0-9\-]*:[0-9]{12}:wor
 _WORKTEAM_ARN_MAX = 256
 _ROLE_ARN = re.compile(r"arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+", re.ASCII)
 _ROLE_ARN_MAX = 2048
+# S3's rule for a bucket name (general purpose buckets): 3-63 lowercase letters, digits, dots and
+# hyphens, starting and ending with a letter or digit
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", re.ASCII)
 _PUBLIC_CROWD = ":394669845002:workteam/public-crowd/default"  # reference §2.3, every region
 
 # HumanTaskConfig limits: NumberOfHumanWorkersPerDataObject 1-9 (SM); TaskTimeLimitInSeconds >= 30
@@ -314,6 +317,9 @@ def check_settings(settings: GtrunConfig) -> list[ConfigError]:
             lambda_account(backend.region)
         except ConfigError as exc:
             errors.append(exc)
+    if backend.bucket and not _BUCKET.fullmatch(backend.bucket):
+        bad("backend.bucket", f"{backend.bucket!r} is not an S3 bucket name",
+            "3-63 lowercase letters, digits, dots and hyphens, starting and ending with a letter or digit")
     role = backend.role_arn
     if role is not None and (len(role) > _ROLE_ARN_MAX or not _ROLE_ARN.fullmatch(role)):
         bad("backend.role_arn", f"{role!r} is not an IAM role ARN",

@@ -37,14 +37,21 @@ class SageMakerLabeling:
 
         self._errors = botocore.exceptions
 
-    def _call(self, operation: str, name: str, **params: Any) -> dict[str, Any]:
+    @contextlib.contextmanager
+    def _said(self, name: str) -> Iterator[None]:
+        """botocore's errors (the service's, and no endpoint, credentials or network) as one
+        SubmitError that starts with `name`."""
         try:
-            response = getattr(self.client, operation)(**params)
+            yield
         except self._errors.ClientError as exc:
             err = exc.response.get("Error", {})
             raise SubmitError(f"{name}: {err.get('Code', 'Error')}: {err.get('Message', exc)}") from None
         except self._errors.BotoCoreError as exc:
             raise SubmitError(f"{name}: {exc}") from None
+
+    def _call(self, operation: str, name: str, **params: Any) -> dict[str, Any]:
+        with self._said(name):
+            response = getattr(self.client, operation)(**params)
         response.pop("ResponseMetadata", None)
         return dict(response)
 
@@ -79,24 +86,18 @@ class SageMakerLabeling:
         found: list[dict[str, Any]] = []
         pages = self.client.get_paginator("list_labeling_jobs").paginate(
             SortBy="CreationTime", SortOrder="Descending", PaginationConfig={"PageSize": min(limit, 100)})
-        try:
+        with self._said("ListLabelingJobs"):
             for page in pages:
                 found += page["LabelingJobSummaryList"]
                 if len(found) >= limit:
                     break
-        except self._errors.ClientError as exc:
-            raise SubmitError(f"ListLabelingJobs: {exc.response['Error'].get('Code')}: "
-                              f"{exc.response['Error'].get('Message')}") from None
         return found[:limit]
 
     def list_workteams(self) -> list[dict[str, Any]]:
         teams: list[dict[str, Any]] = []
-        try:
+        with self._said("ListWorkteams"):
             for page in self.client.get_paginator("list_workteams").paginate():
                 teams += page["Workteams"]
-        except self._errors.ClientError as exc:
-            raise SubmitError(f"ListWorkteams: {exc.response['Error'].get('Code')}: "
-                              f"{exc.response['Error'].get('Message')}") from None
         return teams
 
 
