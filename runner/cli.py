@@ -543,7 +543,8 @@ def collect_cmd(args: list[str]) -> int:
             if not ns.out:
                 return fail("--manifest needs --out (where to write the dataset)")
             c.check_out_dir(Path(ns.out).resolve())  # before reading anything
-            settings = transforms_settings(None, overrides or ["transforms=table,jsonl"])
+            picked = any(o.partition("=")[0] == "transforms" for o in overrides)  # else table and jsonl
+            settings = transforms_settings(None, overrides if picked else ["transforms=table,jsonl", *overrides])
             ext = c.identified(c.Output(name=Path(ns.out).name, manifest_uri=ns.manifest, storage=None,
                                         task_type=TaskType(ns.task_type) if ns.task_type else None,
                                         attribute=ns.label_attribute,

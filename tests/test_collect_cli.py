@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from runner.collect.transforms import split_of
@@ -255,6 +257,61 @@ def test_a_malformed_line_stops_or_is_skipped(gtrun, tmp_path):
     assert r.code == 0, r.output
     report = read_json(tmp_path / "d2" / "report.json")
     assert report["counts"]["labeled"] == 2 and report["parse"]["skipped"] == 1
+
+    # an option alone keeps the default transforms (table and jsonl), with the option applied
+    r = gtrun("collect", *args, "--out", str(tmp_path / "d3"), "transforms.on_error=skip")
+    assert r.code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "d3").iterdir() if p.is_dir()) == ["jsonl", "table"]
+
+
+def test_input_fields_that_change_along_the_manifest_keep_every_value(gtrun, tmp_path):
+    """Output manifests are not tables: a field may first appear after thousands of lines, widen
+    from integer to float, or hold values of no one type. Every file keeps every value."""
+    n = 2_500
+    meta = {"class-name": "pos", "confidence": 0.9, "human-annotated": "yes", "job-name": "labeling-job/x",
+            "type": "groundtruth/text-classification", "creation-date": "2026-01-01T00:00:00.000000"}
+    lines = []
+    for i in range(n):
+        line: dict = {"source": f"text {i}", "id": i, "score": 1 if i < 2_000 else 0.5, "ref": i if i % 2 else str(i)}
+        if i >= 2_200:
+            line["lang"] = "fr"
+        line["meta"] = {"a": i} if i < 1_500 else {"a": i, "b": "x"}  # a key more, deep in a value
+        if i == n - 1:
+            line["id"] = 2 ** 64 - 1  # no int64 holds it
+        lines.append({**line, "s": 0, "s-metadata": meta})
+    manifest = tmp_path / "out.manifest"
+    manifest.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    args = ["--manifest", str(manifest), "--label-attribute", "s", "--labels", "pos,neg"]
+    r = gtrun("collect", *args, "--out", str(tmp_path / "ds"), "transforms=table,hf_datasets,jsonl")
+    assert r.code == 0, r.output
+    table = pq.read_table(tmp_path / "ds" / "table" / "ds.parquet")
+    assert table.schema.field("score").type == pa.float64() and table.schema.field("lang").type == pa.string()
+    assert table.schema.field("ref").type == pa.string() and table.schema.field("id").type == pa.string()
+    rows = table.to_pylist()
+    assert len(rows) == n
+    for line, row in zip(lines, rows, strict=True):
+        assert row["source"] == line["source"] and row["score"] == line["score"]
+        assert row["lang"] == line.get("lang")  # null before it first appears
+        assert row["meta"] == {"b": None, **line["meta"]}
+        assert json.loads(row["ref"]) == line["ref"] and json.loads(row["id"]) == line["id"]  # JSON text
+    hf = [r for split in ("train", "validation", "test") if (tmp_path / "ds/hf" / f"{split}.parquet").exists()
+          for r in pq.read_table(tmp_path / "ds/hf" / f"{split}.parquet").to_pylist()]
+    assert sorted(r["source"] for r in hf) == sorted(x["source"] for x in lines)
+    assert {r["source"]: r["lang"] for r in hf} == {x["source"]: x.get("lang") for x in lines}
+    assert all(json.loads(r["id"]) == int(r["source"].split()[1]) for r in hf if r["source"] != f"text {n - 1}")
+    assert not list((tmp_path / "ds").rglob(".*.parquet.*"))  # no part left behind
+    jsonl = [json.loads(x) for split in ("train", "validation", "test")
+             for x in (tmp_path / "ds/jsonl" / f"{split}.jsonl").read_text().splitlines()]
+    assert {x["source"]: x["id"] for x in jsonl} == {x["source"]: x["id"] for x in lines}  # JSON keeps them as they are
+    # csv: the late column, empty in the rows before it
+    r = gtrun("collect", *args, "--out", str(tmp_path / "csv"), "transforms=table", "transforms.steps.table.format=csv")
+    assert r.code == 0, r.output
+    with open(tmp_path / "csv/table/csv.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == n and all(len(row) == len(rows[-1]) for row in rows)
+    assert [row["lang"] for row in rows] == [x.get("lang", "") for x in lines]
+    with duckdb.connect(str(tmp_path / "csv" / "gtrun.duckdb"), read_only=True) as con:
+        assert con.execute('SELECT count(*), count(lang) FROM "csv"').fetchone() == (n, n - 2_200)
 
 
 def test_continue_labels_what_a_stopped_job_left(gtrun):

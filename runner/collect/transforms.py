@@ -730,7 +730,13 @@ class _ParquetSink:
 
     The label columns have fixed types; the input fields' types are inferred from the first batch
     (more batches are held, up to MAX_SCHEMA_ROWS rows, while a field is still only null; one that
-    stays null becomes a string column). `finish` may add metadata to the schema.
+    stays null becomes a string column). Later rows may differ, as output manifests do:
+    - a field that first appears later gets a column, null in the rows before it;
+    - a field whose values later need a wider type gets it (integers that meet a float: float64);
+    - a field whose values share no Arrow type (2 and "2", an integer beyond int64, lists of mixed
+      values) holds each value's JSON text, in every row.
+    Each such change closes the files written so far as parts; `close` writes each split's parts
+    into its file with the final schema, batch by batch. `finish` may add metadata to the schema.
     """
 
     def __init__(self, paths: Mapping[str, Path], known: Mapping[str, pa.DataType],
@@ -740,9 +746,14 @@ class _ParquetSink:
             write_empty
         self.schema: pa.Schema | None = None
         self.names: frozenset[str] = frozenset()  # the schema's
+        self.as_json: frozenset[str] = frozenset()  # input fields written as their values' JSON text
         self.held: list[tuple[str, dict[str, Any]]] = []
         self.batches: dict[str, list[dict[str, Any]]] = {s: [] for s in self.paths}
         self.writers: dict[str, Any] = {}
+        # the files written per split, each with the fields it holds as JSON text
+        self.parts: dict[str, list[tuple[Path, frozenset[str]]]] = {s: [] for s in self.paths}
+        self.changes = 0  # schema changes since the first batch was written
+        self.opened = dict.fromkeys(self.paths, -1)  # the change each split's last part was opened after
 
     def add(self, split: str, row: dict[str, Any], where: str) -> None:
         if self.schema is None:
@@ -750,10 +761,8 @@ class _ParquetSink:
             if len(self.held) % BATCH_ROWS == 0:
                 self._settle(final=False)
             return
-        extra = [k for k in row if k not in self.names]
-        if extra:
-            raise StoreError(f"{self.paths[split]}: {where} has the field {extra[0]!r}, which the "
-                             "objects before it did not have")
+        if not self.names.issuperset(row):
+            self._add_fields(row, where)
         self.batches[split].append(row)
         if len(self.batches[split]) >= BATCH_ROWS:
             self._flush(split)
@@ -765,31 +774,90 @@ class _ParquetSink:
         if not columns:
             columns = list(self.known)
         inputs = [c for c in columns if c not in self.known]
-        try:
-            inferred = pa.Table.from_pylist([{c: row.get(c) for c in inputs}
-                                             for _, row in self.held]).schema if inputs else None
-        except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
-            raise StoreError(f"{next(iter(self.paths.values()))}: the input fields do not have "
-                             f"one type each: {exc}\n  hint: cast them in source.columns") from None
-        nulls = [c for c in inputs if inferred is not None
-                 and pa.types.is_null(inferred.field(c).type)]
+        types = {c: self._infer([row.get(c) for _, row in self.held]) for c in inputs}
+        nulls = [c for c in inputs if (kind := types[c]) is not None and pa.types.is_null(kind)]
         if nulls and not final and len(self.held) < MAX_SCHEMA_ROWS:
             return
-        fields = []
-        for c in columns:
-            if c in self.known:
-                fields.append(pa.field(c, self.known[c]))
-            else:
-                assert inferred is not None
-                kind = inferred.field(c).type
-                fields.append(pa.field(c, pa.string() if pa.types.is_null(kind) else kind))
-        self.schema = self.finish(pa.schema(fields))
+        self.as_json = frozenset(c for c, t in types.items() if t is None)
+        self.schema = pa.schema([pa.field(c, self.known[c]) if c in self.known else
+                                 pa.field(c, pa.string() if c in self.as_json or c in nulls else types[c])
+                                 for c in columns])
         self.names = frozenset(self.schema.names)  # (pyarrow builds the list of names anew each time)
         held, self.held = self.held, []
         for split, row in held:
             self.batches[split].append(row)
             if len(self.batches[split]) >= BATCH_ROWS:
                 self._flush(split)
+
+    @staticmethod
+    def _infer(values: list[Any]) -> pa.DataType | None:
+        """The Arrow type of these values, or None when they have none (they are written as JSON text)."""
+        import pyarrow as pa
+
+        try:
+            return pa.array(values).type
+        except (pa.ArrowException, TypeError, ValueError, OverflowError):
+            return None
+
+    def _change(self, fields: Mapping[str, pa.DataType | None], why: str) -> None:
+        """Give input fields new types (None: JSON text), or new fields a column: the files written
+        so far become parts (close merges them)."""
+        import pyarrow as pa
+
+        assert self.schema is not None
+        for writer in self.writers.values():
+            writer.close()
+        self.writers = {}
+        schema = self.schema
+        for name, kind in fields.items():
+            col = pa.field(name, pa.string() if kind is None else kind)
+            i = schema.get_field_index(name)
+            schema = schema.append(col) if i < 0 else schema.set(i, col)
+        self.as_json |= {name for name, kind in fields.items() if kind is None}
+        self.schema, self.names = schema, frozenset(schema.names)
+        self.changes += 1
+        log.info("collect: %s; %s", why, ", ".join(
+            f"{n} {'as JSON text' if k is None else k}" for n, k in fields.items()))
+
+    def _add_fields(self, row: dict[str, Any], where: str) -> None:
+        import pyarrow as pa
+
+        for split in self.paths:  # the rows before it, in the schema they were read with
+            self._flush(split)
+        new = {k: self._infer([v]) for k, v in row.items() if k not in self.names}
+        self._change({k: pa.string() if t is not None and pa.types.is_null(t) else t for k, t in new.items()},
+                     f"{where} has fields the objects before it did not have")
+
+    def _widen(self, rows: list[dict[str, Any]]) -> None:
+        """New types for the input fields whose values in these rows the schema's types do not hold
+        as they are. (Arrow would truncate 0.5 to 0 in an int64 column and drop a struct's new
+        keys without a word: each batch's own types are unified with the schema's instead.)"""
+        import pyarrow as pa
+
+        assert self.schema is not None
+        wider: dict[str, pa.DataType | None] = {}
+        for col in self.schema:
+            if col.name in self.known or col.name in self.as_json:
+                continue
+            kind = self._infer([row.get(col.name) for row in rows])
+            if kind is not None and (pa.types.is_null(kind) or kind == col.type):
+                continue
+            if kind is not None:
+                try:
+                    kind = pa.unify_schemas([pa.schema([col]), pa.schema([pa.field(col.name, kind)])],
+                                            promote_options="permissive").field(col.name).type
+                except (pa.ArrowException, TypeError, ValueError):
+                    kind = None
+            if kind is None or kind != col.type:
+                wider[col.name] = kind
+        if wider:
+            self._change(wider, "a field's values changed type")
+
+    def _prepared(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not self.as_json:
+            return rows
+        return [{k: (None if v is None else _JSON.encode(v)) if k in self.as_json else v for k, v in row.items()}
+                for row in rows]
 
     def _flush(self, split: str) -> None:
         import pyarrow as pa
@@ -799,14 +867,16 @@ class _ParquetSink:
         if not rows:
             return
         assert self.schema is not None
+        self._widen(rows)
         try:
-            table = pa.Table.from_pylist(rows, schema=self.schema)
-        except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
-            raise StoreError(f"{self.paths[split]}: a field changed type after the first "
-                             f"{BATCH_ROWS} objects: {exc}\n  hint: cast it in source.columns") \
-                from None
+            table = pa.Table.from_pylist(self._prepared(rows), schema=self.schema)
+        except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:  # a label column: gtrun's own
+            raise StoreError(f"{self.paths[split].name}: {exc}") from None
         if split not in self.writers:
-            self.writers[split] = pq.ParquetWriter(self.paths[split], self.schema)
+            part = self.paths[split].with_name(f".{self.paths[split].name}.{len(self.parts[split])}")
+            self.writers[split] = pq.ParquetWriter(part, self.finish(self.schema))
+            self.parts[split].append((part, self.as_json))
+            self.opened[split] = self.changes
         self.writers[split].write_table(table)
 
     def close(self) -> list[Path]:
@@ -817,11 +887,43 @@ class _ParquetSink:
         assert self.schema is not None
         for split in self.paths:
             self._flush(split)
-            if split not in self.writers and self.write_empty:
-                self.writers[split] = pq.ParquetWriter(self.paths[split], self.schema)
         for writer in self.writers.values():
             writer.close()
-        return [self.paths[s] for s in self.paths if s in self.writers]
+        schema = self.finish(self.schema)
+        written = []
+        for split, path in self.paths.items():
+            parts = self.parts[split]
+            if len(parts) == 1 and self.opened[split] == self.changes:  # written in the final schema
+                parts[0][0].replace(path)
+            elif parts:
+                self._merge(parts, path, schema)
+            elif self.write_empty:
+                pq.ParquetWriter(path, schema).close()
+            else:
+                continue
+            written.append(path)
+        return written
+
+    def _merge(self, parts: list[tuple[Path, frozenset[str]]], path: Path, schema: pa.Schema) -> None:
+        """The parts, in order, as one file of `schema`, batch by batch."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        with pq.ParquetWriter(path, schema) as writer:
+            for part, as_json in parts:
+                for batch in pq.ParquetFile(part).iter_batches(BATCH_ROWS):
+                    columns = []
+                    for col in schema:
+                        if col.name not in batch.schema.names:
+                            columns.append(pa.nulls(batch.num_rows, col.type))
+                            continue
+                        column = batch.column(col.name)
+                        if col.name in self.as_json and col.name not in as_json:
+                            column = pa.array([None if v is None else _JSON.encode(v) for v in column.to_pylist()],
+                                              pa.string())
+                        columns.append(column.cast(col.type))
+                    writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=schema))
+                part.unlink()
 
 
 # --- table -----------------------------------------------------------------------------------------
@@ -878,17 +980,20 @@ def _table_csv(objects: Iterable[LabeledObject], path: Path, delimiter: str) -> 
     count = 0
     header: list[str] | None = None
     held: list[dict[str, Any]] = []
+    short = False  # rows were written before the last column was added
     with open(path, "w", encoding="utf-8", newline="") as f:
         # The default "\r\n" line terminator makes QUOTE_MINIMAL quote fields holding "\r" or "\n".
         writer = csv.writer(f, delimiter=delimiter, quotechar='"', doublequote=True,
                             quoting=csv.QUOTE_MINIMAL)
 
         def write(row: dict[str, Any], where: str) -> None:
+            nonlocal short
             assert header is not None
             extra = [k for k in row if k not in header]
-            if extra:
-                raise StoreError(f"{path}: {where} has the field {extra[0]!r}, which the objects "
-                                 "before it did not have")
+            if extra:  # a column more from here on; close() gives the rows before it an empty cell
+                log.info("collect: %s has fields the objects before it did not have: %s", where, ", ".join(extra))
+                header.extend(extra)
+                short = True
             writer.writerow([_csv_cell(row.get(k)) for k in header])
 
         for obj in objects:
@@ -917,7 +1022,22 @@ def _table_csv(objects: Iterable[LabeledObject], path: Path, delimiter: str) -> 
             writer.writerow(header)
             for r in held:
                 write(r, "an object")
+    if short:
+        _pad_csv(path, header, delimiter)
     return count
+
+
+def _pad_csv(path: Path, header: list[str], delimiter: str) -> None:
+    """Rewrite a CSV/TSV file under `header`, its rows padded with empty cells to the header's width."""
+    padded = path.with_name(path.name + ".padded")
+    with open(path, encoding="utf-8", newline="") as src, open(padded, "w", encoding="utf-8", newline="") as dst:
+        rows = csv.reader(src, delimiter=delimiter, quotechar='"', doublequote=True)
+        out = csv.writer(dst, delimiter=delimiter, quotechar='"', doublequote=True, quoting=csv.QUOTE_MINIMAL)
+        next(rows, None)
+        out.writerow(header)
+        for row in rows:
+            out.writerow(row + [""] * (len(header) - len(row)))
+    padded.replace(path)
 
 
 def register_table(path: Path, format: str, db_path: Path, *, name: str | None = None) -> str:
