@@ -27,7 +27,7 @@ from rich.text import Text
 from runner import __version__, sweep
 from runner.config import CONF_DIR, setup, to_settings
 from runner.errors import ConfigError, GtrunError, RecordError
-from runner.record import COMPARED, Run, artifact_changes, config_changes, resolved
+from runner.record import COMPARED, CONFIG, Run, artifact_changes, config_changes, resolved
 from runner.service import DEFAULT_PORT
 from runner.service.store import TERMINAL
 from runner.sweep import write_status
@@ -336,12 +336,8 @@ def _labeling(settings: Any) -> Any:
 
 def _submitted(run_path: str) -> tuple[str, Any]:
     """(job name, settings) of a recorded, submitted run."""
-    run = Path(run_path)
-    try:
-        name = json.loads((run / "request.json").read_text())["LabelingJobName"]
-    except OSError:
-        raise RecordError(f"{run}: not a submitted gtrun run (request.json is missing)") from None
-    return name, Run.at(run).settings()
+    run = Run.at(run_path)
+    return run.job_name(), run.settings()
 
 
 def compose_settings(overrides: list[str]) -> Any:
@@ -559,10 +555,12 @@ def collect_cmd(args: list[str]) -> int:
             where = Path(ns.out)
         elif ns.target:
             target = Path(ns.target)
-            members = [target] if (target / "request.json").is_file() else c.sweep_members(target)
+            if (target / CONFIG).is_file():  # a run: it must have created its job
+                Run.at(target).job_name()
+                members = [target]
+            else:
+                members = c.sweep_members(target)
             outputs = [c.from_run(m) for m in members]
-            from runner.record import Run
-
             base = Run.at(members[0]).settings().transforms
             settings = transforms_settings(base, overrides)
             dataset = outputs[0].name if len(outputs) == 1 else target.name

@@ -37,8 +37,11 @@ def setup() -> None:
 
 
 def to_settings(cfg: DictConfig) -> GtrunConfig:
-    """The composed config as dataclasses; a missing or wrong value names its key."""
+    """The composed config as dataclasses; a missing or wrong value, or a key gtrun does not have
+    (`+workteam.worker_per_object=3` adds one past the schema), names its key."""
     try:
+        # every key is one of the schema's: to_object alone would drop a key `+` added
+        OmegaConf.merge(OmegaConf.structured(GtrunConfig), OmegaConf.to_container(cfg, resolve=False))
         settings = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "config"

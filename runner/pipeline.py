@@ -216,17 +216,21 @@ class Pipeline:
     def open_source(self) -> tuple[Any, Query, list[str]]:
         query = select_query(self.s.source, self.backend.dialect)
         src = self.backend.open_source()
-        fields = list(query.fields or src.output_fields(query))
-        if query.fields is None:
-            check_fields(fields, "source.sql")
+        try:
+            fields = list(query.fields or src.output_fields(query))
+            if query.fields is None:
+                check_fields(fields, "source.sql")
+        except BaseException:
+            src.close()
+            raise
         return src, query, fields
 
     def plan(self) -> Outcome:
         _, parsed = self.validate()
         src, query, fields = self.open_source()
-        self.check_fields_used(parsed, fields)
         line: dict[str, Any] = {}
         try:
+            self.check_fields_used(parsed, fields)
             objects = src.count(count_query(query, self.backend.dialect))
             if objects == 0:
                 raise ManifestError(self._empty())
@@ -293,41 +297,47 @@ class Pipeline:
             fields = list(json.loads(head))
             chunks = ((line, 1) for line in itertools.chain([head], lines))
             sql = f"-- continues {continued[0]}: the objects its job did not label\n" + render_sql(query)
-        self.check_fields_used(parsed, fields)
-        request = self.request()
-        record = Record(run_dir)
-        record.write_text("query.sql", sql)
-        log.info("job %s: query built (%s fields: %s)", self.name, len(fields), ", ".join(fields))
-        self.upload_assets()
         try:
-            with self.storage.open_write(self.uris["manifest"]) as out, \
-                    record.open("manifest.jsonl") as local, self._progress() as bump:
-                written = stream_manifest(chunks, (out, local), bump)
-                objects = written.objects
-                if objects == 0:
-                    raise ManifestError(self._empty())
-                first = written.first_line
-                self.check_template(parsed, first, "the manifest line")
-                cost = self.estimate(objects)
-                self.guard_budget(cost)
+            self.check_fields_used(parsed, fields)
+            request = self.request()
+            record = Record(run_dir)
+            record.write_text("query.sql", sql)
+            log.info("job %s: query built (%s fields: %s)", self.name, len(fields), ", ".join(fields))
+            with self.backend.labeling() as service:
+                # nothing is written to storage under a name another job has: its inputs are there
+                taken = service.find_labeling_job(self.name)
+                if taken is not None:
+                    raise ConfigError("job.labeling_job_name", f"a labeling job named {self.name!r} exists already "
+                                      f"({taken.get('LabelingJobStatus')}); Ground Truth names are unique per account "
+                                      "and region", "leave job.labeling_job_name unset for a new name")
+                self.upload_assets()
+                with self.storage.open_write(self.uris["manifest"]) as out, \
+                        record.open("manifest.jsonl") as local, self._progress() as bump:
+                    written = stream_manifest(chunks, (out, local), bump)
+                    objects = written.objects
+                    if objects == 0:
+                        raise ManifestError(self._empty())
+                    first = written.first_line
+                    self.check_template(parsed, first, "the manifest line")
+                    cost = self.estimate(objects)
+                    self.guard_budget(cost)
+                record.hashes["manifest.jsonl"] = written.sha256
+                log.info("manifest: %s objects -> %s (sha256 %s)", objects, self.uris["manifest"], written.sha256)
+                labels = label_category_config(self.s.template.labels, self.s.template.task_type,
+                                               self.s.template.instructions)
+                self.storage.put_bytes(self.uris["template"], text.encode("utf-8"))
+                record.write_text("template.liquid", text)
+                if labels:
+                    body = json.dumps(labels, indent=2, sort_keys=True) + "\n"
+                    self.storage.put_bytes(self.uris["labels"], body.encode())
+                    record.write_text("label-categories.json", body)
+                record.write_json("request.json", request)
+                job = service.create_labeling_job(request)
+                job.update(service.describe_labeling_job(self.name))
+                self.service_url = service.endpoint
         finally:
             if src is not None:
-                src.close()
-        record.hashes["manifest.jsonl"] = written.sha256
-        log.info("manifest: %s objects -> %s (sha256 %s)", objects, self.uris["manifest"], written.sha256)
-        labels = label_category_config(self.s.template.labels, self.s.template.task_type,
-                                       self.s.template.instructions)
-        self.storage.put_bytes(self.uris["template"], text.encode("utf-8"))
-        record.write_text("template.liquid", text)
-        if labels:
-            body = json.dumps(labels, indent=2, sort_keys=True) + "\n"
-            self.storage.put_bytes(self.uris["labels"], body.encode())
-            record.write_text("label-categories.json", body)
-        record.write_json("request.json", request)
-        with self.backend.labeling() as service:
-            job = service.create_labeling_job(request)
-            job.update(service.describe_labeling_job(self.name))
-            self.service_url = service.endpoint
+                src.close()  # its temporary folder too, whatever stopped the run
         record.write_json("job.json", job)
         log.info("submitted %s: %s, estimated $%s", self.name, job.get("LabelingJobStatus"), cost.total_usd)
         outcome = Outcome(self.name, query, objects, cost, request, first, job, dict(record.hashes))

@@ -31,11 +31,54 @@ class Run:
         return run
 
     def overrides(self) -> list[str]:
-        with open(self.dir / ".hydra/overrides.yaml", encoding="utf-8") as src:
-            return [str(o) for o in (yaml.safe_load(src) or [])]
+        found = self._yaml(".hydra/overrides.yaml") or []
+        if not isinstance(found, list):
+            raise RecordError(f"{self.dir / '.hydra/overrides.yaml'}: not a list of overrides")
+        return [str(o) for o in found]
 
     def config(self) -> Any:
-        return OmegaConf.load(self.dir / CONFIG)
+        found = self._yaml(CONFIG)
+        if not isinstance(found, dict):
+            raise RecordError(f"{self.dir / CONFIG}: not a mapping of config keys")
+        return OmegaConf.create(found)
+
+    def _yaml(self, name: str) -> Any:
+        """A recorded YAML file's value; a file that is not YAML is a RecordError naming its line."""
+        try:
+            with open(self.dir / name, encoding="utf-8") as src:
+                return yaml.safe_load(src)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark is not None else ""
+            raise RecordError(f"{self.dir / name}{line}: not YAML ({getattr(exc, 'problem', None) or exc})") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RecordError(f"{self.dir / name}: cannot read it ({exc})") from None
+
+    def record(self, name: str) -> dict[str, Any]:
+        """A recorded JSON file (request.json, job.json, lineage.json, status.json) as a mapping."""
+        try:
+            found = json.loads((self.dir / name).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RecordError(f"{self.dir}: {name} is missing") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RecordError(f"{self.dir / name}: cannot read it ({exc})") from None
+        except ValueError as exc:
+            raise RecordError(f"{self.dir / name}: not JSON ({exc})") from None
+        if not isinstance(found, dict):
+            raise RecordError(f"{self.dir / name}: not a JSON object")
+        return found
+
+    def job_name(self) -> str:
+        """The name of the labeling job the run created. A run whose job was not created (it failed
+        before or at CreateLabelingJob: job.json is written once the job exists) has none."""
+        if not (self.dir / "job.json").is_file():
+            raise RecordError(f"{self.dir}: the run created no labeling job"
+                              + (" (its CreateLabelingJob failed: see status.json)"
+                                 if (self.dir / "request.json").is_file() else ""))
+        name = self.record("job.json").get("LabelingJobName") or self.record("request.json").get("LabelingJobName")
+        if not isinstance(name, str):
+            raise RecordError(f"{self.dir / 'job.json'}: no LabelingJobName")
+        return name
 
     def settings(self) -> Any:
         """The recorded config as gtrun's dataclasses."""
@@ -66,10 +109,9 @@ class Run:
         return merged
 
     def lineage(self) -> dict[str, Any]:
-        try:
-            return dict(json.loads((self.dir / "lineage.json").read_text(encoding="utf-8")))
-        except OSError:
-            raise RecordError(f"{self.dir}: the run did not finish (lineage.json is missing)") from None
+        if not (self.dir / "lineage.json").is_file():
+            raise RecordError(f"{self.dir}: the run did not finish (lineage.json is missing)")
+        return self.record("lineage.json")
 
 
 def _misfit(base: DictConfig, recorded: dict[Any, Any], path: tuple[str, ...] = ()) -> tuple[str, ...] | None:

@@ -40,8 +40,10 @@ class Gtrun:
                               env={**_env(), "COLUMNS": str(columns)})
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
-    def runs(self) -> list[Path]:
-        return sorted(p.parent for p in (self.cwd / "outputs").rglob("lineage.json"))
+    def runs(self, every: bool = False) -> list[Path]:
+        """The run directories of finished runs (lineage.json), or `every` one (its config)."""
+        marker = ".hydra/config.yaml" if every else "lineage.json"
+        return sorted(p.parent.parent if every else p.parent for p in (self.cwd / "outputs").rglob(marker))
 
     def jobs(self) -> list[str]:
         from runner.service.store import JobStore

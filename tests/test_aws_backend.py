@@ -162,8 +162,21 @@ def test_someone_elses_job_with_the_same_name_is_a_clear_error(gtrun, aws):
     queue_tweets(moto, "source.params.entity=Xbox")
     args = [*aws_args(moto, service.url), "job.labeling_job_name=fixed-name"]
     assert gtrun("run", "source.params.entity=Xbox", *args, storage=False).code == 0
-    r = gtrun("run", "source.params.entity=Xbox", *args, storage=False)
-    assert r.code == 2 and "fixed-name: the name is taken by another labeling job" in r.stderr
+    (first,) = gtrun.runs()
+    s3 = boto3.client("s3", endpoint_url=moto, region_name="us-east-1")
+    stored = {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="gtrun/fixed-name/")["Contents"]}
+    r = gtrun("run", "source.params.entity=Xbox", "source.limit=2", "template.labels=[x,y]", *args, storage=False)
+    assert r.code == 2, r.output
+    assert "job.labeling_job_name: a labeling job named 'fixed-name' exists already (InProgress)" in r.stderr
+    # the job's inputs are as it was created with: nothing was written under its name
+    assert {o["Key"]: o["ETag"] for o in s3.list_objects_v2(
+        Bucket=BUCKET, Prefix="gtrun/fixed-name/")["Contents"]} == stored
+    (failed,) = [run for run in gtrun.runs(every=True) if run != first]
+    for verb in ("status", "stop", "collect"):  # the failed run has no job of its own to act on
+        v = gtrun(verb, str(failed))
+        assert v.code == 2 and "the run created no labeling job" in v.stderr, v.output
+    assert service.app.state.jobs.describe(
+        "fixed-name")["LabelingJobStatus"] == "InProgress"  # not stopped by the failed run's stop
 
 
 def test_credentials_never_reach_the_run_directory(gtrun, aws, monkeypatch):

@@ -26,6 +26,15 @@ def test_misspelled_key(gtrun):
             match=("Could not override 'workteam.workers_per_objekt'",))
 
 
+
+@pytest.mark.parametrize("verb", ["run", "plan"])
+def test_a_key_added_with_plus_must_be_one_of_gtruns(gtrun, verb):
+    """`+key=value` adds a key past the schema: a misspelling would be recorded and ignored."""
+    refused(gtrun, "+workteam.worker_per_object=3", verb=verb,
+            match="workteam.worker_per_object: Key 'worker_per_object' not in 'WorkteamConfig'")
+    refused(gtrun, "+foo=1", verb=verb, match="foo: Key 'foo' not in 'GtrunConfig'")
+
+
 def test_misspelled_key_in_a_group_file(gtrun, tmp_path):
     (tmp_path / "c" / "pricing").mkdir(parents=True)
     (tmp_path / "c" / "pricing" / "mine.yaml").write_text("usd_per_tsak: '0.036'\n")

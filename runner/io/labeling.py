@@ -22,6 +22,7 @@ class LabelingService(Protocol):
 
     def create_labeling_job(self, request: Mapping[str, Any]) -> dict[str, Any]: ...
     def describe_labeling_job(self, name: str) -> dict[str, Any]: ...
+    def find_labeling_job(self, name: str) -> dict[str, Any] | None: ...
     def stop_labeling_job(self, name: str) -> None: ...
     def list_labeling_jobs(self, limit: int = 20) -> list[dict[str, Any]]: ...
     def list_workteams(self) -> list[dict[str, Any]]: ...
@@ -77,6 +78,15 @@ class SageMakerLabeling:
 
     def describe_labeling_job(self, name: str) -> dict[str, Any]:
         return self._call("describe_labeling_job", f"DescribeLabelingJob {name}", LabelingJobName=name)
+
+    def find_labeling_job(self, name: str) -> dict[str, Any] | None:
+        """The job of this name (DescribeLabelingJob), or None when there is none."""
+        try:
+            return self.describe_labeling_job(name)
+        except SubmitError as exc:
+            if ": ResourceNotFound:" in str(exc):
+                return None
+            raise
 
     def stop_labeling_job(self, name: str) -> None:
         self._call("stop_labeling_job", f"StopLabelingJob {name}", LabelingJobName=name)
