@@ -103,13 +103,16 @@ def task(cfg: DictConfig) -> None:
                 from runner.collect.collect import unlabeled_lines
 
                 outcome = pipe.run(run_dir, continued=(continues, unlabeled_lines(Path(continues))))
+            elif reproduce_of:
+                original = Run.at(reproduce_of)
+                outcome = pipe.run(run_dir, before_submit=lambda lineage: compare_runs(original, lineage, cfg, run_dir))
             else:
                 outcome = pipe.run(run_dir)
-            show_run(outcome, run_dir, pipe.service_url, settings.backend.root)
+            show_run(outcome, run_dir, pipe.service_url, settings.backend)
         status.update(status="planned" if verb == "plan" else outcome.job.get("LabelingJobStatus", "submitted"),
                       objects=outcome.objects, cost_usd=str(outcome.cost.total_usd), job_name=outcome.job_name)
         if reproduce_of:
-            compare_runs(Run.at(reproduce_of), Run.at(run_dir))
+            out.print(Text.assemble(("reproduced exactly", "bold green"), ": " + ", ".join(COMPARED) + ", request"))
     except GtrunError as exc:
         log.error("%s", exc)
         status.update(status="failed", error=str(exc))
@@ -130,6 +133,7 @@ _app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="co
 def _lay_recorded(cfg: DictConfig, run: Run, run_dir: Path) -> DictConfig:
     """The composed config with the recorded one laid on top; saved as this run's config."""
     merged = run.laid_on(cfg)
+    merged.job.labeling_job_name = None  # a new job: a name of its own
     hydra_dir = run_dir / ".hydra"
     if hydra_dir.is_dir():
         OmegaConf.save(merged, hydra_dir / "config.yaml")
@@ -155,15 +159,20 @@ def show_plan(o: Outcome) -> None:
     out.print(f"job name: {o.job_name} (nothing submitted)")
 
 
-def show_run(o: Outcome, run_dir: Path, service_url: str | None, root: str) -> None:
+def show_run(o: Outcome, run_dir: Path, service_url: str | None, backend: Any) -> None:
     status = o.job.get("LabelingJobStatus", "submitted")
     out.print(Text.assemble(("submitted", "bold green"), f" {o.job_name}: {o.objects:,} objects, "
                             f"estimated ${o.cost.total_usd}, status {status}"))
     out.print(f"run recorded in {run_dir}")
     out.print(f"manifest: {o.request['InputConfig']['DataSource']['S3DataSource']['ManifestS3Uri']}")
-    if service_url:
-        out.print(Text.assemble("workers label it at ", (f"{service_url}/jobs/{o.job_name}/", "bold")))
+    labeling = backend.endpoints.sagemaker if backend.kind.value == "aws" else service_url
+    if labeling:  # gtrun's labeling service: its worker pages
+        out.print(Text.assemble("workers label it at ", (f"{labeling.rstrip('/')}/jobs/{o.job_name}/", "bold")))
+    elif backend.kind.value == "aws":
+        out.print("workers find its tasks in the labeling portal of the workteam's workforce "
+                  "(gtrun workteams backend=aws shows its address)")
     else:
+        root = backend.root
         root_opt = "" if Path(root) == Path("outputs/storage") else f" --root {root}"
         out.print(Text.assemble("to label it, start the labeling service with ", (f"gtrun serve{root_opt}", "bold"),
                                 f" and open http://127.0.0.1:{DEFAULT_PORT}/jobs/{o.job_name}/"))
@@ -206,9 +215,10 @@ def _sweep_exit_code() -> int:
 
 def reproduce(args: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="gtrun reproduce", description="Run a recorded job again, in a new run directory, "
-        "from its recorded overrides with its recorded config laid on top; then check, hash by hash, "
-        "that the SQL, manifest, template, label config and request (minus the job name) are identical.")
+        prog="gtrun reproduce", description="Run a recorded job again, in a new run directory and "
+        "with a new job name, from its recorded overrides with its recorded config laid on top. Before it "
+        "submits, it checks hash by hash that the SQL, manifest, template, label config and request (minus "
+        "the job name) are identical; if any differs, nothing is submitted.")
     parser.add_argument("run", help="a recorded run directory (outputs/runs/...)")
     parser.add_argument("overrides", nargs="*", help="extra overrides, e.g. hydra.run.dir=...")
     ns = parser.parse_args(args)
@@ -227,38 +237,81 @@ def continue_cmd(args: list[str]) -> int:
 
 
 def _rerun(path: str, extra: list[str], mode: str) -> int:
-    """`run` again from a recorded run's overrides (plus `extra`), in the given mode (reproduce, continue)."""
+    """`run` again from a recorded run's overrides (plus `extra`), in the given mode (reproduce,
+    continue): with the config folders it was composed from, and a new job name."""
     try:
         run = Run.at(path)
         overrides = [o for o in run.overrides() if not o.startswith(("hydra.", "hydra/"))]
         run.settings()  # a recorded config this gtrun cannot read is refused before a new run starts
+        if mode == ENV_REPRODUCE:
+            continues = run.lineage().get("continues")
+            if continues:
+                raise RecordError(f"{run.dir} continues {continues}: its objects came from that run's "
+                                  "output, not from its query, so there is nothing to reproduce; "
+                                  f"`gtrun continue {continues}` starts a new continuation")
+        else:
+            run.job_name()
+            later = _continuations(run.dir)
+            if later:
+                raise RecordError(f"{run.dir} was continued already by {later[0]}: continue that run "
+                                  "instead (its job has what this one left)")
+        config_dirs = _config_dirs(run)
     except GtrunError as exc:
         return fail(str(exc))
+    if mode == ENV_CONTINUE and not any(o.partition("=")[0] == "job.labeling_job_name" for o in extra):
+        extra = [*extra, "job.labeling_job_name=null"]  # a new job: a name of its own
     os.environ[mode] = str(run.dir.resolve())
     try:
-        return _hydra("run", [*overrides, *extra])
+        return _hydra("run", [*config_dirs, *overrides, *extra])
     finally:
         os.environ.pop(mode, None)
 
 
-def compare_runs(original: Run, new: Run) -> None:
-    """Print the hash-by-hash comparison; raise when anything differs."""
-    a, b = original.lineage(), new.lineage()
-    table = Table(title=f"reproduce {original.dir.name} -> {new.dir.name}")
+def _config_dirs(run: Run) -> list[str]:
+    """`--config-dir DIR` for the config folder the run was composed with besides gtrun's own."""
+    found = run.read_yaml(".hydra/hydra.yaml")
+    sources = (((found or {}).get("hydra") or {}).get("runtime") or {}).get("config_sources") or []
+    for source in sources:
+        if source.get("provider") == "command-line" and source.get("schema") == "file":
+            if not Path(source["path"]).is_dir():
+                raise RecordError(f"{run.dir}: its config folder {source['path']} (--config-dir) is gone")
+            return ["--config-dir", source["path"]]
+    return []
+
+
+def _continuations(run_dir: Path) -> list[Path]:
+    """The runs under outputs/ that continue `run_dir`."""
+    me = str(run_dir.resolve())
+    found = []
+    for lineage in sorted(Path("outputs").glob("**/lineage.json")):
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(lineage.read_text(encoding="utf-8")).get("continues") == me:
+                found.append(lineage.parent)
+    return found
+
+
+def compare_runs(original: Run, b: dict[str, Any], config: Any, run_dir: Path) -> None:
+    """Print the hash-by-hash comparison of the original run with this one (its lineage `b` and
+    config, before it submits); raise when anything differs."""
+    a = original.lineage()
+    table = Table(title=f"reproduce {original.dir.name} -> {run_dir.name}")
     for col in ("artifact", "original", "reproduced", ""):
         table.add_column(col)
-    changed = []
+    changed: list[str] = []
+    files: list[str] = []
     for name, ha, hb in artifact_changes(a, b):
         same = ha == hb
-        if not same and not name.startswith("source file"):  # data files: shown, judged by the manifest
-            changed.append(name)
+        if not same:  # data files: named, judged by the manifest they make
+            (files if name.startswith("source file") else changed).append(name)
         table.add_row(name, (ha or "-")[:12], (hb or "-")[:12], Text("same", "green") if same else Text("DIFFERS", "red"))
     out.print(table)
     if changed:
-        keys = config_changes(resolved(original.config()), resolved(new.config()))
-        why = "; ".join(f"{k}: {va!r} -> {vb!r}" for k, va, vb in keys[:5]) or "no config key changed"
-        raise RecordError(f"reproduce: {', '.join(changed)} differ from {original.dir} ({why})")
-    out.print(Text.assemble(("reproduced exactly", "bold green"), ": " + ", ".join(COMPARED) + ", request"))
+        keys = [k for k in config_changes(resolved(original.config()), resolved(config))
+                if k[0] != "job.labeling_job_name"]
+        why = "; ".join([f"{k}: {va!r} -> {vb!r}" for k, va, vb in keys[:5]]
+                        + [f"{f.removeprefix('source file ')} changed" for f in files]) or "no config key changed"
+        raise RecordError(f"reproduce: {', '.join(changed)} differ from {original.dir} ({why}); "
+                          "nothing was submitted")
 
 
 def diff(args: list[str]) -> int:
@@ -460,10 +513,10 @@ def workteams(args: list[str]) -> int:
     except GtrunError as exc:
         return fail(str(exc))
     table = Table(title="workteams")
-    for col in ("name", "arn", "description"):
+    for col in ("name", "arn", "labeling portal", "description"):
         table.add_column(col, overflow="fold")
     for t in teams:
-        table.add_row(t["WorkteamName"], t["WorkteamArn"], t.get("Description", ""))
+        table.add_row(t["WorkteamName"], t["WorkteamArn"], t.get("SubDomain", ""), t.get("Description", ""))
     out.print(table)
     return 0
 

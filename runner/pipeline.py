@@ -99,7 +99,13 @@ def portable(path: str) -> str:
 
 
 def config_hash(resolved: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
+    """The sha256 of the resolved config, less the job's name (two jobs of one config differ in it).
+
+    >>> config_hash({"job": {"labeling_job_name": "a"}}) == config_hash({"job": {"labeling_job_name": None}})
+    True
+    """
+    job = {k: v for k, v in (resolved.get("job") or {}).items() if k != "labeling_job_name"}
+    return hashlib.sha256(json.dumps({**resolved, "job": job}, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def normalized_request(request: dict[str, Any], name: str) -> dict[str, Any]:
@@ -280,9 +286,11 @@ class Pipeline:
         return f"source: the query returned no rows{f' (params: {params})' if params else ''}"
 
     # -- run ----------------------------------------------------------------------------------
-    def run(self, run_dir: Path, continued: tuple[str, Iterable[bytes]] | None = None) -> Outcome:
+    def run(self, run_dir: Path, continued: tuple[str, Iterable[bytes]] | None = None,
+            before_submit: Callable[[dict[str, Any]], None] | None = None) -> Outcome:
         """Run the job. `continued`: (the run it continues, the manifest lines still to label)
-        instead of the source query."""
+        instead of the source query. `before_submit` gets the run's lineage once every artifact is
+        written, before CreateLabelingJob, and may raise to stop the run there."""
         text, parsed = self.validate()
         if continued is None:
             src, query, fields = self.open_source()
@@ -332,6 +340,9 @@ class Pipeline:
                     self.storage.put_bytes(self.uris["labels"], body.encode())
                     record.write_text("label-categories.json", body)
                 record.write_json("request.json", request)
+                lineage = self.lineage(objects, request, record, continues=continued[0] if continued else None)
+                if before_submit is not None:
+                    before_submit(lineage)
                 job = service.create_labeling_job(request)
                 job.update(service.describe_labeling_job(self.name))
                 self.service_url = service.endpoint
@@ -340,9 +351,8 @@ class Pipeline:
                 src.close()  # its temporary folder too, whatever stopped the run
         record.write_json("job.json", job)
         log.info("submitted %s: %s, estimated $%s", self.name, job.get("LabelingJobStatus"), cost.total_usd)
-        outcome = Outcome(self.name, query, objects, cost, request, first, job, dict(record.hashes))
-        record.write_json("lineage.json", self.lineage(outcome, record))
-        return outcome
+        record.write_json("lineage.json", lineage)
+        return Outcome(self.name, query, objects, cost, request, first, job, dict(record.hashes))
 
     def upload_assets(self) -> None:
         assets = self.s.source.assets
@@ -363,7 +373,10 @@ class Pipeline:
             task = progress.add_task("manifest", total=None)
             yield lambda n: progress.advance(task, n)
 
-    def lineage(self, outcome: Outcome, record: Record) -> dict[str, Any]:
+    def lineage(self, objects: int, request: dict[str, Any], record: Record,
+                continues: str | None = None) -> dict[str, Any]:
+        """What lineage.json records: the config's and every artifact's hash, the source files'
+        fingerprints, and the run this one continues (its manifest came from that run's output)."""
         src_files = {portable(p): h for p, h in self.backend.source_files().items()}
         return {
             "gtrun_version": __version__,
@@ -372,12 +385,13 @@ class Pipeline:
             "created": self.now.isoformat(),
             "backend": self.s.backend.kind.value,
             "config_sha256": config_hash(self.resolved),
-            "objects": outcome.objects,
+            "objects": objects,
             "artifacts": dict(sorted(record.hashes.items())),
             "request_normalized_sha256": hashlib.sha256(json.dumps(
-                normalized_request(outcome.request, self.name), sort_keys=True).encode()).hexdigest(),
+                normalized_request(request, self.name), sort_keys=True).encode()).hexdigest(),
             "source_files": src_files,
             "storage": self.uris,
+            **({"continues": continues} if continues else {}),
         }
 
 

@@ -31,18 +31,18 @@ class Run:
         return run
 
     def overrides(self) -> list[str]:
-        found = self._yaml(".hydra/overrides.yaml") or []
+        found = self.read_yaml(".hydra/overrides.yaml") or []
         if not isinstance(found, list):
             raise RecordError(f"{self.dir / '.hydra/overrides.yaml'}: not a list of overrides")
         return [str(o) for o in found]
 
     def config(self) -> Any:
-        found = self._yaml(CONFIG)
+        found = self.read_yaml(CONFIG)
         if not isinstance(found, dict):
             raise RecordError(f"{self.dir / CONFIG}: not a mapping of config keys")
         return OmegaConf.create(found)
 
-    def _yaml(self, name: str) -> Any:
+    def read_yaml(self, name: str) -> Any:
         """A recorded YAML file's value; a file that is not YAML is a RecordError naming its line."""
         try:
             with open(self.dir / name, encoding="utf-8") as src:
@@ -54,7 +54,7 @@ class Run:
         except (OSError, UnicodeDecodeError) as exc:
             raise RecordError(f"{self.dir / name}: cannot read it ({exc})") from None
 
-    def record(self, name: str) -> dict[str, Any]:
+    def read_json(self, name: str) -> dict[str, Any]:
         """A recorded JSON file (request.json, job.json, lineage.json, status.json) as a mapping."""
         try:
             found = json.loads((self.dir / name).read_text(encoding="utf-8"))
@@ -75,7 +75,7 @@ class Run:
             raise RecordError(f"{self.dir}: the run created no labeling job"
                               + (" (its CreateLabelingJob failed: see status.json)"
                                  if (self.dir / "request.json").is_file() else ""))
-        name = self.record("job.json").get("LabelingJobName") or self.record("request.json").get("LabelingJobName")
+        name = self.read_json("job.json").get("LabelingJobName") or self.read_json("request.json").get("LabelingJobName")
         if not isinstance(name, str):
             raise RecordError(f"{self.dir / 'job.json'}: no LabelingJobName")
         return name
@@ -111,7 +111,7 @@ class Run:
     def lineage(self) -> dict[str, Any]:
         if not (self.dir / "lineage.json").is_file():
             raise RecordError(f"{self.dir}: the run did not finish (lineage.json is missing)")
-        return self.record("lineage.json")
+        return self.read_json("lineage.json")
 
 
 def _misfit(base: DictConfig, recorded: dict[Any, Any], path: tuple[str, ...] = ()) -> tuple[str, ...] | None:

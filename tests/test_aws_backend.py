@@ -103,9 +103,11 @@ def test_aws_status_stop_jobs_and_workteams(gtrun, aws):
     moto, service = aws
     queue_tweets(moto, "source.params.entity=NBA2K")
     args = aws_args(moto, service.url)
-    assert gtrun("run", "source.params.entity=NBA2K", *args, storage=False).code == 0
+    r = gtrun("run", "source.params.entity=NBA2K", *args, storage=False)
+    assert r.code == 0, r.output
     (run,) = gtrun.runs()
     name = read_json(run / "request.json")["LabelingJobName"]
+    assert f"workers label it at {service.url}/jobs/{name}/" in r.stdout  # the endpoint's worker pages
     s = gtrun("status", str(run))
     assert s.code == 0 and f"{name}: " in s.stdout and "labeled 0 of" in s.stdout
     j = gtrun("jobs", *args[:1], *args[4:7])

@@ -1,6 +1,7 @@
 """Every verb, end to end through the real command on the local backend."""
 
 import json
+import shutil
 
 import jsonlines
 import yaml
@@ -159,7 +160,31 @@ def test_reproduce_fails_loudly_when_the_data_changed(gtrun, tmp_path):
     r = gtrun("reproduce", str(first))
     assert r.code == 2
     assert "manifest.jsonl" in r.stderr and "differ" in r.stderr
+    assert f"{data} changed" in r.stderr and "nothing was submitted" in r.stderr
     assert f"source file {data}" in r.stdout
+    assert len(gtrun.jobs()) == 1  # checked before CreateLabelingJob
+
+
+def test_reproduce_a_run_with_its_own_config_folder_and_fixed_name(gtrun, tmp_path):
+    conf = tmp_path / "my-conf"
+    (conf / "source").mkdir(parents=True)
+    data = tmp_path / "reviews.jsonl"
+    data.write_text("".join(json.dumps({"id": i, "body": f"review {i}"}) + "\n" for i in range(4)))
+    (conf / "source" / "mine.yaml").write_text(yaml.safe_dump({
+        "name": "reviews", "database": "shop", "table": "reviews", "columns": {"source": "body", "id": "id"},
+        "order_by": ["id"], "files": [str(data)]}))
+    r = gtrun("run", "--config-dir", str(conf), "source=mine", "job.labeling_job_name=my-reviews")
+    assert r.code == 0, r.output
+    (first,) = gtrun.runs()
+    r = gtrun("reproduce", str(first))  # the recorded config folder, and a name of its own
+    assert r.code == 0, r.output
+    assert "reproduced exactly" in r.stdout
+    (second,) = [p for p in gtrun.runs() if p != first]
+    assert read_json(second / "request.json")["LabelingJobName"] != "my-reviews"
+    assert sorted(gtrun.jobs()) == sorted(["my-reviews", read_json(second / "request.json")["LabelingJobName"]])
+    shutil.rmtree(conf)
+    r = gtrun("reproduce", str(first))
+    assert r.code == 2 and f"its config folder {conf} (--config-dir) is gone" in r.stderr
 
 
 def test_diff_names_keys_and_artifacts(gtrun):
