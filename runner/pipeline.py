@@ -31,7 +31,7 @@ from runner.build.sql import Query, check_fields, count_query, render_sql, selec
 from runner.build.template import missing_variables, parse_template, render_task, task_input
 from runner.check import validate_request
 from runner.config import HOME, TEMPLATES_DIR
-from runner.errors import ConfigError, ManifestError, RecordError, collect_errors
+from runner.errors import ConfigError, ConfigErrors, ManifestError, RecordError, collect_errors
 from runner.io.backends import backend_for
 from runner.schema import BackendKind, GtrunConfig, TaskType
 
@@ -177,10 +177,29 @@ class Pipeline:
         except ConfigError as exc:
             problems.append(exc)
             path = None
+        problems += self.check_transforms()
         collect_errors(problems)
         assert path is not None
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError("template.file", f"{path} is not UTF-8 text (byte {exc.start})") from None
+        except OSError as exc:
+            raise ConfigError("template.file", f"cannot read {path}: {exc.strerror}") from None
         return text, parse_template(text, str(path))
+
+    def check_transforms(self) -> list[ConfigError]:
+        """The transforms config's problems, found now rather than at collect, once the job is labeled."""
+        from runner.collect.transforms import check_transforms
+
+        t = self.s.transforms
+        try:
+            check_transforms(t.steps, t, labels=self.s.template.labels, task_type=self.s.template.task_type)
+        except ConfigErrors as exc:
+            return list(exc.errors)
+        except ConfigError as exc:
+            return [exc]
+        return []
 
     def request(self) -> dict[str, Any]:
         role, team = self.backend.role_arn(), self.backend.workteam_arn()

@@ -17,6 +17,7 @@ import pytest
 from runner.collect.records import Box, LabeledObject, Span, Status, WorkerAnswer
 from runner.collect.transforms import (
     BATCH_ROWS,
+    SPACY_IDS,
     SPLITS,
     TRANSFORMS,
     WrittenFiles,
@@ -26,6 +27,7 @@ from runner.collect.transforms import (
     bio_tags,
     check_transforms,
     flat_record,
+    image_names,
     keep,
     layout_box,
     mapped_labels,
@@ -422,19 +424,27 @@ def test_hf_datasets_refuses_labels_outside_the_list(tmp_path):
 # --- spaCy -------------------------------------------------------------------------------------------
 
 
-def load_docbin(path: Path, lang: str = "en"):
+def load_docbin(folder: Path, lang: str = "en"):
+    """A split's docs, as a script reads them: its .spacy files in sorted order; each doc's
+    user_data["id"] set from ids.jsonl (line n: doc n)."""
     import spacy
     from spacy.tokens import DocBin
 
     nlp = spacy.blank(lang)
-    return list(DocBin().from_disk(path).get_docs(nlp.vocab))
+    docs = [d for f in sorted(folder.glob("*.spacy")) for d in DocBin().from_disk(f).get_docs(nlp.vocab)]
+    ids = [json.loads(line) for line in (folder / SPACY_IDS).read_text(encoding="utf-8").splitlines()]
+    assert len(ids) == len(docs)
+    for doc, object_id in zip(docs, ids):
+        assert doc.user_data == {}  # no per-doc user_data: see write_spacy
+        doc.user_data["id"] = object_id
+    return docs
 
 
 def test_spacy_ner_docs_and_reported_spans(tmp_path):
     pytest.importorskip("spacy")
     objects = ner_objects()
     written = write(write_spacy, objects, tmp_path, labels=["person", "organization", "location"])
-    docs = {split: load_docbin(tmp_path / "tweets" / "spacy" / f"{split}.spacy") for split in SPLITS}
+    docs = {split: load_docbin(tmp_path / "tweets" / "spacy" / split) for split in SPLITS}
     assert {s: len(d) for s, d in docs.items()} == written.counts
     by_id = {d.user_data["id"]: d for split in SPLITS for d in docs[split]}
     first = by_id["0"]
@@ -455,7 +465,7 @@ def test_spacy_textcat_one_hot_and_multi_hot(tmp_path):
     pytest.importorskip("spacy")
     objects = tweets(12)
     write(write_spacy, objects, tmp_path / "t", lang="en")
-    docs = [d for s in SPLITS for d in load_docbin(tmp_path / "t" / "tweets" / "spacy" / f"{s}.spacy")]
+    docs = [d for s in SPLITS for d in load_docbin(tmp_path / "t" / "tweets" / "spacy" / s)]
     by_id = {o.object_id: o for o in objects}
     for doc in docs:
         obj = by_id[doc.user_data["id"]]
@@ -463,11 +473,53 @@ def test_spacy_textcat_one_hot_and_multi_hot(tmp_path):
         assert doc.cats == {name: float(name == obj.label) for name in SENTIMENT}
     objects = multilabel(8)
     write(write_spacy, objects, tmp_path / "m")
-    docs = [d for s in SPLITS for d in load_docbin(tmp_path / "m" / "tweets" / "spacy" / f"{s}.spacy")]
+    docs = [d for s in SPLITS for d in load_docbin(tmp_path / "m" / "tweets" / "spacy" / s)]
     by_id = {o.object_id: o for o in objects}
     assert len(docs) == 8
     for doc in docs:
         assert doc.cats == {name: float(name in by_id[doc.user_data["id"]].labels) for name in SENTIMENT}
+
+
+def test_spacy_streams_chunks_that_spacy_train_reads(tmp_path, monkeypatch):
+    spacy = pytest.importorskip("spacy")
+    from spacy.training import Corpus
+
+    from runner.collect import transforms
+
+    monkeypatch.setattr(transforms, "SPACY_DOCS", 4)
+    objects = tweets(40)
+    stage = tmp_path / "tweets" / ".spacy.partial"
+    seen_on_disk = []
+
+    def arriving():
+        for n, obj in enumerate(objects):
+            if n == 30:  # the first files are written while objects still arrive
+                seen_on_disk.extend(sorted(p.relative_to(stage).as_posix() for p in stage.rglob("*.spacy")))
+            yield obj
+
+    written = write_spacy(arriving(), tmp_path / "tweets", labels=SENTIMENT, options={}, settings=SETTINGS)
+    assert "train/0000.spacy" in seen_on_disk
+    expected = split_ids(objects)
+    root = tmp_path / "tweets" / "spacy"
+    nlp = spacy.blank("en")
+    for split in SPLITS:
+        files = sorted(p.name for p in (root / split).glob("*.spacy"))
+        assert files == [f"{i:04d}.spacy" for i in range(max(1, -(-len(expected[split]) // 4)))]
+        docs = load_docbin(root / split)
+        assert [d.user_data["id"] for d in docs] == expected[split] and written.counts[split] == len(docs)
+        # what `spacy train --paths.train spacy/train` reads: every .spacy file under the folder
+        examples = list(Corpus(root / split)(nlp))
+        assert [e.reference.text for e in examples] == [d.text for d in docs]
+        assert [e.reference.cats for e in examples] == [d.cats for d in docs]
+    assert written.paths == [root / s for s in SPLITS]
+
+
+def test_spacy_empty_split_still_has_a_file(tmp_path):
+    pytest.importorskip("spacy")
+    write(write_spacy, tweets(1), tmp_path)
+    root = tmp_path / "tweets" / "spacy"
+    assert {s: [p.name for p in (root / s).glob("*.spacy")] for s in SPLITS} == {s: ["0000.spacy"] for s in SPLITS}
+    assert sorted(len(load_docbin(root / s)) for s in SPLITS) == [0, 0, 1]
 
 
 def test_spacy_unknown_language_names_its_key(tmp_path):
@@ -579,7 +631,9 @@ def test_coco_loads_with_pycocotools(tmp_path):
         for image, object_id in zip(images, expected[split]):
             obj = by_id[object_id]
             assert image["coco_url"] == obj.inputs["source-ref"]
-            assert image["file_name"] == obj.inputs["source-ref"].rsplit("/", 1)[1]
+            # two buckets share no folder: file_name starts with the bucket
+            assert coco.dataset["info"]["url"] == "s3://"
+            assert image["file_name"] == obj.inputs["source-ref"].removeprefix("s3://")
             assert (image["width"], image["height"]) == (200, 100)
             anns = coco.loadAnns(coco.getAnnIds(imgIds=[image["id"]]))
             if object_id == "50":
@@ -590,6 +644,41 @@ def test_coco_loads_with_pycocotools(tmp_path):
     assert any(not o.boxes for o in objects)  # images with zero boxes are listed too
 
 
+def test_coco_images_of_one_name_in_two_folders_keep_their_folders(tmp_path):
+    coco_module = pytest.importorskip("pycocotools.coco")
+    refs = ["s3://b/imgs/x/same.jpg", "s3://b/imgs/y/same.jpg", "s3://b/imgs/other.jpg"]
+    objects = [labeled(i, TaskType.bounding_box, {"source-ref": ref}, boxes=(Box("Positive", 1, 1, 2, 2),),
+                       image_size=(10, 10, 3)) for i, ref in enumerate(refs)]
+    settings = TransformsConfig(split=SplitConfig(train=1.0, validation=0.0, test=0.0))
+    write(write_coco, objects, tmp_path, settings=settings)
+    coco = coco_module.COCO(str(tmp_path / "tweets" / "coco" / "train.json"))
+    images = coco.loadImgs(coco.getImgIds())
+    assert [(i["file_name"], i["coco_url"]) for i in images] == [
+        ("x/same.jpg", refs[0]), ("y/same.jpg", refs[1]), ("other.jpg", refs[2])]
+    # info.url is the folder the names are under: `aws s3 sync` it, give the copy as the image root
+    assert all(coco.dataset["info"]["url"] + i["file_name"] == i["coco_url"] for i in images)
+    assert [len(coco.getAnnIds(imgIds=[i["id"]])) for i in images] == [1, 1, 1]
+
+
+def test_coco_refuses_two_images_that_would_share_a_file_name(tmp_path):
+    refs = ["https://h/imgs/a.jpg?v=1", "https://h/imgs/b.jpg", "https://h/imgs/a.jpg?v=2"]
+    objects = [labeled(i, TaskType.bounding_box, {"source-ref": ref}, image_size=(10, 10, 3))
+               for i, ref in enumerate(refs)]
+    with pytest.raises(StoreError, match=r"^coco: two images have the file_name 'a\.jpg': object '0' "
+                                         r"\(https://h/imgs/a\.jpg\?v=1\) and object '2' \(https://h/imgs/a\.jpg\?v=2\)$"):
+        write(write_coco, objects, tmp_path)
+    assert not (tmp_path / "tweets" / "coco").exists()
+
+
+def test_image_names_are_paths_under_the_shared_folder():
+    assert image_names(["s3://b/a.jpg"]) == ("s3://b/", ["a.jpg"])
+    assert image_names(["s3://b/p/a.jpg", "s3://b/p/q/a.jpg"]) == ("s3://b/p/", ["a.jpg", "q/a.jpg"])
+    assert image_names(["s3://b/p/a.jpg", "s3://b/pq/a.jpg"]) == ("s3://b/", ["p/a.jpg", "pq/a.jpg"])
+    assert image_names(["/data/imgs/a.png", "/data/imgs/b/c.png"]) == ("/data/imgs/", ["a.png", "b/c.png"])
+    assert image_names(["s3://b/a.jpg", "https://b/a.jpg"]) == ("", ["b/a.jpg", "b/a.jpg"])
+    assert image_names([]) == ("", [])
+
+
 def test_yolo_normalizes_exactly(tmp_path):
     assert yolo_line(2, [20, 10, 40, 30], 200, 100) == "2 0.200000 0.250000 0.200000 0.300000"
     objects = boxes(12)
@@ -598,7 +687,7 @@ def test_yolo_normalizes_exactly(tmp_path):
     import yaml
 
     data = yaml.safe_load((root / "data.yaml").read_text())
-    assert data == {"path": str(root.resolve()), "train": "images/train", "val": "images/validation",
+    assert data == {"train": "images/train", "val": "images/validation",
                     "test": "images/test", "nc": 3, "names": SENTIMENT}
     expected = split_ids(objects)
     for split in SPLITS:
@@ -621,10 +710,44 @@ def test_yolo_normalizes_exactly(tmp_path):
     assert box3.splitlines()[2] == "2 0.155000 0.160000 0.110000 0.120000"
 
 
+def ultralytics_dataset(yaml_file: Path) -> dict[str, Path]:
+    """train/val/test as Ultralytics resolves them (ultralytics/data/utils.py, check_det_dataset):
+    against `path`, else the yaml file's folder; a relative `path` against the working directory
+    (else its DATASETS_DIR, left out here). Ultralytics itself needs torch: not a test dependency."""
+    import yaml
+
+    data = yaml.safe_load(yaml_file.read_text(encoding="utf-8"))
+    path = Path(data.get("path") or yaml_file.parent)
+    return {k: (path / data[k]).resolve() for k in ("train", "val", "test")}
+
+
+def test_yolo_data_yaml_finds_the_images_where_the_dataset_ends_up(tmp_path, monkeypatch):
+    # collect writes in a staging folder (`.<out>.<hex>.part/<dataset>`) and moves it to --out
+    staging = tmp_path / ".cats.cb97904e.part" / "cats"
+    write_yolo(iter(boxes(12)), staging, labels=SENTIMENT, options={}, settings=SETTINGS)
+    final = tmp_path / "datasets" / "cats"
+    final.parent.mkdir()
+    staging.replace(final)
+    (tmp_path / ".cats.cb97904e.part").rmdir()
+    yaml_file = final / "yolo" / "data.yaml"
+    assert ".part" not in yaml_file.read_text(encoding="utf-8")
+    monkeypatch.chdir(tmp_path)  # Ultralytics is run from anywhere
+    dirs = ultralytics_dataset(yaml_file)
+    assert dirs == {"train": final / "yolo" / "images" / "train", "val": final / "yolo" / "images" / "validation",
+                    "test": final / "yolo" / "images" / "test"}
+    # an image put where the docstring says has its label file where Ultralytics looks (img2label_paths)
+    split = split_of("3", SETTINGS.split)
+    image = dirs["val" if split == "validation" else split] / "img-3.jpg"
+    label = Path(str(image).replace("/images/", "/labels/")).with_suffix(".txt")
+    assert label.read_text().splitlines()[2] == "2 0.155000 0.160000 0.110000 0.120000"
+
+
 def test_yolo_refuses_two_images_with_one_stem(tmp_path):
     same = [labeled(i, TaskType.bounding_box, {"source-ref": f"s3://b/{d}/same.jpg"},
                     image_size=(10, 10, 3)) for i, d in enumerate(["a", "b", "c", "d", "e", "f"])]
-    with pytest.raises(StoreError, match="same"):
+    # named as in the dataset, not by the staging folder it was written in
+    with pytest.raises(StoreError, match=r"^yolo/labels/(train|validation|test)/same\.txt: two \w+ images "
+                                         r"have the stem 'same': object '\d' \(s3://b/\w/same\.jpg\) and one before it$"):
         write(write_yolo, same, tmp_path)
     assert not (tmp_path / "tweets" / ".yolo.partial").exists()
 
