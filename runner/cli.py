@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,6 +114,12 @@ def task(cfg: DictConfig) -> None:
                       objects=outcome.objects, cost_usd=str(outcome.cost.total_usd), job_name=outcome.job_name)
         if reproduce_of:
             out.print(Text.assemble(("reproduced exactly", "bold green"), ": " + ", ".join(COMPARED) + ", request"))
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        if verb == "run":  # it may have got as far as CreateLabelingJob: job.json says whether it did
+            write_status(run_dir, {**status, "status": "interrupted",
+                                   "error": "interrupted (Ctrl+C); if job.json is here, the job was created"})
+        raise
     except GtrunError as exc:
         log.error("%s", exc)
         status.update(status="failed", error=str(exc))
@@ -323,6 +330,8 @@ def diff(args: list[str]) -> int:
     try:
         a, b = Run.at(ns.run_a), Run.at(ns.run_b)
         keys = config_changes(resolved(a.config()), resolved(b.config()))
+        # a run that stopped before it submitted has no lineage: its artifacts show as "-"
+        lineages = [run.lineage() if (run.dir / "lineage.json").is_file() else {} for run in (a, b)]
     except GtrunError as exc:
         return fail(str(exc))
     table = Table(title="config keys that differ")
@@ -334,7 +343,7 @@ def diff(args: list[str]) -> int:
     arts = Table(title="artifacts")
     for col in ("artifact", str(a.dir.name), str(b.dir.name), ""):
         arts.add_column(col)
-    for name, ha, hb in artifact_changes(a.lineage(), b.lineage()):
+    for name, ha, hb in artifact_changes(*lineages):
         arts.add_row(name, (ha or "-")[:12], (hb or "-")[:12], "same" if ha == hb else "DIFFERS")
     out.print(arts)
     return 0
@@ -342,12 +351,26 @@ def diff(args: list[str]) -> int:
 
 # -- serve / status / preview ---------------------------------------------------------------------
 
+def _number(kind: type[int] | type[float], low: float, high: float) -> Callable[[str], float]:
+    """An argparse type: a number of `kind` in [low, high] (argparse names the option when it is not)."""
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is not in [{low:g}, {high:g}]")
+        return value
+    return parse
+
+
 def serve(args: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="gtrun serve", description="Run the local labeling service: "
                                      "SageMaker's labeling-job API (for boto3 and `gtrun run`) and the worker "
                                      "UI, over the storage folder of the local backend.")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    parser.add_argument("--port", type=_number(int, 0, 65535), default=DEFAULT_PORT,
+                        help=f"port (default {DEFAULT_PORT}; 0: any free one)")
     parser.add_argument("--root", default="outputs/storage", help="the storage folder (backend.root); "
                         "also where the service keeps its jobs and answers")
     parser.add_argument("--s3-endpoint", help="read inputs and write output in this S3 (or S3-compatible "
@@ -406,7 +429,8 @@ def status(args: list[str]) -> int:
                                      "label counters (DescribeLabelingJob).")
     parser.add_argument("run", help="a recorded run directory")
     parser.add_argument("--wait", action="store_true", help="poll until the job ends, with a progress bar")
-    parser.add_argument("--interval", type=float, default=2.0, help="seconds between polls while the counters "
+    parser.add_argument("--interval", type=_number(float, 0.1, 3600), default=2.0,
+                        help="seconds between polls while the counters "
                         "move (default 2); it backs off to a minute while nothing changes")
     ns = parser.parse_args(args)
     try:
@@ -686,6 +710,14 @@ def preview(args: list[str]) -> int:
 # -- entry point ----------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     setup()
     if not args or args[0] in ("-h", "--help", "help"):

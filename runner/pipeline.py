@@ -80,6 +80,8 @@ def check_backend(settings: GtrunConfig) -> list[ConfigError]:
                                     "the S3 bucket for manifests, templates, output and Athena's results"
                                     if settings.backend.kind is BackendKind.aws else
                                     "a folder name under backend.root that stands in for the bucket"))
+    if settings.backend.kind is BackendKind.local:
+        problems += _local_problems(settings.backend)
     if settings.backend.kind is BackendKind.aws:
         if not settings.workteam.arn:
             problems.append(ConfigError("workteam.arn", "is required on the aws backend",
@@ -89,6 +91,37 @@ def check_backend(settings: GtrunConfig) -> list[ConfigError]:
                                         "an IAM role Ground Truth assumes, with read and write access to the bucket"))
         if settings.source.assets is not None and not settings.source.assets.to.startswith("s3://"):
             problems.append(ConfigError("source.assets.to", "must be an s3:// prefix"))
+    return problems
+
+
+def _local_problems(backend: Any) -> list[ConfigError]:
+    """The local backend's folder and DuckDB settings, checked before a query runs."""
+    import duckdb
+
+    problems = []
+    threads = backend.duckdb.threads
+    if threads is not None and threads < 1:
+        problems.append(ConfigError("backend.duckdb.threads", f"{threads} is not 1 or more", "null: one per core"))
+    try:
+        duckdb.connect(config={"memory_limit": backend.duckdb.memory_limit}).close()
+    except duckdb.Error as exc:
+        problems.append(ConfigError("backend.duckdb.memory_limit", f"{backend.duckdb.memory_limit!r}: "
+                                    f"{str(exc).splitlines()[0]}", "a size such as 140MB or 2GB"))
+    root = Path(backend.root).expanduser()
+    if root.exists() and not root.is_dir():
+        problems.append(ConfigError("backend.root", f"{root} is a file, not a folder"))
+    elif not root.exists():  # can it be made? (made and removed again: a plan leaves nothing)
+        made: list[Path] = []
+        try:
+            for folder in reversed([root, *root.parents]):
+                if not folder.exists():
+                    folder.mkdir()
+                    made.append(folder)
+        except OSError as exc:
+            problems.append(ConfigError("backend.root", f"cannot make the folder {root}: {exc.strerror}"))
+        finally:
+            for folder in reversed(made):
+                folder.rmdir()
     return problems
 
 

@@ -35,6 +35,42 @@ def test_a_key_added_with_plus_must_be_one_of_gtruns(gtrun, verb):
     refused(gtrun, "+foo=1", verb=verb, match="foo: Key 'foo' not in 'GtrunConfig'")
 
 
+@pytest.mark.parametrize(("override", "match"), [
+    ("transforms.split.train=2", "transforms.split.train: 2.0 is not a ratio in [0, 1]"),
+    ("transforms.min_confidence=1.5", "transforms.min_confidence: 1.5 is not in [0, 1]"),
+    ("transforms=coco", "transforms.steps.coco: does not fit a text_classification job"),
+])
+def test_transforms_are_checked_before_the_job_is_labeled(gtrun, override, match):
+    refused(gtrun, override, match=match)
+    refused(gtrun, override, match=match, verb="plan")
+
+
+def test_backend_settings_that_cannot_work(gtrun, tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    for override, match in [
+        ("backend.duckdb.memory_limit=abc", "backend.duckdb.memory_limit: 'abc': "),
+        ("backend.duckdb.threads=-3", "backend.duckdb.threads: -3 is not 1 or more"),
+        (f"backend.root={tmp_path / 'a-file'}", f"backend.root: {tmp_path / 'a-file'} is a file, not a folder"),
+        (f"backend.root={tmp_path / 'a-file' / 'sub'}", f"backend.root: cannot make the folder {tmp_path / 'a-file' / 'sub'}"),
+    ]:
+        r = gtrun("plan", override, storage=False)
+        assert r.code == 2 and match in r.stderr and "Traceback" not in r.output, r.output
+    for override, match in [("backend.profile=no-such-profile", "backend.profile: The config profile (no-such-profile)"),
+                            ("backend.max_attempts=0", "backend.max_attempts: "),
+                            ("backend.endpoints.sagemaker=not-a-url", "backend.endpoints.sagemaker: Invalid endpoint")]:
+        r = gtrun("workteams", "backend=aws", override)
+        assert r.code == 2 and match in r.stderr and "Traceback" not in r.output, r.output
+
+
+def test_command_line_numbers_out_of_range(gtrun):
+    for args, match in [(["serve", "--port", "99999"], "argument --port: 99999 is not in [0, 65535]"),
+                        (["status", "x", "--interval", "-1"], "argument --interval: -1 is not in [0.1, 3600]"),
+                        (["jobs", "--max", "x"], "--max: 'x' is not a positive whole number"),
+                        (["preview", "--rows", "0"], "--rows: '0' is not a positive whole number")]:
+        r = gtrun(*args)
+        assert r.code == 2 and match in r.stderr and "Traceback" not in r.output, r.output
+
+
 def test_misspelled_key_in_a_group_file(gtrun, tmp_path):
     (tmp_path / "c" / "pricing").mkdir(parents=True)
     (tmp_path / "c" / "pricing" / "mine.yaml").write_text("usd_per_tsak: '0.036'\n")

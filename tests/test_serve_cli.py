@@ -74,3 +74,20 @@ def test_serve_refuses_a_busy_port(gtrun, served):
 def test_status_of_something_that_is_not_a_run(gtrun, tmp_path):
     r = gtrun("status", str(tmp_path))
     assert r.code == 2 and "not a recorded gtrun run" in r.stderr
+
+
+def test_ctrl_c_stops_a_command_with_one_line(gtrun, served):
+    """Ctrl+C while `status --wait` follows a job: exit 130, "interrupted", no traceback."""
+    import signal
+    import time
+
+    assert gtrun("run", "source.limit=2").code == 0
+    (run,) = gtrun.runs()
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "status", str(run), "--wait", "--interval", "0.2"],
+                            cwd=gtrun.cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    time.sleep(3)  # started and polling: the job waits for workers
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, (out, err)
+    assert err.strip().endswith("interrupted") and "Traceback" not in err

@@ -14,8 +14,10 @@ from typing import Any, Literal
 
 import boto3
 import botocore.config
+import botocore.exceptions
 
 from runner import __version__
+from runner.errors import ConfigError
 from runner.schema import BackendConfig
 
 Service = Literal["s3", "athena", "sagemaker"]
@@ -47,9 +49,16 @@ def client(backend: BackendConfig, service: Service, boto_session: boto3.Session
     if service not in SERVICES:
         raise ValueError(f"unknown service {service!r}; gtrun uses {', '.join(SERVICES)}")
     endpoint = getattr(backend.endpoints, service) or None
-    return (boto_session or session(backend)).client(
-        service, region_name=backend.region, endpoint_url=endpoint,
-        config=client_config(backend, service))
+    try:
+        return (boto_session or session(backend)).client(
+            service, region_name=backend.region, endpoint_url=endpoint,
+            config=client_config(backend, service))
+    except botocore.exceptions.ProfileNotFound as exc:
+        raise ConfigError("backend.profile", str(exc), "a profile of ~/.aws/config, or unset") from None
+    except botocore.exceptions.InvalidRetryConfigurationError as exc:
+        raise ConfigError("backend.max_attempts", str(exc), "1 or more") from None
+    except ValueError as exc:  # an endpoint URL botocore cannot use
+        raise ConfigError(f"backend.endpoints.{service}", str(exc)) from None
 
 
 __all__ = ["session", "client", "client_config", "SERVICES"]
