@@ -545,6 +545,19 @@ def workteams(args: list[str]) -> int:
     return 0
 
 
+def _label_list(text: str | None) -> list[str]:
+    """--labels a,b,c: the names in order; an empty or repeated name is an error (the order is the class index)."""
+    if not text:
+        return []
+    names = [x.strip() for x in text.split(",")]
+    if "" in names:
+        raise ConfigError("--labels", f"{text!r} has an empty name", "comma-separated names: Positive,Negative")
+    twice = next((x for x in names if names.count(x) > 1), None)
+    if twice is not None:
+        raise ConfigError("--labels", f"{twice!r} is listed twice")
+    return names
+
+
 def transforms_settings(base: Any, overrides: list[str]) -> Any:
     """The transforms group with collect's overrides: `transforms=a,b` picks options, `transforms.k=v` sets keys."""
     from runner.schema import TransformsConfig
@@ -621,7 +634,7 @@ def collect_cmd(args: list[str]) -> int:
             ext = c.identified(c.Output(name=Path(ns.out).name, manifest_uri=ns.manifest, storage=None,
                                         task_type=TaskType(ns.task_type) if ns.task_type else None,
                                         attribute=ns.label_attribute,
-                                        labels=[x for x in (ns.labels or "").split(",") if x]), settings.on_error)
+                                        labels=_label_list(ns.labels)), settings.on_error)
             if not (ns.task_type and ns.label_attribute):
                 assert ext.task_type is not None  # identified() read it from the manifest
                 out.print(f"read from the manifest: label attribute {ext.attribute}, task type {ext.task_type.value}",

@@ -258,6 +258,9 @@ def test_a_malformed_line_stops_or_is_skipped(gtrun, tmp_path):
     report = read_json(tmp_path / "d2" / "report.json")
     assert report["counts"]["labeled"] == 2 and report["parse"]["skipped"] == 1
 
+    for labels, problem in [("pos,pos,neg", "--labels: 'pos' is listed twice"), ("pos,,neg", "has an empty name")]:
+        r = gtrun("collect", *args[:-1], labels, "--out", str(tmp_path / "d4"))
+        assert r.code == 2 and problem in r.stderr and not (tmp_path / "d4").exists(), r.output
     # an option alone keeps the default transforms (table and jsonl), with the option applied
     r = gtrun("collect", *args, "--out", str(tmp_path / "d3"), "transforms.on_error=skip")
     assert r.code == 0, r.output
