@@ -116,7 +116,8 @@ class Person:
 
     def done(self) -> bool:
         notice = self.page.locator("section.gtrun-done h1")
-        return notice.count() == 1 and notice.inner_text() == "No more tasks for you"
+        # nothing left for this worker; once every object is labeled the job itself is complete
+        return notice.count() == 1 and notice.inner_text() in ("No more tasks for you", "This job is complete")
 
     def submit(self, how: str) -> None:
         """Submit the task (the Submit button, or Ctrl+Enter) and wait for the next page."""
