@@ -655,8 +655,9 @@ def collect_cmd(args: list[str]) -> int:
             settings = transforms_settings(base, overrides)
             dataset = outputs[0].name if len(outputs) == 1 else target.name
             where = target / "dataset"
+            left_out = [] if members == [target] else c.left_out_members(target)
             result = collecting(dataset, outputs, where, settings, dataset=dataset,
-                                provenance=c.merged_provenance(outputs))
+                                provenance=c.merged_provenance(outputs, left_out=left_out))
         else:
             return fail("collect needs a run or sweep directory, or --manifest")
     except GtrunError as exc:
@@ -671,6 +672,12 @@ def collect_cmd(args: list[str]) -> int:
             continue
         split = ", ".join(f"{k} {v:,}" for k, v in files.counts.items())
         out.print(f"  {name}: {split}")
+    for item in result.get("left_out", []):
+        out.print(f"  left out: {item}")
+    overlap = result["report"].get("sweep", {}).get("overlap") or {}
+    if overlap.get("objects"):
+        out.print(f"  warning: {overlap['objects']:,} objects appear in more than one member; "
+                  "transforms.split.key keeps each in one split (see report.html)")
     out.print(f"  report: {where / 'report.html'}")
     return 0
 

@@ -27,7 +27,17 @@ from runner.collect.agreement import (
     span_f1,
 )
 from runner.collect.records import Box, LabeledObject, Span, Status, WorkerAnswer
-from runner.collect.report import DISPUTED_MAX, build_report, write_card, write_report
+from runner.collect.report import (
+    DISPUTED_MAX,
+    add_dataset,
+    build_report,
+    card_markdown,
+    headline,
+    label_distribution,
+    report_from_counts,
+    write_card,
+    write_report,
+)
 from runner.schema import TaskType
 from runner.service.consolidate import box_iou as _iou  # the IoU consolidation matches boxes with
 
@@ -214,7 +224,7 @@ def test_classification_report():
         "answers": 13, "unreadable_answers": 1,
         "answers_per_object": {"0": 3, "2": 2, "3": 3},
     }
-    assert report["label_distribution"] == {"unit": "objects",
+    assert report["label_distribution"] == {"of": "labeled", "unit": "objects", "objects": 5,
                                             "counts": {"pos": 3, "neg": 1, "neu": 1}}
     agreement = report["agreement"]
     assert agreement["measure"] == "pairwise agreement"
@@ -314,7 +324,8 @@ def test_bounding_box_report():
     ]
     report = build_report(objects, task_type=t, labels=["car", "person"], dataset="streets")
     assert report["counts"]["labeled"] == 2 and report["counts"]["failed"] == 1
-    assert report["label_distribution"] == {"unit": "boxes", "counts": {"car": 1, "person": 1}}
+    assert report["label_distribution"] == {"of": "labeled", "unit": "boxes", "objects": 2,
+                                            "counts": {"car": 1, "person": 1}}
     agreement = report["agreement"]
     # Object 1: w1-w2 1/3, w1-w3 (1 + 0) / 2, w2-w3 (1/3 + 0) / 2 -> mean 1/3; object 2: 1.
     assert agreement["mean_iou"] == agreement["mean"] == approx((1 / 3 + 1) / 2, abs=1e-4)
@@ -362,11 +373,59 @@ def test_custom_task_has_counts_and_workers_only():
     t = TaskType.custom
     objects = [obj(1, t, answers=[WorkerAnswer("w1", {"anything": 1}, 3.0)]),
                obj(2, t, Status.failed, failure_reason="x")]
-    report = build_report(objects, task_type=t, labels=[], dataset="c")
+    report = build_report(objects, task_type=t, labels=["vendor", "total"], dataset="c")
     assert report["counts"]["objects"] == 2 and report["counts"]["failed_reasons"] == {"x": 1}
     assert report["agreement"] == {"measure": None, "objects": 0, "mean": None, "per_label": {}}
     assert report["workers"]["by_worker"]["w1"]["tasks"] == 1
     assert report["disputed"] == []
+    # its answers hold nothing a label distribution counts: no table of zeros, in the card or the page
+    assert report["label_distribution"]["counts"] == {}
+    assert "## Labels" not in card_markdown({}, report)  # the page: test_a_custom_task_counts_what_its_objects_carry
+
+
+def test_a_custom_task_counts_what_its_objects_carry(tmp_path):
+    t = TaskType.custom
+    nothing = build_report([obj(1, t, answers=[WorkerAnswer("w1", {"anything": 1})])], task_type=t,
+                           labels=["vendor", "total"], dataset="c")
+    assert "Label distribution" not in write_report(nothing, tmp_path / "nothing")[1].read_text()
+    boxes = [obj(1, t, boxes=(Box("vendor", 1, 2, 3, 4), Box("total", 5, 6, 7, 8)), image_size=(40, 30, 3)),
+             obj(2, t, boxes=(Box("total", 1, 2, 3, 4),), image_size=(40, 30, 3))]
+    report = build_report(boxes, task_type=t, labels=["vendor", "date", "total"], dataset="receipts")
+    assert report["label_distribution"] == {"of": "labeled", "unit": "boxes", "objects": 2,
+                                            "counts": {"vendor": 1, "date": 0, "total": 2}}
+    card = card_markdown({}, report)
+    assert "| label | boxes | share |\n|---|---:|---:|\n| vendor | 1 | 33.3% |\n| date | 0 | 0.0% |\n" in card
+    page = write_report(report, tmp_path / "boxes")[1].read_text()
+    assert "2 · 66.7%" in page and "share of 3 boxes labeled" in page
+
+
+def test_multilabel_shares_are_of_objects_and_objects_with_no_label_are_counted(tmp_path):
+    t = TaskType.text_multilabel
+    objects = [obj(1, t, text="a", labels=("happy",)), obj(2, t, text="b", labels=("happy", "sad")),
+               obj(3, t, text="c", labels=("sad",)), obj(4, t, text="d", labels=()),
+               obj(5, t, text="e", labels=("angry",)), obj(6, t, Status.failed, text="f")]
+    report = build_report(objects, task_type=t, labels=["happy", "sad", "angry"], dataset="moods")
+    assert report["label_distribution"] == {"of": "labeled", "unit": "objects", "objects": 5, "without_label": 1,
+                                            "counts": {"happy": 2, "sad": 2, "angry": 1}}
+    page = write_report(report, tmp_path)[1].read_text()
+    assert "share of 5 objects labeled; an object can have several labels" in page
+    assert "2 · 40.0%" in page and "1 · 20.0%" in page  # not 2 of 5 label picks (33.3%)
+    assert "1 of them has no label." in page
+    card = card_markdown({}, report)
+    assert "| happy | 2 | 40.0% |" in card and "| angry | 1 | 20.0% |" in card
+    assert "they can add up to more than 100%. 1 of them has no label." in card
+
+
+@pytest.mark.parametrize("task", list(TaskType), ids=lambda t: t.value)
+def test_the_card_says_what_it_holds_in_plain_words(task):
+    card = card_markdown({}, build_report([], task_type=task, labels=["a"], dataset="d"))
+    first = card.split("\n\n")[2]
+    words = {TaskType.text_classification: "Text classification labels",
+             TaskType.text_multilabel: "Multi-label text classification labels",
+             TaskType.bounding_box: "Bounding boxes", TaskType.named_entity: "Named-entity spans",
+             TaskType.custom: "Labels of a custom task"}[task]
+    assert first.startswith(f"{words} collected with SageMaker Ground Truth by gtrun. ")
+    assert not re.search(r"(boxes|entities|task) labels", first)
 
 
 # --- report.json, report.html, dataset card ----------------------------------------------------
@@ -489,3 +548,47 @@ def test_card_mentions_every_provenance_key(report, tmp_path):
     assert front["pretty_name"] == report["dataset"]  # escaped as \u003c, read back as "<"
     assert "| Objects | 8 |" in card and "| Failed | 2 |" in card
     assert "Krippendorff" in card and "Fleiss" in card
+
+
+def _large_report(objects: int) -> dict:
+    """A collect's figures for a large tweets job (no worker answers), min_confidence and a label_map applied."""
+    labeled, failed = objects - objects // 500, objects // 500
+    names = ["Positive", "Negative", "Neutral", "Irrelevant"]
+    report = report_from_counts(task_type=TaskType.text_classification, labels=names, dataset="tweets-20260101-120000",
+                                status={"labeled": labeled, "failed": failed},
+                                reasons=[("ClientError: Annotation tasks expired.", failed)],
+                                distribution=[(n, labeled // 4) for n in names])
+    kept = labeled // 2
+    add_dataset(report, objects=kept, distribution=label_distribution(
+        TaskType.text_classification, "objects", names[:3], {"Positive": kept // 2, "Negative": kept // 4,
+                                                             "Neutral": kept - kept // 2 - kept // 4}, kept),
+                options={"label_map": {"Irrelevant": "Neutral"}, "min_confidence": 0.5, "min_agreement": None,
+                         "split": {"train": 0.8, "validation": 0.1, "test": 0.1, "salt": "gtrun", "key": None}},
+                filters=[{"option": "min_confidence", "threshold": 0.5, "objects": labeled, "kept": kept,
+                          "dropped": labeled - kept, "unknown": 0}])
+    return report
+
+
+@pytest.mark.parametrize("objects", [200_000, 12_345_678])
+@pytest.mark.parametrize("width", [1280, 900, 700, 400])
+def test_large_counts_fit_their_cards_and_file_names_do_not_break(browser, tmp_path, objects, width):
+    report = _large_report(objects)
+    assert report["counts"]["objects"] == objects and "In the dataset" in [row[0] for row in headline(report)]
+    _, html_path = write_report(report, tmp_path)
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    try:
+        page.goto(html_path.as_uri())
+        cards = page.evaluate("""() => [...document.querySelectorAll('.card')].map(card => {
+            const box = card.getBoundingClientRect(), value = card.querySelector('.v').getBoundingClientRect();
+            return {name: card.querySelector('.k').textContent, fits: card.scrollWidth <= card.clientWidth + 1
+                    && value.right <= box.right - 8 && value.left >= box.left}})""")
+        assert [c["name"] for c in cards if not c["fits"]] == [] and len(cards) == 9
+        overflowing = page.evaluate("""() => [...document.querySelectorAll('.panel')]
+            .filter(p => p.scrollWidth > p.clientWidth + 1).map(p => p.querySelector('h2').textContent)""")
+        assert overflowing == []
+        # a file name breaks only when its line cannot hold it whole (as on a phone)
+        broken = page.evaluate("""() => [...document.querySelectorAll('code')]
+            .filter(c => c.getClientRects().length > 1).map(c => c.textContent)""")
+        assert broken == [] if width >= 700 else "not_labeled.jsonl" not in broken
+    finally:
+        page.close()

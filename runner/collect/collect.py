@@ -3,14 +3,25 @@
 Works the same on both backends (the local labeling service writes Ground Truth's layout), for a
 run directory, for every member of a sweep (merged, with provenance), and for output manifests of
 jobs gtrun did not launch.
+
+The report describes the dataset as written: collect counts what the transforms keep
+(`_DatasetCount`: each filter's kept and dropped objects, the kept objects' labels after
+transforms.label_map) in a pass that also feeds a transform, or, on the columnar path, from the
+output's counts or the records it wrote. A sweep's report also names the members left out (failed,
+or without a job: `left_out_members`) and counts the input objects more than one member has
+(`_Overlap`, in memory flat in the objects).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import heapq
+import json
 import logging
 import shutil
 import uuid
+from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -30,6 +41,8 @@ from runner.schema import DuckDBConfig, OnError, TaskType, TransformsConfig
 
 TERMINAL = ("Completed", "Stopped", "Failed")
 PEEK_LINES = 1_000  # lines read to name the label attributes an output has
+STATUS = "status.json"  # what each sweep member records (runner.sweep.STATUS; not imported: it needs hydra)
+OVERLAP_RUN = 100_000  # input digests _Overlap sorts in memory at a time (~5 MB)
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +140,8 @@ def from_run(run_dir: Path) -> Output:
 
     run = Run.at(run_dir)
     settings = run.settings()
-    try:
-        request = json.loads((run_dir / "request.json").read_text())
-    except OSError:
-        raise RecordError(f"{run_dir}: not a submitted gtrun run (request.json is missing)") from None
-    name = request["LabelingJobName"]
+    name = run.job_name()  # the run created its job
+    request = run.read_json("request.json")
     backend = backend_for(settings)
     with backend.labeling() as service:
         job = service.describe_labeling_job(name)
@@ -192,12 +202,65 @@ def check_attribute(out: Output) -> None:
 
 
 def sweep_members(sweep_dir: Path) -> list[Path]:
-    """The run directories of a sweep, in job order."""
-    members = sorted((p.parent for p in sweep_dir.glob("*/request.json")),
-                     key=lambda p: (int(p.name.split("_")[0]) if p.name.split("_")[0].isdigit() else 1 << 30, p.name))
+    """The run directories of a sweep that submitted a job, in job order (`left_out_members` names
+    the others)."""
+    members = [p for p in _member_dirs(sweep_dir) if _left_out_because(p) is None]
     if not members:
-        raise RecordError(f"{sweep_dir}: neither a submitted run nor a sweep of runs")
+        left = left_out_members(sweep_dir)
+        raise RecordError(f"{sweep_dir}: neither a submitted run nor a sweep of runs"
+                          + (f" (no member submitted a job: {'; '.join(left)})" if left else ""))
     return members
+
+
+def left_out_members(sweep_dir: Path) -> list[str]:
+    """The members of a sweep that collect leaves out, each as "<member> (<why>)": those that
+    failed (their status.json says so) or created no labeling job (no job.json)."""
+    return [f"{p.name} ({why})" for p in _member_dirs(sweep_dir) if (why := _left_out_because(p)) is not None]
+
+
+def _member_dirs(sweep_dir: Path) -> list[Path]:
+    """The folders of a sweep that are members (Hydra's .hydra, a status or a request), in job order."""
+    if not sweep_dir.is_dir():
+        return []
+    return sorted((p for p in sweep_dir.iterdir() if p.is_dir() and any(
+        (p / name).exists() for name in (".hydra", STATUS, "request.json"))),
+        key=lambda p: (int(p.name.split("_")[0]) if p.name.split("_")[0].isdigit() else 1 << 30, p.name))
+
+
+def _left_out_because(member: Path) -> str | None:
+    """Why collect leaves a sweep member out, or None when it submitted a job."""
+    try:
+        status = json.loads((member / STATUS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        status = None
+    status = status if isinstance(status, dict) else {}
+    if status.get("status") == "failed":
+        error = " ".join(str(status.get("error") or "no error recorded").split())
+        return f"failed: {error if len(error) <= 200 else error[:199] + '…'}"
+    if not (member / "job.json").is_file():
+        return "created no labeling job"
+    return None
+
+
+def check_task_types(outputs: Sequence[Output]) -> None:
+    """Raise unless the outputs are of one task type, naming which member has which."""
+    if len({o.task_type for o in outputs}) <= 1:
+        return
+
+    def kind(o: Output) -> str:
+        return o.task_type.value if o.task_type is not None else "unknown"
+
+    which = "; ".join(f"{_member_name(o)} is {kind(o)}" for o in outputs)
+    example = next((str(o.provenance["run"]) for o in outputs if o.provenance.get("run")), None)
+    raise CollectError(f"the outputs mix task types ({', '.join(sorted({kind(o) for o in outputs}))}): {which}"
+                       "\n  hint: collect the members one by one: gtrun collect <member dir>"
+                       + (f", e.g. gtrun collect {example}" if example else ""))
+
+
+def _member_name(out: Output) -> str:
+    """A sweep member's name: its run directory's, else its job's."""
+    run = out.provenance.get("run")
+    return Path(str(run)).name if run else out.name
 
 
 def objects_of(out: Output, settings: TransformsConfig, stats: parse.ParseStats | None = None,
@@ -224,18 +287,22 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
     The report and the jsonl and Parquet table transforms take the columnar path (DuckDB, see
     runner.collect.columnar) when it can read the output; `use_columnar=False` keeps them on the
     Python parser, which writes the same files. `show` hears what collect is doing, a line at a
-    time (runner.collect.progress)."""
+    time (runner.collect.progress).
+
+    Returns {"report": the report's figures, "written": step -> transforms.WrittenFiles (and
+    "athena": the table's name when it registered one), "left_out": the sweep members left out,
+    each "<member> (<why>)", as `provenance["left_out"]` names them (merged_provenance)}."""
     progress = Progress(show)
     if not outputs:
         raise CollectError("nothing to collect")
     out_dir = out_dir.resolve()
     check_out_dir(out_dir)
     outputs = [identified(o, settings.on_error) for o in outputs]
+    check_task_types(outputs)
     kinds = {o.task_type for o in outputs}
-    if len(kinds) != 1:
-        raise CollectError(f"the outputs mix task types ({', '.join(sorted(str(k) for k in kinds))})")
     labels = list(dict.fromkeys(label for o in outputs for label in o.labels))
     merged = len(outputs) > 1
+    left_out = [str(x) for x in provenance.get("left_out") or []]
 
     def factory(stats: parse.ParseStats | None = None) -> Iterator[LabeledObject]:
         for o in outputs:
@@ -272,15 +339,41 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
                 progress.at("reading the labels off the output")
                 labels = seen_labels(obj for o in outputs for obj in objects_of(o, settings, progress=progress))
         rest = {k: v for k, v in settings.steps.items() if k not in fast_written}
-        # the parser's path counts the report in the first transform's pass over the objects
-        counting = None if done is not None else _ReportPass(
-            factory, work / report.NOT_LABELED, progress, task_type=task_type, labels=labels, dataset=dataset)
-        first = [counting.objects()] if counting is not None else []
+
+        def pass_counts() -> _Counts:  # a pass's: on the parser's path the report's too, and a sweep's overlap
+            parser = done is None
+            return _Counts(_DatasetCount(settings, task_type, labels),
+                           report.ReportBuilder(task_type=task_type, labels=labels, dataset=dataset) if parser else None,
+                           _Overlap(staging / f".overlap.{uuid.uuid4().hex[:8]}", [o.name for o in outputs])
+                           if parser and merged else None)
+
+        # the parser's path counts the report in the first transform's pass over the objects; the
+        # columnar path counts what the transforms keep there when the parser writes a transform too
+        counting = _CountingPass(factory, progress, pass_counts, work / report.NOT_LABELED if done is None else None) \
+            if done is None or rest else None
+        first = [counting.objects()] if counting is not None and rest else []
         slow_written = transforms.run_transforms(lambda: first.pop() if first else factory(), work, steps=rest,
                                                  settings=settings, labels=labels, task_type=task_type,
                                                  on_step=lambda name: progress.at(f"writing {name}")) if rest else {}
+        overlap: _Overlap | None = None
         if counting is not None:
-            figures = counting.figures()
+            counted = counting.finish()
+            if counted.builder is not None:
+                figures = counted.report_figures()
+            assert counted.dataset is not None
+            kept, overlap = counted.dataset, counted.overlap
+        else:
+            kept = _kept_on_columnar(result, fast_written, settings, task_type, labels, factory, progress)
+        report.add_dataset(figures, **kept.figures())
+        for name, files in {**fast_written, **slow_written}.items():
+            if figures["counts"]["objects"] - files.skipped != kept.kept:
+                log.warning("collect: the report counts %d objects in the dataset, but %s left out %d of %d",
+                            kept.kept, name, files.skipped, figures["counts"]["objects"])
+        if merged or left_out:
+            figures["sweep"] = {"members": len(outputs), "left_out": left_out}
+            if overlap is not None:
+                progress.at("looking for objects in more than one member")
+                figures["sweep"]["overlap"] = overlap.figures()
         counts = figures["counts"]
         if counts["objects"] and not counts["labeled"] and not counts["failed"]:
             for o in outputs:
@@ -288,6 +381,9 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
         written = {k: fast_written.get(k) or slow_written[k] for k in settings.steps}
         card_provenance = {**provenance, "collected": datetime.now().isoformat(timespec="seconds"),
                            "transforms": ", ".join(settings.steps) or "none",
+                           "label_map": ", ".join(f"{old} → {new}" for old, new in settings.label_map.items()) or "none",
+                           "min_confidence": "none" if settings.min_confidence is None else settings.min_confidence,
+                           "min_agreement": "none" if settings.min_agreement is None else settings.min_agreement,
                            "split": f"train {settings.split.train} / validation {settings.split.validation} / "
                                     f"test {settings.split.test} (salt {settings.split.salt!r}"
                                     + (f", by {settings.split.key}" if settings.split.key is not None else "") + ")"}
@@ -320,47 +416,288 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
     settings0 = outputs[0].settings
     if "table" in written and settings0 is not None and settings0.backend.kind.value == "aws":
         athena = register_on_athena(settings0, table_file, slug)
-        return {"report": figures, "written": {**written, "athena": athena}}
-    return {"report": figures, "written": written}
+        return {"report": figures, "written": {**written, "athena": athena}, "left_out": left_out}
+    return {"report": figures, "written": written, "left_out": left_out}
 
 
-class _ReportPass:
-    """The report's counts and not_labeled.jsonl, made in a pass over the objects that also feeds a
-    transform (`objects`), or in a pass of its own when none read them all (`figures`)."""
+class _DatasetCount:
+    """What the transforms keep of the objects, as run_transforms does (transforms.label_map, then
+    transforms.keep): per filter the objects it looked at, dropped, and could not judge (no
+    confidence, no worker answers: kept), and the kept objects' labels after the label_map.
+    Counted as a pass goes (`add`), or on the columnar path from the records it wrote
+    (`add_record`, then `records_of`) or from its counts when no filter is set (`add_counts`)."""
 
-    def __init__(self, objects: Callable[[parse.ParseStats], Iterator[LabeledObject]], listing: Path,
-                 progress: Progress, **report_args: Any) -> None:
-        self.all_objects, self.listing, self.progress, self.report_args = objects, listing, progress, report_args
-        self.result: dict[str, Any] | None = None
+    def __init__(self, settings: TransformsConfig, task_type: TaskType, labels: Sequence[str]) -> None:
+        self.settings, self.task = settings, task_type
+        self.labels = transforms.mapped_labels(labels, settings.label_map)
+        self.thresholds = {name: value for name in ("min_confidence", "min_agreement")
+                           if (value := getattr(settings, name)) is not None}
+        self.tally = {name: [0, 0, 0] for name in self.thresholds}  # objects, dropped, unknown
+        self.unit: str | None = None if task_type is TaskType.custom else report.LABEL_UNITS[task_type]
+        self.counts: Counter[str] = Counter()
+        self.labeled = self.kept = self.counted = self.without_label = 0
+
+    def add(self, obj: LabeledObject) -> None:
+        if obj.status is not Status.labeled:
+            return
+        self.labeled += 1
+        obj = transforms.apply_label_map(obj, self.settings.label_map)
+        confidence, agreement = self.settings.min_confidence, self.settings.min_agreement
+        if confidence is not None and not self._passes(
+                "min_confidence", transforms.keep(obj, confidence), lambda: transforms.object_confidence(obj) is None):
+            return
+        if agreement is not None and not self._passes(
+                "min_agreement", transforms.keep(obj, None, agreement), lambda: transforms.worker_agreement(obj) is None):
+            return
+        self._kept(*report.object_labels(self.task, obj))
+
+    def _passes(self, name: str, kept: bool, unknown: Callable[[], bool]) -> bool:
+        tally = self.tally[name]
+        tally[0] += 1
+        if not kept:
+            tally[1] += 1
+        elif unknown():
+            tally[2] += 1
+        return kept
+
+    def _kept(self, unit: str | None, names: Sequence[str]) -> None:
+        self.kept += 1
+        if unit is None:
+            return
+        self.unit = self.unit or unit
+        self.counted += 1
+        self.counts.update(names)
+        if not names:
+            self.without_label += 1
+
+    def add_record(self, record: Mapping[str, Any], key: str) -> None:
+        """One kept object as the columnar pass wrote it (transforms.flat_record): its labels under
+        `key`, mapped already; it has no worker answers, so min_agreement cannot judge it."""
+        value = record.get(key)
+        items = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+        if "min_confidence" in self.tally and record.get("confidence") is None:
+            self.tally["min_confidence"][2] += 1
+        if "min_agreement" in self.tally:
+            self.tally["min_agreement"][0] += 1
+            self.tally["min_agreement"][2] += 1
+        self._kept(self.unit, [x if isinstance(x, str) else str(x["label"]) for x in items])
+
+    def records_of(self, labeled: int) -> None:
+        """After add_record's: the output had `labeled` objects; the records are those kept."""
+        self.labeled = labeled
+        if "min_confidence" in self.tally:
+            self.tally["min_confidence"][:2] = [labeled, labeled - self.kept]
+
+    def add_counts(self, distribution: Mapping[str, int], labeled: int) -> None:
+        """No filter set: the output's `labeled` objects are all kept, its label uses (before the
+        label_map) renamed."""
+        self.labeled = self.kept = self.counted = labeled
+        for name, n in distribution.items():
+            self.counts[self.settings.label_map.get(name, name)] += n
+
+    def figures(self) -> dict[str, Any]:
+        """report.add_dataset's arguments."""
+        s = self.settings
+        filters = [{"option": name, "threshold": value, "objects": self.tally[name][0],
+                    "kept": self.tally[name][0] - self.tally[name][1], "dropped": self.tally[name][1],
+                    "unknown": self.tally[name][2]} for name, value in self.thresholds.items()]
+        distribution = report.label_distribution(
+            self.task, self.unit, self.labels, self.counts, self.counted,
+            self.without_label if self.task is TaskType.text_multilabel else None)
+        options = {"label_map": dict(s.label_map), "min_confidence": s.min_confidence, "min_agreement": s.min_agreement,
+                   "split": {"train": s.split.train, "validation": s.split.validation, "test": s.split.test,
+                             "salt": s.split.salt, "key": s.split.key}}
+        return {"objects": self.kept, "distribution": distribution, "options": options, "filters": filters}
+
+
+def _kept_on_columnar(result: Any, written: Mapping[str, transforms.WrittenFiles], settings: TransformsConfig,
+                      task_type: TaskType, labels: Sequence[str], objects: Callable[[], Iterable[LabeledObject]],
+                      progress: Progress) -> _DatasetCount:
+    """What the transforms kept, when the columnar pass wrote every transform: from its counts when
+    no filter is set (a multi-label report counts the objects with no label too), else from the
+    records it wrote (jsonl, else the Parquet table), else from a pass of the parser."""
+    from runner.collect.columnar import LABEL_KEY
+
+    kept = _DatasetCount(settings, task_type, labels)
+    labeled = result.status.get(Status.labeled.value, 0)
+    if not kept.thresholds and task_type is not TaskType.text_multilabel:
+        kept.add_counts(result.distribution, labeled)
+        return kept
+    key = LABEL_KEY[task_type]
+    records = _written_records(written, key)
+    if records is None:
+        progress.at("counting what the transforms kept")
+        for obj in objects():
+            kept.add(obj)
+        return kept
+    for record in records:
+        kept.add_record(record, key)
+    kept.records_of(labeled)
+    return kept
+
+
+def _written_records(written: Mapping[str, transforms.WrittenFiles], key: str) -> Iterator[dict[str, Any]] | None:
+    """The records the columnar pass wrote, read back (each split's jsonl, else the Parquet table's
+    label and confidence columns), or None when it wrote neither."""
+    jsonl = [p for p in written["jsonl"].paths if p.is_file()] if "jsonl" in written else []
+    table = [p for p in written["table"].paths if p.suffix == ".parquet" and p.is_file()] if "table" in written else []
+    if jsonl:
+        return (orjson.loads(raw) for path in jsonl for raw in _lines(path) if raw.strip())
+    if table:
+        import pyarrow.parquet as pq
+
+        return (row for batch in pq.ParquetFile(table[0]).iter_batches(columns=[key, "confidence"])
+                for row in batch.to_pylist())
+    return None
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as src:
+        yield from src
+
+
+class _Overlap:
+    """The input objects more than one sweep member has, counted in memory flat in the objects: an
+    8-byte digest of each object's input fields (blake2b of their sorted JSON; objects_of tags each
+    with its member's job in `gtrun_job`, left out of it) with its member's index goes to a file in
+    runs sorted in memory `run` records at a time, merged in one pass by `figures`."""
+
+    SIZE = 10  # bytes per record: the digest, then the member's index
+
+    def __init__(self, folder: Path, members: Sequence[str], run: int = OVERLAP_RUN) -> None:
+        self.folder, self.run = folder, run
+        self.index = {name: i for i, name in enumerate(members)}
+        self.buffer: list[int] = []
+        self.runs: list[Path] = []
+        self.fields: list[str] = []  # the first object's input fields: what transforms.split.key can name
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def add(self, obj: LabeledObject) -> None:
+        job = obj.inputs.get("gtrun_job")
+        member = self.index.get(job) if isinstance(job, str) else None
+        if member is None:
+            return
+        fields = {k: v for k, v in obj.inputs.items() if k != "gtrun_job"}
+        self.fields = self.fields or list(fields)
+        try:
+            text = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
+        except TypeError:  # orjson.JSONEncodeError: an integer beyond 64 bits, say
+            text = json.dumps(fields, sort_keys=True, default=str).encode()
+        digest = int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
+        self.buffer.append(digest << 16 | member)
+        if len(self.buffer) >= self.run:
+            self._spill()
+
+    def _spill(self) -> None:
+        self.buffer.sort()
+        path = self.folder / f"{len(self.runs)}.run"
+        path.write_bytes(b"".join(x.to_bytes(self.SIZE, "big") for x in self.buffer))
+        self.runs.append(path)
+        self.buffer = []
+
+    def _read(self, path: Path) -> Iterator[int]:
+        with open(path, "rb") as src:
+            while block := src.read(self.SIZE * 8192):
+                for i in range(0, len(block), self.SIZE):
+                    yield int.from_bytes(block[i:i + self.SIZE], "big")
+
+    def figures(self) -> dict[str, Any]:
+        """{objects: inputs more than one member has, rows: the objects of the dataset they are,
+        fields: the input fields}."""
+        if self.buffer:
+            self._spill()
+        objects = rows = 0
+        digest, count = -1, 0
+        members: set[int] = set()
+        for record in heapq.merge(*(self._read(p) for p in self.runs)):
+            if record >> 16 != digest:
+                if len(members) > 1:
+                    objects, rows = objects + 1, rows + count
+                digest, members, count = record >> 16, set(), 0
+            members.add(record & 0xFFFF)
+            count += 1
+        if len(members) > 1:
+            objects, rows = objects + 1, rows + count
+        shutil.rmtree(self.folder, ignore_errors=True)
+        return {"objects": objects, "rows": rows, "fields": self.fields}
+
+
+@dataclass
+class _Counts:
+    """What one pass over the objects counts (see _CountingPass)."""
+
+    dataset: _DatasetCount | None = None  # what the transforms keep
+    builder: report.ReportBuilder | None = None  # the parser's path: the report's figures
+    overlap: _Overlap | None = None  # a sweep's
+    stats: parse.ParseStats = field(default_factory=parse.ParseStats)
+
+    def add(self, obj: LabeledObject) -> None:
+        if self.builder is not None:
+            self.builder.add(obj)
+        if self.dataset is not None:
+            self.dataset.add(obj)
+        if self.overlap is not None:
+            self.overlap.add(obj)
+
+    def report_figures(self) -> dict[str, Any]:
+        """The report's figures (the builder's), with what the parser read."""
+        assert self.builder is not None
+        figures = self.builder.figures()
+        figures["parse"] = {"lines": self.stats.lines, "skipped": self.stats.skipped_count,
+                            "skipped_lines": [list(x) for x in self.stats.skipped]}
+        return figures
+
+
+class _CountingPass:
+    """Counts (`make` gives fresh ones for each pass) made in a pass over the objects that also
+    feeds a transform (`objects`), or in a pass of its own when none read them all (`finish`); with
+    a `listing`, the pass writes not_labeled.jsonl too."""
+
+    def __init__(self, objects: Callable[[parse.ParseStats], Iterator[LabeledObject]], progress: Progress,
+                 make: Callable[[], _Counts], listing: Path | None = None) -> None:
+        self.all_objects, self.progress, self.make, self.listing = objects, progress, make, listing
+        self.result: _Counts | None = None
         self.running: Generator[LabeledObject, None, None] | None = None
 
     def objects(self) -> Generator[LabeledObject, None, None]:
-        """The objects of all outputs, counted for the report as they pass (a pass left unfinished
-        is closed first: the listing is written anew)."""
+        """The objects of all outputs, counted as they pass (a pass left unfinished is closed
+        first: the counts and the listing are made anew)."""
         if self.running is not None:
             self.running.close()
         self.running = self._objects()
         return self.running
 
     def _objects(self) -> Generator[LabeledObject, None, None]:
-        builder = report.ReportBuilder(**self.report_args)
-        stats = parse.ParseStats()
-        with open(self.listing, "w", encoding="utf-8") as listing:
-            for obj in listed(self.all_objects(stats), listing):
-                builder.add(obj)
+        counts = self.make()
+        with contextlib.ExitStack() as stack:
+            objects: Iterable[LabeledObject] = self.all_objects(counts.stats)
+            if self.listing is not None:
+                objects = listed(objects, stack.enter_context(open(self.listing, "w", encoding="utf-8")))
+            for obj in objects:
+                counts.add(obj)
                 yield obj
-        self.result = builder.figures()
-        self.result["parse"] = {"lines": stats.lines, "skipped": stats.skipped_count,
-                                "skipped_lines": [list(x) for x in stats.skipped]}
+        self.result = counts
 
-    def figures(self) -> dict[str, Any]:
-        """The report's figures, from a pass of its own when no transform's pass went to the end."""
+    def finish(self) -> _Counts:
+        """The counts, from a pass of their own when no transform's pass went to the end."""
         if self.result is None:
             self.progress.at("counting for the report")
             for _ in self.objects():
                 pass
         assert self.result is not None
         return self.result
+
+
+class _ReportPass(_CountingPass):
+    """The report's figures (`figures`) and not_labeled.jsonl, made in a pass that feeds a transform
+    or in one of their own; `report_args`: report.ReportBuilder's."""
+
+    def __init__(self, objects: Callable[[parse.ParseStats], Iterator[LabeledObject]], listing: Path,
+                 progress: Progress, **report_args: Any) -> None:
+        super().__init__(objects, progress, lambda: _Counts(builder=report.ReportBuilder(**report_args)), listing)
+
+    def figures(self) -> dict[str, Any]:
+        return self.finish().report_figures()
 
 
 def check_out_dir(out_dir: Path) -> None:
@@ -510,14 +847,29 @@ def unlabeled_lines(run_dir: Path) -> Iterator[bytes]:
                 yield raw if raw.endswith(b"\n") else raw + b"\n"
 
 
-def merged_provenance(outputs: Iterable[Output]) -> dict[str, Any]:
+MEMBER_KEYS = ("job", "status", "config_sha256", "source_files", "workers_per_object", "usd_per_task", "created",
+               "ended")  # what a merged card records of each member (as from_run's provenance has them)
+
+
+def merged_provenance(outputs: Iterable[Output], left_out: Sequence[str] | None = None) -> dict[str, Any]:
+    """The card's provenance of the outputs collected together: one output's own, else the sweep's
+    with a row per member (MEMBER_KEYS). `left_out`: the sweep's members collect leaves out
+    (left_out_members); None: those of the folder the members are in, when they are several."""
     members = list(outputs)
+    if left_out is None:
+        folders = {Path(str(o.provenance["run"])).parent for o in members if o.provenance.get("run")}
+        left_out = left_out_members(folders.pop()) if len(members) > 1 and len(folders) == 1 else []
+    extra = {"left_out": list(left_out)} if left_out else {}
     if len(members) == 1:
-        return dict(members[0].provenance)
-    return {"sweep_members": [o.provenance.get("run", o.name) for o in members],
+        return {**members[0].provenance, **extra}
+    folders = {Path(str(o.provenance["run"])).parent for o in members if o.provenance.get("run")}
+    workers = {o.provenance.get("workers_per_object") for o in members}
+    return {**({"sweep": str(folders.pop())} if len(folders) == 1 else {}),
             "jobs": [o.name for o in members],
-            "workers_per_object": sorted({str(o.provenance.get("workers_per_object")) for o in members}),
-            "gtrun_version": __version__}
+            "workers_per_object": sorted(w for w in workers if isinstance(w, int)),
+            "gtrun_version": __version__,
+            "members": [{"member": _member_name(o), **{k: o.provenance.get(k) for k in MEMBER_KEYS}} for o in members],
+            **extra}
 
 
 OpenFn = Callable[[str], Any]

@@ -7,6 +7,13 @@ never the objects themselves) and returns plain JSON-ready figures. `write_repor
 piece of task data HTML-escaped). `write_card` writes `dataset/README.md`: provenance and the
 headline figures.
 
+The label distribution counts the consolidated labels of the labeled objects (`object_labels`): per
+object for classification (a multi-label object counts once under each label it has, and the
+objects with none are counted apart), per box or entity otherwise, and for a custom task whatever
+its objects carry (boxes, entities or labels). `gtrun collect` then makes it the distribution of
+the dataset as written (`add_dataset`): after `transforms.label_map`, over the objects the filters
+kept, with what each filter kept and dropped; agreement stays on the job's own labels.
+
 Agreement is computed from the workers' raw answers (`LabeledObject.answers`), read where the
 task type's crowd element puts them (runner.service.consolidate.ELEMENT_NAMES), over every object
 with at least two readable answers, whatever its status. Per task type:
@@ -19,7 +26,7 @@ with at least two readable answers, whatever its status. Per task type:
 - bounding_box: mean pairwise IoU per object (greedy same-label matching, unmatched boxes 0); per
   label, the same restricted to that label's boxes.
 - named_entity: mean pairwise exact-match span F1 per object; per label likewise.
-- custom: counts and workers only.
+- custom: counts, workers, and the label distribution of what its objects carry.
 
 An object's agreement (the per-object score above) ranks the disputed list: the 20 lowest, ties
 by line number; objects whose workers agree fully are never listed.
@@ -75,6 +82,15 @@ LABEL_UNITS = {
     TaskType.named_entity: "entities",
     TaskType.custom: "objects",
 }
+CARD_WHAT = {  # the card's first words: what the dataset holds
+    TaskType.text_classification: "Text classification labels",
+    TaskType.text_multilabel: "Multi-label text classification labels",
+    TaskType.bounding_box: "Bounding boxes",
+    TaskType.named_entity: "Named-entity spans",
+    TaskType.custom: "Labels of a custom task",
+}
+MEMBER_COLUMNS = ("member", "job", "status", "config_sha256", "source_files", "workers_per_object", "usd_per_task",
+                  "created", "ended")  # a sweep's card: a row per member (collect.merged_provenance)
 TASK_NAMES = {
     TaskType.text_classification: "Text classification",
     TaskType.text_multilabel: "Multi-label text classification",
@@ -130,7 +146,10 @@ class ReportBuilder:
         self.status: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
         self.per_object: Counter[int] = Counter()
-        self.distribution: Counter[str] = Counter({name: 0 for name in self.labels})
+        # a custom task's unit is what its objects carry (None: nothing counted yet)
+        self.unit: str | None = None if self.task is TaskType.custom else LABEL_UNITS[self.task]
+        self.distribution: Counter[str] = Counter()
+        self.counted, self.without_label = 0, 0  # labeled objects counted, multi-label ones with no label
         self.workers: dict[str, _Worker] = {}
         self.alpha, self.kappa, self.per_label = AlphaNominal(), FleissKappa(), LabelAgreement()
         self.scored, self.score_sum, self.answers_total, self.unreadable, self.n = 0, 0.0, 0, 0, 0
@@ -145,7 +164,13 @@ class ReportBuilder:
         if obj.status is Status.failed:
             self.reasons[obj.failure_reason or "unknown"] += 1
         if obj.status is Status.labeled:
-            self.distribution.update(_consolidated_labels(task, obj))
+            unit, names = object_labels(task, obj)
+            if unit is not None:
+                self.unit = self.unit or unit
+                self.counted += 1
+                self.distribution.update(names)
+                if not names and task is TaskType.text_multilabel:
+                    self.without_label += 1
         self.per_object[len(obj.answers)] += 1
         self.answers_total += len(obj.answers)
 
@@ -187,8 +212,10 @@ class ReportBuilder:
                 heapq.heapreplace(heap, (*key, _disputed(task, obj, readable, score)))
 
     def figures(self) -> dict[str, Any]:
+        distribution = label_distribution(self.task, self.unit, self.labels, self.distribution, self.counted,
+                                          self.without_label if self.task is TaskType.text_multilabel else None)
         return _figures(self.task, self.labels, self.dataset, self.status, self.reasons, self.per_object,
-                        self.distribution, self.answers_total, self.unreadable, self.workers,
+                        distribution, self.answers_total, self.unreadable, self.workers,
                         (self.scored, self.score_sum, self.alpha, self.kappa, self.per_label), self.heap)
 
 
@@ -200,17 +227,19 @@ def report_from_counts(*, task_type: TaskType | str, labels: Sequence[str], data
     counts, each in first-seen order."""
     task = TaskType(task_type)
     labels = [str(x) for x in labels]
-    counted: Counter[str] = Counter({name: 0 for name in labels})
+    counted: Counter[str] = Counter()
     for name, n in distribution:
         counted[name] += n
     objects = sum(status.values())
+    unit = LABEL_UNITS[task] if task is not TaskType.custom or counted else None
     return _figures(task, labels, dataset, Counter(status), Counter(dict(reasons)),
-                    Counter({0: objects}) if objects else Counter(), counted, 0, 0, {},
+                    Counter({0: objects}) if objects else Counter(),
+                    label_distribution(task, unit, labels, counted, status.get(Status.labeled.value, 0)), 0, 0, {},
                     (0, 0.0, AlphaNominal(), FleissKappa(), LabelAgreement()), [])
 
 
 def _figures(task: TaskType, labels: list[str], dataset: str, status: Counter[str], reasons: Counter[str],
-             per_object: Counter[int], distribution: Counter[str], answers_total: int, unreadable: int,
+             per_object: Counter[int], distribution: dict[str, Any], answers_total: int, unreadable: int,
              workers: Mapping[str, _Worker], agreement: tuple[int, float, Any, Any, Any],
              heap: list[tuple[float, int, int, dict[str, Any]]]) -> dict[str, Any]:
     scored, score_sum, alpha, kappa, per_label = agreement
@@ -232,7 +261,7 @@ def _figures(task: TaskType, labels: list[str], dataset: str, status: Counter[st
             "unreadable_answers": unreadable,
             "answers_per_object": {str(k): v for k, v in sorted(per_object.items())},
         },
-        "label_distribution": {"unit": LABEL_UNITS[task], "counts": dict(distribution)},
+        "label_distribution": distribution,
         "agreement": _agreement_figures(task, labels, scored, score_sum, alpha, kappa, per_label),
         "workers": {
             "count": len(workers),
@@ -273,16 +302,61 @@ _PAIR_SCORES: dict[TaskType, Callable[[Any, Any], float]] = {
 }
 
 
-def _consolidated_labels(task: TaskType, obj: LabeledObject) -> list[str]:
+def object_labels(task: TaskType, obj: LabeledObject) -> tuple[str | None, list[str]]:
+    """What the label distribution counts of a labeled object: (unit, its consolidated label names),
+    each name once per object when the unit is objects. A custom task's object counts what it
+    carries, as transforms.flat_record writes it: boxes (an image with none counts no label),
+    entities, labels, a label; the unit is None when it carries none of them.
+
+    >>> from runner.collect.records import Box
+    >>> object_labels(TaskType.custom, LabeledObject(1, "0", {}, "a", TaskType.custom, Status.labeled,
+    ...                                              boxes=(Box("total", 1, 2, 3, 4), Box("date", 5, 6, 7, 8))))
+    ('boxes', ['total', 'date'])
+    """
+    if task is TaskType.custom:
+        if obj.boxes or obj.image_size is not None:
+            return "boxes", [b.label for b in obj.boxes]
+        if obj.entities:
+            return "entities", [e.label for e in obj.entities]
+        if obj.labels or obj.confidences:
+            return "objects", list(dict.fromkeys(obj.labels))
+        return ("objects", [obj.label]) if obj.label is not None else (None, [])
     if task is TaskType.text_classification:
-        return [obj.label] if obj.label is not None else []
+        return "objects", [obj.label] if obj.label is not None else []
     if task is TaskType.text_multilabel:
-        return list(dict.fromkeys(obj.labels))
+        return "objects", list(dict.fromkeys(obj.labels))
     if task is TaskType.bounding_box:
-        return [b.label for b in obj.boxes]
-    if task is TaskType.named_entity:
-        return [e.label for e in obj.entities]
-    return []
+        return "boxes", [b.label for b in obj.boxes]
+    return "entities", [e.label for e in obj.entities]
+
+
+def label_distribution(task: TaskType, unit: str | None, labels: Sequence[str], counts: Mapping[str, int],
+                       objects: int, without_label: int | None = None) -> dict[str, Any]:
+    """report.json's `label_distribution`, of the labeled objects: `counts` per label (every one of
+    `labels`, 0 when unused, then the others; none when nothing was counted: a custom task whose
+    objects carry no labels), in `unit`s, over `objects` objects; `without_label`: multi-label
+    objects with no label chosen. Shares are of `objects` when the unit is objects (a multi-label
+    object counts under each of its labels), else of all boxes / entities (`share_base`)."""
+    out: dict[str, Any] = {"of": "labeled", "unit": unit or LABEL_UNITS[task], "objects": objects}
+    out["counts"] = {} if unit is None else {**dict.fromkeys(labels, 0), **counts}
+    if without_label is not None:
+        out["without_label"] = without_label
+    return out
+
+
+def add_dataset(report: dict[str, Any], *, objects: int, distribution: Mapping[str, Any],
+                options: Mapping[str, Any], filters: Sequence[Mapping[str, Any]]) -> None:
+    """Make the report describe the dataset `gtrun collect` wrote: `distribution` (label_distribution's
+    shape, over the `objects` the transforms kept, labels after transforms.label_map) becomes
+    `label_distribution`, the job's one kept in it as `before_transforms` when the transforms
+    change it; `transforms` records the `options` and what each filter ({option, threshold,
+    objects, kept, dropped, unknown}) kept and dropped."""
+    before = report["label_distribution"]
+    dist = {**distribution, "of": "dataset"}
+    if options.get("label_map") or filters:
+        dist["before_transforms"] = {"objects": before["objects"], "counts": before["counts"]}
+    report["label_distribution"] = dist
+    report["transforms"] = {**options, "filters": [dict(f) for f in filters], "objects": objects}
 
 
 def _add_agreement(task: TaskType, values: list[Any], labels: list[str], alpha: AlphaNominal,
@@ -433,6 +507,38 @@ def _ordered_labels(report: Mapping[str, Any], names: Iterable[str]) -> list[str
     return [n for n in known if n in names] + sorted(set(names) - set(known))
 
 
+def _dataset_labels(dist: Mapping[str, Any]) -> list[str]:
+    """The distribution's labels in its own order (the job's, after the label_map, then others)."""
+    return list(dist["counts"])
+
+
+def share_base(dist: Mapping[str, Any]) -> int:
+    """What a label's share is of: the objects when the unit is objects (a multi-label object counts
+    under each of its labels, so the shares may add up to more than 100%), else all boxes / entities."""
+    return int(dist["objects"]) if dist["unit"] == "objects" else sum(dist["counts"].values())
+
+
+def _distribution_caption(report: Mapping[str, Any]) -> tuple[str, str]:
+    """(heading note, sentence) describing what the label distribution counts."""
+    dist = report["label_distribution"]
+    unit, base = dist["unit"], share_base(dist)
+    where = "in the dataset" if dist.get("of") == "dataset" else "labeled"
+    note = f"share of {base:,} {unit} {where}"
+    sentence = f"Shares are of the {base:,} {unit} {where}"
+    if TaskType(report["task_type"]) is TaskType.text_multilabel:
+        note += "; an object can have several labels"
+        sentence += "; an object can have several labels, so they can add up to more than 100%"
+    changed = [what for what, on in (("transforms.label_map", (report.get("transforms") or {}).get("label_map")),
+                                     ("the filters", (report.get("transforms") or {}).get("filters"))) if on]
+    if dist.get("of") == "dataset" and changed:
+        sentence += f" (after {' and '.join(changed)})"
+    sentence += "."
+    none = dist.get("without_label")
+    if none:
+        sentence += f" {none:,} of them {'has' if none == 1 else 'have'} no label."
+    return note, sentence
+
+
 def headline(report: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """(figure, value, note) rows shared by the page's cards and the dataset card."""
     counts, agreement, workers = report["counts"], report["agreement"], report["workers"]
@@ -441,6 +547,11 @@ def headline(report: Mapping[str, Any]) -> list[tuple[str, str, str]]:
             ("Labeled", f"{counts['labeled']:,}", _pct(counts["labeled"], total)),
             ("Failed", f"{counts['failed']:,}", _pct(counts["failed"], total)),
             ("Unlabeled", f"{counts['unlabeled']:,}", _pct(counts["unlabeled"], total))]
+    filters = (report.get("transforms") or {}).get("filters")
+    if filters:
+        kept = report["transforms"]["objects"]
+        rows.append(("In the dataset", f"{kept:,}", "; ".join(
+            f"{f['dropped']:,} below {f['option']}" for f in filters)))
     task = TaskType(report["task_type"])
     scored = f"over {agreement['objects']:,} objects"
     if task is TaskType.text_classification:
@@ -465,6 +576,45 @@ def headline(report: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
+def dataset_notes(report: Mapping[str, Any]) -> list[str]:
+    """Sentences on what collect did to the output (the transforms' filters and label_map) and,
+    for a sweep, which members it left out and which objects more than one member has: the page's
+    "The dataset" panel and the card's section of that name."""
+    notes = []
+    transforms = report.get("transforms") or {}
+    unknown_why = {"min_confidence": "without a confidence", "min_agreement": "without worker answers"}
+    for f in transforms.get("filters", ()):
+        note = (f"transforms.{f['option']} {f['threshold']:g}: kept {f['kept']:,} of {f['objects']:,} objects, "
+                f"left out {f['dropped']:,}")
+        if f.get("unknown"):
+            note += f" ({f['unknown']:,} {unknown_why.get(f['option'], 'it cannot judge')}, kept)"
+        notes.append(note + ".")
+    label_map = transforms.get("label_map")
+    if label_map:
+        notes.append("transforms.label_map: " + ", ".join(f"{old} → {new}" for old, new in label_map.items())
+                     + "; the label distribution counts the new names, agreement the job's.")
+    sweep = report.get("sweep") or {}
+    if sweep.get("left_out"):
+        notes.append(f"{len(sweep['left_out'])} member{'s' if len(sweep['left_out']) != 1 else ''} of the sweep "
+                     f"left out: {'; '.join(sweep['left_out'])}.")
+    overlap = sweep.get("overlap") or {}
+    if overlap.get("objects"):
+        n = overlap["objects"]
+        note = (f"{n:,} object{'s appear' if n != 1 else ' appears'} in more than one member "
+                f"({overlap['rows']:,} rows in all, same input fields): the dataset has them more than once")
+        key = transforms.get("split", {}).get("key")
+        if key is None:
+            fields = overlap.get("fields") or []
+            note += (", and they can land in different splits (train and test). hint: set transforms.split.key "
+                     "to an input field that names the object"
+                     + (f" ({', '.join(fields[:8])}{', ...' if len(fields) > 8 else ''})" if fields else "")
+                     + ", so that every copy lands in the same split")
+        else:
+            note += f"; transforms.split.key={key} puts the copies that share its value in the same split"
+        notes.append(note + ".")
+    return notes
+
+
 def _workers_per_object(counts: Mapping[str, Any]) -> str:
     per = {int(k): v for k, v in counts["answers_per_object"].items() if int(k) > 0}
     if not per:
@@ -486,13 +636,14 @@ font-size:12px}
 h1{margin:4px 0 2px;font-size:30px;line-height:1.2;word-break:break-word}
 .sub{margin:0;color:var(--muted)}
 h2{margin:0 0 14px;font-size:16px}
-.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(124px,1fr));gap:12px;margin-bottom:18px}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr));gap:12px;margin-bottom:18px}
 .card{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:14px 16px;
-border-top:3px solid var(--accent)}
+border-top:3px solid var(--accent);min-width:0}
 .card.good{border-top-color:var(--good)}.card.fair{border-top-color:var(--fair)}
 .card.poor{border-top-color:var(--poor)}.card.none{border-top-color:var(--none)}
 .card .k{color:var(--muted);font-size:12.5px;font-weight:600}
-.card .v{font-size:26px;font-weight:700;margin:2px 0;font-variant-numeric:tabular-nums}
+.card .v{font-size:26px;font-weight:700;margin:2px 0;font-variant-numeric:tabular-nums;white-space:nowrap}
+.card .v.long{font-size:20px;line-height:39px}
 .card .n{color:var(--muted);font-size:12px}
 .grid2{display:grid;grid-template-columns:1fr 1fr;gap:18px;margin-bottom:18px}
 @media (max-width:900px){.grid2{grid-template-columns:1fr}}
@@ -530,7 +681,8 @@ font-weight:700;color:#fff}
 vertical-align:middle;margin-left:8px;overflow:hidden}
 .meter span{display:block;height:100%}
 .empty{color:var(--muted);font-style:italic;margin:0}
-code{font-size:12px;background:#f1f3f5;border-radius:4px;padding:0 4px;word-break:break-all}
+code{font-size:12px;background:#f1f3f5;border-radius:4px;padding:0 4px;overflow-wrap:anywhere}
+ul.notes{margin:0;padding-left:18px}ul.notes li{margin:4px 0}
 footer{color:var(--muted);font-size:12px;margin-top:22px;text-align:center}
 """
 
@@ -554,12 +706,18 @@ def report_html(report: Mapping[str, Any]) -> str:
         f"<p class=\"sub\">{_e(sub)}</p></header>",
         _cards_html(report),
     ]
+    notes = dataset_notes(report)
+    if notes:
+        parts.append("<section class=\"panel wide\"><h2>The dataset</h2><ul class=\"notes\">"
+                     + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul></section>")
     if task is not TaskType.custom:
         parts.append("<div class=\"grid2\">")
         parts.append(_distribution_html(report))
         parts.append(_per_label_html(report))
         parts.append("</div>")
         parts.append(_disputed_html(report))
+    elif report["label_distribution"]["counts"]:  # a custom task's boxes, entities or labels: no agreement measure
+        parts.append(_distribution_html(report, "panel wide"))
     parts.append("<div class=\"grid2\">")
     parts.append(_workers_html(report))
     parts.append(_failures_html(report))
@@ -578,8 +736,9 @@ def _cards_html(report: Mapping[str, Any]) -> str:
             grade = _grade(None if value == "n/a" else float(value))
         elif name == "Failed" and value != "0":
             grade = "poor"
+        size = " long" if len(value) > 7 else ""  # 1,000,000 and longer: smaller, so a card holds it
         cards.append(f"<div class=\"card {grade}\"><div class=\"k\">{_e(name)}</div>"
-                     f"<div class=\"v\">{_e(value)}</div><div class=\"n\">{_e(note)}</div></div>")
+                     f"<div class=\"v{size}\">{_e(value)}</div><div class=\"n\">{_e(note)}</div></div>")
     return "<section class=\"cards\">" + "".join(cards) + "</section>"
 
 
@@ -607,24 +766,29 @@ def _bar_chart(rows: list[tuple[str, float, str, str]], scale: float) -> str:
     return "".join(out)
 
 
-def _distribution_html(report: Mapping[str, Any]) -> str:
+def _distribution_html(report: Mapping[str, Any], cls: str = "panel") -> str:
     dist = report["label_distribution"]
     counts: Mapping[str, int] = dist["counts"]
-    total = sum(counts.values())
-    names = _ordered_labels(report, counts)
-    head = f"<h2>Label distribution <span class=\"muted\">({_e(dist['unit'])})</span></h2>"
+    base = share_base(dist)
+    names = _dataset_labels(dist)
+    note, sentence = _distribution_caption(report)
+    head = f"<h2>Label distribution <span class=\"muted\">({_e(note)})</span></h2>"
     if not names:
-        return f"<section class=\"panel\">{head}<p class=\"empty\">No labels.</p></section>"
+        return f"<section class=\"{cls}\">{head}<p class=\"empty\">No labels.</p></section>"
     top = max(counts.values()) or 1
-    rows = [(n, float(counts[n]), f"{counts[n]:,} · {_pct(counts[n], total)}", "#4263eb")
+    rows = [(n, float(counts[n]), f"{counts[n]:,} · {_pct(counts[n], base)}", "#4263eb")
             for n in names]
-    return f"<section class=\"panel\">{head}{_bar_chart(rows, top)}</section>"
+    return (f"<section class=\"{cls}\">{head}{_bar_chart(rows, top)}"
+            f"<p class=\"legend\">{_e(sentence)}</p></section>")
 
 
 def _per_label_html(report: Mapping[str, Any]) -> str:
     agreement = report["agreement"]
     per: Mapping[str, Mapping[str, Any]] = agreement["per_label"]
     head = "<h2>Agreement per label</h2>"
+    if (report.get("transforms") or {}).get("label_map"):
+        head = ("<h2>Agreement per label <span class=\"muted\">(the job's labels, before "
+                "transforms.label_map)</span></h2>")
     if not report["counts"]["answers"]:
         return (f"<section class=\"panel\">{head}<p class=\"empty\">No worker answers: an output manifest "
                 "holds each object's consolidated label only. Agreement compares the workers' own answers, "
@@ -831,21 +995,41 @@ def card_markdown(provenance: Mapping[str, Any], report: Mapping[str, Any]) -> s
     lines = ["---", f"pretty_name: {name}",
              "tags:", "- gtrun", "- sagemaker-ground-truth", "---", "",
              f"# {_md(dataset)}", "",
-             f"{TASK_NAMES[task]} labels collected with SageMaker Ground Truth by gtrun. "
+             f"{CARD_WHAT[task]} collected with SageMaker Ground Truth by gtrun. "
              "The full quality report is [report.html](../report.html), its figures in "
              "[report.json](../report.json).", "", "## Provenance", "", "| | |", "|---|---|"]
-    lines += [f"| {_md(key)} | {_md(value)} |" for key, value in provenance.items()]
+    lines += [f"| {_md(key)} | {_md(value)} |" for key, value in provenance.items()
+              if key not in ("members", "left_out")]  # a sweep's: in their own section
+    members = provenance.get("members")
+    if members:
+        keys = [k for k in MEMBER_COLUMNS if any(k in m for m in members)]
+        lines += ["", "## Sweep members", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        lines += ["| " + " | ".join(_md(m.get(k)) for k in keys) + " |" for m in members]
     lines += ["", "## Figures", "", "| figure | value | |", "|---|---:|---|"]
     lines += [f"| {_md(name)} | {_md(value)} | {_md(note)} |"
               for name, value, note in headline(report)]
+    notes = dataset_notes(report)
+    if notes:
+        lines += ["", "## The dataset", ""] + [f"- {_md(n)}" for n in notes]
     dist = report["label_distribution"]
     per = report["agreement"]["per_label"]
-    names = _ordered_labels(report, set(dist["counts"]) | set(per))
+    mapped = bool((report.get("transforms") or {}).get("label_map"))
+    names = _dataset_labels(dist)
+    base = share_base(dist)
+    with_agreement = bool(per) and not mapped  # else the agreement has a table of its own (the job's labels)
+    if with_agreement:
+        names += [n for n in _ordered_labels(report, per) if n not in dist["counts"]]
     if names:
-        lines += ["", "## Labels", "", f"| label | {_md(dist['unit'])} | agreement |",
-                  "|---|---:|---:|"]
-        lines += [f"| {_md(n)} | {dist['counts'].get(n, 0):,} | "
-                  f"{_num(per.get(n, {}).get('agreement'))} |" for n in names]
+        lines += ["", "## Labels", "", _distribution_caption(report)[1], "",
+                  f"| label | {_md(dist['unit'])} | share |" + (" agreement |" if with_agreement else ""),
+                  "|---|---:|---:|" + ("---:|" if with_agreement else "")]
+        lines += [f"| {_md(n)} | {dist['counts'].get(n, 0):,} | {_pct(dist['counts'].get(n, 0), base)} |"
+                  + (f" {_num(per.get(n, {}).get('agreement'))} |" if with_agreement else "") for n in names]
+    if per and mapped and report["counts"]["answers"]:
+        lines += ["", "## Agreement per label", "", "On the job's labels, before transforms.label_map.", "",
+                  "| label | agreement | pairs |", "|---|---:|---:|"]
+        lines += [f"| {_md(n)} | {_num(per[n]['agreement'])} | {per[n]['pairs']:,} |"
+                  for n in _ordered_labels(report, per)]
     reasons = report["counts"]["failed_reasons"]
     if reasons:
         lines += ["", "## Failed objects", "", "| reason | objects |", "|---|---:|"]

@@ -1,0 +1,305 @@
+"""What `gtrun collect`'s report, report.json and card say about the dataset it wrote: the transforms'
+filters and label_map, a custom task's boxes, and a sweep's members (left out, provenance, task
+types, objects more than one member has)."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from runner.collect import collect as c
+from runner.collect.records import LabeledObject, Status
+from runner.config import setup
+from runner.schema import TaskType, TransformsConfig
+from runner.service.server import Service
+from tests.conftest import read_json
+from tests.service_helpers import Worker
+
+SENTIMENTS = ["Positive", "Negative", "Neutral", "Irrelevant"]
+SPLITS = ("train", "validation", "test")
+RECEIPT_BOXES = [{"label": "vendor", "left": 10, "top": 10, "width": 80, "height": 20, "tokens": [0]},
+                 {"label": "total", "left": 10, "top": 200, "width": 60, "height": 20, "tokens": [1]},
+                 {"label": "total", "left": 100, "top": 200, "width": 60, "height": 20, "tokens": [2]}]
+
+
+def answer_all(gtrun, runs, answer, workers: int = 1) -> None:
+    """`workers` workers answer every task of each run's job over real HTTP (`answer(task)`: the
+    crowd-form content); each job completes."""
+    with Service(gtrun.storage, port=0).running() as svc:
+        for run in runs:
+            name = read_json(run / "request.json")["LabelingJobName"]
+            for _ in range(workers):
+                worker = Worker(svc.url)
+                while (task := worker.task(name)) is not None:
+                    assert worker.answer(name, task, answer(task)).status_code == 200
+            assert svc.app.state.jobs.describe(name)["LabelingJobStatus"] == "Completed"
+
+
+def classify(task) -> dict:
+    return {"crowd-classifier": {"label": "Positive"}}
+
+
+def receipt(task) -> dict:
+    boxes = [{k: v for k, v in b.items() if k != "tokens"} for b in RECEIPT_BOXES]
+    return {"annotations": {"boundingBoxes": boxes, "inputImageProperties": {"width": 400, "height": 300}},
+            "boxTokens": json.dumps(RECEIPT_BOXES)}
+
+
+def jsonl_records(dataset: Path) -> list[dict]:
+    return [json.loads(x) for s in SPLITS for x in (dataset / "jsonl" / f"{s}.jsonl").read_text().splitlines()]
+
+
+def section(page: str, heading: str) -> str:
+    """The page's panel whose heading starts with `heading`."""
+    start = page.index(f"<h2>{heading}")
+    return page[start:page.index("</section>", start)]
+
+
+# --- 1. the transforms' filters and label_map ---------------------------------------------------
+
+
+def sentiment_manifest(path: Path, n: int = 60) -> list[dict]:
+    """An output manifest of a text-classification job: confidences high, low and missing, a failed
+    and an unlabeled line among them; the lines written to `path`."""
+    rng = random.Random(5)
+    lines = []
+    for i in range(n):
+        line: dict = {"source": f"tweet {i}", "tweet_id": i}
+        meta: dict = {"job-name": "labeling-job/t", "type": "groundtruth/text-classification",
+                      "human-annotated": "yes", "creation-date": "2026-01-01T00:00:00.000000"}
+        if i % 13 == 5:
+            line["s-metadata"] = {"failure-reason": "ClientError: expired", "job-name": "labeling-job/t"}
+        elif i % 17 != 7:
+            k = rng.randrange(len(SENTIMENTS))
+            line["s"] = k
+            meta["class-name"] = SENTIMENTS[k]
+            confidence = rng.choice([0.9, 0.3, 0.49, 0.5, None])
+            if confidence is not None:
+                meta["confidence"] = confidence
+            line["s-metadata"] = meta
+        lines.append(line)
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return lines
+
+
+@pytest.mark.parametrize("steps", ["table,jsonl", "table", "hf_datasets", "jsonl,table.csv", "jsonl,spacy"])
+def test_the_report_describes_the_dataset_after_min_confidence_and_label_map(gtrun, tmp_path, steps):
+    # table,jsonl / table / hf_datasets: the columnar path writes them all (the dataset is counted
+    # from its jsonl, its table, or a pass of the parser); a CSV table or spacy: the parser writes it
+    lines = sentiment_manifest(tmp_path / "out.manifest")
+    labeled = [x for x in lines if "s" in x]
+    kept = [x for x in labeled if x["s-metadata"].get("confidence", 1) >= 0.5]
+    no_confidence = sum("confidence" not in x["s-metadata"] for x in labeled)
+    merged = Counter({"Positive": 0, "Negative": 0, "Neutral": 0})
+    merged.update("Neutral" if x["s-metadata"]["class-name"] == "Irrelevant" else x["s-metadata"]["class-name"]
+                  for x in kept)
+    picked = ["transforms=" + steps.replace(".csv", ""), "transforms.min_confidence=0.5",
+              "transforms.label_map.Irrelevant=Neutral"]
+    if ".csv" in steps:
+        picked.append("transforms.steps.table.format=csv")
+    out = tmp_path / "ds"
+    r = gtrun("collect", "--manifest", str(tmp_path / "out.manifest"), "--label-attribute", "s",
+              "--labels", ",".join(SENTIMENTS), "--out", str(out), *picked)
+    assert r.code == 0, r.output
+    report = read_json(out / "report.json")
+    assert report["counts"]["labeled"] == len(labeled) and 0 < len(kept) < len(labeled)  # the job's output
+    assert report["transforms"]["filters"] == [
+        {"option": "min_confidence", "threshold": 0.5, "objects": len(labeled), "kept": len(kept),
+         "dropped": len(labeled) - len(kept), "unknown": no_confidence}]
+    assert report["transforms"]["objects"] == len(kept)
+    assert report["transforms"]["label_map"] == {"Irrelevant": "Neutral"}
+    dist = report["label_distribution"]
+    assert dist["of"] == "dataset" and dist["objects"] == len(kept) and dist["counts"] == dict(merged)
+    assert dist["before_transforms"]["counts"]["Irrelevant"] > 0  # the job's labels, before the label_map
+    if "jsonl" in steps:
+        assert Counter(x["label"] for x in jsonl_records(out)) == +merged
+    card = (out / "README.md").read_text()
+    assert "| min_confidence | 0.5 |" in card and "| label_map | Irrelevant → Neutral |" in card
+    assert "| min_agreement | none |" in card and "| split | train 0.8 / validation 0.1 / test 0.1" in card
+    assert (f"transforms.min_confidence 0.5: kept {len(kept)} of {len(labeled)} objects, left out "
+            f"{len(labeled) - len(kept)} ({no_confidence} without a confidence, kept).") in card
+    assert f"| In the dataset | {len(kept)} | {len(labeled) - len(kept)} below min_confidence |" in card
+    labels_table = card[card.index("## Labels"):]
+    assert "| Irrelevant |" not in labels_table and f"| Neutral | {merged['Neutral']} |" in labels_table
+    page = (out / "report.html").read_text()
+    assert "Irrelevant" not in section(page, "Label distribution") and "In the dataset" in page
+    assert f"share of {len(kept)} objects in the dataset" in page
+
+
+def test_min_agreement_and_label_map_on_worker_answers(gtrun):
+    # two workers: they agree on objects 0 and 2; a label_map on top (the parser's path)
+    assert gtrun("run", "source.limit=4", "workteam.workers_per_object=2").code == 0
+    (run,) = gtrun.runs()
+    name = read_json(run / "request.json")["LabelingJobName"]
+    answers = iter([*["Positive", "Negative", "Neutral", "Irrelevant"], *["Positive", "Positive", "Neutral", "Negative"]])
+    with Service(gtrun.storage, port=0).running() as svc:
+        for _ in range(2):
+            worker = Worker(svc.url)
+            for _ in range(4):
+                task = worker.task(name)
+                worker.answer(name, task, {"crowd-classifier": {"label": next(answers)}})
+    r = gtrun("collect", str(run), "transforms=jsonl", "transforms.min_agreement=1",
+              "transforms.label_map.Irrelevant=Neutral")
+    assert r.code == 0, r.output
+    dataset = run / "dataset"
+    report = read_json(dataset / "report.json")
+    assert report["transforms"]["filters"] == [{"option": "min_agreement", "threshold": 1, "objects": 4, "kept": 2,
+                                                "dropped": 2, "unknown": 0}]
+    assert report["label_distribution"]["counts"] == {"Positive": 1, "Negative": 0, "Neutral": 1}
+    assert sorted(x["label"] for x in jsonl_records(dataset)) == ["Neutral", "Positive"]
+    assert "Irrelevant" in report["agreement"]["per_label"]  # agreement stays on the job's labels, and says so
+    page = (dataset / "report.html").read_text()
+    assert "Agreement per label <span class=\"muted\">(the job's labels, before transforms.label_map)" in page
+    card = (dataset / "README.md").read_text()
+    assert "## Agreement per label\n\nOn the job's labels, before transforms.label_map." in card
+    assert "| Irrelevant |" in card[card.index("## Agreement per label"):]
+    assert "transforms.min_agreement 1: kept 2 of 4 objects, left out 2." in card
+
+
+# --- 2. a custom task's boxes ------------------------------------------------------------------
+
+
+def test_the_receipts_report_counts_their_boxes_per_label(gtrun):
+    assert gtrun("run", "job=receipts_ner", "source.limit=2", "workteam.workers_per_object=1").code == 0
+    (run,) = gtrun.runs()
+    answer_all(gtrun, [run], receipt)
+    r = gtrun("collect", str(run), "transforms=jsonl")
+    assert r.code == 0, r.output
+    dataset = run / "dataset"
+    report = read_json(dataset / "report.json")
+    dist = report["label_distribution"]
+    assert dist["unit"] == "boxes" and dist["counts"] == {"vendor": 2, "date": 0, "total": 4, "tax": 0, "item": 0,
+                                                          "address": 0}
+    assert Counter(b["label"] for x in jsonl_records(dataset) for b in x["boxes"]) == +Counter(dist["counts"])
+    card = (dataset / "README.md").read_text()
+    assert "| vendor | 2 | 33.3% |" in card and "| total | 4 | 66.7% |" in card
+    assert card.split("\n\n")[2].startswith("Labels of a custom task collected with SageMaker Ground Truth")
+    page = (dataset / "report.html").read_text()
+    assert "4 · 66.7%" in section(page, "Label distribution") and "share of 6 boxes" in page
+
+
+# --- 5. sweeps -----------------------------------------------------------------------------------
+
+
+def test_a_sweep_names_the_members_it_left_out_and_records_each_member(gtrun, tmp_path):
+    r = gtrun("run", "-m", "source.params.entity=Xbox,NBA2K,NoSuchEntity", "source.limit=2",
+              "workteam.workers_per_object=1")
+    assert r.code == 2  # the third member found no rows
+    runs = gtrun.runs()
+    answer_all(gtrun, runs, classify)
+    sweep = runs[0].parent
+    failed = next(p for p in sweep.iterdir() if p.name.startswith("2_"))
+    assert c.sweep_members(sweep) == runs and len(runs) == 2
+    (left,) = c.left_out_members(sweep)
+    assert left.startswith(f"{failed.name} (failed: ") and "no rows" in left
+    r = gtrun("collect", str(sweep))
+    assert r.code == 0, r.output
+    card = (sweep / "dataset" / "README.md").read_text()
+    assert f"1 member of the sweep left out: {failed.name} (failed: " in card
+    assert read_json(sweep / "dataset" / "report.json")["sweep"]["left_out"] == [left]
+    # each member's provenance, as a run's card has it
+    setup()  # the resolvers a recorded config uses, as the command line registers them
+    provenance = c.merged_provenance([c.from_run(run) for run in runs])
+    assert provenance["workers_per_object"] == [1] and provenance["left_out"] == [left]
+    for member, run in zip(provenance["members"], runs, strict=True):
+        lineage = read_json(run / "lineage.json")
+        assert member["member"] == run.name and member["job"] == read_json(run / "request.json")["LabelingJobName"]
+        assert member["status"] == "Completed" and member["workers_per_object"] == 1
+        assert member["config_sha256"] == lineage["config_sha256"] and member["source_files"] == lineage["source_files"]
+        assert member["created"] and member["ended"] and member["usd_per_task"]
+        row = next(line for line in card.splitlines() if line.startswith(f"| {run.name} |"))
+        assert member["job"] in row and lineage["config_sha256"] in row and "| Completed |" in row
+    assert "## Sweep members\n\n| member | job | status | config_sha256 | source_files | workers_per_object |" in card
+    # the command's result names them too (for the command line to print)
+    result = c.collect([c.from_run(run) for run in runs], tmp_path / "again", TransformsConfig(steps={"jsonl": {}}),
+                       dataset="again", provenance=provenance)
+    assert result["left_out"] == [left]
+    # members of another sweep: nothing overlaps
+    assert "overlap" in result["report"]["sweep"] and result["report"]["sweep"]["overlap"]["objects"] == 0
+    assert "more than one member" not in card
+
+
+def test_a_sweep_of_two_task_types_says_which_member_has_which(gtrun):
+    assert gtrun("run", "-m", "job=tweets_sentiment,receipts_ner", "source.limit=1",
+                 "workteam.workers_per_object=1").code == 0
+    tweets, receipts = sorted(gtrun.runs(), key=lambda p: p.name)
+    answer_all(gtrun, [tweets], classify)
+    answer_all(gtrun, [receipts], receipt)
+    r = gtrun("collect", str(tweets.parent))
+    assert r.code == 2
+    message = " ".join(r.stderr.split())
+    assert "the outputs mix task types (custom, text_classification): " in message, r.stderr
+    assert f"{tweets.name} is text_classification" in message and f"{receipts.name} is custom" in message
+    assert "hint: collect the members one by one: gtrun collect <member dir>" in message
+    assert "TaskType." not in r.stderr
+
+
+def test_a_sweep_whose_members_label_the_same_objects_says_so(gtrun):
+    # two thresholds over the same entity: the three lowest-scored tweets are in both members
+    assert gtrun("run", "-m", "source.params.threshold=0.8,0.9", "source.params.entity=Xbox", "source.limit=3",
+                 "workteam.workers_per_object=1").code == 0
+    runs = gtrun.runs()
+    answer_all(gtrun, runs, classify)
+    sweep = runs[0].parent
+    assert [x["tweet_id"] for x in map(json.loads, (runs[0] / "manifest.jsonl").read_text().splitlines())] == \
+        [x["tweet_id"] for x in map(json.loads, (runs[1] / "manifest.jsonl").read_text().splitlines())]
+    r = gtrun("collect", str(sweep))
+    assert r.code == 0, r.output
+    report = read_json(sweep / "dataset" / "report.json")
+    assert report["sweep"] == {"members": 2, "left_out": [],
+                               "overlap": {"objects": 3, "rows": 6, "fields": ["entity", "source", "tweet_id"]}}
+    card = " ".join((sweep / "dataset" / "README.md").read_text().split())
+    assert "3 objects appear in more than one member (6 rows in all, same input fields)" in card
+    assert ("hint: set transforms.split.key to an input field that names the object (entity, source, tweet_id), "
+            "so that every copy lands in the same split.") in card
+    assert "3 objects appear in more than one member" in (sweep / "dataset" / "report.html").read_text()
+    r = gtrun("collect", str(sweep), "transforms.split.key=tweet_id")
+    assert r.code == 0, r.output
+    card = " ".join((sweep / "dataset" / "README.md").read_text().split())
+    assert "transforms.split.key=tweet_id puts the copies that share its value in the same split" in card
+
+
+def test_overlap_is_counted_in_sorted_runs_on_disk(tmp_path):
+    # many more objects than one run holds: the runs are merged, memory holds one run at a time
+    members = ["a", "b", "c"]
+    overlap = c._Overlap(tmp_path / "runs", members, run=7)
+
+    def obj(i: int, member: str) -> LabeledObject:
+        return LabeledObject(i, str(i), {"source": f"text {i}", "n": i, "gtrun_job": member}, "s",
+                             TaskType.text_classification, Status.labeled)
+
+    for i in range(100):
+        overlap.add(obj(i, "a"))
+    for i in range(50, 130):  # 50 objects in a and b
+        overlap.add(obj(i, "b"))
+    for i in range(120, 125):  # 5 in b and c, twice in c
+        overlap.add(obj(i, "c"))
+        overlap.add(obj(i, "c"))
+    for i in range(200, 210):  # twice in c alone: not across members
+        overlap.add(obj(i, "c"))
+        overlap.add(obj(i, "c"))
+    assert len(list((tmp_path / "runs").iterdir())) > 10
+    assert overlap.figures() == {"objects": 55, "rows": 50 * 2 + 5 * 3, "fields": ["source", "n"]}
+    assert not (tmp_path / "runs").exists()
+
+
+def test_sweep_members_that_submitted_no_job_are_left_out(tmp_path):
+    sweep = tmp_path / "sweep"
+    for name, files in {"0_a": {"job.json": "{}", "status.json": '{"status": "Completed"}'},
+                        "1_b": {"status.json": json.dumps({"status": "failed", "error": "manifest: no rows\nmore"})},
+                        "2_c": {".hydra/config.yaml": ""},
+                        "dataset": {"report.json": "{}"}}.items():
+        for rel, text in files.items():
+            (sweep / name / rel).parent.mkdir(parents=True, exist_ok=True)
+            (sweep / name / rel).write_text(text)
+    assert c.sweep_members(sweep) == [sweep / "0_a"]
+    assert c.left_out_members(sweep) == ["1_b (failed: manifest: no rows more)",
+                                         "2_c (created no labeling job)"]
+    (sweep / "0_a" / "job.json").unlink()
+    with pytest.raises(c.RecordError, match=re.escape("no member submitted a job: 0_a (created no labeling job")):
+        c.sweep_members(sweep)
