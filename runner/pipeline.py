@@ -28,7 +28,7 @@ from runner import __version__
 from runner.build import price as prices
 from runner.build.request import check_settings, job_name, label_category_config, labeling_job_request
 from runner.build.sql import Query, check_fields, count_query, render_sql, select_query
-from runner.build.template import missing_variables, parse_template, render_task, task_input
+from runner.build.template import fill_job_values, missing_variables, parse_template, render_task, task_input
 from runner.check import validate_request
 from runner.config import HOME, TEMPLATES_DIR
 from runner.errors import ConfigError, ConfigErrors, ManifestError, RecordError, collect_errors
@@ -219,6 +219,9 @@ class Pipeline:
             raise ConfigError("template.file", f"{path} is not UTF-8 text (byte {exc.start})") from None
         except OSError as exc:
             raise ConfigError("template.file", f"cannot read {path}: {exc.strerror}") from None
+        t = self.s.template
+        text = fill_job_values(text, {"title": t.title, "description": t.description,
+                                      "instructions": t.instructions}, str(path))
         return text, parse_template(text, str(path))
 
     def check_transforms(self) -> list[ConfigError]:

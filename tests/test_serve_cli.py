@@ -33,6 +33,9 @@ def test_run_hands_the_job_to_the_running_service_and_status_follows_it(gtrun, s
     name = json.loads((run / "request.json").read_text())["LabelingJobName"]
     assert f"workers label it at {url}/jobs/{name}/" in r.stdout
     worker = Worker(url)
+    page = worker.task(name)["html"]  # the job's own question and instructions (conf/job/tweets_sentiment.yaml)
+    assert 'header="What is the sentiment of this tweet?"' in page
+    assert "Choose the sentiment the tweet expresses about <b>its entity</b>" in page
     for _ in range(2):
         task = worker.task(name)
         assert worker.answer(name, task, {"crowd-classifier": {"label": "Positive"}}).status_code == 200

@@ -10,6 +10,7 @@ import pytest
 
 from runner.build.template import (
     check_template,
+    fill_job_values,
     gt_environment,
     missing_variables,
     parse_template,
@@ -18,6 +19,7 @@ from runner.build.template import (
 )
 from runner.errors import ManifestError, TemplateError
 from runner.schema import TaskType
+from tests.conftest import ROOT
 
 LABELS = ['say "hi"', "a<b & c>d", "it's", "&amp; stays", "naïve ✓ 日本"]
 
@@ -351,3 +353,32 @@ def test_task_input_feeds_a_builtin_style_template():
     with pytest.raises(TemplateError, match=r"^text\.liquid:2: task\.input\.source is not in"):
         check_template(template.replace("taskObject", "source"), "text.liquid",
                        task_input(TaskType.text_classification, line, LABELS))
+
+
+def test_job_values_are_filled_in_once_for_every_task():
+    text = ('<crowd-classifier header="{{ gtrun.title | default: \'Pick one\' }}">\n'
+            "<short-instructions>{{ gtrun.instructions }}</short-instructions>\n"
+            "<p>{{gtrun.description}}</p>{{ task.input.taskObject }}</crowd-classifier>")
+    filled = fill_job_values(text, {"title": 'Is it "good" & kind?', "description": "Use {{ care }}",
+                                    "instructions": "<p>Read <b>all</b> of it.</p>"}, "t.liquid")
+    assert 'header="Is it &quot;good&quot; &amp; kind?"' in filled  # text: escaped for HTML
+    assert "<short-instructions><p>Read <b>all</b> of it.</p></short-instructions>" in filled  # HTML as written
+    assert "<p>{% raw %}Use {{ care }}{% endraw %}</p>" in filled  # the job's text, never Liquid to run
+    assert "{{ task.input.taskObject }}" in filled and "gtrun." not in filled
+    rendered = render_task(parse_template(filled, "t.liquid"), {"taskObject": "x", "labels": []})
+    assert "<p>Use {{ care }}</p>" in rendered
+    unset = fill_job_values(text, {}, "t.liquid")
+    assert 'header="Pick one"' in unset and "<short-instructions></short-instructions>" in unset
+    with pytest.raises(TemplateError, match=r"t\.liquid:2: gtrun\.instruction is not a job value"):
+        fill_job_values("x\n{{ gtrun.instruction }}", {}, "t.liquid")
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "templates").glob("*.liquid")), ids=lambda p: p.stem)
+def test_bundled_templates_show_the_jobs_title_and_instructions(path):
+    """Each bundled template's instructions come from template.instructions, and the built-in task
+    types' question from template.title; unfilled (pasted into the console) they read their defaults."""
+    text = path.read_text()
+    filled = fill_job_values(text, {"title": "TITLE-X", "instructions": "<p>INSTR-X</p>"}, path.name)
+    assert "<p>INSTR-X</p>" in filled
+    assert ('header="TITLE-X"' in filled) == (path.stem not in ("custom", "receipts_ner"))
+    assert "gtrun." not in fill_job_values(text, {}, path.name)

@@ -14,6 +14,8 @@ from liquid import Environment, StrictUndefined
 from markupsafe import Markup
 from omegaconf import OmegaConf
 
+from runner.build.template import fill_job_values
+
 HOME = Path(__file__).resolve().parent.parent
 TEMPLATES = sorted((HOME / "templates").glob("*.liquid"))
 CROWD_JS = '<script src="https://assets.crowd.aws/crowd-html-elements.js"></script>'
@@ -44,7 +46,9 @@ def environment() -> Environment:
 
 
 def render(name: str, task_input: dict[str, Any]) -> str:
+    """The template as gtrun builds it (the job's title and instructions filled in), rendered."""
     source = (HOME / "templates" / f"{name}.liquid").read_text(encoding="utf-8")
+    source = fill_job_values(source, {"title": "The question", "instructions": "<p>Do it well.</p>"}, name)
     return environment().from_string(source).render(task={"input": task_input})
 
 

@@ -22,6 +22,7 @@ Hyphenated keys: python-liquid reads `task.input.source-ref` (dotted) and
 
 from __future__ import annotations
 
+import html
 import json
 import pathlib
 import re
@@ -153,6 +154,9 @@ def gt_environment(grant_read_access: Callable[[str], str] | None = None) -> Env
     env.filters["escape_once"] = _escape_once
     env.filters["grant_read_access"] = _grant_read_access_filter(grant_read_access)
     # `escape` is python-liquid's own: under autoescape it returns Markup, so it never doubles.
+    # A template gtrun has not built (fill_job_values) reads `gtrun.<value> | default: ...` as nil,
+    # as Ground Truth does: its default
+    env.globals["gtrun"] = {}
     return env
 
 
@@ -174,6 +178,42 @@ def _unclosed_line(env: Environment, text: str, tag: str) -> int:
             open_tags.append((token.value, token.start_index))
     index = next((i for t, i in reversed(open_tags) if t == tag), max(len(text) - 1, 0))
     return Span("", index).line_col(text)[0] if text else 1
+
+
+# `{{ gtrun.<value> }}` or `{{ gtrun.<value> | default: "text" }}`: filled in when gtrun builds the job
+_JOB_VALUE = re.compile(r"""\{\{-?\s*gtrun\.(\w+)\s*(?:\|\s*default:\s*(?:"([^"]*)"|'([^']*)'))?\s*-?\}\}""")
+JOB_VALUES = {"title": "text", "description": "text", "instructions": "html"}  # template.<key>, and its kind
+
+
+def fill_job_values(text: str, values: Mapping[str, str | None], name: str) -> str:
+    """The template with the job's own values in place of `{{ gtrun.title }}`, `{{ gtrun.description }}`
+    and `{{ gtrun.instructions }}` (template.title, .description, .instructions): what workers see
+    comes from the config, in every template. Ground Truth renders `task.input` per task; these are
+    the job's, so gtrun writes them in once, before the template is checked and uploaded. Title and
+    description are text (HTML-escaped), the instructions HTML. An unset value gives the expression's
+    `default:` text, or nothing; an unknown `gtrun.` value is a TemplateError naming the line.
+
+    >>> fill_job_values('<h1>{{ gtrun.title | default: "Label it" }}</h1>', {"title": "Cats & dogs"}, "t")
+    '<h1>Cats &amp; dogs</h1>'
+    >>> fill_job_values('<h1>{{ gtrun.title | default: "Label it" }}</h1>', {"title": None}, "t")
+    '<h1>Label it</h1>'
+    """
+    def fill(match: re.Match[str]) -> str:
+        key, default = match.group(1), match.group(2) if match.group(2) is not None else match.group(3)
+        if key not in JOB_VALUES:
+            line = text.count("\n", 0, match.start()) + 1
+            raise TemplateError(f"{name}:{line}: gtrun.{key} is not a job value; the template can use "
+                                + ", ".join(f"gtrun.{k}" for k in JOB_VALUES))
+        value = values.get(key)
+        if not value:
+            return html.escape(default or "", quote=True)
+        if JOB_VALUES[key] == "text":
+            value = html.escape(value, quote=True)
+        if "{{" in value or "{%" in value:  # the job's text, not Liquid for Ground Truth to run
+            value = "{% raw %}" + value + "{% endraw %}"
+        return value
+
+    return _JOB_VALUE.sub(fill, text)
 
 
 def parse_template(text: str, name: str, env: Environment | None = None) -> BoundTemplate:
