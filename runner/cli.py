@@ -151,7 +151,8 @@ def show_plan(o: Outcome) -> None:
     out.rule("query.sql")
     out.print(o.query.sql, soft_wrap=True)
     if o.query.params:
-        out.print("params: " + ", ".join(f"{n}={v!r}" for n, v in zip(o.query.param_names, o.query.params, strict=False)))
+        bound = dict(zip(o.query.param_names, o.query.params, strict=False))  # a name used twice is one value
+        out.print("params: " + ", ".join(f"{n}={'NULL' if v is None else repr(v)}" for n, v in bound.items()))
     if o.first_line:
         out.rule("first manifest line")
         out.print(json.dumps(o.first_line, ensure_ascii=False), soft_wrap=True)
@@ -686,16 +687,21 @@ def wait_for(service: Any, name: str, interval: float) -> dict[str, Any]:
     """Poll DescribeLabelingJob until the job ends, showing its label counters."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    # On a terminal, a bar; in a pipe or a log, a plain line each time the counters or the status move.
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as bar:
+                  console=console, disable=not console.is_terminal) as bar:
         task = bar.add_task(name, total=None)
-        delay, last = interval, None
+        delay, last, said = interval, None, None
         while True:
             job: dict[str, Any] = service.describe_labeling_job(name)
             c = job["LabelCounters"]
             done = c.get("TotalLabeled", 0) + c.get("FailedNonRetryableError", 0)
-            bar.update(task, completed=done, total=done + c.get("Unlabeled", 0),
-                       description=f"{name} {job['LabelingJobStatus']}")
+            total = done + c.get("Unlabeled", 0)
+            bar.update(task, completed=done, total=total, description=f"{name} {job['LabelingJobStatus']}")
+            line = f"{datetime.now():%H:%M:%S} {name} {job['LabelingJobStatus']}: {done:,} of {total:,} done"
+            if not console.is_terminal and line.split(" ", 1)[1] != said:
+                console.print(line)
+                said = line.split(" ", 1)[1]
             if job["LabelingJobStatus"] in TERMINAL:
                 return job
             # Back off while nothing changes (up to a minute between polls); poll soon after progress.

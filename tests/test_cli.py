@@ -84,6 +84,7 @@ def test_plan_submits_and_writes_nothing(gtrun):
     r = gtrun("plan", "source=tweets", "source.params.threshold=0.6")
     assert r.code == 0, r.output
     assert "SELECT" in r.stdout and "CreateLabelingJob request" in r.stdout and "nothing submitted" in r.stdout
+    assert "params: threshold=0.6, entity=NULL\n" in r.stdout  # each parameter once, SQL's NULL for None
     assert gtrun.jobs() == [] and gtrun.stored_objects() == [] and gtrun.runs() == []
     assert not (gtrun.cwd / "outputs").exists()
 

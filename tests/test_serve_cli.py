@@ -94,3 +94,8 @@ def test_ctrl_c_stops_a_command_with_one_line(gtrun, served):
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, (out, err)
     assert err.strip().endswith("interrupted") and "Traceback" not in err
+    # piped, the wait says what it sees in plain lines, once per change, with no bar drawn
+    name = json.loads((run / "request.json").read_text())["LabelingJobName"]
+    seen = re.findall(rf"^\d\d:\d\d:\d\d {name} (\w+): 0 of 2 done$", err, re.M)
+    assert seen and len(seen) == len(set(seen)) and seen[-1] == "InProgress", err
+    assert "━" not in err and "╸" not in err

@@ -156,7 +156,7 @@ def gt_environment(grant_read_access: Callable[[str], str] | None = None) -> Env
     # `escape` is python-liquid's own: under autoescape it returns Markup, so it never doubles.
     # A template gtrun has not built (fill_job_values) reads `gtrun.<value> | default: ...` as nil,
     # as Ground Truth does: its default
-    env.globals["gtrun"] = {}
+    env.globals = {**env.globals, "gtrun": {}}
     return env
 
 
