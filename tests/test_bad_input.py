@@ -144,6 +144,14 @@ def test_malformed_source_file(gtrun, tmp_path):
     refused(gtrun, f"source.files=[{bad}]", match=(str(bad), "cannot read ml_workshop_db.labeling_prediction"))
 
 
+def test_a_csv_row_with_another_number_of_fields_is_named(gtrun, tmp_path):
+    """DuckDB's sniffer reads such a file as one column named after the header line; the error
+    names the row instead of a column the query cannot find."""
+    bad = tmp_path / "preds.csv"
+    bad.write_text("tweet_id,entity,tweet_text,score\n1,Xbox,good,0.1\n2,Xbox,bad,0.3,extra\n3,Xbox,ok,0.2\n")
+    refused(gtrun, f"source.files=[{bad}]", match=f"{bad}:3: 5 fields where the header has 4 (','-separated)")
+
+
 def test_empty_result(gtrun):
     refused(gtrun, "source.params.threshold=0", match="source: the query returned no rows (params: threshold=0")
 

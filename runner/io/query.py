@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import glob
 import logging
 import re
@@ -97,8 +98,29 @@ class DuckDBSource:
         except duckdb.Error as exc:
             con.close()
             raise self._file_error(exc) from None
-        self._describe()  # reads the files' headers now: a malformed file fails here, named
+        try:
+            columns = self._describe()  # reads the files' headers now: a malformed file fails here, named
+            if reader == "read_csv" and len(columns) == 1:
+                self._check_one_column(columns[0])
+        except BaseException:
+            self.close()
+            raise
         return self
+
+    def _check_one_column(self, name: str) -> None:
+        """DuckDB reads a CSV file whose rows do not all have the header's number of fields as one
+        column named after the whole header line: name the first such row instead."""
+        delimiter = next((d for d in (",", "\t", ";", "|") if d in name), None)
+        if delimiter is None:
+            return
+        for path in self.files:
+            with open(path, encoding="utf-8", errors="replace", newline="") as src:
+                rows = csv.reader(src, delimiter=delimiter)
+                header = next(rows, [])
+                for row in rows:
+                    if len(row) != len(header):
+                        raise QueryError(f"{path}:{rows.line_num}: {len(row)} fields where the header has "
+                                         f"{len(header)} ({delimiter!r}-separated)")
 
     def _describe(self) -> list[str]:
         try:
