@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -187,9 +188,16 @@ def show_run(o: Outcome, run_dir: Path, service_url: str | None, backend: Any) -
     out.print(f"follow it with: gtrun status {run_dir} --wait")
 
 
+_USERINFO = re.compile(r"://[^/@\s:]+:[^/@\s]*@")  # scheme://user:password@host
+
+
 def _hydra(verb: str, args: list[str]) -> int:
     """Run the Hydra app for `run` / `plan` with the user's overrides."""
     multirun = any(a in ("-m", "--multirun") for a in args)
+    for a in args:  # Hydra records every override: a password in a URL would be written to the run
+        if _USERINFO.search(a):
+            return fail(f"{a.split('=', 1)[0]}: a URL with a user and password; give credentials through the "
+                        "environment or backend.profile (the config and its overrides are recorded with the run)")
     if not multirun:
         for a in args:
             if a.startswith("hydra.run.dir="):

@@ -152,6 +152,14 @@ def test_a_csv_row_with_another_number_of_fields_is_named(gtrun, tmp_path):
     refused(gtrun, f"source.files=[{bad}]", match=f"{bad}:3: 5 fields where the header has 4 (','-separated)")
 
 
+def test_a_password_in_an_endpoint_url_is_refused_before_anything_is_recorded(gtrun):
+    r = refused(gtrun, "backend.endpoints.athena=http://me:S3CRET-PW@127.0.0.1:9",
+                match="backend.endpoints.athena: a URL with a user and password")
+    assert "S3CRET-PW" not in r.output
+    assert not (gtrun.cwd / "outputs").exists() or "S3CRET-PW" not in "".join(
+        p.read_text(errors="replace") for p in (gtrun.cwd / "outputs").rglob("*") if p.is_file())
+
+
 def test_empty_result(gtrun):
     refused(gtrun, "source.params.threshold=0", match="source: the query returned no rows (params: threshold=0")
 
