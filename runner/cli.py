@@ -32,7 +32,7 @@ from runner.errors import ConfigError, GtrunError, RecordError
 from runner.record import COMPARED, CONFIG, Run, artifact_changes, config_changes, resolved
 from runner.service import DEFAULT_PORT
 from runner.service.store import TERMINAL
-from runner.sweep import write_status
+from runner.sweep import STATUS, write_status
 
 if TYPE_CHECKING:
     from runner.pipeline import Outcome, Pipeline
@@ -127,7 +127,10 @@ def task(cfg: DictConfig) -> None:
         if verb == "run":
             write_status(run_dir, status)
         if not multirun:
-            sys.exit(fail(str(exc)))
+            code = fail(str(exc))
+            if verb == "run" and (run_dir / STATUS).is_file():
+                console.print(f"the failed run is recorded in {run_dir}")
+            sys.exit(code)
         console.print(Text.assemble((f"{status.get('dataset', run_dir.name)} failed:", "red"), f" {exc}"))
         return
     if verb == "run":

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from rich.console import Console
@@ -30,21 +31,39 @@ def read_statuses(sweep_dir: Path) -> list[dict[str, Any]]:
                          key=lambda p: (int(p.name.split("_")[0]) if p.name.split("_")[0].isdigit() else 1 << 30, p.name)):
         path = member / STATUS
         if path.is_file():
-            rows.append(json.loads(path.read_text(encoding="utf-8")))
+            row = json.loads(path.read_text(encoding="utf-8"))
         elif (member / ".hydra").is_dir():
-            rows.append({"run_dir": str(member), "status": "failed", "error": "no status recorded"})
+            row = {"run_dir": str(member), "status": "failed", "error": "no status recorded"}
+        else:
+            continue
+        row["overrides"] = _overrides(member)
+        rows.append(row)
     return rows
 
 
+def _overrides(member: Path) -> list[str]:
+    """The member's task overrides (Hydra's .hydra/overrides.yaml), or none when unreadable."""
+    try:
+        found = yaml.safe_load((member / ".hydra" / "overrides.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return []
+    return [str(o) for o in found] if isinstance(found, list) else []
+
+
 def summary_table(rows: list[dict[str, Any]]) -> Table:
+    """One row per member: what the sweep varied for it (the overrides not shared by every member),
+    its dataset, objects, cost, job name and status."""
+    shared = set.intersection(*(set(r.get("overrides", [])) for r in rows)) if rows else set()
     table = Table(title="sweep summary")
-    for col in ("dataset", "objects", "cost (USD)", "job name", "status"):
-        table.add_column(col, justify="right" if col in ("objects", "cost (USD)") else "left")
+    for col in ("swept", "dataset", "objects", "cost (USD)", "job name", "status"):
+        table.add_column(col, justify="right" if col in ("objects", "cost (USD)") else "left",
+                         overflow="fold", no_wrap=col == "job name")
     for r in rows:
         status: str | Text = r.get("status", "?")
         if status == "failed":
             status = Text.assemble(("failed", "red"), f": {str(r.get('error', '')).splitlines()[0]}")
-        table.add_row(str(r.get("dataset", "")), str(r.get("objects", "")), str(r.get("cost_usd", "")),
+        swept = " ".join(o for o in r.get("overrides", []) if o not in shared)
+        table.add_row(swept, str(r.get("dataset", "")), str(r.get("objects", "")), str(r.get("cost_usd", "")),
                       str(r.get("job_name", "")), status)
     return table
 

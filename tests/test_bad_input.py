@@ -161,7 +161,10 @@ def test_a_password_in_an_endpoint_url_is_refused_before_anything_is_recorded(gt
 
 
 def test_empty_result(gtrun):
-    refused(gtrun, "source.params.threshold=0", match="source: the query returned no rows (params: threshold=0")
+    r = refused(gtrun, "source.params.threshold=0", match="source: the query returned no rows (params: threshold=0")
+    (run,) = gtrun.runs(every=True)  # the failure is recorded, and the error says where
+    assert read_json(run / "status.json")["status"] == "failed"
+    assert f"the failed run is recorded in {run}" in r.stderr
 
 
 def test_template_that_does_not_parse(gtrun, tmp_path):

@@ -118,6 +118,9 @@ def test_sweep_over_entities(gtrun):
     assert [m["dataset"] for m in members] == ["tweets-borderlands", "tweets-xbox", "tweets-nba2k"]
     assert all(m["status"] in ("Initializing", "InProgress") and m["objects"] > 0 for m in members)
     assert "sweep summary" in r.stderr
+    # each row says what the sweep varied for it; the overrides every member shares are left out
+    swept = [line.split("│")[1].strip() for line in r.stderr.splitlines() if "│ tweets-" in line]
+    assert swept == ["source.params.entity=Borderlands", "source.params.entity=Xbox", "source.params.entity=NBA2K"]
     assert len(set(gtrun.jobs())) == 3
 
 
