@@ -439,22 +439,39 @@ def compose_settings(overrides: list[str]) -> Any:
 def status(args: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="gtrun status", description="Show a run's labeling job: status and "
                                      "label counters (DescribeLabelingJob).")
-    parser.add_argument("run", help="a recorded run directory")
+    parser.add_argument("run", help="a recorded run directory, or a sweep's (each member's job)")
     parser.add_argument("--wait", action="store_true", help="poll until the job ends, with a progress bar")
     parser.add_argument("--interval", type=_number(float, 0.1, 3600), default=2.0,
                         help="seconds between polls while the counters "
                         "move (default 2); it backs off to a minute while nothing changes")
     ns = parser.parse_args(args)
+    target = Path(ns.run)
+    if (target / CONFIG).is_file() or not target.is_dir():
+        return _status_of(ns.run, ns.wait, ns.interval)
+    from runner.collect import collect as c
+
     try:
-        name, settings = _submitted(ns.run)
+        members = c.sweep_members(target)
+    except GtrunError as exc:
+        return fail(str(exc))
+    codes = [_status_of(str(member), ns.wait, ns.interval) for member in members]
+    for item in c.left_out_members(target):
+        out.print(f"left out: {item}")
+    return max(codes)
+
+
+def _status_of(run: str, wait: bool, interval: float) -> int:
+    """Print one run's job status and counters (after waiting for its end, when `wait`)."""
+    try:
+        name, settings = _submitted(run)
         with _labeling(settings) as service:
             job = service.describe_labeling_job(name)
-            if ns.wait and job["LabelingJobStatus"] not in TERMINAL:
+            if wait and job["LabelingJobStatus"] not in TERMINAL:
                 if settings.backend.kind.value == "local" and getattr(service, "endpoint", None) is None:
                     out.print(Text.assemble("no labeling service is running for this storage; start one with ",
                                             (f"gtrun serve --root {settings.backend.root}", "bold"),
                                             " so workers can label"))
-                job = wait_for(service, name, ns.interval)
+                job = wait_for(service, name, interval)
     except GtrunError as exc:
         return fail(str(exc))
     c = job["LabelCounters"]

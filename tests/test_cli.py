@@ -132,6 +132,9 @@ def test_sweep_member_failure_does_not_hide_the_others(gtrun):
     assert [m["status"] for m in members][1] == "failed" and members[0]["status"] != "failed"
     assert "no rows" in members[1]["error"]
     assert len(gtrun.jobs()) == 1
+    st = gtrun("status", str(summary.parent))  # a sweep: each member's job, and the member left out
+    assert st.code == 0, st.output
+    assert f"{members[0]['job_name']}: " in st.stdout and "left out: 1_tweets-nosuchentity (failed: " in st.stdout
 
 
 def test_sweep_over_jobs_in_parallel_with_joblib(gtrun):
