@@ -222,7 +222,11 @@ class Pipeline:
         t = self.s.template
         text = fill_job_values(text, {"title": t.title, "description": t.description,
                                       "instructions": t.instructions}, str(path))
-        return text, parse_template(text, str(path))
+        parsed = parse_template(text, str(path))
+        if "<crowd-form" not in text.lower():
+            raise ConfigError("template.file", f"{path} has no <crowd-form> element: workers would have nothing "
+                              "to submit their answers with", "wrap the task in <crowd-form> ... </crowd-form>")
+        return text, parsed
 
     def check_transforms(self) -> list[ConfigError]:
         """The transforms config's problems, found now rather than at collect, once the job is labeled."""

@@ -160,6 +160,12 @@ def test_a_password_in_an_endpoint_url_is_refused_before_anything_is_recorded(gt
         p.read_text(errors="replace") for p in (gtrun.cwd / "outputs").rglob("*") if p.is_file())
 
 
+def test_a_template_workers_cannot_submit(gtrun, tmp_path):
+    (tmp_path / "bare.liquid").write_text("<p>{{ task.input.taskObject }}</p>\n")
+    refused(gtrun, f"template.file={tmp_path / 'bare.liquid'}", match="template.file: ", verb="plan")
+    refused(gtrun, f"template.file={tmp_path / 'bare.liquid'}", match="has no <crowd-form> element")
+
+
 def test_empty_result(gtrun):
     r = refused(gtrun, "source.params.threshold=0", match="source: the query returned no rows (params: threshold=0")
     (run,) = gtrun.runs(every=True)  # the failure is recorded, and the error says where
