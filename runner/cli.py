@@ -648,7 +648,8 @@ def collect_cmd(args: list[str]) -> int:
                         help="with --manifest (default: the `type` in the label metadata)")
     parser.add_argument("--label-attribute",
                         help="with --manifest (default: the one the lines carry, `<attr>-metadata`)")
-    parser.add_argument("--labels", help="comma-separated label names, in the label config's order")
+    parser.add_argument("--labels", help="comma-separated label names, in the label config's order (class index "
+                        "0 first); they must agree with the class names the lines carry")
     parser.add_argument("--out", help="where to write the dataset (with --manifest)")
     ns, overrides = parser.parse_known_args(args)
     if ns.target and "=" in ns.target:  # an override, not a directory

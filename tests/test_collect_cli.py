@@ -171,6 +171,95 @@ def test_collect_reads_the_label_attribute_and_task_type_off_the_manifest(gtrun,
     assert not (tmp_path / "expired").exists()
 
 
+SENTIMENT = ["Positive", "Negative", "Neutral", "Irrelevant"]  # Ground Truth's class indices 0-3
+
+
+def sentiment_manifest(path):
+    """A text-classification output whose first uses (Positive, Irrelevant, Negative, Neutral) are
+    not in class index order: the value is the index, the metadata's class-name its name."""
+    lines = []
+    for i, index in enumerate([0, 3, 1, 2, 1, 0, 3, 2, 0, 1]):
+        meta = {"class-name": SENTIMENT[index], "confidence": 0.9, "type": "groundtruth/text-classification",
+                "job-name": "labeling-job/s", "human-annotated": "yes", "creation-date": "2026-01-01T00:00:00.000000"}
+        lines.append({"source": f"text {i}", "sentiment": index, "sentiment-metadata": meta})
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return {x["source"]: x["sentiment"] for x in lines}
+
+
+def test_labels_read_off_a_manifest_keep_ground_truths_class_indices(gtrun, tmp_path):
+    manifest = tmp_path / "out.manifest"
+    index = sentiment_manifest(manifest)
+    r = gtrun("collect", "--manifest", str(manifest), "--out", str(tmp_path / "ds"), "transforms=table,jsonl,hf_datasets")
+    assert r.code == 0, r.output
+    assert read_json(tmp_path / "ds" / "report.json")["labels"] == SENTIMENT  # not first use
+    hf = [pq.read_table(p) for p in sorted((tmp_path / "ds" / "hf").glob("*.parquet"))]
+    features = json.loads(hf[0].schema.metadata[b"huggingface"])["info"]["features"]
+    assert features["label"]["names"] == SENTIMENT
+    rows = [row for table in hf for row in table.to_pylist()]
+    assert len(rows) == len(index) and all(row["label"] == index[row["source"]] for row in rows)  # GT's 1 is 1
+    # the same list given: the same dataset
+    r = gtrun("collect", "--manifest", str(manifest), "--out", str(tmp_path / "given"), "--labels", ",".join(SENTIMENT),
+              "transforms=hf_datasets")
+    assert r.code == 0, r.output
+    given = [row for p in sorted((tmp_path / "given" / "hf").glob("*.parquet")) for row in pq.read_table(p).to_pylist()]
+    assert sorted(given, key=lambda x: x["source"]) == sorted(rows, key=lambda x: x["source"])
+
+
+def test_labels_given_that_contradict_the_lines_are_one_clear_error(gtrun, tmp_path):
+    manifest = tmp_path / "out.manifest"
+    sentiment_manifest(manifest)
+    args = ["collect", "--manifest", str(manifest), "--out", str(tmp_path / "ds")]
+    r = gtrun(*args, "--labels", "Negative,Positive,Neutral,Irrelevant")  # accepted silently before
+    assert r.code == 2 and not (tmp_path / "ds").exists(), r.output
+    assert "line 1: label index 0 is 'Positive' in the line (class-name), but 'Negative' in the labels given" in r.stderr
+    assert "hint: give the labels (--labels) in the order of the job's label config" in r.stderr
+    r = gtrun(*args, "--labels", "Positive,Negative")  # "label index 3 is out of range" before, the name unsaid
+    assert r.code == 2 and "line 2: label index 3 is 'Irrelevant' in the line (class-name), beyond the 2 labels given" \
+        in r.stderr, r.output
+    r = gtrun(*args, "--labels", "Negative,Positive,Neutral,Irrelevant", "transforms.on_error=skip")
+    assert r.code == 2 and "line 1: label index 0 is 'Positive'" in r.stderr  # the list is wrong, not a line
+
+
+def test_a_mistyped_label_attribute_is_named_before_the_task_type_is_asked_for(gtrun, tmp_path):
+    manifest = tmp_path / "out.manifest"
+    sentiment_manifest(manifest)
+    r = gtrun("collect", "--manifest", str(manifest), "--out", str(tmp_path / "ds"), "--label-attribute", "sentimnt")
+    assert r.code == 2 and not (tmp_path / "ds").exists(), r.output
+    assert f"label attribute 'sentimnt': no line of {manifest} has it; its lines have 'sentiment'" in r.stderr
+    assert "hint: --label-attribute sentiment" in r.stderr and "--task-type" not in r.stderr
+
+
+def test_a_custom_tasks_label_value_is_kept_in_every_format(gtrun, tmp_path):
+    labeled = json.loads((ROOT / "tests/data/real-outputs/ssie_output_line1.jsonl").read_text())
+    expired = json.loads((ROOT / "tests/data/real-outputs/ssie_expired_line2.jsonl").read_text())
+    # what another consolidation Lambda could write: any JSON, not one shape
+    other = {**labeled, "page": "2", "mock_job_name": [{"label": "PER", "start": 0}, "unsure"]}
+    text = {**labeled, "page": "3", "mock_job_name": "free text, \"quoted\""}
+    manifest = tmp_path / "out.manifest"
+    manifest.write_text("".join(json.dumps(x) + "\n" for x in (labeled, expired, other, text)))
+    values = {x["page"]: x["mock_job_name"] for x in (labeled, other, text)}
+    assert values["1"] == {"annotation-ref": "s3://bucket/annotations/file1-1-616696e2-ann.json"}
+    r = gtrun("collect", "--manifest", str(manifest), "--out", str(tmp_path / "ds"), "transforms=table,jsonl,hf_datasets")
+    assert r.code == 0, r.output
+    records = [json.loads(x) for split in ("train", "validation", "test")
+               for x in (tmp_path / "ds" / "jsonl" / f"{split}.jsonl").read_text().splitlines()]
+    assert {x["page"]: x["annotation"] for x in records} == values  # the JSON value itself
+    assert all(list(x)[-3:] == ["annotation", "confidence", "workers"] for x in records)
+    table = pq.read_table(tmp_path / "ds" / "table" / "ds.parquet")
+    assert table.schema.field("annotation").type == pa.string()  # its JSON text: one column for any shape
+    assert {row["page"]: json.loads(row["annotation"]) for row in table.to_pylist()} == values
+    hf = [row for p in (tmp_path / "ds" / "hf").glob("*.parquet") for row in pq.read_table(p).to_pylist()]
+    assert {row["page"]: json.loads(row["annotation"]) for row in hf} == values
+    with duckdb.connect(str(tmp_path / "ds" / "gtrun.duckdb"), read_only=True) as con:
+        assert con.sql("""SELECT annotation::JSON->>'annotation-ref' FROM ds WHERE page = '1'""").fetchall() == [
+            (values["1"]["annotation-ref"],)]
+    r = gtrun("collect", "--manifest", str(manifest), "--out", str(tmp_path / "csv"), "transforms=table",
+              "transforms.steps.table.format=csv")
+    assert r.code == 0, r.output
+    with open(tmp_path / "csv" / "table" / "csv.csv", newline="", encoding="utf-8") as f:
+        assert {row["page"]: json.loads(row["annotation"]) for row in csv.DictReader(f)} == values
+
+
 def test_collect_a_manifest_on_s3(gtrun, tmp_path, moto_server, aws_env, monkeypatch):  # noqa: F811
     """--manifest s3://...: read with the standard AWS settings (here AWS_ENDPOINT_URL_S3: moto's server)."""
     import boto3

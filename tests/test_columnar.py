@@ -212,6 +212,13 @@ def named_line(task: TaskType, i: int, rng: random.Random) -> dict:
     return line
 
 
+def collect_unlabeled(path: Path, task: TaskType, attr: str, settings: TransformsConfig, out: Path,
+                      columnar: bool) -> dict:
+    """collect() of the manifest with no labels given, on the columnar path or the parser's."""
+    output = c.Output(name="ds", manifest_uri=str(path), storage=None, task_type=task, attribute=attr, labels=[])
+    return c.collect([output], out, settings, dataset="ds", provenance={}, use_columnar=columnar)
+
+
 @pytest.mark.parametrize("task", list(TYPES), ids=lambda t: t.value)
 def test_given_no_labels_the_columnar_pass_reads_them_as_the_parser_does(tmp_path, caplog, task):
     rng = random.Random(5)
@@ -219,14 +226,10 @@ def test_given_no_labels_the_columnar_pass_reads_them_as_the_parser_does(tmp_pat
     attr = TYPES[task][0]
     settings = TransformsConfig(steps={"table": {}, "jsonl": {}, "hf_datasets": {}})
 
-    def collect(out: Path, columnar: bool) -> dict:
-        output = c.Output(name="ds", manifest_uri=str(path), storage=None, task_type=task, attribute=attr, labels=[])
-        return c.collect([output], out, settings, dataset="ds", provenance={}, use_columnar=columnar)
-
     with caplog.at_level(logging.INFO, logger="runner.collect"):
-        fast = collect(tmp_path / "fast" / "ds", True)
+        fast = collect_unlabeled(path, task, attr, settings, tmp_path / "fast" / "ds", True)
         assert "(columnar)" in caplog.text and "the parser reads them off" not in caplog.text  # one pass
-        slow = collect(tmp_path / "slow" / "ds", False)
+        slow = collect_unlabeled(path, task, attr, settings, tmp_path / "slow" / "ds", False)
         assert "no labels given: the parser reads them off" in caplog.text
     assert dataset_files(tmp_path / "fast" / "ds") == dataset_files(tmp_path / "slow" / "ds")
     labels = fast["report"]["labels"]
@@ -237,6 +240,70 @@ def test_given_no_labels_the_columnar_pass_reads_them_as_the_parser_does(tmp_pat
     if task is TaskType.bounding_box:
         # by class index (the first name of each: "01" comes after "1"'s bus), then "coach", used later
         assert labels == ["car", "bus", "bike", "of-03", "truck", "from-a-failed-line", "coach"]
+
+
+def test_labels_read_off_the_output_are_in_ground_truths_class_index_order_on_both_paths(tmp_path, caplog):
+    # single-label: the value is the class index, the class-name its name; first uses come in another order
+    task = TaskType.text_classification
+    attr, _, labels = TYPES[task]
+    rng = random.Random(11)
+    lines = [named_line(task, i, rng) for i in range(600)]
+    for i in range(3):  # labeled lines; the first uses: Neutral, Negative, Positive
+        lines[i][attr] = 2 - i
+        lines[i][attr + "-metadata"]["class-name"] = labels[2 - i]
+    path = write_manifest(tmp_path / "out.manifest", lines)
+    settings = TransformsConfig(steps={"table": {}, "jsonl": {}, "hf_datasets": {}})
+
+    with caplog.at_level(logging.INFO, logger="runner.collect"):
+        fast = collect_unlabeled(path, task, attr, settings, tmp_path / "fast" / "ds", True)
+        assert "(columnar)" in caplog.text
+        slow = collect_unlabeled(path, task, attr, settings, tmp_path / "slow" / "ds", False)
+    assert dataset_files(tmp_path / "fast" / "ds") == dataset_files(tmp_path / "slow" / "ds")
+    # by index, the values' then the class-maps' (a failed line's {"7": ...}, line 40's {"9": "Mixed"})
+    assert fast["report"]["labels"] == slow["report"]["labels"] == [*labels, "from-a-failed-line", "Mixed"]
+    rows = dataset_files(tmp_path / "fast" / "ds")["hf/train.parquet"][0]
+    by_source = {x["source"]: x[attr] for x in lines if x.get(attr) is not None}
+    assert rows and all(row["label"] == by_source[row["source"]] for row in rows)  # hf's class index is Ground Truth's
+
+
+@pytest.mark.parametrize("task", [TaskType.text_classification, TaskType.text_multilabel, TaskType.bounding_box],
+                         ids=lambda t: t.value)
+def test_labels_that_name_an_index_otherwise_than_the_lines_stop_both_paths(tmp_path, caplog, task):
+    attr, _, labels = TYPES[task]
+    rng = random.Random(2)
+    lines = [named_line(task, i, rng) for i in range(300)]
+    path = write_manifest(tmp_path / "out.manifest", lines)
+    swapped = [labels[1], labels[0], *labels[2:]]
+    output = c.Output(name="ds", manifest_uri=str(path), storage=None, task_type=task, attribute=attr, labels=swapped)
+    errors = []
+    for columnar in (True, False):
+        with pytest.raises(ManifestError) as exc:
+            c.collect([output], tmp_path / f"ds-{columnar}", TransformsConfig(steps={"table": {}, "jsonl": {}}),
+                      dataset="ds", provenance={}, use_columnar=columnar)
+        errors.append(str(exc.value))
+        assert not (tmp_path / f"ds-{columnar}").exists()
+    assert errors[0] == errors[1]
+    assert re.match(r"line \d+: (box \d+: )?label index [01] is '\w+' in the line \(class-(name|map)\), but '\w+' in "
+                    "the labels given", errors[0]), errors[0]
+    # past the lines Columnar.open learns from: the records pass steps aside for the parser to name the line
+    far = [output_line(task, i, rng) for i in range(SAMPLE_LINES + 200)]
+    n, bad = next((n, x) for n, x in reversed(list(enumerate(far, 1)))
+                  if attr in x and (task is not TaskType.text_classification or "class-name" in x[attr + "-metadata"]))
+    assert n > SAMPLE_LINES
+    if task is TaskType.text_classification:
+        bad[attr + "-metadata"]["class-name"] = "Other"
+    elif task is TaskType.text_multilabel:
+        bad[attr], bad[attr + "-metadata"]["class-map"] = [0], {"0": "Other"}
+    else:
+        bad[attr]["annotations"] = [{"class_id": 0, "left": 1, "top": 2, "width": 3, "height": 4}]
+        bad[attr + "-metadata"].update({"class-map": {"0": "Other"}, "objects": [{"confidence": 0.5}]})
+    path = write_manifest(tmp_path / "far.manifest", far)
+    with caplog.at_level(logging.INFO, logger="runner.collect.transforms"):
+        assert both_ways(path, task, tmp_path / "far", TransformsConfig(steps={"table": {}, "jsonl": {}}),
+                         refused=True) is None
+    assert f"needs the Python parser (line {n} " in caplog.text
+    with pytest.raises(ManifestError, match=f"^line {n}: .*'Other' in the line"):
+        run(path, task, tmp_path / "far2" / "ds", TransformsConfig(steps={"jsonl": {}}), columnar=True)
 
 
 def test_a_manifest_on_s3_is_copied_aside_once_for_every_pass(tmp_path, caplog, moto_server, aws_env,  # noqa: F811
@@ -297,13 +364,12 @@ def test_collect_says_what_it_is_doing_and_how_far(tmp_path):
 
 
 def test_a_label_hf_datasets_cannot_index_is_named_by_the_parser(tmp_path, caplog):
-    task = TaskType.bounding_box
+    task = TaskType.named_entity  # entities name their labels themselves, not by class index
     attr, _, labels = TYPES[task]
     rng = random.Random(3)
     lines = [output_line(task, i, rng) for i in range(300)]
-    odd = next(x for x in lines if x.get(attr, {}).get("annotations") and "class-map" in x[attr + "-metadata"])
-    meta = odd[attr + "-metadata"]
-    meta["class-map"] = dict.fromkeys(meta["class-map"], "truck")  # a name the label list lacks
+    odd = [x for x in lines if x.get(attr, {}).get("annotations", {}).get("entities")][5]
+    odd[attr]["annotations"]["entities"][0]["label"] = "Thing"  # a name the label list lacks
     path = write_manifest(tmp_path / "odd.manifest", lines)
     settings = TransformsConfig(steps={"hf_datasets": {}, "jsonl": {}})
     errors = []
@@ -313,7 +379,7 @@ def test_a_label_hf_datasets_cannot_index_is_named_by_the_parser(tmp_path, caplo
         with caplog.at_level(logging.INFO, logger="runner.collect.transforms"), pytest.raises(ConfigError) as exc:
             c.collect([output], tmp_path / f"ds-{columnar}", settings, dataset="ds", provenance={}, use_columnar=columnar)
         errors.append(str(exc.value))
-    assert errors[0] == errors[1] and "has label 'truck', not one of ['car', 'bus', 'bike']" in errors[0]
+    assert errors[0] == errors[1] and "has label 'Thing', not one of ['Person', 'Place']" in errors[0]
     assert "needs the Python parser (a label that is not in the label list)" in caplog.text
     assert not (tmp_path / "ds-True").exists()
 
@@ -669,7 +735,7 @@ def test_ground_truth_keys_count_when_they_are_there_even_null(tmp_path):
     task = TaskType.text_classification
     rng = random.Random(9)
     lines = [output_line(task, i, rng) for i in range(SAMPLE_LINES + 20)]
-    lines[-1]["sentiment-metadata"] = {"job-name": None, "class-name": "Neutral"}
+    lines[-1]["sentiment-metadata"] = {"job-name": None, "class-name": TYPES[task][2][lines[-1]["sentiment"]]}
     path = write_manifest(tmp_path / "nulls.manifest", lines)
     columnar = _columnar(path, task)
     assert columnar is not None

@@ -80,7 +80,7 @@ def test_real_image_classification_label_is_an_int_named_by_class_name():
     (line,) = real_lines("ic_output_line1.jsonl")
     assert detect(line, None) == ("birds-open-images-clone", TaskType.text_classification)
     obj = parse(line, "birds-open-images-clone")
-    assert line["birds-open-images-clone"] == 9
+    assert line["birds-open-images-clone"] == 9 == obj.value  # the class index, as the line has it
     assert (obj.label, obj.confidence, obj.status) == ("Canary", 0.95, Status.labeled)
     assert obj.source_ref.endswith("0273f487d52c16d2.jpg") and obj.text is None
 
@@ -94,6 +94,38 @@ def test_label_value_as_a_string_index_as_in_the_dg():
     assert parse(line, "s").label == "Negative"  # class-name alone is enough
 
 
+SENTIMENT_META = {"confidence": 0.9, "type": "groundtruth/text-classification", "job-name": "labeling-job/s"}
+
+
+def test_labels_given_must_name_each_class_index_as_the_lines_do(tmp_path):
+    # Ground Truth's class index is the label config's order: a list that names an index otherwise
+    # than the line's class-name or class-map is not the job's, whichever of the two names wins
+    line = {"source": "great", "s": 0, "s-metadata": {**SENTIMENT_META, "class-name": "Positive"}}
+    assert parse(line, "s", labels=["Positive", "Negative"]).label == "Positive"
+    with pytest.raises(ManifestError, match=r"^line 3: label index 0 is 'Positive' in the line \(class-name\), "
+                                            r"but 'Negative' in the labels given\n  hint: .*label config"):
+        parse(line, "s", labels=["Negative", "Positive", "Neutral"], line_no=3)
+    later = {**line, "s": 2, "s-metadata": {**SENTIMENT_META, "class-name": "Neutral"}}
+    with pytest.raises(ManifestError, match=r"^line 4: label index 2 is 'Neutral' in the line \(class-name\), "
+                                            r"beyond the 2 labels given"):
+        parse(later, "s", labels=["Positive", "Negative"], line_no=4)
+    multi = {"source": "x", "t": [1, 0], "t-metadata": {"class-map": {"1": "sad", "0": "happy"},
+                                                      "type": "groundtruth/text-classification-multilabel"}}
+    assert parse(multi, "t", labels=["happy", "sad"]).labels == ("sad", "happy")
+    with pytest.raises(ManifestError, match=r"^line 1: label index 1 is 'sad' in the line \(class-map\), but "
+                                            r"'happy' in the labels given"):
+        parse(multi, "t", labels=["sad", "happy"])
+    (cat,) = real_lines("cat_output.manifest")[1:2]
+    with pytest.raises(ManifestError, match=r"^line 1: box 0: label index 0 is 'Cat' in the line \(class-map\), "
+                                            r"but 'Dog' in the labels given"):
+        parse(cat, "cat-ground-truth", labels=["Dog", "Cat"])
+    # not a malformed line to skip: the list is wrong for every line
+    path = write_lines(tmp_path / "out.manifest", [line, later])
+    with pytest.raises(ManifestError, match="^line 1: label index 0 is 'Positive'"):
+        list(read_manifest(path, attribute=None, task_type=None, labels=["Negative", "Positive", "Neutral"],
+                           on_error=OnError.skip))
+
+
 def test_real_custom_line_keeps_its_inputs_including_a_field_named_metadata():
     (line,) = real_lines("ssie_output_line1.jsonl")
     assert label_attributes(line) == ["mock_job_name"]  # "metadata" is an input, not a label attribute
@@ -103,6 +135,7 @@ def test_real_custom_line_keeps_its_inputs_including_a_field_named_metadata():
     assert set(obj.inputs) == {"source-ref", "page", "metadata"}
     assert obj.job_name == "mock_job_name"  # no "labeling-job/" prefix in this file
     assert obj.answers == ()  # the value is an annotation-ref, not annotationsFromAllWorkers
+    assert obj.value == {"annotation-ref": "s3://bucket/annotations/file1-1-616696e2-ann.json"}  # kept as it is
 
 
 def test_real_failed_object_has_no_type_no_job_name_and_no_value():
@@ -113,7 +146,7 @@ def test_real_failed_object_has_no_type_no_job_name_and_no_value():
     with pytest.raises(ManifestError, match=r"^line 2: .*pass the task type"):
         parse(line, "mock_job_name", line_no=2)
     obj = parse(line, "mock_job_name", TaskType.custom, line_no=2)
-    assert obj.status is Status.failed and obj.job_name is None and obj.object_id == "1"
+    assert obj.status is Status.failed and obj.job_name is None and obj.object_id == "1" and obj.value is None
     assert obj.failure_reason.startswith("ClientError: Annotation tasks expired.")
     assert set(obj.inputs) == {"source-ref", "page", "metadata", "primary-annotation-ref",
                                "secondary-annotation-ref"}
@@ -181,6 +214,11 @@ def test_identify_reads_the_attribute_and_type_off_the_first_lines_that_tell_the
         "birds-open-images-clone", TaskType.text_classification)
     with pytest.raises(ManifestError, match="no lines .*\n  hint: pass them"):
         identify(["", "  "])
+    # a given attribute no line has: its name is what to check first
+    with pytest.raises(ManifestError, match=r"^4 lines, none with label attribute 'cat-groundtruth' "
+                                            r"\(no 'cat-groundtruth-metadata'\)\n  hint: check the label attribute's "
+                                            r"name \(--label-attribute\)"):
+        identify(cat, attribute="cat-groundtruth")
     with pytest.raises(ManifestError, match="^line 1: not JSON"):
         identify(["{not json", *cat])
     assert identify(["{not json", *cat], on_error=OnError.skip) == ("cat-ground-truth", TaskType.bounding_box)

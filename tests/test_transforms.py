@@ -7,6 +7,7 @@ import csv
 import json
 import os
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
@@ -256,6 +257,42 @@ def test_flat_record_has_the_task_types_keys():
                              "tokens": [0, 1]}
     with pytest.raises(ConfigError, match=r"^source\.columns: input field 'label'"):
         flat_record(labeled(0, TaskType.text_classification, {"label": "x"}, label="Positive"))
+
+
+def test_a_custom_object_without_label_keys_keeps_its_label_value_as_annotation():
+    ref = {"annotation-ref": "s3://bucket/annotations/file1-1-616696e2-ann.json"}
+    obj = labeled(0, TaskType.custom, {"source-ref": "s3://b/file1.pdf", "page": "1"}, value=ref)
+    assert flat_record(obj) == {"source-ref": "s3://b/file1.pdf", "page": "1", "annotation": ref, "confidence": None,
+                                "workers": None}
+    # boxes read out of the answers are the label (receipts' bounding-box NER): no annotation beside them
+    receipt = receipts()[0]
+    assert "annotation" not in flat_record(replace(receipt, value={"annotationsFromAllWorkers": []}))
+    # only labeled objects, only custom ones: another task's value is in its label keys already
+    assert "annotation" not in flat_record(replace(obj, status=Status.failed))
+    single = flat_record(labeled(0, TaskType.text_classification, {"annotation": 1}, label="x", value=0))
+    assert single == {"annotation": 1, "label": "x", "confidence": None, "workers": None}  # an input of that name
+    with pytest.raises(ConfigError, match=r"^source\.columns: input field 'annotation'"):
+        flat_record(labeled(0, TaskType.custom, {"annotation": "mine"}, value=ref))
+
+
+def test_annotations_of_any_shape_are_json_text_in_tables(tmp_path):
+    values = [{"annotation-ref": "s3://b/a.json"}, ["PER", 3], "free text, \"quoted\" | piped", 7, None, {}]
+    objects = [labeled(i, TaskType.custom, {"source": f"doc {i}"}, value=v) for i, v in enumerate(values)]
+    for fmt in ("parquet", "csv"):
+        write(write_table, objects, tmp_path / fmt, format=fmt)
+        path = tmp_path / fmt / "tweets" / "table" / f"tweets.{fmt}"
+        if fmt == "parquet":
+            table = pq.read_table(path)
+            assert table.schema.field("annotation").type == pa.string()
+            texts = table.column("annotation").to_pylist()
+        else:
+            with open(path, newline="", encoding="utf-8") as f:
+                texts = [row["annotation"] or None for row in csv.DictReader(f)]
+        assert [None if t is None else json.loads(t) for t in texts] == values
+    write(write_jsonl, objects, tmp_path / "jsonl")
+    folder = tmp_path / "jsonl" / "tweets" / "jsonl"
+    records = [json.loads(x) for s in SPLITS for x in (folder / f"{s}.jsonl").read_text().splitlines()]
+    assert {r["source"]: r["annotation"] for r in records} == {f"doc {i}": v for i, v in enumerate(values)}
 
 
 # --- table -------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from runner import __version__
 from runner.collect import parse, report, transforms
 from runner.collect.progress import Progress
 from runner.collect.records import LabeledObject, Status
-from runner.errors import GtrunError, RecordError
+from runner.errors import GtrunError, ManifestError, RecordError
 from runner.io.store import LocalStore, Store
 from runner.schema import DuckDBConfig, OnError, TaskType, TransformsConfig
 
@@ -171,12 +171,18 @@ def from_run(run_dir: Path) -> Output:
 
 def identified(out: Output, on_error: OnError = OnError.stop) -> Output:
     """The output with its label attribute and task type, read off its first lines when not given
-    (parse.identify)."""
+    (parse.identify). When they do not tell them, a given attribute that no line has is the error
+    (check_attribute): a mistyped name, not the task type the lines cannot tell without it."""
     if out.attribute is not None and out.task_type is not None:
         return out
-    with out.open() as src:
-        attribute, task_type = parse.identify(src, attribute=out.attribute, task_type=out.task_type,
-                                              on_error=on_error)
+    try:
+        with out.open() as src:
+            attribute, task_type = parse.identify(src, attribute=out.attribute, task_type=out.task_type,
+                                                  on_error=on_error)
+    except ManifestError:
+        if out.attribute is not None:
+            check_attribute(out)
+        raise
     return replace(out, attribute=attribute, task_type=task_type)
 
 
@@ -817,19 +823,24 @@ def register_on_athena(settings: Any, table_file: Path, name: str) -> str:
 
 
 def seen_labels(objects: Iterable[LabeledObject]) -> list[str]:
-    """The label names an output uses: class-map order where the metadata has one (the first name
-    of each class index), then first use (columnar.Columnar finds the same in its pass)."""
-    by_index: dict[int, str] = {}
+    """The label names an output uses, in Ground Truth's class index order (transforms.label_order):
+    the first name of each class index in the class-maps, else in a single-label line (its value
+    is the index, its class-name the name); then the names of indices never seen, by first use.
+    columnar.Columnar finds the same in its pass."""
+    by_map: dict[int, str] = {}
+    by_value: dict[int, str] = {}
     seen: dict[str, None] = {}
     for obj in objects:
         class_map = obj.metadata.get("class-map")
         for key, name in class_map.items() if isinstance(class_map, dict) else ():
             if str(key).isdigit() and name is not None:
-                by_index.setdefault(int(key), str(name))
+                by_map.setdefault(int(key), str(name))
+        if obj.task_type is TaskType.text_classification and obj.label is not None and obj.value is not None:
+            by_value.setdefault(int(obj.value), obj.label)  # parse checked: an index, as int or digits
         for name in (obj.label, *obj.labels, *(b.label for b in obj.boxes), *(e.label for e in obj.entities)):
             if name:
                 seen.setdefault(name, None)
-    return transforms.label_order(by_index, seen)
+    return transforms.label_order({**by_value, **by_map}, seen)
 
 
 def unlabeled_lines(run_dir: Path) -> Iterator[bytes]:

@@ -322,8 +322,11 @@ class _Output:
                                                                        "workers"]
         self.keys: tuple[int, ...] | None = None  # the key pass's figures (keys_sql)
         self.raw = bool(columnar.settings.label_map)  # records_sql has a "#raw" column
-        # given no labels: the first name of each class index in the class-maps (records_sql's "#cmap")
+        # given no labels: the first name of each class index in the class-maps (records_sql's "#cmap"),
+        # and, single-label, in the labeled lines' value and class-name ("#pair")
         self.class_map: dict[int, str] | None = None if columnar.labels else {}
+        self.value_names: dict[int, str] | None = \
+            {} if not columnar.labels and columnar.task_type is TaskType.text_classification else None
         self.status: dict[str, int] = {}
         self.reasons: dict[str, int] = {}
         self.distribution: dict[str, int] = {}
@@ -366,6 +369,8 @@ class _Output:
         _add_counts(self.distribution, pc.value_counts(used))
         if self.class_map is not None:
             self.class_names(batch.column("#cmap"))
+        if self.value_names is not None:
+            self.index_names(batch.column("#pair"))
         self.values += batch.column("#value").true_count
         self.metas += batch.column("#meta").true_count
         if self.task_type is TaskType.bounding_box:
@@ -461,6 +466,18 @@ class _Output:
             if key.isdigit() and text:  # "": a JSON null, not a name
                 class_map.setdefault(int(key), str(json.loads(text)))
 
+    def index_names(self, pairs: Any) -> None:
+        """Add a batch's single-label (class index, class-name) pairs ("index NUL name", NULL for a
+        line not labeled) as collect.seen_labels reads them: the first name of each index."""
+        import pyarrow.compute as pc
+
+        names = self.value_names
+        assert names is not None  # add() reads the pairs when no labels were given
+        for pair in pc.unique(pairs).to_pylist():
+            if pair is not None:
+                index, _, name = pair.partition("\0")
+                names.setdefault(int(index), name)
+
     def result(self) -> Result:
         """The figures, once the key pass's agree with what the records pass read.
 
@@ -485,7 +502,8 @@ class _Output:
         return Result(lines=self.offset, status=self.status, reasons=self.reasons, distribution=self.distribution,
                       jsonl=self.split_counts if self.files else None,
                       table=self.kept if self.table is not None else None, skipped=self.offset - self.kept,
-                      labels=None if self.class_map is None else label_order(self.class_map, self.distribution),
+                      labels=None if self.class_map is None else label_order(
+                          {**(self.value_names or {}), **self.class_map}, self.distribution),
                       hf=self.hf_counts if self.hf is not None else None)
 
     def close(self) -> None:
@@ -701,7 +719,9 @@ def records_sql(manifest: Path, attribute: str, task_type: TaskType, labels: Seq
     JSON line json.dumps writes), value (a labeled or failed object's label value is there), meta
     (the metadata is an object), depth (boxes: the image size has a depth) and, when the split has
     a key (transforms.split.key), split (the object's split code by its key's value, NULL when it
-    has none: _Output.add leaves a kept one to the parser, which names it). `offset`: the lines
+    has none: _Output.add leaves a kept one to the parser, which names it), and when no labels are
+    given cmap (the class-map's entries) and, single-label, pair (a labeled line's class index and
+    name, "index NUL name"). `offset`: the lines
     to skip (parsed, not checked). Without `jsonl`, json is NULL; without `table`, the input fields
     whose value only the table needs (strings) are NULL.
 
@@ -742,6 +762,9 @@ def records_sql(manifest: Path, attribute: str, task_type: TaskType, labels: Seq
     keep = "true" if settings.min_confidence is None else f"coalesce(confidence >= {float(settings.min_confidence)!r}, true)"
     depth = "size[1].depth IS NOT NULL" if task_type is TaskType.bounding_box else "false"
     key_text = _key_text(layout, settings.split.key)
+    # given no labels, single-label: each labeled line's class index and its name (collect.seen_labels)
+    pair = ("CASE WHEN status = 'labeled' THEN concat(CAST(vi AS VARCHAR), chr(0), raw_label) END AS \"#pair\","
+            if not labels and task_type is TaskType.text_classification else "")
     # the typed value of a string field is read (json_extract_string) for the table only
     record = ", ".join(f"{f'f_{i}' if table or kind is not str else 'CAST(NULL AS VARCHAR)'} AS {sql_name(n)}"
                        for i, (n, kind) in enumerate(layout.inputs))
@@ -765,6 +788,7 @@ SELECT {record}, {sql_name(key)}, confidence, CAST(NULL AS BIGINT) AS workers,
        CASE WHEN status = 'failed' THEN {_string('CAST(m."failure-reason" AS VARCHAR)')} END AS "#reason",
        {f'{raw} AS "#raw",' if settings.label_map else ""}
        {'map_entries(m."class-map") AS "#cmap",' if not labels else ""}
+       {pair}
        CASE WHEN status <> 'labeled' THEN {_python_json(listed)} END AS "#listed",
        coalesce({inputs_ok} AND CASE status
          WHEN 'unlabeled' THEN value IS NULL
@@ -859,6 +883,15 @@ def _name_text(index: str, class_map: str, lookup: Callable[[str], str], labels:
             f"{texts}[{index} + 1]) END")
 
 
+def _named_as_given(names: str, indices: str, labels: Sequence[str]) -> str:
+    """Given labels, each class-map name of the list `names` is labels[index] of its index in
+    `indices` (parse._check_name: another leaves the line to the parser, which names it); else true.
+    A name missing from `names` fails another check (_all_there)."""
+    if not labels:
+        return "true"
+    return f"{names} IS NOT DISTINCT FROM list_transform({indices}, lambda i: {_list(labels)}[i + 1])"
+
+
 def _all_there(items: str) -> str:
     """No element of the list is NULL (an empty list passes; a NULL list does not)."""
     return f"list_count({items}) = len({items})"
@@ -888,7 +921,9 @@ def _value_sql(task_type: TaskType, labels: Sequence[str], mapped: Callable[[str
                   f"CASE WHEN vi >= 0 THEN CASE WHEN cn IS NULL THEN {label_list}[vi + 1] ELSE {_string('cn')} END END "
                   "AS raw_label",
                   f"{mapped('raw_label')} AS label"]
-        checks = f"vi >= 0 AND (len({label_list}) = 0 OR vi < len({label_list})) AND raw_label IS NOT NULL"
+        # given labels, a class-name must be labels[index] (parse._check_name)
+        checks = (f"vi >= 0 AND (len({label_list}) = 0 OR vi < len({label_list})) AND raw_label IS NOT NULL "
+                  f"AND (len({label_list}) = 0 OR raw_label = {label_list}[vi + 1])")
         return leaves, stages, checks
     if task_type is TaskType.text_multilabel:
         class_map, lookup = _by_index('m."class-map"', labels)
@@ -900,7 +935,8 @@ def _value_sql(task_type: TaskType, labels: Sequence[str], mapped: Callable[[str
                   f"list_transform(names, lambda n: {_string('n')}) AS raw_labels, list_min(cfs) AS confidence",
                   "raw_labels AS labels"]  # a label_map here takes the Python path
         checks = (f"idx IS NOT NULL AND {_all_there('idx')} AND coalesce(list_min(idx) >= 0, true) "
-                  f"AND {_all_there('raw_labels')} AND len(list_distinct(raw_labels)) = len(raw_labels)")
+                  f"AND {_all_there('raw_labels')} AND len(list_distinct(raw_labels)) = len(raw_labels) "
+                  f"AND {_named_as_given('raw_labels', 'idx', labels)}")
         return leaves, stages, checks
     if task_type is TaskType.bounding_box:
         sides = ("left", "top", "width", "height")
@@ -921,7 +957,8 @@ def _value_sql(task_type: TaskType, labels: Sequence[str], mapped: Callable[[str
         size_ok = ("(size IS NULL OR len(size) = 0 OR "
                    + " AND ".join(f"isfinite({_number(f'CAST(size[1].{k} AS VARCHAR)')})" for k in ("width", "height"))
                    + f" AND (size[1].depth IS NULL OR isfinite({_number('CAST(size[1].depth AS VARCHAR)')})))")
-        checks = f"bx IS NOT NULL AND {_all_there('boxes')} AND {paired_ok} AND {size_ok}"
+        checks = (f"bx IS NOT NULL AND {_all_there('boxes')} AND {paired_ok} AND {size_ok} "
+                  f"AND {_named_as_given('raw_labels', 'ids', labels)}")
         return leaves, stages, checks
     # named_entity
     leaves = "value.annotations.entities AS en, m.entities AS ec"

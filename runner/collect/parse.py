@@ -19,6 +19,13 @@ newer GT and gtrun), whose path names the id. Both agree only while the output m
 line per input line in input order: a manifest that leaves objects out (gtrun's service writes
 only finished objects when a job is stopped) shifts the index of every later line.
 
+Class names. A class index (a single-label value, a multi-label index, a box's class_id) is
+named by the line (`class-name`, `class-map`), else by the labels given: the job's label config,
+whose order Ground Truth's indices follow. When both name it, they must agree (_check_name): a
+list that names an index otherwise is not the job's, and would misname the lines it alone names,
+so that is an error even when malformed lines are skipped. Every record keeps its label value as
+the line has it (`LabeledObject.value`: a class index, a custom task's consolidated annotation).
+
 Malformed lines raise ManifestError("line <n>: <what is wrong>"), or are counted and skipped.
 """
 
@@ -70,6 +77,11 @@ _MISSING = object()
 
 class _Malformed(ValueError):
     """What is wrong with one line; the caller adds the line number."""
+
+
+class _LabelsDisagree(_Malformed):
+    """The line names a class index otherwise than the labels given: an error even with
+    on_error=skip (the list is wrong for every line, not this line for the list)."""
 
 
 # -- which label attributes, which task type --------------------------------------------------------
@@ -223,7 +235,7 @@ def _parse(line: Mapping[str, Any], line_no: int, attribute: str, task_type: Tas
         "line_no": line_no, "object_id": object_id, "inputs": inputs, "attribute": attribute,
         "task_type": task_type, "status": Status.labeled, "label": None, "labels": (), "boxes": (),
         "image_size": None, "entities": (), "confidence": None, "confidences": {},
-        "answers": answers, "metadata": meta, "failure_reason": None, "job_name": job_name}
+        "answers": answers, "metadata": meta, "failure_reason": None, "job_name": job_name, "value": value}
     values.update(_VALUE_PARSERS[task_type](value, meta, labels, answers))
     if not DIRECT_INIT:
         return LabeledObject(**values)
@@ -281,10 +293,11 @@ def _input_keys(line: Mapping[str, Any], attribute: str,
 # __slots__ or a __post_init__.
 _RECORD_DEFAULTS: dict[str, Any] = {
     "label": None, "labels": (), "boxes": (), "image_size": None, "entities": (), "confidence": None,
-    "confidences": {}, "answers": (), "metadata": {}, "failure_reason": None, "job_name": None}
+    "confidences": {}, "answers": (), "metadata": {}, "failure_reason": None, "job_name": None,
+    "value": None}
 _RECORD_FIELDS = ("line_no", "object_id", "inputs", "attribute", "task_type", "status", "label",
                   "labels", "boxes", "image_size", "entities", "confidence", "confidences",
-                  "answers", "metadata", "failure_reason", "job_name")
+                  "answers", "metadata", "failure_reason", "job_name", "value")
 
 
 def _defaults(cls: Any) -> dict[str, Any]:
@@ -334,19 +347,38 @@ _Fields = dict[str, Any]
 
 def _single(value: Any, meta: dict[str, Any], labels: tuple[str, ...] | None,
             answers: tuple[WorkerAnswer, ...]) -> _Fields:
-    """Class index (int, or a string of digits in DG examples) -> class-name, else labels[index]."""
+    """Class index (int, or a string of digits in DG examples) -> class-name, else labels[index].
+
+    With labels given, the class-name must be labels[index] (`_check_name`)."""
     index = _index(value, "label value")
     name = meta.get("class-name")
-    if labels is not None and index >= len(labels):
-        raise _Malformed(f"label index {index} is out of range for {len(labels)} labels")
     if name is None:
         if labels is None:
             raise _Malformed(f"label index {index}: no class-name in the metadata and no labels "
                              "to name it")
+        if index >= len(labels):
+            raise _Malformed(f"label index {index} is out of range for {len(labels)} labels")
         name = labels[index]
     elif type(name) is not str:
         raise _Malformed(f"class-name {name!r} is not a string")
+    elif labels is not None:
+        _check_name(index, name, labels, "class-name")
     return {"label": name, "confidence": _confidence(meta.get("confidence"), "confidence")}
+
+
+def _check_name(index: int, name: str, labels: tuple[str, ...], where: str) -> None:
+    """Raise _LabelsDisagree unless the line's name of class `index` (from `where`: its class-name
+    or class-map) is labels[index]. Ground Truth's class index is the label config's order, so a
+    list that names it otherwise is not the job's (another order, a label missing): it would name
+    the lines without a name, and hf_datasets' class indices, wrongly."""
+    if index < len(labels) and labels[index] == name:
+        return
+    given = f"but {labels[index]!r} in the labels given" if index < len(labels) else \
+        f"beyond the {len(labels)} labels given"
+    raise _LabelsDisagree(
+        f"label index {index} is {name!r} in the line ({where}), {given}"
+        "\n  hint: give the labels (--labels) in the order of the job's label config, which Ground "
+        "Truth's class indices follow, or none, to read them off the manifest")
 
 
 def _multi(value: Any, meta: dict[str, Any], labels: tuple[str, ...] | None,
@@ -391,7 +423,7 @@ def _boxes(value: Any, meta: dict[str, Any], labels: tuple[str, ...] | None,
             boxes.append(_new_box(name, float(box["left"]), float(box["top"]),
                                   float(box["width"]), float(box["height"]), confidence))
         except _Malformed as exc:
-            raise _Malformed(f"box {i}: {exc}") from None
+            raise type(exc)(f"box {i}: {exc}") from None  # _LabelsDisagree stays one
         except (KeyError, TypeError, ValueError, AttributeError):
             raise _Malformed(f"box {i} is not {{class_id, left, top, width, height}}: {box!r}") \
                 from None
@@ -432,8 +464,8 @@ def _custom(value: Any, meta: dict[str, Any], labels: tuple[str, ...] | None,
             answers: tuple[WorkerAnswer, ...]) -> _Fields:
     """Answers from `annotationsFromAllWorkers` (AWS recipe Lambda, gtrun's service), unless given.
 
-    Any other custom value (e.g. an `annotation-ref`) is left where it is: LabeledObject has no
-    field for it yet. Boxes: see `_custom_boxes`.
+    The value itself, whatever its shape (e.g. an `annotation-ref`), stays in LabeledObject.value,
+    as every label value does. Boxes: see `_custom_boxes`.
     """
     if not answers and type(value) is dict and "annotationsFromAllWorkers" in value:
         answers = _all_workers(value["annotationsFromAllWorkers"])
@@ -599,6 +631,8 @@ def _class_name(index: int, class_map: Mapping[str, Any], labels: tuple[str, ...
     if name is not None:
         if type(name) is not str:
             raise _Malformed(f"class-map[{str(index)!r}] = {name!r} is not a string")
+        if labels is not None:
+            _check_name(index, name, labels, "class-map")
         return name
     if labels is not None and index < len(labels):
         return labels[index]
@@ -746,7 +780,7 @@ class Parser:
                 if not known:
                     pending.append((line_no, object_id, line))
                     if len(pending) > MAX_PENDING:
-                        raise ManifestError(f"line {line_no}: " + self._unknown(MAX_PENDING))
+                        raise ManifestError(f"line {line_no}: " + self._unknown(pending[:MAX_PENDING]))
                     continue
                 held, pending = pending, []
                 for held_line in held:
@@ -757,7 +791,7 @@ class Parser:
             if obj is not None:
                 yield obj
         if pending:
-            raise ManifestError(self._unknown(len(pending)))
+            raise ManifestError(self._unknown(pending))
 
     def _record(self, line_no: int, object_id: str, line: dict[str, Any],
                 layouts: dict[tuple[str, ...], _Layout]) -> LabeledObject | None:
@@ -765,6 +799,8 @@ class Parser:
         assert self.attribute is not None  # given, or learned off the lines before the first record
         try:
             obj = _parse(line, line_no, self.attribute, self.task_type, self.labels, (), None, object_id, layouts)
+        except _LabelsDisagree as exc:
+            raise ManifestError(f"line {line_no}: {exc}") from None
         except _Malformed as exc:
             self._bad(line_no, str(exc))
             return None
@@ -794,11 +830,17 @@ class Parser:
                 self.task_type = _task_type(meta["type"])
         return self.task_type is not None
 
-    def _unknown(self, held: int) -> str:
-        lines = f"{held:,} line{'s' if held > 1 else ''}"
+    def _unknown(self, held: list[tuple[int, str, dict[str, Any]]]) -> str:
+        """Why the held lines did not tell the attribute or the task type."""
+        lines = f"{len(held):,} line{'s' if len(held) > 1 else ''}"
         if self.attribute is None:
             return (f"{lines} without a label attribute (no `<attr>-metadata`)"
                     "\n  hint: pass the label attribute (--label-attribute)")
+        meta_key = self.attribute + METADATA
+        if not any(meta_key in line for _, _, line in held):  # a mistyped name, or nothing labeled
+            return (f"{lines}, none with label attribute {self.attribute!r} (no {meta_key!r})"
+                    "\n  hint: check the label attribute's name (--label-attribute); if the job labeled "
+                    "no object, pass the task type (--task-type)")
         return (f"{lines} of label attribute {self.attribute!r} without a type in the metadata "
                 "(failed or unlabeled objects only)\n  hint: pass the task type (--task-type)")
 

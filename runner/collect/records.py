@@ -71,6 +71,9 @@ class LabeledObject:
     metadata: dict[str, Any] = field(default_factory=dict)  # the raw `<attr>-metadata`
     failure_reason: str | None = None
     job_name: str | None = None  # from metadata job-name, without the "labeling-job/" prefix
+    # the raw `<attr>` value of a labeled object, as the line holds it (single-label: the class
+    # index; custom: whatever the consolidation Lambda wrote); None when failed or unlabeled
+    value: Any = None
 
     @property
     def workers(self) -> int:

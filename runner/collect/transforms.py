@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 LABEL_KEYS = ("label", "labels", "boxes", "entities")  # what flat_record adds after the inputs
+ANNOTATION = "annotation"  # flat_record's key of a custom object's own label value (_annotated)
 BATCH_ROWS = 1_000  # rows per Parquet write / CSV header sample
 MAX_SCHEMA_ROWS = 20_000  # rows buffered at most while an input field is still only null
 MAX_PROBLEMS = 100  # problem messages kept per step (all are counted)
@@ -148,10 +149,15 @@ def _split_bounds(train: float, validation: float, test: float) -> tuple[float, 
 
 
 def label_order(by_index: Mapping[int, str], used: Iterable[str]) -> list[str]:
-    """An output's labels when the job's are not known: the class-map's names by class index, then
-    the other names used (non-empty), in order of use."""
-    ordered = [by_index[i] for i in sorted(by_index)]
-    return ordered + [name for name in used if name and name not in ordered]
+    """An output's labels when the job's are not known: the names of the class indices seen, in
+    index order (a name of two indices once, at the first), then the other names used (non-empty),
+    in order of use.
+
+    >>> label_order({2: "Neutral", 0: "Positive"}, ["Irrelevant", "Positive", "Negative"])
+    ['Positive', 'Neutral', 'Irrelevant', 'Negative']
+    """
+    ordered = list(dict.fromkeys(by_index[i] for i in sorted(by_index)))
+    return ordered + [name for name in dict.fromkeys(used) if name and name not in ordered]
 
 
 def mapped_labels(labels: Sequence[str], label_map: Mapping[str, str]) -> list[str]:
@@ -381,6 +387,14 @@ def _label_keys(obj: LabeledObject) -> tuple[str, ...]:
     return tuple(keys)
 
 
+def _annotated(obj: LabeledObject) -> bool:
+    """Whether flat_record writes the object's label value itself, as `annotation`: a labeled
+    custom object none of whose label keys gtrun reads out of it (whatever a consolidation Lambda
+    wrote, an `annotation-ref`, gtrun's own `annotationsFromAllWorkers` without boxes). Boxes or
+    entities read out of the answers (receipts' bounding-box NER) are its label instead."""
+    return obj.task_type is TaskType.custom and obj.status is Status.labeled and not _label_keys(obj)
+
+
 def _box_record(box: Box, with_tokens: bool) -> dict[str, Any]:
     record: dict[str, Any] = {"label": box.label, "left": box.left, "top": box.top,
                               "width": box.width, "height": box.height}
@@ -395,8 +409,10 @@ def flat_record(obj: LabeledObject) -> dict[str, Any]:
     The label keys are the task type's: `label` (single-label), `labels` (multi-label), `boxes`
     (`[{label, left, top, width, height}]`, in image pixels; custom tasks add each box's OCR
     `tokens` indices), `entities` (`[{label, start, end}]`, code points, end exclusive). A custom
-    task gets the ones its output holds. `confidence` is `object_confidence`, `workers` the number
-    of worker answers (None when they are unknown).
+    task gets the ones its output holds; when it holds none, `annotation` is the label attribute's
+    value as Ground Truth wrote it, any JSON (the tables write its JSON text: `_table_record`).
+    `confidence` is `object_confidence`, `workers` the number of worker answers (None when they
+    are unknown).
 
     >>> from runner.collect.records import LabeledObject
     >>> flat_record(LabeledObject(1, "0", {"source": "great", "id": 7}, "sentiment",
@@ -406,7 +422,8 @@ def flat_record(obj: LabeledObject) -> dict[str, Any]:
     """
     record = dict(obj.inputs)
     keys = _label_keys(obj)
-    clash = [k for k in (*keys, "confidence", "workers") if k in record]
+    annotated = _annotated(obj)
+    clash = [k for k in (*keys, *((ANNOTATION,) if annotated else ()), "confidence", "workers") if k in record]
     if clash:
         raise ConfigError("source.columns", f"input field {clash[0]!r} (object {obj.object_id!r}) "
                           "has the name of a column gtrun adds to the labeled data",
@@ -421,6 +438,8 @@ def flat_record(obj: LabeledObject) -> dict[str, Any]:
     if "entities" in keys:
         record["entities"] = [{"label": s.label, "start": s.start, "end": s.end}
                               for s in obj.entities]
+    if annotated:
+        record[ANNOTATION] = obj.value
     record["confidence"] = object_confidence(obj)
     record["workers"] = obj.workers or None
     return record
@@ -938,9 +957,10 @@ def write_table(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Sequ
     registered as the DuckDB view `<dataset>` in `<out>/gtrun.duckdb`.
 
     Parquet keeps the types (multi-label `labels` is a list column, boxes and entities lists of
-    structs). CSV / TSV (Python's csv module, fields quoted when they hold the delimiter, a quote or
-    a line break) join multi-label `labels` with `|` and write nested values as JSON; None and ""
-    both become an empty field. `<dataset>` is the name of `out_dir`.
+    structs; a custom `annotation` is JSON text). CSV / TSV (Python's csv module, fields quoted when
+    they hold the delimiter, a quote or a line break) join multi-label `labels` with `|` and write
+    nested values as JSON; None and "" both become an empty field. `<dataset>` is the name of
+    `out_dir`.
     """
     fmt = _options("table", options)["format"]
     out_dir = Path(out_dir)
@@ -963,10 +983,20 @@ def _table_parquet(objects: Iterable[LabeledObject], path: Path) -> int:
     for obj in objects:
         if sink is None:
             sink = _ParquetSink({"all": path}, _arrow_types(obj.task_type, class_ids=False))
-        sink.add("all", flat_record(obj), f"object {obj.object_id!r}")
+        sink.add("all", _table_record(obj), f"object {obj.object_id!r}")
         count += 1
     (sink or _ParquetSink({"all": path}, _arrow_types(None, class_ids=False))).close()
     return count
+
+
+def _table_record(obj: LabeledObject) -> dict[str, Any]:
+    """flat_record as a table row: a custom `annotation` as its JSON text (jsonl's bytes of it), one
+    string column whatever shape each object's value has (a struct would take the first objects'
+    shape and refuse any other), which `json.loads` or DuckDB's `::JSON` reads back."""
+    record = flat_record(obj)
+    if _annotated(obj) and record[ANNOTATION] is not None:
+        record[ANNOTATION] = _JSON.encode(record[ANNOTATION])
+    return record
 
 
 def _csv_cell(value: Any) -> str:
@@ -1000,7 +1030,7 @@ def _table_csv(objects: Iterable[LabeledObject], path: Path, delimiter: str) -> 
             writer.writerow([_csv_cell(row.get(k)) for k in header])
 
         for obj in objects:
-            row = flat_record(obj)
+            row = _table_record(obj)
             if "labels" in _label_keys(obj):
                 bad = [x for x in obj.labels if "|" in x]
                 if bad:
@@ -1177,8 +1207,9 @@ def write_hf_datasets(objects: Iterable[LabeledObject], out_dir: Path, *, labels
     Columns are flat_record's. With a label list, `label` is `ClassLabel(names=labels)`, `labels`
     `Sequence(ClassLabel)`, and the `label` inside `boxes` / `entities` (lists of structs) a
     ClassLabel too; the values are the class indices. Without one (a custom task), labels stay
-    strings. A split with no objects gets no file (`datasets` refuses empty splits), so load with
-    `load_dataset("parquet", data_dir="<out>/hf")`, which finds the splits by file name.
+    strings; a custom `annotation` is JSON text, as in the table. A split with no objects gets
+    no file (`datasets` refuses empty splits), so load with `load_dataset("parquet",
+    data_dir="<out>/hf")`, which finds the splits by file name.
     """
     _options("hf_datasets", options)
     datasets = _require("hf_datasets")
@@ -1198,7 +1229,7 @@ def write_hf_datasets(objects: Iterable[LabeledObject], out_dir: Path, *, labels
         for obj in objects:
             if sink is None:
                 sink = new_sink(obj.task_type)
-            row = flat_record(obj)
+            row = _table_record(obj)
             if index is not None:
                 if row.get("label") is not None:
                     row["label"] = index(obj, row["label"])
