@@ -76,7 +76,7 @@ def test_serve_refuses_a_busy_port(gtrun, served):
 
 def test_status_of_something_that_is_not_a_run(gtrun, tmp_path):
     r = gtrun("status", str(tmp_path))
-    assert r.code == 2 and "not a recorded gtrun run" in r.stderr
+    assert r.code == 2 and "neither a submitted run nor a sweep of runs" in r.stderr
 
 
 def test_ctrl_c_stops_a_command_with_one_line(gtrun, served):
