@@ -132,13 +132,15 @@ def portable(path: str) -> str:
 
 
 def config_hash(resolved: dict[str, Any]) -> str:
-    """The sha256 of the resolved config, less the job's name (two jobs of one config differ in it).
+    """The sha256 of the resolved config, its fixed job name (job.labeling_job_name) read as unset:
+    two jobs of one config differ in it. (Unset, the hash is what runs recorded before this rule got.)
 
     >>> config_hash({"job": {"labeling_job_name": "a"}}) == config_hash({"job": {"labeling_job_name": None}})
     True
     """
-    job = {k: v for k, v in (resolved.get("job") or {}).items() if k != "labeling_job_name"}
-    return hashlib.sha256(json.dumps({**resolved, "job": job}, sort_keys=True, default=str).encode()).hexdigest()
+    if isinstance(resolved.get("job"), dict) and resolved["job"].get("labeling_job_name") is not None:
+        resolved = {**resolved, "job": {**resolved["job"], "labeling_job_name": None}}
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def normalized_request(request: dict[str, Any], name: str) -> dict[str, Any]:

@@ -256,3 +256,15 @@ def test_a_run_whose_recorded_config_no_longer_fits_gets_one_error_naming_the_ke
             assert "Traceback" not in r.output, (verb, r.output)
             assert f"{config}: {shown}: " in " ".join(r.stderr.split()), (verb, r.stderr)
     assert len(gtrun.runs()) == 1  # reproduce and continue recorded no new run
+
+
+def test_config_hash_of_a_run_without_a_fixed_name_is_what_earlier_runs_recorded():
+    """Runs recorded before job.labeling_job_name was left out of the hash keep theirs: reproduce
+    compares the request's gtrun:config tag."""
+    import hashlib
+
+    from runner.pipeline import config_hash
+
+    resolved = {"source": {"name": "tweets"}, "job": {"name": "tweets_sentiment", "labeling_job_name": None}}
+    assert config_hash(resolved) == hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()
+    assert config_hash({**resolved, "job": {**resolved["job"], "labeling_job_name": "fixed"}}) == config_hash(resolved)
