@@ -30,6 +30,7 @@ from runner import __version__, sweep
 from runner.config import CONF_DIR, setup, to_settings
 from runner.errors import ConfigError, GtrunError, RecordError
 from runner.record import COMPARED, CONFIG, Run, artifact_changes, config_changes, resolved
+from runner.schema import BackendConfig, BackendKind
 from runner.service import DEFAULT_PORT
 from runner.service.store import TERMINAL
 from runner.sweep import STATUS, write_status
@@ -171,16 +172,17 @@ def show_plan(o: Outcome) -> None:
     out.print(f"job name: {o.job_name} (nothing submitted)")
 
 
-def show_run(o: Outcome, run_dir: Path, service_url: str | None, backend: Any) -> None:
+def show_run(o: Outcome, run_dir: Path, service_url: str | None, backend: BackendConfig) -> None:
     status = o.job.get("LabelingJobStatus", "submitted")
     out.print(Text.assemble(("submitted", "bold green"), f" {o.job_name}: {o.objects:,} objects, "
                             f"estimated ${o.cost.total_usd}, status {status}"))
     out.print(f"run recorded in {run_dir}")
     out.print(f"manifest: {o.request['InputConfig']['DataSource']['S3DataSource']['ManifestS3Uri']}")
-    labeling = backend.endpoints.sagemaker if backend.kind.value == "aws" else service_url
+    aws = backend.kind is BackendKind.aws
+    labeling = backend.endpoints.sagemaker if aws else service_url
     if labeling:  # gtrun's labeling service: its worker pages
         out.print(Text.assemble("workers label it at ", (f"{labeling.rstrip('/')}/jobs/{o.job_name}/", "bold")))
-    elif backend.kind.value == "aws":
+    elif aws:
         out.print("workers find its tasks in the labeling portal of the workteam's workforce "
                   "(gtrun workteams backend=aws shows its address)")
     else:
@@ -270,11 +272,11 @@ def _rerun(path: str, extra: list[str], mode: str) -> int:
                                   f"`gtrun continue {continues}` starts a new continuation")
         else:
             run.job_name()
-            later = _continuations(run.dir)
+            later = run.continuations()
             if later:
                 raise RecordError(f"{run.dir} was continued already by {later[0]}: continue that run "
                                   "instead (its job has what this one left)")
-        config_dirs = _config_dirs(run)
+        config_dirs = run.config_dirs()
     except GtrunError as exc:
         return fail(str(exc))
     if mode == ENV_CONTINUE and not any(o.partition("=")[0] == "job.labeling_job_name" for o in extra):
@@ -284,29 +286,6 @@ def _rerun(path: str, extra: list[str], mode: str) -> int:
         return _hydra("run", [*config_dirs, *overrides, *extra])
     finally:
         os.environ.pop(mode, None)
-
-
-def _config_dirs(run: Run) -> list[str]:
-    """`--config-dir DIR` for the config folder the run was composed with besides gtrun's own."""
-    found = run.read_yaml(".hydra/hydra.yaml")
-    sources = (((found or {}).get("hydra") or {}).get("runtime") or {}).get("config_sources") or []
-    for source in sources:
-        if source.get("provider") == "command-line" and source.get("schema") == "file":
-            if not Path(source["path"]).is_dir():
-                raise RecordError(f"{run.dir}: its config folder {source['path']} (--config-dir) is gone")
-            return ["--config-dir", source["path"]]
-    return []
-
-
-def _continuations(run_dir: Path) -> list[Path]:
-    """The runs under outputs/ that continue `run_dir`."""
-    me = str(run_dir.resolve())
-    found = []
-    for lineage in sorted(Path("outputs").glob("**/lineage.json")):
-        with contextlib.suppress(OSError, ValueError):
-            if json.loads(lineage.read_text(encoding="utf-8")).get("continues") == me:
-                found.append(lineage.parent)
-    return found
 
 
 def compare_runs(original: Run, b: dict[str, Any], config: Any, run_dir: Path) -> None:
@@ -327,6 +306,8 @@ def compare_runs(original: Run, b: dict[str, Any], config: Any, run_dir: Path) -
     if changed:
         keys = [k for k in config_changes(resolved(original.config()), resolved(config))
                 if k[0] != "job.labeling_job_name"]
+        if "template.liquid" in changed and not any(k[0].startswith("template.") for k in keys):
+            files.append(f"the template file ({resolved(config)['template']['file']}: gtrun's own, or edited)")
         why = "; ".join([f"{k}: {va!r} -> {vb!r}" for k, va, vb in keys[:5]]
                         + [f"{f.removeprefix('source file ')} changed" for f in files]) or "no config key changed"
         raise RecordError(f"reproduce: {', '.join(changed)} differ from {original.dir} ({why}); "
@@ -393,7 +374,7 @@ def serve(args: list[str]) -> int:
     if ns.s3_endpoint:
         from runner.io.aws import client
         from runner.io.s3 import S3Store
-        from runner.schema import BackendConfig, EndpointsConfig
+        from runner.schema import EndpointsConfig
 
         storage = S3Store(client(BackendConfig(region=ns.region, endpoints=EndpointsConfig(s3=ns.s3_endpoint)), "s3"))
     from runner.service.server import Service  # uvicorn and starlette: only to serve
@@ -506,9 +487,9 @@ def stop(args: list[str]) -> int:
 def _runs_by_job() -> dict[str, Path]:
     """Job name -> run directory, for the runs recorded under outputs/."""
     found = {}
-    for request in Path("outputs").glob("**/request.json"):
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            found[json.loads(request.read_text())["LabelingJobName"].lower()] = request.parent
+    for job in Path("outputs").glob("**/job.json"):  # a run whose job was created
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            found[json.loads(job.read_text())["LabelingJobName"].lower()] = job.parent
     return found
 
 

@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import json
 import logging
+import os
 import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -33,7 +34,7 @@ from runner.check import validate_request
 from runner.config import HOME, TEMPLATES_DIR
 from runner.errors import ConfigError, ConfigErrors, ManifestError, RecordError, collect_errors
 from runner.io.backends import backend_for
-from runner.schema import BackendKind, GtrunConfig, TaskType
+from runner.schema import BackendConfig, BackendKind, GtrunConfig, TaskType
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def check_backend(settings: GtrunConfig) -> list[ConfigError]:
     return problems
 
 
-def _local_problems(backend: Any) -> list[ConfigError]:
+def _local_problems(backend: BackendConfig) -> list[ConfigError]:
     """The local backend's folder and DuckDB settings, checked before a query runs."""
     import duckdb
 
@@ -107,21 +108,13 @@ def _local_problems(backend: Any) -> list[ConfigError]:
     except duckdb.Error as exc:
         problems.append(ConfigError("backend.duckdb.memory_limit", f"{backend.duckdb.memory_limit!r}: "
                                     f"{str(exc).splitlines()[0]}", "a size such as 140MB or 2GB"))
-    root = Path(backend.root).expanduser()
+    root = Path(backend.root)  # as LocalStore reads it
+    existing = next((p for p in (root, *root.parents) if p.exists()), None)
     if root.exists() and not root.is_dir():
         problems.append(ConfigError("backend.root", f"{root} is a file, not a folder"))
-    elif not root.exists():  # can it be made? (made and removed again: a plan leaves nothing)
-        made: list[Path] = []
-        try:
-            for folder in reversed([root, *root.parents]):
-                if not folder.exists():
-                    folder.mkdir()
-                    made.append(folder)
-        except OSError as exc:
-            problems.append(ConfigError("backend.root", f"cannot make the folder {root}: {exc.strerror}"))
-        finally:
-            for folder in reversed(made):
-                folder.rmdir()
+    elif existing is not None and not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+        problems.append(ConfigError("backend.root", f"cannot make or write the folder {root}: {existing} "
+                                    + ("is a file" if not existing.is_dir() else "is not writable")))
     return problems
 
 
@@ -236,7 +229,8 @@ class Pipeline:
 
         t = self.s.transforms
         try:
-            check_transforms(t.steps, t, labels=self.s.template.labels, task_type=self.s.template.task_type)
+            check_transforms(t.steps, t, labels=self.s.template.labels, task_type=self.s.template.task_type,
+                             packages=False)  # only collect needs them
         except ConfigErrors as exc:
             return list(exc.errors)
         except ConfigError as exc:
@@ -404,9 +398,10 @@ class Pipeline:
                 lineage = self.lineage(objects, request, record, continues=continued[0] if continued else None)
                 if before_submit is not None:
                     before_submit(lineage)
-                job = service.create_labeling_job(request)
-                job.update(service.describe_labeling_job(self.name))
+                job = {"LabelingJobName": self.name, **service.create_labeling_job(request)}
+                record.write_json("job.json", job)  # the job exists: status and stop find it from here on
                 self.service_url = service.endpoint
+                job.update(service.describe_labeling_job(self.name))
         finally:
             if src is not None:
                 src.close()  # its temporary folder too, whatever stopped the run

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -37,16 +39,17 @@ class Run:
         return [str(o) for o in found]
 
     def config(self) -> Any:
-        found = self.read_yaml(CONFIG)
-        if not isinstance(found, dict):
+        found = self.read_yaml(CONFIG, OmegaConf.load)  # OmegaConf's YAML rules, as Hydra wrote it
+        if not isinstance(found, DictConfig):
             raise RecordError(f"{self.dir / CONFIG}: not a mapping of config keys")
-        return OmegaConf.create(found)
+        return found
 
-    def read_yaml(self, name: str) -> Any:
-        """A recorded YAML file's value; a file that is not YAML is a RecordError naming its line."""
+    def read_yaml(self, name: str, load: Callable[[Any], Any] = yaml.safe_load) -> Any:
+        """A recorded YAML file's value (read by `load`); a file that is not YAML is a RecordError
+        naming its line."""
         try:
             with open(self.dir / name, encoding="utf-8") as src:
-                return yaml.safe_load(src)
+                return load(src)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = f":{mark.line + 1}" if mark is not None else ""
@@ -108,6 +111,30 @@ class Run:
         assert isinstance(merged, DictConfig)  # merged into a mapping: a mapping
         return merged
 
+    def config_dirs(self) -> list[str]:
+        """`--config-dir DIR` for the config folder the run was composed with besides gtrun's own
+        (Hydra records it in .hydra/hydra.yaml); a folder that is gone is a RecordError."""
+        found = self.read_yaml(".hydra/hydra.yaml") if (self.dir / ".hydra/hydra.yaml").is_file() else None
+        runtime = _dig_or(found, ("hydra", "runtime"))
+        for source in (runtime.get("config_sources") if isinstance(runtime, dict) else None) or []:
+            if isinstance(source, dict) and source.get("provider") == "command-line" and source.get("schema") == "file":
+                if not Path(str(source.get("path"))).is_dir():
+                    raise RecordError(f"{self.dir}: its config folder {source.get('path')} (--config-dir) is gone")
+                return ["--config-dir", str(source["path"])]
+        return []
+
+    def continuations(self) -> list[Path]:
+        """The runs that continue this one (their lineage.json says so), under the outputs folder
+        this run is in (else ./outputs)."""
+        root = next((p for p in self.dir.resolve().parents if p.name == "outputs"), Path("outputs"))
+        me = str(self.dir.resolve())
+        found = []
+        for lineage in sorted(root.glob("**/lineage.json")):
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                if json.loads(lineage.read_text(encoding="utf-8")).get("continues") == me:
+                    found.append(lineage.parent)
+        return found
+
     def lineage(self) -> dict[str, Any]:
         if not (self.dir / "lineage.json").is_file():
             raise RecordError(f"{self.dir}: the run did not finish (lineage.json is missing)")
@@ -130,6 +157,13 @@ def _misfit(base: DictConfig, recorded: dict[Any, Any], path: tuple[str, ...] = 
         except OmegaConfBaseException:
             return (_misfit(base, value, here) if isinstance(value, dict) else None) or here
     return None
+
+
+def _dig_or(value: Any, path: tuple[str, ...]) -> Any:
+    """The value at the key path in nested mappings, or None where one is missing or not a mapping."""
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
 
 
 def _dig(value: Any, path: tuple[str, ...]) -> Any:

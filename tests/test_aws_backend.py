@@ -158,6 +158,30 @@ def test_a_lost_create_response_finds_its_own_job(gtrun, aws):
     assert len(service.app.state.jobs.describe_all()) == 1
 
 
+def test_a_created_job_is_recorded_even_when_describing_it_fails(gtrun, aws):
+    """job.json is written once CreateLabelingJob succeeds: a DescribeLabelingJob that fails right
+    after (SageMaker is eventually consistent) leaves a run that status and stop still find."""
+    moto, service = aws
+    queue_tweets(moto, "source.params.entity=Xbox")
+    failing = {"on": True}
+
+    def fail_describe_after_create(method, path, headers, attempt):
+        op = headers.get("X-Amz-Target", "")
+        return "500" if failing["on"] and op.endswith("DescribeLabelingJob") and attempt > 1 else None
+
+    with FaultProxy(service.url, fail_describe_after_create) as proxy:
+        r = gtrun("run", "source.params.entity=Xbox", *aws_args(moto, proxy.url), "backend.max_attempts=1",
+                  storage=False)
+        assert r.code == 2 and "DescribeLabelingJob" in r.stderr, r.output
+        (run,) = gtrun.runs(every=True)
+        name = read_json(run / "job.json")["LabelingJobName"]
+        assert read_json(run / "status.json")["status"] == "failed"
+        failing["on"] = False
+        st = gtrun("stop", str(run))
+        assert st.code == 0 and f"{name}: Stopp" in st.stdout, st.output
+    assert service.app.state.jobs.describe(name)["LabelingJobStatus"] in ("Stopping", "Stopped")
+
+
 def test_someone_elses_job_with_the_same_name_is_a_clear_error(gtrun, aws):
     moto, service = aws
     queue_tweets(moto, "source.params.entity=Xbox")

@@ -51,7 +51,8 @@ def test_backend_settings_that_cannot_work(gtrun, tmp_path):
         ("backend.duckdb.memory_limit=abc", "backend.duckdb.memory_limit: 'abc': "),
         ("backend.duckdb.threads=-3", "backend.duckdb.threads: -3 is not 1 or more"),
         (f"backend.root={tmp_path / 'a-file'}", f"backend.root: {tmp_path / 'a-file'} is a file, not a folder"),
-        (f"backend.root={tmp_path / 'a-file' / 'sub'}", f"backend.root: cannot make the folder {tmp_path / 'a-file' / 'sub'}"),
+        (f"backend.root={tmp_path / 'a-file' / 'sub'}",
+         f"backend.root: cannot make or write the folder {tmp_path / 'a-file' / 'sub'}: {tmp_path / 'a-file'} is a file"),
     ]:
         r = gtrun("plan", override, storage=False)
         assert r.code == 2 and match in r.stderr and "Traceback" not in r.output, r.output
@@ -164,6 +165,25 @@ def test_a_template_workers_cannot_submit(gtrun, tmp_path):
     (tmp_path / "bare.liquid").write_text("<p>{{ task.input.taskObject }}</p>\n")
     refused(gtrun, f"template.file={tmp_path / 'bare.liquid'}", match="template.file: ", verb="plan")
     refused(gtrun, f"template.file={tmp_path / 'bare.liquid'}", match="has no <crowd-form> element")
+
+
+
+@pytest.mark.parametrize("text", ["a,b,c,d\n1,x,good,0.1\n2,x,bad,0.3,extra\n3,x,ok,0.2\n", '{"a": 1}\n{"a": \n'])
+def test_a_source_that_fails_to_open_leaves_no_spill_folder(tmp_path, monkeypatch, text):
+    import tempfile
+
+    from runner.errors import GtrunError
+    from runner.io.query import DuckDBSource
+    from runner.schema import DuckDBConfig, SourceConfig
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    bad = tmp_path / ("bad.csv" if "," in text.splitlines()[0] else "bad.jsonl")
+    bad.write_text(text)
+    with pytest.raises(GtrunError, match=str(bad)):
+        DuckDBSource.open(SourceConfig(name="x", database="d", table="t", columns={"source": "a"}, files=[str(bad)]),
+                          DuckDBConfig())
+    assert list((tmp_path / "tmp").iterdir()) == []
 
 
 def test_empty_result(gtrun):

@@ -393,13 +393,17 @@ def test_the_report_counted_in_a_pass_left_unfinished_is_counted_again(tmp_path)
     def objects(stats):
         return c.objects_of(output, TransformsConfig(), stats)
 
-    whole = c._ReportPass(objects, tmp_path / "whole.jsonl", c.Progress(), **args)
-    expected = whole.figures()  # a pass of its own
-    counting = c._ReportPass(objects, tmp_path / "listed.jsonl", c.Progress(), **args)
-    objects = counting.objects()
-    assert [next(objects).line_no for _ in range(300)] == list(range(1, 301))  # a transform that stopped early
-    assert counting.figures() == expected and expected["counts"]["objects"] == 600
-    objects.close()  # the stopped pass, closed: the new listing stays as written
+    def report_pass(listing: Path) -> c._CountingPass:  # the report's figures and not_labeled.jsonl
+        return c._CountingPass(objects, c.Progress(), lambda: c._Counts(builder=c.report.ReportBuilder(**args)),
+                               listing)
+
+    whole = report_pass(tmp_path / "whole.jsonl")
+    expected = whole.finish().report_figures()  # a pass of its own
+    counting = report_pass(tmp_path / "listed.jsonl")
+    running = counting.objects()
+    assert [next(running).line_no for _ in range(300)] == list(range(1, 301))  # a transform that stopped early
+    assert counting.finish().report_figures() == expected and expected["counts"]["objects"] == 600
+    running.close()  # the stopped pass, closed: the new listing stays as written
     assert (tmp_path / "listed.jsonl").read_bytes() == (tmp_path / "whole.jsonl").read_bytes() != b""
 
 

@@ -371,6 +371,11 @@ def test_job_values_are_filled_in_once_for_every_task():
     assert 'header="Pick one"' in unset and "<short-instructions></short-instructions>" in unset
     with pytest.raises(TemplateError, match=r"t\.liquid:2: gtrun\.instruction is not a job value"):
         fill_job_values("x\n{{ gtrun.instruction }}", {}, "t.liquid")
+    # another filter or a tag would be left to Ground Truth, where gtrun is nil: refused, by line
+    for use in ("{{ gtrun.title | escape }}", "{{ gtrun.instructions | default: 'x' | strip }}",
+                "{% if gtrun.title %}y{% endif %}"):
+        with pytest.raises(TemplateError, match=r"t\.liquid:3: gtrun\.\w+ is filled in by gtrun only as"):
+            fill_job_values("a\nb\n" + use, {"title": "T", "instructions": "I"}, "t.liquid")
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "templates").glob("*.liquid")), ids=lambda p: p.stem)

@@ -183,6 +183,7 @@ def _unclosed_line(env: Environment, text: str, tag: str) -> int:
 # `{{ gtrun.<value> }}` or `{{ gtrun.<value> | default: "text" }}`: filled in when gtrun builds the job
 _JOB_VALUE = re.compile(r"""\{\{-?\s*gtrun\.(\w+)\s*(?:\|\s*default:\s*(?:"([^"]*)"|'([^']*)'))?\s*-?\}\}""")
 JOB_VALUES = {"title": "text", "description": "text", "instructions": "html"}  # template.<key>, and its kind
+_JOB_VALUE_USE = re.compile(r"\{[{%][^}]*?\bgtrun\.(\w+)")  # any other use of one, inside {{ }} or {% %}
 
 
 def fill_job_values(text: str, values: Mapping[str, str | None], name: str) -> str:
@@ -213,7 +214,14 @@ def fill_job_values(text: str, values: Mapping[str, str | None], name: str) -> s
             value = "{% raw %}" + value + "{% endraw %}"
         return value
 
-    return _JOB_VALUE.sub(fill, text)
+    filled = _JOB_VALUE.sub(fill, text)
+    left = _JOB_VALUE_USE.search(filled)
+    if left:
+        line = filled.count("\n", 0, left.start()) + 1
+        raise TemplateError(f"{name}:{line}: gtrun.{left.group(1)} is filled in by gtrun only as "
+                            f"{{{{ gtrun.{left.group(1)} }}}} or {{{{ gtrun.{left.group(1)} | default: '...' }}}}, "
+                            "with no other filter or tag around it")
+    return filled
 
 
 def parse_template(text: str, name: str, env: Environment | None = None) -> BoundTemplate:

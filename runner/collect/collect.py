@@ -694,18 +694,6 @@ class _CountingPass:
         return self.result
 
 
-class _ReportPass(_CountingPass):
-    """The report's figures (`figures`) and not_labeled.jsonl, made in a pass that feeds a transform
-    or in one of their own; `report_args`: report.ReportBuilder's."""
-
-    def __init__(self, objects: Callable[[parse.ParseStats], Iterator[LabeledObject]], listing: Path,
-                 progress: Progress, **report_args: Any) -> None:
-        super().__init__(objects, progress, lambda: _Counts(builder=report.ReportBuilder(**report_args)), listing)
-
-    def figures(self) -> dict[str, Any]:
-        return self.finish().report_figures()
-
-
 def check_out_dir(out_dir: Path) -> None:
     """Raise unless `out_dir` is free for collect, which replaces it as a whole: missing, empty, or
     a dataset collect wrote before (its report.json has a report_version) holding only the files

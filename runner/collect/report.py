@@ -59,7 +59,9 @@ from runner.collect.records import LabeledObject, Status, WorkerAnswer
 from runner.schema import TaskType
 from runner.service.consolidate import Answer, ConsolidationError, _element
 
-REPORT_VERSION = 1
+# 2: label_distribution is the dataset's as written (after label_map and the filters), the one before
+# them under before_transforms; transforms and sweep figures added
+REPORT_VERSION = 2
 DISPUTED_MAX = 20  # objects kept in the most-disputed list
 TEXT_MAX = 600  # characters of an object's text kept in the disputed list
 SECONDS_STEP = 0.1  # medians of seconds are exact to this step (a histogram, not every value)

@@ -1632,12 +1632,13 @@ TRANSFORMS: dict[str, Writer] = {
 
 
 def check_transforms(steps: Mapping[str, Mapping[str, Any] | None], settings: TransformsConfig, *,
-                     labels: Sequence[str], task_type: TaskType | None) -> None:
+                     labels: Sequence[str], task_type: TaskType | None, packages: bool = True) -> None:
     """Raise every problem of the transforms config at once (ConfigError / ConfigErrors).
 
     Unknown steps, steps that do not fit the task type (coco on text), unknown or bad options,
     missing libraries, split ratios, thresholds outside [0, 1], and label_map keys that are not
-    labels of the job. Needs no objects: `gtrun plan` can call it.
+    labels of the job. Needs no objects: `gtrun plan` calls it, without the package check
+    (`packages=False`: only collect needs them).
     """
     errors: list[ConfigError] = []
     try:
@@ -1665,7 +1666,7 @@ def check_transforms(steps: Mapping[str, Mapping[str, Any] | None], settings: Tr
             errors.append(ConfigError(key, f"options must be a mapping, not {options!r}"))
             continue
         errors += _option_errors(name, options)
-        if name in _PACKAGES and importlib.util.find_spec(_PACKAGES[name][0]) is None:
+        if packages and name in _PACKAGES and importlib.util.find_spec(_PACKAGES[name][0]) is None:
             package = _PACKAGES[name][1]
             errors.append(ConfigError(key, f"needs the {package!r} package, which is not installed",
                                       f"pip install {package}"))

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from runner.errors import SubmitError
+from runner.errors import ConfigError, SubmitError
 
 
 class LabelingService(Protocol):
@@ -81,12 +81,15 @@ class SageMakerLabeling:
 
     def find_labeling_job(self, name: str) -> dict[str, Any] | None:
         """The job of this name (DescribeLabelingJob), or None when there is none."""
-        try:
-            return self.describe_labeling_job(name)
-        except SubmitError as exc:
-            if ": ResourceNotFound:" in str(exc):
-                return None
-            raise
+        with self._said(f"DescribeLabelingJob {name}"):
+            try:
+                response = self.client.describe_labeling_job(LabelingJobName=name)
+            except self._errors.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "ResourceNotFound":
+                    return None
+                raise
+        response.pop("ResponseMetadata", None)
+        return dict(response)
 
     def stop_labeling_job(self, name: str) -> None:
         self._call("stop_labeling_job", f"StopLabelingJob {name}", LabelingJobName=name)
@@ -141,5 +144,9 @@ def local_labeling(root: Path | str, region: str) -> Iterator[SageMakerLabeling]
     if url:
         yield SageMakerLabeling(local_client(url, region), url)
         return
-    with Service(root, port=0).running() as service:
+    try:
+        local = Service(root, port=0)
+    except OSError as exc:  # it keeps its jobs under the root: a folder it cannot make or write
+        raise ConfigError("backend.root", f"cannot use {root}: {exc.strerror or exc}") from None
+    with local.running() as service:
         yield SageMakerLabeling(local_client(service.url, region), None)

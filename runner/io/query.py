@@ -96,7 +96,7 @@ class DuckDBSource:
             options = ", buffer_size = 4194304" if reader == "read_csv" else ""
             con.execute(f"CREATE VIEW {db}.{table} AS SELECT * FROM {reader}({paths}{options})")
         except duckdb.Error as exc:
-            con.close()
+            self.close()  # its spill folder too
             raise self._file_error(exc) from None
         try:
             columns = self._describe()  # reads the files' headers now: a malformed file fails here, named
