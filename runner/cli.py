@@ -203,6 +203,9 @@ def _hydra(verb: str, args: list[str]) -> int:
         if _USERINFO.search(a):
             return fail(f"{a.split('=', 1)[0]}: a URL with a user and password; give credentials through the "
                         "environment or backend.profile (the config and its overrides are recorded with the run)")
+    if multirun and any(a.partition("=")[0].lstrip("+") == "job.labeling_job_name" and not a.endswith("=null")
+                        for a in args):
+        return fail("job.labeling_job_name: every member of a sweep needs a job name of its own; leave it unset")
     if not multirun:
         for a in args:
             if a.startswith("hydra.run.dir="):

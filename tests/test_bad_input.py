@@ -186,6 +186,11 @@ def test_a_source_that_fails_to_open_leaves_no_spill_folder(tmp_path, monkeypatc
     assert list((tmp_path / "tmp").iterdir()) == []
 
 
+def test_a_sweep_cannot_share_one_job_name(gtrun):
+    refused(gtrun, "-m", "source.params.entity=Xbox,NBA2K", "job.labeling_job_name=same",
+            match="job.labeling_job_name: every member of a sweep needs a job name of its own")
+
+
 def test_empty_result(gtrun):
     r = refused(gtrun, "source.params.threshold=0", match="source: the query returned no rows (params: threshold=0")
     (run,) = gtrun.runs(every=True)  # the failure is recorded, and the error says where
