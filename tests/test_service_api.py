@@ -210,6 +210,27 @@ def test_a_worker_with_nothing_left_in_a_running_job_is_told_so(service):
     assert '<a href="/jobs/one/">one</a></td><td>InProgress</td><td>0 / 1</td>' in index
 
 
+def test_answers_that_cannot_be_consolidated_fail_their_object_not_the_service(service, tmp_path):
+    """A template whose labels are not the job's lets a worker submit a label the consolidation
+    refuses: Ground Truth fails that object with the reason; the job, and a restarted service, go on."""
+    sm = sagemaker(service.url)
+    sm.create_labeling_job(**put_job(service.root, "odd", TWEETS[:2], labels=LABELS))
+    wait_status(sm, "odd", "InProgress")
+    w = Worker(service.url)
+    bad = w.answer("odd", w.task("odd"), {"crowd-classifier": {"label": "Elsewhere"}})
+    assert bad.status_code == 200  # the worker's answer is taken; the object fails at consolidation
+    assert w.answer("odd", w.task("odd"), {"crowd-classifier": {"label": "Positive"}}).status_code == 200
+    assert wait_status(sm, "odd", "Completed") == "Completed"
+    d = sm.describe_labeling_job(LabelingJobName="odd")
+    assert d["LabelCounters"]["TotalLabeled"] == 1 and d["LabelCounters"]["FailedNonRetryableError"] == 1
+    lines = [json.loads(x) for x in (service.root / "b/jobs/odd/output/odd/manifests/output/output.manifest")
+             .read_text().splitlines()]
+    reason = lines[0]["label-metadata"]["failure-reason"]
+    assert reason.startswith("ClientError: Annotation consolidation failed") and "'Elsewhere'" in reason
+    with Service(service.root, port=0).running() as again:  # a restart recovers every job as it was
+        assert sagemaker(again.url).describe_labeling_job(LabelingJobName="odd")["LabelingJobStatus"] == "Completed"
+
+
 def test_availability_lifetime_fails_unanswered_objects(service):
     sm = sagemaker(service.url)
     sm.create_labeling_job(**put_job(service.root, "expiring", TWEETS[:2], labels=LABELS, availability=60))

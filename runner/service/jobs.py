@@ -12,6 +12,7 @@ import functools
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import threading
 import time
@@ -27,8 +28,10 @@ from runner.errors import GtrunError, StoreError
 from runner.io.store import LocalStore, Store, split_uri
 from runner.schema import TaskType
 from runner.service import layout
-from runner.service.consolidate import Answer, consolidate, failed_metadata
+from runner.service.consolidate import Answer, ConsolidationError, consolidate, failed_metadata
 from runner.service.store import JobStore, ResourceNotFound, Task, ValidationError
+
+log = logging.getLogger(__name__)
 
 CROWD_ELEMENTS_URL = "https://assets.crowd.aws/crowd-html-elements.js"
 LOCAL_ELEMENTS_URL = "/static/crowd-html-elements.js"
@@ -252,8 +255,15 @@ class LabelingJobs:
             when = utc(now)
             response_uri = layout.worker_response_key(spec.output_path, name, ITERATION, object_id, when)
             self.storage.put_bytes(response_uri, _json(layout.worker_response_record(answers)))
-            content = consolidate(spec.task_type, label_attribute=spec.label_attribute, labels=spec.labels,
-                                  job_name=name, answers=answers, now=when, worker_response_ref=response_uri)
+            try:
+                content = consolidate(spec.task_type, label_attribute=spec.label_attribute, labels=spec.labels,
+                                      job_name=name, answers=answers, now=when, worker_response_ref=response_uri)
+            except ConsolidationError as exc:  # as Ground Truth does when consolidation fails: the object fails
+                log.warning("job %s: object %s failed consolidation: %s", name, object_id, exc)
+                reason = f"ClientError: Annotation consolidation failed: {exc}"
+                output = layout.output_line(line, failed_metadata(spec.label_attribute, reason))
+                self.store.finish_object(name, object_id, "failed", output)
+                return
             seq = object_id  # several objects can finish within one second: keep their files apart
             self.storage.put_bytes(layout.consolidation_request_key(spec.output_path, name, ITERATION, when, seq),
                                    _json(layout.consolidation_request([(str(object_id), line, answers)])))
