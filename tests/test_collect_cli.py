@@ -346,6 +346,11 @@ def test_a_malformed_line_stops_or_is_skipped(gtrun, tmp_path):
     assert r.code == 0, r.output
     report = read_json(tmp_path / "d2" / "report.json")
     assert report["counts"]["labeled"] == 2 and report["parse"]["skipped"] == 1
+    # the person reading the card or the page sees the skipped line too
+    card = (tmp_path / "d2" / "README.md").read_text()
+    assert "## Skipped lines" in card and "| 2 | not JSON" in card
+    page = (tmp_path / "d2" / "report.html").read_text()
+    assert "read past 1 malformed line of the output manifest" in page and "line 2: not JSON" in page
 
     for labels, problem in [("pos,pos,neg", "--labels: 'pos' is listed twice"), ("pos,,neg", "has an empty name")]:
         r = gtrun("collect", *args[:-1], labels, "--out", str(tmp_path / "d4"))

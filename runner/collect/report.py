@@ -959,6 +959,17 @@ def _workers_html(report: Mapping[str, Any]) -> str:
             f"<tbody>{''.join(rows)}</tbody></table>{more}</section>")
 
 
+SKIPPED_SHOWN = 20  # malformed lines named in report.html and the card (report.json keeps more)
+
+
+def skipped_lines(report: Mapping[str, Any]) -> tuple[int, list[tuple[int, str]]]:
+    """(how many malformed lines transforms.on_error=skip read past, the first of them as
+    (line number, what is wrong))."""
+    parsed = report.get("parse") or {}
+    shown = [(int(x[0]), str(x[1])) for x in (parsed.get("skipped_lines") or [])[:SKIPPED_SHOWN]]
+    return int(parsed.get("skipped") or 0), shown
+
+
 def _failures_html(report: Mapping[str, Any]) -> str:
     counts = report["counts"]
     reasons: Mapping[str, int] = counts["failed_reasons"]
@@ -966,6 +977,12 @@ def _failures_html(report: Mapping[str, Any]) -> str:
     left = counts["failed"] + counts["unlabeled"]
     listed = (f"<p class=\"legend\">Each failed or unlabeled object ({left:,}) is listed, with its input "
               f"fields, in <code>{NOT_LABELED}</code>.</p>") if left else ""
+    skipped, shown = skipped_lines(report)
+    if skipped:
+        listed += (f"<p class=\"legend skipped\">transforms.on_error=skip read past {skipped:,} malformed "
+                   f"line{'' if skipped == 1 else 's'} of the output manifest, not counted above: "
+                   + "; ".join(f"line {n:,}: {_e(why)}" for n, why in shown)
+                   + (" …" if skipped > len(shown) else "") + "</p>")
     if not reasons:
         return f"<section class=\"panel\">{head}<p class=\"empty\">No failed objects.</p>{listed}</section>"
     rows = "".join(f"<tr><td>{_e(r)}</td><td class=\"num\">{n:,}</td></tr>"
@@ -1041,6 +1058,13 @@ def card_markdown(provenance: Mapping[str, Any], report: Mapping[str, Any]) -> s
     if left:
         lines += ["", f"The {left:,} failed or unlabeled objects are listed, with their input fields, in "
                       f"[{NOT_LABELED}](../{NOT_LABELED})."]
+    skipped, shown = skipped_lines(report)
+    if skipped:
+        lines += ["", "## Skipped lines", "", f"transforms.on_error=skip read past {skipped:,} malformed "
+                  f"line{'' if skipped == 1 else 's'} of the output manifest; they are in no count above"
+                  + (f" (the first {len(shown)} here)" if skipped > len(shown) else "") + ".", "",
+                  "| line | what is wrong |", "|---:|---|"]
+        lines += [f"| {n:,} | {_md(why)} |" for n, why in shown]
     return "\n".join(lines) + "\n"
 
 
