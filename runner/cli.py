@@ -648,7 +648,8 @@ def collect_cmd(args: list[str]) -> int:
             ext = c.identified(c.Output(name=Path(ns.out).name, manifest_uri=ns.manifest, storage=None,
                                         task_type=TaskType(ns.task_type) if ns.task_type else None,
                                         attribute=ns.label_attribute,
-                                        labels=_label_list(ns.labels)), settings.on_error)
+                                        labels=_label_list(ns.labels), job_dir=c.job_dir_of(ns.manifest)),
+                                 settings.on_error)
             if not (ns.task_type and ns.label_attribute):
                 assert ext.task_type is not None  # identified() read it from the manifest
                 out.print(f"read from the manifest: label attribute {ext.attribute}, task type {ext.task_type.value}",

@@ -411,6 +411,28 @@ def test_input_fields_that_change_along_the_manifest_keep_every_value(gtrun, tmp
         assert con.execute('SELECT count(*), count(lang) FROM "csv"').fetchone() == (n, n - 2_200)
 
 
+def test_a_manifest_in_ground_truths_layout_brings_its_worker_answers(gtrun, tmp_path):
+    """collect --manifest <job>/manifests/output/output.manifest reads the worker responses beside
+    it (<job>/annotations/worker-response/), as collect of the run does: the same agreement figures."""
+    assert gtrun("run", "source.limit=3", "workteam.workers_per_object=2").code == 0
+    (run,) = gtrun.runs()
+    name = read_json(run / "request.json")["LabelingJobName"]
+    with Service(gtrun.storage, port=0).running() as svc:
+        for who, labels in (("a", ["Positive", "Negative", "Neutral"]), ("b", ["Positive", "Neutral", "Neutral"])):
+            worker = Worker(svc.url)
+            for label in labels:
+                worker.answer(name, worker.task(name), {"crowd-classifier": {"label": label}})
+    assert gtrun("collect", str(run)).code == 0
+    (manifest,) = gtrun.storage.rglob("manifests/output/output.manifest")
+    r = gtrun("collect", "--manifest", str(manifest), "--out", str(tmp_path / "ds"),
+              "--labels", "Positive,Negative,Neutral,Irrelevant")
+    assert r.code == 0, r.output
+    mine, theirs = read_json(tmp_path / "ds" / "report.json"), read_json(run / "dataset" / "report.json")
+    assert mine["counts"]["answers"] == theirs["counts"]["answers"] == 6
+    assert mine["agreement"] == theirs["agreement"] and mine["agreement"]["krippendorff_alpha"] is not None
+    assert mine["workers"] == theirs["workers"] and mine["workers"]["count"] == 2
+
+
 def test_continue_labels_what_a_stopped_job_left(gtrun):
     assert gtrun("run", "source.limit=4").code == 0
     (run,) = gtrun.runs()

@@ -67,6 +67,17 @@ class Output:
     copy: Path | None = None  # a local copy of a remote manifest, read instead of it (see staged)
     answers: Path | None = None  # its worker answers, staged in a local file (see staged)
     is_staged: bool = False  # its manifest and answers (if any) are read from local files
+    job_dir: Path | None = None  # collect --manifest: the local job folder in Ground Truth's layout around it
+
+    def response_files(self, folder: Path | None = None) -> tuple[Iterator[tuple[str, str]], Any] | None:
+        """(its worker-response files, the function that opens one), or None when it has none to read:
+        the run's job folder in its storage, or the job folder a --manifest sits in."""
+        if self.job_dir is not None:
+            return parse.worker_response_files(self.job_dir, None, folder=folder), None
+        if self.storage is not None and self.output_path is not None:
+            return (parse.worker_response_files(self.output_path, self.name, list_fn=self.storage.list, folder=folder),
+                    self.storage.open_read)
+        return None
 
     @property
     def local(self) -> Path | None:
@@ -96,11 +107,12 @@ class Output:
                     progress.say(f"{dst.tell() / 2**20:,.0f} MB")
             log.info("collect: %s copied to %s (%.0f MB)", self.manifest_uri, copy, copy.stat().st_size / 2**20)
         answers = None
-        if self.storage is not None and self.output_path is not None:
+        found = self.response_files(folder)
+        if found is not None:
             answers = folder / f".{tag}.answers"
             progress.at("reading worker answers")
-            files = parse.worker_response_files(self.output_path, self.name, list_fn=self.storage.list, folder=folder)
-            count = parse.stage_worker_responses(files, answers, open_fn=self.storage.open_read,
+            files, open_fn = found
+            count = parse.stage_worker_responses(files, answers, open_fn=open_fn,
                                                  on_object=lambda n: progress.say(f"{n:,} objects"))
             log.info("collect: the answers of %d objects of %s read into %s", count, self.name, answers)
             if not count:
@@ -125,10 +137,20 @@ class Output:
         staged) all of them, read now."""
         if self.answers is not None:
             return parse.StagedAnswers(self.answers)
-        if self.is_staged or self.storage is None or self.output_path is None:
+        found = None if self.is_staged else self.response_files()
+        if found is None:
             return contextlib.nullcontext({})
-        return contextlib.nullcontext(parse.read_worker_responses(
-            self.output_path, self.name, list_fn=self.storage.list, open_fn=self.storage.open_read))
+        return contextlib.nullcontext(dict(parse.read_answers(found[0], open_fn=found[1])))
+
+
+def job_dir_of(manifest: str) -> Path | None:
+    """The job folder in Ground Truth's layout (`<job>/manifests/output/output.manifest` beside
+    `<job>/annotations/worker-response/`) a local output manifest sits in, when it does."""
+    path = Path(manifest).expanduser()
+    if "://" in manifest or path.parent.parent.name != "manifests" or path.parent.name != "output":
+        return None
+    job = path.parent.parent.parent
+    return job if (job / "annotations" / "worker-response").is_dir() else None
 
 
 def from_run(run_dir: Path) -> Output:
