@@ -355,6 +355,11 @@ def test_a_malformed_line_stops_or_is_skipped(gtrun, tmp_path):
     for labels, problem in [("pos,pos,neg", "--labels: 'pos' is listed twice"), ("pos,,neg", "has an empty name")]:
         r = gtrun("collect", *args[:-1], labels, "--out", str(tmp_path / "d4"))
         assert r.code == 2 and problem in r.stderr and not (tmp_path / "d4").exists(), r.output
+    # the label set's version given to collect is the dataset's, in its card and report
+    r = gtrun("collect", *args, "--out", str(tmp_path / "d5"), "transforms=jsonl", "transforms.on_error=skip",
+              "transforms.label_schema=v2")
+    assert r.code == 0, r.output
+    assert "| label_schema | v2 |" in (tmp_path / "d5" / "README.md").read_text()
     # an option alone keeps the default transforms (table and jsonl), with the option applied
     r = gtrun("collect", *args, "--out", str(tmp_path / "d3"), "transforms.on_error=skip")
     assert r.code == 0, r.output

@@ -331,6 +331,8 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
     labels = list(dict.fromkeys(label for o in outputs for label in o.labels))
     merged = len(outputs) > 1
     left_out = [str(x) for x in provenance.get("left_out") or []]
+    if settings.label_schema is not None:  # the dataset's label set version: this collect's, run's or given
+        provenance = {**provenance, "label_schema": settings.label_schema}
 
     def factory(stats: parse.ParseStats | None = None) -> Iterator[LabeledObject]:
         for o in outputs:
