@@ -423,7 +423,7 @@ def test_a_manifest_in_ground_truths_layout_brings_its_worker_answers(gtrun, tmp
     (run,) = gtrun.runs()
     name = read_json(run / "request.json")["LabelingJobName"]
     with Service(gtrun.storage, port=0).running() as svc:
-        for who, labels in (("a", ["Positive", "Negative", "Neutral"]), ("b", ["Positive", "Neutral", "Neutral"])):
+        for labels in (["Positive", "Negative", "Neutral"], ["Positive", "Neutral", "Neutral"]):  # two workers
             worker = Worker(svc.url)
             for label in labels:
                 worker.answer(name, worker.task(name), {"crowd-classifier": {"label": label}})

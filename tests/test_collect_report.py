@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from runner.collect import collect as c
-from runner.collect.records import LabeledObject, Status
+from runner.collect.records import LabeledObject, Status, WorkerAnswer
+from runner.collect.report import build_report
 from runner.config import setup
 from runner.schema import TaskType, TransformsConfig
 from runner.service.server import Service
@@ -181,6 +182,80 @@ def test_the_receipts_report_counts_their_boxes_per_label(gtrun):
     assert card.split("\n\n")[2].startswith("Labels of a custom task collected with SageMaker Ground Truth")
     page = (dataset / "report.html").read_text()
     assert "4 · 66.7%" in section(page, "Label distribution") and "share of 6 boxes" in page
+
+
+def test_the_receipts_report_has_the_mean_iou_of_two_workers_boxes(gtrun):
+    # receipt 0: the same total, a vendor box 3 px right and 2 px lower; receipt 1: one box, two labels
+    assert gtrun("run", "job=receipts_ner", "source.limit=2", "workteam.workers_per_object=2").code == 0
+    (run,) = gtrun.runs()
+    vendor = [{"label": "vendor", "left": 10, "top": 10, "width": 80, "height": 20, "tokens": [0]},
+              {"label": "vendor", "left": 13, "top": 12, "width": 80, "height": 20, "tokens": [0]}]
+    total = {"label": "total", "left": 10, "top": 200, "width": 60, "height": 20, "tokens": [1]}
+    boxes = {"0": [[vendor[0], total], [vendor[1], total]],
+             "1": [[{"label": "date", "left": 10, "top": 50, "width": 60, "height": 20, "tokens": [2]}],
+                   [{"label": "tax", "left": 10, "top": 50, "width": 60, "height": 20, "tokens": [2]}]]}
+    name = read_json(run / "request.json")["LabelingJobName"]
+    with Service(gtrun.storage, port=0).running() as svc:
+        for i in range(2):
+            worker = Worker(svc.url)
+            while (task := worker.task(name)) is not None:
+                drawn = boxes[task["objectId"]][i]
+                answer = {"annotations": {"boundingBoxes": [{k: v for k, v in b.items() if k != "tokens"}
+                                                            for b in drawn],
+                                          "inputImageProperties": {"width": 400, "height": 300}},
+                          "boxTokens": json.dumps(drawn)}
+                assert worker.answer(name, task, answer).status_code == 200
+        assert svc.app.state.jobs.describe(name)["LabelingJobStatus"] == "Completed"
+    r = gtrun("collect", str(run), "transforms=jsonl")
+    assert r.code == 0, r.output
+    dataset = run / "dataset"
+    report = read_json(dataset / "report.json")
+    # by hand: overlap 77 x 18 = 1386 px of two 80 x 20 boxes, union 1600 + 1600 - 1386
+    iou = 1386 / 1814
+    receipt0 = (iou + 1.0) / 2  # matched_iou: the vendor pair and the total pair over 2 matches
+    agreement = report["agreement"]
+    assert agreement["measure"] == "mean pairwise IoU" and agreement["objects"] == 2
+    assert agreement["mean"] == agreement["mean_iou"] == pytest.approx((receipt0 + 0.0) / 2, abs=1e-4)
+    assert agreement["per_label"] == {
+        "vendor": {"agreement": pytest.approx(iou, abs=1e-4), "pairs": 1}, "date": {"agreement": 0.0, "pairs": 1},
+        "total": {"agreement": 1.0, "pairs": 1}, "tax": {"agreement": 0.0, "pairs": 1},
+        "item": {"agreement": None, "pairs": 0}, "address": {"agreement": None, "pairs": 0}}
+    assert report["counts"]["unreadable_answers"] == 0
+    by_worker = report["workers"]["by_worker"]
+    assert len(by_worker) == 2 and all(w["pairs"] == 2 and w["agreement"] == pytest.approx(receipt0 / 2, abs=1e-4)
+                                       for w in by_worker.values())
+    disputed = report["disputed"]
+    assert [(x["object_id"], x["agreement"]) for x in disputed] == [("1", 0.0), ("0", pytest.approx(receipt0, abs=1e-4))]
+    assert [[b["label"] for b in a["answer"]] for a in disputed[0]["answers"]] == [["date"], ["tax"]]
+    assert [a["answer"][0] for a in disputed[1]["answers"]] == [
+        {"label": "vendor", "left": 10.0, "top": 10.0, "width": 80.0, "height": 20.0},
+        {"label": "vendor", "left": 13.0, "top": 12.0, "width": 80.0, "height": 20.0}]
+    assert disputed[1]["image_size"] == [400, 300] and disputed[1]["consolidated"][0]["label"] == "vendor"
+    page = (dataset / "report.html").read_text()
+    assert f"{iou:.2f} · 1 pairs" in section(page, "Agreement per label")
+    panel = section(page, "Most disputed objects")
+    assert "(lowest mean pairwise IoU, up to 20)" in panel and panel.count("<svg") == 2
+    assert "<rect x=\"13\" y=\"12\" width=\"80\" height=\"20\"" in panel and "13,12 80×20" in panel
+    card = (dataset / "README.md").read_text()
+    assert f"| Mean pairwise IoU | {agreement['mean']:.2f} | over 2 objects |" in card
+    assert f"| vendor | 1 | 33.3% | {iou:.2f} |" in card and "| tax | 0 | 0.0% | 0.00 |" in card
+
+
+def test_a_custom_task_without_boxes_has_no_agreement_and_a_bad_box_answer_is_unreadable():
+    def custom(i: int, *contents: dict) -> LabeledObject:
+        return LabeledObject(i, str(i), {}, "a", TaskType.custom, Status.labeled,
+                             answers=tuple(WorkerAnswer(f"w{n}", x) for n, x in enumerate(contents)))
+
+    text = [custom(1, {"note": {"text": "a"}}, {"note": {"text": "b"}})]
+    report = build_report(text, task_type=TaskType.custom, labels=["vendor"], dataset="d")
+    assert report["agreement"] == {"measure": None, "objects": 0, "mean": None, "per_label": {}}
+    assert report["counts"]["unreadable_answers"] == 0 and report["disputed"] == []
+    box = {"label": "vendor", "left": 0, "top": 0, "width": 10, "height": 10}
+    boxed = [*text, custom(2, {"a": {"boundingBoxes": [box]}}, {"a": {"boundingBoxes": [box]}},
+                           {"boxTokens": "not json"}, {"note": {"text": "c"}})]
+    report = build_report(boxed, task_type=TaskType.custom, labels=["vendor"], dataset="d")
+    assert report["agreement"]["mean_iou"] == 1.0 and report["agreement"]["objects"] == 1
+    assert report["counts"]["unreadable_answers"] == 2  # the bad boxTokens, and no boxes beside two with boxes
 
 
 # --- 5. sweeps -----------------------------------------------------------------------------------

@@ -26,7 +26,11 @@ with at least two readable answers, whatever its status. Per task type:
 - bounding_box: mean pairwise IoU per object (greedy same-label matching, unmatched boxes 0); per
   label, the same restricted to that label's boxes.
 - named_entity: mean pairwise exact-match span F1 per object; per label likewise.
-- custom: counts, workers, and the label distribution of what its objects carry.
+- custom: counts, workers, and the label distribution of what its objects carry. When its workers'
+  answers carry boxes (runner.collect.parse._answer_boxes: gtrun's bounding-box NER template),
+  bounding_box's figures too (its `agreement` then has `mean_iou`, see `scored_as`): an
+  answer without boxes where another answer of the object has some counts as unreadable; an
+  object whose answers carry none (free text) is not scored.
 
 An object's agreement (the per-object score above) ranks the disputed list: the 20 lowest, ties
 by line number; objects whose workers agree fully are never listed.
@@ -55,6 +59,7 @@ from runner.collect.agreement import (
     set_jaccard,
     span_f1,
 )
+from runner.collect.parse import _answer_boxes
 from runner.collect.records import LabeledObject, Status, WorkerAnswer
 from runner.schema import TaskType
 from runner.service.consolidate import Answer, ConsolidationError, _element
@@ -157,6 +162,7 @@ class ReportBuilder:
         self.scored, self.score_sum, self.answers_total, self.unreadable, self.n = 0, 0.0, 0, 0, 0
         self.heap: list[tuple[float, int, int, dict[str, Any]]] = []
         self.pair_score = _PAIR_SCORES.get(self.task)
+        self.with_boxes = False  # a custom task: some answer carried boxes (bounding_box's figures)
 
     def add(self, obj: LabeledObject) -> None:
         task, workers, pair_score = self.task, self.workers, self.pair_score
@@ -176,19 +182,26 @@ class ReportBuilder:
         self.per_object[len(obj.answers)] += 1
         self.answers_total += len(obj.answers)
 
+        custom = task is TaskType.custom
         readable: list[tuple[str, Any, float | None]] = []
         for answer in obj.answers:
             stats = workers.setdefault(answer.worker_id, _Worker())
             stats.tasks += 1
             if answer.seconds is not None and math.isfinite(answer.seconds):
                 stats.seconds[round(answer.seconds / SECONDS_STEP)] += 1
-            if pair_score is None:
+            if pair_score is None and not custom:
                 continue
             try:
                 readable.append((answer.worker_id, _answer_value(task, answer, self.element_name),
                                  answer.seconds))
             except (ConsolidationError, KeyError, TypeError, ValueError):
                 self.unreadable += 1
+        if custom:  # scored by its boxes, as bounding_box; None: the answer carries none
+            boxed = [r for r in readable if r[1] is not None]
+            if boxed:
+                self.with_boxes = True
+                self.unreadable += len(readable) - len(boxed)
+            readable, task, pair_score = boxed, TaskType.bounding_box, matched_iou
         if pair_score is None or len(readable) < 2:
             return
 
@@ -218,7 +231,8 @@ class ReportBuilder:
                                           self.without_label if self.task is TaskType.text_multilabel else None)
         return _figures(self.task, self.labels, self.dataset, self.status, self.reasons, self.per_object,
                         distribution, self.answers_total, self.unreadable, self.workers,
-                        (self.scored, self.score_sum, self.alpha, self.kappa, self.per_label), self.heap)
+                        (self.scored, self.score_sum, self.alpha, self.kappa, self.per_label), self.heap,
+                        TaskType.bounding_box if self.with_boxes else None)
 
 
 def report_from_counts(*, task_type: TaskType | str, labels: Sequence[str], dataset: str,
@@ -243,7 +257,9 @@ def report_from_counts(*, task_type: TaskType | str, labels: Sequence[str], data
 def _figures(task: TaskType, labels: list[str], dataset: str, status: Counter[str], reasons: Counter[str],
              per_object: Counter[int], distribution: dict[str, Any], answers_total: int, unreadable: int,
              workers: Mapping[str, _Worker], agreement: tuple[int, float, Any, Any, Any],
-             heap: list[tuple[float, int, int, dict[str, Any]]]) -> dict[str, Any]:
+             heap: list[tuple[float, int, int, dict[str, Any]]],
+             scored_task: TaskType | None = None) -> dict[str, Any]:
+    """report.json's figures; `scored_task`: the task type whose agreement figures a custom task gets."""
     scored, score_sum, alpha, kappa, per_label = agreement
     all_seconds: Counter[int] = Counter()
     for stats in workers.values():
@@ -264,7 +280,7 @@ def _figures(task: TaskType, labels: list[str], dataset: str, status: Counter[st
             "answers_per_object": {str(k): v for k, v in sorted(per_object.items())},
         },
         "label_distribution": distribution,
-        "agreement": _agreement_figures(task, labels, scored, score_sum, alpha, kappa, per_label),
+        "agreement": _agreement_figures(scored_task or task, labels, scored, score_sum, alpha, kappa, per_label),
         "workers": {
             "count": len(workers),
             "median_seconds": _median(all_seconds),
@@ -278,7 +294,11 @@ def _figures(task: TaskType, labels: list[str], dataset: str, status: Counter[st
 
 
 def _answer_value(task: TaskType, answer: WorkerAnswer, element_name: str | None) -> Any:
-    """A worker's answer as a comparable value; raises on a malformed answer."""
+    """A worker's answer as a comparable value; raises on a malformed answer. A custom answer's
+    boxes as bounding_box's, None when it carries none."""
+    if task is TaskType.custom:
+        got = _answer_boxes(answer.content)
+        return None if got is None else tuple((b.label, b.left, b.top, b.width, b.height) for b in got[0])
     value = _element(Answer(answer.worker_id, answer.content), task, element_name,
                      empty_ok=task is not TaskType.text_classification)
     if task is TaskType.text_classification:
@@ -541,6 +561,12 @@ def _distribution_caption(report: Mapping[str, Any]) -> tuple[str, str]:
     return note, sentence
 
 
+def scored_as(report: Mapping[str, Any]) -> TaskType:
+    """The task type whose agreement figures the report has: its own, or bounding_box for a custom
+    task whose workers' answers carry boxes."""
+    return TaskType.bounding_box if "mean_iou" in report["agreement"] else TaskType(report["task_type"])
+
+
 def headline(report: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """(figure, value, note) rows shared by the page's cards and the dataset card."""
     counts, agreement, workers = report["counts"], report["agreement"], report["workers"]
@@ -554,7 +580,7 @@ def headline(report: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         kept = report["transforms"]["objects"]
         rows.append(("In the dataset", f"{kept:,}", "; ".join(
             f"{f['dropped']:,} below {f['option']}" for f in filters)))
-    task = TaskType(report["task_type"])
+    task = scored_as(report)
     scored = f"over {agreement['objects']:,} objects"
     if task is TaskType.text_classification:
         kappa = agreement["fleiss_kappa"]
@@ -712,7 +738,7 @@ def report_html(report: Mapping[str, Any]) -> str:
     if notes:
         parts.append("<section class=\"panel wide\"><h2>The dataset</h2><ul class=\"notes\">"
                      + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul></section>")
-    if task is not TaskType.custom:
+    if scored_as(report) is not TaskType.custom:
         parts.append("<div class=\"grid2\">")
         parts.append(_distribution_html(report))
         parts.append(_per_label_html(report))
@@ -803,7 +829,7 @@ def _per_label_html(report: Mapping[str, Any]) -> str:
         value = per[n]["agreement"]
         text = "no pairs" if value is None else f"{value:.2f} · {per[n]['pairs']:,} pairs"
         rows.append((n, value or 0.0, text, _GRADE_COLORS[_grade(value)]))
-    task = TaskType(report["task_type"])
+    task = scored_as(report)
     what = {TaskType.text_classification: "share of worker pairs choosing it both",
             TaskType.text_multilabel: "share of worker pairs choosing it both",
             TaskType.bounding_box: "matched IoU of that label's boxes",
@@ -893,7 +919,7 @@ def _worker(worker_id: str, prefix: str) -> str:
 
 
 def _disputed_html(report: Mapping[str, Any]) -> str:
-    task = TaskType(report["task_type"])
+    task = scored_as(report)
     prefix = _worker_prefix(report)
     disputed: Sequence[Mapping[str, Any]] = report["disputed"]
     head = (f"<h2>Most disputed objects <span class=\"muted\">(lowest "
