@@ -272,7 +272,8 @@ def _rerun(path: str, extra: list[str], mode: str) -> int:
             if continues:
                 raise RecordError(f"{run.dir} continues {continues}: its objects came from that run's "
                                   "output, not from its query, so there is nothing to reproduce; "
-                                  f"`gtrun continue {continues}` starts a new continuation")
+                                  f"`gtrun reproduce {continues}` reproduces the run it continues, "
+                                  f"`gtrun continue {run.dir}` labels what this one left")
         else:
             run.job_name()
             later = run.continuations()
@@ -429,17 +430,23 @@ def status(args: list[str]) -> int:
                         help="seconds between polls while the counters "
                         "move (default 2); it backs off to a minute while nothing changes")
     ns = parser.parse_args(args)
-    target = Path(ns.run)
-    if (target / CONFIG).is_file() or not target.is_dir():
-        return _status_of(ns.run, ns.wait, ns.interval)
+    return _each_run(ns.run, lambda run: _status_of(run, ns.wait, ns.interval))
+
+
+def _each_run(target: str, verb: Callable[[str], int]) -> int:
+    """`verb` on a run directory, or on each member of a sweep directory (then the members left out
+    are named); the highest exit code."""
+    path = Path(target)
+    if (path / CONFIG).is_file() or not path.is_dir():
+        return verb(target)
     from runner.collect import collect as c
 
     try:
-        members = c.sweep_members(target)
+        members = c.sweep_members(path)
     except GtrunError as exc:
         return fail(str(exc))
-    codes = [_status_of(str(member), ns.wait, ns.interval) for member in members]
-    for item in c.left_out_members(target):
+    codes = [verb(str(member)) for member in members]
+    for item in c.left_out_members(path):
         out.print(f"left out: {item}")
     return max(codes)
 
@@ -474,10 +481,14 @@ def stop(args: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="gtrun stop", description="Stop a run's labeling job "
                                      "(StopLabelingJob). What was labeled so far is written to its output; "
                                      "a stopped job cannot be restarted (see `gtrun status`).")
-    parser.add_argument("run", help="a recorded run directory")
+    parser.add_argument("run", help="a recorded run directory, or a sweep's (each member's job)")
     ns = parser.parse_args(args)
+    return _each_run(ns.run, _stop_one)
+
+
+def _stop_one(run: str) -> int:
     try:
-        name, settings = _submitted(ns.run)
+        name, settings = _submitted(run)
         with _labeling(settings) as service:
             service.stop_labeling_job(name)
             job = service.describe_labeling_job(name)
@@ -600,8 +611,12 @@ def transforms_settings(base: Any, overrides: list[str]) -> Any:
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotlist))
         return OmegaConf.to_object(cfg)
     except Exception as exc:  # noqa: BLE001 - OmegaConf's validation errors, named by key
-        raise ConfigError(f"transforms.{getattr(exc, 'full_key', '') or ''}".rstrip("."),
-                          str(exc).splitlines()[0]) from None
+        key = f"transforms.{getattr(exc, 'full_key', '') or ''}".rstrip(".")
+        step = key.split(".")[1] if key.count(".") >= 1 else ""
+        hint = (f"a transform's options are set as transforms.steps.{step}.<option>, e.g. "
+                "transforms.steps.table.format=csv" if step in {p.stem for p in (CONF_DIR / "transforms").glob("*.yaml")}
+                else "")
+        raise ConfigError(key, str(exc).splitlines()[0], hint) from None
 
 
 def collecting(what: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -686,7 +701,8 @@ def collect_cmd(args: list[str]) -> int:
             out.print(f"  {name}: table {files}")
             continue
         split = ", ".join(f"{k} {v:,}" for k, v in files.counts.items())
-        out.print(f"  {name}: {split}")
+        out.print(f"  {name}: {split}" + (" (labels only: put each split's images in yolo/images/<split>/)"
+                                          if name == "yolo" else ""))
     for item in result.get("left_out", []):
         out.print(f"  left out: {item}")
     overlap = result["report"].get("sweep", {}).get("overlap") or {}

@@ -302,7 +302,9 @@ class Pipeline:
             src.close()
         if line:
             self.check_template(parsed, line, "the manifest line")
-        return Outcome(self.name, query, objects, self.estimate(objects), self.request(), line)
+        cost = self.estimate(objects)
+        self.guard_budget(cost)  # what run would refuse, plan says
+        return Outcome(self.name, query, objects, cost, self.request(), line)
 
     def check_fields_used(self, parsed: Any, fields: Sequence[str]) -> None:
         """Before any row is read: the template may only read fields the manifest lines will have,

@@ -56,8 +56,7 @@ def summary_table(rows: list[dict[str, Any]]) -> Table:
     shared = set.intersection(*(set(r.get("overrides", [])) for r in rows)) if rows else set()
     table = Table(title="sweep summary")
     for col in ("swept", "dataset", "objects", "cost (USD)", "job name", "status"):
-        table.add_column(col, justify="right" if col in ("objects", "cost (USD)") else "left",
-                         overflow="fold", no_wrap=col == "job name")
+        table.add_column(col, justify="right" if col in ("objects", "cost (USD)") else "left", overflow="fold")
     for r in rows:
         status: str | Text = r.get("status", "?")
         if status == "failed":

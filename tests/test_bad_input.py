@@ -191,6 +191,10 @@ def test_a_sweep_cannot_share_one_job_name(gtrun):
             match="job.labeling_job_name: every member of a sweep needs a job name of its own")
 
 
+def test_plan_says_what_run_would_refuse_over_budget(gtrun):
+    refused(gtrun, "pricing.max_usd=1", verb="plan", match="pricing.max_usd: the job would cost $")
+
+
 def test_empty_result(gtrun):
     r = refused(gtrun, "source.params.threshold=0", match="source: the query returned no rows (params: threshold=0")
     (run,) = gtrun.runs(every=True)  # the failure is recorded, and the error says where

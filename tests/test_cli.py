@@ -135,6 +135,14 @@ def test_sweep_member_failure_does_not_hide_the_others(gtrun):
     st = gtrun("status", str(summary.parent))  # a sweep: each member's job, and the member left out
     assert st.code == 0, st.output
     assert f"{members[0]['job_name']}: " in st.stdout and "left out: 1_tweets-nosuchentity (failed: " in st.stdout
+    st = gtrun("stop", str(summary.parent))  # stop takes a sweep too
+    assert st.code == 0 and f"{members[0]['job_name']}: Stopp" in st.stdout, st.output
+    # at 80 columns, piped, the summary's cells fold instead of being cut to a few letters
+    narrow = gtrun("run", "-m", "source.params.entity=Xbox,NBA2K", "source.limit=2", columns=80)
+    assert narrow.code == 0, narrow.output
+    header = next(line for line in narrow.stderr.splitlines() if "swept" in line)
+    assert [c.strip() for c in header.strip("┃").split("┃")] == [
+        "swept", "dataset", "objects", "cost (USD)", "job name", "status"]  # no column squeezed to a few letters
 
 
 def test_sweep_over_jobs_in_parallel_with_joblib(gtrun):

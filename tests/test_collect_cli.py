@@ -465,4 +465,5 @@ def test_continue_labels_what_a_stopped_job_left(gtrun):
     # ... and a continuation has no query to reproduce
     r = gtrun("reproduce", str(new))
     assert r.code == 2 and f"continues {run.resolve()}" in r.stderr
+    assert f"`gtrun reproduce {run.resolve()}` reproduces the run it continues" in r.stderr
     assert len(gtrun.jobs()) == 2
