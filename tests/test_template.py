@@ -363,10 +363,15 @@ def test_job_values_are_filled_in_once_for_every_task():
                                     "instructions": "<p>Read <b>all</b> of it.</p>"}, "t.liquid")
     assert 'header="Is it &quot;good&quot; &amp; kind?"' in filled  # text: escaped for HTML
     assert "<short-instructions><p>Read <b>all</b> of it.</p></short-instructions>" in filled  # HTML as written
-    assert "<p>{% raw %}Use {{ care }}{% endraw %}</p>" in filled  # the job's text, never Liquid to run
+    assert "<p>Use &#123;{ care }&#125;</p>" in filled  # the job's text, never Liquid to run: shown as braces
     assert "{{ task.input.taskObject }}" in filled and "gtrun." not in filled
     rendered = render_task(parse_template(filled, "t.liquid"), {"taskObject": "x", "labels": []})
-    assert "<p>Use {{ care }}</p>" in rendered
+    assert "<p>Use &#123;{ care }&#125;</p>" in rendered and html.unescape("&#123;{ care }&#125;") == "{{ care }}"
+    # a title cannot end a raw block or open a tag of its own: it stays text on every task
+    sly = "x{% endraw %}{{ task.input.taskObject | skip_autoescape }}{% raw %}y"
+    page = render_task(parse_template(fill_job_values(text, {"title": sly}, "t.liquid"), "t.liquid"),
+                       {"taskObject": "<img src=x onerror=alert(1)>", "labels": []})
+    assert "<img src=x" not in page and html.unescape(page.split('header="')[1].split('"')[0]) == sly
     unset = fill_job_values(text, {}, "t.liquid")
     assert 'header="Pick one"' in unset and "<short-instructions></short-instructions>" in unset
     with pytest.raises(TemplateError, match=r"t\.liquid:2: gtrun\.instruction is not a job value"):

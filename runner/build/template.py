@@ -186,6 +186,20 @@ JOB_VALUES = {"title": "text", "description": "text", "instructions": "html"}  #
 _JOB_VALUE_USE = re.compile(r"\{[{%][^}]*?\bgtrun\.(\w+)")  # any other use of one, inside {{ }} or {% %}
 
 
+_DELIMITERS = re.compile(r"\{[{%]|[%}]\}")
+
+
+def _inert(value: str) -> str:
+    """`value` with Liquid's delimiters ({{ {% %} }}) written as HTML character references: the
+    browser shows the same braces, Ground Truth's Liquid sees no tag or output in them.
+
+    >>> _inert("{{ a }} and {% raw %}")
+    '&#123;{ a }&#125; and &#123;% raw %&#125;'
+    """
+    return _DELIMITERS.sub(lambda m: m.group(0).replace("{", "&#123;", 1) if m.group(0)[0] == "{"
+                           else m.group(0)[0] + "&#125;", value)
+
+
 def fill_job_values(text: str, values: Mapping[str, str | None], name: str) -> str:
     """The template with the job's own values in place of `{{ gtrun.title }}`, `{{ gtrun.description }}`
     and `{{ gtrun.instructions }}` (template.title, .description, .instructions): what workers see
@@ -207,12 +221,10 @@ def fill_job_values(text: str, values: Mapping[str, str | None], name: str) -> s
                                 + ", ".join(f"gtrun.{k}" for k in JOB_VALUES))
         value = values.get(key)
         if not value:
-            return html.escape(default or "", quote=True)
+            return _inert(html.escape(default or "", quote=True))
         if JOB_VALUES[key] == "text":
             value = html.escape(value, quote=True)
-        if "{{" in value or "{%" in value:  # the job's text, not Liquid for Ground Truth to run
-            value = "{% raw %}" + value + "{% endraw %}"
-        return value
+        return _inert(value)
 
     filled = _JOB_VALUE.sub(fill, text)
     left = _JOB_VALUE_USE.search(filled)
