@@ -77,6 +77,14 @@ def fail(message: str, code: int = 2) -> int:
 
 # -- run / plan (Hydra) ---------------------------------------------------------------------------
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it cleans up as after Ctrl+C."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
 def task(cfg: DictConfig) -> None:
     """One labeling job (a member of a sweep, or the whole run); Hydra calls it, maybe in a worker."""
     from runner.pipeline import Pipeline  # the job's modules (sqlglot, liquid, ...), which collect does not need
@@ -116,11 +124,12 @@ def task(cfg: DictConfig) -> None:
                       objects=outcome.objects, cost_usd=str(outcome.cost.total_usd), job_name=outcome.job_name)
         if reproduce_of:
             out.print(Text.assemble(("reproduced exactly", "bold green"), ": " + ", ".join(COMPARED) + ", request"))
-    except KeyboardInterrupt:
-        log.error("interrupted")
+    except KeyboardInterrupt as exc:
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl+C)"
+        log.error("%s", how)
         if verb == "run":  # it may have got as far as CreateLabelingJob: job.json says whether it did
-            write_status(run_dir, {**status, "status": "interrupted",
-                                   "error": "interrupted (Ctrl+C); if job.json is here, the job was created"})
+            write_status(run_dir, {**status, "status": how.split()[0],
+                                   "error": f"{how}; if job.json is here, the job was created"})
         raise
     except GtrunError as exc:
         log.error("%s", exc)
@@ -766,11 +775,16 @@ def preview(args: list[str]) -> int:
 # -- entry point ----------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # (serve's server installs its own)
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return _main(argv)
-    except KeyboardInterrupt:
-        console.print("interrupted")
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        console.print("terminated" if terminated else "interrupted")
+        return 143 if terminated else 130
 
 
 def _main(argv: list[str] | None = None) -> int:

@@ -83,7 +83,9 @@ def check_backend(settings: GtrunConfig) -> list[ConfigError]:
                                     "a folder name under backend.root that stands in for the bucket"))
     if settings.backend.kind is BackendKind.local:
         problems += _local_problems(settings.backend)
+    problems += _storage_problems(settings.backend)
     if settings.backend.kind is BackendKind.aws:
+        problems += _aws_problems(settings.backend)
         if not settings.workteam.arn:
             problems.append(ConfigError("workteam.arn", "is required on the aws backend",
                                         "list your account's workteams with `gtrun workteams backend=aws`"))
@@ -92,6 +94,36 @@ def check_backend(settings: GtrunConfig) -> list[ConfigError]:
                                         "an IAM role Ground Truth assumes, with read and write access to the bucket"))
         if settings.source.assets is not None and not settings.source.assets.to.startswith("s3://"):
             problems.append(ConfigError("source.assets.to", "must be an s3:// prefix"))
+    return problems
+
+
+def _storage_problems(backend: BackendConfig) -> list[ConfigError]:
+    """backend.prefix: the S3 key folder every artifact goes under."""
+    parts = backend.prefix.strip("/").split("/") if backend.prefix.strip("/") else []
+    if any(p in ("", ".", "..") for p in parts):
+        return [ConfigError("backend.prefix", f"{backend.prefix!r} is not a key folder: no empty, '.' or '..' part",
+                            "e.g. gtrun or team/labeling")]
+    return []
+
+
+def _aws_problems(backend: BackendConfig) -> list[ConfigError]:
+    """The aws backend's endpoints and Athena settings, checked before a query is sent."""
+    problems = []
+    for service in ("s3", "athena", "sagemaker"):
+        url = getattr(backend.endpoints, service)
+        if url and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", url):
+            problems.append(ConfigError(f"backend.endpoints.{service}", f"{url!r} is not an http(s) URL"))
+    athena = backend.athena
+    location = athena.output_location
+    if location is not None and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?", location):
+        problems.append(ConfigError("backend.athena.output_location", f"{location!r} is not an s3://bucket/prefix/",
+                                    "unset: s3://<bucket>/<prefix>/athena/"))
+    for key in ("poll_s", "timeout_s"):
+        if not getattr(athena, key) > 0:
+            problems.append(ConfigError(f"backend.athena.{key}", f"{getattr(athena, key)} is not a positive number "
+                                        "of seconds"))
+    if not athena.workgroup.strip():
+        problems.append(ConfigError("backend.athena.workgroup", "is empty", "primary is Athena's default"))
     return problems
 
 

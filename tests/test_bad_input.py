@@ -63,6 +63,23 @@ def test_backend_settings_that_cannot_work(gtrun, tmp_path):
         assert r.code == 2 and match in r.stderr and "Traceback" not in r.output, r.output
 
 
+
+@pytest.mark.parametrize(("override", "match"), [
+    ("backend.athena.output_location=notS3", "backend.athena.output_location: 'notS3' is not an s3://bucket/prefix/"),
+    ("backend.endpoints.s3=ftp://x", "backend.endpoints.s3: 'ftp://x' is not an http(s) URL"),
+    ("backend.prefix=../x", "backend.prefix: '../x' is not a key folder"),
+    ("backend.athena.timeout_s=0", "backend.athena.timeout_s: 0.0 is not a positive number of seconds"),
+    ("backend.athena.workgroup=", "backend.athena.workgroup: is empty"),
+])
+def test_aws_settings_are_checked_before_a_query_is_sent(gtrun, override, match):
+    aws = ["backend=aws", "backend.bucket=my-bucket", "backend.role_arn=arn:aws:iam::123456789012:role/gt",
+           "workteam.arn=arn:aws:sagemaker:us-east-1:123456789012:workteam/private-crowd/t",
+           "backend.endpoints.athena=http://127.0.0.1:9", "backend.max_attempts=1"]  # nothing listens there
+    r = gtrun("plan", *aws, override, storage=False)
+    assert r.code == 2 and match in r.stderr and "Traceback" not in r.output, r.output
+    assert "127.0.0.1:9" not in r.stderr  # refused before any call
+
+
 def test_command_line_numbers_out_of_range(gtrun):
     for args, match in [(["serve", "--port", "99999"], "argument --port: 99999 is not in [0, 65535]"),
                         (["status", "x", "--interval", "-1"], "argument --interval: -1 is not in [0.1, 3600]"),

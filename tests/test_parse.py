@@ -544,7 +544,7 @@ def test_bad_json_stops_with_its_line_number_or_is_skipped_and_counted(tmp_path)
     assert [o.object_id for o in objs] == ["0", "2", "5"]  # the blank line 5 is no object
     assert (stats.lines, stats.labeled, stats.skipped_count) == (6, 3, 3)
     assert [n for n, _ in stats.skipped] == [2, 4, 6]
-    assert stats.skipped[1][1].startswith("not a JSON object") and "out of range for 2 labels" in stats.skipped[2][1]
+    assert stats.skipped[1][1] == "not a JSON object: [1, 2]" and "out of range for 2 labels" in stats.skipped[2][1]
     assert stats.summary() == "6 lines: 3 labeled, 0 failed, 0 unlabeled, 3 skipped"
 
 

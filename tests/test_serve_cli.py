@@ -79,8 +79,9 @@ def test_status_of_something_that_is_not_a_run(gtrun, tmp_path):
     assert r.code == 2 and "neither a submitted run nor a sweep of runs" in r.stderr
 
 
-def test_ctrl_c_stops_a_command_with_one_line(gtrun, served):
-    """Ctrl+C while `status --wait` follows a job: exit 130, "interrupted", no traceback."""
+@pytest.mark.parametrize(("sig", "code", "said"), [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
+def test_ctrl_c_stops_a_command_with_one_line(gtrun, served, sig, code, said):
+    """Ctrl+C (or SIGTERM) while `status --wait` follows a job: exit 130 (143), one line, no traceback."""
     import signal
     import time
 
@@ -90,10 +91,10 @@ def test_ctrl_c_stops_a_command_with_one_line(gtrun, served):
                             cwd=gtrun.cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     time.sleep(3)  # started and polling: the job waits for workers
     assert proc.poll() is None
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, sig))
     out, err = proc.communicate(timeout=20)
-    assert proc.returncode == 130, (out, err)
-    assert err.strip().endswith("interrupted") and "Traceback" not in err
+    assert proc.returncode == code, (out, err)
+    assert err.strip().endswith(said) and "Traceback" not in err
     # piped, the wait says what it sees in plain lines, once per change, with no bar drawn
     name = json.loads((run / "request.json").read_text())["LabelingJobName"]
     seen = re.findall(rf"^\d\d:\d\d:\d\d {name} (\w+): 0 of 2 done$", err, re.M)

@@ -155,7 +155,6 @@ def job_dir_of(manifest: str) -> Path | None:
 
 def from_run(run_dir: Path) -> Output:
     """The output of a recorded run's job (it must have ended: Ground Truth writes it then)."""
-    import json
 
     from runner.io.backends import backend_for
     from runner.record import Run
@@ -172,7 +171,7 @@ def from_run(run_dir: Path) -> Output:
         raise CollectError(f"{name} is {status}: Ground Truth writes its output manifest when the job ends",
                            ) if status not in TERMINAL else CollectError(f"{name} ended ({status}) with no output")
     output_path = request["OutputConfig"]["S3OutputPath"].rstrip("/")
-    lineage = json.loads((run_dir / "lineage.json").read_text()) if (run_dir / "lineage.json").is_file() else {}
+    lineage = run.lineage() if (run_dir / "lineage.json").is_file() else {}  # a broken one: a RecordError
     w, p = settings.workteam, settings.pricing
     provenance = {
         "run": str(run_dir), "job": name, "status": status, "backend": settings.backend.kind.value,

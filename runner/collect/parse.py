@@ -769,7 +769,8 @@ class Parser:
                 self._bad(line_no, f"not JSON ({exc})")
                 continue
             if type(line) is not dict:
-                self._bad(line_no, f"not a JSON object: {str(raw)[:80]!r}")
+                text = raw.decode("utf-8", "replace").strip() if isinstance(raw, bytes) else str(raw).strip()
+                self._bad(line_no, f"not a JSON object: {text[:80]}")
                 continue
             if self.attribute is None or self.task_type is None:
                 try:
