@@ -274,3 +274,17 @@ def test_collect_on_aws_registers_the_table_in_athena(gtrun, aws):
     records = [json.loads(x) for split in ("train", "validation", "test")
                for x in (run / "dataset" / "jsonl" / f"{split}.jsonl").read_text().splitlines()]
     assert len(records) == 3 and all(r["workers"] == 1 and r["label"] == "Neutral" for r in records)
+    # Athena refusing the table: one error that names the table, not the source; the dataset is complete
+    config = (run / ".hydra" / "config.yaml").read_text()
+
+    def refuse_queries(method, path, headers, attempt):
+        return "500" if headers.get("X-Amz-Target", "").endswith("StartQueryExecution") else None
+
+    with FaultProxy(moto, refuse_queries) as proxy:
+        assert f"athena: {moto}" in config
+        (run / ".hydra" / "config.yaml").write_text(config.replace(f"athena: {moto}", f"athena: {proxy.url}"))
+        r = gtrun("collect", str(run))
+        assert proxy.calls("AmazonAthena.StartQueryExecution")
+    assert r.code == 2 and "Traceback" not in r.output, r.output
+    assert r.stderr.startswith(f"error: the Athena table ml_workshop_db.{name.replace('-', '_')} over s3://"), r.stderr
+    assert "the dataset is complete in" in r.stderr

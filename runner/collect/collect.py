@@ -828,6 +828,10 @@ def register_on_athena(settings: Any, table_file: Path, name: str) -> str:
     source = backend.open_source()
     try:
         source.wait(source.start(Query(ddl, (), (), None)))
+    except GtrunError as exc:  # the dataset is written; only its table is not
+        raise CollectError(f"the Athena table {database}.{table} over {folder}/: {str(exc).removeprefix('source: ')}"
+                           f"\n  hint: the dataset is complete in {table_file.parent.parent}; collect again to "
+                           "register the table") from None
     finally:
         source.close()
     return f"{database}.{table}"
