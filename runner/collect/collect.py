@@ -859,17 +859,28 @@ def seen_labels(objects: Iterable[LabeledObject]) -> list[str]:
 
 
 def unlabeled_lines(run_dir: Path) -> Iterator[bytes]:
-    """The run's input-manifest lines whose objects its job did not label (failed, expired, stopped)."""
-    import json
+    """The run's input-manifest lines whose objects its job did not label (failed, expired, stopped).
+
+    The labeled objects are known by an 8-byte digest of their input fields, kept sorted in an
+    array: 8 MB per million labeled objects, where their text would be hundreds."""
+    import bisect
+    from array import array
+
+    def digest(inputs: Any) -> int:
+        text = json.dumps(inputs, sort_keys=True).encode()
+        return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
 
     out = from_run(run_dir)
-    done: set[str] = set()
-    for obj in objects_of(out, TransformsConfig(), answers=False):
-        if obj.status.value == "labeled":
-            done.add(json.dumps(obj.inputs, sort_keys=True))
+    done = array("Q", (digest(obj.inputs) for obj in objects_of(out, TransformsConfig(), answers=False)
+                       if obj.status.value == "labeled"))
+    done = array("Q", sorted(done))
     with open(run_dir / "manifest.jsonl", "rb") as src:
         for raw in src:
-            if raw.strip() and json.dumps(json.loads(raw), sort_keys=True) not in done:
+            if not raw.strip():
+                continue
+            d = digest(json.loads(raw))
+            i = bisect.bisect_left(done, d)
+            if i == len(done) or done[i] != d:
                 yield raw if raw.endswith(b"\n") else raw + b"\n"
 
 
