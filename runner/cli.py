@@ -99,6 +99,7 @@ def task(cfg: DictConfig) -> None:
         if reproduce_of:
             cfg = _lay_recorded(cfg, Run.at(reproduce_of), run_dir)
         settings = to_settings(cfg)
+        _warn_preset_template(hc.runtime.choices, list(hc.overrides.task))
         status["dataset"] = settings.source.name
         pipe = Pipeline(settings, resolved(cfg), now=datetime.now(), console=console)
         if verb == "plan":
@@ -149,6 +150,21 @@ def task(cfg: DictConfig) -> None:
 
 setup()  # resolvers and schemas, also in sweep worker processes that import this module
 _app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(task)
+
+
+def _warn_preset_template(choices: Any, overrides: list[str]) -> None:
+    """A job preset sets the template's labels, title and instructions for its own template: say so
+    when another template is picked and they are not set too (sentiment labels on receipt boxes)."""
+    job, template = choices.get("job"), choices.get("template")
+    path = CONF_DIR / "job" / f"{job}.yaml"
+    if not job or not template or not path.is_file():
+        return
+    found = re.search(r"override /template: *(\S+)", path.read_text(encoding="utf-8"))
+    given = {o.partition("=")[0].lstrip("+~") for o in overrides}
+    if found and found.group(1) != template and "template.labels" not in given:
+        console.print(Text.assemble(("warning:", "yellow"), f" template={template} with job={job}: the preset's "
+                                    f"template.labels, title and instructions, written for {found.group(1)}, are kept; "
+                                    "set template.labels=[...] (and the rest) for this template"))
 
 
 def _lay_recorded(cfg: DictConfig, run: Run, run_dir: Path) -> DictConfig:

@@ -276,3 +276,15 @@ def test_config_hash_of_a_run_without_a_fixed_name_is_what_earlier_runs_recorded
     resolved = {"source": {"name": "tweets"}, "job": {"name": "tweets_sentiment", "labeling_job_name": None}}
     assert config_hash(resolved) == hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()
     assert config_hash({**resolved, "job": {**resolved["job"], "labeling_job_name": "fixed"}}) == config_hash(resolved)
+
+
+def test_a_template_swapped_under_a_preset_is_warned_about(gtrun):
+    """job=tweets_sentiment sets sentiment labels for text_classification; with another template they
+    would label receipts' boxes: plan says so, unless the labels are set too."""
+    r = gtrun("plan", "template=named_entity", "source.limit=1")
+    assert r.code == 0, r.output
+    assert ("warning: template=named_entity with job=tweets_sentiment: the preset's template.labels, title and "
+            "instructions, written for text_classification, are kept") in r.stderr
+    r = gtrun("plan", "template=named_entity", "template.labels=[person,place]", "source.limit=1")
+    assert r.code == 0 and "warning:" not in r.stderr, r.output
+    assert "warning:" not in gtrun("plan", "job=receipts_ner", "source.limit=1").stderr
