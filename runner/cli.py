@@ -305,6 +305,7 @@ def _rerun(path: str, extra: list[str], mode: str) -> int:
             if later:
                 raise RecordError(f"{run.dir} was continued already by {later[0]}: continue that run "
                                   "instead (its job has what this one left)")
+            _something_left(run.dir)
         config_dirs = run.config_dirs()
     except GtrunError as exc:
         return fail(str(exc))
@@ -315,6 +316,19 @@ def _rerun(path: str, extra: list[str], mode: str) -> int:
         return _hydra("run", [*config_dirs, *overrides, *extra])
     finally:
         os.environ.pop(mode, None)
+
+
+def _something_left(run_dir: Path) -> None:
+    """Raise unless the run's job ended with objects left to label: before a run directory is made
+    for a continuation that would fail (a job still running, or every object labeled)."""
+    from runner.collect.collect import unlabeled_lines
+
+    left = unlabeled_lines(run_dir)
+    try:
+        if next(left, None) is None:
+            raise RecordError(f"{run_dir}: its job labeled every object; nothing to continue")
+    finally:
+        left.close()
 
 
 def compare_runs(original: Run, b: dict[str, Any], config: Any, run_dir: Path) -> None:

@@ -438,10 +438,26 @@ def test_a_manifest_in_ground_truths_layout_brings_its_worker_answers(gtrun, tmp
     assert mine["workers"] == theirs["workers"] and mine["workers"]["count"] == 2
 
 
+def test_continue_of_a_job_that_labeled_everything_is_refused_before_a_run_starts(gtrun):
+    assert gtrun("run", "source.limit=2").code == 0
+    (run,) = gtrun.runs()
+    name = read_json(run / "request.json")["LabelingJobName"]
+    with Service(gtrun.storage, port=0).running() as svc:
+        worker = Worker(svc.url)
+        while (task := worker.task(name)) is not None:
+            worker.answer(name, task, {"crowd-classifier": {"label": "Positive"}})
+    r = gtrun("continue", str(run))
+    assert r.code == 2 and "its job labeled every object; nothing to continue" in r.stderr, r.output
+    assert gtrun.runs(every=True) == [run] and len(gtrun.jobs()) == 1
+
+
 def test_continue_labels_what_a_stopped_job_left(gtrun):
     assert gtrun("run", "source.limit=4").code == 0
     (run,) = gtrun.runs()
     name = read_json(run / "request.json")["LabelingJobName"]
+    r = gtrun("continue", str(run))  # the job is still running: refused before a run directory is made
+    assert r.code == 2 and "Ground Truth writes its output manifest when the job ends" in r.stderr, r.output
+    assert gtrun.runs(every=True) == [run]
     with Service(gtrun.storage, port=0).running() as svc:
         worker = Worker(svc.url)
         for _ in range(2):

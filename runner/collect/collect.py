@@ -858,7 +858,7 @@ def seen_labels(objects: Iterable[LabeledObject]) -> list[str]:
     return transforms.label_order({**by_value, **by_map}, seen)
 
 
-def unlabeled_lines(run_dir: Path) -> Iterator[bytes]:
+def unlabeled_lines(run_dir: Path) -> Generator[bytes, None, None]:
     """The run's input-manifest lines whose objects its job did not label (failed, expired, stopped).
 
     The labeled objects are known by an 8-byte digest of their input fields, kept sorted in an
