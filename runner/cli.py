@@ -300,12 +300,11 @@ def _rerun(path: str, extra: list[str], mode: str) -> int:
                                   f"`gtrun reproduce {continues}` reproduces the run it continues, "
                                   f"`gtrun continue {run.dir}` labels what this one left")
         else:
-            run.job_name()
             later = run.continuations()
             if later:
                 raise RecordError(f"{run.dir} was continued already by {later[0]}: continue that run "
                                   "instead (its job has what this one left)")
-            _something_left(run.dir)
+            _something_left(run)
         config_dirs = run.config_dirs()
     except GtrunError as exc:
         return fail(str(exc))
@@ -318,17 +317,19 @@ def _rerun(path: str, extra: list[str], mode: str) -> int:
         os.environ.pop(mode, None)
 
 
-def _something_left(run_dir: Path) -> None:
-    """Raise unless the run's job ended with objects left to label: before a run directory is made
-    for a continuation that would fail (a job still running, or every object labeled)."""
-    from runner.collect.collect import unlabeled_lines
-
-    left = unlabeled_lines(run_dir)
-    try:
-        if next(left, None) is None:
-            raise RecordError(f"{run_dir}: its job labeled every object; nothing to continue")
-    finally:
-        left.close()
+def _something_left(run: Run) -> None:
+    """Raise unless the run's job ended with objects left to label (its counters say so): before a
+    run directory is made for a continuation that would fail (a job still running, or every object
+    labeled)."""
+    name, settings = run.job_name(), run.settings()
+    with _labeling(settings) as service:
+        job = service.describe_labeling_job(name)
+    if job["LabelingJobStatus"] not in TERMINAL:
+        raise RecordError(f"{name} is {job['LabelingJobStatus']}: Ground Truth writes its output manifest when "
+                          "the job ends; stop it first (gtrun stop)")
+    c = job["LabelCounters"]
+    if not c.get("Unlabeled", 0) + c.get("FailedNonRetryableError", 0):
+        raise RecordError(f"{run.dir}: its job labeled every object; nothing to continue")
 
 
 def compare_runs(original: Run, b: dict[str, Any], config: Any, run_dir: Path) -> None:

@@ -6,12 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+from runner.errors import RecordError
+from runner.record import Run
 
 STATUS = "status.json"
 last_summary: list[dict[str, Any]] | None = None  # the latest sweep's members, for the exit code
@@ -44,10 +46,9 @@ def read_statuses(sweep_dir: Path) -> list[dict[str, Any]]:
 def _overrides(member: Path) -> list[str]:
     """The member's task overrides (Hydra's .hydra/overrides.yaml), or none when unreadable."""
     try:
-        found = yaml.safe_load((member / ".hydra" / "overrides.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+        return Run(member).overrides()
+    except RecordError:
         return []
-    return [str(o) for o in found] if isinstance(found, list) else []
 
 
 def summary_table(rows: list[dict[str, Any]]) -> Table:
