@@ -128,18 +128,12 @@ def _aws_problems(backend: BackendConfig) -> list[ConfigError]:
 
 
 def _local_problems(backend: BackendConfig) -> list[ConfigError]:
-    """The local backend's folder and DuckDB settings, checked before a query runs."""
-    import duckdb
-
+    """The local backend's folder and DuckDB threads, checked before a query runs (DuckDB itself
+    judges the memory limit when the source connects: DuckDBSource.open)."""
     problems = []
     threads = backend.duckdb.threads
     if threads is not None and threads < 1:
         problems.append(ConfigError("backend.duckdb.threads", f"{threads} is not 1 or more", "null: one per core"))
-    try:
-        duckdb.connect(config={"memory_limit": backend.duckdb.memory_limit}).close()
-    except duckdb.Error as exc:
-        problems.append(ConfigError("backend.duckdb.memory_limit", f"{backend.duckdb.memory_limit!r}: "
-                                    f"{str(exc).splitlines()[0]}", "a size such as 140MB or 2GB"))
     root = Path(backend.root)  # as LocalStore reads it
     existing = next((p for p in (root, *root.parents) if p.exists()), None)
     if root.exists() and not root.is_dir():

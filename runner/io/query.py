@@ -77,8 +77,11 @@ class DuckDBSource:
     @classmethod
     def open(cls, source: SourceConfig, settings: DuckDBConfig) -> DuckDBSource:
         files = source_files(source)
-        con = duckdb.connect(config={"memory_limit": settings.memory_limit,
-                                     "preserve_insertion_order": True})
+        try:
+            con = duckdb.connect(config={"memory_limit": settings.memory_limit, "preserve_insertion_order": True})
+        except duckdb.Error as exc:  # the one setting here DuckDB can refuse
+            raise ConfigError("backend.duckdb.memory_limit", f"{settings.memory_limit!r}: {str(exc).splitlines()[0]}",
+                              "a size such as 140MB or 2GB") from None
         if settings.threads:
             con.execute(f"SET threads = {int(settings.threads)}")
         # Spill files go to a folder of this query's own (DuckDB's default, ./.tmp, is shared by
