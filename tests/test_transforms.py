@@ -370,7 +370,7 @@ def test_table_parquet_boxes_and_athena_ddl(tmp_path):
     assert rows[0]["boxes"][0] == {"label": "vendor", "left": 102.0, "top": 16.0, "width": 156.0,
                                    "height": 22.0, "tokens": [0, 1]}
     ddl = athena_table_ddl("receipts", "s3://b/gtrun/receipts/table", athena_columns(pq.read_schema(path)))
-    assert ddl.startswith("CREATE EXTERNAL TABLE IF NOT EXISTS `receipts` (\n  `source-ref` string,\n")
+    assert ddl.startswith("CREATE EXTERNAL TABLE `receipts` (\n  `source-ref` string,\n")
     assert ("  `boxes` array<struct<`label`:string,`left`:double,`top`:double,`width`:double,"
             "`height`:double,`tokens`:array<bigint>>>,\n") in ddl
     assert "`tokens` array<struct<`text`:string,`box`:array<bigint>>>" in ddl

@@ -823,11 +823,14 @@ def register_on_athena(settings: Any, table_file: Path, name: str) -> str:
     backend.storage.put_file(table_file, f"{folder}/{table_file.name}")
     table = name.replace("-", "_").lower()
     database = b.athena.database or settings.source.database
-    ddl = transforms.athena_table_ddl(table, folder, transforms.athena_columns(pq.read_schema(table_file)),
-                                      database=database)
+    # the table is made anew: CREATE ... IF NOT EXISTS would keep the columns of an earlier collect
+    ddls = (transforms.athena_drop_ddl(table, database=database),
+            transforms.athena_table_ddl(table, folder, transforms.athena_columns(pq.read_schema(table_file)),
+                                        database=database))
     source = backend.open_source()
     try:
-        source.wait(source.start(Query(ddl, (), (), None)))
+        for ddl in ddls:
+            source.wait(source.start(Query(ddl, (), (), None)))
     except GtrunError as exc:  # the dataset is written; only its table is not
         raise CollectError(f"the Athena table {database}.{table} over {folder}/: {str(exc).removeprefix('source: ')}"
                            f"\n  hint: the dataset is complete in {table_file.parent.parent}; collect again to "

@@ -1152,7 +1152,8 @@ def _ddl_name(name: str) -> str:
 
 def athena_table_ddl(table: str, location: str, columns: Sequence[tuple[str, str]], *,
                      database: str | None = None) -> str:
-    """CREATE EXTERNAL TABLE over the Parquet files under `location` (an s3:// folder).
+    """CREATE EXTERNAL TABLE over the Parquet files under `location` (an s3:// folder). A table of
+    that name must not exist (athena_drop_ddl): Athena keeps an existing table's columns.
 
     `columns` are (name, Athena type) pairs, e.g. `athena_columns(pq.read_schema(path))`. Every
     name is quoted with backticks (Athena DDL's escape: `source-ref`, and reserved words such as
@@ -1160,7 +1161,7 @@ def athena_table_ddl(table: str, location: str, columns: Sequence[tuple[str, str
 
     >>> print(athena_table_ddl("tweets", "s3://b/p/table", [("source", "string"),
     ...                        ("labels", "array<string>")], database="ml"))
-    CREATE EXTERNAL TABLE IF NOT EXISTS `ml`.`tweets` (
+    CREATE EXTERNAL TABLE `ml`.`tweets` (
       `source` string,
       `labels` array<string>
     )
@@ -1174,8 +1175,18 @@ def athena_table_ddl(table: str, location: str, columns: Sequence[tuple[str, str
     name = (f"{_ddl_name(database)}." if database else "") + _ddl_name(table)
     body = ",\n".join(f"  {_ddl_name(c)} {t}" for c, t in columns)
     folder = location if location.endswith("/") else location + "/"
-    return (f"CREATE EXTERNAL TABLE IF NOT EXISTS {name} (\n{body}\n)\n"
+    return (f"CREATE EXTERNAL TABLE {name} (\n{body}\n)\n"
             f"STORED AS PARQUET\nLOCATION {sql_string(folder)}")
+
+
+def athena_drop_ddl(table: str, *, database: str | None = None) -> str:
+    """DROP TABLE IF EXISTS: collect registers a dataset's table anew each time, with the columns of
+    the files it wrote then (an external table's files stay where they are).
+
+    >>> athena_drop_ddl("tweets", database="ml")
+    'DROP TABLE IF EXISTS `ml`.`tweets`'
+    """
+    return "DROP TABLE IF EXISTS " + (f"{_ddl_name(database)}." if database else "") + _ddl_name(table)
 
 
 # --- jsonl -------------------------------------------------------------------------------------------
