@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -244,15 +246,92 @@ def _hydra(verb: str, args: list[str]) -> int:
         if multirun:
             extra = ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
     os.environ[ENV_VERB] = verb
-    argv = sys.argv
+    argv, full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
     sys.argv = ["gtrun", *args, *extra]
+    # Hydra then raises its errors (a misspelled key, a missing option) instead of printing them
+    # in its own words with exit 1: hydra_problem says them as gtrun says every other error
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         _app()
+    except (HydraException, OmegaConfBaseException) as exc:
+        return fail(hydra_problem(exc, args))
     finally:
         sys.argv = argv
+        if full_error is None:
+            del os.environ["HYDRA_FULL_ERROR"]
     if multirun and verb == "run":
         return _sweep_exit_code()
     return 0
+
+
+def hydra_problem(exc: Exception, args: list[str] | tuple[str, ...] = ()) -> str:
+    """A Hydra composition error as one line naming the key or option, with the likely one meant
+    (`args`: the command line's overrides, to name the one Hydra cannot parse).
+
+    >>> from omegaconf.errors import ConfigKeyError
+    >>> err = ConfigKeyError("Key 'workers_per_objekt' not in 'WorkteamConfig'")
+    >>> err.full_key = "workteam.workers_per_objekt"
+    >>> hydra_problem(err)
+    "workteam.workers_per_objekt: no such key (did you mean 'workteam.workers_per_object'?)"
+    """
+    import difflib
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    if isinstance(exc, OverrideParseException):
+        parser = OverridesParser.create()
+        for arg in (a for a in args if "=" in a and not a.startswith("-")):
+            try:
+                parser.parse_override(arg)
+            except HydraException:
+                return (f"{arg}: {str(exc).splitlines()[0]} (Hydra's override grammar: quote a value that has "
+                        "brackets, braces, commas or parentheses, e.g. 'key=\"a,b\"')")
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file:
+        group, _, name = exc.missing_cfg_file.rpartition("/")
+        options = sorted(exc.options or [])
+        if not group or not options:
+            return str(exc).split("\n")[0]
+        close = difflib.get_close_matches(name, options, n=1)
+        hint = f"did you mean {group}={close[0]}? " if close else ""
+        return f"{group}={name}: no such option ({hint}the options: {', '.join(options)})"
+    def problem(key: str, kind: str, text: str) -> str:
+        if kind in ("ConfigKeyError", "ConfigAttributeError"):
+            parent, _, name = key.rpartition(".")
+            close = difflib.get_close_matches(name, _schema_keys(parent), n=1)
+            return f"{key}: no such key" + (f" (did you mean {'.'.join(filter(None, (parent, close[0])))!r}?)"
+                                            if close else "")
+        return f"{key}: {text}"
+
+    cause = exc if isinstance(exc, OmegaConfBaseException) else exc.__cause__
+    key = getattr(cause, "full_key", None)
+    if isinstance(cause, OmegaConfBaseException) and key:
+        return problem(key, type(cause).__name__, str(cause).split("\n")[0])
+    # a key in a config file: "In 'pricing/mine': ConfigKeyError raised while composing config:\n<text>\n  full_key: <key>"
+    found = re.match(r"In '([^']+)': (\w+) raised while composing config:\n(.+)\n\s+full_key: (\S+)", str(exc))
+    if found:
+        where, kind, text, key = found.groups()
+        return f"{where}.yaml: {problem(key, kind, text)}"
+    lines = [x for x in str(exc).splitlines() if x.strip() and not x.startswith("See https://hydra.cc")]
+    return " ".join(lines[:2]) if lines else type(exc).__name__
+
+
+def _schema_keys(path: str) -> list[str]:
+    """The keys the schema has under the dotted `path` ("" is the root; none past a leaf or a dict).
+
+    >>> _schema_keys("workteam")[:3]
+    ['kind', 'arn', 'workers_per_object']
+    """
+    import dataclasses
+    import typing
+
+    from runner.schema import GtrunConfig
+
+    node: Any = GtrunConfig
+    for part in filter(None, path.split(".")):
+        hints = typing.get_type_hints(node) if dataclasses.is_dataclass(node) else {}
+        node = hints.get(part)
+    return [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
 
 
 def _sweep_exit_code() -> int:
