@@ -784,3 +784,120 @@ def test_jobs_with_many_labels_read_class_maps_as_maps(tmp_path, monkeypatch, ta
     assert columnar is not None
     assert "MAP(VARCHAR" in records_sql(path, attr, task, labels, columnar.layout, SETTINGS["defaults"])
     both_ways(path, task, tmp_path, SETTINGS["defaults"])
+
+
+def _labeled(task: TaskType, rng: random.Random) -> dict:
+    """A labeled line with at least one box, span or chosen class (so that it has confidences)."""
+    attr = TYPES[task][0]
+    for i in range(10_000):
+        line = output_line(task, i, rng)
+        value = line.get(attr)
+        if value is None:
+            continue
+        if task is TaskType.text_multilabel and not value:
+            continue
+        if task is TaskType.bounding_box and not value["annotations"]:
+            continue
+        if task is TaskType.named_entity and not value["annotations"]["entities"]:
+            continue
+        return line
+    raise AssertionError("no labeled line")
+
+
+def _with_confidences(task: TaskType, line: dict, values: list) -> dict:
+    """The line with these confidences (the first for single-label)."""
+    attr = TYPES[task][0]
+    meta = dict(line[attr + "-metadata"])
+    if task is TaskType.text_classification:
+        meta["confidence"] = values[0]
+    elif task is TaskType.text_multilabel:
+        chosen = list(range(len(values)))
+        line = dict(line, **{attr: chosen})
+        meta["class-map"] = {str(k): TYPES[task][2][k] for k in chosen}
+        meta["confidence-map"] = {str(k): v for k, v in zip(chosen, values, strict=True)}
+    elif task is TaskType.bounding_box:
+        box = line[attr]["annotations"][0]
+        line = dict(line, **{attr: dict(line[attr], annotations=[box] * len(values))})
+        meta["class-map"] = {str(box["class_id"]): TYPES[task][2][box["class_id"]]}
+        meta["objects"] = [{"confidence": v} for v in values]
+    else:
+        span = line[attr]["annotations"]["entities"][0]
+        line = dict(line, **{attr: {"annotations": {"entities": [span] * len(values)}}})
+        meta["entities"] = [{"confidence": v} for v in values]
+    return dict(line, **{attr + "-metadata": meta})
+
+
+@pytest.mark.parametrize("task", list(TYPES), ids=lambda t: t.value)
+def test_a_confidence_that_is_not_a_finite_number_stops_both_paths(tmp_path, caplog, task):
+    """inf and NaN are no JSON numbers: the columnar path wrote them as `inf` and `nan` (then
+    could not read its own jsonl back), and took the lowest confidence past a NaN. Both paths now
+    name the line; -0.0 reads as 0.0 whatever the order of the confidences."""
+    rng = random.Random(7)
+    good = [output_line(task, i, rng) for i in range(SAMPLE_LINES + 20)]
+    labeled = _labeled(task, rng)
+    many = 1 if task is TaskType.text_classification else 2
+    for i, values in enumerate([["inf"], ["nan"], ["-Infinity"], [float("nan")], [float("inf")],
+                                [0.2, "nan"], ["nan", 0.2]]):
+        if len(values) > many:
+            continue
+        bad = _with_confidences(task, labeled, values)
+        path = write_manifest(tmp_path / f"bad{i}.manifest", [*good, json.dumps(bad, ensure_ascii=False)])
+        columnar = _columnar(path, task)
+        assert columnar is not None
+        with pytest.raises(NotColumnar):
+            columnar.write(jsonl=None, table=None)
+        assert both_ways(path, task, tmp_path / f"bad{i}", SETTINGS["thresholds"], refused=True) is None
+        with pytest.raises(ManifestError, match=rf"line {len(good) + 1}: .*(not a finite number|not JSON)"):
+            run(path, task, tmp_path / f"bad{i}" / "again", SETTINGS["thresholds"], columnar=False)
+    if many == 1:
+        return
+    for order in ([0.0, -0.0], [-0.0, 0.0]):
+        path = write_manifest(tmp_path / "zero.manifest", [*good, dict(_with_confidences(task, labeled, order), id=-1)])
+        fast, _ = both_ways(path, task, tmp_path / f"zero{order[0]}", SETTINGS["defaults"])
+        records = [json.loads(x) for s in SPLITS
+                   for x in (tmp_path / f"zero{order[0]}" / "fast" / "ds" / "jsonl" / f"{s}.jsonl").read_text().splitlines()]
+        assert [str(r["confidence"]) for r in records if r["id"] == -1] == ["0.0"]
+
+
+def test_fields_that_differ_only_in_case_take_the_python_path(tmp_path):
+    """DuckDB's names ignore case: "id" beside "ID" stopped the columnar path with a binder error."""
+    task = TaskType.text_classification
+    rng = random.Random(8)
+    for i, extra in enumerate([{"ID": "A-1"}, {"Sentiment": "x"}, {"Label": "y"}]):
+        lines = [dict(output_line(task, n, rng), **extra) for n in range(60)]
+        path = write_manifest(tmp_path / f"case{i}.manifest", lines)
+        assert _columnar(path, task) is None
+        both_ways(path, task, tmp_path / f"case{i}", SETTINGS["defaults"])
+
+
+def test_a_byte_order_mark_and_lines_of_white_space_read_alike_on_both_paths(tmp_path):
+    task = TaskType.named_entity
+    rng = random.Random(9)
+    lines = [json.dumps(output_line(task, i, rng), ensure_ascii=False) for i in range(SAMPLE_LINES + 30)]
+    lines[0] = "\ufeff" + lines[0]  # an editor's UTF-8 byte-order mark: the parser refused line 1
+    path = write_manifest(tmp_path / "bom.manifest", lines)
+    columnar = _columnar(path, task)
+    assert columnar is not None and columnar.write(jsonl=None, table=None).lines == SAMPLE_LINES + 30
+    fast, _ = both_ways(path, task, tmp_path / "bom", SETTINGS["thresholds"])
+    assert fast["report"]["parse"]["lines"] == SAMPLE_LINES + 30 and fast["report"]["parse"]["skipped"] == 0
+    for at in (SAMPLE_LINES + 5, SAMPLE_LINES + 10):  # past the first lines, which must have no gap
+        lines.insert(at, "      \t")  # white space only: the parser took it for a malformed line
+    path = write_manifest(tmp_path / "spaces.manifest", lines)
+    fast, _ = both_ways(path, task, tmp_path / "spaces", SETTINGS["thresholds"])  # the parser's path, now
+    assert fast["report"]["parse"]["lines"] == SAMPLE_LINES + 30 and fast["report"]["parse"]["skipped"] == 0
+
+
+def test_the_parser_keeps_integers_beyond_64_bits(tmp_path):
+    """orjson reads an integer past 64 bits as a float (1.2345678901234569e+23): the parser reads
+    such a line with json, which keeps it exact; the columnar path leaves it to the parser."""
+    task = TaskType.text_classification
+    rng = random.Random(10)
+    lines = [dict(output_line(task, i, rng), big=123456789012345678901234 + i, low=-9223372036854775809)
+             for i in range(50)]
+    path = write_manifest(tmp_path / "big.manifest", lines)
+    fast, _ = both_ways(path, task, tmp_path, SETTINGS["defaults"])
+    records = sorted((json.loads(x) for s in SPLITS
+                      for x in (tmp_path / "fast" / "ds" / "jsonl" / f"{s}.jsonl").read_text().splitlines()),
+                     key=lambda r: r["id"])
+    assert [r["big"] for r in records] == [123456789012345678901234 + r["id"] for r in records]
+    assert {r["low"] for r in records} == {-9223372036854775809}

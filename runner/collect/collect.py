@@ -297,7 +297,7 @@ def objects_of(out: Output, settings: TransformsConfig, stats: parse.ParseStats 
     member's name; `progress` hears how far the pass is."""
     with out.responses() if answers else contextlib.nullcontext({}) as responses, out.open() as src:
         parser = parse.Parser(attribute=out.attribute, task_type=out.task_type, labels=out.labels or None,
-                              on_error=settings.on_error, stats=stats, loads=orjson.loads)  # ~1.7x json
+                              on_error=settings.on_error, stats=stats, loads=parse.exact_loads)  # ~1.7x json
         local = out.local
         lines = (progress or Progress()).lines(src, local.stat().st_size if local is not None else None)
         for obj in parse.attach_answers(parser.parse_lines(lines), responses):

@@ -15,6 +15,13 @@ job's attribute, a field of another type), when the key pass saw what the record
 even on one thread. Collect then discards what was written and takes the Python path, which names
 the line and what is wrong with it. Both paths write the same records, and the same jsonl bytes
 (tests/test_columnar.py compares them file by file).
+
+One difference is known and left: DuckDB's JSON reader is more lenient than the parser's (orjson).
+It reads a trailing comma, and NaN, Infinity or 1e400 as numbers. Every number this path reads must
+be finite, so there such a token leaves the manifest to the parser; in a key it does not read, or as
+a trailing comma, the line is read as that lenient reader reads it, where the parser would refuse
+it as not JSON. Finding those lines costs a regular expression over every line, more than the key
+pass itself (1.2 to 1.8 s of CPU per million lines).
 """
 
 from __future__ import annotations
@@ -125,7 +132,12 @@ def learn(lines: Iterator[bytes], attribute: str, task_type: TaskType,
                     return None
     except ManifestError:
         return None
-    if not keys or any(k not in found for k in keys) or set(keys) & {*LABEL_KEY.values(), "confidence", "workers"}:
+    if not keys or any(k not in found for k in keys):
+        return None
+    # DuckDB's names ignore case: an input field must differ from the others, the label attribute,
+    # its metadata and the record's own keys by more than case
+    names = [k.lower() for k in (*keys, attribute, attribute + parse.METADATA)]
+    if len(set(names)) < len(names) or set(names[:len(keys)]) & {*LABEL_KEY.values(), "confidence", "workers"}:
         return None
     if any(k.startswith("#") for k in keys):
         return None  # records_sql's own columns start with "#"
@@ -657,7 +669,10 @@ def _contiguous_values(lines: Any) -> memoryview:
 
 
 def lines_sql(manifest: Path) -> str:
-    """The manifest's lines, one VARCHAR each (JSON never holds a raw \\x01: no line splits)."""
+    """The manifest's lines, one VARCHAR each (JSON never holds a raw \\x01: no line splits). A line
+    of white space only, which read_json skips as it skips blank lines, is not JSON to json_keys: the
+    key pass stops there and the parser reads the manifest (filtering such lines out here cost a
+    third of the time read_csv takes)."""
     return (f"SELECT line FROM read_csv({sql_string(str(manifest))}, columns = {{'line': 'VARCHAR'}}, header = false, "
             "delim = chr(1), quote = '', escape = '', auto_detect = false, strict_mode = false, "
             "buffer_size = 4194304)")
@@ -861,7 +876,8 @@ INPUTS.update({  # the check may use {value}, the typed column
     str: ("VARCHAR", _string("{t}"), "starts_with({t}, '\"')"),
     int: ("BIGINT", _int("{t}"), "{value} IS NOT NULL"),
     # a float's text has a point, an exponent or is NaN/Infinity: not the digits of an int
-    float: ("DOUBLE", _number("{t}"), "{value} IS NOT NULL AND NOT regexp_full_match({t}, '-?[0-9]+')"),
+    # ... and finite: DuckDB reads NaN, Infinity and 1e400, which are not JSON (the parser refuses the line)
+    float: ("DOUBLE", _number("{t}"), "isfinite({value}) AND NOT regexp_full_match({t}, '-?[0-9]+')"),
     bool: ("BOOLEAN", "{t} = 'true'", "{t} IN ('true', 'false')"),
 })
 
@@ -897,14 +913,20 @@ def _all_there(items: str) -> str:
     return f"list_count({items}) = len({items})"
 
 
+def _finite(numbers: str) -> str:
+    """No number of the list is infinite or NaN (parse._confidence refuses them): DuckDB's list_max
+    is NaN when one is, and list_min skips it. An empty list, or one of NULLs, passes."""
+    return f"coalesce(isfinite(list_min({numbers})) AND isfinite(list_max({numbers})), true)"
+
+
 def _paired(items: str, annotations: str) -> tuple[str, str, str]:
     """(a step's column cfs, the confidence, the check) of the metadata items (objects, entities)
     paired with the annotations: the parser reads items[i].confidence for each annotation i only,
     and takes the lowest. read_json has seen to it that the items are a list of objects or nulls
     (or NULL), with a number or nothing as confidence; no paired item is a null."""
     paired = f"list_slice({items}, 1, len({annotations}))"
-    return (f"list_transform({paired}, lambda o: o.confidence) AS cfs", "list_min(cfs) AS confidence",
-            f"({items} IS NULL OR {_all_there(paired)})")
+    return (f"list_transform({paired}, lambda o: o.confidence + 0.0) AS cfs", "list_min(cfs) AS confidence",
+            f"({items} IS NULL OR {_all_there(paired)}) AND {_finite('cfs')}")
 
 
 def _value_sql(task_type: TaskType, labels: Sequence[str], mapped: Callable[[str], str]) -> tuple[str, list[str], str]:
@@ -916,14 +938,15 @@ def _value_sql(task_type: TaskType, labels: Sequence[str], mapped: Callable[[str
     SELECT that names it is computed again where it is used)."""
     label_list = _list(labels)
     if task_type is TaskType.text_classification:
-        leaves = "CAST(value AS VARCHAR) AS v, CAST(m.\"class-name\" AS VARCHAR) AS cn, m.confidence AS confidence"
+        leaves = "CAST(value AS VARCHAR) AS v, CAST(m.\"class-name\" AS VARCHAR) AS cn, m.confidence + 0.0 AS confidence"
         stages = [f"{_int('v')} AS vi",
                   f"CASE WHEN vi >= 0 THEN CASE WHEN cn IS NULL THEN {label_list}[vi + 1] ELSE {_string('cn')} END END "
                   "AS raw_label",
                   f"{mapped('raw_label')} AS label"]
         # given labels, a class-name must be labels[index] (parse._check_name)
         checks = (f"vi >= 0 AND (len({label_list}) = 0 OR vi < len({label_list})) AND raw_label IS NOT NULL "
-                  f"AND (len({label_list}) = 0 OR raw_label = {label_list}[vi + 1])")
+                  f"AND (len({label_list}) = 0 OR raw_label = {label_list}[vi + 1]) "
+                  "AND coalesce(isfinite(confidence), true)")
         return leaves, stages, checks
     if task_type is TaskType.text_multilabel:
         class_map, lookup = _by_index('m."class-map"', labels)
@@ -931,11 +954,11 @@ def _value_sql(task_type: TaskType, labels: Sequence[str], mapped: Callable[[str
         leaves = ("list_transform(value, lambda x: " + _int("CAST(x AS VARCHAR)") + f") AS idx, {class_map} AS cmap, "
                   f"{confidences} AS cfm")
         stages = [f"list_transform(idx, lambda i: {_name_text('i', 'cmap', lookup, labels)}) AS names, "
-                  f"list_transform(idx, lambda i: cfm{lookup('i')}) AS cfs",
+                  f"list_transform(idx, lambda i: cfm{lookup('i')} + 0.0) AS cfs",
                   f"list_transform(names, lambda n: {_string('n')}) AS raw_labels, list_min(cfs) AS confidence",
                   "raw_labels AS labels"]  # a label_map here takes the Python path
         checks = (f"idx IS NOT NULL AND {_all_there('idx')} AND coalesce(list_min(idx) >= 0, true) "
-                  f"AND {_all_there('raw_labels')} AND len(list_distinct(raw_labels)) = len(raw_labels) "
+                  f"AND {_all_there('raw_labels')} AND len(list_distinct(raw_labels)) = len(raw_labels) AND {_finite('cfs')} "
                   f"AND {_named_as_given('raw_labels', 'idx', labels)}")
         return leaves, stages, checks
     if task_type is TaskType.bounding_box:

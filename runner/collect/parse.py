@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import math
 import os
 import re
 from collections import deque
@@ -649,17 +650,43 @@ def _mapping(value: Any, what: str) -> Mapping[str, Any]:
     return value
 
 
+_LONG_DIGITS = (re.compile(rb"[0-9]{19}"), re.compile(r"[0-9]{19}"))
+
+
+def exact_loads(raw: bytes | str) -> Any:
+    """One line's JSON by orjson (fast), but by json when it may hold an integer beyond 64 bits
+    (19 digits or more in a row): orjson reads those as floats, json exactly."""
+    value = orjson.loads(raw)
+    if _LONG_DIGITS[isinstance(raw, str)].search(raw):  # type: ignore[arg-type]
+        return json.loads(raw)
+    return value
+
+
+def _without_bom(raw: bytes | str) -> bytes | str:
+    """The first line without a UTF-8 byte-order mark (an editor's; DuckDB's read_json skips it too)."""
+    if isinstance(raw, bytes):
+        return raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw
+    return raw[1:] if raw.startswith("\ufeff") else raw
+
+
 def _confidence(value: Any, what: str) -> float | None:
+    """A confidence as a float (a number, or its text); infinite or NaN is malformed (it would be
+    no JSON number in the dataset), and -0.0 reads as 0.0 (which of several the lowest is does not
+    depend on their order)."""
     if value is None:
         return None
     if type(value) is float:
-        return value
-    if type(value) is int:
-        return float(value)
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise _Malformed(f"{what} {value!r} is not a number") from None
+        number = value
+    elif type(value) is int:
+        number = float(value)
+    else:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise _Malformed(f"{what} {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise _Malformed(f"{what} {value!r} is not a finite number")
+    return number + 0.0
 
 
 def _image_size(value: Any) -> ImageSize | None:
@@ -758,8 +785,10 @@ class Parser:
         pending: list[tuple[int, str, dict[str, Any]]] = []
         index = 0
         for line_no, raw in enumerate(lines, first_line_no):
-            if len(raw) < 4 and not raw.strip():
-                continue
+            if (len(raw) < 4 or raw[:1].isspace()) and not raw.strip():
+                continue  # a blank line, or one of white space only (DuckDB's read_json skips both)
+            if line_no == 1:
+                raw = _without_bom(raw)
             stats.lines += 1
             object_id = str(index)
             index += 1
