@@ -41,8 +41,10 @@ if TYPE_CHECKING:
     from runner.pipeline import Outcome, Pipeline
 
 log = logging.getLogger("gtrun")
-console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)  # a path or command stays one line, to copy
-out = Console(highlight=False, soft_wrap=True, markup=False)
+
+# a path or command stays one line, to copy
+console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, width=sweep.width_for(sys.stderr))
+out = Console(highlight=False, soft_wrap=True, markup=False, width=sweep.width_for(sys.stdout))
 
 USAGE = """\
 usage: gtrun <verb> [options] [key=value ...]
@@ -213,9 +215,9 @@ def show_run(o: Outcome, run_dir: Path, service_url: str | None, backend: Backen
         out.print("workers find its tasks in the labeling portal of the workteam's workforce "
                   "(gtrun workteams backend=aws shows its address)")
     else:
-        root = backend.root
-        root_opt = "" if Path(root) == Path("outputs/storage") else f" --root {root}"
-        out.print(Text.assemble("to label it, start the labeling service with ", (f"gtrun serve{root_opt}", "bold"),
+        # the absolute root: `gtrun serve` alone serves ./outputs/storage of wherever it is started
+        out.print(Text.assemble("to label it, start the labeling service with ",
+                                (f"gtrun serve --root {Path(backend.root).resolve()}", "bold"),
                                 f" and open http://127.0.0.1:{DEFAULT_PORT}/jobs/{o.job_name}/"))
     out.print(f"follow it with: gtrun status {run_dir} --wait")
 
@@ -230,9 +232,8 @@ def _hydra(verb: str, args: list[str]) -> int:
         if _USERINFO.search(a):
             return fail(f"{a.split('=', 1)[0]}: a URL with a user and password; give credentials through the "
                         "environment or backend.profile (the config and its overrides are recorded with the run)")
-    if multirun and any(a.partition("=")[0].lstrip("+") == "job.labeling_job_name" and not a.endswith("=null")
-                        for a in args):
-        return fail("job.labeling_job_name: every member of a sweep needs a job name of its own; leave it unset")
+    if multirun and (problem := _sweep_job_names(args)):
+        return fail(f"job.labeling_job_name: {problem}")
     if not multirun:
         for a in args:
             if a.startswith("hydra.run.dir="):
@@ -262,6 +263,33 @@ def _hydra(verb: str, args: list[str]) -> int:
     if multirun and verb == "run":
         return _sweep_exit_code()
     return 0
+
+
+def _sweep_job_names(args: list[str]) -> str | None:
+    """Why a sweep's job.labeling_job_name override would give two members one job name, or None:
+    a single name, or names swept beside another key; names swept alone, distinct, are fine."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    overrides = []
+    for a in args:
+        if "=" in a and not a.startswith("-"):
+            try:
+                overrides.append(parser.parse_override(a))
+            except HydraException:
+                return None  # Hydra names what is wrong with it
+    names = next((o for o in overrides if o.key_or_group == "job.labeling_job_name"), None)
+    if names is None:
+        return None
+    if not names.is_sweep_override():
+        return None if names.value() is None else \
+            "every member of a sweep needs a job name of its own; leave it unset, or sweep distinct names"
+    values = list(names.sweep_string_iterator())
+    if len(set(values)) < len(values):
+        return f"the names swept are not distinct: {', '.join(values)}"
+    if any(o.is_sweep_override() for o in overrides if o is not names):
+        return "swept beside another key, members would share a name; sweep the names alone, or leave it unset"
+    return None
 
 
 def hydra_problem(exc: Exception, args: list[str] | tuple[str, ...] = ()) -> str:
@@ -433,13 +461,15 @@ def compare_runs(original: Run, b: dict[str, Any], config: Any, run_dir: Path) -
             files.append(f"the template file ({resolved(config)['template']['file']}: gtrun's own, or edited)")
         why = "; ".join([f"{k}: {va!r} -> {vb!r}" for k, va, vb in keys[:5]]
                         + [f"{f.removeprefix('source file ')} changed" for f in files]) or "no config key changed"
-        raise RecordError(f"reproduce: {', '.join(changed)} differ from {original.dir} ({why}); "
+        raise RecordError(f"reproduce: {', '.join(changed)} {'differs' if len(changed) == 1 else 'differ'} from "
+                          f"{original.dir} ({why}); "
                           "nothing was submitted")
 
 
 def diff(args: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="gtrun diff", description="Show which config keys and which "
-                                     "artifact hashes differ between two recorded runs.")
+                                     "artifact hashes differ between two recorded runs. Exit 0: the same, 1: "
+                                     "they differ, 2: trouble (as diff(1)).")
     parser.add_argument("run_a")
     parser.add_argument("run_b")
     ns = parser.parse_args(args)
@@ -462,7 +492,7 @@ def diff(args: list[str]) -> int:
     for name, ha, hb in artifact_changes(*lineages):
         arts.add_row(name, (ha or "-")[:12], (hb or "-")[:12], "same" if ha == hb else "DIFFERS")
     out.print(arts)
-    return 0
+    return 1 if keys or any(ha != hb for _, ha, hb in artifact_changes(*lineages)) else 0  # as diff(1): 1 differs
 
 
 # -- serve / status / preview ---------------------------------------------------------------------
@@ -511,9 +541,13 @@ def serve(args: list[str]) -> int:
                                     "can label and read the task data"))
     where = ns.s3_endpoint or Path(ns.root).resolve()
     out.print(Text.assemble("gtrun labeling service at ", (f"{service.url}/", "bold"), f" (storage: {where})"))
-    for d in service.app.state.jobs.describe_all():
+    jobs = service.app.state.jobs.describe_all()
+    for d in jobs:
         if d["LabelingJobStatus"] in ("Initializing", "InProgress"):
             out.print(f"  {d['LabelingJobName']}: {service.url}/jobs/{d['LabelingJobName']}/")
+    if not jobs and not ns.s3_endpoint:
+        out.print(f"  no jobs in {where} yet: a run keeps its jobs in its backend.root (outputs/storage under the "
+                  "folder it was started in); serve that one with --root")
     out.print("Ctrl+C stops it; jobs and answers are kept.")
     service.run()
     return 0
@@ -579,7 +613,7 @@ def _status_of(run: str, wait: bool, interval: float) -> int:
             if wait and job["LabelingJobStatus"] not in TERMINAL:
                 if settings.backend.kind.value == "local" and getattr(service, "endpoint", None) is None:
                     out.print(Text.assemble("no labeling service is running for this storage; start one with ",
-                                            (f"gtrun serve --root {settings.backend.root}", "bold"),
+                                            (f"gtrun serve --root {Path(settings.backend.root).resolve()}", "bold"),
                                             " so workers can label"))
                 job = wait_for(service, name, interval)
     except GtrunError as exc:
@@ -609,6 +643,10 @@ def _stop_one(run: str) -> int:
     try:
         name, settings = _submitted(run)
         with _labeling(settings) as service:
+            job = service.describe_labeling_job(name)
+            if job["LabelingJobStatus"] in TERMINAL:  # StopLabelingJob would refuse it
+                out.print(f"{name}: already {job['LabelingJobStatus']}, nothing to stop")
+                return 0
             service.stop_labeling_job(name)
             job = service.describe_labeling_job(name)
     except GtrunError as exc:

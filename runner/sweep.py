@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -80,4 +82,14 @@ class SweepSummary(Callback):
         write_status(sweep_dir, {"members": rows,
                                  "failed": sum(r.get("status") == "failed" for r in rows)})
         (sweep_dir / STATUS).replace(sweep_dir / "summary.json")
-        Console(stderr=True, markup=False).print(summary_table(rows))
+        Console(stderr=True, markup=False, width=width_for(sys.stderr)).print(summary_table(rows))
+
+
+def width_for(stream: Any) -> int | None:
+    """A console's width: None on a terminal (rich reads its size, or COLUMNS); in a pipe or a file
+    200, where rich would fold tables at 80 columns and split the paths and job names in them."""
+    try:
+        terminal = stream.isatty()
+    except (AttributeError, ValueError):
+        terminal = False
+    return None if terminal or "COLUMNS" in os.environ else 200

@@ -220,6 +220,14 @@ def test_a_source_that_fails_to_open_leaves_no_spill_folder(tmp_path, monkeypatc
 def test_a_sweep_cannot_share_one_job_name(gtrun):
     refused(gtrun, "-m", "source.params.entity=Xbox,NBA2K", "job.labeling_job_name=same",
             match="job.labeling_job_name: every member of a sweep needs a job name of its own")
+    refused(gtrun, "-m", "job.labeling_job_name=one,one",
+            match="job.labeling_job_name: the names swept are not distinct: one, one")
+    refused(gtrun, "-m", "source.params.entity=Xbox,NBA2K", "job.labeling_job_name=a-1,a-2",
+            match="job.labeling_job_name: swept beside another key, members would share a name")
+    # names swept alone, each its own: a job each
+    r = gtrun("run", "-m", "job.labeling_job_name=tweets-a,tweets-b", "source.limit=2")
+    assert r.code == 0, r.output
+    assert sorted(gtrun.jobs()) == ["tweets-a", "tweets-b"]
 
 
 def test_plan_says_what_run_would_refuse_over_budget(gtrun):

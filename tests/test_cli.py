@@ -137,6 +137,13 @@ def test_sweep_member_failure_does_not_hide_the_others(gtrun):
     assert f"{members[0]['job_name']}: " in st.stdout and "left out: 1_tweets-nosuchentity (failed: " in st.stdout
     st = gtrun("stop", str(summary.parent))  # stop takes a sweep too
     assert st.code == 0 and f"{members[0]['job_name']}: Stopp" in st.stdout, st.output
+    st = gtrun("stop", str(summary.parent))  # a job that has ended: nothing to stop, not an error
+    assert st.code == 0 and f"{members[0]['job_name']}: already Stopp" in st.stdout, st.output
+    # piped without COLUMNS, the table is as wide as it needs: job names and paths stay whole, to copy
+    wide = gtrun("run", "-m", "source.params.entity=Xbox,NBA2K", "source.limit=2", columns=None)
+    assert wide.code == 0, wide.output
+    names = [m["job_name"] for m in read_json(sorted((gtrun.cwd / "outputs").rglob("summary.json"))[-1])["members"]]
+    assert all(any(name in line for line in wide.stderr.splitlines()) for name in names), wide.stderr
     # at 80 columns, piped, the summary's cells fold instead of being cut to a few letters
     narrow = gtrun("run", "-m", "source.params.entity=Xbox,NBA2K", "source.limit=2", columns=80)
     assert narrow.code == 0, narrow.output
@@ -207,7 +214,7 @@ def test_diff_names_keys_and_artifacts(gtrun):
     assert gtrun("run", "source.params.entity=NBA2K", "workteam.workers_per_object=2").code == 0
     a, b = gtrun.runs()
     r = gtrun("diff", str(a), str(b))
-    assert r.code == 0, r.output
+    assert r.code == 1, r.output  # as diff(1): 1 when they differ
     assert "source.params.entity" in r.stdout and "workteam.workers_per_object" in r.stdout
     assert "source.name" in r.stdout
     assert "template.liquid" in r.stdout
@@ -217,9 +224,11 @@ def test_diff_names_keys_and_artifacts(gtrun):
     c = gtrun("run", "job=receipts_ner", "source.limit=2")
     assert c.code == 0, c.output
     r = gtrun("diff", str(a), str(gtrun.runs()[-1]))
-    assert r.code == 0, r.output
+    assert r.code == 1, r.output
     entity = next(line for line in r.stdout.splitlines() if "source.params.entity" in line)
     assert [cell.strip() for cell in entity.split("│")[1:4]] == ["source.params.entity", "'Xbox'", "(absent)"]
+    same = gtrun("diff", str(a), str(a))
+    assert same.code == 0 and "config: identical" in same.stdout, same.output
 
 
 def test_user_config_dir_with_a_bare_group_file(gtrun, tmp_path):

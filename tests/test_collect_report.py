@@ -365,6 +365,8 @@ def test_overlap_is_counted_in_sorted_runs_on_disk(tmp_path):
 
 def test_sweep_members_that_submitted_no_job_are_left_out(tmp_path):
     sweep = tmp_path / "sweep"
+    (sweep / "multirun.yaml").parent.mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")  # Hydra writes it in every sweep's folder
     for name, files in {"0_a": {"job.json": "{}", "status.json": '{"status": "Completed"}'},
                         "1_b": {"status.json": json.dumps({"status": "failed", "error": "manifest: no rows\nmore"})},
                         "2_c": {".hydra/config.yaml": ""},

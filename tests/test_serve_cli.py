@@ -75,8 +75,16 @@ def test_serve_refuses_a_busy_port(gtrun, served):
 
 
 def test_status_of_something_that_is_not_a_run(gtrun, tmp_path):
-    r = gtrun("status", str(tmp_path))
-    assert r.code == 2 and "neither a submitted run nor a sweep of runs" in r.stderr
+    (tmp_path / "empty").mkdir()
+    r = gtrun("status", str(tmp_path / "empty"))
+    assert r.code == 2 and "neither a run directory (.hydra/config.yaml) nor a sweep's (multirun.yaml)" in r.stderr
+    # a folder of runs (a date's, say) is no sweep: it is named, with a run it holds
+    assert gtrun("run", "source.limit=2").code == 0
+    (run,) = gtrun.runs()
+    for verb in ("status", "stop", "collect"):
+        r = gtrun(verb, str(run.parent))
+        assert r.code == 2 and f"{run.parent}: neither a run directory" in r.stderr, r.output
+        assert f"it holds 1 run, e.g. {run}" in r.stderr
 
 
 @pytest.mark.parametrize(("sig", "code", "said"), [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])

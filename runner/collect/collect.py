@@ -231,6 +231,11 @@ def check_attribute(out: Output) -> None:
 def sweep_members(sweep_dir: Path) -> list[Path]:
     """The run directories of a sweep that submitted a job, in job order (`left_out_members` names
     the others)."""
+    if sweep_dir.is_dir() and not any((sweep_dir / name).is_file() for name in ("multirun.yaml", "summary.json")):
+        runs = sorted(p.parent.parent for depth in ("*", "*/*", "*/*/*")  # runs/<date>/<time>_<name>, say
+                      for p in sweep_dir.glob(f"{depth}/.hydra/config.yaml"))
+        raise RecordError(f"{sweep_dir}: neither a run directory (.hydra/config.yaml) nor a sweep's (multirun.yaml)"
+                          + (f"; it holds {len(runs)} run{'s' if len(runs) > 1 else ''}, e.g. {runs[0]}" if runs else ""))
     members = [p for p in _member_dirs(sweep_dir) if _left_out_because(p) is None]
     if not members:
         left = left_out_members(sweep_dir)
