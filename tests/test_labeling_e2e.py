@@ -869,3 +869,138 @@ def test_every_bundled_template_is_covered():
     assert {p.stem for p in TEMPLATES.glob("*.liquid")} == tested
     assert {p.stem for p in (HOME / "conf" / "template").glob("*.yaml")} == tested
 
+
+
+# ------------------------------------------------------------------------------------------------
+# Release task, and a page left without an answer: the task goes back to the queue at once
+
+
+def release_calls(service: Any) -> list[tuple[tuple[Any, ...], str]]:
+    """Every release the service takes from now on: (job, token, worker, view) and what it did.
+    A spy: the real release runs."""
+    jobs = service.app.state.jobs
+    real, calls = jobs.release_task, []
+
+    def spy(*args: Any) -> str:
+        try:
+            result: str = real(*args)
+        except Exception as exc:
+            calls.append((args, type(exc).__name__))
+            raise
+        calls.append((args, result))
+        return result
+
+    jobs.release_task = spy
+    return calls
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+    return value
+
+
+def started(service: Any, name: str, count: int) -> None:
+    sm = sagemaker(service.url)
+    sm.create_labeling_job(**put_job(service.root, name, TWEETS[:count], labels=SENTIMENTS))
+    wait_for(lambda: sm.describe_labeling_job(LabelingJobName=name)["LabelingJobStatus"] == "InProgress")
+
+
+def test_release_task_moves_the_worker_on_and_frees_the_task(browser, service):
+    from tests.service_helpers import Worker
+
+    started(service, "release-it", 2)
+    calls = release_calls(service)
+    a, b = Person(browser, service.url, "release-it"), Worker(service.url)
+    try:
+        a.open()
+        assert a.object_id() == 0
+        actions = a.page.locator("crowd-form .crowd-form-actions")
+        assert actions.locator("button").all_inner_texts() == ["Submit", "Release task"]  # next to Submit
+        assert a.page.locator("header.gtrun-bar form.gtrun-release button").inner_text() == "Release task"
+        with a.page.expect_navigation():
+            actions.get_by_role("button", name="Release task").click()
+        a._settle()
+        assert a.object_id() == 1  # the next task, not the one given back
+        assert a.page.locator(".gtrun-released").count() == 0
+        taken = b.task("release-it")
+        assert taken is not None and taken["objectId"] == "0"  # another worker has it at once
+        with a.page.expect_navigation():  # the bar's button: nothing else is free, so the same task
+            a.page.locator("header.gtrun-bar").get_by_role("button", name="Release task").click()
+        a._settle()
+        assert a.object_id() == 1
+        assert a.page.locator("header.gtrun-bar .gtrun-released").inner_text() == (
+            "No other task is free for you now: this is the one you released.")
+        choose(a.page, "Neutral")
+        a.submit("click")
+        assert a.done() and a.errors == []
+        time.sleep(0.3)  # a leaving page's beacon would have come by now
+        assert [(args[3], result) for args, result in calls] == [(None, "released"), (None, "released")]
+    finally:
+        a.close()
+
+
+def test_release_task_works_without_javascript(browser, service):
+    started(service, "no-script", 2)
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.goto(f"{service.url}/jobs/no-script/")
+        assert page.locator("input[name=object]").get_attribute("value") == "0"
+        with page.expect_navigation():
+            page.get_by_role("button", name="Release task").click()
+        assert page.url == f"{service.url}/jobs/no-script/?released=0"
+        assert page.locator("input[name=object]").get_attribute("value") == "1"
+    finally:
+        context.close()
+
+
+def test_leaving_or_closing_the_page_releases_its_task(browser, service):
+    from tests.service_helpers import Worker
+
+    started(service, "walk-away", 1)
+    calls = release_calls(service)
+    a, b = Person(browser, service.url, "walk-away"), Worker(service.url)
+    try:
+        a.open()
+        token = a.task()["token"]  # type: ignore[index]
+        assert b.task("walk-away") is None  # A holds the only object
+        a.page.goto(f"{service.url}/")  # A goes elsewhere without answering
+        taken = wait_for(lambda: b.task("walk-away"))
+        assert taken["objectId"] == "0"
+        assert calls[-1][0][2] == a.worker_id() and calls[-1][1] == "released"
+        assert b.http.post(taken["releaseUrl"], json={"token": taken["token"]}).json()["status"] == "released"
+        a.open()
+        assert a.object_id() == 0 and a.task()["token"] == token  # type: ignore[index]
+        a.page.close(run_before_unload=True)  # the tab is closed
+        again = wait_for(lambda: b.task("walk-away"))
+        assert again["objectId"] == "0"
+        assert [result for _, result in calls] == ["released", "released", "released"]
+    finally:
+        a.close()
+
+
+def test_a_reload_keeps_the_task(browser, service):
+    from tests.service_helpers import Worker
+
+    started(service, "reload-me", 1)
+    calls = release_calls(service)
+    a, b = Person(browser, service.url, "reload-me"), Worker(service.url)
+    try:
+        a.open()
+        token = a.task()["token"]  # type: ignore[index]
+        for n in (1, 2):
+            a.page.reload()
+            a._settle()
+            assert a.task()["token"] == token  # type: ignore[index]
+            # The old page's beacon comes after the new page was given the task: it is ignored.
+            wait_for(lambda n=n: len(calls) == n)
+            assert calls[-1][1] == "shown again"
+        assert b.task("reload-me") is None
+        choose(a.page, "Positive")
+        a.submit("click")
+        assert a.done() and a.errors == []
+    finally:
+        a.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
+import re
 import time
 
 import botocore.exceptions
@@ -253,3 +255,137 @@ def test_unknown_operation_and_bad_body(service):
     assert r.status_code == 400 and r.json()["__type"] == "UnknownOperationException"
     r = httpx.post(service.url + "/", headers={"X-Amz-Target": "SageMaker.DescribeLabelingJob"}, content=b"[")
     assert r.status_code == 400
+
+
+# -- Release task: the worker gives a reserved task back ------------------------------------------
+
+
+def release(worker, task, **extra):
+    return worker.http.post(task["releaseUrl"], json={"token": task["token"], **extra})
+
+
+def started(service, name, lines, **job):
+    sm = sagemaker(service.url)
+    sm.create_labeling_job(**put_job(service.root, name, lines, labels=LABELS, **job))
+    assert wait_status(sm, name, "InProgress") == "InProgress"
+    return sm
+
+
+def test_release_gives_the_task_to_another_worker_at_once(service):
+    started(service, "give-back", TWEETS[:1])
+    a, b = Worker(service.url), Worker(service.url)
+    task = a.task("give-back")
+    assert task["releaseUrl"] == "/jobs/give-back/release"
+    assert b.task("give-back") is None  # A holds the only object
+    r = release(a, task)
+    assert r.status_code == 200
+    assert r.json() == {"status": "released", "released": True, "next": "/jobs/give-back/"}
+    taken = b.task("give-back")
+    assert taken is not None and taken["objectId"] == task["objectId"]
+    assert b.answer("give-back", taken, {"crowd-classifier": {"label": "Positive"}}).status_code == 200
+    assert a.task("give-back") is None
+
+
+def test_releasing_another_workers_task_is_refused(service):
+    started(service, "not-yours", TWEETS[:1])
+    a, b = Worker(service.url), Worker(service.url)
+    task = a.task("not-yours")
+    b.task("not-yours")  # B has a cookie, and no task
+    r = release(b, task)
+    assert r.status_code == 403 and r.json()["__type"] == "AccessDeniedException"
+    page = b.http.post(task["releaseUrl"], data={"token": task["token"]}, headers={"Accept": "text/html"})
+    assert page.status_code == 403 and "The task was not released" in page.text
+    import httpx
+
+    r = httpx.post(service.url + task["releaseUrl"], json={"token": task["token"]})  # no cookie at all
+    assert r.status_code == 403
+    assert b.task("not-yours") is None and a.task("not-yours")["token"] == task["token"]  # still A's
+    r = a.http.post("/jobs/no-such-job/release", json={"token": task["token"]})
+    assert r.status_code == 400 and r.json()["__type"] == "ResourceNotFound"  # as the answer POST says it
+    r = a.http.post(task["releaseUrl"], json={"token": "0" * 32})
+    assert r.status_code == 400 and r.json()["__type"] == "ResourceNotFound"
+    assert a.http.post(task["releaseUrl"], content=b"[", headers={"Content-Type": "application/json"}).status_code == 400
+    assert a.http.post(task["releaseUrl"], data={"view": "x"}).status_code == 400
+
+
+def test_release_is_idempotent(service):
+    started(service, "twice", TWEETS[:3], time_limit=30)
+    a, b = Worker(service.url), Worker(service.url)
+    task = a.task("twice")
+    assert release(a, task).json()["status"] == "released"
+    again = release(a, task)
+    assert again.status_code == 200 and again.json() == {"status": "already released", "released": False,
+                                                         "next": "/jobs/twice/"}
+    assert b.task("twice")["objectId"] == "0"  # B took it: once, not twice
+    assert a.task("twice")["objectId"] == "1"
+    answered = a.task("twice")
+    a.answer("twice", answered, {"crowd-classifier": {"label": "Neutral"}})
+    assert release(a, answered).json() == {"status": "answered", "released": False, "next": "/jobs/twice/"}
+    jobs = service.app.state.jobs
+    lapsed = jobs.next_task("twice", "private.us-east-1.ccc", now=time.time())
+    assert jobs.release_task("twice", lapsed.token, "private.us-east-1.ccc", now=time.time() + 31) == "expired"
+    stale = b.task("twice")  # a page left after a reload of it: the newer page keeps the task
+    assert release(b, stale, view="an older page").json()["status"] == "shown again"
+    assert b.task("twice")["token"] == stale["token"]
+
+
+def test_a_release_survives_a_restart(tmp_path):
+    root = tmp_path / "storage"
+    with Service(root, port=0).running() as svc:
+        sm = sagemaker(svc.url)
+        sm.create_labeling_job(**put_job(root, "kept", TWEETS[:2], labels=LABELS))
+        wait_status(sm, "kept", "InProgress")
+        a, x = Worker(svc.url), Worker(svc.url)
+        task = a.task("kept")
+        assert x.task("kept")["objectId"] == "1"  # X holds object 1 and keeps it
+        assert release(a, task).json()["status"] == "released"
+        cookie = dict(a.http.cookies)
+    with Service(root, port=0).running() as svc:
+        b, c = Worker(svc.url), Worker(svc.url)
+        assert b.task("kept")["objectId"] == "0"  # released before the restart: free at once
+        assert c.task("kept") is None  # object 1's reservation survived too
+        a = Worker(svc.url)
+        a.http.cookies.update(cookie)
+        assert release(a, task).json()["status"] == "already released"
+
+
+def test_the_release_form_moves_the_worker_on_without_javascript(service):
+    started(service, "by-form", TWEETS[:2])
+    a = Worker(service.url)
+    task = a.task("by-form")
+    form = re.search(r'<form class="gtrun-release" id="gtrun-release" method="post" action="([^"]+)">(.*?)</form>',
+                     task["html"])
+    assert form and form.group(1) == "/jobs/by-form/release" and ">Release task</button>" in form.group(2)
+    fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', form.group(2)))
+    assert fields == {"token": task["token"], "object": "0"}
+    html_accept = {"Accept": "text/html,application/xhtml+xml"}
+    r = a.http.post(form.group(1), data=fields, headers=html_accept)
+    assert r.status_code == 303 and r.headers["location"] == "/jobs/by-form/?released=0"
+    following = a.http.get(r.headers["location"])
+    assert '"objectId": "1"' in following.text and "this is the one you released" not in following.text
+    nxt = a.task("by-form")
+    a.answer("by-form", nxt, {"crowd-classifier": {"label": "Positive"}})
+    last = a.task("by-form")  # nothing else is left: the released task comes back, said so
+    assert last["objectId"] == "0" and last["token"] == task["token"]
+    fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', last["html"]))
+    r = a.http.post("/jobs/by-form/release", data=fields, headers=html_accept, follow_redirects=True)
+    assert "No other task is free for you now: this is the one you released." in r.text
+
+
+def test_no_more_tasks_page_says_when_held_tasks_come_back(service):
+    started(service, "held", TWEETS[:2])
+    a, x, b = Worker(service.url), Worker(service.url), Worker(service.url)
+    first = a.task("held")
+    x.task("held")
+    page = b.http.get("/jobs/held/").text
+    back = datetime.datetime.fromtimestamp(math.ceil(first["expires"] / 60) * 60, datetime.timezone.utc)
+    assert "No more tasks for you" in page
+    assert (f"2 tasks are being worked on by other workers; the first comes back at {back:%H:%M} UTC "
+            "(in 5 min) unless answered.") in page
+    assert "If that was you in another browser, open this job there and choose Release task." in page
+    release(a, first)
+    b.answer("held", b.task("held"), {"crowd-classifier": {"label": "Positive"}})
+    page = x.http.get("/jobs/held/").text  # X holds its own task: the page shows it, not the notice
+    assert "gtrun-held" not in page and '"objectId": "1"' in page
+    page = b.http.get("/jobs/held/").text
+    assert "1 task is being worked on by another worker; it comes back at" in page

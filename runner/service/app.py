@@ -6,26 +6,29 @@ import asyncio
 import contextlib
 import html
 import json
+import math
 import mimetypes
 import re
 import secrets
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from runner.errors import GtrunError
 from runner.io.store import Store
 from runner.service import api
-from runner.service.jobs import LabelingJobs, worker_id
-from runner.service.store import ServiceError
+from runner.service.jobs import LabelingJobs, utc, worker_id
+from runner.service.store import ServiceError, Task
 
 STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "gtrun_worker"
@@ -54,6 +57,33 @@ def page(title: str, body: str, task: dict[str, Any] | None = None, bar: str = "
             f"<link rel=\"stylesheet\" href=\"/static/worker.css\">\n{meta}"
             f"<script src=\"/static/crowd-html-elements.js\"></script></head>\n"
             f"<body>\n<header class=\"gtrun-bar\">{bar}</header>\n<main>\n{body}\n</main>\n</body></html>\n")
+
+
+def held_note(count: int, first: float, now: float) -> str:
+    """What a worker with no task is told of the tasks other workers hold: when they come back.
+
+    A lone user who opened the job in a second browser holds a task there until it expires.
+
+    >>> held_note(2, 1_700_000_130.0, 1_700_000_000.0).split(". ")[0]
+    '2 tasks are being worked on by other workers; the first comes back at 22:16 UTC (in 3 min) unless answered'
+    """
+    back = utc(math.ceil(first / 60) * 60)  # the minute by which it is back, not before it
+    minutes = max(1, math.ceil((first - now) / 60))
+    held = ("1 task is being worked on by another worker; it comes back" if count == 1 else
+            f"{count} tasks are being worked on by other workers; the first comes back")
+    return (f"{held} at {back:%H:%M} UTC (in {minutes} min) unless answered. If that was you in another "
+            "browser, open this job there and choose Release task.")
+
+
+def release_form(name: str, task: Task) -> str:
+    """The bar's Release task control: a plain form, so it works without JavaScript and beside any
+    template's own submit button (crowd-form puts a second one next to its Submit button)."""
+    return ("<span class=\"gtrun-bar-spacer\"></span><form class=\"gtrun-release\" id=\"gtrun-release\" "
+            f"method=\"post\" action=\"/jobs/{html.escape(name)}/release\">"
+            f"<input type=\"hidden\" name=\"token\" value=\"{html.escape(task.token)}\">"
+            f"<input type=\"hidden\" name=\"object\" value=\"{task.object_id}\">"
+            "<button type=\"submit\" class=\"gtrun-bar-button\" title=\"Give this task back now, so that another "
+            "worker can take it; you get the next task\">Release task</button></form>")
 
 
 def create_app(root: Path | str, storage: Store | None = None) -> Starlette:
@@ -105,7 +135,13 @@ def create_app(root: Path | str, storage: Store | None = None) -> Starlette:
         if task is None:
             status = (await run_in_threadpool(jobs.describe, name))["LabelingJobStatus"]
             heading, why = DONE.get(status, DONE["InProgress"])
-            body = (f"<section class=\"gtrun-page gtrun-done\"><h1>{heading}</h1><p>{why}</p>"
+            held = ""
+            if status == "InProgress":
+                now = time.time()
+                count, first = await run_in_threadpool(jobs.held_elsewhere, name, worker, now)
+                if count and first is not None:
+                    held = f"<p class=\"gtrun-held\">{html.escape(held_note(count, first, now))}</p>"
+            body = (f"<section class=\"gtrun-page gtrun-done\"><h1>{heading}</h1><p>{why}</p>{held}"
                     "<p><a href=\"/\">All labeling jobs</a></p></section>")
             response: Response = HTMLResponse(page(name, body, bar=bar))
         else:
@@ -115,7 +151,12 @@ def create_app(root: Path | str, storage: Store | None = None) -> Starlette:
                 return HTMLResponse(page(name, f"<crowd-alert type=\"error\">{html.escape(str(exc))}</crowd-alert>",
                                          bar=bar), status_code=500)
             meta = {"job": name, "objectId": str(task.object_id), "token": task.token,
-                    "submitUrl": f"/jobs/{name}/answers", "expires": task.expires, "progress": progress}
+                    "submitUrl": f"/jobs/{name}/answers", "releaseUrl": f"/jobs/{name}/release",
+                    "view": task.view, "expires": task.expires, "progress": progress}
+            if request.query_params.get("released") == str(task.object_id):
+                bar += ("<span class=\"gtrun-bar-meta gtrun-released\">No other task is free for you now: "
+                        "this is the one you released.</span>")
+            bar += release_form(name, task)
             response = HTMLResponse(page(spec.request["HumanTaskConfig"]["TaskTitle"], body, meta, bar))
         response.headers["Cache-Control"] = "no-store"
         if fresh:
@@ -134,6 +175,40 @@ def create_app(root: Path | str, storage: Store | None = None) -> Starlette:
         except ServiceError as exc:
             return JSONResponse({"__type": exc.code, "message": str(exc)}, status_code=exc.status)
         return JSONResponse({"next": f"/jobs/{name}/"})
+
+    async def release(request: Request) -> Response:
+        """Give the worker's task back to the queue. The Release task form (a browser page: Accept
+        text/html) is sent on to the next task; JSON and a left page's sendBeacon get JSON."""
+        name = request.path_params["name"]
+        for_page = "text/html" in request.headers.get("accept", "")
+        try:
+            body = await request.body()
+            if request.headers.get("content-type", "").startswith("application/json"):
+                data = json.loads(body)
+            else:  # a form, or the beacon's URLSearchParams
+                data = {k: v[-1] for k, v in parse_qs(body.decode("utf-8"), keep_blank_values=True).items()}
+            token = str(data["token"])
+            view = str(data["view"]) if "view" in data else None
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse({"message": "send token=... (and view=...) as a form, or {\"token\": ...}"},
+                                status_code=400)
+        cookie, _ = who(request)
+        try:
+            spec = await run_in_threadpool(jobs.spec, name)
+            status = await run_in_threadpool(jobs.release_task, name, token, worker_id(spec.region, cookie), view)
+        except ServiceError as exc:
+            if for_page:
+                body_html = (f"<section class=\"gtrun-page\"><h1>The task was not released</h1>"
+                             f"<p>{html.escape(str(exc))}</p><p><a href=\"/jobs/{html.escape(name)}/\">"
+                             "Back to the job</a></p></section>")
+                return HTMLResponse(page(name, body_html), status_code=exc.status)
+            return JSONResponse({"__type": exc.code, "message": str(exc)}, status_code=exc.status)
+        following = f"/jobs/{name}/"
+        if for_page:
+            done = str(data.get("object", ""))
+            mark = f"?released={done}" if done.isdigit() and status in ("released", "already released") else ""
+            return RedirectResponse(following + mark, status_code=303)
+        return JSONResponse({"status": status, "released": status == "released", "next": following})
 
     async def stored_object(request: Request) -> Response:
         q = request.query_params
@@ -188,6 +263,7 @@ def create_app(root: Path | str, storage: Store | None = None) -> Starlette:
         Route("/health", health),
         Route("/jobs/{name}/", work),
         Route("/jobs/{name}/answers", answer, methods=["POST"]),
+        Route("/jobs/{name}/release", release, methods=["POST"]),
         Route("/storage/{path:path}", stored_object),
         Route("/preview", preview_create, methods=["POST"]),
         Route("/previews/{key}", preview),

@@ -234,6 +234,16 @@ class LabelingJobs:
                 self.tick_job(name, now)  # the last object: the job completes now
         return name, object_id
 
+    def release_task(self, name: str, token: str, worker: str, view: str | None = None,
+                     now: float | None = None) -> str:
+        """Give `worker`'s task back to the queue (Release task, or, with `view`, a page being left);
+        what happened, as JobStore.release_task says."""
+        now = time.time() if now is None else now
+        return self.store.release_task(name, token, worker, now, view, by="worker" if view is None else "page")
+
+    def held_elsewhere(self, name: str, worker: str, now: float | None = None) -> tuple[int, float | None]:
+        return self.store.held_elsewhere(name, worker, time.time() if now is None else now)
+
     def finish_object(self, name: str, object_id: int, now: float) -> None:
         """Consolidate one object's answers and write Ground Truth's files for it (once: the object
         is claimed first, so a request and the ticker never both finish it)."""

@@ -22,6 +22,9 @@ from runner.io.store import Store
 
 ACCOUNT = "123456789012"  # the local stand-in account, as in moto's defaults
 TERMINAL = ("Completed", "Failed", "Stopped")
+# assignments.released: the worker chose Release task, or closed or left the page (its sendBeacon).
+RELEASED_BY = ("worker", "page")
+ADDED_COLUMNS = {"assignments": ("released TEXT", "view TEXT")}  # to stores made before them
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -51,6 +54,8 @@ CREATE TABLE IF NOT EXISTS assignments (
     expires REAL NOT NULL,                  -- accepted + TaskTimeLimitInSeconds
     submitted REAL,                         -- NULL until answered
     answer TEXT,                            -- the crowd-form answer, JSON
+    released TEXT,                          -- NULL, or how the worker gave it back unanswered (RELEASED_BY)
+    view TEXT,                              -- the page that showed the task last (a left page's must match)
     PRIMARY KEY (job, object_id, worker_id)
 );
 CREATE INDEX IF NOT EXISTS assignments_by_worker ON assignments (job, worker_id, submitted);
@@ -68,6 +73,7 @@ class Task:
     token: str
     accepted: float
     expires: float
+    view: str = ""  # this page's showing of the task: what its release on leaving sends back
 
 
 class ServiceError(Exception):
@@ -89,6 +95,11 @@ class ValidationError(ServiceError):
     code = "ValidationException"
 
 
+class AccessDenied(ServiceError):
+    code = "AccessDeniedException"
+    status = 403
+
+
 def job_arn(name: str, region: str) -> str:
     return f"arn:aws:sagemaker:{region}:{ACCOUNT}:labeling-job/{name.lower()}"
 
@@ -107,6 +118,16 @@ class JobStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._db.executescript(SCHEMA)
+        self._add_columns()
+
+    def _add_columns(self) -> None:
+        """Columns added since a store was made (CREATE TABLE IF NOT EXISTS keeps the old table)."""
+        with self._tx() as db:
+            for table, columns in ADDED_COLUMNS.items():
+                have = {r["name"] for r in db.execute(f"PRAGMA table_info({table})")}
+                for column in columns:
+                    if column.split()[0] not in have:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -235,7 +256,10 @@ class JobStore:
         """The worker's current task, or a new one: an object it has not seen that still needs answers.
 
         A task not submitted within the time limit goes back to the queue for other workers; the
-        worker who let it lapse never gets that object again.
+        worker who let it lapse never gets that object again. A task the worker released (RELEASED_BY)
+        is back in the queue at once, and the worker may get it again: what a page gave back as it
+        was closed or left comes first (a reload shows it again, with the same token), what the worker
+        released with Release task comes after every other task. Each call is a new showing (`view`).
         """
         request = self.request(name)
         htc = request["HumanTaskConfig"]
@@ -251,25 +275,81 @@ class JobStore:
                 "JOIN objects o ON o.job = a.job AND o.object_id = a.object_id "
                 "WHERE a.job = ? AND a.worker_id = ? AND a.submitted IS NULL AND a.expires > ? "
                 "AND o.status = 'pending' ORDER BY a.object_id LIMIT 1", (name, worker_id, now)).fetchone()
+            view = uuid.uuid4().hex
             if held:
-                return Task(name, held["object_id"], held["line"], held["token"], held["accepted"], held["expires"])
+                db.execute("UPDATE assignments SET view = ? WHERE token = ?", (view, held["token"]))
+                return Task(name, held["object_id"], held["line"], held["token"], held["accepted"], held["expires"],
+                            view)
             active = db.execute("SELECT COUNT(*) FROM assignments WHERE job = ? AND submitted IS NULL "
                                 "AND expires > ?", (name, now)).fetchone()[0]
             if active >= max_active:
                 return None
-            free = db.execute(
-                "SELECT o.object_id, o.line FROM objects o WHERE o.job = ? AND o.status = 'pending' "
-                "AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.job = o.job "
-                "    AND a.object_id = o.object_id AND a.worker_id = ?) "
-                "AND (SELECT COUNT(*) FROM assignments a WHERE a.job = o.job AND a.object_id = o.object_id "
-                "    AND (a.submitted IS NOT NULL OR a.expires > ?)) < ? "
-                "ORDER BY o.object_id LIMIT 1", (name, worker_id, now, workers)).fetchone()
+            room = ("(SELECT COUNT(*) FROM assignments a WHERE a.job = o.job AND a.object_id = o.object_id "
+                    "    AND (a.submitted IS NOT NULL OR a.expires > ?)) < ? ")
+            unseen = ("SELECT o.object_id, o.line, NULL AS token FROM objects o WHERE o.job = ? "
+                      "AND o.status = 'pending' AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.job = o.job "
+                      "    AND a.object_id = o.object_id AND a.worker_id = ?) "
+                      "AND " + room + "ORDER BY o.object_id LIMIT 1")
+            released = ("SELECT o.object_id, o.line, mine.token FROM assignments mine JOIN objects o "
+                        "ON o.job = mine.job AND o.object_id = mine.object_id WHERE mine.job = ? "
+                        "AND mine.worker_id = ? AND mine.released = ? AND o.status = 'pending' "
+                        "AND " + room + "ORDER BY o.object_id LIMIT 1")
+            free = (db.execute(released, (name, worker_id, "page", now, workers)).fetchone()
+                    or db.execute(unseen, (name, worker_id, now, workers)).fetchone()
+                    or db.execute(released, (name, worker_id, "worker", now, workers)).fetchone())
             if free is None:
                 return None
-            token = uuid.uuid4().hex
-            db.execute("INSERT INTO assignments (job, object_id, worker_id, token, accepted, expires) "
-                       "VALUES (?, ?, ?, ?, ?, ?)", (name, free["object_id"], worker_id, token, now, now + limit))
-            return Task(name, free["object_id"], free["line"], token, now, now + limit)
+            if free["token"] is not None:  # a task this worker released: theirs again, same token
+                token = free["token"]
+                db.execute("UPDATE assignments SET accepted = ?, expires = ?, released = NULL, view = ? "
+                           "WHERE token = ?", (now, now + limit, view, token))
+            else:
+                token = uuid.uuid4().hex
+                db.execute("INSERT INTO assignments (job, object_id, worker_id, token, accepted, expires, view) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           (name, free["object_id"], worker_id, token, now, now + limit, view))
+            return Task(name, free["object_id"], free["line"], token, now, now + limit, view)
+
+    def release_task(self, name: str, token: str, worker_id: str, now: float, view: str | None = None,
+                     by: str = "worker") -> str:
+        """Give the worker's task back to the queue at once, as Ground Truth's Release task does.
+
+        Only the worker who holds the task may; `view` (a page's release as it is left) releases
+        only while no newer page of that worker shows the task (a reload asks for it before the old
+        page is gone). Returns what happened: "released", or, changing nothing, "already released",
+        "answered", "expired" (already back in the queue) or "shown again" (a newer page has it).
+        """
+        if by not in RELEASED_BY:
+            raise ValueError(f"released by {by!r}: not one of {RELEASED_BY}")
+        with self._tx() as db:
+            a = db.execute("SELECT * FROM assignments WHERE token = ? AND job = ?", (token, name)).fetchone()
+            if a is None:
+                raise ResourceNotFound("no such task; it may have been given out again")
+            if a["worker_id"] != worker_id:
+                raise AccessDenied("this task is held by another worker; only they can release it")
+            if a["submitted"] is not None:
+                return "answered"
+            if a["released"] is not None:
+                return "already released"
+            if a["expires"] <= now:
+                return "expired"
+            if view is not None and a["view"] != view:
+                return "shown again"
+            # expires <= now: every query that counts live tasks sees it as lapsed, and a restart too.
+            db.execute("UPDATE assignments SET released = ?, expires = MIN(expires, ?) WHERE token = ?",
+                       (by, now, token))
+            return "released"
+
+    def held_elsewhere(self, name: str, worker_id: str, now: float) -> tuple[int, float | None]:
+        """Objects this worker could still get that other workers hold now: how many, and when the
+        first of those tasks comes back to the queue unless it is answered."""
+        row = self._db.execute(
+            "SELECT COUNT(DISTINCT a.object_id), MIN(a.expires) FROM assignments a JOIN objects o "
+            "ON o.job = a.job AND o.object_id = a.object_id WHERE a.job = ? AND a.worker_id != ? "
+            "AND a.submitted IS NULL AND a.expires > ? AND o.status = 'pending' "
+            "AND NOT EXISTS (SELECT 1 FROM assignments m WHERE m.job = a.job AND m.object_id = a.object_id "
+            "    AND m.worker_id = ? AND m.released IS NULL)", (name, worker_id, now, worker_id)).fetchone()
+        return int(row[0]), row[1]
 
     def submit(self, token: str, answer: Mapping[str, Any], now: float) -> tuple[str, int, bool]:
         """Record an answer; returns (job, object id, whether the object now has all its answers)."""
@@ -279,14 +359,24 @@ class JobStore:
                 raise ResourceNotFound("no such task; it may have been reassigned")
             if a["submitted"] is not None:
                 raise ValidationError("this task was already submitted")
-            if a["expires"] <= now:
-                raise ValidationError("the time limit for this task has passed; it went back to the queue")
             job = db.execute("SELECT status, request FROM jobs WHERE name = ?", (a["job"],)).fetchone()
+            workers = json.loads(job["request"])["HumanTaskConfig"]["NumberOfHumanWorkersPerDataObject"]
+            if a["released"] is not None:
+                # Released (say by a second tab of the worker's, closed) yet answered: take the answer
+                # while the object still has room for it, as if the worker had taken the task again.
+                room = db.execute(
+                    "SELECT o.status = 'pending' AND (SELECT COUNT(*) FROM assignments a WHERE a.job = o.job "
+                    "AND a.object_id = o.object_id AND (a.submitted IS NOT NULL OR a.expires > ?)) < ? "
+                    "FROM objects o WHERE o.job = ? AND o.object_id = ?",
+                    (now, int(workers), a["job"], a["object_id"])).fetchone()[0]
+                if not room:
+                    raise ValidationError("this task was released and another worker has taken it")
+            elif a["expires"] <= now:
+                raise ValidationError("the time limit for this task has passed; it went back to the queue")
             if job["status"] != "InProgress":
                 raise ValidationError(f"the job is {job['status']}; it takes no more answers")
-            db.execute("UPDATE assignments SET submitted = ?, answer = ? WHERE token = ?",
+            db.execute("UPDATE assignments SET submitted = ?, answer = ?, released = NULL WHERE token = ?",
                        (now, json.dumps(answer, sort_keys=True), token))
-            workers = json.loads(job["request"])["HumanTaskConfig"]["NumberOfHumanWorkersPerDataObject"]
             done = db.execute("SELECT COUNT(*) FROM assignments WHERE job = ? AND object_id = ? "
                               "AND submitted IS NOT NULL", (a["job"], a["object_id"])).fetchone()[0]
             return a["job"], a["object_id"], done >= int(workers)

@@ -33,6 +33,12 @@
  *      2xx without next → success alert (buttons stay disabled); error → crowd-alert with the
  *      response's `message` (or `detail`), buttons re-enabled.
  *
+ * Release task (gtrun's task page): the service puts a <form id="gtrun-release"> in its top bar;
+ * crowd-form adds a button for it next to its own Submit button. A task page left unanswered (tab
+ * closed, another address, a reload) sends gtrunTask.releaseUrl {token, view} with sendBeacon, so
+ * the task goes back to the queue instead of waiting out its time limit; the service keeps the task
+ * when a newer page of the same worker shows it (a reload loads the new page before the old one goes).
+ *
  * Also: window.crowdHtmlElements = {collectAnswer(form), validate(form), parseLoose(text), version}.
  * worker.css (next to this file) is added to the page unless the page already links a worker.css.
  */
@@ -47,6 +53,7 @@
                  '#0c8599', '#c2255c', '#8f5a00', '#5c940d', '#364fc7'];
   var IS_MAC = /Mac|iPhone|iPad/.test(navigator.platform || navigator.userAgent || '');
   var SUBMIT_KEYS = IS_MAC ? '\u2318+Enter' : 'Ctrl+Enter';
+  var pageSettled = false; // the task was answered or released here: nothing to give back on leaving
 
   // --------------------------------------------------------------------------------------------
   // Helpers
@@ -288,8 +295,14 @@
       if (panel) { panel.classList.add('crowd-form-instructions'); this.prepend(panel); }
       this.prepend(this._alerts);
       if (!this.querySelector('crowd-button[form-action="submit"], button[type="submit"], input[type="submit"]')) {
+        // The service's Release task form (in its top bar) gets a button next to Submit too.
+        var release = window.gtrunTask && document.getElementById('gtrun-release');
         this.append(h('div', { class: 'crowd-form-actions' },
           h('crowd-button', { 'form-action': 'submit', variant: 'primary' }, 'Submit'),
+          release ? h('button', { type: 'submit', form: 'gtrun-release', class: 'crowd-btn crowd-release',
+                                  'data-crowd-internal': true, // not crowd-form's submit: the form's
+                                  title: 'Give this task back now, so that another worker can take it',
+                                  text: 'Release task' }) : null,
           h('span', { class: 'crowd-form-hint', text: 'or press ' + SUBMIT_KEYS })));
       }
       function clearInvalid(e) { if (e.target && e.target.classList && isNativeControl(e.target)) e.target.classList.remove('crowd-invalid'); }
@@ -392,6 +405,7 @@
           var data = null;
           try { data = text ? JSON.parse(text) : null; } catch (e) { data = null; }
           if (response.ok) {
+            pageSettled = true;
             if (data && typeof data.next === 'string' && data.next) {
               window.location.href = data.next;
             } else {
@@ -1485,6 +1499,31 @@
     var target = (active && active.closest && active.closest(KEY_ELEMENTS)) || document.querySelector(KEY_ELEMENTS);
     if (target && target._crowdBuilt && typeof target._onKey === 'function' && target._onKey(e)) e.preventDefault();
   });
+
+  // --------------------------------------------------------------------------------------------
+  // gtrun's task page left without an answer gives its task back (see the header comment). Only
+  // pagehide: it fires on close, navigation and reload, and keeps the back/forward cache working;
+  // a page brought back from that cache after its task was given back loads again.
+
+  (function releaseOnLeave() {
+    var task = window.gtrunTask;
+    if (!task || typeof task !== 'object' || !task.releaseUrl || !task.token) return;
+    if (typeof navigator.sendBeacon !== 'function') return;
+    var sent = false;
+    document.addEventListener('submit', function (e) {
+      if (e.target && e.target.id === 'gtrun-release') pageSettled = true; // Release task: the form does it
+    });
+    window.addEventListener('pagehide', function () {
+      if (pageSettled || sent) return;
+      var body = new URLSearchParams();
+      body.set('token', String(task.token));
+      body.set('view', String(task.view || ''));
+      try { sent = navigator.sendBeacon(task.releaseUrl, body); } catch (e) { sent = false; }
+    });
+    window.addEventListener('pageshow', function (e) {
+      if (e.persisted && sent) window.location.reload();
+    });
+  })();
 
   // --------------------------------------------------------------------------------------------
   // The stylesheet next to this script, unless the page already links one.
