@@ -792,13 +792,14 @@ def collect_cmd(args: list[str]) -> int:
         prog="gtrun collect", description="Fetch a finished job's output, apply the run's transforms and "
         "write dataset/ in the run directory, with report.html, report.json and a README card. A sweep "
         "directory merges every member into one dataset; --manifest collects output of jobs gtrun did "
-        "not launch.", usage="gtrun collect (TARGET | --manifest URI --out DIR) [options] [overrides]",
+        "not launch.", usage="gtrun collect (TARGET [TARGET ...] | --manifest URI --out DIR) [options] [overrides]",
         epilog="overrides: transforms=a,b picks the transforms (bundled: " + ", ".join(
             sorted(p.stem for p in (CONF_DIR / "transforms").glob("*.yaml"))) + "; default: the run's, or "
         "table,jsonl with --manifest); transforms.<key>=value sets an option, e.g. transforms.on_error=skip, "
         "transforms.min_confidence=0.8, transforms.split.train=0.9, transforms.split.key=tweet_id, "
         "transforms.label_map.old=new")
-    parser.add_argument("target", nargs="?", help="a run directory or a sweep directory")
+    parser.add_argument("target", nargs="*", help="a run directory or a sweep directory; several (a run and "
+                        "the run that continues it, say) are merged into one dataset in --out")
     parser.add_argument("--manifest", help="an output manifest (path or s3:// URI) of any Ground Truth job")
     parser.add_argument("--task-type", choices=[t.value for t in TaskType],
                         help="with --manifest (default: the `type` in the label metadata)")
@@ -806,10 +807,12 @@ def collect_cmd(args: list[str]) -> int:
                         help="with --manifest (default: the one the lines carry, `<attr>-metadata`)")
     parser.add_argument("--labels", help="comma-separated label names, in the label config's order (class index "
                         "0 first); they must agree with the class names the lines carry")
-    parser.add_argument("--out", help="where to write the dataset (with --manifest)")
+    parser.add_argument("--out", help="where to write the dataset (with --manifest, or several targets; "
+                        "default: <target>/dataset)")
     ns, overrides = parser.parse_known_args(args)
-    if ns.target and "=" in ns.target:  # an override, not a directory
-        overrides, ns.target = [ns.target, *overrides], None
+    targets = [Path(t) for t in ns.target if "=" not in t]
+    overrides = [t for t in ns.target if "=" in t] + overrides  # key=value: an override, not a directory
+    hint = ""
     try:
         if ns.manifest:
             if not ns.out:
@@ -830,21 +833,33 @@ def collect_cmd(args: list[str]) -> int:
             result = collecting(Path(ns.manifest).name, [ext], Path(ns.out), settings, dataset=ext.name,
                                 provenance=ext.provenance)
             where = Path(ns.out)
-        elif ns.target:
-            target = Path(ns.target)
-            if (target / CONFIG).is_file():  # a run: it must have created its job
-                Run.at(target).job_name()
-                members = [target]
-            else:
-                members = c.sweep_members(target)
+        elif targets:
+            if len(targets) > 1 and not ns.out:
+                return fail("several runs or sweeps are merged into one dataset: say where with --out DIR")
+            members, left_out = [], []
+            for target in targets:
+                if (target / CONFIG).is_file():  # a run: it must have created its job
+                    Run.at(target).job_name()
+                    members.append(target)
+                else:
+                    members += c.sweep_members(target)
+                    left_out += c.left_out_members(target)
+            twice = next((m for m in members if members.count(m) > 1), None)
+            if twice is not None:
+                return fail(f"{twice} is given twice (a run, or a member of a sweep given)")
+            where = Path(ns.out) if ns.out else targets[0] / "dataset"
+            if ns.out:
+                c.check_out_dir(where.resolve())  # before reading anything
             outputs = [c.from_run(m) for m in members]
             base = Run.at(members[0]).settings().transforms
             settings = transforms_settings(base, overrides)
-            dataset = outputs[0].name if len(outputs) == 1 else target.name
-            where = target / "dataset"
-            left_out = [] if members == [target] else c.left_out_members(target)
+            dataset = outputs[0].name if len(outputs) == 1 else (where.name if ns.out else targets[0].name)
             result = collecting(dataset, outputs, where, settings, dataset=dataset,
                                 provenance=c.merged_provenance(outputs, left_out=left_out))
+            continued = outputs[0].provenance.get("continues") if len(outputs) == 1 else None
+            if continued:
+                hint = (f"  this run continues {continued}; to have both in one dataset: "
+                        f"gtrun collect {continued} {members[0]} --out DIR")
         else:
             return fail("collect needs a run or sweep directory, or --manifest")
     except GtrunError as exc:
@@ -867,6 +882,8 @@ def collect_cmd(args: list[str]) -> int:
         out.print(f"  warning: {overlap['objects']:,} objects appear in more than one member; "
                   "transforms.split.key keeps each in one split (see report.html)")
     out.print(f"  report: {where / 'report.html'}")
+    if hint:
+        out.print(hint)
     return 0
 
 

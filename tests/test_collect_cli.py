@@ -483,3 +483,25 @@ def test_continue_labels_what_a_stopped_job_left(gtrun):
     assert r.code == 2 and f"continues {run.resolve()}" in r.stderr
     assert f"`gtrun reproduce {run.resolve()}` reproduces the run it continues" in r.stderr
     assert len(gtrun.jobs()) == 2
+    # the continuation labeled, it is collected alone (its card says what it continues) or with its run
+    later = read_json(new / "request.json")["LabelingJobName"]
+    with Service(gtrun.storage, port=0).running() as svc:
+        for who in (Worker(svc.url), Worker(svc.url)):
+            while (task := who.task(later)) is not None:
+                who.answer(later, task, {"crowd-classifier": {"label": "Negative"}})
+        svc.app.state.jobs.tick()
+    r = gtrun("collect", str(new))
+    assert r.code == 0, r.output
+    assert f"this run continues {run.resolve()}; to have both in one dataset: gtrun collect {run.resolve()} " in r.stdout
+    assert f"| continues | {run.resolve()} |" in (new / "dataset" / "README.md").read_text()
+    r = gtrun("collect", str(run), str(new))
+    assert r.code == 2 and "several runs or sweeps are merged into one dataset: say where with --out DIR" in r.stderr
+    r = gtrun("collect", str(run), str(new), "--out", str(gtrun.cwd / "whole"), "transforms=jsonl")
+    assert r.code == 0, r.output
+    records = [json.loads(x) for split in ("train", "validation", "test")
+               for x in (gtrun.cwd / "whole" / "jsonl" / f"{split}.jsonl").read_text().splitlines()]
+    assert sorted(r["label"] for r in records) == ["Negative", "Negative", "Positive", "Positive"]
+    card = (gtrun.cwd / "whole" / "README.md").read_text()
+    assert name in card and later in card and "| sweep |" not in card  # two runs of a day's folder: no sweep
+    r = gtrun("collect", str(run), str(run), "--out", str(gtrun.cwd / "twice"))
+    assert r.code == 2 and "is given twice" in r.stderr

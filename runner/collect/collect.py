@@ -183,6 +183,7 @@ def from_run(run_dir: Path) -> Output:
         "created": str(job.get("CreationTime")), "ended": str(job.get("LastModifiedTime")),
         "label_attribute": request["LabelAttributeName"], "labels": list(settings.template.labels),
         "label_schema": settings.transforms.label_schema, "gtrun_version": __version__,
+        **({"continues": lineage["continues"]} if lineage.get("continues") else {}),  # gtrun continue's run
     }
     return Output(name=name, manifest_uri=job["LabelingJobOutput"]["OutputDatasetS3Uri"],
                   storage=backend.storage, task_type=settings.template.task_type,
@@ -228,10 +229,15 @@ def check_attribute(out: Output) -> None:
                            f"{', '.join(map(repr, seen))}\n  hint: {hint}")
 
 
+def is_sweep(folder: Path) -> bool:
+    """Whether the folder is a sweep's (Hydra writes multirun.yaml there; gtrun, summary.json)."""
+    return any((folder / name).is_file() for name in ("multirun.yaml", "summary.json"))
+
+
 def sweep_members(sweep_dir: Path) -> list[Path]:
     """The run directories of a sweep that submitted a job, in job order (`left_out_members` names
     the others)."""
-    if sweep_dir.is_dir() and not any((sweep_dir / name).is_file() for name in ("multirun.yaml", "summary.json")):
+    if sweep_dir.is_dir() and not is_sweep(sweep_dir):
         runs = sorted(p.parent.parent for depth in ("*", "*/*", "*/*/*")  # runs/<date>/<time>_<name>, say
                       for p in sweep_dir.glob(f"{depth}/.hydra/config.yaml"))
         raise RecordError(f"{sweep_dir}: neither a run directory (.hydra/config.yaml) nor a sweep's (multirun.yaml)"
@@ -901,15 +907,15 @@ def merged_provenance(outputs: Iterable[Output], left_out: Sequence[str] | None 
     with a row per member (MEMBER_KEYS). `left_out`: the sweep's members collect leaves out
     (left_out_members); None: those of the folder the members are in, when they are several."""
     members = list(outputs)
+    folders = {Path(str(o.provenance["run"])).parent for o in members if o.provenance.get("run")}
+    sweep = folders.pop() if len(folders) == 1 and is_sweep(next(iter(folders))) else None
     if left_out is None:
-        folders = {Path(str(o.provenance["run"])).parent for o in members if o.provenance.get("run")}
-        left_out = left_out_members(folders.pop()) if len(members) > 1 and len(folders) == 1 else []
+        left_out = left_out_members(sweep) if len(members) > 1 and sweep is not None else []
     extra = {"left_out": list(left_out)} if left_out else {}
     if len(members) == 1:
         return {**members[0].provenance, **extra}
-    folders = {Path(str(o.provenance["run"])).parent for o in members if o.provenance.get("run")}
     workers = {o.provenance.get("workers_per_object") for o in members}
-    return {**({"sweep": str(folders.pop())} if len(folders) == 1 else {}),
+    return {**({"sweep": str(sweep)} if sweep is not None else {}),
             "jobs": [o.name for o in members],
             "workers_per_object": sorted(w for w in workers if isinstance(w, int)),
             "gtrun_version": __version__,
