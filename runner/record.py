@@ -27,6 +27,10 @@ class Run:
     @classmethod
     def at(cls, path: str | Path) -> Run:
         run = cls(Path(path))
+        if run.dir.is_file():  # a file of the run, say .hydra/config.yaml: the run is the folder above
+            above = next((p for p in run.dir.parents if (p / CONFIG).is_file()), None)
+            raise RecordError(f"{run.dir}: a file, not a run directory"
+                              + (f"; the run is {above}" if above is not None else ""))
         for name in (CONFIG, ".hydra/overrides.yaml"):
             if not (run.dir / name).is_file():
                 raise RecordError(f"{run.dir}: not a recorded gtrun run ({name} is missing)")

@@ -85,6 +85,8 @@ def test_status_of_something_that_is_not_a_run(gtrun, tmp_path):
         r = gtrun(verb, str(run.parent))
         assert r.code == 2 and f"{run.parent}: neither a run directory" in r.stderr, r.output
         assert f"it holds 1 run, e.g. {run}" in r.stderr
+    r = gtrun("status", str(run / ".hydra" / "config.yaml"))  # a file of the run: the run is named
+    assert r.code == 2 and f"config.yaml: a file, not a run directory; the run is {run}" in r.stderr, r.output
 
 
 @pytest.mark.parametrize(("sig", "code", "said"), [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])

@@ -1082,8 +1082,9 @@ def card_markdown(provenance: Mapping[str, Any], report: Mapping[str, Any]) -> s
                   for r, n in sorted(reasons.items(), key=lambda x: (-x[1], x[0]))]
     left = report["counts"]["failed"] + report["counts"]["unlabeled"]
     if left:
-        lines += ["", f"The {left:,} failed or unlabeled objects are listed, with their input fields, in "
-                      f"[{NOT_LABELED}](../{NOT_LABELED})."]
+        lines += ["", (f"The {left:,} failed or unlabeled objects are listed, with their input fields, in "
+                       if left > 1 else "The failed or unlabeled object is listed, with its input fields, in ")
+                  + f"[{NOT_LABELED}](../{NOT_LABELED})."]
     skipped, shown = skipped_lines(report)
     if skipped:
         lines += ["", "## Skipped lines", "", f"transforms.on_error=skip read past {skipped:,} malformed "
