@@ -29,7 +29,14 @@ from runner import __version__
 from runner.build import price as prices
 from runner.build.request import check_settings, job_name, label_category_config, labeling_job_request
 from runner.build.sql import Query, check_fields, count_query, render_sql, select_query
-from runner.build.template import fill_job_values, missing_variables, parse_template, render_task, task_input
+from runner.build.template import (
+    fill_job_values,
+    missing_variables,
+    parse_template,
+    render_task,
+    task_field_problems,
+    task_input,
+)
 from runner.check import validate_request
 from runner.config import HOME, TEMPLATES_DIR
 from runner.errors import ConfigError, ConfigErrors, ManifestError, RecordError, collect_errors
@@ -232,6 +239,7 @@ class Pipeline:
             problems.append(exc)
             path = None
         problems += self.check_transforms()
+        problems += self.check_source()
         collect_errors(problems)
         assert path is not None
         try:
@@ -262,6 +270,23 @@ class Pipeline:
         except ConfigError as exc:
             return [exc]
         return []
+
+    def check_source(self) -> list[ConfigError]:
+        """The source query's problems that need no data: its SQL and params (each one set must be
+        used), and, when the SELECT names its output fields, whether they carry what the task type
+        reads. A `*` query's fields are checked once the source knows them (check_fields_used)."""
+        try:
+            query = select_query(self.s.source, self.backend.dialect)
+        except ConfigErrors as exc:
+            return list(exc.errors)
+        except ConfigError as exc:
+            return [exc]
+        if query.fields is None:
+            return []
+        return task_field_problems(self.s.template.task_type, query.fields, self._fields_origin())
+
+    def _fields_origin(self) -> str:
+        return "source.sql" if self.s.source.sql else "source.columns"
 
     def request(self) -> dict[str, Any]:
         role, team = self.backend.role_arn(), self.backend.workteam_arn()
@@ -335,16 +360,21 @@ class Pipeline:
     def check_fields_used(self, parsed: Any, fields: Sequence[str]) -> None:
         """Before any row is read: the template may only read fields the manifest lines will have,
         and collect can split by transforms.split.key only if it is one of them."""
+        fit = task_field_problems(self.s.template.task_type, fields, self._fields_origin())
+        problems = list(fit)
         key = self.s.transforms.split.key
         if key is not None and key not in fields:
-            raise ConfigError("transforms.split.key", f"{key!r} is not a field of the manifest ({', '.join(fields)})",
-                              "name the field whose value identifies an object, or split by object id: "
-                              "transforms.split.key=null")
-        ti = task_input(self.s.template.task_type, {f: "" for f in fields}, self.s.template.labels)
-        missing = missing_variables(parsed, ti)
-        if missing:
-            raise ConfigError("template.file", f"{self.s.template.file} uses {', '.join(missing)}, "
-                              f"which the query does not provide", f"the manifest has: {', '.join(fields)}")
+            problems.append(ConfigError("transforms.split.key", f"{key!r} is not a field of the manifest "
+                                        f"({', '.join(fields)})", "name the field whose value identifies an "
+                                        "object, or split by object id: transforms.split.key=null"))
+        if not fit:  # a built-in type's task.input is built from the field it reads
+            ti = task_input(self.s.template.task_type, {f: "" for f in fields}, self.s.template.labels)
+            missing = missing_variables(parsed, ti)
+            if missing:
+                problems.append(ConfigError("template.file", f"{self.s.template.file} uses {', '.join(missing)}, "
+                                            f"which the query does not provide",
+                                            f"the manifest has: {', '.join(fields)} (from {self._fields_origin()})"))
+        collect_errors(problems)
 
     def preview_inputs(self, rows: int) -> tuple[list[dict[str, Any]], str]:
         """`task.input` for the first rows, and the template text: what `gtrun preview` renders."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +11,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError
 
-from runner.errors import ConfigError, QueryError
+from runner.errors import ConfigError, QueryError, collect_errors
 from runner.schema import SourceConfig
 
 READ_DIALECT = "duckdb"  # how gtrun reads the SQL in configs; written out per backend
@@ -90,8 +91,11 @@ def _bind(tree: exp.Expression, params: Mapping[str, Any], key: str) -> tuple[ex
     placeholders = [p for p in tree.find_all(exp.Placeholder) if p.name]
     unknown = sorted({p.name for p in placeholders} - set(params))
     if unknown:
+        unused = sorted(set(params) - {p.name for p in placeholders})
+        close = difflib.get_close_matches(unknown[0], unused, n=1)
         raise ConfigError(key, f"uses parameter :{unknown[0]}, which source.params does not set",
-                          f"add source.params.{unknown[0]}=<value>")
+                          f"add source.params.{unknown[0]}=<value>"
+                          + (f" (source.params.{close[0]} is set: a misspelling?)" if close else ""))
     # Number the placeholders with markers, render once, and read their order off the text,
     # so the values line up with the `?` whatever order sqlglot walks the tree in.
     for i, node in enumerate(placeholders):
@@ -110,6 +114,7 @@ def select_query(source: SourceConfig, dialect: str) -> Query:
     select = built_select(source)
     key = "source.sql" if source.sql else "source.where"
     tree, names = _bind(select, source.params, key)
+    collect_errors(unused_params(source.params, names, key))
     fields: tuple[str, ...] | None = tuple(n or "" for n in map(_output_name, select.expressions))
     if fields is not None and "" in fields:
         fields = None  # `*` or an unnamed expression: known once the query runs
@@ -117,6 +122,34 @@ def select_query(source: SourceConfig, dialect: str) -> Query:
         check_fields(fields, "source.sql" if source.sql else "source.columns")
     return Query(sql=tree.sql(dialect=dialect), params=tuple(source.params[n] for n in names),
                  param_names=tuple(names), fields=fields)
+
+
+def unused_params(params: Mapping[str, Any], used: Sequence[str], key: str) -> list[ConfigError]:
+    """One ConfigError per `source.params` key the query never writes as `:name`: a misspelled
+    key would otherwise be ignored while the query runs with the value it meant to change.
+    `used`: the `:names` in the query's text order; `key`: where the query is (source.where or
+    source.sql), for the hint. A param set to null is let be: it changes nothing either way, and
+    Hydra cannot delete a null key from the command line (`~source.params.entity` fails), so a
+    `source.sql` given there that does not filter by entity could not drop the tweets source's.
+
+    >>> [problem] = unused_params({"treshold": 0.5, "threshold": 0.8}, ["threshold"], "source.where")
+    >>> print(problem)
+    source.params.treshold: the query does not use :treshold (it uses :threshold)
+      hint: did you mean source.params.threshold?
+    """
+    names = list(dict.fromkeys(used))  # each once, in text order
+    uses = ", ".join(f":{n}" for n in names) if names else "no parameter"
+    problems = []
+    for name, value in params.items():
+        if name in names or value is None:
+            continue
+        close = difflib.get_close_matches(name, names, n=1)
+        where = "source.sql" if key == "source.sql" else "source.where, source.columns or source.order_by"
+        hint = (f"did you mean source.params.{close[0]}?" if close else
+                f"write :{name} in {where}, or drop the key (~source.params.{name} on the command line)")
+        problems.append(ConfigError(f"source.params.{name}", f"the query does not use :{name} (it uses {uses})",
+                                    hint))
+    return problems
 
 
 def check_fields(fields: Sequence[str], key: str) -> None:
@@ -163,5 +196,5 @@ def render_sql(query: Query) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["Query", "QueryError", "select_query", "count_query", "check_fields",
+__all__ = ["Query", "QueryError", "select_query", "count_query", "check_fields", "unused_params",
            "referenced_columns", "render_sql", "DIALECTS"]

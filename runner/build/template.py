@@ -42,11 +42,18 @@ from liquid.stringify import to_liquid_string
 from liquid.token import TOKEN_TAG
 from markupsafe import Markup
 
-from runner.errors import GtrunError, ManifestError, TemplateError
+from runner.errors import ConfigError, GtrunError, ManifestError, TemplateError
 from runner.schema import TaskType
 
 # The manifest field that carries the data object, in order of preference (reference §3.1).
 OBJECT_FIELDS = ("source", "source-ref")
+
+# The field each built-in task type's pre-annotation Lambda reads the data object from: image tasks
+# an S3 URI in `source-ref`, text tasks the text in `source` (DG sms-data-input; reference §3.1).
+# A custom task (no Lambda) reads whatever its template uses: task.input is the manifest line.
+TASK_OBJECT_FIELD = {TaskType.text_classification: "source", TaskType.text_multilabel: "source",
+                     TaskType.named_entity: "source", TaskType.bounding_box: "source-ref"}
+_OBJECT_KIND = {"source": "text", "source-ref": "image"}
 
 # Conditions on `x.size` / `x.first` / `x.last` also show that `x` exists.
 _PROBES = frozenset({"size", "first", "last"})
@@ -272,6 +279,33 @@ def task_input(task_type: TaskType, line: Mapping[str, Any],
         raise ManifestError(f"manifest line: has neither source nor source-ref "
                             f"(keys: {sorted(line)!r})")
     return {"taskObject": line[field], "labels": list(labels)}
+
+
+def task_field_problems(task_type: TaskType, fields: Sequence[str], origin: str) -> list[ConfigError]:
+    """The problem, if any, with a built-in task type reading manifest lines that have `fields`
+    (which `origin`, source.columns or source.sql, makes): its data object field must be one of them.
+
+    >>> [problem] = task_field_problems(TaskType.bounding_box, ["entity", "source"], "source.columns")
+    >>> print(problem)  # doctest: +ELLIPSIS
+    template: a bounding_box job reads each object's image from "source-ref"; the manifest lines have source, entity ...
+      hint: map a column of s3:// image URIs to source-ref in source.columns, or pick a text template ...
+    >>> task_field_problems(TaskType.custom, ["entity"], "source.columns")
+    []
+    """
+    field = TASK_OBJECT_FIELD.get(task_type)
+    if field is None or field in fields:
+        return []
+    kind = _OBJECT_KIND[field]
+    have = [f for f in OBJECT_FIELDS if f in fields]
+    listed = ", ".join([*have, *(f for f in fields if f not in have)])
+    where = (f"alias a column of {'s3:// image URIs' if kind == 'image' else 'text'} AS \"{field}\" in source.sql"
+             if origin == "source.sql" else
+             f"map a column of {'s3:// image URIs' if kind == 'image' else 'text'} to {field} in source.columns")
+    fits = [t.value for t, f in TASK_OBJECT_FIELD.items() if have and f == have[0]]
+    other = (f", or pick {'an image' if _OBJECT_KIND[have[0]] == 'image' else 'a text'} template "
+             f"(task_type {', '.join(fits)} or custom)") if fits else ""
+    return [ConfigError("template", f"a {task_type.value} job reads each object's {kind} from \"{field}\"; "
+                        f"the manifest lines have {listed} (from {origin})", where + other)]
 
 
 def _paths(expr: Expression) -> Iterator[Path]:
