@@ -135,6 +135,8 @@ SETTINGS = {
     "thresholds": TransformsConfig(steps={"table": {}, "jsonl": {}, "hf_datasets": {}}, min_confidence=0.4,
                                    split=SplitConfig(train=0.5, validation=0.5, test=0.0, salt="s")),
     "hf_datasets": TransformsConfig(steps={"hf_datasets": {}, "jsonl": {}}),
+    # both filters: what they kept is counted in the pass, as the parser's path counts it
+    "filters": TransformsConfig(steps={"table": {}, "jsonl": {}}, min_confidence=0.3, min_agreement=0.5),
 }
 
 

@@ -403,7 +403,7 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
             assert counted.dataset is not None
             kept, overlap = counted.dataset, counted.overlap
         else:
-            kept = _kept_on_columnar(result, fast_written, settings, task_type, labels, factory, progress)
+            kept = _kept_on_columnar(result, settings, task_type, labels)
         report.add_dataset(figures, **kept.figures())
         for name, files in {**fast_written, **slow_written}.items():
             if figures["counts"]["objects"] - files.skipped != kept.kept:
@@ -464,8 +464,8 @@ class _DatasetCount:
     """What the transforms keep of the objects, as run_transforms does (transforms.label_map, then
     transforms.keep): per filter the objects it looked at, dropped, and could not judge (no
     confidence, no worker answers: kept), and the kept objects' labels after the label_map.
-    Counted as a pass goes (`add`), or on the columnar path from the records it wrote
-    (`add_record`, then `records_of`) or from its counts when no filter is set (`add_counts`)."""
+    Counted as a pass goes (`add`), or on the columnar path from its counts (`add_counts` when no
+    filter is set, else `add_kept`)."""
 
     def __init__(self, settings: TransformsConfig, task_type: TaskType, labels: Sequence[str]) -> None:
         self.settings, self.task = settings, task_type
@@ -510,30 +510,25 @@ class _DatasetCount:
         if not names:
             self.without_label += 1
 
-    def add_record(self, record: Mapping[str, Any], key: str) -> None:
-        """One kept object as the columnar pass wrote it (transforms.flat_record): its labels under
-        `key`, mapped already; it has no worker answers, so min_agreement cannot judge it."""
-        value = record.get(key)
-        items = [value] if isinstance(value, str) else value if isinstance(value, list) else []
-        if "min_confidence" in self.tally and record.get("confidence") is None:
-            self.tally["min_confidence"][2] += 1
-        if "min_agreement" in self.tally:
-            self.tally["min_agreement"][0] += 1
-            self.tally["min_agreement"][2] += 1
-        self._kept(self.unit, [x if isinstance(x, str) else str(x["label"]) for x in items])
-
-    def records_of(self, labeled: int) -> None:
-        """After add_record's: the output had `labeled` objects; the records are those kept."""
-        self.labeled = labeled
-        if "min_confidence" in self.tally:
-            self.tally["min_confidence"][:2] = [labeled, labeled - self.kept]
-
-    def add_counts(self, distribution: Mapping[str, int], labeled: int) -> None:
+    def add_counts(self, distribution: Mapping[str, int], labeled: int, without_label: int = 0) -> None:
         """No filter set: the output's `labeled` objects are all kept, its label uses (before the
-        label_map) renamed."""
+        label_map) renamed; `without_label`: multi-label objects with no label chosen."""
         self.labeled = self.kept = self.counted = labeled
+        self.without_label = without_label
         for name, n in distribution.items():
             self.counts[self.settings.label_map.get(name, name)] += n
+
+    def add_kept(self, figures: Any, labeled: int) -> None:
+        """What the columnar pass counted of the objects it kept (columnar.KeptFigures) of the
+        output's `labeled` ones, as `add` of each counts them (no worker answers: min_agreement
+        keeps every object unjudged)."""
+        self.labeled, self.kept, self.counted = labeled, figures.objects, figures.objects
+        self.counts.update(figures.distribution)
+        self.without_label = figures.without_label
+        if "min_confidence" in self.tally:
+            self.tally["min_confidence"] = [labeled, labeled - figures.objects, figures.without_confidence]
+        if "min_agreement" in self.tally:  # no worker answers: every kept object is kept unjudged
+            self.tally["min_agreement"] = [figures.objects, 0, figures.objects]
 
     def figures(self) -> dict[str, Any]:
         """report.add_dataset's arguments."""
@@ -550,50 +545,18 @@ class _DatasetCount:
         return {"objects": self.kept, "distribution": distribution, "options": options, "filters": filters}
 
 
-def _kept_on_columnar(result: Any, written: Mapping[str, transforms.WrittenFiles], settings: TransformsConfig,
-                      task_type: TaskType, labels: Sequence[str], objects: Callable[[], Iterable[LabeledObject]],
-                      progress: Progress) -> _DatasetCount:
-    """What the transforms kept, when the columnar pass wrote every transform: from its counts when
-    no filter is set (a multi-label report counts the objects with no label too), else from the
-    records it wrote (jsonl, else the Parquet table), else from a pass of the parser."""
-    from runner.collect.columnar import LABEL_KEY
-
+def _kept_on_columnar(result: Any, settings: TransformsConfig, task_type: TaskType,
+                      labels: Sequence[str]) -> _DatasetCount:
+    """What the transforms kept, when the columnar pass wrote every transform: from its counts of
+    the labeled objects when no filter is set, else from those of the objects it kept."""
     kept = _DatasetCount(settings, task_type, labels)
     labeled = result.status.get(Status.labeled.value, 0)
-    if not kept.thresholds and task_type is not TaskType.text_multilabel:
-        kept.add_counts(result.distribution, labeled)
-        return kept
-    key = LABEL_KEY[task_type]
-    records = _written_records(written, key)
-    if records is None:
-        progress.at("counting what the transforms kept")
-        for obj in objects():
-            kept.add(obj)
-        return kept
-    for record in records:
-        kept.add_record(record, key)
-    kept.records_of(labeled)
+    if not kept.thresholds:
+        kept.add_counts(result.distribution, labeled, result.without_label)
+    else:
+        assert result.kept is not None  # the pass counts what it kept whenever a filter is set
+        kept.add_kept(result.kept, labeled)
     return kept
-
-
-def _written_records(written: Mapping[str, transforms.WrittenFiles], key: str) -> Iterator[dict[str, Any]] | None:
-    """The records the columnar pass wrote, read back (each split's jsonl, else the Parquet table's
-    label and confidence columns), or None when it wrote neither."""
-    jsonl = [p for p in written["jsonl"].paths if p.is_file()] if "jsonl" in written else []
-    table = [p for p in written["table"].paths if p.suffix == ".parquet" and p.is_file()] if "table" in written else []
-    if jsonl:
-        return (orjson.loads(raw) for path in jsonl for raw in _lines(path) if raw.strip())
-    if table:
-        import pyarrow.parquet as pq
-
-        return (row for batch in pq.ParquetFile(table[0]).iter_batches(columns=[key, "confidence"])
-                for row in batch.to_pylist())
-    return None
-
-
-def _lines(path: Path) -> Iterator[bytes]:
-    with open(path, "rb") as src:
-        yield from src
 
 
 class _Overlap:

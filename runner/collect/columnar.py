@@ -32,7 +32,7 @@ import re
 import struct
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any, TypeGuard, TypeVar
@@ -161,6 +161,20 @@ class Result:
     skipped: int  # objects left out: not labeled, or below transforms.min_confidence
     labels: list[str] | None = None  # the output's labels, when it was given none (collect.seen_labels)
     hf: dict[str, int] | None = None  # objects per split, when it wrote the Hugging Face files
+    without_label: int = 0  # multi-label: labeled objects with no label chosen
+    # of the kept objects (transforms.min_confidence), when it is set: their label uses after the
+    # label_map, the multi-label ones with no label, and those without a confidence (kept unjudged)
+    kept: KeptFigures | None = None
+
+
+@dataclass
+class KeptFigures:
+    """What the transforms kept of the labeled objects (collect's _DatasetCount, from the records pass)."""
+
+    objects: int = 0
+    distribution: dict[str, int] = field(default_factory=dict)
+    without_label: int = 0
+    without_confidence: int = 0
 
 
 class Columnar:
@@ -342,6 +356,9 @@ class _Output:
         self.status: dict[str, int] = {}
         self.reasons: dict[str, int] = {}
         self.distribution: dict[str, int] = {}
+        self.without_label = 0  # multi-label: labeled objects with an empty list of labels
+        filtered = columnar.settings.min_confidence is not None or columnar.settings.min_agreement is not None
+        self.kept_figures = KeptFigures() if filtered else None
         self.split_counts = dict.fromkeys(SPLITS, 0)
         self.offset = self.kept = self.values = self.metas = self.depths = 0
         self.writer: Any = None
@@ -374,6 +391,8 @@ class _Output:
         # the labels before the label_map: "#raw" when there is one, else the label key's own
         used = batch.column("#raw" if self.raw else LABEL_KEY[self.task_type])
         used = used if n_labeled == n else pc.filter(used, labeled)
+        if self.task_type is TaskType.text_multilabel and n_labeled:
+            self.without_label += pc.sum(pc.equal(pc.list_value_length(used), 0)).as_py() or 0
         if pa.types.is_list(used.type):
             used = pc.list_flatten(used)
         if pa.types.is_struct(used.type):
@@ -392,6 +411,8 @@ class _Output:
         count = kept.true_count
         self.kept += count
         every = count == n  # the usual batch: nothing to leave out, no copy of its rows
+        if self.kept_figures is not None and count:
+            self.count_kept(batch, None if every else kept, count)
         if here is not None and not every:
             here = pc.filter(here, kept)  # the kept objects' split codes
         if here is not None and here.null_count:
@@ -422,6 +443,27 @@ class _Output:
             if self.hf is not None:
                 self.write_hf(rows, here)
         self.offset += n
+
+    def count_kept(self, batch: Any, kept: Any, count: int) -> None:
+        """Add the kept rows (`kept`: their mask, None when all are) to kept_figures."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        figures = self.kept_figures
+        assert figures is not None
+        figures.objects += count
+        labels = batch.column(LABEL_KEY[self.task_type])  # after the label_map
+        confidence = batch.column("confidence")
+        if kept is not None:
+            labels, confidence = pc.filter(labels, kept), pc.filter(confidence, kept)
+        figures.without_confidence += confidence.null_count
+        if pa.types.is_list(labels.type):
+            if self.task_type is TaskType.text_multilabel:
+                figures.without_label += pc.sum(pc.equal(pc.list_value_length(labels), 0)).as_py() or 0
+            labels = pc.list_flatten(labels)
+        if pa.types.is_struct(labels.type):
+            labels = pc.struct_field(labels, "label")
+        _add_counts(figures.distribution, pc.value_counts(labels))
 
     def write_hf(self, rows: Any, here: Any) -> None:
         """The kept rows into the Hugging Face split files, their labels as class indices (the
@@ -516,7 +558,8 @@ class _Output:
                       table=self.kept if self.table is not None else None, skipped=self.offset - self.kept,
                       labels=None if self.class_map is None else label_order(
                           {**(self.value_names or {}), **self.class_map}, self.distribution),
-                      hf=self.hf_counts if self.hf is not None else None)
+                      hf=self.hf_counts if self.hf is not None else None, without_label=self.without_label,
+                      kept=self.kept_figures)
 
     def close(self) -> None:
         for f in self.files.values():
