@@ -676,7 +676,7 @@ def _empty_lists(lists: Any) -> int:
     """
     import pyarrow.compute as pc
 
-    return len(lists) - pc.count_distinct(pc.list_parent_indices(lists)).as_py()
+    return len(lists) - int(pc.count_distinct(pc.list_parent_indices(lists)).as_py())
 
 
 def _add_counts(into: dict[_K, int], counted: Any) -> None:
