@@ -11,7 +11,9 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -241,14 +243,15 @@ def _hydra(verb: str, args: list[str]) -> int:
                 if target.exists() and any(target.iterdir()):
                     return fail(f"hydra.run.dir: {target} already exists and is not empty; "
                                 "a run never overwrites another")
-    extra = []
+    extra, scratch = [], None
     if verb in ("plan", "preview"):  # these record nothing: no output dir, log to the console only
         extra = ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra.run.dir=."]
-        if multirun:
-            extra = ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
+        if multirun:  # Hydra makes a sweep folder whatever: one of its own, removed after
+            scratch = tempfile.mkdtemp(prefix=f"gtrun-{verb}-")
+            extra = ["hydra.output_subdir=null", "hydra/job_logging=disabled", f"hydra.sweep.dir={scratch}"]
     os.environ[ENV_VERB] = verb
     argv, full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
-    sys.argv = ["gtrun", *args, *extra]
+    sys.argv = ["gtrun", *hydra_argv(args, extra)]
     # Hydra then raises its errors (a misspelled key, a missing option) instead of printing them
     # in its own words with exit 1: hydra_problem says them as gtrun says every other error
     os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -260,9 +263,42 @@ def _hydra(verb: str, args: list[str]) -> int:
         sys.argv = argv
         if full_error is None:
             del os.environ["HYDRA_FULL_ERROR"]
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     if multirun and verb == "run":
         return _sweep_exit_code()
     return 0
+
+
+_HYDRA_VALUED = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
+                 "-cd", "--experimental-rerun"}  # Hydra's options that take the argument after them
+_HYDRA_INFO = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}  # --info's
+
+
+def hydra_argv(args: list[str], extra: list[str]) -> list[str]:
+    """The user's arguments for Hydra with gtrun's `extra` overrides: options first, then every
+    override. Hydra's parser takes its overrides in one run: `source.limit=5 --cfg job x=1` would
+    leave `x=1` (and gtrun's own, after it) unrecognized.
+
+    >>> hydra_argv(["source.limit=5", "--cfg", "job", "-m", "x=1,2"], ["hydra.run.dir=."])
+    ['--cfg', 'job', '-m', 'source.limit=5', 'x=1,2', 'hydra.run.dir=.']
+    """
+    options, overrides = [], []
+    it = iter(args)
+    for a in it:
+        if not a.startswith("-"):
+            overrides.append(a)
+            continue
+        options.append(a)
+        if a in _HYDRA_VALUED or a in ("--info", "-i"):
+            value = next(it, None)
+            if value is None:
+                continue
+            if a in _HYDRA_VALUED or value in _HYDRA_INFO:
+                options.append(value)
+            else:
+                overrides.append(value)
+    return [*options, *overrides, *extra]
 
 
 def _sweep_job_names(args: list[str]) -> str | None:
@@ -323,18 +359,24 @@ def hydra_problem(exc: Exception, args: list[str] | tuple[str, ...] = ()) -> str
         close = difflib.get_close_matches(name, options, n=1)
         hint = f"did you mean {group}={close[0]}? " if close else ""
         return f"{group}={name}: no such option ({hint}the options: {', '.join(options)})"
-    def problem(key: str, kind: str, text: str) -> str:
+    def problem(key: str, kind: str, text: str, node: Any = None) -> str:
+        """`node`: the config node the key is missing from, when the error has it (its keys)."""
         if kind in ("ConfigKeyError", "ConfigAttributeError"):
             parent, _, name = key.rpartition(".")
-            close = difflib.get_close_matches(name, _schema_keys(parent), n=1)
-            return f"{key}: no such key" + (f" (did you mean {'.'.join(filter(None, (parent, close[0])))!r}?)"
+            known = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else _schema_keys(parent)
+            close = difflib.get_close_matches(name, known, n=1)
+            said = f"{key}: no such key" + (f" (did you mean {'.'.join(filter(None, (parent, close[0])))!r}?)"
                                             if close else "")
+            if isinstance(node, DictConfig) and OmegaConf.get_type(node) is dict:  # source.params, say
+                given = next((a.lstrip("+") for a in args if a.lstrip("+").partition("=")[0] == key), f"{key}=...")
+                said += f"; {parent} takes a new key with a +: +{given}"
+            return said
         return f"{key}: {text}"
 
     cause = exc if isinstance(exc, OmegaConfBaseException) else exc.__cause__
     key = getattr(cause, "full_key", None)
     if isinstance(cause, OmegaConfBaseException) and key:
-        return problem(key, type(cause).__name__, str(cause).split("\n")[0])
+        return problem(key, type(cause).__name__, str(cause).split("\n")[0], getattr(cause, "parent_node", None))
     # a key in a config file: "In 'pricing/mine': ConfigKeyError raised while composing config:\n<text>\n  full_key: <key>"
     found = re.match(r"In '([^']+)': (\w+) raised while composing config:\n(.+)\n\s+full_key: (\S+)", str(exc))
     if found:
@@ -773,6 +815,12 @@ def transforms_settings(base: Any, overrides: list[str]) -> Any:
         hint = (f"a transform's options are set as transforms.steps.{step}.<option>, e.g. "
                 "transforms.steps.table.format=csv" if step in {p.stem for p in (CONF_DIR / "transforms").glob("*.yaml")}
                 else "")
+        if not hint and type(exc).__name__ in ("ConfigKeyError", "ConfigAttributeError"):
+            import difflib
+
+            parent, _, name = key.rpartition(".")
+            close = difflib.get_close_matches(name, _schema_keys(parent), n=1)
+            hint = f"did you mean {parent}.{close[0]}?" if close else ""
         raise ConfigError(key, str(exc).splitlines()[0], hint) from None
 
 

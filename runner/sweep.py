@@ -79,6 +79,8 @@ class SweepSummary(Callback):
             return
         global last_summary
         rows = last_summary = read_statuses(sweep_dir)
+        if not rows:  # `plan -m`: its members record nothing
+            return
         write_status(sweep_dir, {"members": rows,
                                  "failed": sum(r.get("status") == "failed" for r in rows)})
         (sweep_dir / STATUS).replace(sweep_dir / "summary.json")

@@ -25,6 +25,9 @@ def refused(gtrun, *args, match: str | tuple[str, ...], code: int = 2, verb: str
     (["workteam.workers_per_objekt=3"],
      "error: workteam.workers_per_objekt: no such key (did you mean 'workteam.workers_per_object'?)"),
     (["sorce=tweets"], "error: sorce: no such key (did you mean 'source'?)"),
+    (["source.params.treshold=0.5"], "error: source.params.treshold: no such key (did you mean "
+                                     "'source.params.threshold'?); source.params takes a new key with a +: "
+                                     "+source.params.treshold=0.5"),
     (["backend.duckdb.thread=2"], "error: backend.duckdb.thread: no such key (did you mean 'backend.duckdb.threads'?)"),
     (["source=twets"], "error: source=twets: no such option (did you mean source=tweets? the options: receipts, tweets)"),
     (["-m", "source=tweets,twets"], "error: source=twets: no such option"),

@@ -87,6 +87,15 @@ def test_plan_submits_and_writes_nothing(gtrun):
     assert "params: threshold=0.6, entity=NULL\n" in r.stdout  # each parameter once, SQL's NULL for None
     assert gtrun.jobs() == [] and gtrun.stored_objects() == [] and gtrun.runs() == []
     assert not (gtrun.cwd / "outputs").exists()
+    # a sweep planned: each member's plan, no sweep folder, no empty summary table
+    r = gtrun("plan", "-m", "source.params.entity=Xbox,NBA2K")
+    assert r.code == 0, r.output
+    assert r.stdout.count("nothing submitted") == 2 and "sweep summary" not in r.output
+    assert not (gtrun.cwd / "outputs").exists() and gtrun.jobs() == []
+    # an override before --cfg: Hydra takes its overrides in one run, gtrun's own after them
+    r = gtrun("plan", "source.limit=5", "--cfg", "job", "source.params.threshold=0.5")
+    assert r.code == 0, r.output
+    assert "limit: 5" in r.stdout and "threshold: 0.5" in r.stdout
 
 
 def test_receipts_preset_with_an_override(gtrun):

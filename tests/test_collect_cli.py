@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from runner.collect.transforms import split_of
 from runner.schema import SplitConfig
 from runner.service.server import Service
-from tests.conftest import ROOT, read_json
+from tests.conftest import ROOT, read_json, real_file
 from tests.moto_fixtures import aws_env, moto_server, reset_moto  # noqa: F401
 from tests.service_helpers import Worker
 
@@ -505,3 +505,16 @@ def test_continue_labels_what_a_stopped_job_left(gtrun):
     assert name in card and later in card and "| sweep |" not in card  # two runs of a day's folder: no sweep
     r = gtrun("collect", str(run), str(run), "--out", str(gtrun.cwd / "twice"))
     assert r.code == 2 and "is given twice" in r.stderr
+
+
+def test_collect_overrides_that_are_wrong_are_named_with_the_one_meant(gtrun, tmp_path):
+    manifest = real_file("cat_output.manifest")
+    for override, said in [
+        ("transforms.min_agreeement=0.5", "error: transforms.min_agreeement: Key 'min_agreeement' not in "
+                                          "'TransformsConfig'\n  hint: did you mean transforms.min_agreement?"),
+        ("transforms.table.format=csv", "hint: a transform's options are set as transforms.steps.table.<option>"),
+        ("source.limit=3", "error: source.limit: collect takes only transforms=... and transforms.<key>=... overrides"),
+    ]:
+        r = gtrun("collect", "--manifest", str(manifest), "--out", str(tmp_path / "out"), override)
+        assert r.code == 2 and said in r.stderr, r.output
+        assert not (tmp_path / "out").exists()
