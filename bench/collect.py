@@ -356,12 +356,12 @@ def report(results: dict[tuple[str, int], dict[str, dict[str, Any]]], repeat: in
                 if g is None:
                     continue
                 if "error" in g:
-                    print(f"  {method:<13} {kind:<7} {lines:>10,}: FAILED")
+                    print(f"  {method:<15} {kind:<7} {lines:>10,}: FAILED")
                     continue
                 rate = {m: lines / r["seconds"] for m, r in by.items() if "error" not in r}
                 vs_p = rate[method] / rate["pandas"] if "pandas" in rate else None
                 vs_d = rate[method] / rate["duckdb"] if "duckdb" in rate else None
-                print(f"  {method:<13} {kind:<7} {lines:>10,}: x pandas {ratio(vs_p)} {verdict(at_least(vs_p, 5))}, "
+                print(f"  {method:<15} {kind:<7} {lines:>10,}: x pandas {ratio(vs_p)} {verdict(at_least(vs_p, 5))}, "
                       f"x duckdb {ratio(vs_d)} {verdict(at_least(vs_d, 0.5))}, "
                       f"RSS {g['peak_mb']:.0f} MB {verdict(g['peak_mb'] < 300)}"
                       + (f"; x duckdb_lossless {rate[method] / rate['duckdb_lossless']:.2f}x (DuckDB reading "
@@ -372,7 +372,7 @@ def report(results: dict[tuple[str, int], dict[str, dict[str, Any]]], repeat: in
                   if method in results[(kind, n)] and "error" not in results[(kind, n)][method]]
             if len(ok) > 1:
                 lo, hi = ok[0]["peak_mb"], ok[-1]["peak_mb"]
-                print(f"  {method:<13} {kind:<7} RSS {sizes[0]:,} -> {sizes[-1]:,} lines: {lo:.0f} -> {hi:.0f} MB "
+                print(f"  {method:<15} {kind:<7} RSS {sizes[0]:,} -> {sizes[-1]:,} lines: {lo:.0f} -> {hi:.0f} MB "
                       f"({hi / lo:.2f}x) {verdict(hi <= lo * 1.25)}")
 
 

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import sys
 import tempfile
@@ -22,7 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException
+from hydra.errors import (
+    ConfigCompositionException,
+    HydraException,
+    MissingConfigException,
+    OverrideParseException,
+    SearchPathException,
+)
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -107,7 +114,8 @@ def task(cfg: DictConfig) -> None:
         settings = to_settings(cfg)
         _warn_preset_template(hc.runtime.choices, list(hc.overrides.task))
         status["dataset"] = settings.source.name
-        pipe = Pipeline(settings, resolved(cfg), now=datetime.now(), console=console)
+        pipe = Pipeline(settings, resolved(cfg), now=datetime.now(), console=console,
+                        recorded=bool(reproduce_of or os.environ.get(ENV_CONTINUE)))
         if verb == "plan":
             outcome = pipe.plan()
             show_plan(outcome)
@@ -219,7 +227,7 @@ def show_run(o: Outcome, run_dir: Path, service_url: str | None, backend: Backen
     else:
         # the absolute root: `gtrun serve` alone serves ./outputs/storage of wherever it is started
         out.print(Text.assemble("to label it, start the labeling service with ",
-                                (f"gtrun serve --root {Path(backend.root).resolve()}", "bold"),
+                                (f"gtrun serve --root {shlex.quote(str(Path(backend.root).resolve()))}", "bold"),
                                 f" and open http://127.0.0.1:{DEFAULT_PORT}/jobs/{o.job_name}/"))
     out.print(f"follow it with: gtrun status {run_dir} --wait")
 
@@ -257,12 +265,16 @@ def _hydra(verb: str, args: list[str]) -> int:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         _app()
-    except (HydraException, OmegaConfBaseException) as exc:
+    except COMPOSE_ERRORS as exc:  # composing the config; an error in the task keeps its traceback
+        if full_error:  # the user asked for Hydra's own report
+            raise
         return fail(hydra_problem(exc, args))
     finally:
         sys.argv = argv
         if full_error is None:
             del os.environ["HYDRA_FULL_ERROR"]
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = full_error
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
     if multirun and verb == "run":
@@ -270,6 +282,10 @@ def _hydra(verb: str, args: list[str]) -> int:
     return 0
 
 
+# Hydra's own errors: composing the config from the command line and the config files, and the
+# sweeper's (an OmegaConf error that escapes the task is gtrun's, and keeps its traceback)
+COMPOSE_ERRORS = (ConfigCompositionException, MissingConfigException, OverrideParseException, SearchPathException,
+                  HydraException)
 _HYDRA_VALUED = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
                  "-cd", "--experimental-rerun"}  # Hydra's options that take the argument after them
 _HYDRA_INFO = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}  # --info's
@@ -320,8 +336,11 @@ def _sweep_job_names(args: list[str]) -> str | None:
     if not names.is_sweep_override():
         return None if names.value() is None else \
             "every member of a sweep needs a job name of its own; leave it unset, or sweep distinct names"
-    values = list(names.sweep_string_iterator())
-    if len(set(values)) < len(values):
+    try:
+        values = list(names.sweep_string_iterator())
+    except HydraException:
+        return None  # an interval or glob: Hydra says what it makes of it
+    if len({v.lower() for v in values}) < len(values):  # a job's name is unique whatever its case
         return f"the names swept are not distinct: {', '.join(values)}"
     if any(o.is_sweep_override() for o in overrides if o is not names):
         return "swept beside another key, members would share a name; sweep the names alone, or leave it unset"
@@ -531,10 +550,11 @@ def diff(args: list[str]) -> int:
     arts = Table(title="artifacts")
     for col in ("artifact", str(a.dir.name), str(b.dir.name), ""):
         arts.add_column(col)
-    for name, ha, hb in artifact_changes(*lineages):
+    changes = artifact_changes(*lineages)
+    for name, ha, hb in changes:
         arts.add_row(name, (ha or "-")[:12], (hb or "-")[:12], "same" if ha == hb else "DIFFERS")
     out.print(arts)
-    return 1 if keys or any(ha != hb for _, ha, hb in artifact_changes(*lineages)) else 0  # as diff(1): 1 differs
+    return 1 if keys or any(ha != hb for _, ha, hb in changes) else 0  # as diff(1): 1 when they differ
 
 
 # -- serve / status / preview ---------------------------------------------------------------------
@@ -655,7 +675,8 @@ def _status_of(run: str, wait: bool, interval: float) -> int:
             if wait and job["LabelingJobStatus"] not in TERMINAL:
                 if settings.backend.kind.value == "local" and getattr(service, "endpoint", None) is None:
                     out.print(Text.assemble("no labeling service is running for this storage; start one with ",
-                                            (f"gtrun serve --root {Path(settings.backend.root).resolve()}", "bold"),
+                                            (f"gtrun serve --root "
+                                             f"{shlex.quote(str(Path(settings.backend.root).resolve()))}", "bold"),
                                             " so workers can label"))
                 job = wait_for(service, name, interval)
     except GtrunError as exc:
@@ -886,19 +907,22 @@ def collect_cmd(args: list[str]) -> int:
                 return fail("several runs or sweeps are merged into one dataset: say where with --out DIR")
             members, left_out = [], []
             for target in targets:
-                if (target / CONFIG).is_file():  # a run: it must have created its job
+                if (target / CONFIG).is_file() or target.is_file():  # a run (a file: Run.at names its run)
                     Run.at(target).job_name()
                     members.append(target)
                 else:
                     members += c.sweep_members(target)
                     left_out += c.left_out_members(target)
-            twice = next((m for m in members if members.count(m) > 1), None)
+            resolved_members = [m.resolve() for m in members]
+            twice = next((m for m, r in zip(members, resolved_members, strict=True)
+                          if resolved_members.count(r) > 1), None)
             if twice is not None:
                 return fail(f"{twice} is given twice (a run, or a member of a sweep given)")
             where = Path(ns.out) if ns.out else targets[0] / "dataset"
             if ns.out:
                 c.check_out_dir(where.resolve())  # before reading anything
             outputs = [c.from_run(m) for m in members]
+            c.continuations(outputs)  # a run and its continuation: each object counted once
             base = Run.at(members[0]).settings().transforms
             settings = transforms_settings(base, overrides)
             dataset = outputs[0].name if len(outputs) == 1 else (where.name if ns.out else targets[0].name)

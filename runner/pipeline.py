@@ -24,11 +24,12 @@ from typing import IO, Any
 
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from runner import __version__
 from runner.build import price as prices
 from runner.build.request import check_settings, job_name, label_category_config, labeling_job_request
-from runner.build.sql import Query, check_fields, count_query, render_sql, select_query
+from runner.build.sql import Query, check_fields, count_query, render_sql, select_query, unused_params
 from runner.build.template import (
     fill_job_values,
     missing_variables,
@@ -213,8 +214,11 @@ def stream_manifest(chunks: Iterable[tuple[Any, int]], sinks: Sequence[IO[bytes]
 
 class Pipeline:
     def __init__(self, settings: GtrunConfig, resolved: dict[str, Any], *, now: datetime,
-                 console: Console | None = None) -> None:
+                 console: Console | None = None, recorded: bool = False) -> None:
+        """`recorded`: the settings are a recorded run's (reproduce, continue), which checks made
+        since then may refuse: those are warnings."""
         self.s = settings
+        self.recorded = recorded
         self.resolved = resolved
         self.now = now
         self.console = console or Console(stderr=True)
@@ -281,9 +285,15 @@ class Pipeline:
             return list(exc.errors)
         except ConfigError as exc:
             return [exc]
+        problems = unused_params(self.s.source.params, query.param_names,
+                                 "source.sql" if self.s.source.sql else "source.where")
+        if self.recorded:  # recorded before gtrun refused them: said, not refused
+            for problem in problems:
+                self.console.print(Text.assemble(("warning:", "yellow"), f" {problem.key}: {problem.problem}"))
+            problems = []
         if query.fields is None:
-            return []
-        return task_field_problems(self.s.template.task_type, query.fields, self._fields_origin())
+            return problems
+        return problems + task_field_problems(self.s.template.task_type, query.fields, self._fields_origin())
 
     def _fields_origin(self) -> str:
         return "source.sql" if self.s.source.sql else "source.columns"

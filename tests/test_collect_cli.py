@@ -501,8 +501,14 @@ def test_continue_labels_what_a_stopped_job_left(gtrun):
     records = [json.loads(x) for split in ("train", "validation", "test")
                for x in (gtrun.cwd / "whole" / "jsonl" / f"{split}.jsonl").read_text().splitlines()]
     assert sorted(r["label"] for r in records) == ["Negative", "Negative", "Positive", "Positive"]
+    # the objects the first job left are the continuation's: each counted once, none left unlabeled
+    assert "collected 4 objects (4 labeled, 0 failed, 0 unlabeled)" in r.stdout and "more than one member" not in r.stdout
+    assert read_json(gtrun.cwd / "whole" / "report.json")["counts"]["unlabeled"] == 0
+    assert (gtrun.cwd / "whole" / "not_labeled.jsonl").read_text() == ""
     card = (gtrun.cwd / "whole" / "README.md").read_text()
     assert name in card and later in card and "| sweep |" not in card  # two runs of a day's folder: no sweep
+    row = next(line for line in card.splitlines() if line.startswith(f"| {new.name} |"))
+    assert row.rstrip(" |").endswith(str(run.resolve()))  # the members' table says which continues which
     r = gtrun("collect", str(run), str(run), "--out", str(gtrun.cwd / "twice"))
     assert r.code == 2 and "is given twice" in r.stderr
 

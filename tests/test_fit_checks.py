@@ -3,6 +3,7 @@ type whose data object field the manifest lines lack, and a source.params key th
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import yaml
 
 from runner.build.sql import select_query, unused_params
 from runner.build.template import TASK_OBJECT_FIELD, task_field_problems
-from runner.errors import ConfigError, ConfigErrors
+from runner.errors import ConfigError
 from runner.schema import SourceConfig, TaskType
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -222,13 +223,14 @@ def _tweets(**over) -> SourceConfig:
     return SourceConfig(**base)
 
 
-def test_select_query_refuses_a_param_it_does_not_use():
-    with pytest.raises(ConfigError, match=r"^source\.params\.treshold: the query does not use :treshold "
-                                          r"\(it uses :threshold, :entity\)"):
-        select_query(_tweets(params={"threshold": 0.8, "entity": None, "treshold": 0.5}), "duckdb")
-    with pytest.raises(ConfigErrors) as err:
-        select_query(_tweets(params={"threshold": 0.8, "entity": None, "a": 1, "b": 2}), "duckdb")
-    assert [e.key for e in err.value.errors] == ["source.params.a", "source.params.b"]
+def test_a_query_names_the_params_it_uses_and_the_others_are_named():
+    query = select_query(_tweets(params={"threshold": 0.8, "entity": None, "treshold": 0.5}), "duckdb")
+    (problem,) = unused_params({"threshold": 0.8, "entity": None, "treshold": 0.5}, query.param_names, "source.where")
+    assert str(problem).startswith("source.params.treshold: the query does not use :treshold "
+                                   "(it uses :threshold, :entity)")
+    query = select_query(_tweets(params={"threshold": 0.8, "entity": None, "a": 1, "b": 2}), "duckdb")
+    assert [e.key for e in unused_params({"threshold": 0.8, "entity": None, "a": 1, "b": 2}, query.param_names,
+                                         "source.where")] == ["source.params.a", "source.params.b"]
 
 
 def test_params_used_in_columns_order_by_or_sql_count_as_used():
@@ -252,3 +254,23 @@ def test_bundled_sources_use_every_param_they_set(path):
     source = SourceConfig(name=path.stem, **{k: raw[k] for k in keys if k in raw})
     query = select_query(source, "duckdb")
     assert set(query.param_names) == set(source.params)
+
+
+def test_a_recorded_run_with_a_param_its_query_does_not_use_is_continued_with_a_warning(gtrun):
+    """Runs recorded before unused params were refused: continue (and reproduce) say it, and go on."""
+    from runner.service.server import Service
+    from tests.service_helpers import Worker
+
+    assert gtrun("run", "source.limit=3").code == 0
+    (run,) = gtrun.runs()
+    overrides = run / ".hydra" / "overrides.yaml"  # what continue composes the run from
+    overrides.write_text(yaml.safe_dump([*yaml.safe_load(overrides.read_text()), "+source.params.batch=7"]))
+    name = json.loads((run / "request.json").read_text())["LabelingJobName"]
+    with Service(gtrun.storage, port=0).running() as svc:
+        worker = Worker(svc.url)
+        worker.answer(name, worker.task(name), {"crowd-classifier": {"label": "Positive"}})
+        svc.app.state.jobs.stop(name)
+    r = gtrun("continue", str(run))
+    assert r.code == 0, r.output
+    assert "warning: source.params.batch: the query does not use :batch" in r.stderr
+    assert len(gtrun.jobs()) == 2

@@ -11,7 +11,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError
 
-from runner.errors import ConfigError, QueryError, collect_errors
+from runner.errors import ConfigError, QueryError
 from runner.schema import SourceConfig
 
 READ_DIALECT = "duckdb"  # how gtrun reads the SQL in configs; written out per backend
@@ -114,7 +114,6 @@ def select_query(source: SourceConfig, dialect: str) -> Query:
     select = built_select(source)
     key = "source.sql" if source.sql else "source.where"
     tree, names = _bind(select, source.params, key)
-    collect_errors(unused_params(source.params, names, key))
     fields: tuple[str, ...] | None = tuple(n or "" for n in map(_output_name, select.expressions))
     if fields is not None and "" in fields:
         fields = None  # `*` or an unnamed expression: known once the query runs

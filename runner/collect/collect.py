@@ -68,6 +68,9 @@ class Output:
     answers: Path | None = None  # its worker answers, staged in a local file (see staged)
     is_staged: bool = False  # its manifest and answers (if any) are read from local files
     job_dir: Path | None = None  # collect --manifest: the local job folder in Ground Truth's layout around it
+    # collected with the run that continues it (gtrun continue), which relabels what this job did
+    # not label: its objects that are not labeled are left out here (see continuations)
+    continued_by: str | None = None
 
     def response_files(self, folder: Path | None = None) -> tuple[Iterator[tuple[str, str]], Any] | None:
         """(its worker-response files, the function that opens one), or None when it has none to read:
@@ -312,6 +315,8 @@ def objects_of(out: Output, settings: TransformsConfig, stats: parse.ParseStats 
         local = out.local
         lines = (progress or Progress()).lines(src, local.stat().st_size if local is not None else None)
         for obj in parse.attach_answers(parser.parse_lines(lines), responses):
+            if out.continued_by is not None and obj.status is not Status.labeled:
+                continue  # the continuation labels it (or lists it as not labeled)
             if tag is not None:
                 obj = replace(obj, object_id=f"{tag}/{obj.object_id}", inputs={**obj.inputs, "gtrun_job": tag})
             yield obj
@@ -865,6 +870,16 @@ MEMBER_KEYS = ("job", "status", "config_sha256", "source_files", "workers_per_ob
                "ended")  # what a merged card records of each member (as from_run's provenance has them)
 
 
+def continuations(outputs: Sequence[Output]) -> None:
+    """Mark each output whose run another of them continues (gtrun continue): the objects its job
+    did not label are the continuation's, so they are counted and listed there, once."""
+    runs = {str(Path(str(o.provenance["run"])).resolve()): o for o in outputs if o.provenance.get("run")}
+    for o in outputs:
+        continued = runs.get(str(o.provenance.get("continues")))
+        if continued is not None and continued is not o:
+            continued.continued_by = o.name
+
+
 def merged_provenance(outputs: Iterable[Output], left_out: Sequence[str] | None = None) -> dict[str, Any]:
     """The card's provenance of the outputs collected together: one output's own, else the sweep's
     with a row per member (MEMBER_KEYS). `left_out`: the sweep's members collect leaves out
@@ -882,7 +897,9 @@ def merged_provenance(outputs: Iterable[Output], left_out: Sequence[str] | None 
             "jobs": [o.name for o in members],
             "workers_per_object": sorted(w for w in workers if isinstance(w, int)),
             "gtrun_version": __version__,
-            "members": [{"member": _member_name(o), **{k: o.provenance.get(k) for k in MEMBER_KEYS}} for o in members],
+            "members": [{"member": _member_name(o), **{k: o.provenance.get(k) for k in MEMBER_KEYS},
+                         **({"continues": o.provenance["continues"]} if o.provenance.get("continues") else {})}
+                        for o in members],
             **extra}
 
 

@@ -650,12 +650,13 @@ def _mapping(value: Any, what: str) -> Mapping[str, Any]:
     return value
 
 
-_LONG_DIGITS = (re.compile(rb"[0-9]{19}"), re.compile(r"[0-9]{19}"))
+_LONG_DIGITS = (re.compile(rb"-[0-9]{19}|[0-9]{20}"), re.compile(r"-[0-9]{19}|[0-9]{20}"))
 
 
 def exact_loads(raw: bytes | str) -> Any:
-    """One line's JSON by orjson (fast), but by json when it may hold an integer beyond 64 bits
-    (19 digits or more in a row): orjson reads those as floats, json exactly."""
+    """One line's JSON by orjson (fast), but by json when it may hold an integer orjson reads as a
+    float: past 18446744073709551615 or below -9223372036854775808 (20 digits, or a minus and 19,
+    in a row; json reads them exactly)."""
     value = orjson.loads(raw)
     if _LONG_DIGITS[isinstance(raw, str)].search(raw):  # type: ignore[arg-type]
         return json.loads(raw)

@@ -97,7 +97,7 @@ CARD_WHAT = {  # the card's first words: what the dataset holds
     TaskType.custom: "Labels of a custom task",
 }
 MEMBER_COLUMNS = ("member", "job", "status", "config_sha256", "source_files", "workers_per_object", "usd_per_task",
-                  "created", "ended")  # a sweep's card: a row per member (collect.merged_provenance)
+                  "created", "ended", "continues")  # a sweep's card: a row per member (collect.merged_provenance)
 TASK_NAMES = {
     TaskType.text_classification: "Text classification",
     TaskType.text_multilabel: "Multi-label text classification",
