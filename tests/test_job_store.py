@@ -85,6 +85,17 @@ def test_a_released_task_goes_to_another_worker_at_once(running):
     assert d is not None and d.object_id == a.object_id and d.token != a.token
 
 
+def test_a_page_asking_with_an_older_clock_does_not_get_back_a_released_task_as_held(running):
+    """A page GET reads the time before a release commits: the task it is given is not the one
+    released, which another worker may take."""
+    a = running.next_task("tasks", A, T0)
+    assert running.release_task("tasks", a.token, A, T0 + 0.5, view=None) == "released"
+    again = running.next_task("tasks", A, T0 + 0.4)
+    assert again is not None and again.object_id != a.object_id  # released with the button: others first
+    b = running.next_task("tasks", B, T0 + 0.6)
+    assert b.object_id == a.object_id  # free for B, held by nobody else
+
+
 def test_only_the_holder_releases_and_releasing_again_changes_nothing(running):
     a = running.next_task("tasks", A, T0)
     with pytest.raises(AccessDenied):

@@ -1004,3 +1004,122 @@ def test_a_reload_keeps_the_task(browser, service):
         assert a.done() and a.errors == []
     finally:
         a.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# Pages that would go stale: "No more tasks for you" while others hold tasks, a dead task's submit
+
+
+def test_the_no_more_tasks_page_shows_a_task_once_it_comes_back(browser, service, monkeypatch):
+    from runner.service import app
+
+    started(service, "comes-back", 1)
+    a, b = Person(browser, service.url, "comes-back"), Person(browser, service.url, "comes-back")
+    try:
+        a.open()
+        monkeypatch.setattr(app, "HELD_POLL_S", 3600)  # no reload while the notice is read
+        b.open()
+        assert b.done() and b.task() is None
+        assert b.page.locator(".gtrun-held").inner_text().startswith(
+            "1 task is being worked on by another worker; it comes back at")
+        assert b.page.locator("meta[http-equiv=refresh]").get_attribute("content") == "3600; url=/jobs/comes-back/"
+        monkeypatch.setattr(app, "HELD_POLL_S", 1)  # 15 s in use
+        with b.page.expect_navigation():
+            b.page.get_by_role("link", name="Check again").click()
+        b.page.wait_for_selector("section.gtrun-done .gtrun-held")  # still held: the same notice
+        a.page.close(run_before_unload=True)  # A closes the page: the task is back at once
+        b.page.wait_for_selector("crowd-form[data-crowd-ready]", timeout=5_000)  # no click: it looked again
+        b._settle()
+        assert b.object_id() == 0
+        choose(b.page, "Positive")
+        b.submit("click")
+        assert b.page.locator("section.gtrun-done h1").inner_text() == "This job is complete"
+        assert b.page.locator("meta[http-equiv=refresh]").count() == 0
+        assert b.page.get_by_role("link", name="Check again").count() == 0
+        b.page.evaluate("window.__stayed = true")
+        b.page.wait_for_timeout(1_500)  # longer than the poll: the ended job's page is not reloaded
+        assert b.page.evaluate("window.__stayed === true")
+        assert b.errors == [] and b.dialogs == []
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_submit_after_the_task_was_taken_moves_the_worker_on(browser, service):
+    """Two tabs on one task: released in one, taken and answered by B, then submitted in the other."""
+    from tests.service_helpers import Worker
+
+    started(service, "two-tabs", 2)
+    calls = release_calls(service)
+    a, b = Person(browser, service.url, "two-tabs"), Worker(service.url)
+    try:
+        a.open()
+        tab2 = a.context.new_page()
+        tab2.goto(f"{service.url}/jobs/two-tabs/")
+        tab2.wait_for_selector("crowd-form[data-crowd-ready]")
+        assert tab2.evaluate("window.gtrunTask.token") == a.task()["token"]  # type: ignore[index]
+        with tab2.expect_navigation():
+            tab2.locator("crowd-form .crowd-form-actions").get_by_role("button", name="Release task").click()
+        tab2.wait_for_selector("crowd-form[data-crowd-ready]")
+        assert tab2.evaluate("window.gtrunTask.objectId") == "1"
+        taken = b.task("two-tabs")
+        assert taken is not None and taken["objectId"] == "0"
+        assert b.answer("two-tabs", taken, {"crowd-classifier": {"label": "Negative"}}).status_code == 200
+        assert a.progress() == progress(0, 0)  # tab 1 does not know yet
+        choose(a.page, "Positive")
+        a.page.locator("crowd-button[form-action=submit] button").click()
+        alert = a.page.locator("crowd-form crowd-alert[type=warning]")
+        sync_api.expect(alert).to_contain_text(
+            "Your answer was not recorded: This task was released and another worker has taken it.")
+        assert alert.locator(".crowd-alert-dismiss").count() == 0  # it stays: the page has nothing else to do
+        assert a.progress() == progress(1, 0)  # the bar is brought up to date
+        assert a.page.locator("header.gtrun-bar progress").evaluate("p => [p.value, p.max]") == [1, 2]
+        assert a.page.locator("crowd-button[form-action=submit] button").is_disabled()
+        assert a.page.locator("crowd-form .crowd-form-actions").get_by_role("button", name="Release task").is_disabled()
+        assert a.page.locator("header.gtrun-bar").get_by_role("button", name="Release task").is_disabled()
+        next_task = alert.get_by_role("link", name="Next task")
+        sync_api.expect(next_task).to_be_focused()
+        a.page.keyboard.press("Control+Enter")  # submitting again does nothing now
+        a.page.wait_for_timeout(200)
+        assert a.page.url == f"{service.url}/jobs/two-tabs/" and alert.count() == 1
+        with a.page.expect_navigation():
+            next_task.click()
+        a._settle()
+        assert a.object_id() == 1  # the task tab 2 shows: A still holds it
+        assert a.progress() == progress(1, 0)
+        choose(a.page, "Neutral")
+        a.submit("click")
+        assert a.page.locator("section.gtrun-done h1").inner_text() == "This job is complete"
+        assert [result for _, result in calls] == ["released"]  # the dead page gave nothing back on leaving
+        assert a.errors == [] and a.dialogs == []
+    finally:
+        a.close()
+
+
+def test_a_submit_that_fails_otherwise_keeps_the_page_and_the_answer(browser, service):
+    started(service, "keep-it", 1)
+    a = Person(browser, service.url, "keep-it")
+    try:
+        a.open()
+        token = a.task()["token"]  # type: ignore[index]
+        choose(a.page, "Negative")
+        submit = a.page.locator("crowd-button[form-action=submit] button")
+        alert = a.page.locator("crowd-form crowd-alert[type=error]")
+        a.page.route("**/answers", lambda route: route.abort())  # the network fails
+        submit.click()
+        sync_api.expect(alert).to_contain_text("Submission failed: ")
+        a.page.unroute("**/answers")
+        refused = {"__type": "ValidationException", "message": "the answer must be a JSON object keyed by element name"}
+        a.page.route("**/answers", lambda route: route.fulfill(status=400, json=refused))
+        submit.click()
+        sync_api.expect(alert.locator(".crowd-alert-content")).to_have_text(
+            "Submission failed: the answer must be a JSON object keyed by element name")
+        a.page.unroute("**/answers")
+        assert alert.locator(".crowd-alert-dismiss").count() == 1
+        assert a.page.get_by_role("link", name="Next task").count() == 0
+        assert submit.is_enabled() and a.task()["token"] == token  # type: ignore[index]
+        pressed(a.page, ["Negative"])  # the answer is still chosen
+        a.submit("click")  # and goes in once the service takes it
+        assert a.page.locator("section.gtrun-done h1").inner_text() == "This job is complete"
+    finally:
+        a.close()

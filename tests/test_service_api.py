@@ -389,3 +389,86 @@ def test_no_more_tasks_page_says_when_held_tasks_come_back(service):
     assert "gtrun-held" not in page and '"objectId": "1"' in page
     page = b.http.get("/jobs/held/").text
     assert "1 task is being worked on by another worker; it comes back at" in page
+
+
+def test_the_no_more_tasks_page_looks_again_while_others_hold_tasks(service):
+    """The page that names tasks other workers hold refreshes itself (and offers Check again): a
+    task coming back is then shown; a page with nothing held, or of an ended job, stays put."""
+    from runner.service import app
+
+    started(service, "poll", TWEETS[:2])
+    a, x, b = Worker(service.url), Worker(service.url), Worker(service.url)
+    first = a.task("poll")
+    x.task("poll")
+    refresh = f'<meta http-equiv="refresh" content="{app.HELD_POLL_S}; url=/jobs/poll/">'
+    page = b.http.get("/jobs/poll/").text
+    assert "2 tasks are being worked on by other workers" in page
+    assert refresh in page and page.index(refresh) < page.index("</head>")
+    assert '<a class="crowd-btn" href="/jobs/poll/">Check again</a>' in page
+    assert f"This page looks again every {app.HELD_POLL_S} s." in page
+    assert b.task("poll") is None  # looking again takes nothing while nothing is free
+    release(a, first)
+    taken = b.task("poll")  # what the refresh loads once A's task is back: the task itself
+    assert taken is not None and taken["objectId"] == "0" and "http-equiv" not in taken["html"]
+    assert b.answer("poll", taken, {"crowd-classifier": {"label": "Positive"}}).status_code == 200
+    page = b.http.get("/jobs/poll/").text  # X still holds object 1, which B could get: keep looking
+    assert "1 task is being worked on by another worker" in page and refresh in page
+    page = a.http.get("/jobs/poll/").text  # A, who released object 0, waits for X's too
+    assert "1 task is being worked on by another worker" in page and refresh in page
+    sm = sagemaker(service.url)
+    sm.stop_labeling_job(LabelingJobName="poll")
+    assert wait_status(sm, "poll", "Stopped") == "Stopped"
+    page = b.http.get("/jobs/poll/").text  # the job ended: the refresh that loads this stops here
+    assert "This job was stopped" in page and "http-equiv" not in page and "Check again" not in page
+
+    started(service, "answered", TWEETS[:1], workers=2)
+    w = Worker(service.url)
+    w.answer("answered", w.task("answered"), {"crowd-classifier": {"label": "Positive"}})
+    page = w.http.get("/jobs/answered/").text  # nothing held by others: nothing to look for
+    assert "No more tasks for you" in page and "http-equiv" not in page and "Check again" not in page
+
+
+def test_an_answer_to_a_task_that_is_no_longer_yours_says_where_to_go_next(service):
+    """Refused because the task is not the worker's any more: `next` (and the bar's progress) so
+    the page moves on; refused for the answer itself: no `next`, the page keeps it."""
+    started(service, "stale", TWEETS[:3])
+    a, b = Worker(service.url), Worker(service.url)
+    label = {"crowd-classifier": {"label": "Positive"}}
+    mine = a.task("stale")
+    assert release(a, mine).json()["status"] == "released"  # in a second tab, say
+    taken = b.task("stale")
+    assert taken["objectId"] == mine["objectId"]
+    assert b.answer("stale", taken, label).status_code == 200
+    r = a.answer("stale", mine, label)  # the first tab submits
+    assert r.status_code == 400
+    assert r.json() == {"__type": "ValidationException",
+                        "message": "this task was released and another worker has taken it",
+                        "next": "/jobs/stale/",
+                        "progress": {"labeled": 1, "total": 3, "mine": 0,
+                                     "text": "1 of 3 labeled \u00b7 you answered 0"}}
+    again = b.answer("stale", taken, label)  # answered already (another tab of B's, say)
+    assert again.status_code == 400 and again.json()["next"] == "/jobs/stale/"
+    assert again.json()["message"] == "this task was already submitted"
+    assert again.json()["progress"]["mine"] == 1
+    jobs = service.app.state.jobs
+    lapsed = jobs.next_task("stale", "private.us-east-1.lapsed", now=time.time() - 301)  # 300 s limit
+    r = a.answer("stale", {"submitUrl": mine["submitUrl"], "token": lapsed.token}, label)
+    assert r.status_code == 400 and r.json()["next"] == "/jobs/stale/"
+    assert r.json()["message"] == "the time limit for this task has passed; it went back to the queue"
+    r = a.answer("stale", {**mine, "token": "0" * 32}, label)
+    assert r.status_code == 400 and r.json()["__type"] == "ResourceNotFound" and r.json()["next"] == "/jobs/stale/"
+    started(service, "other", TWEETS[:1])
+    theirs = a.task("other")  # a token of another job, sent to this one: none of this job's
+    r = a.answer("stale", {**mine, "token": theirs["token"]}, label)
+    assert r.status_code == 400 and r.json()["__type"] == "ResourceNotFound"
+    assert a.answer("other", theirs, label).status_code == 200  # still good at its own job
+    bad = a.task("stale")
+    r = a.http.post(bad["submitUrl"], json={"token": bad["token"], "answer": ["not", "an", "object"]})
+    assert r.status_code == 400 and r.json()["__type"] == "ValidationException" and "next" not in r.json()
+    r = a.http.post(bad["submitUrl"], json={"answer": {}})
+    assert r.status_code == 400 and "next" not in r.json()
+    sm = sagemaker(service.url)
+    sm.stop_labeling_job(LabelingJobName="stale")
+    r = a.answer("stale", bad, label)  # still A's, but the job ended
+    assert r.status_code == 400 and r.json()["next"] == "/jobs/stale/"
+    assert r.json()["message"].endswith("it takes no more answers")

@@ -28,12 +28,16 @@ from runner.errors import GtrunError
 from runner.io.store import Store
 from runner.service import api
 from runner.service.jobs import LabelingJobs, utc, worker_id
-from runner.service.store import ServiceError, Task
+from runner.service.store import ResourceNotFound, ServiceError, Task, TaskGone
 
 STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "gtrun_worker"
 AMZ_JSON = "application/x-amz-json-1.1"
 TICK_S = 1.0
+# How often a "No more tasks for you" page that names tasks other workers hold looks again (whole
+# seconds: a meta refresh's delay). A held task can come back at any moment (released, or its page
+# closed), and the page then shows it; the tests set 1.
+HELD_POLL_S = 15
 
 
 # What a worker who gets no task is told, by the job's status: (heading, reason)
@@ -45,9 +49,9 @@ DONE = {"InProgress": ("No more tasks for you", "Every data object of this job i
         "Failed": ("This job failed", "Its requester can see why with gtrun status.")}
 
 
-def page(title: str, body: str, task: dict[str, Any] | None = None, bar: str = "") -> str:
+def page(title: str, body: str, task: dict[str, Any] | None = None, bar: str = "", head: str = "") -> str:
     """A worker page: gtrun's bar, the task's metadata for the elements' submit, then the body."""
-    meta = ""
+    meta = head
     if task is not None:
         # JSON in a script block: escape "<" so no value can close the script.
         meta = "<script>window.gtrunTask = " + json.dumps(task).replace("<", "\\u003c") + ";</script>\n"
@@ -73,6 +77,22 @@ def held_note(count: int, first: float, now: float) -> str:
             f"{count} tasks are being worked on by other workers; the first comes back")
     return (f"{held} at {back:%H:%M} UTC (in {minutes} min) unless answered. If that was you in another "
             "browser, open this job there and choose Release task.")
+
+
+def progress_bar(progress: dict[str, int]) -> str:
+    """The bar's progress: the job's labeled objects, and how many this worker answered."""
+    return (f"<progress class=\"gtrun-bar-progress\" value=\"{progress['labeled']}\" "
+            f"max=\"{max(progress['total'], 1)}\"></progress><span class=\"gtrun-progress gtrun-bar-count\">"
+            f"{html.escape(progress_text(progress))}</span>")
+
+
+def progress_text(progress: dict[str, int]) -> str:
+    """The bar's progress line.
+
+    >>> progress_text({"labeled": 1, "total": 3, "mine": 0})
+    '1 of 3 labeled · you answered 0'
+    """
+    return f"{progress['labeled']} of {progress['total']} labeled · you answered {progress['mine']}"
 
 
 def release_form(name: str, task: Task) -> str:
@@ -118,6 +138,13 @@ def create_app(root: Path | str, storage: Store | None = None) -> Starlette:
         body = f"<section class=\"gtrun-page\"><h1>Labeling jobs</h1>{listing}</section>"
         return HTMLResponse(page("gtrun labeling jobs", body, bar="gtrun labeling service"))
 
+    async def progress_of(request: Request, name: str) -> dict[str, Any]:
+        """The requesting worker's progress in the job, with the bar's text for a page to show."""
+        cookie, _ = who(request)
+        spec = await run_in_threadpool(jobs.spec, name)
+        progress = await run_in_threadpool(jobs.worker_progress, name, worker_id(spec.region, cookie))
+        return {**progress, "text": progress_text(progress)}
+
     async def work(request: Request) -> Response:
         name = request.path_params["name"]
         cookie, fresh = who(request)
@@ -128,22 +155,26 @@ def create_app(root: Path | str, storage: Store | None = None) -> Starlette:
         worker = worker_id(spec.region, cookie)
         task = await run_in_threadpool(jobs.next_task, name, worker)
         progress = await run_in_threadpool(jobs.worker_progress, name, worker)
-        bar = (f"<strong class=\"gtrun-bar-title\">{html.escape(name)}</strong>"
-               f"<progress class=\"gtrun-bar-progress\" value=\"{progress['labeled']}\" max=\"{max(progress['total'], 1)}\">"
-               f"</progress><span class=\"gtrun-progress gtrun-bar-count\">{progress['labeled']} of {progress['total']} "
-               f"labeled · you answered {progress['mine']}</span>")
+        bar = f"<strong class=\"gtrun-bar-title\">{html.escape(name)}</strong>{progress_bar(progress)}"
         if task is None:
             status = (await run_in_threadpool(jobs.describe, name))["LabelingJobStatus"]
             heading, why = DONE.get(status, DONE["InProgress"])
-            held = ""
+            held = head = ""
             if status == "InProgress":
                 now = time.time()
                 count, first = await run_in_threadpool(jobs.held_elsewhere, name, worker, now)
                 if count and first is not None:
-                    held = f"<p class=\"gtrun-held\">{html.escape(held_note(count, first, now))}</p>"
+                    # A held task may come back any time (released, its page closed): look again
+                    # now and then, which shows it once it is free. No JavaScript needed; a page
+                    # of an ended job has no refresh, so the looking stops there.
+                    again, poll = f"/jobs/{html.escape(name)}/", int(HELD_POLL_S)
+                    head = f"<meta http-equiv=\"refresh\" content=\"{poll}; url={again}\">\n"
+                    held = (f"<p class=\"gtrun-held\">{html.escape(held_note(count, first, now))}</p>"
+                            f"<p class=\"gtrun-check\"><a class=\"crowd-btn\" href=\"{again}\">Check again</a>"
+                            f"<span class=\"gtrun-check-note\">This page looks again every {poll} s.</span></p>")
             body = (f"<section class=\"gtrun-page gtrun-done\"><h1>{heading}</h1><p>{why}</p>{held}"
                     "<p><a href=\"/\">All labeling jobs</a></p></section>")
-            response: Response = HTMLResponse(page(name, body, bar=bar))
+            response: Response = HTMLResponse(page(name, body, bar=bar, head=head))
         else:
             try:
                 body = await run_in_threadpool(jobs.render, spec, task)
@@ -171,9 +202,17 @@ def create_app(root: Path | str, storage: Store | None = None) -> Starlette:
         except (ValueError, KeyError, TypeError):
             return JSONResponse({"message": "send {\"token\": ..., \"answer\": {...}}"}, status_code=400)
         try:
-            await run_in_threadpool(jobs.submit, str(token), content)
+            await run_in_threadpool(jobs.submit, str(token), content, None, name)
         except ServiceError as exc:
-            return JSONResponse({"__type": exc.code, "message": str(exc)}, status_code=exc.status)
+            failed: dict[str, Any] = {"__type": exc.code, "message": str(exc)}
+            if isinstance(exc, (TaskGone, ResourceNotFound)):
+                # No longer this worker's task to answer (taken by another, expired, answered in
+                # another tab, its job ended): the page says so and goes on (`next`), with the
+                # bar brought up to date; any other failure keeps the page and its answer.
+                failed["next"] = f"/jobs/{name}/"
+                with contextlib.suppress(ServiceError):
+                    failed["progress"] = await progress_of(request, name)
+            return JSONResponse(failed, status_code=exc.status)
         return JSONResponse({"next": f"/jobs/{name}/"})
 
     async def release(request: Request) -> Response:

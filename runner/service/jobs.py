@@ -223,11 +223,14 @@ class LabelingJobs:
             self.tick_job(name, now)  # cheap checks first: a page load must not walk every job
         return self.store.next_task(name, worker, now)
 
-    def submit(self, token: str, answer: Mapping[str, Any], now: float | None = None) -> tuple[str, int]:
+    def submit(self, token: str, answer: Mapping[str, Any], now: float | None = None,
+               job: str | None = None) -> tuple[str, int]:
+        """Record a worker's answer to the task of `token` (of the job `job`, when given: a token
+        is good at its own job only)."""
         now = time.time() if now is None else now
         if not isinstance(answer, Mapping):
             raise ValidationError("the answer must be a JSON object keyed by element name")
-        name, object_id, complete = self.store.submit(token, answer, now)
+        name, object_id, complete = self.store.submit(token, answer, now, job)
         if complete:
             self.finish_object(name, object_id, now)
             if not self.store.has_pending(name):

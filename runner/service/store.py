@@ -95,6 +95,11 @@ class ValidationError(ServiceError):
     code = "ValidationException"
 
 
+class TaskGone(ValidationError):
+    """An answer to a task that is no longer the worker's to answer (answered already, released and
+    taken, expired, or its job ended): the worker's page moves on instead of keeping the answer."""
+
+
 class AccessDenied(ServiceError):
     code = "AccessDeniedException"
     status = 403
@@ -273,8 +278,9 @@ class JobStore:
             held = db.execute(
                 "SELECT a.object_id, a.token, a.accepted, a.expires, o.line FROM assignments a "
                 "JOIN objects o ON o.job = a.job AND o.object_id = a.object_id "
-                "WHERE a.job = ? AND a.worker_id = ? AND a.submitted IS NULL AND a.expires > ? "
-                "AND o.status = 'pending' ORDER BY a.object_id LIMIT 1", (name, worker_id, now)).fetchone()
+                "WHERE a.job = ? AND a.worker_id = ? AND a.submitted IS NULL AND a.released IS NULL "
+                "AND a.expires > ? AND o.status = 'pending' ORDER BY a.object_id LIMIT 1",
+                (name, worker_id, now)).fetchone()  # released: gone, even to a caller whose `now` is older
             view = uuid.uuid4().hex
             if held:
                 db.execute("UPDATE assignments SET view = ? WHERE token = ?", (view, held["token"]))
@@ -351,14 +357,16 @@ class JobStore:
             "    AND m.worker_id = ? AND m.released IS NULL)", (name, worker_id, now, worker_id)).fetchone()
         return int(row[0]), row[1]
 
-    def submit(self, token: str, answer: Mapping[str, Any], now: float) -> tuple[str, int, bool]:
-        """Record an answer; returns (job, object id, whether the object now has all its answers)."""
+    def submit(self, token: str, answer: Mapping[str, Any], now: float,
+               job_name: str | None = None) -> tuple[str, int, bool]:
+        """Record an answer; returns (job, object id, whether the object now has all its answers).
+        `job_name`: the job the answer was sent to, when known (a token of another job is none of it)."""
         with self._tx() as db:
             a = db.execute("SELECT * FROM assignments WHERE token = ?", (token,)).fetchone()
-            if a is None:
+            if a is None or job_name is not None and a["job"] != job_name:
                 raise ResourceNotFound("no such task; it may have been reassigned")
             if a["submitted"] is not None:
-                raise ValidationError("this task was already submitted")
+                raise TaskGone("this task was already submitted")
             job = db.execute("SELECT status, request FROM jobs WHERE name = ?", (a["job"],)).fetchone()
             workers = json.loads(job["request"])["HumanTaskConfig"]["NumberOfHumanWorkersPerDataObject"]
             if a["released"] is not None:
@@ -370,11 +378,11 @@ class JobStore:
                     "FROM objects o WHERE o.job = ? AND o.object_id = ?",
                     (now, int(workers), a["job"], a["object_id"])).fetchone()[0]
                 if not room:
-                    raise ValidationError("this task was released and another worker has taken it")
+                    raise TaskGone("this task was released and another worker has taken it")
             elif a["expires"] <= now:
-                raise ValidationError("the time limit for this task has passed; it went back to the queue")
+                raise TaskGone("the time limit for this task has passed; it went back to the queue")
             if job["status"] != "InProgress":
-                raise ValidationError(f"the job is {job['status']}; it takes no more answers")
+                raise TaskGone(f"the job is {job['status']}; it takes no more answers")
             db.execute("UPDATE assignments SET submitted = ?, answer = ?, released = NULL WHERE token = ?",
                        (now, json.dumps(answer, sort_keys=True), token))
             done = db.execute("SELECT COUNT(*) FROM assignments WHERE job = ? AND object_id = ? "

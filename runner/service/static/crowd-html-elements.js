@@ -31,7 +31,11 @@
  *   5. POST gtrunTask.submitUrl, JSON {"answer": answer, "token": gtrunTask.token}; buttons disabled
  *      while in flight; 2xx with {"next": url} → location.href = url (buttons stay disabled);
  *      2xx without next → success alert (buttons stay disabled); error → crowd-alert with the
- *      response's `message` (or `detail`), buttons re-enabled.
+ *      response's `message` (or `detail`), buttons re-enabled, the answer kept for another try;
+ *      an error with {"next": url} (the task is no longer this worker's: released and taken,
+ *      expired, answered in another tab, its job ended) → a lasting warning with the message and a
+ *      "Next task" link to url, the bar's progress from its `progress`, Submit and Release task
+ *      left disabled (the page's task is dead: nothing to submit or give back).
  *
  * Release task (gtrun's task page): the service puts a <form id="gtrun-release"> in its top bar;
  * crowd-form adds a button for it next to its own Submit button. A task page left unanswered (tab
@@ -317,10 +321,10 @@
 
     get value() { return collectAnswer(this); }
 
-    _showAlert(type, content) {
+    _showAlert(type, content, keep) {
       if (!this._alerts) { this._alerts = h('div', { class: 'crowd-form-alerts', 'aria-live': 'polite' }); this.prepend(this._alerts); }
       this._alerts.textContent = '';
-      var alert = h('crowd-alert', { type: type, dismissible: true }, content);
+      var alert = h('crowd-alert', { type: type, dismissible: !keep }, content);
       this._alerts.append(alert);
       if (alert.scrollIntoView) alert.scrollIntoView({ block: 'nearest' });
       return alert;
@@ -415,7 +419,9 @@
           }
           var message = (data && (data.message || data.detail)) ||
             ('The answer was not accepted (HTTP ' + response.status + (response.statusText ? ' ' + response.statusText : '') + ').');
-          throw new Error(typeof message === 'string' ? message : JSON.stringify(message));
+          message = typeof message === 'string' ? message : JSON.stringify(message);
+          if (data && typeof data.next === 'string' && data.next) { self._taskGone(message, data); return false; }
+          throw new Error(message);
         });
       }).catch(function (err) {
         self._setBusy(false);
@@ -424,6 +430,31 @@
       });
     }
   }
+
+  /** The answer was refused because the task is no longer this worker's (see the header comment):
+   *  say so, keep the page from submitting or releasing it again, and offer the next task. */
+  CrowdForm.prototype._taskGone = function (message, data) {
+    pageSettled = true; // the task is not this page's to give back any more
+    this.setAttribute('data-crowd-task-gone', '');
+    (this._disabledByUs || []).forEach(function (b) { b.removeAttribute('loading'); }); // still disabled
+    document.querySelectorAll('#gtrun-release button, button[form="gtrun-release"]').forEach(function (b) {
+      b.disabled = true;
+    });
+    var progress = data.progress;
+    if (progress && typeof progress === 'object') {
+      var bar = document.querySelector('header.gtrun-bar progress.gtrun-bar-progress');
+      var count = document.querySelector('header.gtrun-bar .gtrun-progress');
+      if (bar) { bar.max = Math.max(Number(progress.total) || 0, 1); bar.value = Number(progress.labeled) || 0; }
+      if (count && typeof progress.text === 'string') count.textContent = progress.text;
+    }
+    var next = h('a', { class: 'crowd-btn crowd-next-task', href: data.next, text: 'Next task' });
+    var text = message.replace(/[.\s]*$/, '');
+    this._showAlert('warning', [
+      h('strong', { text: 'Your answer was not recorded: ' }),
+      text.charAt(0).toUpperCase() + text.slice(1) + '.',
+      h('div', { class: 'crowd-alert-actions' }, next)], true);
+    next.focus();
+  };
 
   /** One answer object keyed by element name (see the header comment for the shapes). */
   function collectAnswer(form) {
