@@ -267,11 +267,17 @@ def test_collect_on_aws_registers_the_table_in_athena(gtrun, aws):
     athena = boto3.client("athena", endpoint_url=moto, region_name="us-east-1")
     queries = [athena.get_query_execution(QueryExecutionId=q)["QueryExecution"]["Query"]
                for q in athena.list_query_executions()["QueryExecutionIds"]]
-    # the table is made anew, with the columns of the files this collect wrote (IF NOT EXISTS would
-    # keep those of an earlier collect)
+    # made, not replaced: a table of its name that an earlier collect did not make is not dropped ...
     table = f"`ml_workshop_db`.`{name.replace('-', '_')}`"
     ddl = [q for q in queries if table in q]
-    assert [q.split(" (")[0] for q in ddl] == [f"DROP TABLE IF EXISTS {table}", f"CREATE EXTERNAL TABLE {table}"]
+    assert [q.split(" (")[0] for q in ddl] == [f"CREATE EXTERNAL TABLE {table}"]
+    # ... and collected again, the table is made anew, with the columns of the file this collect wrote
+    # (IF NOT EXISTS would keep those of the earlier collect)
+    assert gtrun("collect", str(run)).code == 0
+    queries = [athena.get_query_execution(QueryExecutionId=q)["QueryExecution"]["Query"]
+               for q in athena.list_query_executions()["QueryExecutionIds"]]
+    ddl = [q.split(" (")[0] for q in queries if table in q]
+    assert ddl == [f"CREATE EXTERNAL TABLE {table}", f"DROP TABLE IF EXISTS {table}", f"CREATE EXTERNAL TABLE {table}"]
     assert len((run / "dataset" / "jsonl" / "train.jsonl").read_text().splitlines()) >= 1
     # the worker-response files came from S3 (read on several threads, staged) and were joined
     assert read_json(run / "dataset" / "report.json")["counts"]["answers"] == 3

@@ -799,13 +799,18 @@ def register_on_athena(settings: Any, table_file: Path, name: str) -> str:
     folder = "/".join(p for p in (f"s3://{b.bucket}", b.prefix.strip("/"), "datasets", name, "table") if p)
     backend = backend_for(settings)
     assert isinstance(backend, AwsBackend)  # collect registers tables for the aws backend only
-    backend.storage.put_file(table_file, f"{folder}/{table_file.name}")
+    file_uri = f"{folder}/{table_file.name}"
+    # the dataset's file there: an earlier collect of it put it there and made the table, which is
+    # made anew (CREATE ... IF NOT EXISTS would keep its columns); else a table of that name is not
+    # one collect made, and CREATE refuses to replace it
+    ours = backend.storage.exists(file_uri)
+    backend.storage.put_file(table_file, file_uri)
     table = name.replace("-", "_").lower()
     database = b.athena.database or settings.source.database
-    # the table is made anew: CREATE ... IF NOT EXISTS would keep the columns of an earlier collect
-    ddls = (transforms.athena_drop_ddl(table, database=database),
-            transforms.athena_table_ddl(table, folder, transforms.athena_columns(pq.read_schema(table_file)),
-                                        database=database))
+    ddls = [transforms.athena_table_ddl(table, folder, transforms.athena_columns(pq.read_schema(table_file)),
+                                        database=database)]
+    if ours:
+        ddls.insert(0, transforms.athena_drop_ddl(table, database=database))
     source = backend.open_source()
     try:
         for ddl in ddls:
@@ -813,7 +818,8 @@ def register_on_athena(settings: Any, table_file: Path, name: str) -> str:
     except GtrunError as exc:  # the dataset is written; only its table is not
         raise CollectError(f"the Athena table {database}.{table} over {folder}/: {str(exc).removeprefix('source: ')}"
                            f"\n  hint: the dataset is complete in {table_file.parent.parent}; collect again to "
-                           "register the table") from None
+                           "register the table (a table of that name that collect did not make stays: collect "
+                           "into a folder of another name, or set backend.athena.database)") from None
     finally:
         source.close()
     return f"{database}.{table}"

@@ -1180,8 +1180,8 @@ def athena_table_ddl(table: str, location: str, columns: Sequence[tuple[str, str
 
 
 def athena_drop_ddl(table: str, *, database: str | None = None) -> str:
-    """DROP TABLE IF EXISTS: collect registers a dataset's table anew each time, with the columns of
-    the files it wrote then (an external table's files stay where they are).
+    """DROP TABLE IF EXISTS: an earlier collect's table of the dataset, made anew with the columns of
+    the files written now (an external table's files stay where they are).
 
     >>> athena_drop_ddl("tweets", database="ml")
     'DROP TABLE IF EXISTS `ml`.`tweets`'
