@@ -594,6 +594,7 @@ def serve(args: list[str]) -> int:
         storage = S3Store(client(BackendConfig(region=ns.region, endpoints=EndpointsConfig(s3=ns.s3_endpoint)), "s3"))
     from runner.service.server import Service  # uvicorn and starlette: only to serve
 
+    made = storage is None and not Path(ns.root).exists()
     try:
         service = Service(ns.root, ns.host, ns.port, storage)
     except OSError as exc:
@@ -602,7 +603,8 @@ def serve(args: list[str]) -> int:
         console.print(Text.assemble(("warning:", "yellow"), f" listening on {ns.host}: anyone who can reach it "
                                     "can label and read the task data"))
     where = ns.s3_endpoint or Path(ns.root).resolve()
-    out.print(Text.assemble("gtrun labeling service at ", (f"{service.url}/", "bold"), f" (storage: {where})"))
+    out.print(Text.assemble("gtrun labeling service at ", (f"{service.url}/", "bold"),
+                            f" (storage: {where}{', a new folder' if made else ''})"))
     jobs = service.app.state.jobs.describe_all()
     for d in jobs:
         if d["LabelingJobStatus"] in ("Initializing", "InProgress"):
@@ -928,6 +930,11 @@ def collect_cmd(args: list[str]) -> int:
             dataset = outputs[0].name if len(outputs) == 1 else (where.name if ns.out else targets[0].name)
             result = collecting(dataset, outputs, where, settings, dataset=dataset,
                                 provenance=c.merged_provenance(outputs, left_out=left_out))
+            label_sets = {tuple(o.labels): o.name for o in outputs}
+            if len(label_sets) > 1:  # runs of other jobs, say: every label goes in one dataset
+                hint = ("  warning: the runs label with different labels: "
+                        + "; ".join(f"{job}: {', '.join(labels) or '(none given)'}" for labels, job in label_sets.items())
+                        + " (transforms.label_map=... maps one set onto another)")
             continued = outputs[0].provenance.get("continues") if len(outputs) == 1 else None
             if continued:
                 hint = (f"  this run continues {continued}; to have both in one dataset: "
@@ -947,6 +954,10 @@ def collect_cmd(args: list[str]) -> int:
         split = ", ".join(f"{k} {v:,}" for k, v in files.counts.items())
         out.print(f"  {name}: {split}" + (" (labels only: put each split's images in yolo/images/<split>/)"
                                           if name == "yolo" else ""))
+    for f in result["report"].get("transforms", {}).get("filters", []):
+        if f.get("dropped"):
+            out.print(f"  transforms.{f['option']}={f['threshold']} dropped {f['dropped']:,} of {f['objects']:,} "
+                      "labeled objects")
     for item in result.get("left_out", []):
         out.print(f"  left out: {item}")
     overlap = result["report"].get("sweep", {}).get("overlap") or {}

@@ -524,3 +524,22 @@ def test_collect_overrides_that_are_wrong_are_named_with_the_one_meant(gtrun, tm
         r = gtrun("collect", "--manifest", str(manifest), "--out", str(tmp_path / "out"), override)
         assert r.code == 2 and said in r.stderr, r.output
         assert not (tmp_path / "out").exists()
+
+
+def test_merging_runs_with_other_labels_says_so_and_the_summary_says_what_filters_dropped(gtrun):
+    assert gtrun("run", "source.limit=2").code == 0
+    assert gtrun("run", "source.limit=2", "template.labels=[Good,Bad]").code == 0
+    first, second = gtrun.runs()
+    with Service(gtrun.storage, port=0).running() as svc:
+        for run, label in ((first, "Positive"), (second, "Good")):
+            name = read_json(run / "request.json")["LabelingJobName"]
+            worker = Worker(svc.url)
+            while (task := worker.task(name)) is not None:
+                worker.answer(name, task, {"crowd-classifier": {"label": label}})
+        svc.app.state.jobs.tick()
+    r = gtrun("collect", str(first), str(second), "--out", str(gtrun.cwd / "both"), "transforms.min_confidence=0.99")
+    assert r.code == 0, r.output
+    assert "warning: the runs label with different labels: " in r.stdout and "Good, Bad" in r.stdout
+    report = read_json(gtrun.cwd / "both" / "report.json")
+    (f,) = report["transforms"]["filters"]
+    assert f["dropped"] > 0 and f"transforms.min_confidence=0.99 dropped {f['dropped']} of 4 labeled objects" in r.stdout

@@ -63,8 +63,19 @@ def test_serve_lists_open_jobs(gtrun):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    assert "gtrun labeling service at http://127.0.0.1:" in lines[0]
+    assert "gtrun labeling service at http://127.0.0.1:" in lines[0] and "a new folder" not in lines[0]
     assert re.search(r"tweets-\d{8}-\d{6}-\w{4}: http://127\.0\.0\.1:\d+/jobs/tweets-", lines[1])
+    # a root with no jobs (a new folder, say, as a mistyped --root makes): said at once
+    empty = gtrun.cwd / "nothing-here"
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "serve", "--port", "0", "--root", str(empty)],
+                            cwd=gtrun.cwd, stdout=subprocess.PIPE, text=True, env={**_env(), "COLUMNS": "200"})
+    try:
+        lines = [proc.stdout.readline() for _ in range(2)]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert f"(storage: {empty}, a new folder)" in lines[0]
+    assert f"no jobs in {empty} yet: a run keeps its jobs in its backend.root" in lines[1]
 
 
 def test_serve_refuses_a_busy_port(gtrun, served):
