@@ -368,8 +368,9 @@ def hydra_problem(exc: Exception, args: list[str] | tuple[str, ...] = ()) -> str
             try:
                 parser.parse_override(arg)
             except HydraException:
-                return (f"{arg}: {str(exc).splitlines()[0]} (Hydra's override grammar: quote a value that has "
-                        "brackets, braces, commas or parentheses, e.g. 'key=\"a,b\"')")
+                return (f"{arg}: Hydra cannot read this override (its grammar reserves brackets, braces, "
+                        "commas, parentheses, quotes, !, < and others in a value): quote the value, e.g. "
+                        "'key=\"a,b!\"'")
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file:
         group, _, name = exc.missing_cfg_file.rpartition("/")
         options = sorted(exc.options or [])
@@ -390,8 +391,14 @@ def hydra_problem(exc: Exception, args: list[str] | tuple[str, ...] = ()) -> str
                 given = next((a.lstrip("+") for a in args if a.lstrip("+").partition("=")[0] == key), f"{key}=...")
                 said += f"; {parent} takes a new key with a +: +{given}"
             return said
+        if "is not a ListConfig" in text:
+            return f"{key}: takes a list, e.g. {key}=[a,b]"
         return f"{key}: {text}"
 
+    ambiguous = re.match(r"Ambiguous value for argument '([^']+)'", str(exc))
+    if ambiguous:
+        return (f"{ambiguous.group(1)}: several values: run each with -m (a sweep), or give a list as "
+                "key=[a,b] where the key takes one")
     cause = exc if isinstance(exc, OmegaConfBaseException) else exc.__cause__
     key = getattr(cause, "full_key", None)
     if isinstance(cause, OmegaConfBaseException) and key:

@@ -32,8 +32,12 @@ def refused(gtrun, *args, match: str | tuple[str, ...], code: int = 2, verb: str
     (["source=twets"], "error: source=twets: no such option (did you mean source=tweets? the options: receipts, tweets)"),
     (["-m", "source=tweets,twets"], "error: source=twets: no such option"),
     (["source.limit=ten"], "error: source.limit: Value 'ten' of type 'str' could not be converted to Integer"),
-    (["source.params.entity=a(b"], "error: source.params.entity=a(b: no viable alternative at input 'a(b' "
-                                   "(Hydra's override grammar: quote a value"),
+    (["source.params.entity=a(b"], "error: source.params.entity=a(b: Hydra cannot read this override (its "
+                                   "grammar reserves brackets, braces, commas, parentheses, quotes, !, < and others "
+                                   "in a value): quote the value"),
+    (["job.labeling_job_name=bad_name!"], "error: job.labeling_job_name=bad_name!: Hydra cannot read this override"),
+    (["template.labels=Positive"], "error: template.labels: takes a list, e.g. template.labels=[a,b]"),
+    (["source=tweets,receipts"], "error: source=tweets,receipts: several values: run each with -m (a sweep)"),
 ])
 def test_hydra_errors_in_gtruns_words(gtrun, args, match):
     """A misspelled key or option, a value of another type, an override Hydra cannot parse: one line
