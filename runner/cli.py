@@ -961,6 +961,9 @@ def collect_cmd(args: list[str]) -> int:
         split = ", ".join(f"{k} {v:,}" for k, v in files.counts.items())
         out.print(f"  {name}: {split}" + (" (labels only: put each split's images in yolo/images/<split>/)"
                                           if name == "yolo" else ""))
+        if name == "table" and result.get("view"):  # its name may hold a "-": quoted, as SQL needs it
+            query = "FROM " + json.dumps(result["view"])
+            out.print(f"  query it: duckdb {shlex.quote(str(where / 'gtrun.duckdb'))} -c {shlex.quote(query)}")
     for f in result["report"].get("transforms", {}).get("filters", []):
         if f.get("dropped"):
             out.print(f"  transforms.{f['option']}={f['threshold']} dropped {f['dropped']:,} of {f['objects']:,} "

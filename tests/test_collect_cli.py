@@ -494,6 +494,10 @@ def test_continue_labels_what_a_stopped_job_left(gtrun):
     assert r.code == 0, r.output
     assert f"this run continues {run.resolve()}; to have both in one dataset: gtrun collect {run.resolve()} " in r.stdout
     assert f"| continues | {run.resolve()} |" in (new / "dataset" / "README.md").read_text()
+    db = new / "dataset" / "gtrun.duckdb"  # the table's view, named after the job (a "-" in it): how to query it
+    assert f"""query it: duckdb {db} -c 'FROM "{later}"'""" in r.stdout
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert len(con.sql(f'FROM "{later}"').fetchall()) == 2
     r = gtrun("collect", str(run), str(new))
     assert r.code == 2 and "several runs or sweeps are merged into one dataset: say where with --out DIR" in r.stderr
     r = gtrun("collect", str(run), str(new), "--out", str(gtrun.cwd / "whole"), "transforms=jsonl")

@@ -334,7 +334,8 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
 
     Returns {"report": the report's figures, "written": step -> transforms.WrittenFiles (and
     "athena": the table's name when it registered one), "left_out": the sweep members left out,
-    each "<member> (<why>)", as `provenance["left_out"]` names them (merged_provenance)}."""
+    each "<member> (<why>)", as `provenance["left_out"]` names them (merged_provenance), "view":
+    the DuckDB view over the table in the dataset's gtrun.duckdb, when it wrote one}."""
     progress = Progress(show)
     if not outputs:
         raise CollectError("nothing to collect")
@@ -461,8 +462,9 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
     settings0 = outputs[0].settings
     if "table" in written and settings0 is not None and settings0.backend.kind.value == "aws":
         athena = register_on_athena(settings0, table_file, slug)
-        return {"report": figures, "written": {**written, "athena": athena}, "left_out": left_out}
-    return {"report": figures, "written": written, "left_out": left_out}
+        return {"report": figures, "written": {**written, "athena": athena}, "left_out": left_out,
+                "view": slug if "table" in written else None}
+    return {"report": figures, "written": written, "left_out": left_out, "view": slug if "table" in written else None}
 
 
 class _DatasetCount:
