@@ -23,13 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import (
-    ConfigCompositionException,
-    HydraException,
-    MissingConfigException,
-    OverrideParseException,
-    SearchPathException,
-)
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -282,10 +276,10 @@ def _hydra(verb: str, args: list[str]) -> int:
     return 0
 
 
-# Hydra's own errors: composing the config from the command line and the config files, and the
-# sweeper's (an OmegaConf error that escapes the task is gtrun's, and keeps its traceback)
-COMPOSE_ERRORS = (ConfigCompositionException, MissingConfigException, OverrideParseException, SearchPathException,
-                  HydraException)
+# Hydra's own errors (ConfigCompositionException, MissingConfigException, OverrideParseException, ...):
+# composing the config from the command line and the config files, and the sweeper's. An OmegaConf
+# error that escapes the task is gtrun's, and keeps its traceback.
+COMPOSE_ERRORS = (HydraException,)
 _HYDRA_VALUED = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
                  "-cd", "--experimental-rerun"}  # Hydra's options that take the argument after them
 _HYDRA_INFO = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}  # --info's
