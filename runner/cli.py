@@ -960,8 +960,8 @@ def collect_cmd(args: list[str]) -> int:
             out.print(f"  query it: duckdb {shlex.quote(str(where / 'gtrun.duckdb'))} -c {shlex.quote(query)}")
     for f in result["report"].get("transforms", {}).get("filters", []):
         if f.get("dropped"):
-            out.print(f"  transforms.{f['option']}={f['threshold']} dropped {f['dropped']:,} of {f['objects']:,} "
-                      "labeled objects")
+            out.print(f"  transforms.{f['option']}={f['threshold']} dropped {f['dropped']:,} of the "
+                      f"{f['objects']:,} labeled objects it looked at")
     for item in result.get("left_out", []):
         out.print(f"  left out: {item}")
     overlap = result["report"].get("sweep", {}).get("overlap") or {}
