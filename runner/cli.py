@@ -136,9 +136,9 @@ def task(cfg: DictConfig) -> None:
     except KeyboardInterrupt as exc:
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl+C)"
         log.error("%s", how)
-        if verb == "run":  # it may have got as far as CreateLabelingJob: job.json says whether it did
+        if verb == "run":  # it may have got as far as CreateLabelingJob, whose job.json it may not have written
             write_status(run_dir, {**status, "status": how.split()[0],
-                                   "error": f"{how}; if job.json is here, the job was created"})
+                                   "error": f"{how}; the job may have been created: gtrun status {run_dir} says"})
         raise
     except GtrunError as exc:
         log.error("%s", exc)
@@ -151,6 +151,8 @@ def task(cfg: DictConfig) -> None:
                 console.print(f"the failed run is recorded in {run_dir}")
             sys.exit(code)
         console.print(Text.assemble((f"{status.get('dataset', run_dir.name)} failed:", "red"), f" {exc}"))
+        global _members_failed
+        _members_failed += 1  # plan's members record nothing: the sweep's exit code counts them here
         return
     if verb == "run":
         write_status(run_dir, status)
@@ -223,7 +225,7 @@ def show_run(o: Outcome, run_dir: Path, service_url: str | None, backend: Backen
         out.print(Text.assemble("to label it, start the labeling service with ",
                                 (f"gtrun serve --root {shlex.quote(str(Path(backend.root).resolve()))}", "bold"),
                                 f" and open http://127.0.0.1:{DEFAULT_PORT}/jobs/{o.job_name}/"))
-    out.print(f"follow it with: gtrun status {run_dir} --wait")
+    out.print(f"follow it with: gtrun status {shlex.quote(str(run_dir))} --wait")
 
 
 _USERINFO = re.compile(r"://[^/@\s:]+:[^/@\s]*@")  # scheme://user:password@host
@@ -241,7 +243,7 @@ def _hydra(verb: str, args: list[str]) -> int:
     if not multirun:
         for a in args:
             if a.startswith("hydra.run.dir="):
-                target = Path(a.split("=", 1)[1])
+                target = Path(_override_value(a))
                 if target.exists() and any(target.iterdir()):
                     return fail(f"hydra.run.dir: {target} already exists and is not empty; "
                                 "a run never overwrites another")
@@ -253,7 +255,11 @@ def _hydra(verb: str, args: list[str]) -> int:
             extra = ["hydra.output_subdir=null", "hydra/job_logging=disabled", f"hydra.sweep.dir={scratch}"]
     os.environ[ENV_VERB] = verb
     argv, full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
-    sys.argv = ["gtrun", *hydra_argv(args, extra)]
+    try:
+        sys.argv = ["gtrun", *hydra_argv(args, extra)]
+    except ConfigError as exc:
+        sys.argv = argv
+        return fail(str(exc))
     # Hydra then raises its errors (a misspelled key, a missing option) instead of printing them
     # in its own words with exit 1: hydra_problem says them as gtrun says every other error
     os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -263,6 +269,10 @@ def _hydra(verb: str, args: list[str]) -> int:
         if full_error:  # the user asked for Hydra's own report
             raise
         return fail(hydra_problem(exc, args))
+    except ValueError as exc:  # Hydra's check of its own options, before anything runs
+        if not str(exc).startswith("Only one of --run, --multirun"):
+            raise
+        return fail(f"{exc} (-m with --cfg or --info: print the config with plan or run alone)")
     finally:
         sys.argv = argv
         if full_error is None:
@@ -273,7 +283,7 @@ def _hydra(verb: str, args: list[str]) -> int:
             shutil.rmtree(scratch, ignore_errors=True)
     if multirun and verb == "run":
         return _sweep_exit_code()
-    return 0
+    return 2 if multirun and _members_failed else 0
 
 
 # Hydra's own errors (ConfigCompositionException, MissingConfigException, OverrideParseException, ...):
@@ -302,12 +312,14 @@ def hydra_argv(args: list[str], extra: list[str]) -> list[str]:
         options.append(a)
         if a in _HYDRA_VALUED or a in ("--info", "-i"):
             value = next(it, None)
-            if value is None:
-                continue
-            if a in _HYDRA_VALUED or value in _HYDRA_INFO:
+            if value is None and a in _HYDRA_VALUED:
+                raise ConfigError(a, "needs a value (e.g. --cfg job, --config-dir DIR)")
+            if value is not None and (a in _HYDRA_VALUED or value in _HYDRA_INFO):
                 options.append(value)
-            else:
-                overrides.append(value)
+            else:  # --info alone: all of it (gtrun's own overrides must not be taken for its value)
+                options.append("all")
+                if value is not None:
+                    overrides.append(value)
     return [*options, *overrides, *extra]
 
 
@@ -422,6 +434,20 @@ def _schema_keys(path: str) -> list[str]:
         hints = typing.get_type_hints(node) if dataclasses.is_dataclass(node) else {}
         node = hints.get(part)
     return [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
+
+
+_members_failed = 0  # sweep members that failed in this process (plan -m)
+
+
+def _override_value(arg: str) -> str:
+    """An override's value as Hydra reads it (quotes taken off), else the text after `=`."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        value = OverridesParser.create().parse_override(arg).value()
+    except HydraException:
+        return arg.split("=", 1)[1]
+    return str(value)
 
 
 def _sweep_exit_code() -> int:
@@ -636,7 +662,11 @@ def compose_settings(overrides: list[str]) -> Any:
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="gtrun"):
-        return to_settings(compose("config", overrides))
+        try:
+            cfg = compose("config", overrides)
+        except HydraException as exc:  # a misspelled key or option: said as run says it
+            raise GtrunError(hydra_problem(exc, overrides)) from None
+        return to_settings(cfg)
 
 
 def status(args: list[str]) -> int:

@@ -79,6 +79,12 @@ class Run:
         """The name of the labeling job the run created. A run whose job was not created (it failed
         before or at CreateLabelingJob: job.json is written once the job exists) has none."""
         if not (self.dir / "job.json").is_file():
+            status = self.read_json("status.json") if (self.dir / "status.json").is_file() else {}
+            if status.get("status") in ("interrupted", "terminated") and (self.dir / "request.json").is_file():
+                # stopped at CreateLabelingJob, maybe after the job was made: asking for it says whether
+                name = self.read_json("request.json").get("LabelingJobName")
+                if isinstance(name, str):
+                    return name
             raise RecordError(f"{self.dir}: the run created no labeling job"
                               + (" (its CreateLabelingJob failed: see status.json)"
                                  if (self.dir / "request.json").is_file() else ""))

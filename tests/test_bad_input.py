@@ -3,6 +3,8 @@ in storage."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.conftest import read_json
@@ -284,3 +286,42 @@ def test_run_directory_that_already_exists(gtrun, tmp_path):
 @pytest.mark.parametrize("verb", ["run", "plan"])
 def test_plan_refuses_the_same_input(gtrun, verb):
     refused(gtrun, "source.params.threshold=0", verb=verb, match="returned no rows")
+
+
+def test_a_run_directory_that_holds_a_run_is_refused_however_it_is_written(gtrun, tmp_path):
+    """Quoted (as a path with a space needs), the folder was not recognized: the refused run's Hydra
+    files overwrote the first run's record."""
+    folder = tmp_path / "a run"
+    assert gtrun("run", "source.limit=2", f'hydra.run.dir="{folder}"').code == 0
+    recorded = (folder / ".hydra" / "overrides.yaml").read_text()
+    r = gtrun("run", "source.limit=3", f'hydra.run.dir="{folder}"')
+    assert r.code == 2 and f"hydra.run.dir: {folder} already exists and is not empty" in r.stderr, r.output
+    assert (folder / ".hydra" / "overrides.yaml").read_text() == recorded
+    assert read_json(folder / "status.json")["status"] != "failed"
+
+
+@pytest.mark.parametrize(("verb", "args", "said"), [
+    ("plan", ["-m", "source.params.entity=Xbox,NoSuchEntity"], "tweets-nosuchentity failed: source: the query returned no rows"),
+    ("plan", ["--cfg"], "error: --cfg: needs a value"),
+    ("plan", ["--cfg", "job", "-m", "source.limit=1,2"], "error: Only one of --run, --multirun, --cfg"),
+    ("jobs", ["foo=bar"], "error: foo: no such key"),
+    ("workteams", ["backend=awz"], "error: backend=awz: no such option (did you mean backend=aws?"),
+])
+def test_hydra_options_and_other_verbs_fail_with_exit_2(gtrun, verb, args, said):
+    r = gtrun(verb, *args, storage=False)
+    assert r.code == 2 and said in r.output and "Traceback" not in r.output, r.output
+
+
+def test_a_run_interrupted_at_create_can_still_reach_the_job_it_may_have_made(gtrun):
+    """Ctrl+C can land after CreateLabelingJob made the job but before job.json was written: the
+    run then names its request's job, so status and stop reach it."""
+    assert gtrun("run", "source.limit=2").code == 0
+    (run,) = gtrun.runs()
+    (run / "job.json").unlink()  # as if interrupted at create
+    status = read_json(run / "status.json")
+    (run / "status.json").write_text(json.dumps({**status, "status": "interrupted"}))
+    name = read_json(run / "request.json")["LabelingJobName"]
+    r = gtrun("status", str(run))
+    assert r.code == 0 and f"{name}: " in r.stdout, r.output
+    r = gtrun("stop", str(run))
+    assert r.code == 0 and f"{name}: Stopp" in r.stdout, r.output

@@ -218,6 +218,14 @@ class DuckDBSource:
                 raise self._error(again.error) from None
 
     def _stream(self, lines_query: Query, batch_rows: int) -> Iterator[tuple[bytes, int]]:
+        try:
+            yield from self._stream_rows(lines_query, batch_rows)
+        except RuntimeError as exc:  # DuckDB takes Ctrl+C while it runs the query, and says so this way
+            if "interrupted" not in str(exc).lower():
+                raise
+            raise KeyboardInterrupt from None
+
+    def _stream_rows(self, lines_query: Query, batch_rows: int) -> Iterator[tuple[bytes, int]]:
         start, cur = 0, self.con.cursor()
         try:
             cur.execute(lines_query.sql, list(lines_query.params))  # runs the sort, if any
