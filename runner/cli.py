@@ -464,8 +464,14 @@ def reproduce(args: list[str]) -> int:
         "submits, it checks hash by hash that the SQL, manifest, template, label config and request (minus "
         "the job name) are identical; if any differs, nothing is submitted.")
     parser.add_argument("run", help="a recorded run directory (outputs/runs/...)")
-    parser.add_argument("overrides", nargs="*", help="extra overrides, e.g. hydra.run.dir=...")
+    parser.add_argument("overrides", nargs="*", help="Hydra's own overrides only, e.g. hydra.run.dir=...")
     ns = parser.parse_args(args)
+    # the recorded config is laid over the composed one: any other key given here would be recorded
+    # with the new run, but not used
+    other = [o for o in ns.overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    if other:
+        return fail(f"{other[0]}: reproduce runs the recorded config as it was, so it would not apply; "
+                    "to change it, make a new run: gtrun run with the run's overrides and yours")
     return _rerun(ns.run, ns.overrides, ENV_REPRODUCE)
 
 

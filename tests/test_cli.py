@@ -180,6 +180,10 @@ def test_reproduce_gives_identical_artifacts(gtrun):
     assert a["request_normalized_sha256"] == b["request_normalized_sha256"]
     assert a["job_name"] != b["job_name"]
     assert yaml.safe_load((second / ".hydra/config.yaml").read_text())["source"]["params"]["entity"] == "Xbox"
+    # a key given to reproduce would be recorded, not used (the recorded config is laid over it): refused
+    r = gtrun("reproduce", str(first), "source.params.entity=NBA2K")
+    assert r.code == 2 and "source.params.entity=NBA2K: reproduce runs the recorded config as it was" in r.stderr
+    assert len(gtrun.runs(every=True)) == 2
 
 
 def test_reproduce_fails_loudly_when_the_data_changed(gtrun, tmp_path):
