@@ -908,7 +908,8 @@ def collect_cmd(args: list[str]) -> int:
         "transforms.label_map.old=new")
     parser.add_argument("target", nargs="*", help="a run directory or a sweep directory; several (a run and "
                         "the run that continues it, say) are merged into one dataset in --out")
-    parser.add_argument("--manifest", help="an output manifest (path or s3:// URI) of any Ground Truth job")
+    parser.add_argument("--manifest", action="append", help="an output manifest (path or s3:// URI) of any "
+                        "Ground Truth job")
     parser.add_argument("--task-type", choices=[t.value for t in TaskType],
                         help="with --manifest (default: the `type` in the label metadata)")
     parser.add_argument("--label-attribute",
@@ -921,6 +922,10 @@ def collect_cmd(args: list[str]) -> int:
     targets = [Path(t) for t in ns.target if "=" not in t]
     overrides = [t for t in ns.target if "=" in t] + overrides  # key=value: an override, not a directory
     hint = ""
+    if ns.manifest and (len(ns.manifest) > 1 or targets):
+        return fail("--manifest: collect reads one output manifest at a time, and no run or sweep beside it "
+                    "(runs and sweeps are merged with: gtrun collect RUN [RUN ...] --out DIR)")
+    ns.manifest = ns.manifest[0] if ns.manifest else None
     try:
         if ns.manifest:
             if not ns.out:

@@ -528,6 +528,11 @@ def test_collect_overrides_that_are_wrong_are_named_with_the_one_meant(gtrun, tm
         r = gtrun("collect", "--manifest", str(manifest), "--out", str(tmp_path / "out"), override)
         assert r.code == 2 and said in r.stderr, r.output
         assert not (tmp_path / "out").exists()
+    # one manifest at a time, and no run beside it: it used to take the last and drop the rest quietly
+    for more in (["--manifest", str(real_file("ic_output_line1.jsonl"))], [str(tmp_path)]):
+        r = gtrun("collect", "--manifest", str(manifest), *more, "--out", str(tmp_path / "out"))
+        assert r.code == 2 and "--manifest: collect reads one output manifest at a time" in r.stderr, r.output
+        assert not (tmp_path / "out").exists()
 
 
 def test_merging_runs_with_other_labels_says_so_and_the_summary_says_what_filters_dropped(gtrun):
