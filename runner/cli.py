@@ -1047,7 +1047,8 @@ def preview_rows(pipe: Pipeline, settings: Any, rows: int) -> list[Path]:
     from runner.preview import screenshots
 
     lines, text = pipe.preview_inputs(rows)
-    folder = Path("outputs") / "previews" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{Path(settings.template.file).stem}"
+    # to the microsecond, as run directories: two previews started in the same second keep their own
+    folder = Path("outputs") / "previews" / f"{datetime.now():%Y-%m-%d_%H-%M-%S-%f}_{Path(settings.template.file).stem}"
     return screenshots(settings.backend.root, text, lines, folder, title=settings.template.title)
 
 

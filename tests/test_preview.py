@@ -15,6 +15,10 @@ def test_preview_saves_a_screenshot_per_row(gtrun):
             colors = img.convert("L").getcolors(maxcolors=1 << 20)
             assert max(count for count, value in colors if value > 250) > 50_000
     assert gtrun.jobs() == []  # nothing submitted
+    # a second preview has a folder of its own, even in the same second
+    assert gtrun("preview", "job=receipts_ner", "--rows", "1").code == 0
+    folders = sorted(p for p in (gtrun.cwd / "outputs" / "previews").iterdir())
+    assert len(folders) == 2 and [len(list(f.glob("*.png"))) for f in folders] == [2, 1]
 
 
 def test_preview_of_a_template_that_needs_a_missing_field(gtrun, tmp_path):
