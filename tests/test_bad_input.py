@@ -306,6 +306,8 @@ def test_a_run_directory_that_holds_a_run_is_refused_however_it_is_written(gtrun
     ("plan", ["--cfg", "job", "-m", "source.limit=1,2"], "error: Only one of --run, --multirun, --cfg"),
     ("jobs", ["foo=bar"], "error: foo: no such key"),
     ("workteams", ["backend=awz"], "error: backend=awz: no such option (did you mean backend=aws?"),
+    ("plan", ["source.params.threshold=abc"], "error: source.params.threshold: 'abc' is not a value of the type "
+                                              "the query compares it with: Conversion Error"),  # not the data file
 ])
 def test_hydra_options_and_other_verbs_fail_with_exit_2(gtrun, verb, args, said):
     r = gtrun(verb, *args, storage=False)

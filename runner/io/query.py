@@ -160,6 +160,12 @@ class DuckDBSource:
             return QueryError(f"source: DuckDB ran out of memory under backend.duckdb.memory_limit="
                               f"{self.memory_limit}\n  hint: raise it (e.g. backend.duckdb.memory_limit=512MB) "
                               "or set backend.duckdb.threads=1")
+        converted = re.search(r"Could not convert string '([^']*)'", text)
+        param = next((k for k, v in self.source.params.items() if converted and isinstance(v, str)
+                      and v == converted.group(1)), None) if isinstance(exc, duckdb.ConversionException) else None
+        if param is not None:  # `source.params.threshold=abc` met a number column: the value, not the file
+            return ConfigError(f"source.params.{param}", f"{self.source.params[param]!r} is not a value of the "
+                               f"type the query compares it with: {text.splitlines()[0]}")
         if isinstance(exc, (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException)):
             return self._file_error(exc)
         return QueryError(f"source: the query failed: {text.splitlines()[0]}")
