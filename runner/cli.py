@@ -254,12 +254,12 @@ def _hydra(verb: str, args: list[str]) -> int:
             scratch = tempfile.mkdtemp(prefix=f"gtrun-{verb}-")
             extra = ["hydra.output_subdir=null", "hydra/job_logging=disabled", f"hydra.sweep.dir={scratch}"]
     os.environ[ENV_VERB] = verb
-    argv, full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
     try:
-        sys.argv = ["gtrun", *hydra_argv(args, extra)]
+        hydra_args = hydra_argv(args, extra)
     except ConfigError as exc:
-        sys.argv = argv
         return fail(str(exc))
+    argv, full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+    sys.argv = ["gtrun", *hydra_args]
     # Hydra then raises its errors (a misspelled key, a missing option) instead of printing them
     # in its own words with exit 1: hydra_problem says them as gtrun says every other error
     os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -388,11 +388,9 @@ def hydra_problem(exc: Exception, args: list[str] | tuple[str, ...] = ()) -> str
     def problem(key: str, kind: str, text: str, node: Any = None) -> str:
         """`node`: the config node the key is missing from, when the error has it (its keys)."""
         if kind in ("ConfigKeyError", "ConfigAttributeError"):
-            parent, _, name = key.rpartition(".")
-            known = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else _schema_keys(parent)
-            close = difflib.get_close_matches(name, known, n=1)
-            said = f"{key}: no such key" + (f" (did you mean {'.'.join(filter(None, (parent, close[0])))!r}?)"
-                                            if close else "")
+            parent = key.rpartition(".")[0]
+            meant = _meant(key, [str(k) for k in node.keys()] if isinstance(node, DictConfig) else None)
+            said = f"{key}: no such key" + (f" (did you mean {meant!r}?)" if meant else "")
             if isinstance(node, DictConfig) and OmegaConf.get_type(node) is dict:  # source.params, say
                 given = next((a.lstrip("+") for a in args if a.lstrip("+").partition("=")[0] == key), f"{key}=...")
                 said += f"; {parent} takes a new key with a +: +{given}"
@@ -416,6 +414,20 @@ def hydra_problem(exc: Exception, args: list[str] | tuple[str, ...] = ()) -> str
         return f"{where}.yaml: {problem(key, kind, text)}"
     lines = [x for x in str(exc).splitlines() if x.strip() and not x.startswith("See https://hydra.cc")]
     return " ".join(lines[:2]) if lines else type(exc).__name__
+
+
+def _meant(key: str, siblings: list[str] | None = None) -> str | None:
+    """The dotted key most like a misspelled `key`, among its siblings (default: the schema's keys
+    beside it), or None.
+
+    >>> _meant("workteam.workers_per_objekt"), _meant("nothing.like.it")
+    ('workteam.workers_per_object', None)
+    """
+    import difflib
+
+    parent, _, name = key.rpartition(".")
+    close = difflib.get_close_matches(name, _schema_keys(parent) if siblings is None else siblings, n=1)
+    return ".".join(filter(None, (parent, close[0]))) if close else None
 
 
 def _schema_keys(path: str) -> list[str]:
@@ -876,11 +888,8 @@ def transforms_settings(base: Any, overrides: list[str]) -> Any:
                 "transforms.steps.table.format=csv" if step in {p.stem for p in (CONF_DIR / "transforms").glob("*.yaml")}
                 else "")
         if not hint and type(exc).__name__ in ("ConfigKeyError", "ConfigAttributeError"):
-            import difflib
-
-            parent, _, name = key.rpartition(".")
-            close = difflib.get_close_matches(name, _schema_keys(parent), n=1)
-            hint = f"did you mean {parent}.{close[0]}?" if close else ""
+            meant = _meant(key)
+            hint = f"did you mean {meant}?" if meant else ""
         raise ConfigError(key, str(exc).splitlines()[0], hint) from None
 
 
