@@ -34,6 +34,7 @@ from rich.text import Text
 from runner import __version__, sweep
 from runner.config import CONF_DIR, setup, to_settings
 from runner.errors import ConfigError, GtrunError, RecordError
+from runner.io.store import LocalStore
 from runner.record import COMPARED, CONFIG, Run, artifact_changes, config_changes, resolved
 from runner.schema import BackendConfig, BackendKind
 from runner.service import DEFAULT_PORT
@@ -738,7 +739,10 @@ def _status_of(run: str, wait: bool, interval: float) -> int:
                             f"of {total}, failed {c.get('FailedNonRetryableError', 0)}, "
                             f"unlabeled {c.get('Unlabeled', 0)}"))
     if job.get("LabelingJobOutput"):
-        out.print(f"output: {job['LabelingJobOutput']['OutputDatasetS3Uri']}")
+        uri = job["LabelingJobOutput"]["OutputDatasetS3Uri"]
+        # the local backend's "S3" is a folder: where the file is, for --manifest and the like
+        local = f" ({LocalStore(settings.backend.root).path(uri)})" if settings.backend.kind.value == "local" else ""
+        out.print(f"output: {uri}{local}")
     if job.get("FailureReason"):
         out.print(f"failure: {job['FailureReason']}")
     return 0

@@ -99,9 +99,24 @@ class Run:
         from runner.schema import GtrunConfig
 
         try:
-            return to_settings(self.laid_on(OmegaConf.structured(GtrunConfig)))
+            settings = to_settings(self.laid_on(OmegaConf.structured(GtrunConfig)))
         except ConfigError as exc:  # a value the schema takes but gtrun's rules do not
             raise RecordError(f"{self.dir / CONFIG}: {exc}") from None
+        # the local backend's storage as the run saw it: a relative root is the folder it was started in's
+        started = self.started_in()
+        if started is not None and not Path(settings.backend.root).expanduser().is_absolute():
+            settings.backend.root = str(started / settings.backend.root)
+        return settings
+
+    def started_in(self) -> Path | None:
+        """The folder the run was started in (Hydra records it in .hydra/hydra.yaml), if recorded."""
+        cwd = _dig_or(self.runtime(), ("cwd",))
+        return Path(cwd) if isinstance(cwd, str) and Path(cwd).is_absolute() else None
+
+    def runtime(self) -> Any:
+        """What Hydra recorded of the run's start (hydra.runtime in .hydra/hydra.yaml), or None."""
+        found = self.read_yaml(".hydra/hydra.yaml") if (self.dir / ".hydra/hydra.yaml").is_file() else None
+        return _dig_or(found, ("hydra", "runtime"))
 
     def laid_on(self, base: DictConfig) -> DictConfig:
         """`base` with the recorded config merged on top. A recorded value that does not fit gtrun's
@@ -124,8 +139,7 @@ class Run:
     def config_dirs(self) -> list[str]:
         """`--config-dir DIR` for the config folder the run was composed with besides gtrun's own
         (Hydra records it in .hydra/hydra.yaml); a folder that is gone is a RecordError."""
-        found = self.read_yaml(".hydra/hydra.yaml") if (self.dir / ".hydra/hydra.yaml").is_file() else None
-        runtime = _dig_or(found, ("hydra", "runtime"))
+        runtime = self.runtime()
         for source in (runtime.get("config_sources") if isinstance(runtime, dict) else None) or []:
             if isinstance(source, dict) and source.get("provider") == "command-line" and source.get("schema") == "file":
                 if not Path(str(source.get("path"))).is_dir():

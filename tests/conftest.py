@@ -31,15 +31,17 @@ class Gtrun:
         self.cwd = cwd
         self.storage = cwd / "storage"
 
-    def __call__(self, *args: str, storage: bool = True, timeout: float = 240, columns: int | None = 200) -> Result:
-        """`columns`: the COLUMNS the command sees (None: none, as in a pipe of a shell without it)."""
+    def __call__(self, *args: str, storage: bool = True, timeout: float = 240, columns: int | None = 200,
+                 env: dict[str, str | None] | None = None) -> Result:
+        """`columns`: the COLUMNS the command sees (None: none, as in a pipe of a shell without it);
+        `env`: environment variables to set (None: to unset)."""
         args_list = list(args)
         if storage and args_list and args_list[0] in ("run", "plan"):
             args_list.append(f"backend.root={self.storage}")
         proc = subprocess.run([sys.executable, "-m", "runner", *args_list], cwd=self.cwd,
                               capture_output=True, text=True, timeout=timeout,
-                              env={k: v for k, v in {**_env(), "COLUMNS": str(columns)}.items()
-                                   if columns is not None or k != "COLUMNS"})
+                              env={k: v for k, v in {**_env(), "COLUMNS": str(columns), **(env or {})}.items()
+                                   if v is not None and (columns is not None or k != "COLUMNS")})
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     def runs(self, every: bool = False) -> list[Path]:

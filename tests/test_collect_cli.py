@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from runner.collect.transforms import split_of
 from runner.schema import SplitConfig
 from runner.service.server import Service
-from tests.conftest import ROOT, read_json, real_file
+from tests.conftest import ROOT, Gtrun, read_json, real_file
 from tests.moto_fixtures import aws_env, moto_server, reset_moto  # noqa: F401
 from tests.service_helpers import Worker
 
@@ -86,6 +86,26 @@ def test_collect_refuses_a_job_that_has_not_ended(gtrun):
     r = gtrun("collect", str(run))
     assert r.code == 2 and "Ground Truth writes its output manifest when the job ends" in r.stderr
     assert not (run / "dataset").exists()
+
+
+def test_a_run_is_read_with_its_own_storage_from_any_folder(gtrun, tmp_path):
+    # backend.root as the default gives it: relative, i.e. under the folder the run was started in
+    assert gtrun("run", "source.limit=2", "backend.root=storage", storage=False).code == 0
+    (run,) = gtrun.runs()
+    label_run(gtrun, run, answers=[["Positive", "Negative"]])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    there = Gtrun(elsewhere)
+    r = there("status", str(run))
+    assert r.code == 0 and "Completed" in r.stdout, r.output
+    # the local backend's output: its s3:// URI, and the file standing in for it
+    (local,) = (line.partition(" (")[2].rstrip(")") for line in r.stdout.splitlines() if line.startswith("output: s3://"))
+    assert json.loads(open(local).readline())["sentiment-metadata"]["class-name"] in ("Positive", "Negative")
+    r = there("collect", str(run))
+    assert r.code == 0, r.output
+    assert sum(len((run / "dataset" / "jsonl" / f"{s}.jsonl").read_text().splitlines())
+               for s in ("train", "validation", "test")) == 2
+    assert list(elsewhere.iterdir()) == []  # no storage folder of its own made there
 
 
 def test_transform_that_does_not_fit_is_a_clear_error(gtrun):
@@ -280,6 +300,17 @@ def test_collect_a_manifest_on_s3(gtrun, tmp_path, moto_server, aws_env, monkeyp
     assert uri in (tmp_path / "cats" / "README.md").read_text()
     r = gtrun("collect", "--manifest", "s3://gt-out/cats/missing.manifest", "--out", str(tmp_path / "none"))
     assert r.code == 2 and "s3://gt-out/cats/missing.manifest" in r.stderr and not (tmp_path / "none").exists()
+
+
+def test_a_manifest_on_s3_without_credentials_is_one_error(gtrun):
+    r = gtrun("collect", "--manifest", "s3://gtrun/jobs/tweets/output/output.manifest", "--out", "d",
+              env={"AWS_EC2_METADATA_DISABLED": "true", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+                   "AWS_CONFIG_FILE": "/nonexistent", "AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None,
+                   "AWS_SESSION_TOKEN": None, "AWS_PROFILE": None})
+    assert r.code == 2 and "Traceback" not in r.stderr, r.output
+    assert "s3://gtrun/jobs/tweets/output/output.manifest: cannot read the output manifest (no AWS credentials" \
+        in r.stderr and "gtrun status <run>" in r.stderr
+    assert not (gtrun.cwd / "d").exists()
 
 
 def test_failed_and_unlabeled_objects_are_listed_with_their_inputs(gtrun, tmp_path):

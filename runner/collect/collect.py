@@ -132,8 +132,17 @@ class Output:
 
         try:
             return smart_open.open(self.manifest_uri, "rb")
-        except (OSError, ValueError) as exc:
-            raise CollectError(f"{self.manifest_uri}: cannot read the output manifest ({exc})") from None
+        except Exception as exc:
+            if self.manifest_uri.startswith("s3://"):  # botocore's errors, some wrapped by smart_open's
+                from runner.io.s3 import AWS_ERRORS, describe
+
+                if isinstance(exc, (OSError, ValueError, *AWS_ERRORS)):
+                    raise CollectError(f"{self.manifest_uri}: cannot read the output manifest ({describe(exc)}); "
+                                       "a local run's output is in its backend.root: `gtrun status <run>` "
+                                       "prints where") from None
+            if isinstance(exc, (OSError, ValueError)):
+                raise CollectError(f"{self.manifest_uri}: cannot read the output manifest ({exc})") from None
+            raise
 
     def responses(self) -> contextlib.AbstractContextManager[Any]:
         """Its worker answers by object id (what attach_answers reads): the staged file's, else (not
