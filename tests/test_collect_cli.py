@@ -132,6 +132,18 @@ def test_collect_a_sweep_into_one_dataset_with_provenance(gtrun):
     jobs = {r["gtrun_job"] for r in records}
     assert jobs == {read_json(run / "request.json")["LabelingJobName"] for run in runs}
     assert {r["entity"] for r in records} == {"Xbox", "NBA2K"}
+    # by object id (the default): each object keeps the split it has when its run is collected alone
+    thirds = ["transforms.split.train=0.34", "transforms.split.validation=0.33", "transforms.split.test=0.33"]
+    assert gtrun("collect", str(sweep), *thirds).code == 0
+    merged = splits(sweep / "dataset")
+    alone = {}
+    for run in runs:
+        assert gtrun("collect", str(run), "transforms=jsonl", *thirds).code == 0
+        alone.update(splits(run / "dataset"))
+    assert merged == alone and len(merged) == 8
+    # ... which hashing the merged ids ("<job>/<id>") would not give
+    split = SplitConfig(train=0.34, validation=0.33, test=0.33)
+    assert any(split_of(f"{job}/{i}", split) != split_of(str(i), split) for job in jobs for i in range(4))
     # split by an input field: each tweet lands in the same split merged as collected alone
     r = gtrun("collect", str(sweep), "transforms.split.key=tweet_id")
     assert r.code == 0, r.output

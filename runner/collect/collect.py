@@ -327,7 +327,7 @@ def objects_of(out: Output, settings: TransformsConfig, stats: parse.ParseStats 
             if out.continued_by is not None and obj.status is not Status.labeled:
                 continue  # the continuation labels it (or lists it as not labeled)
             if tag is not None:
-                obj = replace(obj, object_id=f"{tag}/{obj.object_id}", inputs={**obj.inputs, "gtrun_job": tag})
+                obj = replace(obj, object_id=f"{tag}/{obj.object_id}", member=tag, inputs={**obj.inputs, "gtrun_job": tag})
             yield obj
 
 

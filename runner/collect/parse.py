@@ -236,7 +236,8 @@ def _parse(line: Mapping[str, Any], line_no: int, attribute: str, task_type: Tas
         "line_no": line_no, "object_id": object_id, "inputs": inputs, "attribute": attribute,
         "task_type": task_type, "status": Status.labeled, "label": None, "labels": (), "boxes": (),
         "image_size": None, "entities": (), "confidence": None, "confidences": {},
-        "answers": answers, "metadata": meta, "failure_reason": None, "job_name": job_name, "value": value}
+        "answers": answers, "metadata": meta, "failure_reason": None, "job_name": job_name, "value": value,
+        "member": None}
     values.update(_VALUE_PARSERS[task_type](value, meta, labels, answers))
     if not DIRECT_INIT:
         return LabeledObject(**values)
@@ -295,10 +296,10 @@ def _input_keys(line: Mapping[str, Any], attribute: str,
 _RECORD_DEFAULTS: dict[str, Any] = {
     "label": None, "labels": (), "boxes": (), "image_size": None, "entities": (), "confidence": None,
     "confidences": {}, "answers": (), "metadata": {}, "failure_reason": None, "job_name": None,
-    "value": None}
+    "value": None, "member": None}
 _RECORD_FIELDS = ("line_no", "object_id", "inputs", "attribute", "task_type", "status", "label",
                   "labels", "boxes", "image_size", "entities", "confidence", "confidences",
-                  "answers", "metadata", "failure_reason", "job_name", "value")
+                  "answers", "metadata", "failure_reason", "job_name", "value", "member")
 
 
 def _defaults(cls: Any) -> dict[str, Any]:

@@ -74,6 +74,13 @@ class LabeledObject:
     # the raw `<attr>` value of a labeled object, as the line holds it (single-label: the class
     # index; custom: whatever the consolidation Lambda wrote); None when failed or unlabeled
     value: Any = None
+    # in a merged collect, the sweep member (run, job) whose object it is: object_id is "<member>/<its id>"
+    member: str | None = None
+
+    @property
+    def own_id(self) -> str:
+        """Its id in its own job's output: object_id without a merged collect's member."""
+        return self.object_id.removeprefix(f"{self.member}/") if self.member is not None else self.object_id
 
     @property
     def workers(self) -> int:

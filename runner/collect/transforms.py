@@ -20,9 +20,10 @@ when it is complete, so a failed step leaves the previous output as it was.
 | `coco`        | `coco/{split}.json`                                        | boxes, custom           |
 | `yolo`        | `yolo/labels/{split}/<stem>.txt` + `yolo/data.yaml`        | boxes, custom           |
 
-The split of an object is a stable hash of its id (`split_of`), so it never moves between runs,
-formats or machines unless `transforms.split.salt` changes; with `transforms.split.key`, of an
-input field's value (`split_for`), so it is the same in every job that labels the object too.
+The split of an object is a stable hash of its id in its job's output (`split_for`), so it never
+moves between collects (of its run alone or merged with others), formats or machines unless
+`transforms.split.salt` changes; with `transforms.split.key`, of an input field's value, so it is
+the same in every job that labels the object too.
 """
 
 from __future__ import annotations
@@ -113,8 +114,10 @@ def split_of(object_id: str, split: SplitConfig) -> str:
 
 
 def split_for(obj: LabeledObject, split: SplitConfig) -> str:
-    """The split of one object: split_of its id, or of its `split.key` input field's value."""
-    return split_of(obj.object_id if split.key is None else split_key(obj, split.key), split)
+    """The split of one object: split_of its id in its own job's output (merged with other runs'
+    objects too: it keeps the split it has when its run is collected alone), or of its `split.key`
+    input field's value."""
+    return split_of(obj.own_id if split.key is None else split_key(obj, split.key), split)
 
 
 def split_key(obj: LabeledObject, key: str) -> str:
