@@ -907,6 +907,8 @@ def collecting(what: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
 
 def collect_cmd(args: list[str]) -> int:
     from runner.collect import collect as c
+    from runner.collect.report import skipped_lines
+    from runner.collect.transforms import HF_FOLDER
     from runner.schema import TaskType
 
     parser = argparse.ArgumentParser(
@@ -1007,7 +1009,8 @@ def collect_cmd(args: list[str]) -> int:
             out.print(f"  {name}: table {files}")
             continue
         split = ", ".join(f"{k} {v:,}" for k, v in files.counts.items())
-        out.print(f"  {name}: {split}" + (" (labels only: put each split's images in yolo/images/<split>/)"
+        folder = f" (in {HF_FOLDER}/)" if name == "hf_datasets" else ""
+        out.print(f"  {name}{folder}: {split}" + (" (labels only: put each split's images in yolo/images/<split>/)"
                                           if name == "yolo" else ""))
         if name == "table" and result.get("view"):  # its name may hold a "-": quoted, as SQL needs it
             query = "FROM " + json.dumps(result["view"])
@@ -1016,6 +1019,11 @@ def collect_cmd(args: list[str]) -> int:
         if f.get("dropped"):
             out.print(f"  transforms.{f['option']}={f['threshold']} dropped {f['dropped']:,} of the "
                       f"{f['objects']:,} labeled objects it looked at")
+    skipped, first = skipped_lines(result["report"])
+    if skipped:
+        line, problem = first[0]
+        out.print(f"  warning: transforms.on_error=skip read past {skipped:,} malformed line{'' if skipped == 1 else 's'} "
+                  f"(the first: line {line:,}: {problem}); report.html lists them")
     for item in result.get("left_out", []):
         out.print(f"  left out: {item}")
     overlap = result["report"].get("sweep", {}).get("overlap") or {}

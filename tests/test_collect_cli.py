@@ -60,6 +60,7 @@ def test_collect_a_run_with_its_transforms(gtrun):
     # other transforms for the same output
     r = gtrun("collect", str(run), "transforms=hf_datasets,spacy")
     assert r.code == 0, r.output
+    assert "  hf_datasets (in hf/): train " in r.stdout  # where to point load_dataset
     assert {p.name for p in dataset.iterdir()} >= {"hf", "spacy"} and not (dataset / "table").exists()
     on_disk = sorted(p.relative_to(dataset).as_posix() for p in dataset.rglob("*") if p.is_file())
     assert read_json(dataset / "report.json")["files"] == on_disk
@@ -389,7 +390,8 @@ def test_a_malformed_line_stops_or_is_skipped(gtrun, tmp_path):
     assert r.code == 0, r.output
     report = read_json(tmp_path / "d2" / "report.json")
     assert report["counts"]["labeled"] == 2 and report["parse"]["skipped"] == 1
-    # the person reading the card or the page sees the skipped line too
+    # the person at the terminal, reading the card or the page sees the skipped line too
+    assert "read past 1 malformed line (the first: line 2: not JSON" in r.stdout, r.output
     card = (tmp_path / "d2" / "README.md").read_text()
     assert "## Skipped lines" in card and "| 2 | not JSON" in card
     page = (tmp_path / "d2" / "report.html").read_text()

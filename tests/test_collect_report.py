@@ -114,6 +114,7 @@ def test_the_report_describes_the_dataset_after_min_confidence_and_label_map(gtr
          "dropped": len(labeled) - len(kept), "unknown": no_confidence}]
     assert report["transforms"]["objects"] == len(kept)
     assert report["transforms"]["label_map"] == {"Irrelevant": "Neutral"}
+    assert report["labels"] == SENTIMENTS and report["transforms"]["labels"] == ["Positive", "Negative", "Neutral"]
     dist = report["label_distribution"]
     assert dist["of"] == "dataset" and dist["objects"] == len(kept) and dist["counts"] == dict(merged)
     assert dist["before_transforms"]["counts"]["Irrelevant"] > 0  # the job's labels, before the label_map

@@ -555,7 +555,8 @@ class _DatasetCount:
         distribution = report.label_distribution(
             self.task, self.unit, self.labels, self.counts, self.counted,
             self.without_label if self.task is TaskType.text_multilabel else None)
-        options = {"label_map": dict(s.label_map), "min_confidence": s.min_confidence, "min_agreement": s.min_agreement,
+        options = {"label_map": dict(s.label_map), "labels": list(self.labels),  # the dataset's, after the label_map
+                   "min_confidence": s.min_confidence, "min_agreement": s.min_agreement,
                    "split": {"train": s.split.train, "validation": s.split.validation, "test": s.split.test,
                              "salt": s.split.salt, "key": s.split.key}}
         return {"objects": self.kept, "distribution": distribution, "options": options, "filters": filters}
