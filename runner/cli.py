@@ -953,10 +953,10 @@ def collect_cmd(args: list[str]) -> int:
                                         attribute=ns.label_attribute,
                                         labels=_label_list(ns.labels), job_dir=c.job_dir_of(ns.manifest)),
                                  settings.on_error)
-            if not (ns.task_type and ns.label_attribute):
-                assert ext.task_type is not None  # identified() read it from the manifest
-                out.print(f"read from the manifest: label attribute {ext.attribute}, task type {ext.task_type.value}",
-                          highlight=False)
+            read = [f"label attribute {ext.attribute}" if not ns.label_attribute else "",
+                    f"task type {ext.task_type.value}" if not ns.task_type and ext.task_type is not None else ""]
+            if any(read):  # what identified() read off the lines
+                out.print(f"read from the manifest: {', '.join(x for x in read if x)}", highlight=False)
             ext.provenance = {"output_manifest": ns.manifest, "label_attribute": ext.attribute}
             result = collecting(Path(ns.manifest).name, [ext], Path(ns.out), settings, dataset=ext.name,
                                 provenance=ext.provenance)

@@ -191,6 +191,10 @@ def test_collect_reads_the_label_attribute_and_task_type_off_the_manifest(gtrun,
     coco = [json.loads(p.read_text()) for p in (tmp_path / "cats" / "coco").glob("*.json")]
     assert sum(len(c["annotations"]) for c in coco) == boxes > 0
     assert read_json(tmp_path / "cats" / "report.json")["task_type"] == "bounding_box"
+    # what was given is not said to be read
+    r = gtrun("collect", "--manifest", str(manifest), "--out", str(tmp_path / "cats2"), "transforms=coco",
+              "--task-type", "bounding_box")
+    assert r.code == 0 and "read from the manifest: label attribute cat-ground-truth\n" in r.stdout, r.output
     # a mistyped attribute would read every object as unlabeled: one error naming the right one
     r = gtrun("collect", "--manifest", str(manifest), "--label-attribute", "cat-groundtruth", "--task-type",
               "bounding_box", "--out", str(tmp_path / "typo"))

@@ -420,8 +420,8 @@ def test_multilabel_shares_are_of_objects_and_objects_with_no_label_are_counted(
 def test_the_card_says_what_it_holds_in_plain_words(task):
     card = card_markdown({}, build_report([], task_type=task, labels=["a"], dataset="d"))
     first = card.split("\n\n")[2]
-    words = {TaskType.text_classification: "Text classification labels",
-             TaskType.text_multilabel: "Multi-label text classification labels",
+    words = {TaskType.text_classification: "Single-label classification labels",  # image classification too
+             TaskType.text_multilabel: "Multi-label classification labels",
              TaskType.bounding_box: "Bounding boxes", TaskType.named_entity: "Named-entity spans",
              TaskType.custom: "Labels of a custom task"}[task]
     assert first.startswith(f"{words} collected with SageMaker Ground Truth by gtrun. ")

@@ -90,8 +90,8 @@ LABEL_UNITS = {
     TaskType.custom: "objects",
 }
 CARD_WHAT = {  # the card's first words: what the dataset holds
-    TaskType.text_classification: "Text classification labels",
-    TaskType.text_multilabel: "Multi-label text classification labels",
+    TaskType.text_classification: "Single-label classification labels",  # of text, or images (an output
+    TaskType.text_multilabel: "Multi-label classification labels",  # of a job gtrun did not launch)
     TaskType.bounding_box: "Bounding boxes",
     TaskType.named_entity: "Named-entity spans",
     TaskType.custom: "Labels of a custom task",
@@ -99,8 +99,8 @@ CARD_WHAT = {  # the card's first words: what the dataset holds
 MEMBER_COLUMNS = ("member", "job", "status", "config_sha256", "source_files", "workers_per_object", "usd_per_task",
                   "created", "ended", "continues")  # a sweep's card: a row per member (collect.merged_provenance)
 TASK_NAMES = {
-    TaskType.text_classification: "Text classification",
-    TaskType.text_multilabel: "Multi-label text classification",
+    TaskType.text_classification: "Single-label classification",
+    TaskType.text_multilabel: "Multi-label classification",
     TaskType.bounding_box: "Bounding boxes",
     TaskType.named_entity: "Named entities",
     TaskType.custom: "Custom task",
