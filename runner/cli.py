@@ -907,7 +907,7 @@ def collecting(what: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
 
 def collect_cmd(args: list[str]) -> int:
     from runner.collect import collect as c
-    from runner.collect.report import skipped_lines
+    from runner.collect.report import UNJUDGED, skipped_lines
     from runner.collect.transforms import HF_FOLDER
     from runner.schema import TaskType
 
@@ -1016,9 +1016,10 @@ def collect_cmd(args: list[str]) -> int:
             query = "FROM " + json.dumps(result["view"])
             out.print(f"  query it: duckdb {shlex.quote(str(where / 'gtrun.duckdb'))} -c {shlex.quote(query)}")
     for f in result["report"].get("transforms", {}).get("filters", []):
-        if f.get("dropped"):
+        if f.get("dropped") or f.get("unknown"):  # unknown: no confidence (a custom task's boxes), no answers
             out.print(f"  transforms.{f['option']}={f['threshold']} dropped {f['dropped']:,} of the "
-                      f"{f['objects']:,} labeled objects it looked at")
+                      f"{f['objects']:,} labeled objects it looked at"
+                      + (f"; kept {f['unknown']:,} {UNJUDGED[f['option']]}" if f.get("unknown") else ""))
     skipped, first = skipped_lines(result["report"])
     if skipped:
         line, problem = first[0]

@@ -560,6 +560,7 @@ def test_continue_labels_what_a_stopped_job_left(gtrun):
     assert (gtrun.cwd / "whole" / "not_labeled.jsonl").read_text() == ""
     card = (gtrun.cwd / "whole" / "README.md").read_text()
     assert name in card and later in card and "| sweep |" not in card  # two runs of a day's folder: no sweep
+    assert "## Merged runs" in card and "Sweep members" not in card
     row = next(line for line in card.splitlines() if line.startswith(f"| {new.name} |"))
     assert row.rstrip(" |").endswith(str(run.resolve()))  # the members' table says which continues which
     r = gtrun("collect", str(run), str(run), "--out", str(gtrun.cwd / "twice"))

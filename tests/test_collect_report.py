@@ -113,6 +113,9 @@ def test_the_report_describes_the_dataset_after_min_confidence_and_label_map(gtr
         {"option": "min_confidence", "threshold": 0.5, "objects": len(labeled), "kept": len(kept),
          "dropped": len(labeled) - len(kept), "unknown": no_confidence}]
     assert report["transforms"]["objects"] == len(kept)
+    assert no_confidence and (f"transforms.min_confidence=0.5 dropped {len(labeled) - len(kept):,} of the "
+                              f"{len(labeled):,} labeled objects it looked at; kept {no_confidence:,} without "
+                              "a confidence") in r.stdout, r.output
     assert report["transforms"]["label_map"] == {"Irrelevant": "Neutral"}
     assert report["labels"] == SENTIMENTS and report["transforms"]["labels"] == ["Positive", "Negative", "Neutral"]
     dist = report["label_distribution"]

@@ -98,6 +98,8 @@ CARD_WHAT = {  # the card's first words: what the dataset holds
 }
 MEMBER_COLUMNS = ("member", "job", "status", "config_sha256", "source_files", "workers_per_object", "usd_per_task",
                   "created", "ended", "continues")  # a sweep's card: a row per member (collect.merged_provenance)
+# the objects a filter cannot judge, which it keeps
+UNJUDGED = {"min_confidence": "without a confidence", "min_agreement": "without worker answers"}
 TASK_NAMES = {
     TaskType.text_classification: "Single-label classification",
     TaskType.text_multilabel: "Multi-label classification",
@@ -610,12 +612,11 @@ def dataset_notes(report: Mapping[str, Any]) -> list[str]:
     "The dataset" panel and the card's section of that name."""
     notes = []
     transforms = report.get("transforms") or {}
-    unknown_why = {"min_confidence": "without a confidence", "min_agreement": "without worker answers"}
     for f in transforms.get("filters", ()):
         note = (f"transforms.{f['option']} {f['threshold']:g}: kept {f['kept']:,} of {f['objects']:,} objects, "
                 f"left out {f['dropped']:,}")
         if f.get("unknown"):
-            note += f" ({f['unknown']:,} {unknown_why.get(f['option'], 'it cannot judge')}, kept)"
+            note += f" ({f['unknown']:,} {UNJUDGED.get(f['option'], 'it cannot judge')}, kept)"
         notes.append(note + ".")
     label_map = transforms.get("label_map")
     if label_map:
@@ -1048,7 +1049,9 @@ def card_markdown(provenance: Mapping[str, Any], report: Mapping[str, Any]) -> s
     members = provenance.get("members")
     if members:
         keys = [k for k in MEMBER_COLUMNS if any(k in m for m in members)]
-        lines += ["", "## Sweep members", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        # a sweep's members, or runs merged with --out (a run and its continuation, say)
+        heading = "Sweep members" if provenance.get("sweep") else "Merged runs"
+        lines += ["", f"## {heading}", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
         lines += ["| " + " | ".join(_md(m.get(k)) for k in keys) + " |" for m in members]
     lines += ["", "## Figures", "", "| figure | value | |", "|---|---:|---|"]
     lines += [f"| {_md(name)} | {_md(value)} | {_md(note)} |"
