@@ -373,6 +373,10 @@ def test_out_is_replaced_only_when_collect_wrote_it(gtrun, tmp_path):
     assert r.code == 2 and "gtrun.duckdb holds my_cats, which collect did not create" in r.stderr, r.output
     with duckdb.connect(str(tmp_path / "ds" / "gtrun.duckdb")) as con:
         assert con.sql("SELECT count(*) FROM my_cats").fetchall() == [(2,)]
+        # ... and so would one that another program holds open (collect cannot see what it holds)
+        r = gtrun("collect", "--manifest", manifest, "--out", str(tmp_path / "ds"), "transforms=table")
+        assert r.code == 2 and "gtrun.duckdb: cannot read it (" in r.stderr and "close the program" in r.stderr, r.output
+        assert con.sql("SELECT count(*) FROM my_cats").fetchall() == [(2,)]
         con.execute("DROP TABLE my_cats")
     assert gtrun("collect", "--manifest", manifest, "--out", str(tmp_path / "ds"), "transforms=table").code == 0
     (tmp_path / "empty").mkdir()

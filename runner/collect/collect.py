@@ -753,16 +753,21 @@ def _slug(dataset: str) -> str:
 
 def _made_in(database: Path, keep: str) -> list[str]:
     """The tables and views of the dataset's DuckDB database other than collect's view `keep`;
-    none when there is no database, or another program holds it open for writing (then it cannot
-    be read, and its tables, if any, are that program's to keep)."""
+    none when there is no database. One it cannot read (another program holds it open for
+    writing, say) is a CollectError: what it holds cannot be known, and would go with the dataset."""
     import duckdb
 
     if not database.is_file():
         return []
     try:
         con = duckdb.connect(str(database), read_only=True)
-    except duckdb.Error:
-        return []
+    except duckdb.Error as exc:
+        reason = str(exc).splitlines()[0]
+        held = "lock" in reason.lower()
+        raise CollectError(f"{database}: cannot read it ({reason}), so collect cannot tell whether it holds tables "
+                           "of yours, which collecting again would delete with the database"
+                           + ("\n  hint: close the program that has it open (a duckdb shell, a notebook), then "
+                              "collect again" if held else "")) from None
     try:
         rows = con.execute("SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() "
                            "ORDER BY table_name").fetchall()
