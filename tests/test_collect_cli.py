@@ -363,6 +363,15 @@ def test_out_is_replaced_only_when_collect_wrote_it(gtrun, tmp_path):
     (tmp_path / "a-file").write_text("x")
     r = gtrun("collect", "--manifest", manifest, "--out", str(tmp_path / "a-file"))
     assert r.code == 2 and "a file, not a folder" in r.stderr and (tmp_path / "a-file").read_text() == "x"
+    r = gtrun("collect", "--manifest", manifest, "--out", str(tmp_path / "a-file" / "ds"))
+    assert r.code == 2 and "a-file/ds: cannot write the dataset there (Not a directory" in r.stderr, r.output
+    assert "Traceback" not in r.stderr and (tmp_path / "a-file").read_text() == "x"
+    # a label_map value that is not a name (a dotted override nests a mapping) is named
+    r = gtrun("collect", "--manifest", manifest, "--out", str(tmp_path / "lm"), "transforms.label_map.cat.x=y")
+    assert r.code == 2 and "transforms.label_map.cat: {'x': 'y'} is not a label name" in r.stderr, r.output
+    r = gtrun("collect", "--manifest", manifest, "--out", str(tmp_path / "lm"), 'transforms.label_map.cat=""')
+    assert r.code == 2 and "transforms.label_map.cat: '' is not a label name" in r.stderr, r.output
+    assert not (tmp_path / "lm").exists()
     for _ in range(2):  # a dataset collect wrote, and an empty folder, are replaced
         r = gtrun("collect", "--manifest", manifest, "--out", str(tmp_path / "ds"), "transforms=table")
         assert r.code == 0, r.output

@@ -47,6 +47,16 @@ def test_only_s3_uris(uri):
         split_uri(uri)
 
 
+def test_an_object_that_cannot_be_read_is_named_and_errors_inside_stay_the_callers(tmp_path):
+    store = LocalStore(tmp_path)
+    (tmp_path / "b" / "k").mkdir(parents=True)  # a folder where the object would be
+    with pytest.raises(StoreError, match=r"^s3://b/k: cannot read .*/b/k \(Is a directory\)$"):
+        store.get_bytes("s3://b/k")
+    store.put_bytes("s3://b/x", b"1")
+    with pytest.raises(FileNotFoundError), store.open_read("s3://b/x"):  # raised by the reader: not the store's
+        raise FileNotFoundError("elsewhere")
+
+
 def test_missing_object_is_named(tmp_path):
     with pytest.raises(StoreError, match=r"s3://b/k: no such object"):
         LocalStore(tmp_path).get_bytes("s3://b/k")

@@ -366,7 +366,10 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
     slug = _slug(dataset)
     staging = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}.part")
     work = staging / slug  # transforms name their files after the folder (the dataset)
-    work.mkdir(parents=True)
+    try:
+        work.mkdir(parents=True)
+    except OSError as exc:  # a folder that is not writable, a file on the way
+        raise CollectError(f"{out_dir}: cannot write the dataset there ({exc.strerror or exc}: {exc.filename})") from None
     try:
         outputs = [o.staged(staging, str(i), progress) for i, o in enumerate(outputs)]
         # no labels (output gtrun did not launch, given no --labels): they are read off the output, by

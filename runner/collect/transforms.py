@@ -1663,6 +1663,10 @@ def check_transforms(steps: Mapping[str, Mapping[str, Any] | None], settings: Tr
         value = getattr(settings, key)
         if value is not None and not 0 <= value <= 1:
             errors.append(ConfigError(f"transforms.{key}", f"{value!r} is not in [0, 1]"))
+    for old, new in settings.label_map.items():  # a name for a name (a dotted override can nest a mapping)
+        if not isinstance(new, str) or not new.strip():
+            errors.append(ConfigError(f"transforms.label_map.{old}", f"{new!r} is not a label name",
+                                      f"e.g. transforms.label_map.{old}=<new name>"))
     unknown = [old for old in settings.label_map if labels and old not in labels]
     if unknown:
         errors.append(ConfigError("transforms.label_map", f"{unknown[0]!r} is not a label of the "

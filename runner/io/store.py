@@ -85,10 +85,13 @@ class LocalStore:
     def open_read(self, uri: str) -> Iterator[IO[bytes]]:
         path = self.path(uri)
         try:
-            with open(path, "rb") as src:
-                yield src
+            src = open(path, "rb")  # noqa: SIM115 (closed below: only opening it is the store's to explain)
         except FileNotFoundError:
             raise StoreError(f"{uri}: no such object (looked in {path})") from None
+        except OSError as exc:  # not readable (permissions), a folder, ...
+            raise StoreError(f"{uri}: cannot read {path} ({exc.strerror or exc})") from None
+        with src:
+            yield src
 
     def get_bytes(self, uri: str) -> bytes:
         with self.open_read(uri) as src:
