@@ -50,8 +50,8 @@ def test_collect_a_run_with_its_transforms(gtrun):
     assert by_id[manifest[2]["tweet_id"]]["label"] == "Neutral"
     table = pq.read_table(dataset / "table" / f"{name}.parquet")
     assert table.num_rows == 4 and "label" in table.column_names
-    con = duckdb.connect(str(dataset / "gtrun.duckdb"))
-    assert con.sql(f'SELECT count(*) FROM "{name}"').fetchall() == [(4,)]
+    with duckdb.connect(str(dataset / "gtrun.duckdb")) as con:  # closed: collecting again refuses an open one
+        assert con.sql(f'SELECT count(*) FROM "{name}"').fetchall() == [(4,)]
     report = read_json(dataset / "report.json")
     assert report["counts"]["labeled"] == 4 and report["counts"]["answers"] == 8
     assert report["agreement"]["krippendorff_alpha"] is not None
@@ -79,6 +79,11 @@ def test_collect_a_run_with_its_transforms(gtrun):
     r = gtrun("collect", str(run), "transforms=jsonl")
     assert r.code == 2 and "its lines have 'renamed'" in r.stderr, r.output
     assert "collect the manifest itself: gtrun collect --manifest" in r.stderr and "--label-attribute renamed" in r.stderr
+    # a malformed line of a run's output: the error names the file (the local backend's) and the line
+    lines = output.read_text().replace('"renamed', f'"{attribute}').splitlines()
+    output.write_text("\n".join([lines[0], "{cut", *lines[2:]]) + "\n")
+    r = gtrun("collect", str(run), "transforms=jsonl")
+    assert r.code == 2 and f"error: {output.resolve()}: line 2: not JSON" in r.stderr, r.output
 
 
 def test_collect_refuses_a_job_that_has_not_ended(gtrun):
@@ -402,7 +407,7 @@ def test_a_malformed_line_stops_or_is_skipped(gtrun, tmp_path):
     args = ["--manifest", str(manifest), "--task-type", "text_classification", "--label-attribute", "s",
             "--labels", "pos,neg"]
     r = gtrun("collect", *args, "--out", str(tmp_path / "d1"), "transforms=jsonl")
-    assert r.code == 2 and "line 2" in r.stderr and not (tmp_path / "d1").exists()
+    assert r.code == 2 and f"error: {manifest}: line 2: not JSON" in r.stderr and not (tmp_path / "d1").exists()
     r = gtrun("collect", *args, "--out", str(tmp_path / "d2"), "transforms=jsonl", "transforms.on_error=skip")
     assert r.code == 0, r.output
     report = read_json(tmp_path / "d2" / "report.json")

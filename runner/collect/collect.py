@@ -83,6 +83,11 @@ class Output:
         return None
 
     @property
+    def where(self) -> str:
+        """The manifest as the user finds it: a local backend's file, else its URI or path."""
+        return str(self.storage.path(self.manifest_uri)) if isinstance(self.storage, LocalStore) else self.manifest_uri
+
+    @property
     def local(self) -> Path | None:
         """The manifest as a local file, when it is one or has a copy."""
         if self.copy is not None:
@@ -323,12 +328,18 @@ def objects_of(out: Output, settings: TransformsConfig, stats: parse.ParseStats 
                               on_error=settings.on_error, stats=stats, loads=parse.exact_loads)  # ~1.7x json
         local = out.local
         lines = (progress or Progress()).lines(src, local.stat().st_size if local is not None else None)
-        for obj in parse.attach_answers(parser.parse_lines(lines), responses):
-            if out.continued_by is not None and obj.status is not Status.labeled:
-                continue  # the continuation labels it (or lists it as not labeled)
-            if tag is not None:
-                obj = replace(obj, object_id=f"{tag}/{obj.object_id}", member=tag, inputs={**obj.inputs, "gtrun_job": tag})
-            yield obj
+        try:
+            for obj in parse.attach_answers(parser.parse_lines(lines), responses):
+                if out.continued_by is not None and obj.status is not Status.labeled:
+                    continue  # the continuation labels it (or lists it as not labeled)
+                if tag is not None:
+                    obj = replace(obj, object_id=f"{tag}/{obj.object_id}", member=tag,
+                                  inputs={**obj.inputs, "gtrun_job": tag})
+                yield obj
+        except ManifestError as exc:
+            if not str(exc).startswith("line "):
+                raise
+            raise ManifestError(f"{out.where}: {exc}") from None  # which manifest's line
 
 
 def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig, *,
