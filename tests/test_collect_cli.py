@@ -84,6 +84,15 @@ def test_collect_a_run_with_its_transforms(gtrun):
     output.write_text("\n".join([lines[0], "{cut", *lines[2:]]) + "\n")
     r = gtrun("collect", str(run), "transforms=jsonl")
     assert r.code == 2 and f"error: {output.resolve()}: line 2: not JSON" in r.stderr, r.output
+    # an output cut short at a line's end parses: the job's object count tells; the dataset stays
+    before = sorted((p.relative_to(dataset), p.read_bytes()) for p in dataset.rglob("*") if p.is_file())
+    for kept in (lines[:3], []):
+        output.write_text("".join(x + "\n" for x in kept))
+        for steps in ("transforms=jsonl", "transforms=spacy"):  # the columnar path, the parser's
+            r = gtrun("collect", str(run), steps)
+            assert r.code == 2 and f"error: {output.resolve()}: {len(kept)} line" in r.stderr, r.output
+            assert "but the job had 4 objects (lineage.json)" in r.stderr
+    assert sorted((p.relative_to(dataset), p.read_bytes()) for p in dataset.rglob("*") if p.is_file()) == before
 
 
 def test_collect_refuses_a_job_that_has_not_ended(gtrun):

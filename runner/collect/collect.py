@@ -71,6 +71,14 @@ class Output:
     # collected with the run that continues it (gtrun continue), which relabels what this job did
     # not label: its objects that are not labeled are left out here (see continuations)
     continued_by: str | None = None
+    objects: int | None = None  # a run's: the objects of its job's input manifest, a line each in the output
+
+    def check_complete(self, lines: int) -> None:
+        """Raise unless the `lines` read (not blank) are a line for each of the job's objects."""
+        if self.objects is not None and lines != self.objects:
+            raise ManifestError(f"{self.where}: {lines:,} line{'' if lines == 1 else 's'}, but the job had "
+                                f"{self.objects:,} objects (lineage.json), and Ground Truth writes a line for each: "
+                                "the output manifest was cut short or changed")
 
     def response_files(self, folder: Path | None = None) -> tuple[Iterator[tuple[str, str]], Any] | None:
         """(its worker-response files, the function that opens one), or None when it has none to read:
@@ -205,7 +213,8 @@ def from_run(run_dir: Path) -> Output:
     return Output(name=name, manifest_uri=job["LabelingJobOutput"]["OutputDatasetS3Uri"],
                   storage=backend.storage, task_type=settings.template.task_type,
                   attribute=request["LabelAttributeName"], labels=list(settings.template.labels),
-                  output_path=output_path, provenance=provenance, settings=settings)
+                  output_path=output_path, provenance=provenance, settings=settings,
+                  objects=lineage["objects"] if isinstance(lineage.get("objects"), int) else None)
 
 
 def identified(out: Output, on_error: OnError = OnError.stop) -> Output:
@@ -328,6 +337,7 @@ def objects_of(out: Output, settings: TransformsConfig, stats: parse.ParseStats 
                               on_error=settings.on_error, stats=stats, loads=parse.exact_loads)  # ~1.7x json
         local = out.local
         lines = (progress or Progress()).lines(src, local.stat().st_size if local is not None else None)
+        before = parser.stats.lines  # stats may count other outputs' lines too
         try:
             for obj in parse.attach_answers(parser.parse_lines(lines), responses):
                 if out.continued_by is not None and obj.status is not Status.labeled:
@@ -336,6 +346,7 @@ def objects_of(out: Output, settings: TransformsConfig, stats: parse.ParseStats 
                     obj = replace(obj, object_id=f"{tag}/{obj.object_id}", member=tag,
                                   inputs={**obj.inputs, "gtrun_job": tag})
                 yield obj
+            out.check_complete(parser.stats.lines - before)
         except ManifestError as exc:
             if not str(exc).startswith("line "):
                 raise
@@ -393,6 +404,7 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
                                          task_type=task_type, progress=progress) if fast is not None else None
         if done is not None:
             result, fast_written = done
+            outputs[0].check_complete(result.lines)
             if not labels:
                 labels = result.labels or []
                 transforms.check_transforms(settings.steps, settings, labels=labels, task_type=task_type)
