@@ -980,7 +980,16 @@ def collect_cmd(args: list[str]) -> int:
             where = Path(ns.out) if ns.out else targets[0] / "dataset"
             if ns.out:
                 c.check_out_dir(where.resolve())  # before reading anything
-            outputs = [c.from_run(m) for m in members]
+            outputs = []
+            for m in members:
+                try:
+                    outputs.append(c.from_run(m))
+                except c.NotEnded as exc:
+                    if len(members) == 1:
+                        raise
+                    raise c.CollectError(f"{m}: {exc}\n  hint: wait for it (gtrun status {shlex.quote(str(m))} --wait) "
+                                         f"or stop it (gtrun stop {shlex.quote(str(m))}); or collect the members that "
+                                         "ended one by one, or merged with --out") from None
             c.continuations(outputs)  # a run and its continuation: each object counted once
             base = Run.at(members[0]).settings().transforms
             settings = transforms_settings(base, overrides)

@@ -136,9 +136,12 @@ def test_collect_a_sweep_into_one_dataset_with_provenance(gtrun):
     assert gtrun("run", "-m", "source.params.entity=Xbox,NBA2K", "source.limit=4",
                  "workteam.workers_per_object=2").code == 0
     runs = gtrun.runs()
-    for run in runs:
-        label_run(gtrun, run)
     sweep = runs[0].parent
+    label_run(gtrun, runs[0])
+    r = gtrun("collect", str(sweep))  # a member's job still running: it is named, with what to do
+    assert r.code == 2 and f"{runs[1]}: " in r.stderr and "is InProgress" in r.stderr, r.output
+    assert f"hint: wait for it (gtrun status {runs[1]} --wait) or stop it" in r.stderr
+    label_run(gtrun, runs[1])
     r = gtrun("collect", str(sweep))
     assert r.code == 0, r.output
     records = [json.loads(x) for split in ("train", "validation", "test")

@@ -21,7 +21,7 @@ from runner.collect import collect as c
 from runner.collect.columnar import LABEL_KEY, SAMPLE_LINES, Columnar, NotColumnar, batch_rows, records_sql, split_code_sql
 from runner.collect.transforms import SPLITS, split_of
 from runner.errors import ConfigError, ManifestError
-from runner.schema import SplitConfig, TaskType, TransformsConfig
+from runner.schema import OnError, SplitConfig, TaskType, TransformsConfig
 from tests.moto_fixtures import aws_env, moto_server, reset_moto  # noqa: F401
 
 TYPES = {
@@ -285,8 +285,8 @@ def test_labels_that_name_an_index_otherwise_than_the_lines_stop_both_paths(tmp_
         errors.append(str(exc.value))
         assert not (tmp_path / f"ds-{columnar}").exists()
     assert errors[0] == errors[1]
-    assert re.match(r"line \d+: (box \d+: )?label index [01] is '\w+' in the line \(class-(name|map)\), but '\w+' in "
-                    "the labels given", errors[0]), errors[0]
+    assert re.match(re.escape(str(path)) + r": line \d+: (box \d+: )?label index [01] is '\w+' in the line "
+                    r"\(class-(name|map)\), but '\w+' in the labels given", errors[0]), errors[0]
     # past the lines Columnar.open learns from: the records pass steps aside for the parser to name the line
     far = [output_line(task, i, rng) for i in range(SAMPLE_LINES + 200)]
     n, bad = next((n, x) for n, x in reversed(list(enumerate(far, 1)))
@@ -304,8 +304,33 @@ def test_labels_that_name_an_index_otherwise_than_the_lines_stop_both_paths(tmp_
         assert both_ways(path, task, tmp_path / "far", TransformsConfig(steps={"table": {}, "jsonl": {}}),
                          refused=True) is None
     assert f"needs the Python parser (line {n} " in caplog.text
-    with pytest.raises(ManifestError, match=f"^line {n}: .*'Other' in the line"):
+    with pytest.raises(ManifestError, match=f"^{re.escape(str(path))}: line {n}: .*'Other' in the line"):
         run(path, task, tmp_path / "far2" / "ds", TransformsConfig(steps={"jsonl": {}}), columnar=True)
+
+
+def test_an_entity_label_not_among_the_labels_given_stops_both_paths(tmp_path, caplog):
+    """Entities name their labels themselves, not by class index: one the list lacks would reach
+    jsonl, conll and spacy as it is, and only hf_datasets (which indexes it) refused it."""
+    task = TaskType.named_entity
+    attr, _, labels = TYPES[task]
+    rng = random.Random(5)
+    lines = [output_line(task, i, rng) for i in range(SAMPLE_LINES + 50)]
+    n, bad = next((n, x) for n, x in reversed(list(enumerate(lines, 1)))
+                  if x.get(attr) and x[attr]["annotations"]["entities"])
+    assert n > SAMPLE_LINES  # past the lines Columnar.open learns from: the records pass sees it
+    bad[attr]["annotations"]["entities"][0]["label"] = "Alien"
+    path = write_manifest(tmp_path / "out.manifest", lines)
+    for columnar in (True, False):
+        with caplog.at_level(logging.INFO, logger="runner.collect.transforms"), pytest.raises(
+                ManifestError, match=f"^{re.escape(str(path))}: line {n}: entity 0: label 'Alien' is not one of "
+                                     r"the labels given \(Person, Place\)"):
+            run(path, task, tmp_path / f"ds-{columnar}", TransformsConfig(steps={"jsonl": {}, "hf_datasets": {}}),
+                columnar=columnar)
+        assert not (tmp_path / f"ds-{columnar}").exists()
+    assert f"needs the Python parser (line {n} " in caplog.text
+    # on_error=skip reads past malformed lines, not a label list that is not the job's
+    with pytest.raises(ManifestError, match="'Alien' is not one of the labels given"):
+        run(path, task, tmp_path / "ds-skip", TransformsConfig(steps={"jsonl": {}}, on_error=OnError.skip), columnar=True)
 
 
 def test_a_manifest_on_s3_is_copied_aside_once_for_every_pass(tmp_path, caplog, moto_server, aws_env,  # noqa: F811
@@ -363,27 +388,6 @@ def test_collect_says_what_it_is_doing_and_how_far(tmp_path):
     c.collect([output], tmp_path / "none", TransformsConfig(steps={}), dataset="ds", provenance={},
               use_columnar=False, show=shown.append)
     assert list(dict.fromkeys(x.split(":")[0] for x in shown)) == ["counting for the report"]
-
-
-def test_a_label_hf_datasets_cannot_index_is_named_by_the_parser(tmp_path, caplog):
-    task = TaskType.named_entity  # entities name their labels themselves, not by class index
-    attr, _, labels = TYPES[task]
-    rng = random.Random(3)
-    lines = [output_line(task, i, rng) for i in range(300)]
-    odd = [x for x in lines if x.get(attr, {}).get("annotations", {}).get("entities")][5]
-    odd[attr]["annotations"]["entities"][0]["label"] = "Thing"  # a name the label list lacks
-    path = write_manifest(tmp_path / "odd.manifest", lines)
-    settings = TransformsConfig(steps={"hf_datasets": {}, "jsonl": {}})
-    errors = []
-    for columnar in (True, False):
-        output = c.Output(name="ds", manifest_uri=str(path), storage=None, task_type=task, attribute=attr,
-                          labels=labels)
-        with caplog.at_level(logging.INFO, logger="runner.collect.transforms"), pytest.raises(ConfigError) as exc:
-            c.collect([output], tmp_path / f"ds-{columnar}", settings, dataset="ds", provenance={}, use_columnar=columnar)
-        errors.append(str(exc.value))
-    assert errors[0] == errors[1] and "has label 'Thing', not one of ['Person', 'Place']" in errors[0]
-    assert "needs the Python parser (a label that is not in the label list)" in caplog.text
-    assert not (tmp_path / "ds-True").exists()
 
 
 def test_the_report_counted_in_a_pass_left_unfinished_is_counted_again(tmp_path):
@@ -526,6 +530,7 @@ def test_floats_and_control_characters_are_written_as_json_dumps_writes_them(tmp
     # DuckDB writes 1e16 as 10000000000000000.0 (to_json) or 1e16 (a leaf's text), and the control
     # characters' escapes in upper case: the jsonl lines must still be json.dumps's, byte for byte
     floats = [2.5e-05, 1e16, 1e-7, 1e22, 123456789012345678.0, 1e300, -0.0, 5e-324, 0.1]
+    confidences = [2.5e-05, 1e-7, 1e-300, -0.0, 5e-324, 0.1, 0.30000000000000004, 1.0]  # in [0, 1]
     sides = [0.0, 1e-4, 12.5, 9999999999999998.0, 0.30000000000000004]  # to_json writes these as Python does
     texts = ["vt\x0bff\x0cesc\x1b[0m", "a literal \\u001B", "backslash, then esc \\\x1b", "\\\\u001F",
              "".join(chr(i) for i in range(32)), "ends in a backslash \\"]
@@ -540,7 +545,7 @@ def test_floats_and_control_characters_are_written_as_json_dumps_writes_them(tmp
             meta = line.get(attr + "-metadata") or {}
             for item in [meta, *meta.get("objects", []), *meta.get("entities", [])]:
                 if item.get("confidence") is not None:
-                    item["confidence"] = floats[(i + 1) % len(floats)]
+                    item["confidence"] = confidences[(i + 1) % len(confidences)]
             for box in line.get(attr, {}).get("annotations", []) if task is TaskType.bounding_box else []:
                 box["left"], box["width"] = sides[i % len(sides)], sides[(i + 1) % len(sides)]
         if side is not None:
@@ -830,16 +835,17 @@ def _with_confidences(task: TaskType, line: dict, values: list) -> dict:
 
 
 @pytest.mark.parametrize("task", list(TYPES), ids=lambda t: t.value)
-def test_a_confidence_that_is_not_a_finite_number_stops_both_paths(tmp_path, caplog, task):
+def test_a_confidence_that_is_not_a_number_in_0_1_stops_both_paths(tmp_path, caplog, task):
     """inf and NaN are no JSON numbers: the columnar path wrote them as `inf` and `nan` (then
     could not read its own jsonl back), and took the lowest confidence past a NaN. Both paths now
-    name the line; -0.0 reads as 0.0 whatever the order of the confidences."""
+    name the line, as they do a confidence outside [0, 1]; -0.0 reads as 0.0 whatever the order of
+    the confidences."""
     rng = random.Random(7)
     good = [output_line(task, i, rng) for i in range(SAMPLE_LINES + 20)]
     labeled = _labeled(task, rng)
     many = 1 if task is TaskType.text_classification else 2
     for i, values in enumerate([["inf"], ["nan"], ["-Infinity"], [float("nan")], [float("inf")],
-                                [0.2, "nan"], ["nan", 0.2]]):
+                                [0.2, "nan"], ["nan", 0.2], [1.5], [-0.1], [0.2, 7], ["1.01"]]):
         if len(values) > many:
             continue
         bad = _with_confidences(task, labeled, values)
@@ -849,7 +855,7 @@ def test_a_confidence_that_is_not_a_finite_number_stops_both_paths(tmp_path, cap
         with pytest.raises(NotColumnar):
             columnar.write(jsonl=None, table=None)
         assert both_ways(path, task, tmp_path / f"bad{i}", SETTINGS["thresholds"], refused=True) is None
-        with pytest.raises(ManifestError, match=rf"line {len(good) + 1}: .*(not a finite number|not JSON)"):
+        with pytest.raises(ManifestError, match=rf"line {len(good) + 1}: .*(not a finite number|not JSON|not between 0 and 1)"):
             run(path, task, tmp_path / f"bad{i}" / "again", SETTINGS["thresholds"], columnar=False)
     if many == 1:
         return

@@ -51,6 +51,10 @@ class CollectError(GtrunError):
     """The output cannot be collected (yet)."""
 
 
+class NotEnded(CollectError):
+    """A run's job has not ended: it has no output yet."""
+
+
 @dataclass
 class Output:
     """One job's output: where its manifest is, how to read it, and what it is."""
@@ -192,9 +196,10 @@ def from_run(run_dir: Path) -> Output:
     with backend.labeling() as service:
         job = service.describe_labeling_job(name)
     status = job["LabelingJobStatus"]
-    if status not in TERMINAL or "LabelingJobOutput" not in job:
-        raise CollectError(f"{name} is {status}: Ground Truth writes its output manifest when the job ends",
-                           ) if status not in TERMINAL else CollectError(f"{name} ended ({status}) with no output")
+    if status not in TERMINAL:
+        raise NotEnded(f"{name} is {status}: Ground Truth writes its output manifest when the job ends")
+    if "LabelingJobOutput" not in job:
+        raise CollectError(f"{name} ended ({status}) with no output")
     output_path = request["OutputConfig"]["S3OutputPath"].rstrip("/")
     lineage = run.lineage() if (run_dir / "lineage.json").is_file() else {}  # a broken one: a RecordError
     w, p = settings.workteam, settings.pricing

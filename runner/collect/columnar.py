@@ -971,9 +971,10 @@ def _all_there(items: str) -> str:
 
 
 def _finite(numbers: str) -> str:
-    """No number of the list is infinite or NaN (parse._confidence refuses them): DuckDB's list_max
-    is NaN when one is, and list_min skips it. An empty list, or one of NULLs, passes."""
-    return f"coalesce(isfinite(list_min({numbers})) AND isfinite(list_max({numbers})), true)"
+    """Every number of the list is a confidence in [0, 1] (parse._confidence refuses others, NaN
+    and infinities too): DuckDB's list_max is NaN when one is, NaN compares above every number,
+    and list_min skips it. An empty list, or one of NULLs, passes."""
+    return f"coalesce(list_min({numbers}) >= 0 AND list_max({numbers}) <= 1, true)"
 
 
 def _paired(items: str, annotations: str) -> tuple[str, str, str]:
@@ -1003,7 +1004,7 @@ def _value_sql(task_type: TaskType, labels: Sequence[str], mapped: Callable[[str
         # given labels, a class-name must be labels[index] (parse._check_name)
         checks = (f"vi >= 0 AND (len({label_list}) = 0 OR vi < len({label_list})) AND raw_label IS NOT NULL "
                   f"AND (len({label_list}) = 0 OR raw_label = {label_list}[vi + 1]) "
-                  "AND coalesce(isfinite(confidence), true)")
+                  "AND coalesce(confidence BETWEEN 0 AND 1, true)")  # NaN too: above every number
         return leaves, stages, checks
     if task_type is TaskType.text_multilabel:
         class_map, lookup = _by_index('m."class-map"', labels)
@@ -1051,6 +1052,8 @@ def _value_sql(task_type: TaskType, labels: Sequence[str], mapped: Callable[[str
               f"list_transform(et, lambda e: e.label) AS raw_labels, list_transform(et, lambda e: {span}) AS entities, "
               f"{confidence}"]
     checks = f"en IS NOT NULL AND {_all_there('entities')} AND {paired_ok}"
+    if labels:  # given labels, each entity's is one of them (parse._entities)
+        checks += f" AND list_has_all({_list(labels)}, raw_labels)"
     return leaves, stages, checks
 
 

@@ -458,6 +458,9 @@ def _entities(value: Any, meta: dict[str, Any], labels: tuple[str, ...] | None,
                 from None
         if not 0 <= start < end:
             raise _Malformed(f"entity {i}: offsets [{start}, {end}) are not a span")
+        if labels is not None and label not in labels:  # as a class-name that is not the list's
+            raise _LabelsDisagree(f"entity {i}: label {label!r} is not one of the labels given ({', '.join(labels)})"
+                                  "\n  hint: give the job's labels (--labels), or none, to read them off the manifest")
         spans.append(_new_span(label, start, end, confidence))
     return {"entities": tuple(spans)}
 
@@ -672,9 +675,9 @@ def _without_bom(raw: bytes | str) -> bytes | str:
 
 
 def _confidence(value: Any, what: str) -> float | None:
-    """A confidence as a float (a number, or its text); infinite or NaN is malformed (it would be
-    no JSON number in the dataset), and -0.0 reads as 0.0 (which of several the lowest is does not
-    depend on their order)."""
+    """A confidence as a float (a number, or its text); one outside [0, 1] is malformed (infinite
+    or NaN would be no JSON number in the dataset), and -0.0 reads as 0.0 (which of several the
+    lowest is does not depend on their order)."""
     if value is None:
         return None
     if type(value) is float:
@@ -688,6 +691,8 @@ def _confidence(value: Any, what: str) -> float | None:
             raise _Malformed(f"{what} {value!r} is not a number") from None
     if not math.isfinite(number):
         raise _Malformed(f"{what} {value!r} is not a finite number")
+    if not 0 <= number <= 1:
+        raise _Malformed(f"{what} {value!r} is not between 0 and 1")
     return number + 0.0
 
 
