@@ -382,6 +382,8 @@ def test_out_is_replaced_only_when_collect_wrote_it(gtrun, tmp_path):
     assert r.code == 2 and "a file, not a folder" in r.stderr and (tmp_path / "a-file").read_text() == "x"
     r = gtrun("collect", "--manifest", manifest, "--out", str(tmp_path / "a-file" / "ds"))
     assert r.code == 2 and "a-file/ds: cannot write the dataset there (Not a directory" in r.stderr, r.output
+    r = gtrun("collect", "--manifest", manifest, "--out", str(tmp_path / "run" / ".hydra" / "ds"))
+    assert r.code == 2 and "inside a run's .hydra folder" in r.stderr and not (tmp_path / "run").exists()
     assert "Traceback" not in r.stderr and (tmp_path / "a-file").read_text() == "x"
     # a label_map value that is not a name (a dotted override nests a mapping) is named
     r = gtrun("collect", "--manifest", manifest, "--out", str(tmp_path / "lm"), "transforms.label_map.cat.x=y")

@@ -745,6 +745,9 @@ def check_out_dir(out_dir: Path) -> None:
     collect wrote there (report.json's "files"; a dataset collected before they were recorded: any)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise CollectError(f"{out_dir}: a file, not a folder for the dataset")
+    if ".hydra" in out_dir.parts:  # reproduce and diff read that record
+        raise CollectError(f"{out_dir}: inside a run's .hydra folder, Hydra's record of the run"
+                           "\n  hint: write the dataset elsewhere (--out)")
     if not out_dir.is_dir() or not any(out_dir.iterdir()):
         return
     try:
