@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,17 @@ def slug(*parts: Any) -> str:
     """
     text = "-".join(str(p) for p in parts if p not in (None, "", "None", "null"))
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+class NoWireLogs(logging.Filter):
+    """Keeps the AWS libraries' DEBUG records out of a log: botocore's show each request's headers,
+    which hold the access key id, the session token and the signature (`hydra.verbose=true` sets
+    every logger to DEBUG). The job logging config puts it on the run's log file."""
+
+    WIRE = ("botocore", "boto3", "s3transfer", "urllib3", "smart_open")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.INFO or not record.name.startswith(self.WIRE)
 
 
 def setup() -> None:

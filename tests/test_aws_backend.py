@@ -210,15 +210,18 @@ def test_credentials_never_reach_the_run_directory(gtrun, aws, monkeypatch):
     secret = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAGTRUNTESTKEY0001")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "SESSIONTOKENSECRET123")
     queue_tweets(moto, "source.params.entity=Xbox")
-    r = gtrun("run", "source.params.entity=Xbox", *aws_args(moto, service.url), storage=False)
+    # hydra.verbose: every logger at DEBUG, botocore's request headers (key id, token, signature) too
+    r = gtrun("run", "source.params.entity=Xbox", *aws_args(moto, service.url), "hydra.verbose=true", storage=False)
     assert r.code == 0, r.output
     (run,) = gtrun.runs()
     for path in run.rglob("*"):
         if path.is_file():
             text = path.read_bytes()
-            assert secret.encode() not in text and b"AKIAGTRUNTESTKEY0001" not in text, path
-    assert secret not in r.output
+            for leak in (secret.encode(), b"AKIAGTRUNTESTKEY0001", b"SESSIONTOKENSECRET123", b"Signature="):
+                assert leak not in text, (path, leak)
+    assert secret not in r.output and "SESSIONTOKENSECRET123" not in r.output
 
 
 def test_missing_aws_settings_name_their_keys(gtrun, aws):
