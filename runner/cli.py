@@ -514,6 +514,11 @@ def _rerun(path: str, extra: list[str], mode: str) -> int:
                                   f"`gtrun reproduce {continues}` reproduces the run it continues, "
                                   f"`gtrun continue {run.dir}` labels what this one left")
         else:
+            project = run.started_in()
+            if project is not None and Path.cwd().resolve() != project.resolve():
+                # its continuation's run and job go beside it, where the next `continue` looks for them
+                raise RecordError(f"{run.dir} was started in {project}: continue it there "
+                                  f"(cd {shlex.quote(str(project))}), so its continuation's run and job go beside it")
             later = run.continuations()
             if later:
                 raise RecordError(f"{run.dir} was continued already by {later[0]}: continue that run "

@@ -109,9 +109,16 @@ class Run:
         return settings
 
     def started_in(self) -> Path | None:
-        """The folder the run was started in (Hydra records it in .hydra/hydra.yaml), if recorded."""
+        """The folder the run was started in, where it is now: the one Hydra recorded (hydra.runtime.cwd
+        in .hydra/hydra.yaml) while the run is in it; else, the project moved or renamed with its
+        runs, the folder of the `outputs` folder the run is in; else the recorded one, if any."""
+        here = self.dir.resolve()
         cwd = _dig_or(self.runtime(), ("cwd",))
-        return Path(cwd) if isinstance(cwd, str) and Path(cwd).is_absolute() else None
+        recorded = Path(cwd) if isinstance(cwd, str) and Path(cwd).is_absolute() else None
+        if recorded is not None and here.is_relative_to(recorded.resolve()):
+            return recorded
+        outputs = next((p for p in here.parents if p.name == "outputs"), None)
+        return outputs.parent if outputs is not None else recorded
 
     def runtime(self) -> Any:
         """What Hydra recorded of the run's start (hydra.runtime in .hydra/hydra.yaml), or None."""

@@ -120,7 +120,16 @@ def test_a_run_is_read_with_its_own_storage_from_any_folder(gtrun, tmp_path):
     assert r.code == 0, r.output
     assert sum(len((run / "dataset" / "jsonl" / f"{s}.jsonl").read_text().splitlines())
                for s in ("train", "validation", "test")) == 2
+    r = there("continue", str(run))  # its continuation goes beside it: refused elsewhere, with where to go
+    assert r.code == 2 and f"was started in {tmp_path}: continue it there (cd {tmp_path})" in r.stderr, r.output
     assert list(elsewhere.iterdir()) == []  # no storage folder of its own made there
+    # the project moved with its runs and storage: read where they are now, nothing made where they were
+    moved = tmp_path.parent / f"{tmp_path.name}-moved"
+    tmp_path.rename(moved)
+    there = Gtrun(moved / "elsewhere")
+    r = there("status", str(moved / run.relative_to(tmp_path)))
+    assert r.code == 0 and "Completed" in r.stdout, r.output
+    assert not tmp_path.exists()
 
 
 def test_transform_that_does_not_fit_is_a_clear_error(gtrun):
