@@ -998,7 +998,9 @@ def collect_cmd(args: list[str]) -> int:
             c.continuations(outputs)  # a run and its continuation: each object counted once
             base = Run.at(members[0]).settings().transforms
             settings = transforms_settings(base, overrides)
-            dataset = outputs[0].name if len(outputs) == 1 else (where.name if ns.out else targets[0].name)
+            # named after its folder (--out), its run's job, or its sweep: never another dataset's name
+            alone = len(targets) == 1 and (targets[0] / CONFIG).is_file()
+            dataset = where.name if ns.out else (outputs[0].name if alone else targets[0].name)
             result = collecting(dataset, outputs, where, settings, dataset=dataset,
                                 provenance=c.merged_provenance(outputs, left_out=left_out))
             label_sets = {tuple(o.labels): o.name for o in outputs}

@@ -267,6 +267,8 @@ def test_collect_on_aws_registers_the_table_in_athena(gtrun, aws):
     s3 = boto3.client("s3", endpoint_url=moto, region_name="us-east-1")
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
     assert f"gtrun/datasets/{name}/table/{name}.parquet" in keys
+    marker = json.loads(s3.get_object(Bucket=BUCKET, Key=f"gtrun/datasets/{name}/gtrun-dataset.json")["Body"].read())
+    assert marker == {"dataset": str((run / "dataset").resolve()), "table": f"ml_workshop_db.{name.replace('-', '_')}"}
     athena = boto3.client("athena", endpoint_url=moto, region_name="us-east-1")
     queries = [athena.get_query_execution(QueryExecutionId=q)["QueryExecution"]["Query"]
                for q in athena.list_query_executions()["QueryExecutionIds"]]
@@ -301,3 +303,25 @@ def test_collect_on_aws_registers_the_table_in_athena(gtrun, aws):
     assert r.code == 2 and "Traceback" not in r.output, r.output
     assert r.stderr.startswith(f"error: the Athena table ml_workshop_db.{name.replace('-', '_')} over s3://"), r.stderr
     assert "the dataset is complete in" in r.stderr
+    (run / ".hydra" / "config.yaml").write_text(config)
+
+    def tables(table: str) -> list[str]:  # the DDL run on the table, in order
+        queries = [athena.get_query_execution(QueryExecutionId=q)["QueryExecution"]["Query"]
+                   for q in athena.list_query_executions()["QueryExecutionIds"]]
+        return [q.split(" (")[0] for q in queries if f"`ml_workshop_db`.`{table}`" in q]
+
+    # another dataset of the same name (another folder) does not replace this one's table: refused
+    before = tables(name.replace("-", "_"))
+    r = gtrun("collect", str(run), "--out", str(gtrun.cwd / "other" / name))
+    assert r.code == 2 and f"holds the Athena table ml_workshop_db.{name.replace('-', '_')} of another dataset" in r.stderr
+    assert tables(name.replace("-", "_")) == before  # neither dropped nor made anew
+    # a table whose CREATE failed was not made by collect: collecting again makes it, drops nothing
+    with FaultProxy(moto, refuse_queries) as proxy:
+        (run / ".hydra" / "config.yaml").write_text(config.replace(f"athena: {moto}", f"athena: {proxy.url}"))
+        assert gtrun("collect", str(run), "--out", str(gtrun.cwd / "fresh")).code == 2
+    (run / ".hydra" / "config.yaml").write_text(config)
+    assert gtrun("collect", str(run), "--out", str(gtrun.cwd / "fresh")).code == 0
+    assert tables("fresh") == ["CREATE EXTERNAL TABLE `ml_workshop_db`.`fresh`"]
+    assert gtrun("collect", str(run), "--out", str(gtrun.cwd / "fresh")).code == 0  # now its own: made anew
+    assert tables("fresh")[1:] == ["DROP TABLE IF EXISTS `ml_workshop_db`.`fresh`",
+                                   "CREATE EXTERNAL TABLE `ml_workshop_db`.`fresh`"]

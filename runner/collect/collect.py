@@ -19,6 +19,7 @@ import hashlib
 import heapq
 import json
 import logging
+import re
 import shutil
 import uuid
 from collections import Counter
@@ -501,7 +502,7 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
         raise
     settings0 = outputs[0].settings
     if "table" in written and settings0 is not None and settings0.backend.kind.value == "aws":
-        athena = register_on_athena(settings0, table_file, slug)
+        athena = register_on_athena(settings0, table_file, slug, dataset=out_dir)
         return {"report": figures, "written": {**written, "athena": athena}, "left_out": left_out,
                 "view": slug if "table" in written else None}
     return {"report": figures, "written": written, "left_out": left_out, "view": slug if "table" in written else None}
@@ -836,8 +837,16 @@ def columnar_of(outputs: Sequence[Output], settings: TransformsConfig, labels: S
                          settings=settings, memory_limit=engine.memory_limit, threads=engine.threads)
 
 
-def register_on_athena(settings: Any, table_file: Path, name: str) -> str:
-    """aws: the table goes to S3 and an external table over it is created through Athena."""
+MARKER = "gtrun-dataset.json"  # in a dataset's S3 folder: which dataset made its Athena table
+
+
+def register_on_athena(settings: Any, table_file: Path, name: str, *, dataset: Path) -> str:
+    """aws: the table goes to S3 and an external table over it is created through Athena.
+
+    The dataset's S3 folder (`datasets/<name>/`) records which local dataset made its table
+    (MARKER, written once the table is made): that one's table is made anew, with the columns of
+    the files written now; a folder another dataset of the same name made is refused, and a table
+    of that name that collect did not make stays (CREATE refuses to replace it)."""
     import pyarrow.parquet as pq
 
     from runner.build.sql import Query
@@ -847,20 +856,22 @@ def register_on_athena(settings: Any, table_file: Path, name: str) -> str:
         raise CollectError(f"transforms.steps.table.format: the aws backend registers Parquet tables only, "
                            f"not {table_file.suffix.lstrip('.')}")
     b = settings.backend
-    folder = "/".join(p for p in (f"s3://{b.bucket}", b.prefix.strip("/"), "datasets", name, "table") if p)
+    root = "/".join(p for p in (f"s3://{b.bucket}", b.prefix.strip("/"), "datasets", name) if p)
+    folder = f"{root}/table"
     backend = backend_for(settings)
     assert isinstance(backend, AwsBackend)  # collect registers tables for the aws backend only
-    file_uri = f"{folder}/{table_file.name}"
-    # the dataset's file there: an earlier collect of it put it there and made the table, which is
-    # made anew (CREATE ... IF NOT EXISTS would keep its columns); else a table of that name is not
-    # one collect made, and CREATE refuses to replace it
-    ours = backend.storage.exists(file_uri)
-    backend.storage.put_file(table_file, file_uri)
-    table = name.replace("-", "_").lower()
+    table = athena_name(name)
     database = b.athena.database or settings.source.database
+    mine = {"dataset": str(dataset.resolve()), "table": f"{database}.{table}"}
+    made = json.loads(backend.storage.get_bytes(f"{root}/{MARKER}")) if backend.storage.exists(f"{root}/{MARKER}") else None
+    if made is not None and made.get("dataset") != mine["dataset"]:
+        raise CollectError(f"{root}/ holds the Athena table {made.get('table')} of another dataset of the name "
+                           f"{name!r} ({made.get('dataset')}), which registering this one would replace"
+                           f"\n  hint: the dataset is complete in {dataset}; collect it into a folder of another "
+                           "name (--out) to register its table")
     ddls = [transforms.athena_table_ddl(table, folder, transforms.athena_columns(pq.read_schema(table_file)),
                                         database=database)]
-    if ours:
+    if made is not None:
         ddls.insert(0, transforms.athena_drop_ddl(table, database=database))
     source = backend.open_source()
     try:
@@ -868,12 +879,23 @@ def register_on_athena(settings: Any, table_file: Path, name: str) -> str:
             source.wait(source.start(Query(ddl, (), (), None)))
     except GtrunError as exc:  # the dataset is written; only its table is not
         raise CollectError(f"the Athena table {database}.{table} over {folder}/: {str(exc).removeprefix('source: ')}"
-                           f"\n  hint: the dataset is complete in {table_file.parent.parent}; collect again to "
-                           "register the table (a table of that name that collect did not make stays: collect "
-                           "into a folder of another name, or set backend.athena.database)") from None
+                           f"\n  hint: the dataset is complete in {dataset}; collect again to register the "
+                           "table (a table of that name that collect did not make stays: collect into a folder "
+                           "of another name with --out)") from None
     finally:
         source.close()
+    backend.storage.put_file(table_file, f"{folder}/{table_file.name}")
+    backend.storage.put_bytes(f"{root}/{MARKER}", json.dumps(mine).encode())
     return f"{database}.{table}"
+
+
+def athena_name(name: str) -> str:
+    """A dataset's name as an Athena table's: lower-case letters, digits and underscores.
+
+    >>> athena_name("tweets-Xbox"), athena_name("ÄÖ 2")
+    ('tweets_xbox', '___2')
+    """
+    return re.sub(r"[^a-z0-9_]", "_", name.lower())
 
 
 def seen_labels(objects: Iterable[LabeledObject]) -> list[str]:
