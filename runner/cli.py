@@ -746,7 +746,7 @@ def _status_of(run: str, wait: bool, interval: float) -> int:
     if job.get("LabelingJobOutput"):
         uri = job["LabelingJobOutput"]["OutputDatasetS3Uri"]
         # the local backend's "S3" is a folder: where the file is, for --manifest and the like
-        local = f" ({LocalStore(settings.backend.root).path(uri)})" if settings.backend.kind.value == "local" else ""
+        local = f" ({LocalStore(settings.backend.root).path(uri)})" if settings.backend.kind is BackendKind.local else ""
         out.print(f"output: {uri}{local}")
     if job.get("FailureReason"):
         out.print(f"failure: {job['FailureReason']}")

@@ -92,6 +92,7 @@ def test_collect_a_run_with_its_transforms(gtrun):
             r = gtrun("collect", str(run), steps)
             assert r.code == 2 and f"error: {output.resolve()}: {len(kept)} line" in r.stderr, r.output
             assert "but the job had 4 objects (lineage.json)" in r.stderr
+            assert f"hint: collect it as it is with gtrun collect --manifest {output.resolve()} --out DIR" in r.stderr
     assert sorted((p.relative_to(dataset), p.read_bytes()) for p in dataset.rglob("*") if p.is_file()) == before
 
 
@@ -391,8 +392,11 @@ def test_out_is_replaced_only_when_collect_wrote_it(gtrun, tmp_path):
     assert r.code == 2 and "a file, not a folder" in r.stderr and (tmp_path / "a-file").read_text() == "x"
     r = gtrun("collect", "--manifest", manifest, "--out", str(tmp_path / "a-file" / "ds"))
     assert r.code == 2 and "a-file/ds: cannot write the dataset there (Not a directory" in r.stderr, r.output
+    (tmp_path / "run" / ".hydra").mkdir(parents=True)
+    (tmp_path / "run" / ".hydra" / "config.yaml").write_text("job: {}\n")  # a run's record
     r = gtrun("collect", "--manifest", manifest, "--out", str(tmp_path / "run" / ".hydra" / "ds"))
-    assert r.code == 2 and "inside a run's .hydra folder" in r.stderr and not (tmp_path / "run").exists()
+    assert r.code == 2 and "inside a run's .hydra folder" in r.stderr and not (tmp_path / "run" / ".hydra" / "ds").exists()
+    shutil.rmtree(tmp_path / "run")
     assert "Traceback" not in r.stderr and (tmp_path / "a-file").read_text() == "x"
     # a label_map value that is not a name (a dotted override nests a mapping) is named
     r = gtrun("collect", "--manifest", manifest, "--out", str(tmp_path / "lm"), "transforms.label_map.cat.x=y")
@@ -431,6 +435,10 @@ def test_a_malformed_line_stops_or_is_skipped(gtrun, tmp_path):
             "--labels", "pos,neg"]
     r = gtrun("collect", *args, "--out", str(tmp_path / "d1"), "transforms=jsonl")
     assert r.code == 2 and f"error: {manifest}: line 2: not JSON" in r.stderr and not (tmp_path / "d1").exists()
+    first = tmp_path / "first.manifest"  # the attribute and task type read off a bad first line: named too
+    first.write_text("{not json\n" + json.dumps(good) + "\n")
+    r = gtrun("collect", "--manifest", str(first), "--out", str(tmp_path / "d1"))
+    assert r.code == 2 and f"error: {first}: line 1: not JSON" in r.stderr, r.output
     r = gtrun("collect", *args, "--out", str(tmp_path / "d2"), "transforms=jsonl", "transforms.on_error=skip")
     assert r.code == 0, r.output
     report = read_json(tmp_path / "d2" / "report.json")

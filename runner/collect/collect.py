@@ -20,6 +20,7 @@ import heapq
 import json
 import logging
 import re
+import shlex
 import shutil
 import uuid
 from collections import Counter
@@ -76,14 +77,19 @@ class Output:
     # collected with the run that continues it (gtrun continue), which relabels what this job did
     # not label: its objects that are not labeled are left out here (see continuations)
     continued_by: str | None = None
-    objects: int | None = None  # a run's: the objects of its job's input manifest, a line each in the output
+    objects: int | None = None  # a run's: the objects of its job's input manifest (lineage.json)
+    # its output has a line for each of them: a job that completed, or any job of gtrun's own service
+    # (Ground Truth may leave out what a stopped job did not gather: then at most one line each)
+    line_each: bool = True
 
     def check_complete(self, lines: int) -> None:
         """Raise unless the `lines` read (not blank) are a line for each of the job's objects."""
-        if self.objects is not None and lines != self.objects:
-            raise ManifestError(f"{self.where}: {lines:,} line{'' if lines == 1 else 's'}, but the job had "
-                                f"{self.objects:,} objects (lineage.json), and Ground Truth writes a line for each: "
-                                "the output manifest was cut short or changed")
+        if self.objects is None or lines == self.objects or (lines < self.objects and not self.line_each):
+            return
+        raise ManifestError(f"{self.where}: {lines:,} line{'' if lines == 1 else 's'}, but the job had {self.objects:,} "
+                            f"object{'' if self.objects == 1 else 's'} (lineage.json), a line each in its output: the "
+                            "output manifest was cut short or changed\n  hint: collect it as it is with gtrun collect "
+                            f"--manifest {shlex.quote(self.where)} --out DIR")
 
     def response_files(self, folder: Path | None = None) -> tuple[Iterator[tuple[str, str]], Any] | None:
         """(its worker-response files, the function that opens one), or None when it has none to read:
@@ -220,7 +226,8 @@ def from_run(run_dir: Path) -> Output:
                   storage=backend.storage, task_type=settings.template.task_type,
                   attribute=request["LabelAttributeName"], labels=list(settings.template.labels),
                   output_path=output_path, provenance=provenance, settings=settings,
-                  objects=lineage["objects"] if isinstance(lineage.get("objects"), int) else None)
+                  objects=lineage["objects"] if isinstance(lineage.get("objects"), int) else None,
+                  line_each=status == "Completed" or settings.backend.kind.value == "local")
 
 
 def identified(out: Output, on_error: OnError = OnError.stop) -> Output:
@@ -233,9 +240,11 @@ def identified(out: Output, on_error: OnError = OnError.stop) -> Output:
         with out.open() as src:
             attribute, task_type = parse.identify(src, attribute=out.attribute, task_type=out.task_type,
                                                   on_error=on_error)
-    except ManifestError:
+    except ManifestError as exc:
         if out.attribute is not None:
             check_attribute(out)
+        if str(exc).startswith("line "):
+            raise ManifestError(f"{out.where}: {exc}") from None  # which manifest's line, as objects_of says
         raise
     return replace(out, attribute=attribute, task_type=task_type)
 
@@ -746,7 +755,8 @@ def check_out_dir(out_dir: Path) -> None:
     collect wrote there (report.json's "files"; a dataset collected before they were recorded: any)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise CollectError(f"{out_dir}: a file, not a folder for the dataset")
-    if ".hydra" in out_dir.parts:  # reproduce and diff read that record
+    hydra = next((p for p in (out_dir, *out_dir.parents) if p.name == ".hydra"), None)
+    if hydra is not None and (hydra / "config.yaml").is_file():  # reproduce and diff read that record
         raise CollectError(f"{out_dir}: inside a run's .hydra folder, Hydra's record of the run"
                            "\n  hint: write the dataset elsewhere (--out)")
     if not out_dir.is_dir() or not any(out_dir.iterdir()):
@@ -802,7 +812,8 @@ def _made_in(database: Path, keep: str) -> list[str]:
         raise CollectError(f"{database}: cannot read it ({reason}), so collect cannot tell whether it holds tables "
                            "of yours, which collecting again would delete with the database"
                            + ("\n  hint: close the program that has it open (a duckdb shell, a notebook), then "
-                              "collect again" if held else "")) from None
+                              "collect again" if held else "\n  hint: if it is damaged, delete it (collect makes it "
+                              "anew), or collect into another folder (--out)")) from None
     try:
         rows = con.execute("SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() "
                            "ORDER BY table_name").fetchall()

@@ -16,8 +16,9 @@ Object ids. Ground Truth names worker-response folders by `datasetObjectId`, obs
 output line does not carry its id, so a record's `object_id` is the 0-based index of the line among
 the manifest's non-blank lines, unless the metadata has a `worker-response-ref` (custom tasks,
 newer GT and gtrun), whose path names the id. Both agree only while the output manifest has one
-line per input line in input order: a manifest that leaves objects out (gtrun's service writes
-only finished objects when a job is stopped) shifts the index of every later line.
+line per input line in input order: a manifest that leaves objects out shifts the index of
+every later line (gtrun's service writes a line for every object, a stopped job's too, and
+collect refuses a run's output whose lines are not its job's objects).
 
 Class names. A class index (a single-label value, a multi-label index, a box's class_id) is
 named by the line (`class-name`, `class-map`), else by the labels given: the job's label config,
@@ -460,7 +461,8 @@ def _entities(value: Any, meta: dict[str, Any], labels: tuple[str, ...] | None,
             raise _Malformed(f"entity {i}: offsets [{start}, {end}) are not a span")
         if labels is not None and label not in labels:  # as a class-name that is not the list's
             raise _LabelsDisagree(f"entity {i}: label {label!r} is not one of the labels given ({', '.join(labels)})"
-                                  "\n  hint: give the job's labels (--labels), or none, to read them off the manifest")
+                                  "\n  hint: the labels must be the job's (a run's template.labels, or --labels); "
+                                  "collect --manifest without --labels reads them off the lines")
         spans.append(_new_span(label, start, end, confidence))
     return {"entities": tuple(spans)}
 

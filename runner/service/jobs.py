@@ -328,7 +328,7 @@ class LabelingJobs:
                 self.store.set_status(name, "Stopped" if status == "Stopping" else "Completed", now)
 
     def write_output(self, spec: JobSpec) -> str:
-        """The output manifest: every finished object's line, in manifest order."""
+        """The output manifest: a line for every object, in manifest order (store.outputs)."""
         uri = layout.output_manifest_key(spec.output_path, spec.name)
         with self.storage.open_write(uri) as out:
             for line in self.store.outputs(spec.name):
