@@ -222,6 +222,12 @@ def test_credentials_never_reach_the_run_directory(gtrun, aws, monkeypatch):
             for leak in (secret.encode(), b"AKIAGTRUNTESTKEY0001", b"SESSIONTOKENSECRET123", b"Signature="):
                 assert leak not in text, (path, leak)
     assert secret not in r.output and "SESSIONTOKENSECRET123" not in r.output
+    # no credentials at all: one line that says where boto3 looks for them
+    r = gtrun("status", str(run), env={"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None, "AWS_SESSION_TOKEN": None,
+                                       "AWS_PROFILE": None, "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+                                       "AWS_CONFIG_FILE": "/nonexistent", "AWS_EC2_METADATA_DISABLED": "true"})
+    assert r.code == 2 and "Traceback" not in r.stderr, r.output
+    assert r.stderr.startswith("error: DescribeLabelingJob ") and "no AWS credentials found (boto3's standard chain" in r.stderr
 
 
 def test_missing_aws_settings_name_their_keys(gtrun, aws):

@@ -42,13 +42,12 @@ class SageMakerLabeling:
     def _said(self, name: str) -> Iterator[None]:
         """botocore's errors (the service's, and no endpoint, credentials or network) as one
         SubmitError that starts with `name`."""
+        from runner.io.s3 import describe
+
         try:
             yield
-        except self._errors.ClientError as exc:
-            err = exc.response.get("Error", {})
-            raise SubmitError(f"{name}: {err.get('Code', 'Error')}: {err.get('Message', exc)}") from None
-        except self._errors.BotoCoreError as exc:
-            raise SubmitError(f"{name}: {exc}") from None
+        except (self._errors.ClientError, self._errors.BotoCoreError) as exc:
+            raise SubmitError(f"{name}: {describe(exc)}") from None
 
     def _call(self, operation: str, name: str, **params: Any) -> dict[str, Any]:
         with self._said(name):

@@ -50,7 +50,7 @@ def describe(exc: BaseException) -> str:
             info = err.response.get("Error", {})
             status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
             code = info.get("Code") or f"HTTP {status}"
-            return f"{code}: {info.get('Message') or 'no message'}"
+            return f"{code}: {one_line(str(info.get('Message') or 'no message'))}"
         if isinstance(err, botocore.exceptions.NoCredentialsError):
             return ("no AWS credentials found (boto3's standard chain: environment variables, "
                     "backend.profile / AWS_PROFILE, ~/.aws, an instance or task role)")
@@ -59,6 +59,17 @@ def describe(exc: BaseException) -> str:
         err = getattr(err, "backend_error", None) or err.__cause__
         seen += 1
     return f"{type(exc).__name__}: {exc}"
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """An error's text on one line, cut at `limit` characters: an endpoint that is not the service's
+    answers with a page of HTML or XML.
+
+    >>> one_line("<!doctype html>\\n<html>\\n  <body>Not Found</body>\\n</html>", 30)
+    '<!doctype html> <html> <body>N…'
+    """
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit].rstrip() + "…"
 
 
 def error_code(exc: BaseException) -> str | None:
