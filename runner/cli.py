@@ -950,6 +950,8 @@ def collect_cmd(args: list[str]) -> int:
         if ns.manifest:
             if not ns.out:
                 return fail("--manifest needs --out (where to write the dataset)")
+            if ns.manifest.startswith("s3://") and not ns.manifest[5:].partition("/")[2]:
+                return fail(f"--manifest {ns.manifest}: not an object's URI (s3://bucket/key)")
             c.check_out_dir(Path(ns.out).resolve())  # before reading anything
             picked = any(o.partition("=")[0] == "transforms" for o in overrides)  # else table and jsonl
             settings = transforms_settings(None, overrides if picked else ["transforms=table,jsonl", *overrides])

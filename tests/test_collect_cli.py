@@ -355,6 +355,8 @@ def test_a_manifest_on_s3_without_credentials_is_one_error(gtrun):
     assert "s3://gtrun/jobs/tweets/output/output.manifest: cannot read the output manifest (no AWS credentials" \
         in r.stderr and "gtrun status <run>" in r.stderr
     assert not (gtrun.cwd / "d").exists()
+    r = gtrun("collect", "--manifest", "s3://gtrun", "--out", "d")  # a bucket, no object
+    assert r.code == 2 and "--manifest s3://gtrun: not an object's URI (s3://bucket/key)" in r.stderr, r.output
 
 
 def test_failed_and_unlabeled_objects_are_listed_with_their_inputs(gtrun, tmp_path):

@@ -161,9 +161,10 @@ class Output:
                 from runner.io.s3 import AWS_ERRORS, describe
 
                 if isinstance(exc, (OSError, ValueError, *AWS_ERRORS)):
-                    raise CollectError(f"{self.manifest_uri}: cannot read the output manifest ({describe(exc)}); "
-                                       "a local run's output is in its backend.root: `gtrun status <run>` "
-                                       "prints where") from None
+                    why = describe(exc)
+                    local = ("; a local run's output is a file in its backend.root: `gtrun status <run>` prints "
+                             "where") if why.startswith("no AWS credentials") else ""
+                    raise CollectError(f"{self.manifest_uri}: cannot read the output manifest ({why}){local}") from None
             if isinstance(exc, (OSError, ValueError)):
                 raise CollectError(f"{self.manifest_uri}: cannot read the output manifest ({exc})") from None
             raise
