@@ -337,6 +337,7 @@ class Pipeline:
 
     def open_source(self) -> tuple[Any, Query, list[str]]:
         query = select_query(self.s.source, self.backend.dialect)
+        self.backend.check_storage()  # before a query is paid for
         src = self.backend.open_source()
         try:
             fields = list(query.fields or src.output_fields(query))

@@ -241,6 +241,12 @@ def test_missing_aws_settings_name_their_keys(gtrun, aws):
     assert r.code == 2 and "backend.bucket: 'My_Bucket' is not an S3 bucket name" in r.stderr
     r = gtrun("run", *aws_args(moto, service.url), "backend.region=us-west-1", storage=False)
     assert r.code == 2 and "backend.region" in r.stderr
+    # a bucket that is not there: named before a query Athena bills for runs (its results go there too)
+    for verb in ("run", "plan"):
+        r = gtrun(verb, *aws_args(moto, service.url), "backend.bucket=no-such-bucket", storage=False)
+        assert r.code == 2 and "backend.bucket: s3://no-such-bucket: no such bucket" in r.stderr, r.output
+    athena = boto3.client("athena", endpoint_url=moto, region_name="us-east-1")
+    assert athena.list_query_executions()["QueryExecutionIds"] == []
     assert service.app.state.jobs.describe_all() == []
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from runner.build.manifest import json_lines_query
 from runner.build.sql import Query
+from runner.errors import ConfigError, StoreError
 from runner.io.labeling import LabelingService, SageMakerLabeling, local_labeling
 from runner.io.query import DuckDBSource, fingerprint, source_files
 from runner.io.store import LocalStore, Store
@@ -36,6 +37,7 @@ class Backend(Protocol):
     storage: Store
 
     def open_source(self) -> Source: ...
+    def check_storage(self) -> None: ...
     def lines(self, src: Any, query: Query, fields: Sequence[str]) -> Iterator[tuple[Any, int]]: ...
     def labeling(self) -> contextlib.AbstractContextManager[LabelingService]: ...
     def source_files(self) -> dict[str, str]: ...
@@ -53,6 +55,9 @@ class LocalBackend:
 
     def open_source(self) -> DuckDBSource:
         return DuckDBSource.open(self.s.source, self.s.backend.duckdb)
+
+    def check_storage(self) -> None:
+        """A local folder: made as it is written to."""
 
     def lines(self, src: DuckDBSource, query: Query, fields: Sequence[str]) -> Iterator[tuple[Any, int]]:
         return src.stream_lines(json_lines_query(query, fields))
@@ -88,6 +93,13 @@ class AwsBackend:
 
         b = self.s.backend
         return AthenaSource(self._client(b, "athena"), self._client(b, "s3"), b, self.s.source)
+
+    def check_storage(self) -> None:
+        """backend.bucket is there and usable, before a query Athena bills for (its results go there too)."""
+        try:
+            self.storage.check_bucket(self.s.backend.bucket)
+        except StoreError as exc:
+            raise ConfigError("backend.bucket", str(exc)) from None
 
     def lines(self, src: AthenaSource, query: Query, fields: Sequence[str]) -> Iterator[tuple[Any, int]]:
         return src.stream_lines(query, fields)  # lines are built from Athena's result CSV, in Python

@@ -214,6 +214,15 @@ class S3Store:
             data: bytes = src.read()
             return data
 
+    def check_bucket(self, bucket: str) -> None:
+        """Raise StoreError unless the bucket is there and this client may use it (HeadBucket)."""
+        try:
+            self.client.head_bucket(Bucket=bucket)
+        except AWS_ERRORS as exc:
+            found = error_code(exc)
+            why = "no such bucket" if found in ("404", "NoSuchBucket", "NotFound") else describe(exc)
+            raise StoreError(f"s3://{bucket}: {why}") from exc
+
     def exists(self, uri: str) -> bool:
         bucket, key = split_uri(uri)
         try:
