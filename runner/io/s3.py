@@ -215,11 +215,16 @@ class S3Store:
             return data
 
     def check_bucket(self, bucket: str) -> None:
-        """Raise StoreError unless the bucket is there and this client may use it (HeadBucket)."""
+        """Raise StoreError when the bucket is not there, or cannot be reached (HeadBucket). A 403 is
+        not an error here: HeadBucket needs s3:ListBucket, which a role that only reads and writes
+        objects under a prefix may lack; the writes say so if the role cannot write either."""
         try:
             self.client.head_bucket(Bucket=bucket)
         except AWS_ERRORS as exc:
             found = error_code(exc)
+            if found in ("403", "AccessDenied", "Forbidden"):
+                log.info("s3://%s: HeadBucket refused (%s); going on", bucket, describe(exc))
+                return
             why = "no such bucket" if found in ("404", "NoSuchBucket", "NotFound") else describe(exc)
             raise StoreError(f"s3://{bucket}: {why}") from exc
 
