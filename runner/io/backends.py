@@ -99,7 +99,9 @@ class AwsBackend:
         try:
             self.storage.check_bucket(self.s.backend.bucket)
         except StoreError as exc:
-            raise ConfigError("backend.bucket", str(exc)) from None
+            if str(exc).endswith(": no such bucket"):
+                raise ConfigError("backend.bucket", str(exc)) from None
+            raise  # the endpoint, the network, the credentials: named by the error itself
 
     def lines(self, src: AthenaSource, query: Query, fields: Sequence[str]) -> Iterator[tuple[Any, int]]:
         return src.stream_lines(query, fields)  # lines are built from Athena's result CSV, in Python
