@@ -34,6 +34,14 @@ class ManifestError(GtrunError):
     """The query's rows cannot become an input manifest."""
 
 
+class LineError(ManifestError):
+    """A line of an output manifest is not what Ground Truth writes: "line <n>: <what is wrong>",
+    which collect prefixes with the manifest's file (`in_file`)."""
+
+    def in_file(self, where: str) -> LineError:
+        return LineError(f"{where}: {self}")
+
+
 class TemplateError(GtrunError):
     """The worker template does not parse or does not render."""
 

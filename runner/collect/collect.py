@@ -37,7 +37,7 @@ from runner import __version__
 from runner.collect import parse, report, transforms
 from runner.collect.progress import Progress
 from runner.collect.records import LabeledObject, Status
-from runner.errors import GtrunError, ManifestError, RecordError
+from runner.errors import GtrunError, LineError, ManifestError, RecordError
 from runner.io.store import LocalStore, Store
 from runner.schema import DuckDBConfig, OnError, TaskType, TransformsConfig
 
@@ -241,11 +241,13 @@ def identified(out: Output, on_error: OnError = OnError.stop) -> Output:
         with out.open() as src:
             attribute, task_type = parse.identify(src, attribute=out.attribute, task_type=out.task_type,
                                                   on_error=on_error)
-    except ManifestError as exc:
+    except LineError as exc:
         if out.attribute is not None:
             check_attribute(out)
-        if str(exc).startswith("line "):
-            raise ManifestError(f"{out.where}: {exc}") from None  # which manifest's line, as objects_of says
+        raise exc.in_file(out.where) from None  # which manifest's line, as objects_of says
+    except ManifestError:
+        if out.attribute is not None:
+            check_attribute(out)
         raise
     return replace(out, attribute=attribute, task_type=task_type)
 
@@ -363,10 +365,8 @@ def objects_of(out: Output, settings: TransformsConfig, stats: parse.ParseStats 
                                   inputs={**obj.inputs, "gtrun_job": tag})
                 yield obj
             out.check_complete(parser.stats.lines - before)
-        except ManifestError as exc:
-            if not str(exc).startswith("line "):
-                raise
-            raise ManifestError(f"{out.where}: {exc}") from None  # which manifest's line
+        except LineError as exc:
+            raise exc.in_file(out.where) from None  # which manifest's line
 
 
 def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig, *,
@@ -407,7 +407,7 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
     try:
         work.mkdir(parents=True)
     except OSError as exc:  # a folder that is not writable, a file on the way
-        raise CollectError(f"{out_dir}: cannot write the dataset there ({exc.strerror or exc}: {exc.filename})") from None
+        raise CollectError(f"{out_dir}: cannot write the dataset there ({exc.strerror or exc})") from None
     try:
         outputs = [o.staged(staging, str(i), progress) for i, o in enumerate(outputs)]
         # no labels (output gtrun did not launch, given no --labels): they are read off the output, by

@@ -48,7 +48,7 @@ from typing import Any
 import orjson
 
 from runner.collect.records import Box, LabeledObject, Span, Status, WorkerAnswer
-from runner.errors import ManifestError, StoreError
+from runner.errors import LineError, ManifestError, StoreError
 from runner.schema import OnError, TaskType
 
 # `<attr>-metadata.type` -> task type (reference §2.2, §4.2). Image classification is read as
@@ -185,7 +185,7 @@ def parse_line(line: Mapping[str, Any], *, line_no: int, attribute: str,
                       None if labels is None else tuple(labels), tuple(answers), object_id,
                       str(line_no - 1))
     except _Malformed as exc:
-        raise ManifestError(f"line {line_no}: {exc}") from None
+        raise LineError(f"line {line_no}: {exc}") from None
 
 
 def _parse(line: Mapping[str, Any], line_no: int, attribute: str, task_type: TaskType | None,
@@ -819,7 +819,7 @@ class Parser:
                 if not known:
                     pending.append((line_no, object_id, line))
                     if len(pending) > MAX_PENDING:
-                        raise ManifestError(f"line {line_no}: " + self._unknown(pending[:MAX_PENDING]))
+                        raise LineError(f"line {line_no}: " + self._unknown(pending[:MAX_PENDING]))
                     continue
                 held, pending = pending, []
                 for held_line in held:
@@ -839,7 +839,7 @@ class Parser:
         try:
             obj = _parse(line, line_no, self.attribute, self.task_type, self.labels, (), None, object_id, layouts)
         except _LabelsDisagree as exc:
-            raise ManifestError(f"line {line_no}: {exc}") from None
+            raise LineError(f"line {line_no}: {exc}") from None
         except _Malformed as exc:
             self._bad(line_no, str(exc))
             return None
@@ -857,7 +857,7 @@ class Parser:
         if self.attribute is None:
             found = label_attributes(line)
             if len(found) > 1:
-                raise ManifestError(f"line {line_no}: several label attributes: "
+                raise LineError(f"line {line_no}: several label attributes: "
                                     f"{', '.join(map(repr, found))}"
                                     "\n  hint: choose one with --label-attribute")
             if not found:
@@ -885,7 +885,7 @@ class Parser:
 
     def _bad(self, line_no: int, reason: str) -> None:
         if self.on_error is OnError.stop:
-            raise ManifestError(f"line {line_no}: {reason}")
+            raise LineError(f"line {line_no}: {reason}")
         self.stats.skip(line_no, reason)
 
 
@@ -1185,6 +1185,6 @@ def attach_answers(objects: Iterable[LabeledObject],
             try:
                 extra = _custom_boxes(answers)
             except _Malformed as exc:
-                raise ManifestError(f"line {obj.line_no}: {exc}") from None
+                raise LineError(f"line {obj.line_no}: {exc}") from None
         yield replace(obj, answers=answers, **extra)
 
