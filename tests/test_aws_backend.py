@@ -337,3 +337,7 @@ def test_collect_on_aws_registers_the_table_in_athena(gtrun, aws):
     assert gtrun("collect", str(run), "--out", str(gtrun.cwd / "fresh")).code == 0  # now its own: made anew
     assert tables("fresh")[1:] == ["DROP TABLE IF EXISTS `ml_workshop_db`.`fresh`",
                                    "CREATE EXTERNAL TABLE `ml_workshop_db`.`fresh`"]
+    s3.put_object(Bucket=BUCKET, Key="gtrun/datasets/fresh/gtrun-dataset.json", Body=b"not json")  # whose is it?
+    r = gtrun("collect", str(run), "--out", str(gtrun.cwd / "fresh"))
+    assert r.code == 2 and "gtrun-dataset.json: not the record collect writes" in r.stderr, r.output
+    assert len(tables("fresh")) == 3  # nothing dropped

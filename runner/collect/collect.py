@@ -875,7 +875,7 @@ def register_on_athena(settings: Any, table_file: Path, name: str, *, dataset: P
     table = athena_name(name)
     database = b.athena.database or settings.source.database
     mine = {"dataset": str(dataset.resolve()), "table": f"{database}.{table}"}
-    made = json.loads(backend.storage.get_bytes(f"{root}/{MARKER}")) if backend.storage.exists(f"{root}/{MARKER}") else None
+    made = _marker(backend.storage, f"{root}/{MARKER}")
     if made is not None and made.get("dataset") != mine["dataset"]:
         raise CollectError(f"{root}/ holds the Athena table {made.get('table')} of another dataset of the name "
                            f"{name!r} ({made.get('dataset')}), which registering this one would replace"
@@ -899,6 +899,20 @@ def register_on_athena(settings: Any, table_file: Path, name: str, *, dataset: P
     backend.storage.put_file(table_file, f"{folder}/{table_file.name}")
     backend.storage.put_bytes(f"{root}/{MARKER}", json.dumps(mine).encode())
     return f"{database}.{table}"
+
+
+def _marker(storage: Store, uri: str) -> dict[str, Any] | None:
+    """The record of which dataset made the table (register_on_athena), None when there is none."""
+    if not storage.exists(uri):
+        return None
+    try:
+        found = json.loads(storage.get_bytes(uri))
+    except ValueError:
+        found = None
+    if not isinstance(found, dict):
+        raise CollectError(f"{uri}: not the record collect writes of the dataset that made the table; "
+                           "collect cannot tell whose table it is\n  hint: collect into a folder of another name (--out)")
+    return found
 
 
 def athena_name(name: str) -> str:

@@ -18,7 +18,7 @@ the manifest's non-blank lines, unless the metadata has a `worker-response-ref` 
 newer GT and gtrun), whose path names the id. Both agree only while the output manifest has one
 line per input line in input order: a manifest that leaves objects out shifts the index of
 every later line (gtrun's service writes a line for every object, a stopped job's too, and
-collect refuses a run's output whose lines are not its job's objects).
+collect checks a run's line count against its job's objects: Output.check_complete).
 
 Class names. A class index (a single-label value, a multi-label index, a box's class_id) is
 named by the line (`class-name`, `class-map`), else by the labels given: the job's label config,
