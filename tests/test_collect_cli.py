@@ -158,7 +158,8 @@ def test_collect_a_sweep_into_one_dataset_with_provenance(gtrun):
                for x in (sweep / "dataset" / "jsonl" / f"{split}.jsonl").read_text().splitlines()]
     assert len(records) == 8
     jobs = {r["gtrun_job"] for r in records}
-    assert jobs == {read_json(run / "request.json")["LabelingJobName"] for run in runs}
+    jobs_by_run = {run: read_json(run / "request.json")["LabelingJobName"] for run in runs}
+    assert jobs == set(jobs_by_run.values())
     assert {r["entity"] for r in records} == {"Xbox", "NBA2K"}
     # by object id (the default): each object keeps the split it has when its run is collected alone
     thirds = ["transforms.split.train=0.34", "transforms.split.validation=0.33", "transforms.split.test=0.33"]
@@ -183,6 +184,12 @@ def test_collect_a_sweep_into_one_dataset_with_provenance(gtrun):
     assert merged == alone and len(merged) == 8
     assert merged == {t: split_of(str(t), SplitConfig(key="tweet_id")) for t in merged}
     assert "by tweet_id" in (sweep / "dataset" / "README.md").read_text()
+    # a line skipped in one member is named with its member's manifest
+    (output,) = gtrun.storage.rglob(f"{jobs_by_run[runs[1]]}/manifests/output/output.manifest")
+    lines = output.read_text().splitlines()
+    output.write_text("\n".join([lines[0], "{cut", *lines[2:]]) + "\n")
+    r = gtrun("collect", str(sweep), "transforms.on_error=skip")
+    assert r.code == 0 and f"(the first: line 2: in {output.resolve()}: not JSON" in r.stdout, r.output
 
 
 def splits(dataset) -> dict:

@@ -352,7 +352,8 @@ def objects_of(out: Output, settings: TransformsConfig, stats: parse.ParseStats 
     member's name; `progress` hears how far the pass is."""
     with out.responses() if answers else contextlib.nullcontext({}) as responses, out.open() as src:
         parser = parse.Parser(attribute=out.attribute, task_type=out.task_type, labels=out.labels or None,
-                              on_error=settings.on_error, stats=stats, loads=parse.exact_loads)  # ~1.7x json
+                              on_error=settings.on_error, stats=stats, loads=parse.exact_loads,  # ~1.7x json
+                              where=out.where if tag is not None else None)  # merged: which manifest's lines
         local = out.local
         lines = (progress or Progress()).lines(src, local.stat().st_size if local is not None else None)
         before = parser.stats.lines  # stats may count other outputs' lines too

@@ -764,14 +764,16 @@ class Parser:
     the first line whose metadata has a `type` fixes it. Lines met before either is known (failed
     or unlabeled objects at the top) are held back, then emitted in order; at most MAX_PENDING.
     A malformed line raises ManifestError("line <n>: ...") with on_error=stop; with skip it is
-    counted in `stats` and left out. `loads` parses one line (bytes or str): json.loads, or a
-    compatible faster one.
+    counted in `stats` and left out (its reason after `where`, the manifest's name, when given: a
+    merged collect's stats count several manifests). `loads` parses one line (bytes or str):
+    json.loads, or a compatible faster one.
     """
 
     def __init__(self, *, attribute: str | None = None, task_type: TaskType | None = None,
                  labels: Sequence[str] | None = None, on_error: OnError = OnError.stop,
                  stats: ParseStats | None = None,
-                 loads: Callable[[bytes | str], Any] = json.loads) -> None:
+                 loads: Callable[[bytes | str], Any] = json.loads, where: str | None = None) -> None:
+        self.where = where
         self.attribute = attribute
         self.task_type = task_type
         self.labels = None if labels is None else tuple(labels)
@@ -886,7 +888,7 @@ class Parser:
     def _bad(self, line_no: int, reason: str) -> None:
         if self.on_error is OnError.stop:
             raise LineError(f"line {line_no}: {reason}")
-        self.stats.skip(line_no, reason)
+        self.stats.skip(line_no, f"in {self.where}: {reason}" if self.where else reason)
 
 
 def read_manifest(uri_or_path: str | Path, *, attribute: str | None,
