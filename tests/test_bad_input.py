@@ -84,6 +84,8 @@ def test_backend_settings_that_cannot_work(gtrun, tmp_path):
                             ("backend.endpoints.sagemaker=not-a-url", "backend.endpoints.sagemaker: Invalid endpoint")]:
         r = gtrun("workteams", "backend=aws", override)
         assert r.code == 2 and match in r.stderr and "Traceback" not in r.output, r.output
+    r = gtrun("workteams", "backend=aws", env={"AWS_PROFILE": "nope"})  # boto3's from the environment, not the key's
+    assert r.code == 2 and "AWS_PROFILE (environment): The config profile (nope)" in r.stderr, r.output
 
 
 

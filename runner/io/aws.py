@@ -10,6 +10,7 @@ attempts in all.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 import boto3
@@ -54,7 +55,9 @@ def client(backend: BackendConfig, service: Service, boto_session: boto3.Session
             service, region_name=backend.region, endpoint_url=endpoint,
             config=client_config(backend, service))
     except botocore.exceptions.ProfileNotFound as exc:
-        raise ConfigError("backend.profile", str(exc), "a profile of ~/.aws/config, or unset") from None
+        # the profile set, or boto3's own from the environment
+        key = "backend.profile" if backend.profile or not os.environ.get("AWS_PROFILE") else "AWS_PROFILE (environment)"
+        raise ConfigError(key, str(exc), "a profile of ~/.aws/config, or unset") from None
     except botocore.exceptions.InvalidRetryConfigurationError as exc:
         raise ConfigError("backend.max_attempts", str(exc), "1 or more") from None
     except ValueError as exc:  # an endpoint URL botocore cannot use
