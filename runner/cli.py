@@ -987,16 +987,20 @@ def collect_cmd(args: list[str]) -> int:
             where = Path(ns.out) if ns.out else targets[0] / "dataset"
             if ns.out:
                 c.check_out_dir(where.resolve())  # before reading anything
-            outputs = []
+            outputs, running = [], []
             for m in members:
                 try:
                     outputs.append(c.from_run(m))
                 except c.NotEnded as exc:
                     if len(members) == 1:
                         raise
-                    raise c.CollectError(f"{m}: {exc}\n  hint: wait for it (gtrun status {shlex.quote(str(m))} --wait) "
-                                         f"or stop it (gtrun stop {shlex.quote(str(m))}); or collect the members that "
-                                         "ended one by one, or merged with --out") from None
+                    running.append((m, exc))
+            if running:  # every one named, with what to do
+                (first, why), more = running[0], [str(x) for x, _ in running[1:]]
+                also = f" (also running: {', '.join(more[:3])}{', ...' if len(more) > 3 else ''})" if more else ""
+                raise c.CollectError(f"{first}: {why}{also}\n  hint: wait for it (gtrun status "
+                                     f"{shlex.quote(str(first))} --wait) or stop it (gtrun stop {shlex.quote(str(first))}); "
+                                     f"the {len(outputs)} that ended can be collected one by one")
             c.continuations(outputs)  # a run and its continuation: each object counted once
             base = Run.at(members[0]).settings().transforms
             settings = transforms_settings(base, overrides)
