@@ -996,10 +996,10 @@ def collect_cmd(args: list[str]) -> int:
                         raise
                     running.append((m, exc))
             if running:  # every one named, with what to do
-                (first, why), more = running[0], [str(x) for x, _ in running[1:]]
+                (member, why), more = running[0], [str(x) for x, _ in running[1:]]
                 also = f" (also running: {', '.join(more[:3])}{', ...' if len(more) > 3 else ''})" if more else ""
-                raise c.CollectError(f"{first}: {why}{also}\n  hint: wait for it (gtrun status "
-                                     f"{shlex.quote(str(first))} --wait) or stop it (gtrun stop {shlex.quote(str(first))}); "
+                raise c.CollectError(f"{member}: {why}{also}\n  hint: wait for it (gtrun status "
+                                     f"{shlex.quote(str(member))} --wait) or stop it (gtrun stop {shlex.quote(str(member))}); "
                                      f"the {len(outputs)} that ended can be collected one by one")
             c.continuations(outputs)  # a run and its continuation: each object counted once
             base = Run.at(members[0]).settings().transforms
