@@ -1042,6 +1042,9 @@ def collect_cmd(args: list[str]) -> int:
             out.print(f"  transforms.{f['option']}={f['threshold']} dropped {f['dropped']:,} of the "
                       f"{f['objects']:,} labeled objects it looked at"
                       + (f"; kept {f['unknown']:,} {UNJUDGED[f['option']]}" if f.get("unknown") else ""))
+    uneven = _uneven_split(settings.split, result["written"])
+    if uneven:
+        out.print(f"  warning: {uneven}")
     skipped, first = skipped_lines(result["report"])
     if skipped:
         line, problem = first[0]
@@ -1057,6 +1060,23 @@ def collect_cmd(args: list[str]) -> int:
     if hint:
         out.print(hint)
     return 0
+
+
+def _uneven_split(split: Any, written: dict[str, Any]) -> str | None:
+    """What to say when a split by transforms.split.key left a split far short of its ratio: every
+    object with the same value goes to one split, so a key with few values splits unevenly."""
+    counts = next((f.counts for f in written.values() if not isinstance(f, str) and "train" in f.counts), None)
+    if split.key is None or counts is None:
+        return None
+    total = sum(counts.values())
+    ratios = {"train": split.train, "validation": split.validation, "test": split.test}
+    short = [name for name, r in ratios.items() if total * r >= 10 and counts.get(name, 0) < total * r / 2]
+    if not short:
+        return None
+    got = ", ".join(f"{name} {counts.get(name, 0):,}" for name in ratios)
+    return (f"transforms.split.key={split.key} split {total:,} objects as {got} for ratios "
+            f"{split.train:g}/{split.validation:g}/{split.test:g}: every object with the same {split.key} goes to "
+            "one split, so a key with few values splits unevenly (a key that names each object splits by the ratios)")
 
 
 def wait_for(service: Any, name: str, interval: float) -> dict[str, Any]:

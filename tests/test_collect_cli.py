@@ -473,6 +473,20 @@ def test_a_malformed_line_stops_or_is_skipped(gtrun, tmp_path):
     assert sorted(p.name for p in (tmp_path / "d3").iterdir() if p.is_dir()) == ["jsonl", "table"]
 
 
+def test_a_split_key_with_few_values_says_its_split_is_uneven(gtrun, tmp_path):
+    meta = {"class-name": "pos", "confidence": 0.9, "human-annotated": "yes", "type": "groundtruth/text-classification",
+            "job-name": "labeling-job/x", "creation-date": "2026-01-01T00:00:00.000000"}
+    manifest = tmp_path / "out.manifest"
+    manifest.write_text("".join(json.dumps({"source": f"t{i}", "id": i, "group": f"g{i % 2}", "s": 0, "s-metadata": meta})
+                                + "\n" for i in range(100)))
+    args = ["--manifest", str(manifest), "--label-attribute", "s", "--labels", "pos,neg", "transforms=jsonl"]
+    r = gtrun("collect", *args, "--out", str(tmp_path / "by-group"), "transforms.split.key=group")
+    assert r.code == 0 and "warning: transforms.split.key=group split 100 objects as train " in r.stdout, r.output
+    assert "every object with the same group goes to one split" in r.stdout
+    r = gtrun("collect", *args, "--out", str(tmp_path / "by-id"), "transforms.split.key=id")  # one value each
+    assert r.code == 0 and "warning" not in r.stdout, r.output
+
+
 def test_input_fields_that_change_along_the_manifest_keep_every_value(gtrun, tmp_path):
     """Output manifests are not tables: a field may first appear after thousands of lines, widen
     from integer to float, or hold values of no one type. Every file keeps every value."""
