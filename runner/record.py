@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +107,12 @@ class Run:
         started = self.started_in()
         if started is not None and not Path(settings.backend.root).expanduser().is_absolute():
             settings.backend.root = str(started / settings.backend.root)
+        # the endpoints the job was reached at, unless the environment names others now (boto3's
+        # variables: a local stand-in restarted on another port, a proxy)
+        for service in ("s3", "athena", "sagemaker"):
+            moved = os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}")
+            if moved:
+                setattr(settings.backend.endpoints, service, moved)
         return settings
 
     def started_in(self) -> Path | None:

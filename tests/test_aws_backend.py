@@ -230,6 +230,18 @@ def test_credentials_never_reach_the_run_directory(gtrun, aws, monkeypatch):
     assert r.stderr.startswith("error: DescribeLabelingJob ") and "no AWS credentials found (boto3's standard chain" in r.stderr
 
 
+def test_the_environment_redirects_a_recorded_runs_endpoints(gtrun, aws):
+    moto, service = aws
+    queue_tweets(moto, "source.params.entity=Xbox", "source.limit=2")
+    r = gtrun("run", "source.params.entity=Xbox", "source.limit=2", *aws_args(moto, service.url),
+              "backend.max_attempts=1", storage=False)
+    assert r.code == 0, r.output
+    (run,) = gtrun.runs()
+    assert gtrun("status", str(run)).code == 0  # at the endpoint it recorded
+    r = gtrun("status", str(run), env={"AWS_ENDPOINT_URL_SAGEMAKER": "http://127.0.0.1:9"})  # nothing listens there
+    assert r.code == 2 and "http://127.0.0.1:9" in r.stderr and "Traceback" not in r.stderr, r.output
+
+
 def test_missing_aws_settings_name_their_keys(gtrun, aws):
     moto, service = aws
     r = gtrun("run", "backend=aws", f"backend.bucket={BUCKET}", storage=False)
