@@ -287,7 +287,7 @@ def test_collect_on_aws_registers_the_table_in_athena(gtrun, aws):
     service.app.state.jobs.tick()
     r = gtrun("collect", str(run))
     assert r.code == 0, r.output
-    assert f"athena: table ml_workshop_db.{name.replace('-', '_')}" in r.stdout
+    assert f'athena: table "ml_workshop_db"."{name.replace("-", "_")}"' in r.stdout  # quoted, as a SELECT takes it
     s3 = boto3.client("s3", endpoint_url=moto, region_name="us-east-1")
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
     assert f"gtrun/datasets/{name}/table/{name}.parquet" in keys

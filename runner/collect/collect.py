@@ -899,7 +899,7 @@ def register_on_athena(settings: Any, table_file: Path, name: str, *, dataset: P
         source.close()
     backend.storage.put_file(table_file, f"{folder}/{table_file.name}")
     backend.storage.put_bytes(f"{root}/{MARKER}", json.dumps(mine).encode())
-    return f"{database}.{table}"
+    return f'"{database}"."{table}"'  # as a SELECT names it (a sweep's name starts with a digit)
 
 
 def _marker(storage: Store, uri: str) -> dict[str, Any] | None:
