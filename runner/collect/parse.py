@@ -27,7 +27,7 @@ list that names an index otherwise is not the job's, and would misname the lines
 so that is an error even when malformed lines are skipped. Every record keeps its label value as
 the line has it (`LabeledObject.value`: a class index, a custom task's consolidated annotation).
 
-Malformed lines raise ManifestError("line <n>: <what is wrong>"), or are counted and skipped.
+Malformed lines raise LineError("line <n>: <what is wrong>", a ManifestError), or are counted and skipped.
 """
 
 from __future__ import annotations
@@ -763,7 +763,7 @@ class Parser:
     with on_error=skip, since every line would be read against the wrong one). `task_type` None:
     the first line whose metadata has a `type` fixes it. Lines met before either is known (failed
     or unlabeled objects at the top) are held back, then emitted in order; at most MAX_PENDING.
-    A malformed line raises ManifestError("line <n>: ...") with on_error=stop; with skip it is
+    A malformed line raises LineError("line <n>: ...") with on_error=stop; with skip it is
     counted in `stats` and left out (its reason after `where`, the manifest's name, when given: a
     merged collect's stats count several manifests). `loads` parses one line (bytes or str):
     json.loads, or a compatible faster one.
