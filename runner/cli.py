@@ -222,11 +222,15 @@ def show_run(o: Outcome, run_dir: Path, service_url: str | None, backend: Backen
         out.print("workers find its tasks in the labeling portal of the workteam's workforce "
                   "(gtrun workteams backend=aws shows its address)")
     else:
-        # the absolute root: `gtrun serve` alone serves ./outputs/storage of wherever it is started
-        out.print(Text.assemble("to label it, start the labeling service with ",
-                                (f"gtrun serve --root {shlex.quote(str(Path(backend.root).resolve()))}", "bold"),
+        out.print(Text.assemble("to label it, start the labeling service with ", (serve_command(backend.root), "bold"),
                                 f" and open http://127.0.0.1:{DEFAULT_PORT}/jobs/{o.job_name}/"))
     out.print(f"follow it with: gtrun status {shlex.quote(str(run_dir))} --wait")
+
+
+def serve_command(root: str) -> str:
+    """`gtrun serve` for a local storage root: the absolute root (`gtrun serve` alone serves
+    ./outputs/storage of wherever it is started), quoted for a shell."""
+    return f"gtrun serve --root {shlex.quote(str(Path(root).resolve()))}"
 
 
 _USERINFO = re.compile(r"://[^/@\s:]+:[^/@\s]*@")  # scheme://user:password@host
@@ -732,9 +736,7 @@ def _status_of(run: str, wait: bool, interval: float) -> int:
             if wait and job["LabelingJobStatus"] not in TERMINAL:
                 if settings.backend.kind.value == "local" and getattr(service, "endpoint", None) is None:
                     out.print(Text.assemble("no labeling service is running for this storage; start one with ",
-                                            (f"gtrun serve --root "
-                                             f"{shlex.quote(str(Path(settings.backend.root).resolve()))}", "bold"),
-                                            " so workers can label"))
+                                            (serve_command(settings.backend.root), "bold"), " so workers can label"))
                 job = wait_for(service, name, interval)
     except GtrunError as exc:
         return fail(str(exc))

@@ -54,26 +54,25 @@ def test_status_without_a_service_and_restart_keeps_the_job(gtrun):
     assert s.code == 0 and "InProgress - labeled 0 of 3" in s.stdout
 
 
-def test_serve_lists_open_jobs(gtrun):
-    assert gtrun("run", "source.limit=1").code == 0
-    proc = subprocess.Popen([sys.executable, "-m", "runner", "serve", "--port", "0", "--root", str(gtrun.storage)],
+def first_lines(gtrun, root, n: int) -> list[str]:
+    """The first `n` lines `gtrun serve --root root` prints, then it is stopped."""
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "serve", "--port", "0", "--root", str(root)],
                             cwd=gtrun.cwd, stdout=subprocess.PIPE, text=True, env={**_env(), "COLUMNS": "200"})
     try:
-        lines = [proc.stdout.readline() for _ in range(3)]
+        return [proc.stdout.readline() for _ in range(n)]
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_serve_lists_open_jobs(gtrun):
+    assert gtrun("run", "source.limit=1").code == 0
+    lines = first_lines(gtrun, gtrun.storage, 3)
     assert "gtrun labeling service at http://127.0.0.1:" in lines[0] and "a new folder" not in lines[0]
     assert re.search(r"tweets-\d{8}-\d{6}-\w{4}: http://127\.0\.0\.1:\d+/jobs/tweets-", lines[1])
     # a root with no jobs (a new folder, say, as a mistyped --root makes): said at once
     empty = gtrun.cwd / "nothing-here"
-    proc = subprocess.Popen([sys.executable, "-m", "runner", "serve", "--port", "0", "--root", str(empty)],
-                            cwd=gtrun.cwd, stdout=subprocess.PIPE, text=True, env={**_env(), "COLUMNS": "200"})
-    try:
-        lines = [proc.stdout.readline() for _ in range(2)]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    lines = first_lines(gtrun, empty, 2)
     assert f"(storage: {empty}, a new folder)" in lines[0]
     assert f"no jobs in {empty} yet: a run keeps its jobs in its backend.root" in lines[1]
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from runner.build.manifest import json_lines_query
 from runner.build.sql import Query
-from runner.errors import ConfigError, StoreError
+from runner.errors import ConfigError
 from runner.io.labeling import LabelingService, SageMakerLabeling, local_labeling
 from runner.io.query import DuckDBSource, fingerprint, source_files
 from runner.io.store import LocalStore, Store
@@ -96,12 +96,9 @@ class AwsBackend:
 
     def check_storage(self) -> None:
         """backend.bucket is there and usable, before a query Athena bills for (its results go there too)."""
-        try:
-            self.storage.check_bucket(self.s.backend.bucket)
-        except StoreError as exc:
-            if str(exc).endswith(": no such bucket"):
-                raise ConfigError("backend.bucket", str(exc)) from None
-            raise  # the endpoint, the network, the credentials: named by the error itself
+        bucket = self.s.backend.bucket  # an endpoint, network or credentials error: StoreError names it
+        if not self.storage.bucket_exists(bucket):
+            raise ConfigError("backend.bucket", f"s3://{bucket}: no such bucket")
 
     def lines(self, src: AthenaSource, query: Query, fields: Sequence[str]) -> Iterator[tuple[Any, int]]:
         return src.stream_lines(query, fields)  # lines are built from Athena's result CSV, in Python

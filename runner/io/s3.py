@@ -214,9 +214,9 @@ class S3Store:
             data: bytes = src.read()
             return data
 
-    def check_bucket(self, bucket: str) -> None:
-        """Raise StoreError when the bucket is not there, or cannot be reached (HeadBucket). A 403 is
-        not an error here: HeadBucket needs s3:ListBucket, which a role that only reads and writes
+    def bucket_exists(self, bucket: str) -> bool:
+        """Whether the bucket is there (HeadBucket); StoreError when it cannot be reached. A 403
+        counts as there: HeadBucket needs s3:ListBucket, which a role that only reads and writes
         objects under a prefix may lack; the writes say so if the role cannot write either."""
         try:
             self.client.head_bucket(Bucket=bucket)
@@ -224,9 +224,11 @@ class S3Store:
             found = error_code(exc)
             if found in ("403", "AccessDenied", "Forbidden"):
                 log.info("s3://%s: HeadBucket refused (%s); going on", bucket, describe(exc))
-                return
-            why = "no such bucket" if found in ("404", "NoSuchBucket", "NotFound") else describe(exc)
-            raise StoreError(f"s3://{bucket}: {why}") from exc
+                return True
+            if found in ("404", "NoSuchBucket", "NotFound"):
+                return False
+            raise StoreError(f"s3://{bucket}: {describe(exc)}") from exc
+        return True
 
     def exists(self, uri: str) -> bool:
         bucket, key = split_uri(uri)
