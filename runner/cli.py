@@ -915,7 +915,7 @@ def collecting(what: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
 def collect_cmd(args: list[str]) -> int:
     from runner.collect import collect as c
     from runner.collect.report import UNJUDGED, skipped_lines
-    from runner.collect.transforms import HF_FOLDER
+    from runner.collect.transforms import HF_FOLDER, IMAGE_STEPS
     from runner.schema import TaskType
 
     parser = argparse.ArgumentParser(
@@ -1034,8 +1034,12 @@ def collect_cmd(args: list[str]) -> int:
             continue
         split = ", ".join(f"{k} {v:,}" for k, v in files.counts.items())
         folder = f" (in {HF_FOLDER}/)" if name == "hf_datasets" else ""
-        out.print(f"  {name}{folder}: {split}" + (" (labels only: put each split's images in yolo/images/<split>/)"
-                                          if name == "yolo" else ""))
+        images = ""
+        if name in IMAGE_STEPS:
+            where_images = "yolo/images/<split>/" if name == "yolo" else "coco/images/"
+            images = (f" (annotations only: transforms.steps.{name}.images=false)" if files.images is None else
+                      f"; {files.images:,} image{'' if files.images == 1 else 's'} copied to {where_images}")
+        out.print(f"  {name}{folder}: {split}{images}")
         if name == "table" and result.get("view"):  # its name may hold a "-": quoted, as SQL needs it
             query = "FROM " + json.dumps(result["view"])
             out.print(f"  query it: duckdb {shlex.quote(str(where / 'gtrun.duckdb'))} -c {shlex.quote(query)}")

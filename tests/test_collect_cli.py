@@ -205,7 +205,8 @@ def test_collect_output_of_a_job_gtrun_did_not_launch(gtrun, tmp_path):
     attribute = next(k for k in first if f"{k}-metadata" in first)
     out = tmp_path / "cats"
     r = gtrun("collect", "--manifest", str(manifest), "--task-type", "bounding_box",
-              "--label-attribute", attribute, "--out", str(out), "transforms=coco,jsonl")
+              "--label-attribute", attribute, "--out", str(out), "transforms=coco,jsonl",
+              "transforms.steps.coco.images=false")  # its images are in its own account's bucket
     assert r.code == 0, r.output
     coco = {split: json.loads((out / "coco" / f"{split}.json").read_text())
             for split in ("train", "validation", "test") if (out / "coco" / f"{split}.json").exists()}
@@ -214,11 +215,14 @@ def test_collect_output_of_a_job_gtrun_did_not_launch(gtrun, tmp_path):
     boxes = sum(len(json.loads(x)[attribute]["annotations"]) for x in lines)
     assert sum(len(c["annotations"]) for c in coco.values()) == boxes
     assert (out / "report.json").exists() and (out / "README.md").exists()
+    assert "  coco: " in r.stdout and "(annotations only: transforms.steps.coco.images=false)" in r.stdout
+    assert not (out / "coco" / "images").exists()
 
 
 def test_collect_reads_the_label_attribute_and_task_type_off_the_manifest(gtrun, tmp_path):
     manifest = ROOT / "tests/data/real-outputs/cat_output.manifest"
-    r = gtrun("collect", "--manifest", str(manifest), "--out", str(tmp_path / "cats"), "transforms=coco")
+    r = gtrun("collect", "--manifest", str(manifest), "--out", str(tmp_path / "cats"), "transforms=coco",
+              "transforms.steps.coco.images=false")
     assert r.code == 0, r.output
     assert "read from the manifest: label attribute cat-ground-truth, task type bounding_box" in r.stdout
     boxes = sum(len(json.loads(x)["cat-ground-truth"]["annotations"]) for x in manifest.read_text().splitlines())
@@ -227,7 +231,7 @@ def test_collect_reads_the_label_attribute_and_task_type_off_the_manifest(gtrun,
     assert read_json(tmp_path / "cats" / "report.json")["task_type"] == "bounding_box"
     # what was given is not said to be read
     r = gtrun("collect", "--manifest", str(manifest), "--out", str(tmp_path / "cats2"), "transforms=coco",
-              "--task-type", "bounding_box")
+              "transforms.steps.coco.images=false", "--task-type", "bounding_box")
     assert r.code == 0 and "read from the manifest: label attribute cat-ground-truth\n" in r.stdout, r.output
     # a mistyped attribute would read every object as unlabeled: one error naming the right one
     r = gtrun("collect", "--manifest", str(manifest), "--label-attribute", "cat-groundtruth", "--task-type",
@@ -349,6 +353,26 @@ def test_collect_a_manifest_on_s3(gtrun, tmp_path, moto_server, aws_env, monkeyp
     lines = [json.loads(x) for x in manifest.read_text().splitlines()]
     assert sorted(len(r["boxes"]) for r in records) == sorted(len(x["cat-ground-truth"]["annotations"]) for x in lines)
     assert uri in (tmp_path / "cats" / "README.md").read_text()
+    # coco and yolo copy the images, read from S3 as the manifest was; one missing is one error, no dataset
+    refs = [x["source-ref"] for x in lines]
+    s3.create_bucket(Bucket="devopstar-ground-truth-input")
+    for ref in refs[1:]:
+        s3.put_object(Bucket="devopstar-ground-truth-input", Key=ref.split("/", 3)[3], Body=f"image {ref}".encode())
+    r = gtrun("collect", "--manifest", uri, "--out", str(tmp_path / "images"), "transforms=coco,yolo")
+    assert r.code == 2 and not (tmp_path / "images").exists(), r.output
+    assert (f"error: coco: object '0': {refs[0]}: cannot read the image (NoSuchKey: The specified key does not "
+            "exist.)\n  hint: transforms.steps.coco.images=false writes the annotations without the images") in r.stderr
+    s3.put_object(Bucket="devopstar-ground-truth-input", Key=refs[0].split("/", 3)[3], Body=f"image {refs[0]}".encode())
+    r = gtrun("collect", "--manifest", uri, "--out", str(tmp_path / "images"), "transforms=coco,yolo")
+    assert r.code == 0, r.output
+    assert "4 images copied to coco/images/" in r.stdout and "4 images copied to yolo/images/<split>/" in r.stdout
+    coco = tmp_path / "images" / "coco"
+    for split in ("train", "validation", "test"):
+        for image in json.loads((coco / f"{split}.json").read_text())["images"]:
+            assert (coco / "images" / image["file_name"]).read_bytes() == f"image {image['coco_url']}".encode()
+            name = image["coco_url"].rpartition("/")[2]
+            assert (tmp_path / "images" / "yolo" / "images" / split / name).read_bytes() == \
+                f"image {image['coco_url']}".encode()
     r = gtrun("collect", "--manifest", "s3://gt-out/cats/missing.manifest", "--out", str(tmp_path / "none"))
     assert r.code == 2 and "s3://gt-out/cats/missing.manifest" in r.stderr and not (tmp_path / "none").exists()
 

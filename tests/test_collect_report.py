@@ -18,7 +18,7 @@ from runner.collect.report import build_report
 from runner.config import setup
 from runner.schema import TaskType, TransformsConfig
 from runner.service.server import Service
-from tests.conftest import read_json
+from tests.conftest import ROOT, read_json
 from tests.service_helpers import Worker
 
 SENTIMENTS = ["Positive", "Negative", "Neutral", "Irrelevant"]
@@ -169,13 +169,19 @@ def test_min_agreement_and_label_map_on_worker_answers(gtrun):
 # --- 2. a custom task's boxes ------------------------------------------------------------------
 
 
-def test_the_receipts_report_counts_their_boxes_per_label(gtrun):
+def collected_receipts(gtrun, transforms: str) -> tuple[Path, str]:
+    """A local run of two receipts, one worker drawing RECEIPT_BOXES on each, collected with
+    `transforms`: (its dataset folder, what collect printed)."""
     assert gtrun("run", "job=receipts_ner", "source.limit=2", "workteam.workers_per_object=1").code == 0
     (run,) = gtrun.runs()
     answer_all(gtrun, [run], receipt)
-    r = gtrun("collect", str(run), "transforms=jsonl")
+    r = gtrun("collect", str(run), f"transforms={transforms}")
     assert r.code == 0, r.output
-    dataset = run / "dataset"
+    return run / "dataset", r.stdout
+
+
+def test_the_receipts_report_counts_their_boxes_per_label(gtrun):
+    dataset, _ = collected_receipts(gtrun, "jsonl")
     report = read_json(dataset / "report.json")
     dist = report["label_distribution"]
     assert dist["unit"] == "boxes" and dist["counts"] == {"vendor": 2, "date": 0, "total": 4, "tax": 0, "item": 0,
@@ -186,6 +192,21 @@ def test_the_receipts_report_counts_their_boxes_per_label(gtrun):
     assert card.split("\n\n")[2].startswith("Labels of a custom task collected with SageMaker Ground Truth")
     page = (dataset / "report.html").read_text()
     assert "4 · 66.7%" in section(page, "Label distribution") and "share of 6 boxes" in page
+
+
+def test_coco_and_yolo_of_a_local_run_copy_its_images_from_the_storage(gtrun):
+    dataset, said = collected_receipts(gtrun, "coco,yolo")
+    assert "2 images copied to coco/images/" in said and "2 images copied to yolo/images/<split>/" in said
+    sample = ROOT / "data" / "receipts" / "images"
+    for split in SPLITS:
+        coco = read_json(dataset / "coco" / f"{split}.json")
+        for image in coco["images"]:  # the sample's own image, by way of the run's storage
+            original = (sample / image["file_name"]).read_bytes()
+            assert (dataset / "coco" / "images" / image["file_name"]).read_bytes() == original
+            assert (dataset / "yolo" / "images" / split / image["file_name"]).read_bytes() == original
+            assert (dataset / "yolo" / "labels" / split / image["file_name"]).with_suffix(".txt").is_file()
+    assert sorted(p.name for p in (dataset / "coco" / "images").iterdir()) == sorted(
+        p.name for s in SPLITS for p in (dataset / "yolo" / "images" / s).iterdir())
 
 
 def test_the_receipts_report_has_the_mean_iou_of_two_workers_boxes(gtrun):

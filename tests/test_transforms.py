@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from runner.collect.collect import ImageCopier
 from runner.collect.records import Box, LabeledObject, Span, Status, WorkerAnswer
 from runner.collect.transforms import (
     BATCH_ROWS,
@@ -48,6 +49,7 @@ from runner.collect.transforms import (
     yolo_line,
 )
 from runner.errors import ConfigError, ConfigErrors, StoreError
+from runner.io.store import LocalStore
 from runner.schema import SplitConfig, TaskType, TransformsConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,8 +141,25 @@ def split_ids(objects: list[LabeledObject], settings: TransformsConfig = SETTING
 
 
 def write(writer, objects, tmp_path, labels=SENTIMENT, settings=SETTINGS, **options) -> WrittenFiles:
+    extra = {"images": image_store(tmp_path, objects)} if writer in (write_coco, write_yolo) else {}
     return writer(iter(objects), tmp_path / "tweets", labels=labels, options=options,
-                  settings=settings)
+                  settings=settings, **extra)
+
+
+def image_bytes(ref: str) -> bytes:
+    """The bytes image_store puts behind a source-ref: its own, so a copy shows whose it is."""
+    return b"\x89PNG image of " + ref.encode()
+
+
+def image_store(tmp_path: Path, objects) -> ImageCopier:
+    """A local store (a local backend's folder) holding an image for each s3:// source-ref of the
+    objects, and the copier collect gives coco and yolo over it."""
+    store = LocalStore(tmp_path / "store")
+    for obj in objects:
+        ref = obj.inputs.get("source-ref", "")
+        if ref.startswith("s3://") and not store.exists(ref):
+            store.put_bytes(ref, image_bytes(ref))
+    return ImageCopier(store)
 
 
 # --- splits -------------------------------------------------------------------------------------
@@ -761,7 +780,8 @@ def ultralytics_dataset(yaml_file: Path) -> dict[str, Path]:
 def test_yolo_data_yaml_finds_the_images_where_the_dataset_ends_up(tmp_path, monkeypatch):
     # collect writes in a staging folder (`.<out>.<hex>.part/<dataset>`) and moves it to --out
     staging = tmp_path / ".cats.cb97904e.part" / "cats"
-    write_yolo(iter(boxes(12)), staging, labels=SENTIMENT, options={}, settings=SETTINGS)
+    write_yolo(iter(boxes(12)), staging, labels=SENTIMENT, options={}, settings=SETTINGS,
+               images=image_store(tmp_path, boxes(12)))
     final = tmp_path / "datasets" / "cats"
     final.parent.mkdir()
     staging.replace(final)
@@ -772,9 +792,10 @@ def test_yolo_data_yaml_finds_the_images_where_the_dataset_ends_up(tmp_path, mon
     dirs = ultralytics_dataset(yaml_file)
     assert dirs == {"train": final / "yolo" / "images" / "train", "val": final / "yolo" / "images" / "validation",
                     "test": final / "yolo" / "images" / "test"}
-    # an image put where the docstring says has its label file where Ultralytics looks (img2label_paths)
+    # each image is in its split's folder, its label file where Ultralytics looks (img2label_paths)
     split = split_of("3", SETTINGS.split)
     image = dirs["val" if split == "validation" else split] / "img-3.jpg"
+    assert image.read_bytes() == image_bytes("s3://bucket/imgs/img-3.jpg")
     label = Path(str(image).replace("/images/", "/labels/")).with_suffix(".txt")
     assert label.read_text().splitlines()[2] == "2 0.155000 0.160000 0.110000 0.120000"
 
@@ -787,6 +808,75 @@ def test_yolo_refuses_two_images_with_one_stem(tmp_path):
                                          r"have the stem 'same': object '\d' \(s3://b/\w/same\.jpg\) and one before it$"):
         write(write_yolo, same, tmp_path)
     assert not (tmp_path / "tweets" / ".yolo.partial").exists()
+
+
+def test_yolo_copies_each_image_beside_its_labels(tmp_path):
+    objects = boxes(12)
+    written = write(write_yolo, objects, tmp_path)
+    root = tmp_path / "tweets" / "yolo"
+    assert written.images == 12
+    for split, ids in split_ids(objects).items():
+        images = sorted((root / "images" / split).iterdir())
+        assert [p.name for p in images] == sorted(f"img-{i}.jpg" for i in ids)
+        assert sorted(p.stem for p in (root / "labels" / split).iterdir()) == [p.stem for p in images]
+        for path in images:
+            assert path.read_bytes() == image_bytes(f"s3://bucket/imgs/{path.name}")
+    assert root / "images" / "train" in written.paths
+
+
+def test_coco_copies_the_images_under_their_file_names_once_each(tmp_path):
+    coco_module = pytest.importorskip("pycocotools.coco")
+    refs = ["s3://b/imgs/x/same.jpg", "s3://b/imgs/y/same.jpg", "s3://b/imgs/other.jpg", "s3://b/imgs/other.jpg"]
+    objects = [labeled(i, TaskType.bounding_box, {"source-ref": ref}, boxes=(Box("Positive", 1, 1, 2, 2),),
+                       image_size=(10, 10, 3)) for i, ref in enumerate(refs)]
+    written = write(write_coco, objects, tmp_path)
+    root = tmp_path / "tweets" / "coco"
+    assert written.images == 3  # two objects of one image: one copy
+    assert sorted(p.relative_to(root / "images").as_posix() for p in (root / "images").rglob("*") if p.is_file()) \
+        == ["other.jpg", "x/same.jpg", "y/same.jpg"]
+    for split in SPLITS:  # a loader joins file_name to the images folder
+        coco = coco_module.COCO(str(root / f"{split}.json"))
+        for image in coco.loadImgs(coco.getImgIds()):
+            assert (root / "images" / image["file_name"]).read_bytes() == image_bytes(image["coco_url"])
+
+
+@pytest.mark.parametrize("writer", [write_coco, write_yolo])
+def test_a_missing_image_names_its_object_and_leaves_nothing_behind(tmp_path, writer):
+    objects = boxes(6)
+    copier = image_store(tmp_path, objects)
+    (tmp_path / "store" / "bucket" / "imgs" / "img-3.jpg").unlink()
+    step = "coco" if writer is write_coco else "yolo"
+    with pytest.raises(StoreError, match=rf"^{step}: object '3': s3://bucket/imgs/img-3\.jpg: no such object \(looked "
+                                         rf"in .*img-3\.jpg\)\n  hint: transforms\.steps\.{step}\.images=false "
+                                         "writes the annotations without the images$"):
+        writer(iter(objects), tmp_path / "tweets", labels=SENTIMENT, options={}, settings=SETTINGS, images=copier)
+    assert sorted(p.name for p in (tmp_path / "tweets").iterdir()) == []
+
+
+@pytest.mark.parametrize("writer", [write_coco, write_yolo])
+def test_images_false_writes_the_annotations_alone(tmp_path, writer):
+    step = "coco" if writer is write_coco else "yolo"
+    written = writer(iter(boxes(6)), tmp_path / "tweets", labels=SENTIMENT, options={"images": False},
+                     settings=SETTINGS)  # no copier needed
+    assert written.images is None and not (tmp_path / "tweets" / step / "images").exists()
+    assert sum(written.counts.values()) == 6
+    with pytest.raises(ConfigError, match=rf"^transforms\.steps\.{step}\.images: there is no storage to copy the "
+                                          rf"images from here\n  hint: set transforms\.steps\.{step}\.images=false"):
+        writer(iter(boxes(6)), tmp_path / "again", labels=SENTIMENT, options={}, settings=SETTINGS)
+    with pytest.raises(ConfigError,
+                       match=rf"^transforms\.steps\.{step}\.images: 'yes' is not true or false"):
+        check_transforms({step: {"images": "yes"}}, SETTINGS, labels=SENTIMENT, task_type=TaskType.bounding_box)
+
+
+def test_an_image_name_that_would_leave_the_images_folder_is_refused(tmp_path):
+    refs = ["s3://b/x/../a.jpg", "s3://b/y/c.jpg"]
+    objects = [labeled(i, TaskType.bounding_box, {"source-ref": ref}, image_size=(10, 10, 3))
+               for i, ref in enumerate(refs)]
+    with pytest.raises(StoreError, match=r"^coco: image s3://b/x/\.\./a\.jpg: its name 'x/\.\./a\.jpg' is not a "
+                                         r"path inside coco/images/"):
+        write_coco(iter(objects), tmp_path / "tweets", labels=SENTIMENT, options={}, settings=SETTINGS,
+                   images=ImageCopier(LocalStore(tmp_path / "store")))
+    assert not (tmp_path / "tweets" / "coco").exists()
 
 
 # --- run_transforms --------------------------------------------------------------------------------
@@ -836,10 +926,19 @@ def test_run_transforms_reports_unknown_and_unfitting_steps_at_once(tmp_path):
 
 
 def test_run_transforms_writes_every_image_format_for_receipts(tmp_path):
+    store = LocalStore(tmp_path / "store")  # the sample's images, where the objects' source-refs say
+    for obj in receipts():
+        name = obj.inputs["source-ref"].rpartition("/")[2]
+        store.put_file(ROOT / "data" / "receipts" / "images" / name, obj.inputs["source-ref"])
     out = run_transforms(receipts, tmp_path / "receipts", settings=SETTINGS, labels=RECEIPT_LABELS,
-                         steps={"coco": {}, "yolo": {}, "conll": {}, "table": {"format": "tsv"}})
+                         steps={"coco": {}, "yolo": {}, "conll": {}, "table": {"format": "tsv"}},
+                         images=ImageCopier(store))
     assert {k: sum(v.counts.values()) for k, v in out.items()} == {
         "coco": 30, "yolo": 30, "conll": 30, "table": 30}
     assert all(p.exists() for v in out.values() for p in v.paths)
+    distinct = {obj.inputs["source-ref"] for obj in receipts()}
+    assert out["coco"].images == len(distinct) and out["yolo"].images == 30
+    for path in (tmp_path / "receipts" / "coco" / "images").iterdir():
+        assert path.read_bytes() == (ROOT / "data" / "receipts" / "images" / path.name).read_bytes()
     with duckdb.connect(str(tmp_path / "receipts" / "gtrun.duckdb")) as con:
         assert con.execute('SELECT count(*), min(receipt_id) FROM "receipts"').fetchone() == (30, 1)

@@ -37,7 +37,7 @@ from runner import __version__
 from runner.collect import parse, report, transforms
 from runner.collect.progress import Progress
 from runner.collect.records import LabeledObject, Status
-from runner.errors import GtrunError, LineError, ManifestError, RecordError
+from runner.errors import GtrunError, LineError, ManifestError, RecordError, StoreError
 from runner.io.store import LocalStore, Store
 from runner.schema import DuckDBConfig, OnError, TaskType, TransformsConfig
 
@@ -188,6 +188,34 @@ def job_dir_of(manifest: str) -> Path | None:
         return None
     job = path.parent.parent.parent
     return job if (job / "annotations" / "worker-response").is_dir() else None
+
+
+class ImageCopier:
+    """Copies an image, by its source-ref, to a file of the dataset (transforms.Images): an s3://
+    image through the job's storage (a local backend's folder, or S3 with the run's endpoint and
+    credentials), any other, or every one of output gtrun did not launch (collect --manifest),
+    through smart-open (a local path, https://, s3:// with boto3's usual credentials)."""
+
+    def __init__(self, storage: Store | None) -> None:
+        self.storage = storage
+
+    def __call__(self, ref: str, path: Path) -> None:
+        if self.storage is not None and ref.startswith("s3://"):
+            with self.storage.open_read(ref) as src, open(path, "xb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            return
+        import smart_open
+
+        from runner.io.s3 import AWS_ERRORS, describe
+
+        try:
+            with smart_open.open(ref, "rb", compression="disable") as src, open(path, "xb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        except (OSError, ValueError, *AWS_ERRORS) as exc:
+            if isinstance(exc, OSError) and exc.filename == str(path):
+                raise StoreError(f"{ref}: cannot write the image to {path.name} ({exc.strerror or exc})") from None
+            why = describe(exc) if ref.startswith("s3://") else (getattr(exc, "strerror", None) or str(exc))
+            raise StoreError(f"{ref}: cannot read the image ({why})") from None
 
 
 def from_run(run_dir: Path) -> Output:
@@ -452,7 +480,10 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
         first = [counting.objects()] if counting is not None and rest else []
         slow_written = transforms.run_transforms(lambda: first.pop() if first else factory(), work, steps=rest,
                                                  settings=settings, labels=labels, task_type=task_type,
-                                                 on_step=lambda name: progress.at(f"writing {name}")) if rest else {}
+                                                 on_step=lambda name: progress.at(f"writing {name}"),
+                                                 images=ImageCopier(next((o.storage for o in outputs
+                                                                          if o.storage is not None), None)),
+                                                 ) if rest else {}
         overlap: _Overlap | None = None
         if counting is not None:
             counted = counting.finish()

@@ -17,8 +17,12 @@ when it is complete, so a failed step leaves the previous output as it was.
 | `hf_datasets` | `hf/{split}.parquet` with `datasets` features              | all                     |
 | `spacy`       | `spacy/{split}/NNNN.spacy` (DocBins) + `spacy/{split}/ids.jsonl` | text classification, NER |
 | `conll`       | `conll/{split}.conll` (+ `{split}.layout.jsonl` for boxes) | NER, boxes, custom      |
-| `coco`        | `coco/{split}.json`                                        | boxes, custom           |
-| `yolo`        | `yolo/labels/{split}/<stem>.txt` + `yolo/data.yaml`        | boxes, custom           |
+| `coco`        | `coco/{split}.json` + `coco/images/`                       | boxes, custom           |
+| `yolo`        | `yolo/labels/{split}/<stem>.txt` + `yolo/images/{split}/` + `yolo/data.yaml` | boxes, custom |
+
+`coco` and `yolo` copy the images with the annotations (option `images`, default true), through
+the `Images` collect gives them: from the run's storage, or through smart-open for output gtrun
+did not launch.
 
 The split of an object is a stable hash of its id in its job's output (`split_for`), so it never
 moves between collects (of its run alone or merged with others), formats or machines unless
@@ -546,11 +550,75 @@ class WrittenFiles:
     problems: list[str] = field(default_factory=list)  # the first MAX_PROBLEMS, "object <id>: ..."
     problem_count: int = 0
     skipped: int = 0  # objects run_transforms left out: not labeled, or below a threshold
+    images: int | None = None  # coco and yolo: the images copied (None: option images=false)
 
 
 class Writer(Protocol):
     def __call__(self, objects: Iterable[LabeledObject], out_dir: Path, *, labels: Sequence[str],
                  options: Mapping[str, Any], settings: TransformsConfig) -> WrittenFiles: ...
+
+
+class Images(Protocol):
+    """Copies the image a source-ref names to a new file `path` (collect's ImageCopier); raises
+    StoreError when it cannot."""
+
+    def __call__(self, ref: str, path: Path) -> None: ...
+
+
+IMAGE_STEPS = frozenset({"coco", "yolo"})  # the steps that copy the images (option `images`)
+IMAGE_COPIES = 8  # images copied at the same time: a copy from S3 mostly waits on the network
+
+
+class _Copies:
+    """The images of one step, copied on threads while the step writes its annotations. A failed
+    copy is raised at the next add() or at finish(), naming the object."""
+
+    def __init__(self, step: str, images: Images) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.step, self.images = step, images
+        self.pool = ThreadPoolExecutor(max_workers=IMAGE_COPIES, thread_name_prefix=f"gtrun-{step}-images")
+        self.pending: list[tuple[str, Any]] = []  # (object id, its copy), oldest first
+        self.count = 0
+
+    def add(self, object_id: str, ref: str, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.pending.append((object_id, self.pool.submit(self.images, ref, path)))
+        self.count += 1
+        while len(self.pending) > 4 * IMAGE_COPIES or (self.pending and self.pending[0][1].done()):
+            self._wait(*self.pending.pop(0))
+
+    def _wait(self, object_id: str, copy: Any) -> None:
+        try:
+            copy.result()
+        except StoreError as exc:
+            raise StoreError(f"{self.step}: object {object_id!r}: {exc}\n  hint: transforms.steps.{self.step}"
+                             ".images=false writes the annotations without the images") from None
+
+    def finish(self) -> int:
+        """Wait for every copy; the number of images copied."""
+        while self.pending:
+            self._wait(*self.pending.pop(0))
+        return self.count
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextmanager
+def _image_copies(step: str, options: Mapping[str, Any], images: Images | None) -> Iterator[_Copies | None]:
+    """The step's copies when its option `images` is true, else None."""
+    if not options["images"]:
+        yield None
+        return
+    if images is None:
+        raise ConfigError(f"transforms.steps.{step}.images", "there is no storage to copy the images from here",
+                          f"set transforms.steps.{step}.images=false to write the annotations alone")
+    copies = _Copies(step, images)
+    try:
+        yield copies
+    finally:
+        copies.close()
 
 
 class _Problems:
@@ -594,8 +662,8 @@ _OPTIONS: dict[str, dict[str, Any]] = {
     "hf_datasets": {},
     "spacy": {"lang": "en"},
     "conll": {},
-    "coco": {},
-    "yolo": {},
+    "coco": {"images": True},
+    "yolo": {"images": True},
 }
 _TABLE_FORMATS = ("parquet", "csv", "tsv")
 DATABASE = "gtrun.duckdb"  # the dataset's DuckDB database, with the table's view
@@ -627,6 +695,9 @@ def _option_errors(name: str, options: Mapping[str, Any] | None) -> list[ConfigE
     if name == "spacy" and not (isinstance(merged["lang"], str) and merged["lang"]):
         errors.append(ConfigError("transforms.steps.spacy.lang",
                                   f"{merged['lang']!r} is not a language code", "e.g. en, de"))
+    if name in IMAGE_STEPS and not isinstance(merged["images"], bool):
+        errors.append(ConfigError(f"transforms.steps.{name}.images", f"{merged['images']!r} is not true or false",
+                                  "true copies the images into the dataset, false writes the annotations alone"))
     return errors
 
 
@@ -1488,8 +1559,11 @@ def _box_tags(obj: LabeledObject, problems: _Problems,
 
 
 def write_coco(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Sequence[str],
-               options: Mapping[str, Any], settings: TransformsConfig) -> WrittenFiles:
-    """`<out>/coco/{split}.json`: COCO instances (images, annotations, categories).
+               options: Mapping[str, Any], settings: TransformsConfig, images: Images | None = None,
+               ) -> WrittenFiles:
+    """`<out>/coco/{split}.json`: COCO instances (images, annotations, categories), and the images
+    as `<out>/coco/images/<file_name>`, the folder to give a loader as the image root (copied by
+    `images`; option `images: false` leaves them out).
 
     Images: id from 1, `coco_url` the source-ref, `file_name` its path under the folder all the
     images share (`image_names`: the file name when they are all in one folder, `x/same.jpg` and
@@ -1499,7 +1573,7 @@ def write_coco(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Seque
     labels, ids from 1. An image without boxes is listed with no annotation. `info.version` is
     `transforms.label_schema`.
     """
-    _options("coco", options)
+    opts = _options("coco", options)
     out_dir = Path(out_dir)
     index = _class_index("coco", labels)
     problems = _Problems("coco")
@@ -1533,14 +1607,34 @@ def write_coco(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Seque
         image["file_name"] = name
     categories = [{"id": i + 1, "name": name, "supercategory": name} for i, name in enumerate(labels)]
     info = {"description": f"gtrun: {out_dir.name}", "url": root, "version": settings.label_schema or ""}
-    with _staged(out_dir, "coco") as stage:
+    with _staged(out_dir, "coco") as stage, _image_copies("coco", opts, images) as copies:
+        if copies is not None:
+            (stage / "images").mkdir()
+            copied: set[str] = set()  # an image two objects share is copied once
+            for (image, object_id), name in zip(placed, names, strict=True):
+                if name not in copied:
+                    copied.add(name)
+                    copies.add(object_id, image["coco_url"], stage / "images" / _inside("coco", name, image["coco_url"]))
+            copies.finish()
         for split, doc in docs.items():
             with open(stage / f"{split}.json", "w", encoding="utf-8") as f:
                 json.dump({"info": info, "licenses": [], "images": doc["images"],
                            "annotations": doc["annotations"], "categories": categories},
                           f, ensure_ascii=False, separators=(",", ":"))
-    return problems.result([out_dir / "coco" / f"{s}.json" for s in SPLITS],
-                           {s: len(d["images"]) for s, d in docs.items()})
+    written = problems.result([out_dir / "coco" / f"{s}.json" for s in SPLITS]
+                              + ([out_dir / "coco" / "images"] if copies is not None else []),
+                              {s: len(d["images"]) for s, d in docs.items()})
+    written.images = copies.count if copies is not None else None
+    return written
+
+
+def _inside(step: str, name: str, ref: str) -> str:
+    """An image's name as a path under the step's images folder; a StoreError for one that would
+    leave it (an S3 key may hold "..", or an empty segment)."""
+    if not name or any(part in ("", ".", "..") for part in name.split("/")):
+        raise StoreError(f"{step}: image {ref}: its name {name!r} is not a path inside {step}/images/\n  "
+                         f"hint: transforms.steps.{step}.images=false writes the annotations without the images")
+    return name
 
 
 def image_names(refs: Sequence[str]) -> tuple[str, list[str]]:
@@ -1579,16 +1673,19 @@ def _number(value: float) -> float | int:
 
 
 def write_yolo(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Sequence[str],
-               options: Mapping[str, Any], settings: TransformsConfig) -> WrittenFiles:
-    """`<out>/yolo/labels/{split}/<image stem>.txt` (`yolo_line` per box) and `<out>/yolo/data.yaml`.
+               options: Mapping[str, Any], settings: TransformsConfig, images: Images | None = None,
+               ) -> WrittenFiles:
+    """`<out>/yolo/labels/{split}/<image stem>.txt` (`yolo_line` per box), each image beside its
+    labels as `<out>/yolo/images/{split}/<file name of its source-ref>` (copied by `images`; option
+    `images: false` leaves them out), and `<out>/yolo/data.yaml`.
 
     Boxes are cut to the image first (reported; a box wholly outside is dropped). An image with no
     box gets an empty file (a background image). data.yaml gives `train` / `val` / `test` image
     folders `images/{split}` relative to its own folder (no `path`: see YOLO_YAML_NOTE), `nc` and
-    `names`: put each image at `images/<split>/<file name of its source-ref>` and YOLO finds its
-    labels by the stem. Two images of one split with the same stem are an error.
+    `names`: YOLO finds an image's labels by its stem. Two images of one split with the same stem
+    are an error.
     """
-    _options("yolo", options)
+    opts = _options("yolo", options)
     import yaml
 
     out_dir = Path(out_dir)
@@ -1596,9 +1693,11 @@ def write_yolo(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Seque
     problems = _Problems("yolo")
     counts = _split_counts()
     final = out_dir / "yolo"
-    with _staged(out_dir, "yolo") as stage:
+    with _staged(out_dir, "yolo") as stage, _image_copies("yolo", opts, images) as copies:
         for split in SPLITS:
             (stage / "labels" / split).mkdir(parents=True)
+            if copies is not None:
+                (stage / "images" / split).mkdir(parents=True)
         for obj in objects:
             ref, file_name = _source_name(obj, "yolo")
             width, height = _image_size(obj, "yolo")
@@ -1614,12 +1713,18 @@ def write_yolo(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Seque
                 raise StoreError(f"yolo/labels/{split}/{path.name}: two {split} images have the stem "
                                  f"{path.stem!r}: object {obj.object_id!r} ({ref}) and one before it",
                                  ) from None
+            if copies is not None:
+                copies.add(obj.object_id, ref, stage / "images" / split / _inside("yolo", file_name, ref))
             counts[split] += 1
+        copied = copies.finish() if copies is not None else 0
         data = {"train": "images/train", "val": "images/validation", "test": "images/test",
                 "nc": len(labels), "names": list(labels)}
         (stage / "data.yaml").write_text(YOLO_YAML_NOTE + yaml.safe_dump(data, sort_keys=False, allow_unicode=True),
                                          encoding="utf-8")
-    return problems.result([final / "data.yaml", *(final / "labels" / s for s in SPLITS)], counts)
+    written = problems.result([final / "data.yaml", *(final / "labels" / s for s in SPLITS)]
+                              + ([final / "images" / s for s in SPLITS] if copies is not None else []), counts)
+    written.images = copied if copies is not None else None
+    return written
 
 
 # data.yaml has no `path`: the folder the transform writes in is a staging folder that collect moves
@@ -1694,9 +1799,10 @@ def check_transforms(steps: Mapping[str, Mapping[str, Any] | None], settings: Tr
 def run_transforms(objects_factory: Callable[[], Iterable[LabeledObject]], out_dir: Path, *,
                    steps: Mapping[str, Mapping[str, Any] | None], settings: TransformsConfig,
                    labels: Sequence[str], task_type: TaskType | None = None,
-                   on_step: Callable[[str], None] | None = None) -> dict[str, WrittenFiles]:
+                   on_step: Callable[[str], None] | None = None,
+                   images: Images | None = None) -> dict[str, WrittenFiles]:
     """Run each step over fresh objects from `objects_factory()`; step name -> what it wrote.
-    `on_step` hears each step's name as it begins.
+    `on_step` hears each step's name as it begins; `images` copies the images of coco and yolo.
 
     Checks everything first (`check_transforms`; the task type is the first object's when not
     given), then per step: label_map applied, `keep` with the thresholds, the writer. Writers get
@@ -1723,8 +1829,9 @@ def run_transforms(objects_factory: Callable[[], Iterable[LabeledObject]], out_d
                 else:
                     skipped += 1
 
+        extra = {"images": images} if name in IMAGE_STEPS else {}
         written = TRANSFORMS[name](kept(), out_dir, labels=final_labels, options=options or {},
-                                   settings=settings)
+                                   settings=settings, **extra)
         written.skipped = skipped
         log.info("%s: %s objects written, %d left out", name,
                  ", ".join(f"{k} {v}" for k, v in written.counts.items()), skipped)
