@@ -480,6 +480,22 @@ def test_s3_store_round_trip(backend, tmp_path):
         store.put_bytes("/etc/passwd", b"x")
 
 
+def test_an_aws_runs_images_are_copied_from_its_s3(backend, tmp_path):
+    from runner.collect.collect import ImageCopier
+
+    store = s3_store(backend)
+    image = os.urandom(3000)
+    store.put_bytes(f"s3://{backend.bucket}/imgs/a.jpg", image)
+    copy = ImageCopier(store)  # what collect gives coco and yolo for a run on the aws backend
+    copy(f"s3://{backend.bucket}/imgs/a.jpg", tmp_path / "a.jpg")
+    assert (tmp_path / "a.jpg").read_bytes() == image
+    with pytest.raises(StoreError, match=rf"^s3://{backend.bucket}/imgs/b\.jpg: no such object$"):
+        copy(f"s3://{backend.bucket}/imgs/b.jpg", tmp_path / "b.jpg")
+    assert not (tmp_path / "b.jpg").exists()
+    with pytest.raises(FileExistsError):  # a copy never overwrites a file of the dataset
+        copy(f"s3://{backend.bucket}/imgs/a.jpg", tmp_path / "a.jpg")
+
+
 def test_small_objects_are_one_put_and_large_ones_multipart(moto, bucket):
     with FaultProxy(moto) as proxy:
         backend = make_backend(moto, bucket, s3=proxy.url)
