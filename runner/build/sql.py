@@ -11,7 +11,6 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError
 
-from runner.build.quoting import sql_string
 from runner.errors import ConfigError, QueryError
 from runner.schema import SourceConfig
 
@@ -192,19 +191,8 @@ def render_sql(query: Query) -> str:
     """The query as recorded in `query.sql`: the SQL, then its parameters as comments."""
     lines = [query.sql.rstrip() + ";"]
     for name, value in zip(query.param_names, query.params, strict=False):
-        lines.append(f"-- ? {name} = {sql_literal(value)}")
+        lines.append(f"-- ? {name} = {value!r}")
     return "\n".join(lines) + "\n"
-
-
-def sql_literal(value: Any) -> str:
-    """A parameter's value as the SQL literal it stands for: NULL, TRUE, 0.8, 'it''s'."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return sql_string(str(value))
 
 
 __all__ = ["Query", "QueryError", "select_query", "count_query", "check_fields", "unused_params",
