@@ -566,8 +566,10 @@ def compare_runs(original: Run, b: dict[str, Any], config: Any, run_dir: Path) -
     files: list[str] = []
     for name, ha, hb in artifact_changes(a, b):
         same = ha == hb
-        if not same:  # data files: named, judged by the manifest they make
+        if not same:  # data files: named, judged by the manifest they make; the images a job shows: changed
             (files if name.startswith("source file") else changed).append(name)
+            if name.startswith("asset "):
+                files.append(f"source file {name.removeprefix('asset ')}")
         table.add_row(name, (ha or "-")[:12], (hb or "-")[:12], Text("same", "green") if same else Text("DIFFERS", "red"))
     out.print(table)
     if changed:

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
+import orjson
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
@@ -40,9 +41,11 @@ from runner.build.template import (
 )
 from runner.check import validate_request
 from runner.config import HOME, TEMPLATES_DIR
-from runner.errors import ConfigError, ConfigErrors, ManifestError, RecordError, collect_errors
+from runner.errors import ConfigError, ConfigErrors, ManifestError, RecordError, StoreError, collect_errors
 from runner.io.backends import backend_for
+from runner.io.store import LocalStore, sha256_file
 from runner.schema import BackendConfig, BackendKind, GtrunConfig, TaskType
+from runner.service.consolidate import ELEMENT_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +188,15 @@ class Written:
     first_line: dict[str, Any]
 
 
-def stream_manifest(chunks: Iterable[tuple[Any, int]], sinks: Sequence[IO[bytes]],
+class Sink(Protocol):
+    """Where stream_manifest writes: a file, an upload, MissingRefs."""
+
+    def write(self, data: bytes, /) -> int: ...
+    def seek(self, offset: int, /) -> int: ...
+    def truncate(self, size: int | None = ..., /) -> int: ...
+
+
+def stream_manifest(chunks: Iterable[tuple[Any, int]], sinks: Sequence[Sink],
                     progress: Callable[[int], None] = lambda n: None) -> Written:
     """Stream the manifest's (bytes, rows) chunks into every sink; memory stays flat in the row count.
 
@@ -210,6 +221,58 @@ def stream_manifest(chunks: Iterable[tuple[Any, int]], sinks: Sequence[IO[bytes]
         progress(rows)
     first = json.loads(head.split(b"\n", 1)[0]) if head else {}
     return Written(objects, digest.hexdigest(), first)
+
+
+class MissingRefs:
+    """A manifest sink (stream_manifest's) of the local backend that looks each line's s3://
+    source-ref up in the storage folder: a job whose images are not there shows workers none."""
+
+    def __init__(self, storage: LocalStore) -> None:
+        self.storage = storage
+        self.lines = self.missing = 0
+        self.first: tuple[int, str, str] | None = None  # (line, source-ref, where it was looked for)
+
+    def write(self, chunk: bytes) -> int:
+        data = bytes(chunk)
+        if b'"source-ref"' in data:
+            for line in data.splitlines():
+                self.lines += 1
+                ref = orjson.loads(line).get("source-ref")
+                if isinstance(ref, str) and ref.startswith("s3://"):
+                    self._look_up(ref)
+        else:
+            self.lines += data.count(b"\n")
+        return len(chunk)
+
+    def _look_up(self, ref: str) -> None:
+        try:
+            path = self.storage.path(ref)
+            where = str(path)
+            there = path.is_file()
+        except StoreError as exc:  # a key the storage cannot hold
+            where, there = str(exc), False
+        if not there:
+            self.missing += 1
+            if self.first is None:
+                self.first = (self.lines, ref, where)
+
+    def seek(self, offset: int) -> int:  # START_OVER: the lines start again from the first
+        self.lines = self.missing = 0
+        self.first = None
+        return 0
+
+    def truncate(self, size: int | None = None) -> int:
+        return 0
+
+    def check(self, objects: int) -> None:
+        """Raise when a line names an object that is not in the storage."""
+        if self.first is None:
+            return
+        line, ref, where = self.first
+        raise ConfigError("source.columns.source-ref", f"{self.missing:,} of {objects:,} manifest lines name an "
+                          f"object that is not in the storage, so workers would see nothing (line {line:,}: {ref}, "
+                          f"looked for at {where})", "check the source-ref column and its params (an image "
+                          "prefix, say), and source.assets, which copies the images into the storage")
 
 
 class Pipeline:
@@ -259,6 +322,12 @@ class Pipeline:
         if "<crowd-form" not in text.lower():
             raise ConfigError("template.file", f"{path} has no <crowd-form> element: workers would have nothing "
                               "to submit their answers with", "wrap the task in <crowd-form> ... </crowd-form>")
+        element = ELEMENT_NAMES.get(t.task_type)
+        if element is not None and not re.search(rf"""\bname\s*=\s*["']{re.escape(element)}["']""", text):
+            raise ConfigError("template.file", f"{path} has no element named {element!r}: the answers of a "
+                              f"{t.task_type.value} job are read from it, so every object would fail",
+                              f"use the bundled template/{t.task_type.value}, name the answer element "
+                              f"name=\"{element}\", or set template.task_type=custom for a task of your own")
         return text, parsed
 
     def check_transforms(self) -> list[ConfigError]:
@@ -442,13 +511,17 @@ class Pipeline:
                     raise ConfigError("job.labeling_job_name", f"a labeling job named {self.name!r} exists already "
                                       f"({taken.get('LabelingJobStatus')}); Ground Truth names are unique per account "
                                       "and region", "leave job.labeling_job_name unset for a new name")
-                self.upload_assets()
+                assets = self.upload_assets()
+                refs = MissingRefs(self.storage) if isinstance(self.storage, LocalStore) else None
                 with self.storage.open_write(self.uris["manifest"]) as out, \
                         record.open("manifest.jsonl") as local, self._progress() as bump:
-                    written = stream_manifest(chunks, (out, local), bump)
+                    sinks: list[Sink] = [out, local, *([refs] if refs else [])]
+                    written = stream_manifest(chunks, sinks, bump)
                     objects = written.objects
                     if objects == 0:
                         raise ManifestError(self._empty())
+                    if refs is not None:
+                        refs.check(objects)
                     first = written.first_line
                     self.check_template(parsed, first, "the manifest line")
                     cost = self.estimate(objects)
@@ -465,6 +538,8 @@ class Pipeline:
                     record.write_text("label-categories.json", body)
                 record.write_json("request.json", request)
                 lineage = self.lineage(objects, request, record, continues=continued[0] if continued else None)
+                if self.s.source.assets is not None:
+                    lineage["asset_files"] = assets
                 if before_submit is not None:
                     before_submit(lineage)
                 job = {"LabelingJobName": self.name, **service.create_labeling_job(request)}
@@ -479,16 +554,41 @@ class Pipeline:
         record.write_json("lineage.json", lineage)
         return Outcome(self.name, query, objects, cost, request, first, job, dict(record.hashes))
 
-    def upload_assets(self) -> None:
+    def upload_assets(self) -> dict[str, str]:
+        """Copy source.assets.files to the storage under source.assets.to, by file name; returns
+        their sha256 by portable path (lineage.json's asset_files, which reproduce compares).
+
+        An object that is there already is left as it is when it holds the same bytes; one that
+        holds others is refused, every one named, before anything is copied: the jobs that showed
+        the image there would show the new one."""
         assets = self.s.source.assets
         if assets is None:
-            return
+            return {}
         files = sorted(glob.glob(str(Path(assets.files).expanduser())))
         if not files:
             raise ConfigError("source.assets.files", f"no file matches {assets.files!r}")
         prefix = assets.to if assets.to.endswith("/") else assets.to + "/"
+        hashes, new, problems = {}, [], []
         for f in files:
-            self.storage.put_file(Path(f), prefix + Path(f).name)
+            path, uri = Path(f), prefix + Path(f).name
+            digest = hashes[portable(f)] = sha256_file(path)
+            if not self.storage.exists(uri):
+                new.append((path, uri))
+                continue
+            there = hashlib.sha256()
+            with self.storage.open_read(uri) as src:
+                while block := src.read(1 << 20):
+                    there.update(block)
+            if there.hexdigest() != digest:
+                problems.append(ConfigError("source.assets.to", f"{uri} holds another {path.name} than {path} "
+                                            f"(sha256 {there.hexdigest()[:12]} there, {digest[:12]} here): the jobs "
+                                            "that showed it would show the new one",
+                                            "copy changed images under a new prefix (source.assets.to, and the "
+                                            "source-refs with it)"))
+        collect_errors(problems)
+        for path, uri in new:
+            self.storage.put_file(path, uri)
+        return hashes
 
     @contextlib.contextmanager
     def _progress(self) -> Iterator[Any]:

@@ -262,6 +262,9 @@ def artifact_changes(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, st
     files = sorted(set(a.get("source_files", {})) | set(b.get("source_files", {})))
     for f in files:
         rows.append((f"source file {f}", a.get("source_files", {}).get(f), b.get("source_files", {}).get(f)))
+    if "asset_files" in a and "asset_files" in b:  # the images a job shows (runs recorded before: not compared)
+        for f in sorted(set(a["asset_files"]) | set(b["asset_files"])):
+            rows.append((f"asset {f}", a["asset_files"].get(f), b["asset_files"].get(f)))
     return rows
 
 

@@ -3,6 +3,7 @@ in storage."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -262,6 +263,53 @@ def test_template_variable_the_manifest_lacks(gtrun, tmp_path):
     t = tmp_path / "t.liquid"
     t.write_text("<crowd-form>\n<p>{{ task.input.source }}</p>\n<p>{{ task.input.author }}</p>\n</crowd-form>\n")
     refused(gtrun, "template=custom", f"template.file={t}", match=("template.file: ", "task.input.author"))
+
+
+@pytest.mark.parametrize("verb", ["plan", "run"])
+def test_a_template_without_the_answer_element_of_its_task_type_is_refused(gtrun, verb):
+    """Every object's answers would fail to consolidate: named before any work is asked for."""
+    refused(gtrun, "template.file=named_entity.liquid", "source.limit=2", verb=verb,
+            match=("template.file: ", "named_entity.liquid has no element named 'crowd-classifier': the answers of a "
+                   "text_classification job are read from it", "template.task_type=custom"))
+
+
+def test_source_refs_that_name_no_image_in_the_storage_are_refused(gtrun):
+    r = refused(gtrun, "job=receipts_ner", "source.params.image_prefix=s3://gtrun/other/", "source.limit=3",
+                match="error: source.columns.source-ref: 3 of 3 manifest lines name an object that is not in the "
+                      "storage, so workers would see nothing (line 1: s3://gtrun/other/receipt-001.png, looked for at "
+                      f"{gtrun.storage / 'gtrun' / 'other' / 'receipt-001.png'})")
+    assert "hint: check the source-ref column and its params" in r.stderr
+
+
+def test_an_asset_that_changed_is_refused_and_the_stored_one_kept(gtrun, tmp_path):
+    """Jobs that showed the stored image would show the new one: every changed file named, nothing copied."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("receipt-001.png", "receipt-002.png"):
+        (images / name).write_bytes(f"image {name}".encode())
+    args = ["job=receipts_ner", f"source.assets.files={images}/*.png", "source.limit=2"]
+    assert gtrun("run", *args).code == 0
+    (run,) = gtrun.runs()
+    stored = gtrun.storage / "gtrun" / "samples" / "receipts" / "images"
+    assert read_json(run / "lineage.json")["asset_files"] == {
+        str(images / n): hashlib.sha256(f"image {n}".encode()).hexdigest() for n in ("receipt-001.png", "receipt-002.png")}
+    assert gtrun("run", *args).code == 0  # the same images: left as they are
+    (images / "receipt-001.png").write_bytes(b"another image")
+    (images / "receipt-003.png").write_bytes(b"a new image")
+    before = len(gtrun.jobs())
+    r = gtrun("run", *args)
+    assert r.code == 2 and len(gtrun.jobs()) == before, r.output
+    assert (f"error: source.assets.to: s3://gtrun/samples/receipts/images/receipt-001.png holds another "
+            f"receipt-001.png than {images / 'receipt-001.png'} (sha256 ") in r.stderr
+    assert (stored / "receipt-001.png").read_bytes() == b"image receipt-001.png"
+    assert not (stored / "receipt-003.png").exists()  # nothing copied
+    # the stored image gone, a new copy goes up; reproduce sees the image changed since the run
+    (stored / "receipt-001.png").unlink()
+    r = gtrun("reproduce", str(run))
+    assert r.code == 2 and len(gtrun.jobs()) == before, r.output
+    assert (f"reproduce: asset {images / 'receipt-001.png'}, asset {images / 'receipt-003.png'} differ from {run} "
+            f"({images / 'receipt-001.png'} changed; {images / 'receipt-003.png'} changed); nothing was submitted") \
+        in r.stderr
 
 
 def test_missing_template_file(gtrun):
