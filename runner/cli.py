@@ -103,6 +103,7 @@ def task(cfg: DictConfig) -> None:
     multirun = hc.mode == RunMode.MULTIRUN
     reproduce_of = os.environ.get(ENV_REPRODUCE)
     status: dict[str, Any] = {"run_dir": str(run_dir), "verb": verb}
+    pipe: Pipeline | None = None
     try:
         if reproduce_of:
             cfg = _lay_recorded(cfg, Run.at(reproduce_of), run_dir)
@@ -137,9 +138,17 @@ def task(cfg: DictConfig) -> None:
     except KeyboardInterrupt as exc:
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl+C)"
         log.error("%s", how)
-        if verb == "run":  # it may have got as far as CreateLabelingJob, whose job.json it may not have written
-            write_status(run_dir, {**status, "status": how.split()[0],
-                                   "error": f"{how}; the job may have been created: gtrun status {run_dir} says"})
+        if verb == "run":  # a job CreateLabelingJob made is recorded first (pipeline.deferred_signals)
+            made = (run_dir / "job.json").is_file()
+            if made:
+                said = f"{how} after the job was created: it runs until it ends or gtrun stop {run_dir}"
+            elif pipe is not None and pipe.submitting:  # a second signal: the job may exist, unrecorded
+                said = f"{how} while the job was submitted: gtrun jobs lists the jobs that exist"
+            else:
+                said = f"{how}; no job was created"
+            write_status(run_dir, {**status, "status": how.split()[0], "error": said})
+            if made or pipe is not None and pipe.submitting:
+                console.print(said)
         raise
     except GtrunError as exc:
         log.error("%s", exc)

@@ -15,6 +15,8 @@ import logging
 import os
 import re
 import secrets
+import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -223,6 +225,41 @@ def stream_manifest(chunks: Iterable[tuple[Any, int]], sinks: Sequence[Sink],
     return Written(objects, digest.hexdigest(), first)
 
 
+@contextlib.contextmanager
+def deferred_signals(console: Console) -> Iterator[None]:
+    """Hold Ctrl+C (SIGINT) and SIGTERM until the block ends, then act on them: a request the
+    service may have carried out is never left unrecorded. A second signal acts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    handlers: dict[int, Any] = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def hold(signum: int, frame: Any) -> None:
+        if held:
+            _act_on(handlers[signum], signum, frame)
+        held.append(signum)
+        console.print("submitting the job: gtrun stops once it is recorded (again to stop now, unrecorded)")
+
+    for sig in handlers:
+        signal.signal(sig, hold)
+    try:
+        yield
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    if held:
+        _act_on(handlers[held[0]], held[0], None)
+
+
+def _act_on(handler: Any, signum: int, frame: Any) -> None:
+    """What the handler `signal.getsignal` gave does with a signal (raise, mostly)."""
+    if callable(handler):
+        handler(signum, frame)
+    elif handler == signal.SIG_DFL:
+        signal.default_int_handler(signum, frame) if signum == signal.SIGINT else os.kill(os.getpid(), signum)
+
+
 class MissingRefs:
     """A manifest sink (stream_manifest's) of the local backend that looks each line's s3://
     source-ref up in the storage folder: a job whose images are not there shows workers none."""
@@ -291,6 +328,7 @@ class Pipeline:
         self.backend = backend_for(settings)
         self.storage = self.backend.storage
         self.service_url: str | None = None  # the running labeling service that took the job
+        self.submitting = False  # CreateLabelingJob has been asked for
 
     # -- steps that spend nothing --------------------------------------------------------------
     def validate(self) -> tuple[str, Any]:
@@ -542,8 +580,11 @@ class Pipeline:
                     lineage["asset_files"] = assets
                 if before_submit is not None:
                     before_submit(lineage)
-                job = {"LabelingJobName": self.name, **service.create_labeling_job(request)}
-                record.write_json("job.json", job)  # the job exists: status and stop find it from here on
+                with deferred_signals(self.console):  # a job made must be recorded: Ctrl+C waits for it
+                    self.submitting = True
+                    job = {"LabelingJobName": self.name, **service.create_labeling_job(request)}
+                    record.write_json("job.json", job)  # the job exists: status and stop find it from here on
+                    record.write_json("lineage.json", lineage)
                 self.service_url = service.endpoint
                 job.update(service.describe_labeling_job(self.name))
         finally:
@@ -551,7 +592,6 @@ class Pipeline:
                 src.close()  # its temporary folder too, whatever stopped the run
         record.write_json("job.json", job)
         log.info("submitted %s: %s, estimated $%s", self.name, job.get("LabelingJobStatus"), cost.total_usd)
-        record.write_json("lineage.json", lineage)
         return Outcome(self.name, query, objects, cost, request, first, job, dict(record.hashes))
 
     def upload_assets(self) -> dict[str, str]:

@@ -4,6 +4,11 @@ calls go to gtrun's labeling service (reading and writing the same moto S3), all
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import threading
+import time
 
 import boto3
 import duckdb
@@ -15,8 +20,8 @@ from runner.io.aws import client
 from runner.io.s3 import S3Store
 from runner.schema import BackendConfig, EndpointsConfig
 from runner.service.server import Service
-from tests.conftest import ROOT, read_json
-from tests.faults import FaultProxy
+from tests.conftest import ROOT, _env, read_json
+from tests.faults import FaultProxy, target
 from tests.moto_fixtures import aws_env, moto_server, queue_athena_results, reset_moto  # noqa: F401
 
 BUCKET = "gtrun-test"
@@ -353,3 +358,42 @@ def test_collect_on_aws_registers_the_table_in_athena(gtrun, aws):
     r = gtrun("collect", str(run), "--out", str(gtrun.cwd / "fresh"))
     assert r.code == 2 and "gtrun-dataset.json: not the record collect writes" in r.stderr, r.output
     assert len(tables("fresh")) == 3  # nothing dropped
+
+
+@pytest.mark.parametrize(("sig", "code", "how"), [(signal.SIGINT, 130, "interrupted (Ctrl+C)"),
+                                                  (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_a_signal_while_the_job_is_submitted_waits_until_it_is_recorded(gtrun, aws, sig, code, how):
+    """Ctrl+C (or SIGTERM) while CreateLabelingJob is under way: the service may make the job, so gtrun
+    records it (job.json, lineage.json) and then stops, saying how to stop the job."""
+    moto, service = aws
+    queue_tweets(moto, "source.limit=3")
+    asked, answer = threading.Event(), threading.Event()
+
+    def hold(method, path, headers, body):  # the service made the job; its answer waits
+        if target(headers).endswith("CreateLabelingJob"):
+            asked.set()
+            answer.wait(30)
+        return None
+
+    with FaultProxy(service.url, rewrite=hold) as proxy:
+        proc = subprocess.Popen([sys.executable, "-m", "runner", "run", "source.limit=3", *aws_args(moto, proxy.url)],
+                                cwd=gtrun.cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        try:
+            assert asked.wait(60), proc.communicate(timeout=5)
+            proc.send_signal(sig)
+            time.sleep(0.5)  # gtrun holds the signal while it waits for the answer
+            assert proc.poll() is None
+            answer.set()
+            stdout, stderr = proc.communicate(timeout=60)
+        finally:
+            answer.set()
+            proc.kill()
+    assert proc.returncode == code, stderr
+    (run,) = gtrun.runs()  # finished as far as its record goes: lineage.json is written
+    job = read_json(run / "job.json")
+    assert service.app.state.jobs.describe(job["LabelingJobName"])["LabelingJobStatus"] in ("Initializing", "InProgress")
+    assert read_json(run / "lineage.json")["job_name"] == job["LabelingJobName"]
+    said = f"{how} after the job was created: it runs until it ends or gtrun stop {run}"
+    assert read_json(run / "status.json")["error"] == said
+    assert "submitting the job: gtrun stops once it is recorded" in stderr and said in stderr
