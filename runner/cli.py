@@ -491,6 +491,9 @@ def reproduce(args: list[str]) -> int:
         "the job name) are identical; if any differs, nothing is submitted.")
     parser.add_argument("run", help="a recorded run directory (outputs/runs/...)")
     parser.add_argument("overrides", nargs="*", help="Hydra's own overrides only, e.g. hydra.run.dir=...")
+    parser.usage = "gtrun reproduce RUN [hydra.key=value ...]"
+    if not args:  # argparse would name the optional overrides as required too
+        parser.error("the following argument is required: run")
     ns = parser.parse_args(args)
     # the recorded config is laid over the composed one: any other key given here would be recorded
     # with the new run, but not used
@@ -508,7 +511,16 @@ def continue_cmd(args: list[str]) -> int:
         "The new run has the recorded config and its own run directory.")
     parser.add_argument("run", help="a recorded run whose job has ended")
     parser.add_argument("overrides", nargs="*", help="extra overrides, e.g. workteam.workers_per_object=2")
+    parser.usage = "gtrun continue RUN [key=value ...]"
+    if not args:  # argparse would name the optional overrides as required too
+        parser.error("the following argument is required: run")
     ns = parser.parse_args(args)
+    # its objects come from the run's output, not from a query: a source key would be recorded, not used
+    source = next((o for o in ns.overrides if o.lstrip("+~").partition("=")[0].partition(".")[0] in ("source", "job")
+                   and not o.lstrip("+~").startswith("job.labeling_job_name")), None)
+    if source is not None:
+        return fail(f"{source}: continue labels the objects the run's job did not label, read from its output, "
+                    "so the source does not apply; to label other objects, make a new run")
     return _rerun(ns.run, ns.overrides, ENV_CONTINUE)
 
 
@@ -519,6 +531,12 @@ def _rerun(path: str, extra: list[str], mode: str) -> int:
         run = Run.at(path)
         overrides = [o for o in run.overrides() if not o.startswith(("hydra.", "hydra/"))]
         run.settings()  # a recorded config this gtrun cannot read is refused before a new run starts
+        project = run.started_in()
+        if project is not None and Path.cwd().resolve() != project.resolve():
+            # the new run and its job go beside it, in its storage, where `continue` looks for them
+            verb = "reproduce" if mode == ENV_REPRODUCE else "continue"
+            raise RecordError(f"{run.dir} was started in {project}: {verb} it there "
+                              f"(cd {shlex.quote(str(project))}), so the new run and its job go beside it")
         if mode == ENV_REPRODUCE:
             continues = run.lineage().get("continues")
             if continues:
@@ -527,11 +545,6 @@ def _rerun(path: str, extra: list[str], mode: str) -> int:
                                   f"`gtrun reproduce {continues}` reproduces the run it continues, "
                                   f"`gtrun continue {run.dir}` labels what this one left")
         else:
-            project = run.started_in()
-            if project is not None and Path.cwd().resolve() != project.resolve():
-                # its continuation's run and job go beside it, where the next `continue` looks for them
-                raise RecordError(f"{run.dir} was started in {project}: continue it there "
-                                  f"(cd {shlex.quote(str(project))}), so its continuation's run and job go beside it")
             later = run.continuations()
             if later:
                 raise RecordError(f"{run.dir} was continued already by {later[0]}: continue that run "
@@ -769,7 +782,7 @@ def _status_of(run: str, wait: bool, interval: float) -> int:
 def stop(args: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="gtrun stop", description="Stop a run's labeling job "
                                      "(StopLabelingJob). What was labeled so far is written to its output; "
-                                     "a stopped job cannot be restarted (see `gtrun status`).")
+                                     "a stopped job cannot be restarted: `gtrun continue RUN` labels what it left in a new job.")
     parser.add_argument("run", help="a recorded run directory, or a sweep's (each member's job)")
     ns = parser.parse_args(args)
     return _each_run(ns.run, _stop_one)
@@ -953,6 +966,11 @@ def collect_cmd(args: list[str]) -> int:
                         "default: <target>/dataset)")
     ns, overrides = parser.parse_known_args(args)
     targets = [Path(t) for t in ns.target if "=" not in t]
+    given = [flag for flag, value in (("--task-type", ns.task_type), ("--label-attribute", ns.label_attribute),
+                                      ("--labels", ns.labels)) if value is not None]
+    if given and not ns.manifest:
+        return fail(f"{given[0]}: only with --manifest; a run's task type, label attribute and labels are "
+                    "recorded with it (transforms.label_map=... renames labels)")
     overrides = [t for t in ns.target if "=" in t] + overrides  # key=value: an override, not a directory
     hint = ""
     if ns.manifest and (len(ns.manifest) > 1 or targets):

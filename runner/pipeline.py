@@ -336,8 +336,8 @@ class Pipeline:
         problems = check_settings(self.s) + check_backend(self.s)
         if self.s.job.labeling_job_name and not JOB_NAME.fullmatch(self.s.job.labeling_job_name):
             problems.append(ConfigError("job.labeling_job_name", f"{self.s.job.labeling_job_name!r} is not a "
-                                        "Ground Truth job name", "1-63 letters, digits and hyphens; no "
-                                        "leading, trailing or doubled-up punctuation: [a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"))
+                                        "Ground Truth job name", "1-63 letters, digits and hyphens, starting and "
+                                        "ending with a letter or digit: [a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"))
         try:
             path = template_path(self.s.template.file)
         except ConfigError as exc:

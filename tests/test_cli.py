@@ -184,6 +184,9 @@ def test_reproduce_gives_identical_artifacts(gtrun):
     r = gtrun("reproduce", str(first), "source.params.entity=NBA2K")
     assert r.code == 2 and "source.params.entity=NBA2K: reproduce runs the recorded config as it was" in r.stderr
     assert len(gtrun.runs(every=True)) == 2
+    for verb in ("reproduce", "continue"):  # the run is required, the overrides are not
+        r = gtrun(verb)
+        assert r.code == 2 and r.stderr.splitlines()[-1] == f"gtrun {verb}: error: the following argument is required: run"
 
 
 def test_reproduce_fails_loudly_when_the_data_changed(gtrun, tmp_path):

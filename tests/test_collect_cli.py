@@ -123,7 +123,17 @@ def test_a_run_is_read_with_its_own_storage_from_any_folder(gtrun, tmp_path):
                for s in ("train", "validation", "test")) == 2
     r = there("continue", str(run))  # its continuation goes beside it: refused elsewhere, with where to go
     assert r.code == 2 and f"was started in {tmp_path}: continue it there (cd {tmp_path})" in r.stderr, r.output
+    r = there("reproduce", str(run))  # so does its reproduction, in the storage its job used
+    assert r.code == 2 and f"was started in {tmp_path}: reproduce it there (cd {tmp_path})" in r.stderr, r.output
     assert list(elsewhere.iterdir()) == []  # no storage folder of its own made there
+    # a run's task type, label attribute and labels are its own: the --manifest flags are refused
+    for flag, value in (("--labels", "A,B"), ("--task-type", "custom"), ("--label-attribute", "foo")):
+        r = gtrun("collect", str(run), flag, value)
+        assert r.code == 2 and f"error: {flag}: only with --manifest" in r.stderr, r.output
+    # continue labels what the job left, from its output: a source key would be recorded, not used
+    for override in ("source.limit=1", "source=receipts", "job=receipts_ner"):
+        r = gtrun("continue", str(run), override)
+        assert r.code == 2 and f"error: {override}: continue labels the objects the run's job did not label" in r.stderr
     # the project moved with its runs and storage: read where they are now, nothing made where they were
     moved = tmp_path.parent / f"{tmp_path.name}-moved"
     tmp_path.rename(moved)

@@ -303,7 +303,11 @@ def check_settings(settings: GtrunConfig) -> list[ConfigError]:
     if public and pricing.usd_per_task is None:
         bad("pricing.usd_per_task", "is required for workteam.kind=public",
             "use one of " + ", ".join(str(p) for p in ALLOWED_PRICES[task_type]))
-    if price is not None:
+    elif not public and pricing.usd_per_task is not None:  # paid in the workforce's own way, not per task
+        bad("pricing.usd_per_task", f"is for Mechanical Turk (workteam.kind=public), not a {workteam.kind.value} "
+            "workforce", "a private workforce is not paid per task, a vendor sets its price in AWS Marketplace: "
+            "pricing=private (usd_per_task: null)")
+    if price is not None and public:
         try:
             check_price(task_type, price, "pricing.usd_per_task")
         except ConfigError as exc:
