@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import hydra
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.types import RunMode
@@ -283,6 +284,10 @@ def _hydra(verb: str, args: list[str]) -> int:
         if full_error:  # the user asked for Hydra's own report
             raise
         return fail(hydra_problem(exc, args))
+    except yaml.MarkedYAMLError as exc:  # a config file that is not YAML (Hydra reads them as it composes)
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "a config file"
+        return fail(f"{where}: not YAML: {exc.problem or exc.context}")
     except ValueError as exc:  # Hydra's check of its own options, before anything runs
         if not str(exc).startswith("Only one of --run, --multirun"):
             raise
@@ -425,7 +430,10 @@ def hydra_problem(exc: Exception, args: list[str] | tuple[str, ...] = ()) -> str
     found = re.match(r"In '([^']+)': (\w+) raised while composing config:\n(.+)\n\s+full_key: (\S+)", str(exc))
     if found:
         where, kind, text, key = found.groups()
-        return f"{where}.yaml: {problem(key, kind, text)}"
+        said = f"{where}.yaml: {problem(key, kind, text)}"
+        if where == "local/default" and key.partition(".")[0] == "local":  # its keys read under `local`
+            said += "\n  hint: conf/local/default.yaml sets keys of the whole config: start it with `# @package _global_`"
+        return said
     lines = [x for x in str(exc).splitlines() if x.strip() and not x.startswith("See https://hydra.cc")]
     return " ".join(lines[:2]) if lines else type(exc).__name__
 

@@ -312,6 +312,26 @@ def test_an_asset_that_changed_is_refused_and_the_stored_one_kept(gtrun, tmp_pat
         in r.stderr
 
 
+def test_a_config_file_that_is_not_yaml_names_its_line(gtrun, tmp_path):
+    (tmp_path / "conf" / "source").mkdir(parents=True)
+    (tmp_path / "conf" / "source" / "mine.yaml").write_text("name: mine\n table: [\n")
+    r = refused(gtrun, "--config-dir", str(tmp_path / "conf"), "source=mine", verb="plan",
+                match=f"error: {tmp_path / 'conf' / 'source' / 'mine.yaml'}, line 2, column 7: not YAML: mapping "
+                      "values are not allowed here")
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_local_settings_without_their_package_line_say_so(gtrun, tmp_path):
+    (tmp_path / "conf" / "local").mkdir(parents=True)
+    (tmp_path / "conf" / "local" / "default.yaml").write_text("backend:\n  bucket: my-bucket\n")
+    refused(gtrun, "--config-dir", str(tmp_path / "conf"), verb="plan",
+            match=("error: local/default.yaml: local: no such key\n", "hint: conf/local/default.yaml sets keys of the "
+                   "whole config: start it with `# @package _global_`"))
+    (tmp_path / "conf" / "local" / "default.yaml").write_text("# @package _global_\nbackend:\n  bucket: my-bucket\n")
+    r = gtrun("plan", "--config-dir", str(tmp_path / "conf"), "--cfg", "job", "--package", "backend")
+    assert r.code == 0 and "bucket: my-bucket" in r.stdout, r.output
+
+
 def test_missing_template_file(gtrun):
     refused(gtrun, "template.file=nope.liquid", match="template.file: 'nope.liquid' not found")
 
