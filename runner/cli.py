@@ -624,10 +624,14 @@ def diff(args: list[str]) -> int:
     try:
         a, b = Run.at(ns.run_a), Run.at(ns.run_b)
         keys = config_changes(resolved(a.config()), resolved(b.config()))
-        # a run that stopped before it submitted has no lineage: its artifacts show as "-"
-        lineages = [run.lineage() if (run.dir / "lineage.json").is_file() else {} for run in (a, b)]
+        # a run that stopped before it submitted has no lineage: the artifacts it wrote are hashed now
+        lineages = [run.lineage() if (run.dir / "lineage.json").is_file() else _left_artifacts(run) for run in (a, b)]
     except GtrunError as exc:
         return fail(str(exc))
+    for run, lineage in zip((a, b), lineages, strict=True):
+        if "job_name" not in lineage:
+            out.print(f"{run.dir} did not finish (no lineage.json): the artifacts it wrote are compared, "
+                      "the data files and request are not recorded")
     table = Table(title="config keys that differ")
     for col in ("key", str(a.dir.name), str(b.dir.name)):
         table.add_column(col, overflow="fold")
@@ -639,9 +643,17 @@ def diff(args: list[str]) -> int:
         arts.add_column(col)
     changes = artifact_changes(*lineages)
     for name, ha, hb in changes:
-        arts.add_row(name, (ha or "-")[:12], (hb or "-")[:12], "same" if ha == hb else "DIFFERS")
+        arts.add_row(name, (ha or "-")[:12], (hb or "-")[:12],
+                     "not recorded" if ha is None and hb is None else "same" if ha == hb else "DIFFERS")
     out.print(arts)
     return 1 if keys or any(ha != hb for _, ha, hb in changes) else 0  # as diff(1): 1 when they differ
+
+
+def _left_artifacts(run: Run) -> dict[str, Any]:
+    """What a run that did not finish left of its lineage: the hashes of the artifacts it wrote."""
+    from runner.io.store import sha256_file
+
+    return {"artifacts": {name: sha256_file(run.dir / name) for name in COMPARED if (run.dir / name).is_file()}}
 
 
 # -- serve / status / preview ---------------------------------------------------------------------

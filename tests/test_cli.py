@@ -245,6 +245,16 @@ def test_diff_names_keys_and_artifacts(gtrun):
     assert [cell.strip() for cell in entity.split("│")[1:4]] == ["source.params.entity", "'Xbox'", "(absent)"]
     same = gtrun("diff", str(a), str(a))
     assert same.code == 0 and "config: identical" in same.stdout, same.output
+    # a run that stopped before it submitted: the artifacts it wrote are compared, the rest is not recorded
+    assert gtrun("run", "source.params.entity=Xbox", "pricing.max_usd=0.01").code == 2
+    (failed,) = set(gtrun.runs(every=True)) - set(gtrun.runs())
+    r = gtrun("diff", str(a), str(failed))
+    assert f"{failed} did not finish (no lineage.json)" in r.stdout and r.code == 1, r.output
+    rows = {line.split("│")[1].strip(): line for line in r.stdout.splitlines() if line.count("│") >= 4}
+    assert "same" in rows["query.sql"] and "DIFFERS" in rows["manifest.jsonl"]  # it wrote none
+    r = gtrun("diff", str(failed), str(failed))
+    rows = {line.split("│")[1].strip(): line for line in r.stdout.splitlines() if line.count("│") >= 4}
+    assert "same" in rows["query.sql"] and "not recorded" in rows["manifest.jsonl"] and r.code == 0, r.output
 
 
 def test_user_config_dir_with_a_bare_group_file(gtrun, tmp_path):
