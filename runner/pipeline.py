@@ -546,9 +546,11 @@ class Pipeline:
                 # nothing is written to storage under a name another job has: its inputs are there
                 taken = service.find_labeling_job(self.name)
                 if taken is not None:
-                    raise ConfigError("job.labeling_job_name", f"a labeling job named {self.name!r} exists already "
-                                      f"({taken.get('LabelingJobStatus')}); Ground Truth names are unique per account "
-                                      "and region", "leave job.labeling_job_name unset for a new name")
+                    other = taken.get("LabelingJobName", self.name)
+                    case = "" if other == self.name else f", the same name as {self.name!r} (case does not tell names apart)"
+                    raise ConfigError("job.labeling_job_name", f"a labeling job named {other!r} exists already "
+                                      f"({taken.get('LabelingJobStatus')}){case}; Ground Truth names are unique per "
+                                      "account and region", "leave job.labeling_job_name unset for a new name")
                 assets = self.upload_assets()
                 refs = MissingRefs(self.storage) if isinstance(self.storage, LocalStore) else None
                 with self.storage.open_write(self.uris["manifest"]) as out, \

@@ -332,6 +332,14 @@ def test_local_settings_without_their_package_line_say_so(gtrun, tmp_path):
     assert r.code == 0 and "bucket: my-bucket" in r.stdout, r.output
 
 
+def test_a_job_name_taken_in_another_case_names_the_job_there(gtrun):
+    assert gtrun("run", "source.limit=1", "job.labeling_job_name=my-job").code == 0
+    r = gtrun("run", "source.limit=1", "job.labeling_job_name=MY-JOB")
+    assert r.code == 2 and gtrun.jobs() == ["my-job"], r.output
+    assert ("error: job.labeling_job_name: a labeling job named 'my-job' exists already (InProgress), the same name "
+            "as 'MY-JOB' (case does not tell names apart)") in r.stderr
+
+
 def test_missing_template_file(gtrun):
     refused(gtrun, "template.file=nope.liquid", match="template.file: 'nope.liquid' not found")
 
