@@ -105,8 +105,14 @@ def check_backend(settings: GtrunConfig) -> list[ConfigError]:
         if not settings.backend.role_arn:
             problems.append(ConfigError("backend.role_arn", "is required on the aws backend",
                                         "an IAM role Ground Truth assumes, with read and write access to the bucket"))
-        if settings.source.assets is not None and not settings.source.assets.to.startswith("s3://"):
-            problems.append(ConfigError("source.assets.to", "must be an s3:// prefix"))
+    assets = settings.source.assets
+    if assets is not None:
+        if not assets.to.startswith("s3://"):
+            problems.append(ConfigError("source.assets.to", f"{assets.to!r} is not an s3:// prefix",
+                                        "the images go to the storage, where the source-refs point: "
+                                        f"s3://{settings.backend.bucket}/<prefix>/"))
+        if not glob.glob(str(Path(assets.files).expanduser())):
+            problems.append(ConfigError("source.assets.files", f"no file matches {assets.files!r}"))
     return problems
 
 

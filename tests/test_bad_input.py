@@ -340,6 +340,13 @@ def test_a_job_name_taken_in_another_case_names_the_job_there(gtrun):
             "as 'MY-JOB' (case does not tell names apart)") in r.stderr
 
 
+@pytest.mark.parametrize("verb", ["plan", "run"])
+def test_assets_that_cannot_be_copied_are_named_by_plan_too(gtrun, tmp_path, verb):
+    refused(gtrun, "job=receipts_ner", f"source.assets.files={tmp_path}/nothing/*.png", f"source.assets.to={tmp_path}",
+            verb=verb, match=(f"- source.assets.to: '{tmp_path}' is not an s3:// prefix",
+                              f"- source.assets.files: no file matches '{tmp_path}/nothing/*.png'"))
+
+
 def test_missing_template_file(gtrun):
     refused(gtrun, "template.file=nope.liquid", match="template.file: 'nope.liquid' not found")
 

@@ -62,8 +62,11 @@ def test_duckdb_lines_equal_python_lines(csv_file):
 def test_empty_source_value_is_an_error_naming_the_row(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("id,text\n1,a\n2,\n3,c\n")
-    with pytest.raises(ManifestError, match=r"^row 2: "):
+    with pytest.raises(ManifestError, match=r"^row 2: source\.columns\.source: the data object is empty$"):
         stream(source(path, columns={"source": "text", "id": "id"}))
+    with pytest.raises(ManifestError, match=r"^row 1: source\.columns\.source-ref: the data object is empty or not "
+                                            r"an s3:// URI$"):
+        stream(source(path, columns={"source-ref": "text", "id": "id"}))
     with pytest.raises(ManifestError, match=r"^row 5: source is empty"):
         manifest_line({"source": "", "id": 1}, row_number=5)
 

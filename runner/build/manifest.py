@@ -61,7 +61,8 @@ def json_lines_query(query: Query, fields: Sequence[str]) -> Query:
         empty += f" OR NOT starts_with({obj}, 's3://')"
     inner = f"SELECT to_json(struct_pack({pack})) AS line, ({empty}) AS empty FROM ({query.sql}) AS q"
     # strlen (bytes) is cheap and bounds length (characters) from above.
-    line = (f"CASE WHEN empty THEN chr(0) || 'the data object ({field}) is empty or not an s3:// URI' "
+    what = "is empty or not an s3:// URI" if field == "source-ref" else "is empty"
+    line = (f"CASE WHEN empty THEN chr(0) || 'source.columns.{field}: the data object {what}' "
             f"WHEN strlen(line) > {MAX_LINE_CHARS} AND length(line) > {MAX_LINE_CHARS} THEN chr(0) || "
             f"'the manifest line has ' || length(line) || ' characters; Ground Truth allows {MAX_LINE_CHARS}' "
             "ELSE CAST(line AS VARCHAR) END")
