@@ -398,7 +398,8 @@ def hydra_problem(exc: Exception, args: list[str] | tuple[str, ...] = ()) -> str
                         "'key=\"a,b!\"'")
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file:
         group, _, name = exc.missing_cfg_file.rpartition("/")
-        options = sorted(exc.options or [])
+        # an option of a list (transforms=[a,b]) comes without the group's options: the bundled ones
+        options = sorted(exc.options or (p.stem for p in (CONF_DIR / group).glob("*.yaml")) if group else [])
         if not group or not options:
             return str(exc).split("\n")[0]
         close = difflib.get_close_matches(name, options, n=1)

@@ -61,6 +61,20 @@ def to_settings(cfg: DictConfig) -> GtrunConfig:
         if type(exc).__name__ == "MissingMandatoryValue":
             raise ConfigError(key, "is required but not set",
                               f"set it on the command line: {key}=...") from None
+        if type(exc).__name__ in ("ConfigKeyError", "ConfigAttributeError"):  # a key the schema does not have
+            raise ConfigError(key, "no such key" + _meant(cfg, key)) from None
         raise ConfigError(key, msg) from None
     assert isinstance(settings, GtrunConfig)
     return settings
+
+
+def _meant(cfg: DictConfig, key: str) -> str:
+    """' (did you mean <the config's key beside it most like it>?)', or ''."""
+    import difflib
+
+    parent, _, name = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    if not isinstance(node, DictConfig):
+        return ""
+    close = difflib.get_close_matches(name, [str(k) for k in node.keys() if k != name], n=1)
+    return f" (did you mean {(parent + '.' if parent else '') + close[0]!r}?)" if close else ""

@@ -41,6 +41,8 @@ def refused(gtrun, *args, match: str | tuple[str, ...], code: int = 2, verb: str
     (["job.labeling_job_name=bad_name!"], "error: job.labeling_job_name=bad_name!: Hydra cannot read this override"),
     (["template.labels=Positive"], "error: template.labels: takes a list, e.g. template.labels=[a,b]"),
     (["source=tweets,receipts"], "error: source=tweets,receipts: several values: run each with -m (a sweep)"),
+    (["transforms=[table,jsnl]"], "error: transforms=jsnl: no such option (did you mean transforms=jsonl? the "
+                                  "options: coco, conll, hf_datasets, jsonl, none, spacy, table, yolo)"),
 ])
 def test_hydra_errors_in_gtruns_words(gtrun, args, match):
     """A misspelled key or option, a value of another type, an override Hydra cannot parse: one line
@@ -55,8 +57,8 @@ def test_hydra_errors_in_gtruns_words(gtrun, args, match):
 def test_a_key_added_with_plus_must_be_one_of_gtruns(gtrun, verb):
     """`+key=value` adds a key past the schema: a misspelling would be recorded and ignored."""
     refused(gtrun, "+workteam.worker_per_object=3", verb=verb,
-            match="workteam.worker_per_object: Key 'worker_per_object' not in 'WorkteamConfig'")
-    refused(gtrun, "+foo=1", verb=verb, match="foo: Key 'foo' not in 'GtrunConfig'")
+            match="error: workteam.worker_per_object: no such key (did you mean 'workteam.workers_per_object'?)")
+    refused(gtrun, "+foo=1", verb=verb, match="error: foo: no such key\n")
 
 
 @pytest.mark.parametrize(("override", "match"), [
