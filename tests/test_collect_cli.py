@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
 
 import duckdb
 import pyarrow as pa
@@ -13,7 +18,7 @@ import pyarrow.parquet as pq
 from runner.collect.transforms import split_of
 from runner.schema import SplitConfig
 from runner.service.server import Service
-from tests.conftest import ROOT, Gtrun, read_json, real_file
+from tests.conftest import ROOT, Gtrun, _env, read_json, real_file
 from tests.moto_fixtures import aws_env, moto_server, reset_moto  # noqa: F401
 from tests.service_helpers import Worker
 
@@ -466,6 +471,45 @@ def test_out_is_replaced_only_when_collect_wrote_it(gtrun, tmp_path):
     (tmp_path / "empty").mkdir()
     assert gtrun("collect", "--manifest", manifest, "--out", str(tmp_path / "empty")).code == 0
     assert (tmp_path / "empty" / "report.json").is_file()
+
+
+def test_what_a_killed_collect_left_is_cleared_by_the_next(gtrun, tmp_path):
+    lines = ROOT.joinpath("tests/data/real-outputs/cat_output.manifest").read_text().splitlines()
+    manifest = tmp_path / "big.manifest"
+    with manifest.open("w") as f:
+        for i in range(150_000):  # long enough to be killed while it writes
+            f.write(lines[i % len(lines)].replace("0001.jpg", f"{i}.jpg") + "\n")
+    out = tmp_path / "ds"
+    args = [sys.executable, "-m", "runner", "collect", "--manifest", str(manifest), "--out", str(out),
+            "transforms=jsonl", "transforms.on_error=skip", "--task-type", "bounding_box"]
+    proc = subprocess.Popen(args, cwd=gtrun.cwd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(".ds.*.part/.owner")):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        proc.kill()
+        proc.wait()
+    (left,) = tmp_path.glob(".ds.*.part")
+    # one whose process still runs (here: this test's) is another collect's: left alone
+    running = tmp_path / ".ds.0000live.part"
+    running.mkdir()
+    (running / ".owner").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    r = gtrun("collect", "--manifest", str(ROOT / "tests/data/real-outputs/cat_output.manifest"), "--out", str(out))
+    assert r.code == 0, r.output
+    assert not left.exists() and running.is_dir()
+    # killed after it moved the old dataset aside, before the new one went in: the old one is put back
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    aside = tmp_path / ".ds.0000dead.part"
+    aside.mkdir()
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    out.replace(aside / ".replaced")
+    (aside / ".owner").write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))
+    r = gtrun("collect", "--manifest", str(ROOT / "tests/data/real-outputs/cat_output.manifest"), "--out", str(out),
+              "transforms.label_map.dog=cat")  # fails once it has begun: what is in --out then is the old one
+    assert r.code == 2 and "transforms.label_map" in r.stderr, r.output
+    assert not aside.exists() and sorted(p.relative_to(out) for p in out.rglob("*")) == before
 
 
 def test_a_malformed_line_stops_or_is_skipped(gtrun, tmp_path):

@@ -15,13 +15,16 @@ or without a job: `left_out_members`) and counts the input objects more than one
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import heapq
 import json
 import logging
+import os
 import re
 import shlex
 import shutil
+import socket
 import uuid
 from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
@@ -431,11 +434,14 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
             yield from objects_of(o, settings, stats, tag=o.name if merged else None, progress=progress)
 
     slug = _slug(dataset)
+    _remove_left_staging(out_dir)
     staging = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}.part")
     work = staging / slug  # transforms name their files after the folder (the dataset)
     try:
         work.mkdir(parents=True)
+        (staging / OWNER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
     except OSError as exc:  # a folder that is not writable, a file on the way
+        shutil.rmtree(staging, ignore_errors=True)
         raise CollectError(f"{out_dir}: cannot write the dataset there ({exc.strerror or exc})") from None
     try:
         outputs = [o.staged(staging, str(i), progress) for i, o in enumerate(outputs)]
@@ -548,6 +554,36 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
         return {"report": figures, "written": {**written, "athena": athena}, "left_out": left_out,
                 "view": slug if "table" in written else None}
     return {"report": figures, "written": written, "left_out": left_out, "view": slug if "table" in written else None}
+
+
+OWNER = ".owner"  # in a collect's staging folder: the process that writes it (pid, host)
+
+
+def _remove_left_staging(out_dir: Path) -> None:
+    """Remove the staging folders of earlier collects into `out_dir` whose process is gone (killed,
+    so it could not clean up): one on this host whose pid no process has. Another collect's, still
+    running, and one of unknown owner are left alone."""
+    for folder in out_dir.parent.glob(f".{glob.escape(out_dir.name)}.*.part"):
+        try:
+            owner = json.loads((folder / OWNER).read_text())
+            pid, host = int(owner["pid"]), owner["host"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if host != socket.gethostname() or pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # a process has that pid: perhaps the collect itself
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # a process of another user has it
+            continue
+        aside = folder / ".replaced"  # killed between moving the old dataset aside and the new one in
+        if aside.is_dir() and not out_dir.exists():
+            log.warning("collect: %s was left aside by an interrupted collect (process %d): put back", out_dir, pid)
+            aside.replace(out_dir)
+        log.info("collect: removing %s, left by an interrupted collect (process %d)", folder, pid)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class _DatasetCount:
