@@ -1045,7 +1045,8 @@ def collect_cmd(args: list[str]) -> int:
                     outputs.append(c.from_run(m))
                 except c.NotEnded as exc:
                     if len(members) == 1:
-                        raise
+                        raise c.CollectError(f"{exc}\n  hint: wait for it (gtrun status {shlex.quote(str(m))} --wait) "
+                                             f"or stop it (gtrun stop {shlex.quote(str(m))}), then collect") from None
                     running.append((m, exc))
             if running:  # every one named, with what to do
                 (member, why), more = running[0], [str(x) for x, _ in running[1:]]
@@ -1092,7 +1093,8 @@ def collect_cmd(args: list[str]) -> int:
         out.print(f"  {name}{folder}: {split}{images}")
         if name == "table" and result.get("view"):  # its name may hold a "-": quoted, as SQL needs it
             query = "FROM " + json.dumps(result["view"])
-            out.print(f"  query it: duckdb {shlex.quote(str(where / 'gtrun.duckdb'))} -c {shlex.quote(query)}")
+            code = f"import duckdb; duckdb.connect({str(where / 'gtrun.duckdb')!r}).sql({query!r}).show()"
+            out.print(f"  query it: python -c {shlex.quote(code)}")
     for f in result["report"].get("transforms", {}).get("filters", []):
         if f.get("dropped") or f.get("unknown"):  # unknown: no confidence (a custom task's boxes), no answers
             out.print(f"  transforms.{f['option']}={f['threshold']} dropped {f['dropped']:,} of the "
@@ -1111,7 +1113,7 @@ def collect_cmd(args: list[str]) -> int:
     overlap = result["report"].get("sweep", {}).get("overlap") or {}
     if overlap.get("objects"):
         out.print(f"  warning: {overlap['objects']:,} objects appear in more than one member; "
-                  "transforms.split.key keeps each in one split (see report.html)")
+                  "transforms.split.key=<an input field that names the object> keeps each in one split (see report.html)")
     out.print(f"  report: {where / 'report.html'}")
     if hint:
         out.print(hint)

@@ -34,7 +34,9 @@ class Run:
                               + (f"; the run is {above}" if above is not None else ""))
         for name in (CONFIG, ".hydra/overrides.yaml"):
             if not (run.dir / name).is_file():
-                raise RecordError(f"{run.dir}: not a recorded gtrun run ({name} is missing)")
+                sweep = any((p / CONFIG).is_file() for p in run.dir.glob("*")) if run.dir.is_dir() else False
+                raise RecordError(f"{run.dir}: not a recorded gtrun run ({name} is missing)"
+                                  + ("; it is a sweep: give one of its members" if sweep else ""))
         return run
 
     def overrides(self) -> list[str]:

@@ -148,6 +148,9 @@ def test_sweep_member_failure_does_not_hide_the_others(gtrun):
     assert st.code == 0 and f"{members[0]['job_name']}: Stopp" in st.stdout, st.output
     st = gtrun("stop", str(summary.parent))  # a job that has ended: nothing to stop, not an error
     assert st.code == 0 and f"{members[0]['job_name']}: already Stopp" in st.stdout, st.output
+    st = gtrun("reproduce", str(summary.parent))  # one run at a time
+    assert st.code == 2 and "not a recorded gtrun run (.hydra/config.yaml is missing); it is a sweep: give one of " \
+        "its members" in st.stderr, st.output
     # piped without COLUMNS, the table is as wide as it needs: job names and paths stay whole, to copy
     wide = gtrun("run", "-m", "source.params.entity=Xbox,NBA2K", "source.limit=2", columns=None)
     assert wide.code == 0, wide.output

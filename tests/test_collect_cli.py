@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -106,6 +107,7 @@ def test_collect_refuses_a_job_that_has_not_ended(gtrun):
     (run,) = gtrun.runs()
     r = gtrun("collect", str(run))
     assert r.code == 2 and "Ground Truth writes its output manifest when the job ends" in r.stderr
+    assert f"hint: wait for it (gtrun status {run} --wait) or stop it (gtrun stop {run}), then collect" in r.stderr
     assert not (run / "dataset").exists()
 
 
@@ -694,7 +696,10 @@ def test_continue_labels_what_a_stopped_job_left(gtrun):
     assert f"this run continues {run.resolve()}; to have both in one dataset: gtrun collect {run.resolve()} " in r.stdout
     assert f"| continues | {run.resolve()} |" in (new / "dataset" / "README.md").read_text()
     db = new / "dataset" / "gtrun.duckdb"  # the table's view, named after the job (a "-" in it): how to query it
-    assert f"""query it: duckdb {db} -c 'FROM "{later}"'""" in r.stdout
+    (query,) = (line.partition("query it: ")[2] for line in r.stdout.splitlines() if "query it: " in line)
+    assert query == f"""python -c 'import duckdb; duckdb.connect({str(db)!r}).sql('"'"'FROM "{later}"'"'"').show()'"""
+    shown = subprocess.run(shlex.split(query), capture_output=True, text=True, cwd=gtrun.cwd)  # it runs as printed
+    assert shown.returncode == 0 and "rows" in shown.stdout, shown.stderr
     with duckdb.connect(str(db), read_only=True) as con:
         assert len(con.sql(f'FROM "{later}"').fetchall()) == 2
     r = gtrun("collect", str(run), str(new))
