@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -698,7 +699,12 @@ def serve(args: list[str]) -> int:
     try:
         service = Service(ns.root, ns.host, ns.port, storage)
     except OSError as exc:
-        return fail(f"--port: cannot listen on {ns.host}:{ns.port}: {exc.strerror}")
+        return fail(_cannot_listen(ns.host, ns.port, ns.root, exc))
+    try:  # before it says anything: a second service for the root is refused, the first one named
+        service.register()
+    except GtrunError as exc:
+        service.sock.close()
+        return fail(str(exc))
     if ns.host not in ("127.0.0.1", "localhost", "::1"):
         console.print(Text.assemble(("warning:", "yellow"), f" listening on {ns.host}: anyone who can reach it "
                                     "can label and read the task data"))
@@ -715,6 +721,24 @@ def serve(args: list[str]) -> int:
     out.print("Ctrl+C stops it; jobs and answers are kept.")
     service.run()
     return 0
+
+
+def _cannot_listen(host: str, port: int, root: str, exc: OSError) -> str:
+    """Why `gtrun serve` cannot listen on host:port, with what is there when the port is taken:
+    this storage's service (then it is named, as when it is on another port), another storage's,
+    or another program."""
+    from runner.service.registry import running_url, served_already, served_root, url_of
+
+    problem = f"--port: cannot listen on {host}:{port}: {exc.strerror or exc}"
+    if exc.errno != errno.EADDRINUSE:
+        return problem
+    url = running_url(root) or url_of(host, port)
+    there = served_root(url, timeout=1)
+    if there == Path(root).resolve():
+        return str(served_already(root, url))
+    who = (f"the gtrun labeling service of another storage folder, {there}, is there" if there is not None
+           else "another program, or a gtrun labeling service on another address, has it")
+    return f"{problem} ({who})\n  hint: serve on another port: --port N, or --port 0 for any free one"
 
 
 def _labeling(settings: Any) -> Any:

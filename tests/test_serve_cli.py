@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import socket
 import subprocess
 import sys
 
@@ -13,16 +15,30 @@ from tests.conftest import _env
 from tests.service_helpers import Worker
 
 
-@pytest.fixture
-def served(gtrun):
-    proc = subprocess.Popen([sys.executable, "-m", "runner", "serve", "--port", "0", "--root", str(gtrun.storage)],
+def start_serve(gtrun, root, port: int = 0) -> tuple[str, subprocess.Popen]:
+    """`gtrun serve --port port --root root` in the background: its URL (from its first line) and process."""
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "serve", "--port", str(port), "--root", str(root)],
                             cwd=gtrun.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**_env(), "COLUMNS": "200"})
     line = proc.stdout.readline()
-    url = re.search(r"(http://127\.0\.0\.1:\d+)/", line).group(1)
-    yield url, proc
-    proc.terminate()
+    found = re.search(r"(http://127\.0\.0\.1:\d+)/", line)
+    if found is None or "error:" in line:
+        proc.kill()
+        raise RuntimeError(f"gtrun serve did not start: {line}{proc.communicate()[0]}")
+    return found.group(1), proc
+
+
+def stop_serve(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
     proc.wait(timeout=10)
+
+
+@pytest.fixture
+def served(gtrun):
+    url, proc = start_serve(gtrun, gtrun.storage)
+    yield url, proc
+    stop_serve(proc)
 
 
 def test_run_hands_the_job_to_the_running_service_and_status_follows_it(gtrun, served):
@@ -77,26 +93,80 @@ def test_serve_lists_open_jobs(gtrun):
     assert f"no jobs in {empty} yet: a run keeps its jobs in its backend.root" in lines[1]
 
 
-def test_serve_refuses_a_busy_port(gtrun, served):
+def test_serve_refuses_a_busy_port_and_says_what_is_there(gtrun, served):
     url, _ = served
     port = url.rsplit(":", 1)[1]
-    r = gtrun("serve", "--port", port, "--root", str(gtrun.storage))
-    assert r.code == 2 and f"--port: cannot listen on 127.0.0.1:{port}" in r.stderr
+    other = gtrun.cwd / "other-storage"
+    r = gtrun("serve", "--port", port, "--root", str(other))
+    assert r.code == 2 and r.stdout == "", r.output
+    assert r.stderr.splitlines() == [
+        f"error: --port: cannot listen on 127.0.0.1:{port}: Address already in use (the gtrun labeling service "
+        f"of another storage folder, {gtrun.storage}, is there)",
+        "  hint: serve on another port: --port N, or --port 0 for any free one"]
+    assert not other.exists()  # refused before anything is made
+    # a port another program holds
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        busy = sock.getsockname()[1]
+        r = gtrun("serve", "--port", str(busy), "--root", str(other))
+    assert r.code == 2 and "Traceback" not in r.stderr, r.output
+    assert f"error: --port: cannot listen on 127.0.0.1:{busy}: Address already in use (another program" in r.stderr
+    assert "hint: serve on another port: --port N, or --port 0 for any free one" in r.stderr
 
 
-def test_status_of_something_that_is_not_a_run(gtrun, tmp_path):
-    (tmp_path / "empty").mkdir()
-    r = gtrun("status", str(tmp_path / "empty"))
-    assert r.code == 2 and "neither a run directory (.hydra/config.yaml) nor a sweep's (multirun.yaml)" in r.stderr
-    # a folder of runs (a date's, say) is no sweep: it is named, with a run it holds
-    assert gtrun("run", "source.limit=2").code == 0
+def test_a_second_serve_of_the_same_storage_is_refused_and_the_first_keeps_it(gtrun, served):
+    """One service per storage folder: a second one (another port, or the same) is refused with the
+    first one's URL, and the first stays registered, so run and status keep finding it."""
+    url, _ = served
+    registered = (gtrun.storage / ".gtrun" / "service.json").read_text()
+    port = url.rsplit(":", 1)[1]
+    for again in ("0", port):
+        r = gtrun("serve", "--port", again, "--root", str(gtrun.storage))
+        assert r.code == 2 and r.stdout == "", r.output
+        assert r.stderr.splitlines() == [
+            f"error: --root: {gtrun.storage} is served already by the gtrun labeling service at {url}/",
+            "  hint: gtrun run and gtrun status use that one; to serve the folder from here instead, "
+            "stop it first (Ctrl+C where it runs)"]
+        assert (gtrun.storage / ".gtrun" / "service.json").read_text() == registered
+    r = gtrun("run", "source.limit=1")
+    assert r.code == 0, r.output
+    assert f"workers label it at {url}/jobs/" in r.stdout
     (run,) = gtrun.runs()
-    for verb in ("status", "stop", "collect"):
-        r = gtrun(verb, str(run.parent))
-        assert r.code == 2 and f"{run.parent}: neither a run directory" in r.stderr, r.output
-        assert f"it holds 1 run, e.g. {run}" in r.stderr
-    r = gtrun("status", str(run / ".hydra" / "config.yaml"))  # a file of the run: the run is named
-    assert r.code == 2 and f"config.yaml: a file, not a run directory; the run is {run}" in r.stderr, r.output
+    name = json.loads((run / "request.json").read_text())["LabelingJobName"]
+    worker = Worker(url)
+    assert worker.answer(name, worker.task(name), {"crowd-classifier": {"label": "Positive"}}).status_code == 200
+    s = gtrun("status", str(run), "--wait", "--interval", "0.2")
+    assert s.code == 0 and f"{name}: Completed - labeled 1 of 1" in s.stdout, s.output
+    assert "no labeling service is running" not in s.output
+
+
+def test_a_stale_registration_does_not_block_and_a_service_removes_only_its_own(gtrun):
+    registration = gtrun.storage / ".gtrun" / "service.json"
+    first, proc = start_serve(gtrun, gtrun.storage)
+    proc.kill()  # killed: no chance to remove its registration
+    proc.wait(timeout=10)
+    assert json.loads(registration.read_text())["url"] == first
+    second, proc = start_serve(gtrun, gtrun.storage)  # the stale one does not count
+    try:
+        assert second != first and json.loads(registration.read_text())["url"] == second
+        # a service that stops answering (stopped, hung) is taken over; when it goes on and then
+        # stops, the registration it removes would be the new service's: it is left alone
+        proc.send_signal(signal.SIGSTOP)
+        third, later = start_serve(gtrun, gtrun.storage)
+        try:
+            assert json.loads(registration.read_text())["url"] == third
+            proc.send_signal(signal.SIGCONT)
+            stop_serve(proc)
+            assert json.loads(registration.read_text())["url"] == third
+            r = gtrun("run", "source.limit=1")
+            assert r.code == 0 and f"workers label it at {third}/jobs/" in r.stdout, r.output
+        finally:
+            stop_serve(later)
+        assert not registration.exists()  # its own: removed when it stops
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        stop_serve(proc)
 
 
 @pytest.mark.parametrize(("sig", "code", "said"), [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
@@ -109,10 +179,14 @@ def test_ctrl_c_stops_a_command_with_one_line(gtrun, served, sig, code, said):
     (run,) = gtrun.runs()
     proc = subprocess.Popen([sys.executable, "-m", "runner", "status", str(run), "--wait", "--interval", "0.2"],
                             cwd=gtrun.cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
-    time.sleep(3)  # started and polling: the job waits for workers
-    assert proc.poll() is None
+    first = ""
+    while "InProgress" not in first and proc.poll() is None:  # started and polling: the job waits for workers
+        first += proc.stderr.readline()
+    time.sleep(1)  # a few polls more, which say nothing new
+    assert proc.poll() is None, first
     proc.send_signal(getattr(signal, sig))
     out, err = proc.communicate(timeout=20)
+    err = first + err
     assert proc.returncode == code, (out, err)
     assert err.strip().endswith(said) and "Traceback" not in err
     # piped, the wait says what it sees in plain lines, once per change, with no bar drawn
@@ -120,3 +194,4 @@ def test_ctrl_c_stops_a_command_with_one_line(gtrun, served, sig, code, said):
     seen = re.findall(rf"^\d\d:\d\d:\d\d {name} (\w+): 0 of 2 done$", err, re.M)
     assert seen and len(seen) == len(set(seen)) and seen[-1] == "InProgress", err
     assert "━" not in err and "╸" not in err
+

@@ -137,12 +137,14 @@ def local_client(url: str, region: str) -> Any:
 @contextlib.contextmanager
 def local_labeling(root: Path | str, region: str) -> Iterator[SageMakerLabeling]:
     """The local backend's labeling service: the running one for `root`, else one for this call."""
-    from runner.service.server import Service, running_url
+    from runner.service.registry import running_url
 
     url = running_url(Path(root))
     if url:
         yield SageMakerLabeling(local_client(url, region), url)
         return
+    from runner.service.server import Service  # uvicorn: only when it serves
+
     try:
         local = Service(root, port=0)
     except OSError as exc:  # it keeps its jobs under the root: a folder it cannot make or write

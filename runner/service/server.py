@@ -1,18 +1,16 @@
 """Starting the labeling service: in the foreground (`gtrun serve`) or in a thread for one call.
 
-A running service records its URL in `<root>/.gtrun/service.json`, so `gtrun run` and
-`gtrun status` on the same storage root find it.
+A running service registers its URL in `<root>/.gtrun/service.json` (runner.service.registry), so
+`gtrun run` and `gtrun status` on the same storage root find it; one root, one service.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import socket
 import threading
 import time
-import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,24 +19,9 @@ import uvicorn
 from runner.io.store import Store
 from runner.service import DEFAULT_PORT
 from runner.service.app import create_app
+from runner.service.registry import register, running_url, unregister, url_of
 
-
-def _state_file(root: Path) -> Path:
-    return Path(root).resolve() / ".gtrun" / "service.json"
-
-
-def running_url(root: Path) -> str | None:
-    """The URL of a service that is up and serves this storage root, if any."""
-    path = _state_file(root)
-    if not path.is_file():
-        return None
-    try:
-        url = json.loads(path.read_text())["url"]
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-            health = json.loads(resp.read())
-        return str(url) if Path(health["root"]) == Path(root).resolve() else None
-    except (OSError, ValueError, KeyError):
-        return None
+__all__ = ["Service", "running_url"]
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -50,10 +33,6 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
 class Service:
     """A uvicorn server for the app, on a socket bound before it starts (so port 0 works)."""
 
@@ -62,27 +41,24 @@ class Service:
         self.root = Path(root)
         self.sock = _bind(host, port)
         self.host, self.port = host, self.sock.getsockname()[1]
-        self.url = _url(host, self.port)
+        self.url = url_of(host, self.port)
+        self.token = uuid.uuid4().hex  # this service's registration, told from a later one's
         self.app = create_app(root, storage)
         config = uvicorn.Config(self.app, log_level="warning", lifespan="on", access_log=False)
         self.server = uvicorn.Server(config)
 
-    def _record(self) -> None:
-        path = _state_file(self.root)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".part")
-        tmp.write_text(json.dumps({"url": self.url, "pid": os.getpid()}))
-        tmp.replace(path)
+    def register(self) -> None:
+        """Register as the service of the root; a ConfigError naming its URL when a live service
+        serves it already."""
+        register(self.root, self.url, self.token)
 
     def _forget(self) -> None:
-        path = _state_file(self.root)
-        with contextlib.suppress(OSError, ValueError):
-            if json.loads(path.read_text()).get("url") == self.url:
-                path.unlink()
+        unregister(self.root, self.token)
 
     def run(self) -> None:
-        """Serve until interrupted (Ctrl+C)."""
-        self._record()
+        """Register (see `register`; again after `gtrun serve` did is harmless), then serve until
+        interrupted (Ctrl+C); the registration is removed at the end if it is still this one's."""
+        self.register()
         try:
             self.server.run(sockets=[self.sock])
         except KeyboardInterrupt:
@@ -100,9 +76,9 @@ class Service:
             if time.monotonic() > deadline or not thread.is_alive():
                 raise RuntimeError("the labeling service did not start")
             time.sleep(0.01)
-        if record:
-            self._record()
         try:
+            if record:
+                self.register()
             yield self
         finally:
             if record:
