@@ -232,9 +232,12 @@ def show_run(o: Outcome, run_dir: Path, service_url: str | None, backend: Backen
     elif aws:
         out.print("workers find its tasks in the labeling portal of the workteam's workforce "
                   "(gtrun workteams backend=aws shows its address)")
-    else:
-        out.print(Text.assemble("to label it, start the labeling service with ", (serve_command(backend.root), "bold"),
-                                f" and open http://127.0.0.1:{DEFAULT_PORT}/jobs/{o.job_name}/"))
+    else:  # no service for this storage: one on the default port may be another storage's, without this job
+        command, note = serve_advice(backend.root)
+        out.print(Text.assemble("to label it, start the labeling service with ", (command, "bold"),
+                                f"; it prints the job's page for workers (/jobs/{o.job_name}/)"))
+        if note:
+            out.print(note)
     out.print(f"follow it with: gtrun status {shlex.quote(str(run_dir))} --wait")
 
 
@@ -242,6 +245,19 @@ def serve_command(root: str) -> str:
     """`gtrun serve` for a local storage root: the absolute root (`gtrun serve` alone serves
     ./outputs/storage of wherever it is started), quoted for a shell."""
     return f"gtrun serve --root {shlex.quote(str(Path(root).resolve()))}"
+
+
+def serve_advice(root: str) -> tuple[str, str]:
+    """The `gtrun serve` command for a storage root with no service, and a note when the default
+    port has the labeling service of another storage: the command then takes any free port."""
+    from runner.service.registry import served_root, url_of
+
+    url = url_of("127.0.0.1", DEFAULT_PORT)
+    there = served_root(url, timeout=1)
+    if there is None or there == Path(root).resolve():
+        return serve_command(root), ""
+    return (f"{serve_command(root)} --port 0",
+            f"({url}/ is the labeling service of another storage folder, {there}: it does not have this run's job)")
 
 
 _USERINFO = re.compile(r"://[^/@\s:]+:[^/@\s]*@")  # scheme://user:password@host
@@ -804,8 +820,11 @@ def _status_of(run: str, wait: bool, interval: float) -> int:
             job = service.describe_labeling_job(name)
             if wait and job["LabelingJobStatus"] not in TERMINAL:
                 if settings.backend.kind.value == "local" and getattr(service, "endpoint", None) is None:
+                    command, note = serve_advice(settings.backend.root)
                     out.print(Text.assemble("no labeling service is running for this storage; start one with ",
-                                            (serve_command(settings.backend.root), "bold"), " so workers can label"))
+                                            (command, "bold"), " so workers can label"))
+                    if note:
+                        out.print(note)
                 job = wait_for(service, name, interval)
     except GtrunError as exc:
         return fail(str(exc))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import sys
 
 import pytest
 
+from runner.service import DEFAULT_PORT
 from tests.conftest import _env
 from tests.service_helpers import Worker
 
@@ -167,6 +169,59 @@ def test_a_stale_registration_does_not_block_and_a_service_removes_only_its_own(
     finally:
         proc.send_signal(signal.SIGCONT)
         stop_serve(proc)
+
+
+def test_a_run_names_only_a_service_of_its_own_storage(gtrun):
+    """Another storage's service (on the default port, or registered in a copied service.json)
+    has not the run's job: its URL is not given as the job's; the run says to start one."""
+    other = gtrun.cwd / "other" / "storage"
+    try:
+        url, proc = start_serve(gtrun, other, port=DEFAULT_PORT)
+    except RuntimeError:
+        pytest.skip(f"port {DEFAULT_PORT} is taken")
+    try:
+        (gtrun.storage / ".gtrun").mkdir(parents=True)
+        shutil.copy(other / ".gtrun" / "service.json", gtrun.storage / ".gtrun" / "service.json")
+        r = gtrun("run", "source.limit=1")
+        assert r.code == 0, r.output
+        assert "workers label it at" not in r.stdout and f"{url}/jobs/" not in r.stdout
+        (run,) = gtrun.runs()
+        name = json.loads((run / "request.json").read_text())["LabelingJobName"]
+        assert (f"to label it, start the labeling service with gtrun serve --root {gtrun.storage} --port 0; "
+                f"it prints the job's page for workers (/jobs/{name}/)") in r.stdout
+        assert (f"({url}/ is the labeling service of another storage folder, {other}: it does not have "
+                "this run's job)") in r.stdout
+        assert Worker(url).http.get(f"/jobs/{name}/").status_code == 404  # as it says
+        # status --wait says the same while it waits (for a job no service serves: stopped after two lines)
+        wait = subprocess.Popen([sys.executable, "-m", "runner", "status", str(run), "--wait"], cwd=gtrun.cwd,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                env={**_env(), "COLUMNS": "200"})
+        try:
+            said = [wait.stdout.readline() for _ in range(2)]
+        finally:
+            wait.terminate()
+            wait.wait(timeout=10)
+        assert said == [f"no labeling service is running for this storage; start one with gtrun serve --root "
+                        f"{gtrun.storage} --port 0 so workers can label\n",
+                        f"({url}/ is the labeling service of another storage folder, {other}: it does not have "
+                        "this run's job)\n"]
+    finally:
+        stop_serve(proc)
+
+
+def test_status_of_something_that_is_not_a_run(gtrun, tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = gtrun("status", str(tmp_path / "empty"))
+    assert r.code == 2 and "neither a run directory (.hydra/config.yaml) nor a sweep's (multirun.yaml)" in r.stderr
+    # a folder of runs (a date's, say) is no sweep: it is named, with a run it holds
+    assert gtrun("run", "source.limit=2").code == 0
+    (run,) = gtrun.runs()
+    for verb in ("status", "stop", "collect"):
+        r = gtrun(verb, str(run.parent))
+        assert r.code == 2 and f"{run.parent}: neither a run directory" in r.stderr, r.output
+        assert f"it holds 1 run, e.g. {run}" in r.stderr
+    r = gtrun("status", str(run / ".hydra" / "config.yaml"))  # a file of the run: the run is named
+    assert r.code == 2 and f"config.yaml: a file, not a run directory; the run is {run}" in r.stderr, r.output
 
 
 @pytest.mark.parametrize(("sig", "code", "said"), [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
