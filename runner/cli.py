@@ -593,7 +593,7 @@ def _something_left(run: Run) -> None:
     run directory is made for a continuation that would fail (a job still running, or every object
     labeled)."""
     name, settings = run.job_name(), run.settings()
-    with _labeling(settings) as service:
+    with _labeling(settings, recorded=True) as service:
         job = service.describe_labeling_job(name)
     if job["LabelingJobStatus"] not in TERMINAL:
         raise RecordError(f"{name} is {job['LabelingJobStatus']}: Ground Truth writes its output manifest when "
@@ -757,11 +757,12 @@ def _cannot_listen(host: str, port: int, root: str, exc: OSError) -> str:
     return f"{problem} ({who})\n  hint: serve on another port: --port N, or --port 0 for any free one"
 
 
-def _labeling(settings: Any) -> Any:
-    """The backend's labeling service, as a context manager."""
+def _labeling(settings: Any, recorded: bool = False) -> Any:
+    """The backend's labeling service, as a context manager; `recorded`: for a recorded run's job,
+    whose storage must be there."""
     from runner.io.backends import backend_for
 
-    return backend_for(settings).labeling()
+    return backend_for(settings).labeling(recorded=recorded)
 
 
 def _submitted(run_path: str) -> tuple[str, Any]:
@@ -816,7 +817,7 @@ def _status_of(run: str, wait: bool, interval: float) -> int:
     """Print one run's job status and counters (after waiting for its end, when `wait`)."""
     try:
         name, settings = _submitted(run)
-        with _labeling(settings) as service:
+        with _labeling(settings, recorded=True) as service:
             job = service.describe_labeling_job(name)
             if wait and job["LabelingJobStatus"] not in TERMINAL:
                 if settings.backend.kind.value == "local" and getattr(service, "endpoint", None) is None:
@@ -855,7 +856,7 @@ def stop(args: list[str]) -> int:
 def _stop_one(run: str) -> int:
     try:
         name, settings = _submitted(run)
-        with _labeling(settings) as service:
+        with _labeling(settings, recorded=True) as service:
             job = service.describe_labeling_job(name)
             if job["LabelingJobStatus"] in TERMINAL:  # StopLabelingJob would refuse it
                 out.print(f"{name}: already {job['LabelingJobStatus']}, nothing to stop")

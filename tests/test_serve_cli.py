@@ -250,3 +250,29 @@ def test_ctrl_c_stops_a_command_with_one_line(gtrun, served, sig, code, said):
     assert seen and len(seen) == len(set(seen)) and seen[-1] == "InProgress", err
     assert "━" not in err and "╸" not in err
 
+
+def test_a_runs_moved_storage_is_named_and_not_made_again(gtrun, tmp_path):
+    """status, stop, collect and continue read the run's storage (backend.root): moved away, it is
+    one error naming it, and nothing is created in its place."""
+    assert gtrun("run", "source.limit=2").code == 0
+    (run,) = gtrun.runs()
+    gtrun.storage.rename(tmp_path / "moved")
+    before = sorted(p for p in gtrun.cwd.rglob("*") if not p.is_relative_to(tmp_path / "moved"))
+    for args in (["status", str(run)], ["status", str(run), "--wait"], ["stop", str(run)],
+                 ["collect", str(run)], ["continue", str(run)]):
+        r = gtrun(*args, timeout=60)
+        assert r.code == 2 and r.stdout == "", (args, r.output)
+        assert r.stderr.splitlines() == [
+            f"error: backend.root: {gtrun.storage} does not exist; the run's labeling job and its output are kept there",
+            "  hint: was the folder moved or removed? put it back there (nothing was created in its place)"], args
+    assert sorted(p for p in gtrun.cwd.rglob("*") if not p.is_relative_to(tmp_path / "moved")) == before
+    # an empty folder in its place (made by hand, or by an earlier gtrun): it has no labeling jobs
+    gtrun.storage.mkdir()
+    r = gtrun("status", str(run))
+    assert r.code == 2 and r.stderr.startswith(
+        f"error: backend.root: {gtrun.storage} holds no labeling jobs (.gtrun/labeling.sqlite3 is missing)"), r.output
+    assert list(gtrun.storage.iterdir()) == []
+    gtrun.storage.rmdir()
+    (tmp_path / "moved").rename(gtrun.storage)  # put back, it works again
+    r = gtrun("status", str(run))
+    assert r.code == 0 and "InProgress - labeled 0 of 2" in r.stdout, r.output

@@ -232,7 +232,7 @@ def from_run(run_dir: Path) -> Output:
     name = run.job_name()  # the run created its job
     request = run.read_json("request.json")
     backend = backend_for(settings)
-    with backend.labeling() as service:
+    with backend.labeling(recorded=True) as service:
         job = service.describe_labeling_job(name)
     status = job["LabelingJobStatus"]
     if status not in TERMINAL:

@@ -39,7 +39,8 @@ class Backend(Protocol):
     def open_source(self) -> Source: ...
     def check_storage(self) -> None: ...
     def lines(self, src: Any, query: Query, fields: Sequence[str]) -> Iterator[tuple[Any, int]]: ...
-    def labeling(self) -> contextlib.AbstractContextManager[LabelingService]: ...
+    # recorded: for a recorded run's job (status, stop, collect), whose storage must be there
+    def labeling(self, recorded: bool = False) -> contextlib.AbstractContextManager[LabelingService]: ...
     def source_files(self) -> dict[str, str]: ...
     def role_arn(self) -> str: ...
     def workteam_arn(self) -> str: ...
@@ -62,8 +63,8 @@ class LocalBackend:
     def lines(self, src: DuckDBSource, query: Query, fields: Sequence[str]) -> Iterator[tuple[Any, int]]:
         return src.stream_lines(json_lines_query(query, fields))
 
-    def labeling(self) -> contextlib.AbstractContextManager[LabelingService]:
-        return local_labeling(self.storage.root, self.s.backend.region)
+    def labeling(self, recorded: bool = False) -> contextlib.AbstractContextManager[LabelingService]:
+        return local_labeling(self.storage.root, self.s.backend.region, recorded)
 
     def source_files(self) -> dict[str, str]:
         return fingerprint(source_files(self.s.source))
@@ -104,7 +105,7 @@ class AwsBackend:
         return src.stream_lines(query, fields)  # lines are built from Athena's result CSV, in Python
 
     @contextlib.contextmanager
-    def labeling(self) -> Iterator[LabelingService]:
+    def labeling(self, recorded: bool = False) -> Iterator[LabelingService]:
         yield SageMakerLabeling(self._client(self.s.backend, "sagemaker"), None)
 
     def source_files(self) -> dict[str, str]:

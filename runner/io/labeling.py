@@ -134,9 +134,27 @@ def local_client(url: str, region: str) -> Any:
     return session.client("sagemaker", endpoint_url=url, config=config)
 
 
+def check_recorded_root(root: Path | str) -> None:
+    """A recorded run's storage folder is where it was, with its labeling jobs: else a ConfigError
+    naming backend.root (a service started for the call would make an empty one, and then not
+    find the job)."""
+    path = Path(root).expanduser().resolve()
+    if not path.is_dir():
+        raise ConfigError("backend.root", f"{path} {'is a file, not a folder' if path.exists() else 'does not exist'}; "
+                          "the run's labeling job and its output are kept there",
+                          "was the folder moved or removed? put it back there (nothing was created in its place)")
+    if not store_path(path).is_file():
+        raise ConfigError("backend.root", f"{path} holds no labeling jobs ({store_path(path).relative_to(path)} is "
+                          "missing); the run's labeling job and its output are kept there",
+                          "was the folder moved or replaced? put the run's storage folder back there")
+
+
 @contextlib.contextmanager
-def local_labeling(root: Path | str, region: str) -> Iterator[SageMakerLabeling]:
-    """The local backend's labeling service: the running one for `root`, else one for this call."""
+def local_labeling(root: Path | str, region: str, recorded: bool = False) -> Iterator[SageMakerLabeling]:
+    """The local backend's labeling service: the running one for `root`, else one for this call.
+    `recorded`: for a recorded run's job (status, stop, collect), whose storage must be there."""
+    if recorded:
+        check_recorded_root(root)
     from runner.service.registry import running_url
 
     url = running_url(Path(root))
