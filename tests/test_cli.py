@@ -68,8 +68,10 @@ def test_paths_and_commands_stay_on_one_line_on_a_narrow_terminal(gtrun):
     assert r.code == 0, r.output
     (run,) = gtrun.runs()
     assert f"follow it with: gtrun status {run} --wait" in r.stdout.splitlines()
-    r = gtrun("collect", str(run), columns=60)  # its job has not ended: the error stays one line too
-    assert r.code == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = gtrun("collect", str(run), columns=60)  # its job has not ended: the error and its hint stay a line each
+    lines = r.stderr.strip().splitlines()
+    assert r.code == 2 and len(lines) == 2 and lines[0].startswith("error: ") and lines[1].startswith("  hint: ")
+    assert lines[1].endswith(f"(gtrun stop {run}), then collect"), r.stderr
 
 
 def test_threshold_param_changes_the_selection(gtrun):
