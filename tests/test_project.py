@@ -47,7 +47,8 @@ SAMPLE_LINE = {"source": "a tweet", "source-ref": "s3://b/i.png", "entity": "Xbo
                                                             "pricing", "transforms", "backend")
                                            for o in options(g)])
 def test_every_bundled_option_composes(group, option):
-    extra = ["pricing=public"] if (group, option) == ("workteam", "public") else []
+    # Mechanical Turk: its workteam and its per-task pricing go together
+    extra = {("workteam", "public"): ["pricing=public"], ("pricing", "public"): ["workteam=public"]}.get((group, option), [])
     extra += ["backend.bucket=my-bucket", "backend.role_arn=arn:aws:iam::123456789012:role/r",
               "workteam.arn=arn:aws:sagemaker:us-east-1:123456789012:workteam/private-crowd/t"] \
         if (group, option) == ("backend", "aws") else []

@@ -177,8 +177,8 @@ def test_a_run_names_only_a_service_of_its_own_storage(gtrun):
     other = gtrun.cwd / "other" / "storage"
     try:
         url, proc = start_serve(gtrun, other, port=DEFAULT_PORT)
-    except RuntimeError:
-        pytest.skip(f"port {DEFAULT_PORT} is taken")
+    except RuntimeError:  # what it tests is the default port's: it must be free here
+        pytest.fail(f"port {DEFAULT_PORT} is taken: stop what listens there (a gtrun serve, say) and run this again")
     try:
         (gtrun.storage / ".gtrun").mkdir(parents=True)
         shutil.copy(other / ".gtrun" / "service.json", gtrun.storage / ".gtrun" / "service.json")
