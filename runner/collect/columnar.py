@@ -816,7 +816,7 @@ def records_sql(manifest: Path, attribute: str, task_type: TaskType, labels: Seq
                              for i, (_, kind) in enumerate(layout.inputs))
     types = [t for t, kind in parse.TASK_TYPES.items() if kind is task_type]
     type_ok = f"(m.type IS NULL OR CAST(m.type AS VARCHAR) IN ({', '.join(sql_string(json.dumps(t)) for t in types)}))"
-    leaves, stages, checks = _value_sql(task_type, labels, _label_map_sql(settings.label_map))
+    leaves, stages, checks, label_json = _value_sql(task_type, labels, settings.label_map)
     steps = "".join(f"), step{i} AS (\n  SELECT *, {step}\n  FROM {'typed' if i == 1 else f'step{i - 1}'}\n"
                     for i, step in enumerate(stages, 1))
     key = LABEL_KEY[task_type]
@@ -829,7 +829,7 @@ def records_sql(manifest: Path, attribute: str, task_type: TaskType, labels: Seq
     # report.not_labeled_line after its object id (which _Output.list_not_labeled puts in front)
     listed = (f"""concat('","status":"', status, '","failure_reason":', coalesce(CAST(m."failure-reason" AS VARCHAR), """
               f"""'null'), ',"inputs":', {', '.join(parts)}, '}}}}', chr(10))""")
-    parts.append(f"{sql_string(',' + json.dumps(key) + ':')}, to_json({sql_name(key)})")
+    parts.append(f"{sql_string(',' + json.dumps(key) + ':')}, {label_json or f'to_json({sql_name(key)})'}")
     parts.append("',\"confidence\":', coalesce(CAST(confidence AS VARCHAR), 'null'), ',\"workers\":null}', chr(10)")
     keep = "true" if settings.min_confidence is None else f"coalesce(confidence >= {float(settings.min_confidence)!r}, true)"
     depth = "size[1].depth IS NOT NULL" if task_type is TaskType.bounding_box else "false"
@@ -965,6 +965,22 @@ def _named_as_given(names: str, indices: str, labels: Sequence[str]) -> str:
     return f"{names} IS NOT DISTINCT FROM list_transform({indices}, lambda i: {_list(labels)}[i + 1])"
 
 
+def _names_as_given(class_map: str, labels: Sequence[str], positions: str, raw_labels: str) -> str:
+    """_named_as_given for a few labels given (a struct class-map, _index_map), whose labels were
+    looked up by position: each class-map name of the list of 1-based class positions `positions`
+    (0: none) is the label of `raw_labels` (labels[index], NULL for none) at its place, or the
+    class-map has none (the job's labels name it). Mostly the class-map's JSON texts are json.dumps'
+    of the labels of their indexes, or missing: that is checked once per line, by plain comparisons,
+    and only a line with other names looks them up and unescapes them."""
+    texts = [(f"CAST({class_map}.{sql_name(str(i))} AS VARCHAR)", sql_string(json.dumps(label, ensure_ascii=False)))
+             for i, label in enumerate(labels)]
+    usual = " AND ".join(f"({text} IS NULL OR {text} = {name})" for text, name in texts)
+    names = "[" + ", ".join(f"coalesce({text}, {name})" for text, name in texts) + "]"
+    # CASE, not OR: a projection evaluates both sides of an OR on every row, CASE its ELSE on the rest
+    return (f"CASE WHEN {usual} THEN true ELSE list_transform(list_select({names}, {positions}), "
+            f"lambda n: {_string('n')}) IS NOT DISTINCT FROM {raw_labels} END")
+
+
 def _all_there(items: str) -> str:
     """No element of the list is NULL (an empty list passes; a NULL list does not)."""
     return f"list_count({items}) = len({items})"
@@ -987,16 +1003,32 @@ def _paired(items: str, annotations: str) -> tuple[str, str, str]:
             f"({items} IS NULL OR {_all_there(paired)}) AND {_finite('cfs')}")
 
 
-def _value_sql(task_type: TaskType, labels: Sequence[str], mapped: Callable[[str], str]) -> tuple[str, list[str], str]:
+def _value_sql(task_type: TaskType, labels: Sequence[str],
+               label_map: Mapping[str, str]) -> tuple[str, list[str], str, str | None]:
     """(the leaves CTE's columns, which see `value` and `m`, the label value and the metadata as read;
     the columns of each step after it, the last with raw_label or raw_labels, the label key and
-    confidence; the checks a labeled line must pass).
+    confidence; the checks a labeled line must pass; the label key's JSON text for the jsonl line
+    when it is not to_json's of the label key, else None).
 
     A step's columns see those of the steps before it: each is computed once (a column used in the
     SELECT that names it is computed again where it is used)."""
+    mapped = _label_map_sql(label_map)
     label_list = _list(labels)
     if task_type is TaskType.text_classification:
         leaves = "CAST(value AS VARCHAR) AS v, CAST(m.\"class-name\" AS VARCHAR) AS cn, m.confidence + 0.0 AS confidence"
+        if 0 < len(labels) <= MAX_STRUCT_LABELS:
+            # Given a few labels, the label is labels[index], looked up by the value's text (one of
+            # the class indexes' digits, those _int reads back; else no label); a class-name is
+            # mostly json.dumps' text of that label (the text read_json writes for it), else it is
+            # unescaped to compare (parse._check_name). The label's JSON text in the jsonl line is
+            # json.dumps' too (the same as to_json's once _python_json has rewritten its escapes).
+            position = f"list_position({_list([str(i) for i in range(len(labels))])}, v)"
+            names = _list([json.dumps(x, ensure_ascii=False) for x in labels])
+            stages = [f"{position} AS pos", f"{label_list}[pos] AS raw_label", f"{mapped('raw_label')} AS label"]
+            checks = (f"pos IS NOT NULL AND CASE WHEN cn IS NULL OR cn = {names}[pos] THEN true "
+                      f"ELSE {_string('cn')} = raw_label END AND coalesce(confidence BETWEEN 0 AND 1, true)")
+            label_json = _list([json.dumps(label_map.get(x, x), ensure_ascii=False) for x in labels]) + "[pos]"
+            return leaves, stages, checks, label_json
         stages = [f"{_int('v')} AS vi",
                   f"CASE WHEN vi >= 0 THEN CASE WHEN cn IS NULL THEN {label_list}[vi + 1] ELSE {_string('cn')} END END "
                   "AS raw_label",
@@ -1005,7 +1037,7 @@ def _value_sql(task_type: TaskType, labels: Sequence[str], mapped: Callable[[str
         checks = (f"vi >= 0 AND (len({label_list}) = 0 OR vi < len({label_list})) AND raw_label IS NOT NULL "
                   f"AND (len({label_list}) = 0 OR raw_label = {label_list}[vi + 1]) "
                   "AND coalesce(confidence BETWEEN 0 AND 1, true)")  # NaN too: above every number
-        return leaves, stages, checks
+        return leaves, stages, checks, None
     if task_type is TaskType.text_multilabel:
         class_map, lookup = _by_index('m."class-map"', labels)
         confidences, _ = _by_index('m."confidence-map"', labels)
@@ -1018,32 +1050,53 @@ def _value_sql(task_type: TaskType, labels: Sequence[str], mapped: Callable[[str
         checks = (f"idx IS NOT NULL AND {_all_there('idx')} AND coalesce(list_min(idx) >= 0, true) "
                   f"AND {_all_there('raw_labels')} AND len(list_distinct(raw_labels)) = len(raw_labels) AND {_finite('cfs')} "
                   f"AND {_named_as_given('raw_labels', 'idx', labels)}")
-        return leaves, stages, checks
+        return leaves, stages, checks, None
     if task_type is TaskType.bounding_box:
         sides = ("left", "top", "width", "height")
-        class_map, lookup = _by_index('m."class-map"', labels)
-        leaves = f"value.annotations AS bx, {class_map} AS cmap, m.objects AS objs, value.image_size AS size"
         cfs, confidence, paired_ok = _paired("objs", "bx")
         # to_json writes a side as json.dumps does when it is 0 or 1e-4 <= |side| < 1e16 (Python writes
         # 5e-05 and 1e+16, to_json 0.00005 and 10000000000000000.0): any other side leaves the line to
         # the parser
-        box = ("CASE WHEN " + " AND ".join(f"(b.{k} = 0 OR abs(b.{k}) BETWEEN 1e-4 AND 9.999999999999998e15)"
-                                           for k in sides) + " AND raw_labels[i] IS NOT NULL "
-               "THEN {'label': " + mapped("raw_labels[i]") + ", " + ", ".join(f"'{k}': b.{k}" for k in sides) + "} END")
-        stages = [f"list_transform(bx, lambda b: {_int('CAST(b.class_id AS VARCHAR)')}) AS ids, {cfs}",
-                  f"list_transform(ids, lambda i: {_name_text('i', 'cmap', lookup, labels)}) AS names",
-                  f"list_transform(names, lambda n: {_string('n')}) AS raw_labels",
-                  f"list_transform(bx, lambda b, i: {box}) AS boxes, {confidence}"]
+        sides_ok = " AND ".join(f"(b.{k} = 0 OR abs(b.{k}) BETWEEN 1e-4 AND 9.999999999999998e15)" for k in sides)
+        fields = ", ".join(f"'{k}': b.{k}" for k in sides)
+        if 0 < len(labels) <= MAX_STRUCT_LABELS:
+            # Given a few labels, a box's label is labels[class_id], looked up in lists of constants
+            # (a lambda that sees a list of its row copies it for every element): its class_id's
+            # text is one of the class indexes' (the digits _int reads back), else it has none. The
+            # class-map's names are checked apart (_names_as_given).
+            position = f"list_position({_list([str(i) for i in range(len(labels))])}, CAST(b.class_id AS VARCHAR))"
+            renamed = _list([label_map.get(x, x) for x in labels])
+            leaves = "value.annotations AS bx, m.objects AS objs, value.image_size AS size"
+            box = (f"CASE WHEN {sides_ok} AND {_list(labels)}[{position}] IS NOT NULL "
+                   f"THEN {{'label': {renamed}[{position}], {fields}}} END")
+            raw_labels = f"list_transform(bx, lambda b: {_list(labels)}[{position}])"
+            # raw_labels is read for "#raw" alone (given a label_map): otherwise DuckDB leaves it out
+            stages = [f"{cfs}, {raw_labels} AS raw_labels", f"list_transform(bx, lambda b: {box}) AS boxes, {confidence}"]
+            named = _names_as_given('m."class-map"', labels, f"list_transform(bx, lambda b: coalesce({position}, 0))",
+                                    raw_labels)
+        else:
+            class_map, lookup = _by_index('m."class-map"', labels)
+            leaves = f"value.annotations AS bx, {class_map} AS cmap, m.objects AS objs, value.image_size AS size"
+            box = (f"CASE WHEN {sides_ok} AND raw_labels[i] IS NOT NULL "
+                   f"THEN {{'label': {mapped('raw_labels[i]')}, {fields}}} END")
+            stages = [f"list_transform(bx, lambda b: {_int('CAST(b.class_id AS VARCHAR)')}) AS ids, {cfs}",
+                      f"list_transform(ids, lambda i: {_name_text('i', 'cmap', lookup, labels)}) AS names",
+                      f"list_transform(names, lambda n: {_string('n')}) AS raw_labels",
+                      f"list_transform(bx, lambda b, i: {box}) AS boxes, {confidence}"]
+            named = _named_as_given('raw_labels', 'ids', labels)
         # _image_size: int(size[0]["width"]), the height, and the depth when it is there
         size_ok = ("(size IS NULL OR len(size) = 0 OR "
                    + " AND ".join(f"isfinite({_number(f'CAST(size[1].{k} AS VARCHAR)')})" for k in ("width", "height"))
                    + f" AND (size[1].depth IS NULL OR isfinite({_number('CAST(size[1].depth AS VARCHAR)')})))")
-        checks = (f"bx IS NOT NULL AND {_all_there('boxes')} AND {paired_ok} AND {size_ok} "
-                  f"AND {_named_as_given('raw_labels', 'ids', labels)}")
-        return leaves, stages, checks
+        checks = f"bx IS NOT NULL AND {_all_there('boxes')} AND {paired_ok} AND {size_ok} AND {named}"
+        return leaves, stages, checks, None
     # named_entity
     leaves = "value.annotations.entities AS en, m.entities AS ec"
-    typed = ("{'label': " + _string("CAST(e.label AS VARCHAR)") + ", 'start': " + _int("CAST(e.startOffset AS VARCHAR)")
+    label = _string("CAST(e.label AS VARCHAR)")
+    if labels:  # mostly json.dumps' text of a label given (read_json writes that text for it): no unescaping
+        texts = _list([json.dumps(x, ensure_ascii=False) for x in labels])
+        label = f"coalesce({label_list}[list_position({texts}, CAST(e.label AS VARCHAR))], {label})"
+    typed = ("{'label': " + label + ", 'start': " + _int("CAST(e.startOffset AS VARCHAR)")
              + ", 'end': " + _int("CAST(e.endOffset AS VARCHAR)") + "}")
     span = ("CASE WHEN e.label IS NOT NULL AND 0 <= e.start AND e.start < e.end THEN "
             "{'label': " + mapped("e.label") + ", 'start': e.start, 'end': e.end} END")
@@ -1054,7 +1107,7 @@ def _value_sql(task_type: TaskType, labels: Sequence[str], mapped: Callable[[str
     checks = f"en IS NOT NULL AND {_all_there('entities')} AND {paired_ok}"
     if labels:  # given labels, each entity's is one of them (parse._entities)
         checks += f" AND list_has_all({_list(labels)}, raw_labels)"
-    return leaves, stages, checks
+    return leaves, stages, checks, None
 
 
 def split_code_sql(split: SplitConfig, start: int, stop: int) -> str:
