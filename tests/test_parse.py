@@ -500,7 +500,13 @@ BOXES = {"annotations": [{"class_id": 0, "left": 1, "top": 2, "width": 3, "heigh
     ({"source": "x", "s": 0, "s-metadata": {"type": "groundtruth/text-classification"}}, "s", None,
      "no class-name in the metadata and no labels"),
     ({"source-ref": "s3://b/i", "bb": BOXES, "bb-metadata": BOX_META}, "bb", None,
-     "box 0: class 0 is not in the metadata \\(no class-map\\) and no labels name it"),
+     "box 0: class 0 is not in the metadata \\(no class-map\\), and no labels name it"),
+    ({"source-ref": "s3://b/i", "bb": {**BOXES, "annotations": [{**BOXES["annotations"][0], "class_id": 2}]},
+      "bb-metadata": BOX_META}, "bb", ["car", "bus"], "box 0: class 2 is not in the metadata \\(no class-map\\), and "
+     "the labels given name classes 0 to 1$"),
+    ({"source-ref": "s3://b/i", "bb": {**BOXES, "annotations": [{**BOXES["annotations"][0], "class_id": 1}]},
+      "bb-metadata": BOX_META}, "bb", ["car"], "box 0: class 1 is not in the metadata \\(no class-map\\), and "
+     "the one label given is class 0$"),
     ({"source-ref": "s3://b/i", "bb": {"annotations": [{"class_id": 0}]},
       "bb-metadata": {**BOX_META, "class-map": {"0": "dog"}}}, "bb", None, "box 0 is not \\{class_id, left"),
     ({"source": "x", "t": [0, 4], "t-metadata": {"type": "groundtruth/text-classification-multilabel",

@@ -644,8 +644,9 @@ def _class_name(index: int, class_map: Mapping[str, Any], labels: tuple[str, ...
     if labels is not None and index < len(labels):
         return labels[index]
     where = "class-map" if class_map else "the metadata (no class-map)"
-    known = f"{len(labels)} labels" if labels is not None else "no labels"
-    raise _Malformed(f"class {index} is not in {where} and {known} name it")
+    known = ("no labels name it" if not labels else "the one label given is class 0" if len(labels) == 1
+             else f"the labels given name classes 0 to {len(labels) - 1}")
+    raise _Malformed(f"class {index} is not in {where}, and {known}")
 
 
 def _mapping(value: Any, what: str) -> Mapping[str, Any]:
