@@ -492,8 +492,32 @@ def test_an_aws_runs_images_are_copied_from_its_s3(backend, tmp_path):
     with pytest.raises(StoreError, match=rf"^s3://{backend.bucket}/imgs/b\.jpg: no such object$"):
         copy(f"s3://{backend.bucket}/imgs/b.jpg", tmp_path / "b.jpg")
     assert not (tmp_path / "b.jpg").exists()
-    with pytest.raises(FileExistsError):  # a copy never overwrites a file of the dataset
+    with pytest.raises(StoreError, match=rf"^s3://{backend.bucket}/imgs/a\.jpg: cannot write the image to a\.jpg "
+                       r"\(File exists\)$"):  # a copy never overwrites a file of the dataset
         copy(f"s3://{backend.bucket}/imgs/a.jpg", tmp_path / "a.jpg")
+    assert (tmp_path / "a.jpg").read_bytes() == image
+
+
+@pytest.mark.parametrize("first", ["x", "x/same.jpg"])
+def test_an_image_whose_name_is_anothers_folder_is_one_error(backend, tmp_path, first):
+    """S3 holds imgs/x and imgs/x/same.jpg; a folder holds one or the other: coco names the object."""
+    from runner.collect.collect import ImageCopier
+    from runner.collect.records import Box, LabeledObject, Status
+    from runner.collect.transforms import write_coco
+    from runner.schema import TaskType, TransformsConfig
+
+    store = s3_store(backend)
+    refs = [f"s3://{backend.bucket}/imgs/{first}", f"s3://{backend.bucket}/imgs/{({'x', 'x/same.jpg'} - {first}).pop()}"]
+    for ref in refs:
+        store.put_bytes(ref, b"image")
+    objects = [LabeledObject(line_no=i + 1, object_id=str(i), inputs={"source-ref": ref}, attribute="boxes",
+                             task_type=TaskType.bounding_box, status=Status.labeled, boxes=(Box("a", 1, 1, 2, 2),),
+                             image_size=(10, 10, 3)) for i, ref in enumerate(refs)]
+    with pytest.raises(StoreError, match=r"^coco: object '[01]': s3://.*: cannot (write the image to x|make the folder "
+                       r"of same\.jpg) \(.*\)\n  hint: transforms\.steps\.coco\.images=false"):
+        write_coco(iter(objects), tmp_path / "ds", labels=["a"], options={}, settings=TransformsConfig(),
+                   images=ImageCopier(store))
+    assert list((tmp_path / "ds").iterdir()) == []
 
 
 def test_small_objects_are_one_put_and_large_ones_multipart(moto, bucket):

@@ -204,8 +204,13 @@ class ImageCopier:
 
     def __call__(self, ref: str, path: Path) -> None:
         if self.storage is not None and ref.startswith("s3://"):
-            with self.storage.open_read(ref) as src, open(path, "xb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
+            try:
+                with self.storage.open_read(ref) as src, open(path, "xb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+            except OSError as exc:  # the store's own errors are StoreErrors already
+                if exc.filename == str(path):
+                    raise StoreError(f"{ref}: cannot write the image to {path.name} ({exc.strerror or exc})") from None
+                raise StoreError(f"{ref}: cannot read the image ({exc.strerror or exc})") from None
             return
         import smart_open
 

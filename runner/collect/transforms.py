@@ -582,7 +582,12 @@ class _Copies:
         self.count = 0
 
     def add(self, object_id: str, ref: str, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # an image's name is a folder of another's ("x" and "x/y.jpg")
+            raise StoreError(f"{self.step}: object {object_id!r}: {ref}: cannot make the folder of "
+                             f"{path.name} ({exc.strerror or exc})\n  hint: transforms.steps.{self.step}"
+                             ".images=false writes the annotations without the images") from None
         self.pending.append((object_id, self.pool.submit(self.images, ref, path)))
         self.count += 1
         while len(self.pending) > 4 * IMAGE_COPIES or (self.pending and self.pending[0][1].done()):
