@@ -239,7 +239,9 @@ def deferred_signals(console: Console) -> Iterator[None]:
         yield
         return
     held: list[int] = []
-    handlers: dict[int, Any] = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # a signal the process ignores (SIG_IGN: SIGINT of a job a shell started in the background) stays ignored
+    handlers: dict[int, Any] = {sig: handler for sig in (signal.SIGINT, signal.SIGTERM)
+                                if (handler := signal.getsignal(sig)) != signal.SIG_IGN}
 
     def hold(signum: int, frame: Any) -> None:
         if held:
@@ -263,7 +265,10 @@ def _act_on(handler: Any, signum: int, frame: Any) -> None:
     if callable(handler):
         handler(signum, frame)
     elif handler == signal.SIG_DFL:
-        signal.default_int_handler(signum, frame) if signum == signal.SIGINT else os.kill(os.getpid(), signum)
+        if signum == signal.SIGINT:
+            signal.default_int_handler(signum, frame)
+        signal.signal(signum, signal.SIG_DFL)  # not `hold`, which would get the signal again, and again
+        os.kill(os.getpid(), signum)
 
 
 class MissingRefs:

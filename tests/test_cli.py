@@ -328,3 +328,40 @@ def test_a_template_swapped_under_a_preset_is_warned_about(gtrun):
     r = gtrun("plan", "template=named_entity", "template.labels=[person,place]", "source.limit=1")
     assert r.code == 0 and "warning:" not in r.stderr, r.output
     assert "warning:" not in gtrun("plan", "job=receipts_ner", "source.limit=1").stderr
+
+
+HELD = """
+import os, signal, sys, time
+from rich.console import Console
+from runner.pipeline import deferred_signals
+signal.signal(signal.SIGTERM, getattr(signal, sys.argv[1]))
+with deferred_signals(Console(stderr=True)):
+    for _ in range(int(sys.argv[2])):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)
+    print("inside", flush=True)
+print("after", flush=True)
+"""
+
+
+def test_signals_held_while_a_job_is_submitted_act_as_the_process_had_them_act():
+    """SIGTERM with its default action: held once, then it ends the process; a second one ends it at
+    once (not held again and again). An ignored SIGTERM stays ignored."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, _env
+
+    def held(action: str, times: int) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", HELD, action, str(times)], capture_output=True, text=True,
+                              timeout=60, cwd=ROOT, env=_env())
+
+    once = held("SIG_DFL", 1)
+    assert once.returncode == -signal.SIGTERM and once.stdout == "inside\n", once.stderr
+    assert "submitting the job: gtrun stops once it is recorded" in once.stderr
+    twice = held("SIG_DFL", 2)
+    assert twice.returncode == -signal.SIGTERM and twice.stdout == "", twice.stderr
+    assert "RecursionError" not in twice.stderr
+    ignored = held("SIG_IGN", 2)
+    assert ignored.returncode == 0 and ignored.stdout == "inside\nafter\n" and ignored.stderr == "", ignored.stderr
