@@ -622,9 +622,17 @@ class Pipeline:
             raise ConfigError("source.assets.files", f"no file matches {assets.files!r}")
         prefix = assets.to if assets.to.endswith("/") else assets.to + "/"
         hashes, new, problems = {}, [], []
+        first: dict[str, tuple[Path, str]] = {}  # object -> the file copied to it, and its sha256
         for f in files:
             path, uri = Path(f), prefix + Path(f).name
             digest = hashes[portable(f)] = sha256_file(path)
+            other, other_digest = first.setdefault(uri, (path, digest))
+            if other != path:  # two files of one name (images/*/*.png): one object
+                if other_digest != digest:
+                    problems.append(ConfigError("source.assets.files", f"{other} and {path} both go to {uri} "
+                                                "(by file name), and they differ: one would replace the other",
+                                                "give the images distinct file names"))
+                continue
             if not self.storage.exists(uri):
                 new.append((path, uri))
                 continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 
 import pytest
 
@@ -312,6 +313,22 @@ def test_an_asset_that_changed_is_refused_and_the_stored_one_kept(gtrun, tmp_pat
     assert (f"reproduce: asset {images / 'receipt-001.png'}, asset {images / 'receipt-003.png'} differ from {run} "
             f"({images / 'receipt-001.png'} changed; {images / 'receipt-003.png'} changed); nothing was submitted") \
         in r.stderr
+
+
+def test_two_assets_of_one_name_that_differ_are_refused(gtrun, tmp_path):
+    """source.assets copies by file name: a/x.png and b/x.png would be one object, the second's."""
+    for folder, body in (("a", b"one"), ("b", b"two"), ("c", b"one")):
+        (tmp_path / "images" / folder).mkdir(parents=True)
+        (tmp_path / "images" / folder / "receipt-001.png").write_bytes(body)
+    (tmp_path / "images" / "a" / "receipt-002.png").write_bytes(b"two")
+    refused(gtrun, "job=receipts_ner", f"source.assets.files={tmp_path}/images/*/*.png", "source.limit=2",
+            match=(f"error: source.assets.files: {tmp_path / 'images/a/receipt-001.png'} and "
+                   f"{tmp_path / 'images/b/receipt-001.png'} both go to s3://gtrun/samples/receipts/images/"
+                   "receipt-001.png (by file name), and they differ: one would replace the other",))
+    assert not (gtrun.storage / "gtrun" / "samples" / "receipts" / "images").exists()  # nothing copied
+    shutil.rmtree(tmp_path / "images" / "b")  # the same bytes twice: one copy
+    assert gtrun("run", "job=receipts_ner", f"source.assets.files={tmp_path}/images/*/*.png", "source.limit=2").code == 0
+    assert (gtrun.storage / "gtrun" / "samples" / "receipts" / "images" / "receipt-001.png").read_bytes() == b"one"
 
 
 def test_a_config_file_that_is_not_yaml_names_its_line(gtrun, tmp_path):
