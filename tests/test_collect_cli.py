@@ -495,7 +495,7 @@ def test_what_a_killed_collect_left_is_cleared_by_the_next(gtrun, tmp_path):
         proc.wait()
     (left,) = tmp_path.glob(".ds.*.part")
     # one whose process still runs (here: this test's) is another collect's: left alone
-    running = tmp_path / ".ds.0000live.part"
+    running = tmp_path / ".ds.0000beef.part"
     running.mkdir()
     (running / ".owner").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
     r = gtrun("collect", "--manifest", str(ROOT / "tests/data/real-outputs/cat_output.manifest"), "--out", str(out))
@@ -512,6 +512,14 @@ def test_what_a_killed_collect_left_is_cleared_by_the_next(gtrun, tmp_path):
               "transforms.label_map.dog=cat")  # fails once it has begun: what is in --out then is the old one
     assert r.code == 2 and "transforms.label_map" in r.stderr, r.output
     assert not aside.exists() and sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    # the dataset "ds.v2" has a staging folder ".ds.v2.<hex>.part" too: not ds's to clear, nor to put back
+    other = tmp_path / ".ds.v2.0000dead.part"
+    (other / ".replaced").mkdir(parents=True)
+    (other / ".owner").write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))
+    shutil.rmtree(out)
+    r = gtrun("collect", "--manifest", str(ROOT / "tests/data/real-outputs/cat_output.manifest"), "--out", str(out))
+    assert r.code == 0 and "put back" not in r.output, r.output
+    assert (other / ".replaced").is_dir()
 
 
 def test_a_malformed_line_stops_or_is_skipped(gtrun, tmp_path):

@@ -568,7 +568,8 @@ def _remove_left_staging(out_dir: Path) -> None:
     """Remove the staging folders of earlier collects into `out_dir` whose process is gone (killed,
     so it could not clean up): one on this host whose pid no process has. Another collect's, still
     running, and one of unknown owner are left alone."""
-    for folder in out_dir.parent.glob(f".{glob.escape(out_dir.name)}.*.part"):
+    # exactly collect's name (".<name>.<8 hex>.part"): ".ds.*.part" is also the staging of a dataset "ds.v2"
+    for folder in out_dir.parent.glob(f".{glob.escape(out_dir.name)}.{'[0-9a-f]' * 8}.part"):
         try:
             owner = json.loads((folder / OWNER).read_text())
             pid, host = int(owner["pid"]), owner["host"]
