@@ -735,7 +735,10 @@ def serve(args: list[str]) -> int:
         out.print(f"  no jobs in {where} yet: a run keeps its jobs in its backend.root (outputs/storage under the "
                   "folder it was started in); serve that one with --root")
     out.print("Ctrl+C stops it; jobs and answers are kept.")
-    service.run()
+    try:
+        service.run()
+    except GtrunError as exc:  # another service took the folder while this one started (service.register)
+        return fail(str(exc))
     return 0
 
 

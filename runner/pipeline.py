@@ -47,7 +47,6 @@ from runner.errors import ConfigError, ConfigErrors, ManifestError, RecordError,
 from runner.io.backends import backend_for
 from runner.io.store import LocalStore, sha256_file
 from runner.schema import BackendConfig, BackendKind, GtrunConfig, TaskType
-from runner.service.consolidate import ELEMENT_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +230,14 @@ def stream_manifest(chunks: Iterable[tuple[Any, int]], sinks: Sequence[Sink],
     return Written(objects, digest.hexdigest(), first)
 
 
+# The crowd element a built-in task type's answers come from (the local service finds its answer by
+# the element's name, or by the one answer of that shape: runner.service.consolidate._element).
+ANSWER_ELEMENTS = {TaskType.text_classification: "crowd-classifier",
+                   TaskType.text_multilabel: "crowd-classifier-multi-select",
+                   TaskType.bounding_box: "crowd-bounding-box",
+                   TaskType.named_entity: "crowd-entity-annotation"}
+
+
 @contextlib.contextmanager
 def deferred_signals(console: Console) -> Iterator[None]:
     """Hold Ctrl+C (SIGINT) and SIGTERM until the block ends, then act on them: a request the
@@ -371,12 +378,12 @@ class Pipeline:
         if "<crowd-form" not in text.lower():
             raise ConfigError("template.file", f"{path} has no <crowd-form> element: workers would have nothing "
                               "to submit their answers with", "wrap the task in <crowd-form> ... </crowd-form>")
-        element = ELEMENT_NAMES.get(t.task_type)
-        if element is not None and not re.search(rf"""\bname\s*=\s*["']{re.escape(element)}["']""", text):
-            raise ConfigError("template.file", f"{path} has no element named {element!r}: the answers of a "
-                              f"{t.task_type.value} job are read from it, so every object would fail",
-                              f"use the bundled template/{t.task_type.value}, name the answer element "
-                              f"name=\"{element}\", or set template.task_type=custom for a task of your own")
+        element = ANSWER_ELEMENTS.get(t.task_type)
+        if element is not None and not re.search(rf"<{element}(?![\w-])", text, re.IGNORECASE):
+            raise ConfigError("template.file", f"{path} has no <{element}> element: a {t.task_type.value} job's "
+                              "answers come from it, so every object would fail to consolidate",
+                              f"use the bundled template/{t.task_type.value}, or set template.task_type=custom "
+                              "for a task of your own")
         return text, parsed
 
     def check_transforms(self) -> list[ConfigError]:

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from tests.conftest import read_json
+from tests.conftest import ROOT, read_json
 
 
 def refused(gtrun, *args, match: str | tuple[str, ...], code: int = 2, verb: str = "run"):
@@ -272,8 +272,20 @@ def test_template_variable_the_manifest_lacks(gtrun, tmp_path):
 def test_a_template_without_the_answer_element_of_its_task_type_is_refused(gtrun, verb):
     """Every object's answers would fail to consolidate: named before any work is asked for."""
     refused(gtrun, "template.file=named_entity.liquid", "source.limit=2", verb=verb,
-            match=("template.file: ", "named_entity.liquid has no element named 'crowd-classifier': the answers of a "
-                   "text_classification job are read from it", "template.task_type=custom"))
+            match=("template.file: ", "named_entity.liquid has no <crowd-classifier> element: a text_classification "
+                   "job's answers come from it", "template.task_type=custom"))
+    # the multi-select element is another element, not a crowd-classifier
+    refused(gtrun, "template.file=text_multilabel.liquid", "source.limit=2", verb=verb,
+            match="text_multilabel.liquid has no <crowd-classifier> element")
+
+
+def test_a_template_whose_answer_element_has_a_name_of_its_own_is_taken(gtrun, tmp_path):
+    """The local service finds the answer by its shape when the element is named otherwise."""
+    text = (ROOT / "templates" / "text_classification.liquid").read_text().replace('name="crowd-classifier"',
+                                                                                    'name="sentiment"')
+    (tmp_path / "named.liquid").write_text(text)
+    r = gtrun("plan", f"template.file={tmp_path / 'named.liquid'}", "source.limit=1")
+    assert r.code == 0, r.output
 
 
 def test_source_refs_that_name_no_image_in_the_storage_are_refused(gtrun):
