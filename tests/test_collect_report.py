@@ -207,6 +207,12 @@ def test_coco_and_yolo_of_a_local_run_copy_its_images_from_the_storage(gtrun):
             assert (dataset / "yolo" / "labels" / split / image["file_name"]).with_suffix(".txt").is_file()
     assert sorted(p.name for p in (dataset / "coco" / "images").iterdir()) == sorted(
         p.name for s in SPLITS for p in (dataset / "yolo" / "images" / s).iterdir())
+    # report.json names the image folders, not each image; collecting again replaces them
+    files = read_json(dataset / "report.json")["files"]
+    assert "coco/images/" in files and "yolo/images/" in files and not any(f.endswith(".png") for f in files)
+    run = dataset.parent
+    r = gtrun("collect", str(run), "transforms=coco,yolo")
+    assert r.code == 0, r.output
 
 
 def test_the_receipts_report_has_the_mean_iou_of_two_workers_boxes(gtrun):

@@ -533,8 +533,11 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
             (work / "README.md").write_text(text, encoding="utf-8")
             shutil.rmtree(card.parent, ignore_errors=True)
         # what collect leaves in the folder, so that collecting again replaces these and nothing else
-        figures["files"] = sorted({*(p.relative_to(work).as_posix() for p in work.rglob("*") if p.is_file()),
-                                   "report.json", "report.html"})
+        # the images coco and yolo copied: their folders ("<step>/images/"), not a name per image
+        folders = tuple(f"{step}/images/" for step in sorted(transforms.IMAGE_STEPS) if (work / step / "images").is_dir())
+        figures["files"] = sorted({*(rel for p in work.rglob("*") if p.is_file()
+                                     and not (rel := p.relative_to(work).as_posix()).startswith(folders)),
+                                   *folders, "report.json", "report.html"})
         report.write_report(figures, work)
         aside = staging / ".replaced"  # the old dataset, until the new one is in its place
         if out_dir.exists():
@@ -848,7 +851,9 @@ def check_out_dir(out_dir: Path) -> None:
     if not isinstance(files, list):
         return  # collected before collect recorded its files
     known = {*map(str, files), transforms.DATABASE + ".wal"}  # DuckDB's log, while a client has the view open
-    other = sorted(rel for p in out_dir.rglob("*") if p.is_file() and (rel := p.relative_to(out_dir).as_posix()) not in known)
+    folders = tuple(f for f in known if f.endswith("/"))  # every file under them is collect's (copied images)
+    other = sorted(rel for p in out_dir.rglob("*") if p.is_file()
+                   and (rel := p.relative_to(out_dir).as_posix()) not in known and not rel.startswith(folders))
     if other:
         raise CollectError(f"{out_dir} is a dataset collect wrote, but it now also holds {_few(other)}, which collecting "
                            "again would delete with the rest\n  hint: move them out of the folder first")
