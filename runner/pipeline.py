@@ -479,12 +479,13 @@ class Pipeline:
         line: dict[str, Any] = {}
         try:
             self.check_fields_used(parsed, fields)
-            objects = src.count(count_query(query, self.backend.dialect))
+            if self.backend.kind == "local":  # free here: every row is checked as run checks it
+                written = stream_manifest(self.backend.lines(src, query, fields), [])
+                objects, line = written.objects, written.first_line
+            else:  # Athena's scans cost money: a plan runs only the count
+                objects = src.count(count_query(query, self.backend.dialect))
             if objects == 0:
                 raise ManifestError(self._empty())
-            if self.backend.kind == "local":  # Athena scans cost money: a plan runs only the count
-                _, rows = src.rows(query, 1)
-                line = json.loads(json.dumps(rows[0], default=str))
         finally:
             src.close()
         if line:

@@ -378,6 +378,14 @@ def test_assets_that_cannot_be_copied_are_named_by_plan_too(gtrun, tmp_path, ver
                               f"- source.assets.files: no file matches '{tmp_path}/nothing/*.png'"))
 
 
+@pytest.mark.parametrize("verb", ["plan", "run"])
+def test_an_empty_data_object_is_named_by_plan_as_by_run(gtrun, tmp_path, verb):
+    data = tmp_path / "preds.csv"
+    data.write_text("tweet_id,entity,tweet_text,score\n1,Xbox,good game,0.5\n2,Xbox,,0.6\n3,Xbox,ok,0.1\n")
+    refused(gtrun, f"source.files=[{data}]", verb=verb,
+            match="error: row 3: source.columns.source: the data object is empty")  # row 3 of the query's order
+
+
 def test_missing_template_file(gtrun):
     refused(gtrun, "template.file=nope.liquid", match="template.file: 'nope.liquid' not found")
 
