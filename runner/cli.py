@@ -129,7 +129,8 @@ def task(cfg: DictConfig) -> None:
                 outcome = pipe.run(run_dir, continued=(continues, unlabeled_lines(Path(continues))))
             elif reproduce_of:
                 original = Run.at(reproduce_of)
-                outcome = pipe.run(run_dir, before_submit=lambda lineage: compare_runs(original, lineage, cfg, run_dir))
+                outcome = pipe.run(run_dir, before_submit=lambda lineage: compare_runs(original, lineage, cfg, run_dir),
+                                   before_upload=lambda assets: compare_assets(original, assets))
             else:
                 outcome = pipe.run(run_dir)
             show_run(outcome, run_dir, pipe.service_url, settings.backend)
@@ -630,6 +631,19 @@ def compare_runs(original: Run, b: dict[str, Any], config: Any, run_dir: Path) -
         raise RecordError(f"reproduce: {', '.join(changed)} {'differs' if len(changed) == 1 else 'differ'} from "
                           f"{original.dir} ({why}); "
                           "nothing was submitted")
+
+
+def compare_assets(original: Run, assets: dict[str, str]) -> None:
+    """Raise when the source.assets files are not those the original run recorded (before they are
+    copied to the storage; a run recorded without asset hashes is not compared)."""
+    recorded = original.lineage().get("asset_files")
+    if recorded is None:
+        return
+    changed = [f for f in sorted(set(recorded) | set(assets)) if recorded.get(f) != assets.get(f)]
+    if changed:
+        raise RecordError(f"reproduce: {', '.join(f'asset {f}' for f in changed)} "
+                          f"{'differs' if len(changed) == 1 else 'differ'} from {original.dir} "
+                          f"({'; '.join(f'{f} changed' for f in changed)}); nothing was submitted or copied")
 
 
 def diff(args: list[str]) -> int:

@@ -537,10 +537,12 @@ class Pipeline:
 
     # -- run ----------------------------------------------------------------------------------
     def run(self, run_dir: Path, continued: tuple[str, Iterable[bytes]] | None = None,
-            before_submit: Callable[[dict[str, Any]], None] | None = None) -> Outcome:
+            before_submit: Callable[[dict[str, Any]], None] | None = None,
+            before_upload: Callable[[dict[str, str]], None] | None = None) -> Outcome:
         """Run the job. `continued`: (the run it continues, the manifest lines still to label)
         instead of the source query. `before_submit` gets the run's lineage once every artifact is
-        written, before CreateLabelingJob, and may raise to stop the run there."""
+        written, before CreateLabelingJob, and may raise to stop the run there; `before_upload`
+        gets the source.assets files' hashes before they are copied (upload_assets)."""
         text, parsed = self.validate()
         if continued is None:
             src, query, fields = self.open_source()
@@ -570,7 +572,7 @@ class Pipeline:
                     raise ConfigError("job.labeling_job_name", f"a labeling job named {other!r} exists already "
                                       f"({taken.get('LabelingJobStatus')}){case}; Ground Truth names are unique per "
                                       "account and region", "leave job.labeling_job_name unset for a new name")
-                assets = self.upload_assets()
+                assets = self.upload_assets(before_upload)
                 refs = MissingRefs(self.storage) if isinstance(self.storage, LocalStore) else None
                 with self.storage.open_write(self.uris["manifest"]) as out, \
                         record.open("manifest.jsonl") as local, self._progress() as bump:
@@ -615,13 +617,14 @@ class Pipeline:
         log.info("submitted %s: %s, estimated $%s", self.name, job.get("LabelingJobStatus"), cost.total_usd)
         return Outcome(self.name, query, objects, cost, request, first, job, dict(record.hashes))
 
-    def upload_assets(self) -> dict[str, str]:
+    def upload_assets(self, before_upload: Callable[[dict[str, str]], None] | None = None) -> dict[str, str]:
         """Copy source.assets.files to the storage under source.assets.to, by file name; returns
         their sha256 by portable path (lineage.json's asset_files, which reproduce compares).
 
         An object that is there already is left as it is when it holds the same bytes; one that
         holds others is refused, every one named, before anything is copied: the jobs that showed
-        the image there would show the new one."""
+        the image there would show the new one. `before_upload` gets the hashes before anything is
+        copied, and may raise to stop there (reproduce: the files must be the recorded ones)."""
         assets = self.s.source.assets
         if assets is None:
             return {}
@@ -655,6 +658,8 @@ class Pipeline:
                                             "copy changed images under a new prefix (source.assets.to, and the "
                                             "source-refs with it)"))
         collect_errors(problems)
+        if before_upload is not None:
+            before_upload(hashes)
         for path, uri in new:
             self.storage.put_file(path, uri)
         return hashes

@@ -323,8 +323,9 @@ def test_an_asset_that_changed_is_refused_and_the_stored_one_kept(gtrun, tmp_pat
     r = gtrun("reproduce", str(run))
     assert r.code == 2 and len(gtrun.jobs()) == before, r.output
     assert (f"reproduce: asset {images / 'receipt-001.png'}, asset {images / 'receipt-003.png'} differ from {run} "
-            f"({images / 'receipt-001.png'} changed; {images / 'receipt-003.png'} changed); nothing was submitted") \
-        in r.stderr
+            f"({images / 'receipt-001.png'} changed; {images / 'receipt-003.png'} changed); nothing was submitted "
+            "or copied") in r.stderr
+    assert not (stored / "receipt-001.png").exists() and not (stored / "receipt-003.png").exists()
 
 
 def test_two_assets_of_one_name_that_differ_are_refused(gtrun, tmp_path):
