@@ -919,6 +919,10 @@ def jobs(args: list[str]) -> int:
     try:
         limit, overrides = _count_option(args, "--max", 20)
         settings = compose_settings(overrides)
+        root = Path(settings.backend.root)
+        if settings.backend.kind is BackendKind.local and not (root / ".gtrun" / "labeling.sqlite3").is_file():
+            out.print(f"no labeling jobs in {root.resolve()}: gtrun run keeps its jobs there (backend.root)")
+            return 0  # nothing made where no run has been
         with _labeling(settings) as service:
             summaries = service.list_labeling_jobs(limit)
     except GtrunError as exc:

@@ -74,6 +74,18 @@ def test_paths_and_commands_stay_on_one_line_on_a_narrow_terminal(gtrun):
     assert lines[1].endswith(f"(gtrun stop {run}), then collect"), r.stderr
 
 
+def test_jobs_lists_the_local_jobs_with_their_runs_and_makes_no_storage(gtrun):
+    r = gtrun("jobs", f"backend.root={gtrun.storage}")
+    assert r.code == 0 and f"no labeling jobs in {gtrun.storage}: gtrun run keeps its jobs there" in r.stdout, r.output
+    assert not gtrun.storage.exists()  # nothing made where no run has been
+    assert gtrun("run", "source.limit=1").code == 0
+    (run,) = gtrun.runs()
+    r = gtrun("jobs", f"backend.root={gtrun.storage}", columns=300)
+    name = read_json(run / "request.json")["LabelingJobName"]
+    row = next(line for line in r.stdout.splitlines() if name in line)
+    assert r.code == 0 and "InProgress" in row and "0/1" in row and run.name in row, r.output
+
+
 def test_threshold_param_changes_the_selection(gtrun):
     low = gtrun("plan", "source.params.threshold=0.5")
     high = gtrun("plan", "source.params.threshold=0.9")
