@@ -34,7 +34,7 @@ from rich.table import Table
 from rich.text import Text
 
 from runner import __version__, sweep
-from runner.config import CONF_DIR, setup, to_settings
+from runner.config import CONF_DIR, meant, no_such_key, setup, to_settings
 from runner.errors import ConfigError, GtrunError, RecordError
 from runner.io.store import LocalStore
 from runner.record import COMPARED, CONFIG, Run, artifact_changes, config_changes, resolved
@@ -142,15 +142,14 @@ def task(cfg: DictConfig) -> None:
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl+C)"
         log.error("%s", how)
         if verb == "run":  # a job CreateLabelingJob made is recorded first (pipeline.deferred_signals)
-            made = (run_dir / "job.json").is_file()
-            if made:
+            if (run_dir / "job.json").is_file():
                 said = f"{how} after the job was created: it runs until it ends or gtrun stop {run_dir}"
             elif pipe is not None and pipe.submitting:  # a second signal: the job may exist, unrecorded
                 said = f"{how} while the job was submitted: gtrun jobs lists the jobs that exist"
             else:
-                said = f"{how}; no job was created"
-            write_status(run_dir, {**status, "status": how.split()[0], "error": said})
-            if made or pipe is not None and pipe.submitting:
+                said = ""
+            write_status(run_dir, {**status, "status": how.split()[0], "error": said or f"{how}; no job was created"})
+            if said:
                 console.print(said)
         raise
     except GtrunError as exc:
@@ -427,8 +426,7 @@ def hydra_problem(exc: Exception, args: list[str] | tuple[str, ...] = ()) -> str
         """`node`: the config node the key is missing from, when the error has it (its keys)."""
         if kind in ("ConfigKeyError", "ConfigAttributeError"):
             parent = key.rpartition(".")[0]
-            meant = _meant(key, [str(k) for k in node.keys()] if isinstance(node, DictConfig) else None)
-            said = f"{key}: no such key" + (f" (did you mean {meant!r}?)" if meant else "")
+            said = f"{key}: {no_such_key(key, [str(k) for k in node.keys()] if isinstance(node, DictConfig) else None)}"
             if isinstance(node, DictConfig) and OmegaConf.get_type(node) is dict:  # source.params, say
                 given = next((a.lstrip("+") for a in args if a.lstrip("+").partition("=")[0] == key), f"{key}=...")
                 said += f"; {parent} takes a new key with a +: +{given}"
@@ -455,38 +453,6 @@ def hydra_problem(exc: Exception, args: list[str] | tuple[str, ...] = ()) -> str
         return said
     lines = [x for x in str(exc).splitlines() if x.strip() and not x.startswith("See https://hydra.cc")]
     return " ".join(lines[:2]) if lines else type(exc).__name__
-
-
-def _meant(key: str, siblings: list[str] | None = None) -> str | None:
-    """The dotted key most like a misspelled `key`, among its siblings (default: the schema's keys
-    beside it), or None.
-
-    >>> _meant("workteam.workers_per_objekt"), _meant("nothing.like.it")
-    ('workteam.workers_per_object', None)
-    """
-    import difflib
-
-    parent, _, name = key.rpartition(".")
-    close = difflib.get_close_matches(name, _schema_keys(parent) if siblings is None else siblings, n=1)
-    return ".".join(filter(None, (parent, close[0]))) if close else None
-
-
-def _schema_keys(path: str) -> list[str]:
-    """The keys the schema has under the dotted `path` ("" is the root; none past a leaf or a dict).
-
-    >>> _schema_keys("workteam")[:3]
-    ['kind', 'arn', 'workers_per_object']
-    """
-    import dataclasses
-    import typing
-
-    from runner.schema import GtrunConfig
-
-    node: Any = GtrunConfig
-    for part in filter(None, path.split(".")):
-        hints = typing.get_type_hints(node) if dataclasses.is_dataclass(node) else {}
-        node = hints.get(part)
-    return [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
 
 
 _members_failed = 0  # sweep members that failed in this process (plan -m)
@@ -615,10 +581,8 @@ def compare_runs(original: Run, b: dict[str, Any], config: Any, run_dir: Path) -
     files: list[str] = []
     for name, ha, hb in artifact_changes(a, b):
         same = ha == hb
-        if not same:  # data files: named, judged by the manifest they make; the images a job shows: changed
+        if not same:  # data files: named, judged by the manifest they make (assets: by compare_assets, before)
             (files if name.startswith("source file") else changed).append(name)
-            if name.startswith("asset "):
-                files.append(f"source file {name.removeprefix('asset ')}")
         table.add_row(name, (ha or "-")[:12], (hb or "-")[:12], Text("same", "green") if same else Text("DIFFERS", "red"))
     out.print(table)
     if changed:
@@ -916,11 +880,13 @@ def jobs(args: list[str]) -> int:
         out.print("usage: gtrun jobs [--max N] [key=value ...]\nList the backend's recent labeling jobs "
                   "(ListLabelingJobs, newest first), with the run directory of each one gtrun recorded here.")
         return 0
+    from runner.io.labeling import store_path
+
     try:
         limit, overrides = _count_option(args, "--max", 20)
         settings = compose_settings(overrides)
         root = Path(settings.backend.root)
-        if settings.backend.kind is BackendKind.local and not (root / ".gtrun" / "labeling.sqlite3").is_file():
+        if settings.backend.kind is BackendKind.local and not store_path(root).is_file():
             out.print(f"no labeling jobs in {root.resolve()}: gtrun run keeps its jobs there (backend.root)")
             return 0  # nothing made where no run has been
         with _labeling(settings) as service:
@@ -1009,8 +975,8 @@ def transforms_settings(base: Any, overrides: list[str]) -> Any:
                 "transforms.steps.table.format=csv" if step in {p.stem for p in (CONF_DIR / "transforms").glob("*.yaml")}
                 else "")
         if not hint and type(exc).__name__ in ("ConfigKeyError", "ConfigAttributeError"):
-            meant = _meant(key)
-            hint = f"did you mean {meant}?" if meant else ""
+            close = meant(key)
+            hint = f"did you mean {close}?" if close else ""
         raise ConfigError(key, str(exc).splitlines()[0], hint) from None
 
 

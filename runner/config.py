@@ -62,19 +62,46 @@ def to_settings(cfg: DictConfig) -> GtrunConfig:
             raise ConfigError(key, "is required but not set",
                               f"set it on the command line: {key}=...") from None
         if type(exc).__name__ in ("ConfigKeyError", "ConfigAttributeError"):  # a key the schema does not have
-            raise ConfigError(key, "no such key" + _meant(cfg, key)) from None
+            parent, _, name = key.rpartition(".")
+            node = OmegaConf.select(cfg, parent) if parent else cfg
+            raise ConfigError(key, no_such_key(key, [str(k) for k in node.keys() if k != name]
+                                               if isinstance(node, DictConfig) else None)) from None
         raise ConfigError(key, msg) from None
     assert isinstance(settings, GtrunConfig)
     return settings
 
 
-def _meant(cfg: DictConfig, key: str) -> str:
-    """' (did you mean <the config's key beside it most like it>?)', or ''."""
+def no_such_key(key: str, siblings: list[str] | None = None) -> str:
+    """What is wrong with a misspelled `key`, with the key most like it (`meant`)."""
+    close = meant(key, siblings)
+    return "no such key" + (f" (did you mean {close!r}?)" if close else "")
+
+
+def meant(key: str, siblings: list[str] | None = None) -> str | None:
+    """The dotted key most like a misspelled `key`, among its siblings (default: the schema's keys
+    beside it), or None.
+
+    >>> meant("workteam.workers_per_objekt"), meant("nothing.like.it")
+    ('workteam.workers_per_object', None)
+    """
     import difflib
 
     parent, _, name = key.rpartition(".")
-    node = OmegaConf.select(cfg, parent) if parent else cfg
-    if not isinstance(node, DictConfig):
-        return ""
-    close = difflib.get_close_matches(name, [str(k) for k in node.keys() if k != name], n=1)
-    return f" (did you mean {(parent + '.' if parent else '') + close[0]!r}?)" if close else ""
+    close = difflib.get_close_matches(name, schema_keys(parent) if siblings is None else siblings, n=1)
+    return ".".join(filter(None, (parent, close[0]))) if close else None
+
+
+def schema_keys(path: str) -> list[str]:
+    """The keys the schema has under the dotted `path` ("" is the root; none past a leaf or a dict).
+
+    >>> schema_keys("workteam")[:3]
+    ['kind', 'arn', 'workers_per_object']
+    """
+    import dataclasses
+    import typing
+
+    node: Any = GtrunConfig
+    for part in filter(None, path.split(".")):
+        hints = typing.get_type_hints(node) if dataclasses.is_dataclass(node) else {}
+        node = hints.get(part)
+    return [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []

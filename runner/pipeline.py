@@ -628,9 +628,7 @@ class Pipeline:
         assets = self.s.source.assets
         if assets is None:
             return {}
-        files = sorted(glob.glob(str(Path(assets.files).expanduser())))
-        if not files:
-            raise ConfigError("source.assets.files", f"no file matches {assets.files!r}")
+        files = sorted(glob.glob(str(Path(assets.files).expanduser())))  # some: check_backend says so
         prefix = assets.to if assets.to.endswith("/") else assets.to + "/"
         hashes, new, problems = {}, [], []
         first: dict[str, tuple[Path, str]] = {}  # object -> the file copied to it, and its sha256

@@ -203,27 +203,24 @@ class ImageCopier:
         self.storage = storage
 
     def __call__(self, ref: str, path: Path) -> None:
-        if self.storage is not None and ref.startswith("s3://"):
-            try:
-                with self.storage.open_read(ref) as src, open(path, "xb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-            except OSError as exc:  # the store's own errors are StoreErrors already
-                if exc.filename == str(path):
-                    raise StoreError(f"{ref}: cannot write the image to {path.name} ({exc.strerror or exc})") from None
-                raise StoreError(f"{ref}: cannot read the image ({exc.strerror or exc})") from None
-            return
-        import smart_open
-
         from runner.io.s3 import AWS_ERRORS, describe
 
+        stored = self.storage is not None and ref.startswith("s3://")
         try:
-            with smart_open.open(ref, "rb", compression="disable") as src, open(path, "xb") as dst:
+            with self._open(ref) as src, open(path, "xb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
-        except (OSError, ValueError, *AWS_ERRORS) as exc:
+        except (OSError, ValueError, *AWS_ERRORS) as exc:  # a store's own errors are StoreErrors already
             if isinstance(exc, OSError) and exc.filename == str(path):
                 raise StoreError(f"{ref}: cannot write the image to {path.name} ({exc.strerror or exc})") from None
-            why = describe(exc) if ref.startswith("s3://") else (getattr(exc, "strerror", None) or str(exc))
+            why = describe(exc) if ref.startswith("s3://") and not stored else (getattr(exc, "strerror", None) or exc)
             raise StoreError(f"{ref}: cannot read the image ({why})") from None
+
+    def _open(self, ref: str) -> Any:
+        if self.storage is not None and ref.startswith("s3://"):
+            return self.storage.open_read(ref)
+        import smart_open
+
+        return smart_open.open(ref, "rb", compression="disable")
 
 
 def from_run(run_dir: Path) -> Output:

@@ -586,8 +586,7 @@ class _Copies:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # an image's name is a folder of another's ("x" and "x/y.jpg")
             raise StoreError(f"{self.step}: object {object_id!r}: {ref}: cannot make the folder of "
-                             f"{path.name} ({exc.strerror or exc})\n  hint: transforms.steps.{self.step}"
-                             ".images=false writes the annotations without the images") from None
+                             f"{path.name} ({exc.strerror or exc}){_without_images(self.step)}") from None
         self.pending.append((object_id, self.pool.submit(self.images, ref, path)))
         self.count += 1
         while len(self.pending) > 4 * IMAGE_COPIES or (self.pending and self.pending[0][1].done()):
@@ -597,22 +596,26 @@ class _Copies:
         try:
             copy.result()
         except StoreError as exc:
-            raise StoreError(f"{self.step}: object {object_id!r}: {exc}\n  hint: transforms.steps.{self.step}"
-                             ".images=false writes the annotations without the images") from None
+            raise StoreError(f"{self.step}: object {object_id!r}: {exc}{_without_images(self.step)}") from None
 
-    def finish(self) -> int:
-        """Wait for every copy; the number of images copied."""
+    def finish(self) -> None:
+        """Wait for every copy."""
         while self.pending:
             self._wait(*self.pending.pop(0))
-        return self.count
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _without_images(step: str) -> str:
+    """The hint of an image the step cannot copy."""
+    return f"\n  hint: transforms.steps.{step}.images=false writes the annotations without the images"
+
+
 @contextmanager
 def _image_copies(step: str, options: Mapping[str, Any], images: Images | None) -> Iterator[_Copies | None]:
-    """The step's copies when its option `images` is true, else None."""
+    """The step's copies when its option `images` is true, else None; every copy is done (or its
+    failure raised) when the block ends."""
     if not options["images"]:
         yield None
         return
@@ -622,6 +625,7 @@ def _image_copies(step: str, options: Mapping[str, Any], images: Images | None) 
     copies = _Copies(step, images)
     try:
         yield copies
+        copies.finish()
     finally:
         copies.close()
 
@@ -1620,7 +1624,6 @@ def write_coco(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Seque
                 if name not in copied:
                     copied.add(name)
                     copies.add(object_id, image["coco_url"], stage / "images" / _inside("coco", name, image["coco_url"]))
-            copies.finish()
         for split, doc in docs.items():
             with open(stage / f"{split}.json", "w", encoding="utf-8") as f:
                 json.dump({"info": info, "licenses": [], "images": doc["images"],
@@ -1637,8 +1640,8 @@ def _inside(step: str, name: str, ref: str) -> str:
     """An image's name as a path under the step's images folder; a StoreError for one that would
     leave it (an S3 key may hold "..", or an empty segment)."""
     if not name or any(part in ("", ".", "..") for part in name.split("/")):
-        raise StoreError(f"{step}: image {ref}: its name {name!r} is not a path inside {step}/images/\n  "
-                         f"hint: transforms.steps.{step}.images=false writes the annotations without the images")
+        raise StoreError(f"{step}: image {ref}: its name {name!r} is not a path inside {step}/images/"
+                         + _without_images(step))
     return name
 
 
@@ -1721,14 +1724,13 @@ def write_yolo(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Seque
             if copies is not None:
                 copies.add(obj.object_id, ref, stage / "images" / split / _inside("yolo", file_name, ref))
             counts[split] += 1
-        copied = copies.finish() if copies is not None else 0
         data = {"train": "images/train", "val": "images/validation", "test": "images/test",
                 "nc": len(labels), "names": list(labels)}
         (stage / "data.yaml").write_text(YOLO_YAML_NOTE + yaml.safe_dump(data, sort_keys=False, allow_unicode=True),
                                          encoding="utf-8")
     written = problems.result([final / "data.yaml", *(final / "labels" / s for s in SPLITS)]
                               + ([final / "images" / s for s in SPLITS] if copies is not None else []), counts)
-    written.images = copied if copies is not None else None
+    written.images = copies.count if copies is not None else None
     return written
 
 
