@@ -21,13 +21,15 @@ For each task type and line count it generates an output manifest shaped like Gr
    also counts the report).
 2. pandas: `read_json(lines=True)` + `json_normalize` of its records + `to_parquet` (pyarrow).
 3. duckdb: `COPY (SELECT * FROM read_json('<manifest>')) TO '<out>' (FORMAT PARQUET)`, defaults.
-   read_json learns its columns from the first 20,480 lines and drops, without a word, a key that
-   first appears after them (an input field added late to a manifest, say).
+   read_json learns its columns from the first 20,480 lines; a line with a key it did not see there
+   (an input field added late to a manifest, say) stops the COPY with an error (DuckDB 2.0.1; a
+   query that selects some of the columns only reads past such a key).
    `duckdb_both`: that COPY, then a `(FORMAT JSON)` COPY of the same read: DuckDB writing the two
    kinds of file gtrun writes (its jsonl keeps every key of the line, gtrun's the flat record).
 4. duckdb_lossless: the same COPY with `sample_size = -1`: read_json learns its columns from every
-   line, so no key is dropped. gtrun's columnar path gives that guarantee too (its key pass reads
-   every line's keys, and a line with other keys leaves the manifest to the parser). For context.
+   line, so a late key gets a column instead of stopping the COPY. gtrun's columnar path gives that
+   guarantee too (its key pass reads every line's keys, and a line with other keys leaves the
+   manifest to the parser). For context.
 
 gtrun writes a report and five files, the others one file (duckdb_both two). Seconds (and CPU seconds) are measured
 inside the child after imports: each child first imports the libraries its method uses (pandas;
@@ -201,8 +203,8 @@ def run_duckdb(kind: str, manifest: Path, out: Path) -> int:
 
 def run_duckdb_lossless(kind: str, manifest: Path, out: Path) -> int:
     """The same COPY with `sample_size = -1`: read_json learns its columns from every line, not from
-    the first 20,480 (its default), which drops a key that first appears after them without a word.
-    gtrun keeps such a key (its key pass): this is DuckDB giving the same guarantee."""
+    the first 20,480 (its default), where a key that first appears after them stops the COPY with an
+    error. gtrun keeps such a key (its key pass): this is DuckDB giving the same guarantee."""
     import duckdb
 
     con = duckdb.connect()
@@ -333,7 +335,7 @@ def report(results: dict[tuple[str, int], dict[str, dict[str, Any]]], repeat: in
     print("output manifest -> model-ready files; gtrun = collect(): report + card + Parquet table + jsonl "
           "splits (gtrun_table: the same with the Parquet table alone; gtrun_python: the Python parser path); "
           "pandas = read_json(lines) + json_normalize + to_parquet; duckdb = read_json -> COPY Parquet "
-          "(its columns learnt from the first 20,480 lines: a key first seen later is dropped); "
+          "(its columns learnt from the first 20,480 lines: a key first seen later stops it with an error); "
           "duckdb_both = that COPY and a COPY to jsonl; "
           "duckdb_lossless = the Parquet COPY with sample_size = -1 (every line's keys, as gtrun keeps them)")
     print("seconds / cpu s in the child after imports; lines/s = manifest lines per second; "
