@@ -428,6 +428,46 @@ def test_a_job_that_labeled_nothing_takes_the_columnar_path_too(tmp_path, caplog
     assert [json.loads(x)["inputs"] for x in listed] == lines
 
 
+def table_schema(out: Path) -> object:
+    return pq.read_schema(out / "table" / f"{out.name}.parquet").remove_metadata()
+
+
+@pytest.mark.parametrize("task", list(TYPES), ids=lambda t: t.value)
+def test_a_table_no_object_reached_has_the_same_columns_on_both_paths(tmp_path, task):
+    # every object left out by min_confidence, or none labeled: an empty table whose columns are
+    # the input fields, the task's label key, confidence and workers, whichever path wrote it
+    attr = TYPES[task][0]
+
+    def doubtful(value):  # every confidence 0.5: min_confidence=1.0 leaves every object out
+        if isinstance(value, dict):
+            return {k: 0.5 if k == "confidence" or (isinstance(v, float) and k.isdigit()) else doubtful(v)
+                    for k, v in value.items()}
+        return [doubtful(x) for x in value] if isinstance(value, list) else value
+
+    path = manifest(tmp_path, task, n=300)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    # (an object without any confidence, no boxes say, is kept by every min_confidence: not those)
+    path = write_manifest(tmp_path / "doubtful.manifest",
+                          [{k: doubtful(v) if k == attr + "-metadata" else v for k, v in line.items()}
+                           for line in lines if '"confidence' in json.dumps(line.get(attr + "-metadata"))
+                           and json.dumps(line.get(attr + "-metadata", {}).get("confidence-map")) != "{}"])
+    nothing = write_manifest(tmp_path / "nothing.manifest",
+                             [{k: v for k, v in json.loads(line).items() if not k.startswith(attr)}
+                              for line in path.read_text().splitlines()])
+    for name, source, settings in (("filtered", path, TransformsConfig(steps={"table": {}}, min_confidence=1.0)),
+                                   ("unlabeled", nothing, TransformsConfig(steps={"table": {}}))):
+        fast, slow = both_ways(source, task, tmp_path / name, settings)
+        assert fast["written"]["table"].counts == slow["written"]["table"].counts == {"all": 0}
+        schema = table_schema(tmp_path / name / "slow" / "ds")
+        assert schema == table_schema(tmp_path / name / "fast" / "ds")
+        inputs = [k for k in json.loads(source.read_text().splitlines()[0]) if not k.startswith(attr)]
+        assert schema.names == [*inputs, LABEL_KEY[task], "confidence", "workers"]
+    csv_settings = TransformsConfig(steps={"table": {"format": "csv"}}, min_confidence=1.0)
+    run(path, task, tmp_path / "csv" / "ds", csv_settings, columnar=False)
+    header = (tmp_path / "csv" / "ds" / "table" / "ds.csv").read_text()
+    assert header == ",".join([*inputs, LABEL_KEY[task], "confidence", "workers"]) + "\n"
+
+
 def _columnar(path: Path, task: TaskType) -> Columnar | None:
     attr, _, labels = TYPES[task]
     return Columnar.open(path, attribute=attr, task_type=task, labels=labels, settings=TransformsConfig())

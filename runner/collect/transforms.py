@@ -872,14 +872,16 @@ class _ParquetSink:
         if len(self.batches[split]) >= BATCH_ROWS:
             self._flush(split)
 
-    def _settle(self, final: bool) -> None:
+    def _settle(self, final: bool, example: dict[str, Any] | None = None) -> None:
+        """The schema of the rows held (of the row `example` when none is), once it is known."""
         import pyarrow as pa
 
-        columns = list(dict.fromkeys(k for _, row in self.held for k in row))
+        rows = [row for _, row in self.held] or ([example] if example is not None else [])
+        columns = list(dict.fromkeys(k for row in rows for k in row))
         if not columns:
             columns = list(self.known)
         inputs = [c for c in columns if c not in self.known]
-        types = {c: self._infer([row.get(c) for _, row in self.held]) for c in inputs}
+        types = {c: self._infer([row.get(c) for row in rows]) for c in inputs}
         nulls = [c for c in inputs if (kind := types[c]) is not None and pa.types.is_null(kind)]
         if nulls and not final and len(self.held) < MAX_SCHEMA_ROWS:
             return
@@ -984,11 +986,12 @@ class _ParquetSink:
             self.opened[split] = self.changes
         self.writers[split].write_table(table)
 
-    def close(self) -> list[Path]:
+    def close(self, example: dict[str, Any] | None = None) -> list[Path]:
+        """Write the files; with no rows added, in the schema of the row `example` when given."""
         import pyarrow.parquet as pq
 
         if self.schema is None:
-            self._settle(final=True)
+            self._settle(final=True, example=example)
         assert self.schema is not None
         for split in self.paths:
             self._flush(split)
@@ -1068,7 +1071,12 @@ def _table_parquet(objects: Iterable[LabeledObject], path: Path) -> int:
             sink = _ParquetSink({"all": path}, _arrow_types(obj.task_type, class_ids=False))
         sink.add("all", _table_record(obj), f"object {obj.object_id!r}")
         count += 1
-    (sink or _ParquetSink({"all": path}, _arrow_types(None, class_ids=False))).close()
+    if sink is None:  # no object kept: the columns of the first object read, when there was one
+        first = _first(objects)
+        sink = _ParquetSink({"all": path}, _arrow_types(None if first is None else first.task_type, class_ids=False))
+        sink.close(None if first is None else _table_record(first))
+    else:
+        sink.close()
     return count
 
 
@@ -1133,8 +1141,9 @@ def _table_csv(objects: Iterable[LabeledObject], path: Path, delimiter: str) -> 
                 held = []
             else:
                 write(row, f"object {obj.object_id!r}")
-        if header is None:
-            header = list(dict.fromkeys(k for r in held for k in r))
+        if header is None:  # fewer rows than a batch, or none: then the first object read's columns
+            first = _first(objects)
+            header = list(dict.fromkeys(k for r in (held or ([_table_record(first)] if first else [])) for k in r))
             writer.writerow(header)
             for r in held:
                 write(r, "an object")
@@ -1803,6 +1812,33 @@ def check_transforms(steps: Mapping[str, Mapping[str, Any] | None], settings: Tr
     collect_errors(errors)
 
 
+class Kept:
+    """The objects one step writes: the label_map applied, then `keep` with the thresholds; those
+    left out are counted (`left_out`). `first` is the first object read, kept or not: a table that
+    no object reached takes its columns from it (as the columnar path's takes them from the first
+    lines), not every label column there is."""
+
+    def __init__(self, objects: Callable[[], Iterable[LabeledObject]], settings: TransformsConfig) -> None:
+        self.objects, self.settings = objects, settings
+        self.left_out = 0
+        self.first: LabeledObject | None = None
+
+    def __iter__(self) -> Iterator[LabeledObject]:
+        for obj in self.objects():
+            obj = apply_label_map(obj, self.settings.label_map)
+            if self.first is None:
+                self.first = obj
+            if keep(obj, self.settings.min_confidence, self.settings.min_agreement):
+                yield obj
+            else:
+                self.left_out += 1
+
+
+def _first(objects: Iterable[LabeledObject]) -> LabeledObject | None:
+    """The first object `objects` read, kept or not, when they are a step's Kept."""
+    return objects.first if isinstance(objects, Kept) else None
+
+
 def run_transforms(objects_factory: Callable[[], Iterable[LabeledObject]], out_dir: Path, *,
                    steps: Mapping[str, Mapping[str, Any] | None], settings: TransformsConfig,
                    labels: Sequence[str], task_type: TaskType | None = None,
@@ -1823,25 +1859,15 @@ def run_transforms(objects_factory: Callable[[], Iterable[LabeledObject]], out_d
     final_labels = mapped_labels(labels, settings.label_map)
     results: dict[str, WrittenFiles] = {}
     for name, options in steps.items():
-        skipped = 0
         if on_step is not None:
             on_step(name)
-
-        def kept() -> Iterator[LabeledObject]:
-            nonlocal skipped
-            for obj in objects_factory():
-                obj = apply_label_map(obj, settings.label_map)
-                if keep(obj, settings.min_confidence, settings.min_agreement):
-                    yield obj
-                else:
-                    skipped += 1
-
+        kept = Kept(objects_factory, settings)
         extra = {"images": images} if name in IMAGE_STEPS else {}
-        written = TRANSFORMS[name](kept(), out_dir, labels=final_labels, options=options or {},
+        written = TRANSFORMS[name](kept, out_dir, labels=final_labels, options=options or {},
                                    settings=settings, **extra)
-        written.skipped = skipped
+        written.skipped = kept.left_out
         log.info("%s: %s objects written, %d left out", name,
-                 ", ".join(f"{k} {v}" for k, v in written.counts.items()), skipped)
+                 ", ".join(f"{k} {v}" for k, v in written.counts.items()), kept.left_out)
         results[name] = written
     return results
 
