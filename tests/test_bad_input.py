@@ -185,18 +185,62 @@ def test_missing_source_file(gtrun, tmp_path):
     refused(gtrun, f"source.files=[{tmp_path}/nope.csv]", match="source.files[0]: no file matches")
 
 
-def test_malformed_source_file(gtrun, tmp_path):
+def _tweet(i: int) -> str:
+    return json.dumps({"tweet_id": i, "entity": "Xbox", "tweet_text": f"tweet {i}", "score": 0.1})
+
+
+@pytest.mark.parametrize("broken", [1, 4, 6])  # the first line, one after a blank line, the last line
+def test_a_json_line_that_does_not_parse_is_named_by_its_line(gtrun, tmp_path, broken):
+    """DuckDB names the line after the broken one (and counts no blank lines); the error names the
+    broken line as an editor numbers it."""
+    lines = [_tweet(1), _tweet(2), "", _tweet(4), _tweet(5), _tweet(6)]
+    lines[broken - 1] = '{"tweet_id": 9, "entity": '
     bad = tmp_path / "preds.jsonl"
-    bad.write_text('{"tweet_id": 1, "entity": "Xbox", "tweet_text": "a", "score": 0.1}\n{"tweet_id": 2, "entity": \n')
-    refused(gtrun, f"source.files=[{bad}]", match=(str(bad), "cannot read ml_workshop_db.labeling_prediction"))
+    bad.write_text("\n".join(lines) + "\n")
+    refused(gtrun, f"source.files=[{bad}]", match=(f"error: {bad}:{broken}: not JSON: expecting value at column 27\n"
+                                                   "  hint: each line of a JSON-lines file is one JSON object; "
+                                                   f"fix or delete line {broken}\n"))
 
 
-def test_a_csv_row_with_another_number_of_fields_is_named(gtrun, tmp_path):
-    """DuckDB's sniffer reads such a file as one column named after the header line; the error
-    names the row instead of a column the query cannot find."""
+def test_a_csv_without_a_header_row_is_named(gtrun, tmp_path):
+    """DuckDB's sniffer names the columns of a file without a header column0, column1, ...; the
+    error names the file, not a column the query cannot find."""
     bad = tmp_path / "preds.csv"
-    bad.write_text("tweet_id,entity,tweet_text,score\n1,Xbox,good,0.1\n2,Xbox,bad,0.3,extra\n3,Xbox,ok,0.2\n")
-    refused(gtrun, f"source.files=[{bad}]", match=f"{bad}:3: 5 fields where the header has 4 (','-separated)")
+    bad.write_text((ROOT / "data" / "tweets" / "labeling_prediction.csv").read_text().split("\n", 1)[1])
+    r = refused(gtrun, f"source.files=[{bad}]",
+                match=(f"error: {bad}:1: no header row: source.where asks for column 'score', and DuckDB read this "
+                       "line as data, naming the 6 columns column0 to column5",
+                       "hint: start the file with a line of its column names, 'score' among them"))
+    assert "is not in ml_workshop_db" not in r.stderr
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    # one column named after the header line
+    ("tweet_id,entity,tweet_text,score\n1,Xbox,good,0.1\n2,Xbox,bad,0.3,extra\n3,Xbox,ok,0.2\n",
+     ":3: 5 fields where the header has 4"),
+    # the sniffer skips the header and names the columns column0, column1, ...
+    ("tweet_id,entity,tweet_text\n1,Xbox,good,0.1\n2,Xbox,bad,0.3\n3,Xbox,ok,0.2\n",
+     ":2: 4 fields where the header has 3"),
+    # ... or skips every line before the last, where the row has one field more
+    ("tweet_id,entity,tweet_text,score\n1,Xbox,good,0.1\n2,Xbox,bad,0.3\n3,Xbox,ok,0.2,extra\n",
+     ":4: 5 fields where the header has 4"),
+])
+def test_a_csv_row_with_another_number_of_fields_is_named(gtrun, tmp_path, text, where):
+    bad = tmp_path / "preds.csv"
+    bad.write_text(text)
+    refused(gtrun, f"source.files=[{bad}]", match=(f"error: {bad}{where} (','-separated)",
+                                                   "hint: give every row one field per header column"))
+
+
+def test_a_csv_row_past_the_sniffed_sample_is_named_by_its_line(gtrun, tmp_path):
+    """DuckDB finds this row only as it reads the file, and counts records, not lines: the quoted
+    newline in row 1 makes its line number one short of an editor's."""
+    rows = ['1,Xbox,"two\nlines",0.1'] + [f"{i},Xbox,tweet {i},0.1" for i in range(2, 25_001)]
+    rows[24_000] += ",extra"  # row 24,001, on line 24,003 (the header and the quoted newline before it)
+    bad = tmp_path / "preds.csv"
+    bad.write_text("tweet_id,entity,tweet_text,score\n" + "\n".join(rows) + "\n")
+    refused(gtrun, f"source.files=[{bad}]", verb="plan",
+            match=f"error: {bad}:24003: 5 fields where the header has 4 (','-separated)")
 
 
 def test_a_password_in_an_endpoint_url_is_refused_before_anything_is_recorded(gtrun):

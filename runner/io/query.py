@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import json
 import logging
 import re
 import shutil
@@ -52,6 +53,50 @@ def source_files(source: SourceConfig) -> list[Path]:
 def fingerprint(files: Sequence[Path]) -> dict[str, str]:
     """sha256 of each source file, so a run records exactly which data it read."""
     return {str(path): sha256_file(path) for path in files}
+
+
+def _named_by_duckdb(columns: Sequence[str]) -> bool:
+    """Whether these are the names DuckDB gives the columns of a CSV file it found no header in."""
+    return all(re.fullmatch(r"column\d+", name) for name in columns)
+
+
+def _odd_csv_row(path: Path) -> tuple[int, int, int, str] | None:
+    """(line, fields, header fields, delimiter) for the first row of a CSV file whose number of
+    fields is not its header's; line is 1-based, where the row starts, as an editor counts."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as src:
+        delimiter = next((d for d in (",", "\t", ";", "|") if d in src.readline()), None)
+        if delimiter is None:
+            return None
+        src.seek(0)
+        rows = csv.reader(src, delimiter=delimiter)
+        header = next(rows, [])
+        end = rows.line_num
+        for row in rows:
+            start, end = end + 1, rows.line_num
+            if row and len(row) != len(header):  # a blank line is no row, to DuckDB too
+                return start, len(row), len(header), delimiter
+    return None
+
+
+def _fields_error(path: Path, line: int, fields: int, header: int, delimiter: str) -> QueryError:
+    return QueryError(f"{path}:{line}: {fields} fields where the header has {header} ({delimiter!r}-separated)"
+                      "\n  hint: give every row one field per header column; quote a field that holds "
+                      f"{delimiter!r}")
+
+
+def _bad_json_line(path: Path) -> tuple[int, str] | None:
+    """(line, what is wrong) for the first line of a JSON-lines file that does not parse; line is
+    1-based, blank lines counted, as an editor counts."""
+    with open(path, "rb") as src:
+        for number, line in enumerate(src, 1):
+            if line.strip():
+                try:
+                    json.loads(line.rstrip(b"\r\n"))  # so a line cut short ends on its own line
+                except json.JSONDecodeError as exc:
+                    return number, f"{exc.msg.lower()} at column {exc.colno}"
+                except UnicodeDecodeError as exc:
+                    return number, f"not UTF-8 at byte {exc.start + 1}"
+    return None
 
 
 # A chunk of DuckDBSource.stream_lines that voids every chunk before it: the lines start again.
@@ -103,27 +148,20 @@ class DuckDBSource:
             raise self._file_error(exc) from None
         try:
             columns = self._describe()  # reads the files' headers now: a malformed file fails here, named
-            if reader == "read_csv" and len(columns) == 1:
-                self._check_one_column(columns[0])
+            if reader == "read_csv" and (len(columns) == 1 or _named_by_duckdb(columns)):
+                self._check_fields()
         except BaseException:
             self.close()
             raise
         return self
 
-    def _check_one_column(self, name: str) -> None:
-        """DuckDB reads a CSV file whose rows do not all have the header's number of fields as one
-        column named after the whole header line: name the first such row instead."""
-        delimiter = next((d for d in (",", "\t", ";", "|") if d in name), None)
-        if delimiter is None:
-            return
+    def _check_fields(self) -> None:
+        """DuckDB's sniffer reads a CSV file with a row of another number of fields than its header
+        as one column named after the header line, or skips lines and names the columns column0,
+        column1, ...: name the first such row instead."""
         for path in self.files:
-            with open(path, encoding="utf-8", errors="replace", newline="") as src:
-                rows = csv.reader(src, delimiter=delimiter)
-                header = next(rows, [])
-                for row in rows:
-                    if len(row) != len(header):
-                        raise QueryError(f"{path}:{rows.line_num}: {len(row)} fields where the header has "
-                                         f"{len(header)} ({delimiter!r}-separated)")
+            if (odd := _odd_csv_row(path)) is not None:
+                raise _fields_error(path, *odd)
 
     def _describe(self) -> list[str]:
         try:
@@ -135,10 +173,20 @@ class DuckDBSource:
 
     def _file_error(self, exc: duckdb.Error) -> QueryError:
         text = str(exc).strip()
-        named = [str(p) for p in self.files if str(p) in text]
-        where = named[0] if named else ", ".join(map(str, self.files))
+        named = [p for p in self.files if str(p) in text]
+        # DuckDB's line numbers are not an editor's: it counts CSV records, not lines (a quoted field
+        # may hold a newline), and for a JSON line that does not parse it names the line after it,
+        # blank lines not counted ("record/value 2" for the first). So the file is read again for the line.
+        for path in named or self.files:
+            if "Malformed JSON" in text and (path.suffix.lower() != ".json" or " in line " in text):
+                if (bad := _bad_json_line(path)) is not None:
+                    return QueryError(f"{path}:{bad[0]}: not JSON: {bad[1]}\n  hint: each line of a JSON-lines "
+                                      f"file is one JSON object; fix or delete line {bad[0]}")
+            elif "Expected Number of Columns" in text and (odd := _odd_csv_row(path)) is not None:
+                return _fields_error(path, *odd)
+        where = str(named[0]) if named else ", ".join(map(str, self.files))
         first = text.splitlines()[0]
-        line = re.search(r"[Ll]ine:? (\d+)", text)
+        line = None if "Malformed JSON" in text else re.search(r"[Ll]ine:? (\d+)", text)
         return QueryError(f"{where}{':' + line.group(1) if line else ''}: cannot read "
                           f"{self.source.database}.{self.source.table}: {first}")
 
@@ -152,10 +200,15 @@ class DuckDBSource:
                    or re.search(r'Column "([^"]+)" referenced that exists in the SELECT clause', text))
         if missing:
             name = missing.group(1)
-            keys = [k for k, cols in referenced_columns(self.source).items() if name in cols]
+            key = next((k for k, cols in referenced_columns(self.source).items() if name in cols), "source")
+            columns = self.columns()
+            if READERS[self.files[0].suffix.lower()] == "read_csv" and _named_by_duckdb(columns):
+                return QueryError(f"{self.files[0]}:1: no header row: {key} asks for column {name!r}, and DuckDB "
+                                  f"read this line as data, naming the {len(columns)} columns {columns[0]} to "
+                                  f"{columns[-1]}\n  hint: start the file with a line of its column names, "
+                                  f"{name!r} among them")
             table = f"{self.source.database}.{self.source.table}"
-            return ConfigError(keys[0] if keys else "source", f"column {name!r} is not in {table}",
-                               f"its columns: {', '.join(self.columns())}")
+            return ConfigError(key, f"column {name!r} is not in {table}", f"its columns: {', '.join(columns)}")
         if isinstance(exc, duckdb.OutOfMemoryException):
             return QueryError(f"source: DuckDB ran out of memory under backend.duckdb.memory_limit="
                               f"{self.memory_limit}\n  hint: raise it (e.g. backend.duckdb.memory_limit=512MB) "
