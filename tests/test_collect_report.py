@@ -18,7 +18,7 @@ from runner.collect.report import build_report
 from runner.config import setup
 from runner.schema import TaskType, TransformsConfig
 from runner.service.server import Service
-from tests.conftest import ROOT, read_json
+from tests.conftest import ROOT, Gtrun, read_json
 from tests.service_helpers import Worker
 
 SENTIMENTS = ["Positive", "Negative", "Neutral", "Irrelevant"]
@@ -213,6 +213,91 @@ def test_coco_and_yolo_of_a_local_run_copy_its_images_from_the_storage(gtrun):
     run = dataset.parent
     r = gtrun("collect", str(run), "transforms=coco,yolo")
     assert r.code == 0, r.output
+
+
+def receipts_in_own_storage(folder: Path, images: dict[str, bytes] | None = None, prefix: str = "") -> Path:
+    """A local run of two receipts in `folder`, with its own storage folder (backend.root), one
+    worker drawing RECEIPT_BOXES on each; `images`: the receipt images it uploads (file name ->
+    bytes; default: the sample's), under s3://gtrun/samples/receipts/images/, or named `prefix` +
+    file name under s3://gtrun/<folder name>/ when a prefix is given. Returns its run directory."""
+    folder.mkdir()
+    run = Gtrun(folder)
+    overrides = ["job=receipts_ner", "source.limit=2", "workteam.workers_per_object=1"]
+    if images is not None:
+        (folder / "images").mkdir()
+        for name, data in images.items():
+            (folder / "images" / f"{prefix}{name}").write_bytes(data)
+        overrides.append(f"source.assets.files={folder / 'images'}/*.png")
+    if prefix:
+        to = f"s3://gtrun/{folder.name}/"
+        overrides += [f"source.assets.to={to}", f"source.params.image_prefix={to}{prefix}"]
+    r = run("run", *overrides)
+    assert r.code == 0, r.output
+    (run_dir,) = run.runs()
+    answer_all(run, [run_dir], receipt)
+    return run_dir
+
+
+def other_images() -> dict[str, bytes]:
+    """The sample's receipt images with a byte changed in each: as long, other bytes."""
+    images = {}
+    for path in (ROOT / "data" / "receipts" / "images").glob("*.png"):
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        images[path.name] = bytes(data)
+    return images
+
+
+def test_merged_runs_of_two_storages_copy_each_objects_image_from_its_own_run(tmp_path):
+    theirs = other_images()
+    first = receipts_in_own_storage(tmp_path / "a")
+    second = receipts_in_own_storage(tmp_path / "b", theirs, prefix="b-")
+    # each run's images are in its own storage only
+    assert (tmp_path / "b" / "storage" / "gtrun" / "b").is_dir() and not (tmp_path / "a" / "storage" / "gtrun" / "b").exists()
+    r = Gtrun(tmp_path)("collect", str(first), str(second), "--out", str(tmp_path / "merged"), "transforms=coco,yolo")
+    assert r.code == 0, r.output
+    assert "4 images copied to coco/images/" in r.stdout and "4 images copied to yolo/images/<split>/" in r.stdout
+    sample = ROOT / "data" / "receipts" / "images"
+
+    def original(ref: str) -> bytes:  # each run's own image behind the ref its object has
+        name = ref.rsplit("/", 1)[1]
+        return theirs[name.removeprefix("b-")] if ref.startswith("s3://gtrun/b/") else (sample / name).read_bytes()
+
+    dataset = tmp_path / "merged"
+    refs = []
+    for split in SPLITS:
+        for image in read_json(dataset / "coco" / f"{split}.json")["images"]:
+            refs.append(image["coco_url"])
+            assert (dataset / "coco" / "images" / image["file_name"]).read_bytes() == original(image["coco_url"])
+            name = image["coco_url"].rsplit("/", 1)[1]
+            assert (dataset / "yolo" / "images" / split / name).read_bytes() == original(image["coco_url"])
+    assert sorted(refs) == ["s3://gtrun/b/b-receipt-001.png", "s3://gtrun/b/b-receipt-002.png",
+                            "s3://gtrun/samples/receipts/images/receipt-001.png",
+                            "s3://gtrun/samples/receipts/images/receipt-002.png"]
+
+
+def test_merged_runs_that_keep_other_images_under_one_uri_are_one_coco_error(tmp_path):
+    first = receipts_in_own_storage(tmp_path / "a")
+    other = receipts_in_own_storage(tmp_path / "b", other_images())  # the same URIs, in its own storage
+    same = receipts_in_own_storage(tmp_path / "c")  # the sample's images, in its own storage
+    collect = Gtrun(tmp_path)
+    r = collect("collect", str(first), str(other), "--out", str(tmp_path / "merged"), "transforms=coco")
+    assert r.code == 2
+    message = " ".join(r.stderr.split())
+    jobs = [read_json(run / "request.json")["LabelingJobName"] for run in (first, other)]
+    assert (f"error: coco: object '{jobs[1]}/0': s3://gtrun/samples/receipts/images/receipt-001.png: {jobs[1]} "
+            f"and {jobs[0]} keep different images under this URI, each in its own storage, and the dataset has one "
+            "receipt-001.png (collect them one by one) hint: transforms.steps.coco.images=false writes the "
+            "annotations without the images") == message, r.stderr
+    assert not (tmp_path / "merged").exists()
+    # the same images in two storages: copied once, the sample's
+    r = collect("collect", str(first), str(same), "--out", str(tmp_path / "merged"), "transforms=coco")
+    assert r.code == 0, r.output
+    assert "2 images copied to coco/images/" in r.stdout
+    images = tmp_path / "merged" / "coco" / "images"
+    assert sorted(p.name for p in images.iterdir()) == ["receipt-001.png", "receipt-002.png"]
+    for path in images.iterdir():
+        assert path.read_bytes() == (ROOT / "data" / "receipts" / "images" / path.name).read_bytes()
 
 
 def test_the_receipts_report_has_the_mean_iou_of_two_workers_boxes(gtrun):

@@ -195,29 +195,66 @@ def job_dir_of(manifest: str) -> Path | None:
 
 class ImageCopier:
     """Copies an image, by its source-ref, to a file of the dataset (transforms.Images): an s3://
-    image through the job's storage (a local backend's folder, or S3 with the run's endpoint and
-    credentials), any other, or every one of output gtrun did not launch (collect --manifest),
-    through smart-open (a local path, https://, s3:// with boto3's usual credentials)."""
+    image through the storage of the job that labeled it (a local backend's folder, or S3 with the
+    run's endpoint and credentials), any other, or every one of output gtrun did not launch
+    (collect --manifest), through smart-open (a local path, https://, s3:// with boto3's usual
+    credentials). `members`: a merged collect's storage of each member (LabeledObject.member), whose
+    runs may keep their images in different storages; `storage`: the one output's."""
 
-    def __init__(self, storage: Store | None) -> None:
+    def __init__(self, storage: Store | None, members: Mapping[str, Store | None] | None = None) -> None:
         self.storage = storage
+        self.members = dict(members or {})
 
-    def __call__(self, ref: str, path: Path) -> None:
-        from runner.io.s3 import AWS_ERRORS, describe
+    def __call__(self, ref: str, path: Path, member: str | None = None) -> None:
+        from runner.io.s3 import AWS_ERRORS
 
-        stored = self.storage is not None and ref.startswith("s3://")
+        storage = self._storage(member)
         try:
-            with self._open(ref) as src, open(path, "xb") as dst:
+            with self._open(ref, storage) as src, open(path, "xb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
-        except (OSError, ValueError, *AWS_ERRORS) as exc:  # a store's own errors are StoreErrors already
+        except (OSError, ValueError, *AWS_ERRORS) as exc:
             if isinstance(exc, OSError) and exc.filename == str(path):
                 raise StoreError(f"{ref}: cannot write the image to {path.name} ({exc.strerror or exc})") from None
-            why = describe(exc) if ref.startswith("s3://") and not stored else (getattr(exc, "strerror", None) or exc)
-            raise StoreError(f"{ref}: cannot read the image ({why})") from None
+            raise self._unread(ref, storage, exc) from None
 
-    def _open(self, ref: str) -> Any:
-        if self.storage is not None and ref.startswith("s3://"):
-            return self.storage.open_read(ref)
+    def check(self, ref: str, path: Path, member: str | None, first: str | None) -> None:
+        """Raise a StoreError unless `member`'s image behind `ref` is the file `path` copied for
+        `first` (coco copies an image objects share once): two runs' storages may hold different
+        images under one URI. Nothing is read when both members read the same storage."""
+        from runner.io.s3 import AWS_ERRORS
+
+        storage, theirs = self._storage(member), self._storage(first)
+        if storage is theirs or (isinstance(storage, LocalStore) and isinstance(theirs, LocalStore)
+                                 and storage.root == theirs.root):
+            return
+        try:
+            with self._open(ref, storage) as src, open(path, "rb") as copied:
+                while block := src.read(1 << 20):
+                    if copied.read(len(block)) != block:
+                        break
+                else:
+                    if not copied.read(1):
+                        return
+        except (OSError, ValueError, *AWS_ERRORS) as exc:
+            raise self._unread(ref, storage, exc) from None
+        raise StoreError(f"{ref}: {member} and {first} keep different images under this URI, each in its own "
+                         f"storage, and the dataset has one {path.name} (collect them one by one)")
+
+    def _storage(self, member: str | None) -> Store | None:
+        return self.members[member] if member is not None and member in self.members else self.storage
+
+    @staticmethod
+    def _unread(ref: str, storage: Store | None, exc: BaseException) -> StoreError:
+        from runner.io.s3 import describe
+
+        stored = storage is not None and ref.startswith("s3://")  # a store's own errors are StoreErrors already
+        why = describe(exc) if ref.startswith("s3://") and not stored else (getattr(exc, "strerror", None) or exc)
+        return StoreError(f"{ref}: cannot read the image ({why})")
+
+    @staticmethod
+    def _open(ref: str, storage: Store | None) -> Any:
+        if storage is not None and ref.startswith("s3://"):
+            return storage.open_read(ref)
         import smart_open
 
         return smart_open.open(ref, "rb", compression="disable")
@@ -489,8 +526,8 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
         slow_written = transforms.run_transforms(lambda: first.pop() if first else factory(), work, steps=rest,
                                                  settings=settings, labels=labels, task_type=task_type,
                                                  on_step=lambda name: progress.at(f"writing {name}"),
-                                                 images=ImageCopier(next((o.storage for o in outputs
-                                                                          if o.storage is not None), None)),
+                                                 images=ImageCopier(outputs[0].storage,  # a member's: its own
+                                                                    {o.name: o.storage for o in outputs} if merged else None),
                                                  ) if rest else {}
         overlap: _Overlap | None = None
         if counting is not None:

@@ -21,8 +21,8 @@ when it is complete, so a failed step leaves the previous output as it was.
 | `yolo`        | `yolo/labels/{split}/<stem>.txt` + `yolo/images/{split}/` + `yolo/data.yaml` | boxes, custom |
 
 `coco` and `yolo` copy the images with the annotations (option `images`, default true), through
-the `Images` collect gives them: from the run's storage, or through smart-open for output gtrun
-did not launch.
+the `Images` collect gives them: from the storage of the run that labeled the object (merged runs
+may each have their own), or through smart-open for output gtrun did not launch.
 
 The split of an object is a stable hash of its id in its job's output (`split_for`), so it never
 moves between collects (of its run alone or merged with others), formats or machines unless
@@ -559,10 +559,14 @@ class Writer(Protocol):
 
 
 class Images(Protocol):
-    """Copies the image a source-ref names to a new file `path` (collect's ImageCopier); raises
-    StoreError when it cannot."""
+    """Copies the image a source-ref names to a new file `path`, from the storage of `member`, the
+    merged collect's member whose object it is (LabeledObject.member); raises StoreError when it
+    cannot. Collect's is ImageCopier."""
 
-    def __call__(self, ref: str, path: Path) -> None: ...
+    def __call__(self, ref: str, path: Path, member: str | None = None) -> None: ...
+
+    # raises StoreError unless member's image behind ref is the file `path` copied for member `first`
+    def check(self, ref: str, path: Path, member: str | None, first: str | None) -> None: ...
 
 
 IMAGE_STEPS = frozenset({"coco", "yolo"})  # the steps that copy the images (option `images`)
@@ -579,15 +583,16 @@ class _Copies:
         self.step, self.images = step, images
         self.pool = ThreadPoolExecutor(max_workers=IMAGE_COPIES, thread_name_prefix=f"gtrun-{step}-images")
         self.pending: list[tuple[str, Any]] = []  # (object id, its copy), oldest first
+        self.checks: list[tuple[str, str, Path, str | None, str | None]] = []  # once every copy is done
         self.count = 0
 
-    def add(self, object_id: str, ref: str, path: Path) -> None:
+    def add(self, object_id: str, ref: str, path: Path, member: str | None = None) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # an image's name is a folder of another's ("x" and "x/y.jpg")
             raise StoreError(f"{self.step}: object {object_id!r}: {ref}: cannot make the folder of "
                              f"{path.name} ({exc.strerror or exc}){_without_images(self.step)}") from None
-        self.pending.append((object_id, self.pool.submit(self.images, ref, path)))
+        self.pending.append((object_id, self.pool.submit(self.images, ref, path, member)))
         self.count += 1
         while len(self.pending) > 4 * IMAGE_COPIES or (self.pending and self.pending[0][1].done()):
             self._wait(*self.pending.pop(0))
@@ -598,10 +603,16 @@ class _Copies:
         except StoreError as exc:
             raise StoreError(f"{self.step}: object {object_id!r}: {exc}{_without_images(self.step)}") from None
 
+    def check(self, object_id: str, ref: str, path: Path, member: str | None, first: str | None) -> None:
+        """Check, once the copies are done, that `member`'s image is the one copied for `first` to `path`."""
+        self.checks.append((object_id, ref, path, member, first))
+
     def finish(self) -> None:
-        """Wait for every copy."""
+        """Wait for every copy, then check the images members share."""
         while self.pending:
             self._wait(*self.pending.pop(0))
+        for object_id, ref, path, member, first in self.checks:
+            self._wait(object_id, self.pool.submit(self.images.check, ref, path, member, first))
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -1597,7 +1608,7 @@ def write_coco(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Seque
     problems = _Problems("coco")
     docs: dict[str, dict[str, list[dict[str, Any]]]] = {
         s: {"images": [], "annotations": []} for s in SPLITS}
-    placed: list[tuple[dict[str, Any], str]] = []  # (image, object id) in object order
+    placed: list[tuple[dict[str, Any], str, str | None]] = []  # (image, object id, member) in object order
     for obj in objects:
         ref, _ = _source_name(obj, "coco")
         width, height = _image_size(obj, "coco")
@@ -1607,16 +1618,16 @@ def write_coco(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Seque
         image: dict[str, Any] = {"id": image_id, "file_name": "", "coco_url": ref,
                                  "width": _number(width), "height": _number(height)}
         doc["images"].append(image)
-        placed.append((image, obj.object_id))
+        placed.append((image, obj.object_id, obj.member))
         for class_id, cut in _image_boxes(obj, width, height, index, problems):
             x, y, w, h = (_number(v) for v in cut)
             doc["annotations"].append({"id": len(doc["annotations"]) + 1, "image_id": image_id,
                                        "category_id": class_id + 1, "bbox": [x, y, w, h],
                                        "area": _number(cut[2] * cut[3]), "iscrowd": 0})
     # the names depend on every image's source-ref: given once all are known
-    root, names = image_names([image["coco_url"] for image, _ in placed])
+    root, names = image_names([image["coco_url"] for image, _, _ in placed])
     seen: dict[str, tuple[str, str]] = {}
-    for (image, object_id), name in zip(placed, names, strict=True):
+    for (image, object_id, _), name in zip(placed, names, strict=True):
         ref = image["coco_url"]
         first_id, first_ref = seen.setdefault(name, (object_id, ref))
         if first_ref != ref:  # only URIs that differ in their query, or of several schemes
@@ -1628,11 +1639,16 @@ def write_coco(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Seque
     with _staged(out_dir, "coco") as stage, _image_copies("coco", opts, images) as copies:
         if copies is not None:
             (stage / "images").mkdir()
-            copied: set[str] = set()  # an image two objects share is copied once
-            for (image, object_id), name in zip(placed, names, strict=True):
+            copied: dict[str, str | None] = {}  # an image two objects share is copied once: name -> member
+            checked: set[tuple[str, str | None]] = set()  # (name, member): another member's, checked once
+            for (image, object_id, member), name in zip(placed, names, strict=True):
+                path = stage / "images" / _inside("coco", name, image["coco_url"])
                 if name not in copied:
-                    copied.add(name)
-                    copies.add(object_id, image["coco_url"], stage / "images" / _inside("coco", name, image["coco_url"]))
+                    copied[name] = member
+                    copies.add(object_id, image["coco_url"], path, member)
+                elif copied[name] != member and (name, member) not in checked:  # its run's storage may differ
+                    checked.add((name, member))
+                    copies.check(object_id, image["coco_url"], path, member, copied[name])
         for split, doc in docs.items():
             with open(stage / f"{split}.json", "w", encoding="utf-8") as f:
                 json.dump({"info": info, "licenses": [], "images": doc["images"],
@@ -1731,7 +1747,7 @@ def write_yolo(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Seque
                                  f"{path.stem!r}: object {obj.object_id!r} ({ref}) and one before it",
                                  ) from None
             if copies is not None:
-                copies.add(obj.object_id, ref, stage / "images" / split / _inside("yolo", file_name, ref))
+                copies.add(obj.object_id, ref, stage / "images" / split / _inside("yolo", file_name, ref), obj.member)
             counts[split] += 1
         data = {"train": "images/train", "val": "images/validation", "test": "images/test",
                 "nc": len(labels), "names": list(labels)}
