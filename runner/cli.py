@@ -912,10 +912,17 @@ def workteams(args: list[str]) -> int:
         out.print("usage: gtrun workteams [key=value ...]\nList the account's workteams (ListWorkteams), to "
                   "fill workteam.arn without the console.")
         return 0
+    from runner.io.labeling import store_path
+
     try:
         settings = compose_settings(args)
-        with _labeling(settings) as service:
-            teams = service.list_workteams()
+        if settings.backend.kind is BackendKind.local and not store_path(Path(settings.backend.root)).is_file():
+            from runner.service.api import local_workteams
+
+            teams = local_workteams(settings.backend.region)  # the service's answer: nothing made where no run has been
+        else:
+            with _labeling(settings) as service:
+                teams = service.list_workteams()
     except GtrunError as exc:
         return fail(str(exc))
     table = Table(title="workteams")

@@ -86,6 +86,22 @@ def test_jobs_lists_the_local_jobs_with_their_runs_and_makes_no_storage(gtrun):
     assert r.code == 0 and "InProgress" in row and "0/1" in row and run.name in row, r.output
 
 
+def test_workteams_lists_the_local_team_and_makes_no_storage(gtrun):
+    before = gtrun("workteams", f"backend.root={gtrun.storage}", columns=300)
+    assert before.code == 0, before.output
+    assert not gtrun.storage.exists()  # nothing made where no run has been
+    r = gtrun("workteams", columns=300)  # backend.root's default, outputs/storage here
+    assert r.code == 0 and r.stdout == before.stdout, r.output
+    assert not (gtrun.cwd / "outputs").exists()
+    assert gtrun("run", "source.limit=1").code == 0
+    (run,) = gtrun.runs()
+    team = read_json(run / "request.json")["HumanTaskConfig"]["WorkteamArn"]
+    row = next(line for line in before.stdout.splitlines() if "gtrun-local" in line)
+    assert team in row and "127.0.0.1" in row, before.stdout
+    after = gtrun("workteams", f"backend.root={gtrun.storage}", columns=300)  # the service's own answer
+    assert after.code == 0 and after.stdout == before.stdout, after.output
+
+
 def test_threshold_param_changes_the_selection(gtrun):
     low = gtrun("plan", "source.params.threshold=0.5")
     high = gtrun("plan", "source.params.threshold=0.9")

@@ -116,14 +116,18 @@ def render_ui_template(jobs: LabelingJobs, params: dict[str, Any]) -> dict[str, 
 
 def list_workteams(jobs: LabelingJobs, params: dict[str, Any], region: str = "us-east-1") -> dict[str, Any]:
     """ListWorkteams: the local service's one team (anyone who opens a worker URL)."""
+    return {"Workteams": local_workteams(region)}
+
+
+def local_workteams(region: str) -> list[dict[str, Any]]:
+    """The local service's workteams, the same for every storage folder (ListWorkteams' list)."""
     from runner.io.backends import LOCAL_ACCOUNT
 
     now = datetime.fromtimestamp(0).astimezone()
-    team = {"WorkteamName": "gtrun-local", "MemberDefinitions": [],
-            "WorkteamArn": f"arn:aws:sagemaker:{region}:{LOCAL_ACCOUNT}:workteam/private-crowd/gtrun-local",
-            "Description": "gtrun's local labeling service: anyone who opens a worker URL",
-            "SubDomain": "127.0.0.1", "CreateDate": now, "LastUpdatedDate": now}
-    return {"Workteams": [team]}
+    return [{"WorkteamName": "gtrun-local", "MemberDefinitions": [],
+             "WorkteamArn": f"arn:aws:sagemaker:{region}:{LOCAL_ACCOUNT}:workteam/private-crowd/gtrun-local",
+             "Description": "gtrun's local labeling service: anyone who opens a worker URL",
+             "SubDomain": "127.0.0.1", "CreateDate": now, "LastUpdatedDate": now}]
 
 
 OPERATIONS: dict[str, Callable[[LabelingJobs, dict[str, Any]], dict[str, Any]]] = {
