@@ -531,8 +531,8 @@ def _rerun(path: str, extra: list[str], mode: str) -> int:
             raise RecordError(f"{run.dir} was started in {project}: {verb} it there "
                               f"(cd {shlex.quote(str(project))}), so the new run and its job go beside it")
         if mode == ENV_REPRODUCE:
-            continues = run.lineage().get("continues")
-            if continues:
+            continues = run.continues()
+            if continues is not None:
                 raise RecordError(f"{run.dir} continues {continues}: its objects came from that run's "
                                   "output, not from its query, so there is nothing to reproduce; "
                                   f"`gtrun reproduce {continues}` reproduces the run it continues, "

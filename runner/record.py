@@ -13,7 +13,7 @@ from typing import Any, cast
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from runner.errors import ConfigError, RecordError
+from runner.errors import ConfigError, GtrunError, RecordError
 
 COMPARED = ("query.sql", "manifest.jsonl", "template.liquid", "label-categories.json")
 CONFIG = ".hydra/config.yaml"  # the resolved config Hydra recorded, in the run directory
@@ -129,6 +129,22 @@ class Run:
         outputs = next((p for p in here.parents if p.name == "outputs"), None)
         return outputs.parent if outputs is not None else recorded
 
+    def relocated(self, recorded: str) -> Path:
+        """A path the run recorded as it was then (absolute) where it is now: one inside the folder the
+        run was started in moved with it, when the project was moved, renamed or copied with its runs
+        (see started_in); any other is as recorded."""
+        path = Path(recorded)
+        cwd = _dig_or(self.runtime(), ("cwd",))
+        now = self.started_in()
+        if isinstance(cwd, str) and now is not None and path.is_absolute() and path.is_relative_to(cwd):
+            return now / path.relative_to(cwd)
+        return path
+
+    def continues(self) -> Path | None:
+        """The run this one continues (gtrun continue: lineage.json's `continues`), where it is now."""
+        recorded = self.lineage().get("continues") if (self.dir / "lineage.json").is_file() else None
+        return self.relocated(recorded) if isinstance(recorded, str) and recorded else None
+
     def runtime(self) -> Any:
         """What Hydra recorded of the run's start (hydra.runtime in .hydra/hydra.yaml), or None."""
         found = self.read_yaml(".hydra/hydra.yaml") if (self.dir / ".hydra/hydra.yaml").is_file() else None
@@ -158,20 +174,24 @@ class Run:
         runtime = self.runtime()
         for source in (runtime.get("config_sources") if isinstance(runtime, dict) else None) or []:
             if isinstance(source, dict) and source.get("provider") == "command-line" and source.get("schema") == "file":
-                if not Path(str(source.get("path"))).is_dir():
-                    raise RecordError(f"{self.dir}: its config folder {source.get('path')} (--config-dir) is gone")
-                return ["--config-dir", str(source["path"])]
+                recorded = str(source.get("path"))
+                # one inside the project moved with it; else it is where it was
+                found = next((d for d in (self.relocated(recorded), Path(recorded)) if d.is_dir()), None)
+                if found is None:
+                    raise RecordError(f"{self.dir}: its config folder {recorded} (--config-dir) is gone")
+                return ["--config-dir", str(found)]
         return []
 
     def continuations(self) -> list[Path]:
         """The runs that continue this one (their lineage.json says so), under the outputs folder
         this run is in (else ./outputs)."""
         root = next((p for p in self.dir.resolve().parents if p.name == "outputs"), Path("outputs"))
-        me = str(self.dir.resolve())
+        me = self.dir.resolve()
         found = []
         for lineage in sorted(root.glob("**/lineage.json")):
-            with contextlib.suppress(OSError, ValueError, AttributeError):
-                if json.loads(lineage.read_text(encoding="utf-8")).get("continues") == me:
+            with contextlib.suppress(OSError, ValueError, AttributeError, GtrunError):
+                continued = Run(lineage.parent).continues()  # where it is now: the project may have moved
+                if continued is not None and continued.resolve() == me:
                     found.append(lineage.parent)
         return found
 

@@ -6,7 +6,7 @@ import shutil
 import jsonlines
 import yaml
 
-from tests.conftest import read_json
+from tests.conftest import Gtrun, read_json
 
 ARTIFACTS = {"query.sql", "manifest.jsonl", "template.liquid", "label-categories.json", "request.json",
              "job.json", "lineage.json", "status.json"}
@@ -256,6 +256,23 @@ def test_reproduce_a_run_with_its_own_config_folder_and_fixed_name(gtrun, tmp_pa
     shutil.rmtree(conf)
     r = gtrun("reproduce", str(first))
     assert r.code == 2 and f"its config folder {conf} (--config-dir) is gone" in r.stderr
+
+
+def test_a_runs_config_folder_inside_its_project_moves_with_it(tmp_path):
+    project = tmp_path / "project"
+    (project / "my-conf" / "source").mkdir(parents=True)
+    (project / "reviews.jsonl").write_text("".join(json.dumps({"id": i, "body": f"review {i}"}) + "\n" for i in range(4)))
+    (project / "my-conf" / "source" / "mine.yaml").write_text(yaml.safe_dump({
+        "name": "reviews", "database": "shop", "table": "reviews", "columns": {"source": "body", "id": "id"},
+        "order_by": ["id"], "files": ["reviews.jsonl"]}))
+    r = Gtrun(project)("run", "--config-dir", "my-conf", "source=mine", "backend.root=storage", storage=False)
+    assert r.code == 0, r.output
+    project = project.rename(tmp_path / "moved")
+    moved = Gtrun(project)
+    (first,) = moved.runs()
+    r = moved("reproduce", str(first))  # the config folder where it is now, not where it was
+    assert r.code == 0 and "reproduced exactly" in r.stdout, r.output
+    assert not (tmp_path / "project").exists()
 
 
 def test_diff_names_keys_and_artifacts(gtrun):

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -728,6 +729,46 @@ def test_continue_labels_what_a_stopped_job_left(gtrun):
     assert row.rstrip(" |").endswith(str(run.resolve()))  # the members' table says which continues which
     r = gtrun("collect", str(run), str(run), "--out", str(gtrun.cwd / "twice"))
     assert r.code == 2 and "is given twice" in r.stderr
+
+
+def test_a_continued_run_is_known_as_such_after_its_project_moved_or_was_copied(tmp_path):
+    # lineage.json records the run a continuation continues by its path then: read where it is now
+    project = tmp_path / "project"
+    project.mkdir()
+    gtrun = Gtrun(project)
+    assert gtrun("run", "source.limit=4", "backend.root=storage", storage=False).code == 0
+    (run,) = gtrun.runs()
+    name = read_json(run / "request.json")["LabelingJobName"]
+    with Service(gtrun.storage, port=0).running() as svc:
+        worker = Worker(svc.url)
+        for _ in range(2):
+            worker.answer(name, worker.task(name), {"crowd-classifier": {"label": "Positive"}})
+        svc.app.state.jobs.stop(name)
+    assert gtrun("continue", str(run)).code == 0
+    (new,) = [p for p in gtrun.runs() if p != run]
+    later = read_json(new / "request.json")["LabelingJobName"]
+    with Service(gtrun.storage, port=0).running() as svc:
+        worker = Worker(svc.url)
+        while (task := worker.task(later)) is not None:
+            worker.answer(later, task, {"crowd-classifier": {"label": "Negative"}})
+        svc.app.state.jobs.tick()
+    for where in ("moved", "copied"):
+        if where == "moved":
+            project = project.rename(tmp_path / "moved")
+        else:
+            project = Path(shutil.copytree(project, tmp_path / "copied"))
+        here = Gtrun(project)
+        run_now, new_now = (project / r.relative_to(r.parents[3]) for r in (run, new))
+        r = here("continue", str(run_now))  # its objects would be labeled twice
+        assert r.code == 2 and f"was continued already by {new_now}" in r.stderr, r.output
+        r = here("collect", str(new_now))
+        assert r.code == 0 and f"this run continues {run_now}; to have both in one dataset" in r.stdout, r.output
+        assert f"| continues | {run_now} |" in (new_now / "dataset" / "README.md").read_text()
+        r = here("collect", str(run_now), str(new_now), "--out", str(project / "whole"), "transforms=jsonl")
+        assert r.code == 0 and "collected 4 objects (4 labeled, 0 failed, 0 unlabeled)" in r.stdout, r.output
+        assert (project / "whole" / "not_labeled.jsonl").read_text() == ""
+        r = here("reproduce", str(new_now))
+        assert r.code == 2 and f"continues {run_now}: its objects came from that run's output" in r.stderr
 
 
 def test_collect_overrides_that_are_wrong_are_named_with_the_one_meant(gtrun, tmp_path):

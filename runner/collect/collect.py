@@ -291,7 +291,8 @@ def from_run(run_dir: Path) -> Output:
         "created": str(job.get("CreationTime")), "ended": str(job.get("LastModifiedTime")),
         "label_attribute": request["LabelAttributeName"], "labels": list(settings.template.labels),
         "label_schema": settings.transforms.label_schema, "gtrun_version": __version__,
-        **({"continues": lineage["continues"]} if lineage.get("continues") else {}),  # gtrun continue's run
+        # gtrun continue's run, where it is now (the project may have moved)
+        **({"continues": str(run.relocated(lineage["continues"]))} if lineage.get("continues") else {}),
     }
     return Output(name=name, manifest_uri=job["LabelingJobOutput"]["OutputDatasetS3Uri"],
                   storage=backend.storage, task_type=settings.template.task_type,
@@ -1093,7 +1094,8 @@ def continuations(outputs: Sequence[Output]) -> None:
     did not label are the continuation's, so they are counted and listed there, once."""
     runs = {str(Path(str(o.provenance["run"])).resolve()): o for o in outputs if o.provenance.get("run")}
     for o in outputs:
-        continued = runs.get(str(o.provenance.get("continues")))
+        continues = o.provenance.get("continues")
+        continued = runs.get(str(Path(str(continues)).resolve())) if continues else None
         if continued is not None and continued is not o:
             continued.continued_by = o.name
 
