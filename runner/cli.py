@@ -104,7 +104,9 @@ def task(cfg: DictConfig) -> None:
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     reproduce_of = os.environ.get(ENV_REPRODUCE)
-    status: dict[str, Any] = {"run_dir": str(run_dir), "verb": verb}
+    # the verb the user gave: reproduce and continue run as `run` with their run named in the environment
+    said = "reproduce" if reproduce_of else "continue" if os.environ.get(ENV_CONTINUE) else verb
+    status: dict[str, Any] = {"run_dir": str(run_dir), "verb": said}
     pipe: Pipeline | None = None
     try:
         if reproduce_of:

@@ -557,6 +557,7 @@ class Pipeline:
             fields = list(json.loads(head))
             chunks = ((line, 1) for line in itertools.chain([head], lines))
             sql = f"-- continues {continued[0]}: the objects its job did not label\n" + render_sql(query)
+        stored: list[str] = []  # the job's inputs written to storage, until it is submitted
         try:
             self.check_fields_used(parsed, fields)
             request = self.request()
@@ -587,14 +588,17 @@ class Pipeline:
                     self.check_template(parsed, first, "the manifest line")
                     cost = self.estimate(objects)
                     self.guard_budget(cost)
+                stored.append(self.uris["manifest"])
                 record.hashes["manifest.jsonl"] = written.sha256
                 log.info("manifest: %s objects -> %s (sha256 %s)", objects, self.uris["manifest"], written.sha256)
                 labels = label_category_config(self.s.template.labels, self.s.template.task_type,
                                                self.s.template.instructions)
+                stored.append(self.uris["template"])
                 self.storage.put_bytes(self.uris["template"], text.encode("utf-8"))
                 record.write_text("template.liquid", text)
                 if labels:
                     body = json.dumps(labels, indent=2, sort_keys=True) + "\n"
+                    stored.append(self.uris["labels"])
                     self.storage.put_bytes(self.uris["labels"], body.encode())
                     record.write_text("label-categories.json", body)
                 record.write_json("request.json", request)
@@ -605,6 +609,7 @@ class Pipeline:
                     before_submit(lineage)
                 with deferred_signals(self.console):  # a job made must be recorded: Ctrl+C waits for it
                     self.submitting = True
+                    stored.clear()  # the job may exist from here on: its inputs stay
                     job = {"LabelingJobName": self.name, **service.create_labeling_job(request)}
                     record.write_json("job.json", job)  # the job exists: status and stop find it from here on
                     record.write_json("lineage.json", lineage)
@@ -613,9 +618,18 @@ class Pipeline:
         finally:
             if src is not None:
                 src.close()  # its temporary folder too, whatever stopped the run
+            self._unstore(stored)  # a run stopped before it submitted leaves none of its job's inputs
         record.write_json("job.json", job)
         log.info("submitted %s: %s, estimated $%s", self.name, job.get("LabelingJobStatus"), cost.total_usd)
         return Outcome(self.name, query, objects, cost, request, first, job, dict(record.hashes))
+
+    def _unstore(self, uris: Sequence[str]) -> None:
+        """Remove these objects of the job's from storage (its name is its own: no other job reads them)."""
+        for uri in uris:
+            try:
+                self.storage.delete(uri)
+            except StoreError as exc:
+                log.warning("left in storage: %s", exc)
 
     def upload_assets(self, before_upload: Callable[[dict[str, str]], None] | None = None) -> dict[str, str]:
         """Copy source.assets.files to the storage under source.assets.to, by file name; returns

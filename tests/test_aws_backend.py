@@ -104,6 +104,20 @@ def test_aws_run_matches_the_local_run(gtrun, aws):
     assert execution["QueryExecutionContext"]["Database"] == "ml_workshop_db"
 
 
+def test_a_reproduce_refused_on_aws_leaves_none_of_its_inputs_in_s3(gtrun, aws):
+    moto, service = aws
+    queue_tweets(moto, "source.params.entity=Xbox")
+    assert gtrun("run", "source.params.entity=Xbox", *aws_args(moto, service.url), storage=False).code == 0
+    (first,) = gtrun.runs()
+    queue_tweets(moto, "source.params.entity=NBA2K")  # Athena answers with other rows: the data changed
+    r = gtrun("reproduce", str(first))
+    assert r.code == 2 and "nothing was submitted" in r.stderr, r.output
+    s3 = boto3.client("s3", endpoint_url=moto, region_name="us-east-1")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"] if not o["Key"].startswith("gtrun/athena/")]
+    name = read_json(first / "request.json")["LabelingJobName"]
+    assert sorted(keys) == [f"gtrun/{name}/{file}" for file in ("label-categories.json", "manifest.jsonl", "template.liquid")]
+
+
 def test_aws_status_stop_jobs_and_workteams(gtrun, aws):
     moto, service = aws
     queue_tweets(moto, "source.params.entity=NBA2K")

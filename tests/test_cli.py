@@ -234,6 +234,12 @@ def test_reproduce_fails_loudly_when_the_data_changed(gtrun, tmp_path):
     assert f"{data} changed" in r.stderr and "nothing was submitted" in r.stderr
     assert f"source file {data}" in r.stdout
     assert len(gtrun.jobs()) == 1  # checked before CreateLabelingJob
+    (refused,) = [p for p in gtrun.runs(every=True) if p != first]  # recorded as what it was
+    assert read_json(refused / "status.json")["verb"] == "reproduce"
+    assert read_json(refused / "status.json")["status"] == "failed"
+    # the refused run's manifest, template and labels are not left in storage for no job
+    jobs = gtrun.storage / "gtrun" / "jobs"
+    assert sorted(p.name for p in jobs.iterdir()) == [read_json(first / "request.json")["LabelingJobName"]]
 
 
 def test_reproduce_a_run_with_its_own_config_folder_and_fixed_name(gtrun, tmp_path):

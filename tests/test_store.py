@@ -60,3 +60,19 @@ def test_an_object_that_cannot_be_read_is_named_and_errors_inside_stay_the_calle
 def test_missing_object_is_named(tmp_path):
     with pytest.raises(StoreError, match=r"s3://b/k: no such object"):
         LocalStore(tmp_path).get_bytes("s3://b/k")
+
+
+def test_delete_removes_the_object_and_the_folders_it_leaves_empty(tmp_path):
+    store = LocalStore(tmp_path / "root")
+    store.put_bytes("s3://b/jobs/a/manifest.jsonl", b"1")
+    store.put_bytes("s3://b/jobs/a/template.liquid", b"2")
+    store.put_bytes("s3://b/jobs/b/manifest.jsonl", b"3")
+    store.delete("s3://b/jobs/a/manifest.jsonl")
+    assert list(store.list("s3://b/jobs/")) == ["s3://b/jobs/a/template.liquid", "s3://b/jobs/b/manifest.jsonl"]
+    store.delete("s3://b/jobs/a/template.liquid")
+    store.delete("s3://b/jobs/a/template.liquid")  # gone already: nothing to do
+    assert sorted(p.name for p in (tmp_path / "root" / "b" / "jobs").iterdir()) == ["b"]
+    store.delete("s3://b/jobs/b/manifest.jsonl")
+    assert (tmp_path / "root").is_dir() and not (tmp_path / "root" / "b").exists()
+    with pytest.raises(StoreError, match="must not contain empty, '.' or '..' segments"):
+        store.delete("s3://b/x/../../../outside")

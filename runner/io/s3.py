@@ -230,6 +230,15 @@ class S3Store:
             raise StoreError(f"s3://{bucket}: {describe(exc)}") from exc
         return True
 
+    def delete(self, uri: str) -> None:
+        bucket, key = split_uri(uri)
+        try:
+            self.client.delete_object(Bucket=bucket, Key=key)
+        except Exception as exc:
+            if _is_aws_error(exc):
+                raise self._error(uri, exc, "delete") from exc
+            raise
+
     def exists(self, uri: str) -> bool:
         bucket, key = split_uri(uri)
         try:

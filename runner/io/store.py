@@ -41,6 +41,7 @@ class Store(Protocol):
     def open_read(self, uri: str) -> contextlib.AbstractContextManager[IO[bytes]]: ...
     def exists(self, uri: str) -> bool: ...
     def list(self, prefix: str) -> Iterator[str]: ...
+    def delete(self, uri: str) -> None: ...
 
 
 class LocalStore:
@@ -99,6 +100,18 @@ class LocalStore:
 
     def exists(self, uri: str) -> bool:
         return self.path(uri).is_file()
+
+    def delete(self, uri: str) -> None:
+        """Remove the object (none there: nothing to do), and the folders it leaves empty."""
+        path = self.path(uri)
+        path.unlink(missing_ok=True)
+        for folder in path.parents:
+            if folder == self.root or not folder.is_relative_to(self.root):
+                break
+            try:
+                folder.rmdir()
+            except OSError:  # not empty
+                break
 
     def list(self, prefix: str) -> Iterator[str]:
         """URIs of the objects under an s3:// prefix, in key order (temporary files left out)."""
