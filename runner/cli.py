@@ -34,7 +34,7 @@ from rich.table import Table
 from rich.text import Text
 
 from runner import __version__, sweep
-from runner.config import CONF_DIR, meant, no_such_key, setup, to_settings
+from runner.config import CONF_DIR, meant, no_such_key, setup, to_settings, unremovable
 from runner.errors import ConfigError, GtrunError, RecordError
 from runner.io.store import LocalStore
 from runner.record import COMPARED, CONFIG, Run, artifact_changes, config_changes, resolved
@@ -433,6 +433,8 @@ def hydra_problem(exc: Exception, args: list[str] | tuple[str, ...] = ()) -> str
                 given = next((a.lstrip("+") for a in args if a.lstrip("+").partition("=")[0] == key), f"{key}=...")
                 said += f"; {parent} takes a new key with a +: +{given}"
             return said
+        if text.endswith("does not support deletion"):  # ~key on a key of the schema
+            return f"{key}: {unremovable(key)}"
         if "is not a ListConfig" in text:
             return f"{key}: takes a list, e.g. {key}=[a,b]"
         return f"{key}: {text}"

@@ -91,6 +91,38 @@ def meant(key: str, siblings: list[str] | None = None) -> str | None:
     return ".".join(filter(None, (parent, close[0]))) if close else None
 
 
+def unremovable(key: str) -> str:
+    """Why `~key` cannot remove a key of the schema, and what to set it to instead.
+
+    >>> unremovable("source.where")
+    "a key of gtrun's schema cannot be removed; set it to null instead: source.where=null"
+    >>> unremovable("workteam.kind")
+    "a key of gtrun's schema cannot be removed; it takes one of private, public, vendor: workteam.kind=..."
+    """
+    import dataclasses
+    import enum
+    import typing
+
+    node: Any = GtrunConfig
+    for part in filter(None, key.split(".")):
+        hints = typing.get_type_hints(node) if dataclasses.is_dataclass(node) else {}
+        node = hints.get(part)
+    said = "a key of gtrun's schema cannot be removed; "
+    args = typing.get_args(node)
+    if typing.get_origin(node) is typing.Union and type(None) in args:  # Optional[...]
+        return said + f"set it to null instead: {key}=null"
+    if isinstance(node, type) and issubclass(node, enum.Enum):
+        takes = f"one of {', '.join(str(m.value) for m in node)}"
+    elif dataclasses.is_dataclass(node):
+        return said + f"set its keys instead: {', '.join(f'{key}.{f.name}' for f in dataclasses.fields(node))}"
+    elif typing.get_origin(node) in (dict, list):
+        empty = "{}" if typing.get_origin(node) is dict else "[]"
+        return said + f"set it to an empty {'mapping' if empty == '{}' else 'list'} instead: {key}={empty}"
+    else:
+        takes = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}.get(node, "a value")
+    return said + f"it takes {takes}: {key}=..."
+
+
 def schema_keys(path: str) -> list[str]:
     """The keys the schema has under the dotted `path` ("" is the root; none past a leaf or a dict).
 

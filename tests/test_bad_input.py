@@ -63,6 +63,21 @@ def test_a_key_added_with_plus_must_be_one_of_gtruns(gtrun, verb):
 
 
 @pytest.mark.parametrize(("override", "match"), [
+    ("~source.where", "error: source.where: a key of gtrun's schema cannot be removed; set it to null instead: "
+                      "source.where=null"),
+    ("~workteam.kind", "error: workteam.kind: a key of gtrun's schema cannot be removed; it takes one of private, "
+                       "public, vendor: workteam.kind=..."),
+    ("~source.order_by", "error: source.order_by: a key of gtrun's schema cannot be removed; set it to an empty "
+                         "list instead: source.order_by=[]"),
+])
+def test_a_key_of_the_schema_cannot_be_removed(gtrun, override, match):
+    """`~key` removes a key added with `+`; on one of the schema's it says what to set instead, not
+    OmegaConf's "SourceConfig (DictConfig) does not support deletion"."""
+    r = refused(gtrun, override, verb="plan", match=match)
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.parametrize(("override", "match"), [
     ("transforms.split.train=2", "transforms.split.train: 2.0 is not a ratio in [0, 1]"),
     ("transforms.min_confidence=1.5", "transforms.min_confidence: 1.5 is not in [0, 1]"),
     ("transforms=coco", "transforms.steps.coco: does not fit a text_classification job"),
