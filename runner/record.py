@@ -28,6 +28,8 @@ class Run:
     @classmethod
     def at(cls, path: str | Path) -> Run:
         run = cls(Path(path))
+        if not run.dir.exists():
+            raise RecordError(f"{run.dir}: no such folder")
         if run.dir.is_file():  # a file of the run, say .hydra/config.yaml: the run is the folder above
             above = next((p for p in run.dir.parents if (p / CONFIG).is_file()), None)
             raise RecordError(f"{run.dir}: a file, not a run directory"

@@ -224,6 +224,14 @@ def test_status_of_something_that_is_not_a_run(gtrun, tmp_path):
     assert r.code == 2 and f"config.yaml: a file, not a run directory; the run is {run}" in r.stderr, r.output
 
 
+@pytest.mark.parametrize("verb", ["status", "stop", "collect", "continue", "reproduce", "diff"])
+def test_a_run_directory_that_does_not_exist(gtrun, tmp_path, verb):
+    """Every verb that takes a run directory says there is no such folder, not that a file of it is missing."""
+    missing = tmp_path / "nosuchrun"
+    r = gtrun(verb, *[str(missing)] * (2 if verb == "diff" else 1))
+    assert r.code == 2 and r.stderr == f"error: {missing}: no such folder\n", r.output
+
+
 @pytest.mark.parametrize(("sig", "code", "said"), [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
 def test_ctrl_c_stops_a_command_with_one_line(gtrun, served, sig, code, said):
     """Ctrl+C (or SIGTERM) while `status --wait` follows a job: exit 130 (143), one line, no traceback."""

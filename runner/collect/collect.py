@@ -352,6 +352,8 @@ def is_sweep(folder: Path) -> bool:
 def sweep_members(sweep_dir: Path) -> list[Path]:
     """The run directories of a sweep that submitted a job, in job order (`left_out_members` names
     the others)."""
+    if not sweep_dir.exists():
+        raise RecordError(f"{sweep_dir}: no such folder")
     if sweep_dir.is_dir() and not is_sweep(sweep_dir):
         runs = sorted(p.parent.parent for depth in ("*", "*/*", "*/*/*")  # runs/<date>/<time>_<name>, say
                       for p in sweep_dir.glob(f"{depth}/.hydra/config.yaml"))
