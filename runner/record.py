@@ -90,9 +90,14 @@ class Run:
                 name = self.read_json("request.json").get("LabelingJobName")
                 if isinstance(name, str):
                     return name
-            raise RecordError(f"{self.dir}: the run created no labeling job"
-                              + (" (its CreateLabelingJob failed: see status.json)"
-                                 if (self.dir / "request.json").is_file() else ""))
+            error, how = status.get("error"), status.get("status")
+            if how == "failed" and isinstance(error, str) and error:  # the run's own error, as it said it
+                why = f"; it failed: {error}"
+            elif how in ("interrupted", "terminated"):
+                why = f"; it was {how} before it submitted"
+            else:
+                why = " (its CreateLabelingJob failed: see status.json)" if (self.dir / "request.json").is_file() else ""
+            raise RecordError(f"{self.dir}: the run created no labeling job{why}")
         name = self.read_json("job.json").get("LabelingJobName") or self.read_json("request.json").get("LabelingJobName")
         if not isinstance(name, str):
             raise RecordError(f"{self.dir / 'job.json'}: no LabelingJobName")

@@ -313,6 +313,17 @@ def test_diff_names_keys_and_artifacts(gtrun):
     assert "same" in rows["query.sql"] and "not recorded" in rows["manifest.jsonl"] and r.code == 0, r.output
 
 
+def test_a_run_refused_before_it_made_a_job_says_why_to_status_stop_and_collect(gtrun):
+    """The run's recorded error (status.json), not only that there is no job."""
+    assert gtrun("run", "source.limit=2", "pricing.max_usd=0.0001").code == 2
+    (failed,) = gtrun.runs(every=True)
+    for verb in ("status", "stop", "collect"):
+        r = gtrun(verb, str(failed))
+        assert r.code == 2 and r.stderr.startswith(
+            f"error: {failed}: the run created no labeling job; it failed: pricing.max_usd: the job would cost "
+            "$0.16 (2 objects), more than the $0.0001 budget\n"), r.output
+
+
 def test_user_config_dir_with_a_bare_group_file(gtrun, tmp_path):
     conf = tmp_path / "my-conf"
     (conf / "source").mkdir(parents=True)
