@@ -273,7 +273,7 @@ def test_json_columns_are_embedded_and_nested_types_name_the_column(backend, mot
 def test_an_empty_object_field_is_a_manifest_error_with_its_row(backend, moto):
     source = replace(HARD_SOURCE, columns={"source": "source", "id": "id"})
     queue_athena_results(moto, [("id", "bigint"), ("source", "varchar")], [(1, "ok"), (2, None)])
-    with pytest.raises(GtrunError, match=r"^row 2: source is empty"):
+    with pytest.raises(GtrunError, match=r"^row 2 \(id=2\): source is empty"):
         athena_manifest(athena_source(backend, source), select_query(source, "athena"))
 
 

@@ -442,8 +442,14 @@ def test_assets_that_cannot_be_copied_are_named_by_plan_too(gtrun, tmp_path, ver
 def test_an_empty_data_object_is_named_by_plan_as_by_run(gtrun, tmp_path, verb):
     data = tmp_path / "preds.csv"
     data.write_text("tweet_id,entity,tweet_text,score\n1,Xbox,good game,0.5\n2,Xbox,,0.6\n3,Xbox,ok,0.1\n")
+    hint = "\n  hint: leave the row out with source.where, or fix it in the data\n"
+    # row 3 of the query's order, and its id (the source's tweet_id column)
     refused(gtrun, f"source.files=[{data}]", verb=verb,
-            match="error: row 3: source.columns.source: the data object is empty")  # row 3 of the query's order
+            match="error: row 3 (tweet_id=2): source.columns.source: the data object is empty" + hint)
+    data.write_text("tweet_id,entity,tweet_text,score\n1,Xbox,good game,0.5\n77,Xbox," + "x" * 200_000 + ",0.1\n")
+    refused(gtrun, f"source.files=[{data}]", verb=verb,
+            match="error: row 1 (tweet_id=77): the manifest line has 200043 characters; Ground Truth allows "
+                  "100000" + hint)
 
 
 def test_missing_template_file(gtrun):

@@ -62,12 +62,23 @@ def test_duckdb_lines_equal_python_lines(csv_file):
 def test_empty_source_value_is_an_error_naming_the_row(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("id,text\n1,a\n2,\n3,c\n")
-    with pytest.raises(ManifestError, match=r"^row 2: source\.columns\.source: the data object is empty$"):
+    hint = "\n  hint: leave the row out with source.where, or fix it in the data"
+    with pytest.raises(ManifestError) as err:
         stream(source(path, columns={"source": "text", "id": "id"}))
-    with pytest.raises(ManifestError, match=r"^row 1: source\.columns\.source-ref: the data object is empty or not "
-                                            r"an s3:// URI$"):
+    assert str(err.value) == "row 2 (id=2): source.columns.source: the data object is empty" + hint
+    with pytest.raises(ManifestError) as err:
         stream(source(path, columns={"source-ref": "text", "id": "id"}))
-    with pytest.raises(ManifestError, match=r"^row 5: source is empty"):
+    assert str(err.value) == "row 1 (id=1): source.columns.source-ref: the data object is empty or not an s3:// URI" + hint
+    with pytest.raises(ManifestError) as err:  # a row without an id field: its position alone
+        stream(source(path, columns={"source": "text"}))
+    assert str(err.value) == "row 2: source.columns.source: the data object is empty" + hint
+    with pytest.raises(ManifestError) as err:  # a text id, and a NULL one
+        stream(source(path, columns={"source": "text", "item_id": "'k' || id", "null_id": "NULL"}))
+    assert str(err.value).startswith("row 2 (item_id='k2'): ")
+    with pytest.raises(ManifestError) as err:
+        stream(source(path, columns={"source": "text", "null_id": "NULL"}))
+    assert str(err.value).startswith("row 2 (null_id=None): ")
+    with pytest.raises(ManifestError, match=r"^row 5 \(id=1\): source is empty"):
         manifest_line({"source": "", "id": 1}, row_number=5)
 
 
@@ -100,7 +111,7 @@ def test_lines_over_ground_truths_limit_are_refused():
 def test_streamed_lines_over_the_limit_name_the_row(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("id,text\n1,a\n2," + "é" * 100_001 + "\n")
-    with pytest.raises(ManifestError, match=r"^row 2: the manifest line has 100\d+ characters"):
+    with pytest.raises(ManifestError, match=r"^row 2 \(id=2\): the manifest line has 100\d+ characters"):
         stream(source(path, columns={"source": "text", "id": "id"}))
 
 

@@ -322,7 +322,7 @@ def manifest_batches(records: Iterator[list[str | None]], columns: Sequence[Colu
             for value in record:
                 if isinstance(value, _Number):
                     line = line.replace(f'"{value.token}"', value.text, 1)
-            check_line(line, row_number)
+            check_line(line, row_number, dict(zip(names, record, strict=True)))
         lines.append(line)
         if len(lines) >= batch_rows:
             yield ("\n".join(lines) + "\n").encode("utf-8"), len(lines)

@@ -16,10 +16,10 @@ from typing import Any
 
 import duckdb
 
-from runner.build.manifest import PROBLEM
+from runner.build.manifest import PROBLEM, problem_error
 from runner.build.quoting import sql_name, sql_string
 from runner.build.sql import Query, referenced_columns
-from runner.errors import ConfigError, ManifestError, QueryError
+from runner.errors import ConfigError, QueryError
 from runner.io.store import sha256_file
 from runner.schema import DuckDBConfig, SourceConfig
 
@@ -294,7 +294,7 @@ class DuckDBSource:
                 chunk = b"\n".join(lines)
                 if PROBLEM in chunk:
                     i, text = next((i, x) for i, x in enumerate(lines) if x.startswith(PROBLEM))
-                    raise ManifestError(f"row {start + i + 1}: {text[1:].decode()}")
+                    raise problem_error(text, start + i + 1)
                 yield chunk, len(rows)
                 start += len(rows)
         except duckdb.OutOfMemoryException as exc:
