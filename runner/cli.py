@@ -631,7 +631,8 @@ def diff(args: list[str]) -> int:
     for run, lineage in zip((a, b), lineages, strict=True):
         if "job_name" not in lineage:
             out.print(f"{run.dir} did not finish (no lineage.json): the artifacts it wrote are compared, "
-                      "the data files and request are not recorded")
+                      + ("the data files are" if "request_normalized_sha256" in lineage else
+                         "the data files and request are") + " not recorded")
     table = Table(title="config keys that differ")
     for col in ("key", str(a.dir.name), str(b.dir.name)):
         table.add_column(col, overflow="fold")
@@ -650,10 +651,19 @@ def diff(args: list[str]) -> int:
 
 
 def _left_artifacts(run: Run) -> dict[str, Any]:
-    """What a run that did not finish left of its lineage: the hashes of the artifacts it wrote."""
+    """What a run that did not finish left of its lineage: the hashes of the artifacts it wrote, and
+    of its request when it built one (a reproduce refused after it compared the request, say)."""
     from runner.io.store import sha256_file
+    from runner.pipeline import request_sha256
 
-    return {"artifacts": {name: sha256_file(run.dir / name) for name in COMPARED if (run.dir / name).is_file()}}
+    left: dict[str, Any] = {"artifacts": {name: sha256_file(run.dir / name) for name in COMPARED
+                                          if (run.dir / name).is_file()}}
+    if (run.dir / "request.json").is_file():
+        request = run.read_json("request.json")
+        name = request.get("LabelingJobName")
+        if isinstance(name, str) and name:
+            left["request_normalized_sha256"] = request_sha256(request, name)
+    return left
 
 
 # -- serve / status / preview ---------------------------------------------------------------------

@@ -188,6 +188,11 @@ def normalized_request(request: dict[str, Any], name: str) -> dict[str, Any]:
     return out
 
 
+def request_sha256(request: dict[str, Any], name: str) -> str:
+    """The hash lineage.json records of the request minus its name (`normalized_request`)."""
+    return hashlib.sha256(json.dumps(normalized_request(request, name), sort_keys=True).encode()).hexdigest()
+
+
 @dataclass
 class Written:
     objects: int
@@ -698,8 +703,7 @@ class Pipeline:
             "config_sha256": config_hash(self.resolved),
             "objects": objects,
             "artifacts": dict(sorted(record.hashes.items())),
-            "request_normalized_sha256": hashlib.sha256(json.dumps(
-                normalized_request(request, self.name), sort_keys=True).encode()).hexdigest(),
+            "request_normalized_sha256": request_sha256(request, self.name),
             "source_files": src_files,
             "storage": self.uris,
             **({"continues": continues} if continues else {}),

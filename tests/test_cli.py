@@ -240,6 +240,12 @@ def test_reproduce_fails_loudly_when_the_data_changed(gtrun, tmp_path):
     # the refused run's manifest, template and labels are not left in storage for no job
     jobs = gtrun.storage / "gtrun" / "jobs"
     assert sorted(p.name for p in jobs.iterdir()) == [read_json(first / "request.json")["LabelingJobName"]]
+    # the refused run's request (built and compared before it was refused) is compared by diff too
+    assert (refused / "request.json").is_file()
+    d = gtrun("diff", str(first), str(refused))
+    assert d.code == 1 and "the data files are not recorded" in d.stdout, d.output
+    rows = {line.split("│")[1].strip(): line for line in d.stdout.splitlines() if line.count("│") >= 4}
+    assert "same" in rows["request.json (minus its name)"] and "DIFFERS" in rows["manifest.jsonl"], d.stdout
 
 
 def test_reproduce_a_run_with_its_own_config_folder_and_fixed_name(gtrun, tmp_path):
