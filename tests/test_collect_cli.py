@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import shlex
@@ -427,6 +428,63 @@ def test_failed_and_unlabeled_objects_are_listed_with_their_inputs(gtrun, tmp_pa
     card = (tmp_path / "ds" / "README.md").read_text()
     assert "The 2 failed or unlabeled objects are listed, with their input fields, in " \
            "[not_labeled.jsonl](not_labeled.jsonl)." in card and "](report.html)" in card
+
+
+def test_collecting_again_keeps_the_files_edited_since(gtrun):
+    """The user fixes labels by hand in the dataset, then collects again to add a format: refused,
+    naming what changed, and nothing of the edits is lost."""
+    assert gtrun("run", "source.limit=4", "workteam.workers_per_object=2").code == 0
+    (run,) = gtrun.runs()
+    name = label_run(gtrun, run)
+    assert gtrun("collect", str(run)).code == 0
+    dataset = run / "dataset"
+    # report.json records each file collect wrote, but itself and the database DuckDB changes when it opens it
+    checksums = read_json(dataset / "report.json")["checksums"]
+    on_disk = sorted(p.relative_to(dataset).as_posix() for p in dataset.rglob("*") if p.is_file())
+    assert sorted(checksums) == [f for f in on_disk if f not in ("report.json", "gtrun.duckdb")]
+    for file, was in checksums.items():
+        data = (dataset / file).read_bytes()
+        assert was["bytes"] == len(data) and was["sha256"] == hashlib.sha256(data).hexdigest()
+    edited = next(p for p in sorted((dataset / "jsonl").glob("*.jsonl")) if p.stat().st_size)  # a split with objects
+    split = edited.relative_to(dataset).as_posix()
+    written = edited.read_bytes()
+    lines = [json.loads(x) for x in written.decode().splitlines()]
+    lines[0]["label"] = "Irrelevant" if lines[0]["label"] != "Irrelevant" else "Neutral"  # a label fixed by hand
+    edits = "".join(json.dumps(x) + "\n" for x in lines)
+    edited.write_text(edits)
+    card = dataset / "README.md"
+    card.write_text(card.read_text().replace(name, name.upper(), 1))  # the same size: told by its checksum
+    table = dataset / "table" / f"{name}.parquet"
+    os.utime(table, ns=(0, 0))  # touched (copied without its times, say), but the same bytes: not a change
+    r = gtrun("collect", str(run), "transforms=hf_datasets,jsonl")
+    assert r.code == 2 and f"but README.md, {split} changed since collect wrote them, which collecting again " \
+                           "would overwrite" in r.stderr, r.output
+    assert "copy your edits elsewhere first, or collect into another folder (--out)" in r.stderr
+    assert "parquet" not in r.stderr and "Traceback" not in r.stderr
+    assert edited.read_text() == edits and name.upper() in card.read_text() and not (dataset / "hf").exists()
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".dataset")) == []  # no staging folder left
+    # the edits kept elsewhere, and the changed files deleted: collect writes them anew
+    shutil.move(edited, run / "my-fixes.jsonl")
+    card.unlink()
+    r = gtrun("collect", str(run), "transforms=hf_datasets,jsonl")
+    assert r.code == 0, r.output
+    assert (dataset / "hf").is_dir() and edited.read_bytes() == written and (run / "my-fixes.jsonl").read_text() == edits
+    # a dataset nobody edited is replaced, as before
+    assert gtrun("collect", str(run), "transforms=jsonl").code == 0 and not (dataset / "hf").exists()
+
+
+def test_a_dataset_collected_before_checksums_were_recorded_is_replaced(gtrun, tmp_path):
+    manifest = str(ROOT / "tests/data/real-outputs/cat_output.manifest")
+    out = tmp_path / "ds"
+    assert gtrun("collect", "--manifest", manifest, "--out", str(out), "transforms=jsonl").code == 0
+    report = read_json(out / "report.json")
+    del report["checksums"]  # report.json as collect wrote it before it recorded them
+    (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    written = (out / "jsonl" / "train.jsonl").read_bytes()
+    (out / "jsonl" / "train.jsonl").write_text("an edit collect cannot tell from its own\n")
+    r = gtrun("collect", "--manifest", manifest, "--out", str(out), "transforms=jsonl")
+    assert r.code == 0, r.output
+    assert (out / "jsonl" / "train.jsonl").read_bytes() == written and "checksums" in read_json(out / "report.json")
 
 
 def test_out_is_replaced_only_when_collect_wrote_it(gtrun, tmp_path):

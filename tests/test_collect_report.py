@@ -166,6 +166,29 @@ def test_min_agreement_and_label_map_on_worker_answers(gtrun):
     assert "transforms.min_agreement 1: kept 2 of 4 objects, left out 2." in card
 
 
+
+def test_a_file_edited_while_collect_writes_the_new_dataset_is_not_overwritten(gtrun):
+    # the folder is checked when collect starts, and again before the new dataset takes its place
+    assert gtrun("run", "source.limit=4").code == 0
+    (run,) = gtrun.runs()
+    answer_all(gtrun, [run], classify)
+    assert gtrun("collect", str(run), "transforms=jsonl").code == 0
+    dataset = run / "dataset"
+    train = dataset / "jsonl" / "train.jsonl"
+    name = read_json(dataset / "report.json")["dataset"]
+
+    def edit(step: str) -> None:  # the user fixes a label while collect works
+        if step == "recording the files' sizes and checksums":
+            train.write_text(train.read_text().replace('"Positive"', '"Negative"', 1))
+
+    setup()  # the resolvers a recorded config uses, as the command line registers them
+    with pytest.raises(c.CollectError, match=r"/dataset is a dataset collect wrote, but jsonl/train\.jsonl changed "):
+        c.collect([c.from_run(run)], dataset, TransformsConfig(steps={"jsonl": {}, "spacy": {}}), dataset=name,
+                  provenance={}, show=edit)
+    assert '"Negative"' in train.read_text() and not (dataset / "spacy").exists()
+    assert not [p for p in run.iterdir() if p.name.startswith(".dataset")]  # the new one is not left either
+
+
 # --- 2. a custom task's boxes ------------------------------------------------------------------
 
 
@@ -210,6 +233,8 @@ def test_coco_and_yolo_of_a_local_run_copy_its_images_from_the_storage(gtrun):
     # report.json names the image folders, not each image; collecting again replaces them
     files = read_json(dataset / "report.json")["files"]
     assert "coco/images/" in files and "yolo/images/" in files and not any(f.endswith(".png") for f in files)
+    checksums = read_json(dataset / "report.json")["checksums"]  # the files' own; not each image's
+    assert "coco/train.json" in checksums and not any(f.endswith(".png") or f.endswith("/") for f in checksums)
     run = dataset.parent
     r = gtrun("collect", str(run), "transforms=coco,yolo")
     assert r.code == 0, r.output

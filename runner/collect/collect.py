@@ -575,7 +575,12 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
         figures["files"] = sorted({*(rel for p in work.rglob("*") if p.is_file()
                                      and not (rel := p.relative_to(work).as_posix()).startswith(folders)),
                                    *folders, "report.json", "report.html"})
-        report.write_report(figures, work)
+        # and what each file held, so that collecting again can tell a file edited since (check_out_dir);
+        # not the database (DuckDB changes it when it opens it: its tables are checked) nor report.json
+        progress.at("recording the files' sizes and checksums")
+        report.write_report(figures, work, checksums=lambda: file_checksums(
+            work, [f for f in figures["files"] if not f.endswith("/") and f not in (transforms.DATABASE, "report.json")]))
+        check_out_dir(out_dir)  # again: a long collect leaves time to edit the dataset it replaces
         aside = staging / ".replaced"  # the old dataset, until the new one is in its place
         if out_dir.exists():
             out_dir.replace(aside)
@@ -867,7 +872,9 @@ class _CountingPass:
 def check_out_dir(out_dir: Path) -> None:
     """Raise unless `out_dir` is free for collect, which replaces it as a whole: missing, empty, or
     a dataset collect wrote before (its report.json has a report_version) holding only the files
-    collect wrote there (report.json's "files"; a dataset collected before they were recorded: any)."""
+    collect wrote there (report.json's "files"; a dataset collected before they were recorded: any),
+    none of them changed since (its "checksums", when it has them: changed_files) and no table or
+    view of another's in its gtrun.duckdb."""
     if out_dir.exists() and not out_dir.is_dir():
         raise CollectError(f"{out_dir}: a file, not a folder for the dataset")
     hydra = next((p for p in (out_dir, *out_dir.parents) if p.name == ".hydra"), None)
@@ -894,6 +901,13 @@ def check_out_dir(out_dir: Path) -> None:
     if other:
         raise CollectError(f"{out_dir} is a dataset collect wrote, but it now also holds {_few(other)}, which collecting "
                            "again would delete with the rest\n  hint: move them out of the folder first")
+    checksums = report_json.get("checksums")
+    changed = changed_files(out_dir, checksums) if isinstance(checksums, dict) else []  # none: collected before
+    if changed:
+        raise CollectError(f"{out_dir} is a dataset collect wrote, but {_few(changed)} changed since collect wrote "
+                           f"{'it' if len(changed) == 1 else 'them'}, which collecting again would overwrite"
+                           "\n  hint: copy your edits elsewhere first, or collect into another folder (--out); "
+                           "delete a changed file to let collect write it anew")
     database = out_dir / transforms.DATABASE
     made = _made_in(database, keep=_slug(str(report_json.get("dataset", ""))))
     if made:
@@ -901,6 +915,48 @@ def check_out_dir(out_dir: Path) -> None:
                            "collect did not create and collecting again would delete with the database"
                            "\n  hint: copy them to a database of your own first (ATTACH 'mine.duckdb'; "
                            "CREATE TABLE mine.<name> AS FROM <name>)")
+
+
+def file_checksums(folder: Path, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Each named file (a path relative to `folder`) -> {"bytes", "mtime_ns", "sha256"}."""
+    record = {}
+    for name in names:
+        with (folder / name).open("rb") as f:
+            stat = os.fstat(f.fileno())
+            record[name] = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _sha256(f)}
+    return record
+
+
+def changed_files(folder: Path, checksums: Mapping[str, Any]) -> list[str]:
+    """The files of `checksums` (file_checksums) whose bytes in `folder` are not the ones recorded;
+    a file since deleted is not among them. Only a file whose size is the same and whose mtime is
+    not is read: the same size and mtime say it is the file collect wrote, as they do to rsync and
+    make, so that collecting again does not read a dataset of GBs through."""
+    changed = []
+    for name, was in sorted(checksums.items()):
+        path = folder / name
+        try:
+            stat = path.stat()
+            if not isinstance(was, dict) or stat.st_size != was.get("bytes"):
+                changed.append(name)
+            elif stat.st_mtime_ns != was.get("mtime_ns"):
+                with path.open("rb") as f:
+                    if _sha256(f) != was.get("sha256"):
+                        changed.append(name)
+        except FileNotFoundError:
+            continue
+        except OSError:  # a folder where the file was, a file it may not read: what it holds cannot be known
+            changed.append(name)
+    return changed
+
+
+def _sha256(f: Any) -> str:
+    """The hex SHA-256 of an open binary file, read a MiB at a time."""
+    digest, buffer = hashlib.sha256(), bytearray(1 << 20)
+    view = memoryview(buffer)
+    while n := f.readinto(buffer):
+        digest.update(view[:n])
+    return digest.hexdigest()
 
 
 def _few(names: Sequence[str]) -> str:

@@ -497,14 +497,18 @@ def _median(histogram: Counter[int]) -> float | None:
 # --- report.json and report.html ---------------------------------------------------------------
 
 
-def write_report(report: Mapping[str, Any], out_dir: Path | str) -> tuple[Path, Path]:
-    """Write `report.json` (sorted keys) and `report.html` into `out_dir`; return their paths."""
+def write_report(report: Mapping[str, Any], out_dir: Path | str, *,
+                 checksums: Callable[[], Mapping[str, Any]] | None = None) -> tuple[Path, Path]:
+    """Write `report.html`, then `report.json` (sorted keys) into `out_dir`; return their paths.
+    `checksums`, called between the two, gives report.json's "checksums" (report.html among them)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, html_path = out / "report.json", out / "report.html"
+    html_path.write_text(report_html(report), encoding="utf-8")
+    if checksums is not None:
+        report = {**report, "checksums": checksums()}
     json_path.write_text(json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
                          encoding="utf-8")
-    html_path.write_text(report_html(report), encoding="utf-8")
     return json_path, html_path
 
 
