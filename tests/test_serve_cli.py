@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import re
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
 from runner.service import DEFAULT_PORT
+from runner.service.registry import served_root
 from tests.conftest import _env
 from tests.service_helpers import Worker
 
@@ -22,6 +25,9 @@ def start_serve(gtrun, root, port: int = 0) -> tuple[str, subprocess.Popen]:
     proc = subprocess.Popen([sys.executable, "-m", "runner", "serve", "--port", str(port), "--root", str(root)],
                             cwd=gtrun.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**_env(), "COLUMNS": "200"})
+    if not select.select([proc.stdout], [], [], 60)[0]:  # a service that hangs before it says where: fail, not hang
+        proc.kill()
+        raise RuntimeError(f"gtrun serve said nothing in 60 s: {proc.communicate()[0]}")
     line = proc.stdout.readline()
     found = re.search(r"(http://127\.0\.0\.1:\d+)/", line)
     if found is None or "error:" in line:
@@ -153,7 +159,12 @@ def test_a_stale_registration_does_not_block_and_a_service_removes_only_its_own(
     try:
         assert second != first and json.loads(registration.read_text())["url"] == second
         # a service that stops answering (stopped, hung) is taken over; when it goes on and then
-        # stops, the registration it removes would be the new service's: it is left alone
+        # stops, the registration it removes would be the new service's: it is left alone. Stopped
+        # once it has started (it answers): not inside its start's job-store transaction, which
+        # would hold the next service's writes
+        deadline = time.monotonic() + 60
+        while served_root(second) != gtrun.storage.resolve():
+            assert time.monotonic() < deadline, "the second service never answered"
         proc.send_signal(signal.SIGSTOP)
         third, later = start_serve(gtrun, gtrun.storage)
         try:
