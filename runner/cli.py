@@ -147,11 +147,12 @@ def task(cfg: DictConfig) -> None:
             if (run_dir / "job.json").is_file():
                 said = f"{how} after the job was created: it runs until it ends or gtrun stop {run_dir}"
             elif pipe is not None and pipe.submitting:  # a second signal: the job may exist, unrecorded
-                said = f"{how} while the job was submitted: gtrun jobs lists the jobs that exist"
+                said = (f"{how} while the job was submitted: {pipe.name} may have been created; "
+                        f"gtrun status {run_dir} says whether, gtrun stop {run_dir} stops it")
             else:
                 said = ""
             write_status(run_dir, {**status, "status": how.split()[0], "error": said or f"{how}; no job was created"})
-            if said:
+            if said and not multirun:  # a sweep says it for all its members (sweep.interrupted)
                 console.print(said)
         raise
     except GtrunError as exc:
@@ -299,6 +300,12 @@ def _hydra(verb: str, args: list[str]) -> int:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         _app()
+    except KeyboardInterrupt as exc:  # a sweep cut short: its record, and the jobs its members made
+        if multirun and verb == "run":
+            said = sweep.interrupted("terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl+C)")
+            if said:
+                console.print(said)
+        raise
     except COMPOSE_ERRORS as exc:  # composing the config; an error in the task keeps its traceback
         if full_error:  # the user asked for Hydra's own report
             raise
@@ -1050,6 +1057,7 @@ def collect_cmd(args: list[str]) -> int:
         return fail("--manifest: collect reads one output manifest at a time, and no run or sweep beside it "
                     "(runs and sweeps are merged with: gtrun collect RUN [RUN ...] --out DIR)")
     ns.manifest = ns.manifest[0] if ns.manifest else None
+    warnings: list[str] = []  # a sweep cut short
     try:
         if ns.manifest:
             if not ns.out:
@@ -1083,6 +1091,10 @@ def collect_cmd(args: list[str]) -> int:
                 else:
                     members += c.sweep_members(target)
                     left_out += c.left_out_members(target)
+                    if (cut := c.cut_short(target)) is not None and cut[1]:
+                        n = len(cut[1])
+                        warnings.append(f"the sweep {target} was {cut[0]}: {n} of its members {'was' if n == 1 else 'were'} "
+                                        "not launched, and the dataset has none of their objects (left out, below)")
             resolved_members = [m.resolve() for m in members]
             twice = next((m for m, r in zip(members, resolved_members, strict=True)
                           if resolved_members.count(r) > 1), None)
@@ -1160,6 +1172,8 @@ def collect_cmd(args: list[str]) -> int:
         line, problem = first[0]
         out.print(f"  warning: transforms.on_error=skip read past {skipped:,} malformed line{'' if skipped == 1 else 's'} "
                   f"(the first: line {line:,}: {problem}); report.html lists them")
+    for warning in warnings:
+        out.print(f"  warning: {warning}")
     for item in result.get("left_out", []):
         out.print(f"  left out: {item}")
     overlap = result["report"].get("sweep", {}).get("overlap") or {}

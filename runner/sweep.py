@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -19,6 +20,8 @@ from runner.record import Run
 
 STATUS = "status.json"
 last_summary: list[dict[str, Any]] | None = None  # the latest sweep's members, for the exit code
+# the sweep under way: its folder and its members' overrides (planned_members), for `interrupted`
+current: tuple[Path, list[list[str]] | None] | None = None
 
 
 def write_status(run_dir: Path, status: dict[str, Any]) -> None:
@@ -70,10 +73,89 @@ def summary_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+def planned_members(config: DictConfig) -> list[list[str]] | None:
+    """Each member's overrides, in launch order, as Hydra's basic sweeper makes them from a sweep's
+    config (multirun.yaml): the product of the swept values. None for another sweeper, or a sweep
+    this cannot expand (a range, a glob of a group's options)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    if not str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).endswith("BasicSweeper"):
+        return None
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    task = OmegaConf.select(config, "hydra.overrides.task", default=None) or []
+    args = [f"{k}={v}" for k, v in params.items()] + [str(o) for o in task]
+    by_key: dict[str, list[str]] = {}  # a key given twice: the last one, as the sweeper does
+    try:
+        for o in OverridesParser.create().parse_overrides(args):
+            key = o.get_key_element()
+            if not o.is_sweep_override():
+                by_key[key] = [f"{key}={o.get_value_element_as_str()}"]
+            elif o.is_discrete_sweep():
+                by_key[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
+            else:
+                return None
+    except HydraException:
+        return None
+    return [list(x) for x in itertools.product(*by_key.values())]
+
+
+def swept(members: list[list[str]]) -> list[list[str]]:
+    """Each member's overrides without those every member shares: what the sweep varied."""
+    shared = set.intersection(*(set(m) for m in members)) if members else set()
+    return [[o for o in m if o not in shared] for m in members]
+
+
+def interrupted(how: str) -> str | None:
+    """Record the sweep under way as cut short (summary.json: its members, `interrupted` and the
+    members `not_launched`) and say what it leaves: the jobs its members created, which keep
+    running, and how to stop them. None when no sweep was under way."""
+    if current is None or not current[0].is_dir():
+        return None
+    sweep_dir, planned = current
+    rows = read_statuses(sweep_dir)
+    launched = [r.get("overrides", []) for r in rows]
+    missing = [(i, m) for i, m in enumerate(planned or []) if m not in launched]
+    names = dict(zip(range(len(planned or [])), swept(planned or []), strict=True))
+    summary = {"members": rows, "failed": sum(r.get("status") == "failed" for r in rows), "interrupted": how,
+               **({"planned": len(planned)} if planned is not None else {}),
+               "not_launched": [{"num": i, "overrides": m, "swept": names[i]} for i, m in missing]}
+    write_status(sweep_dir, summary)
+    (sweep_dir / STATUS).replace(sweep_dir / "summary.json")
+    made = [r for r in rows if (Path(r["run_dir"]) / "job.json").is_file()]
+    # a member cut short at CreateLabelingJob by a second signal: its job may exist, unrecorded
+    maybe = [r for r in rows if not (Path(r["run_dir"]) / "job.json").is_file()
+             and (Path(r["run_dir"]) / "request.json").is_file() and r.get("status") == how.split()[0]]
+    of = f" of {len(planned)}" if planned is not None else ""
+    one = len(made) == 1
+    said = f"{how}: {len(made)}{of} job{'' if one else 's'} of this sweep {'was' if one else 'were'} created"
+    if made:
+        said += f" and run{'s' if one else ''} until {'it ends' if one else 'they end'}, or gtrun stop {sweep_dir}"
+    for r in maybe:
+        said += (f"; {Path(r['run_dir']).name} was cut short at CreateLabelingJob: its job "
+                 f"{r.get('job_name') or _requested_name(Path(r['run_dir']))} may exist (gtrun stop {r['run_dir']})")
+    if missing:
+        said += (f"; not launched: {', '.join(' '.join(names[i]) or f'#{i}' for i, _ in missing)}")
+    return said + f"\nthe sweep is recorded in {sweep_dir / 'summary.json'}"
+
+
+def _requested_name(run_dir: Path) -> str:
+    try:
+        return str(json.loads((run_dir / "request.json").read_text(encoding="utf-8"))["LabelingJobName"])
+    except (OSError, ValueError, KeyError):
+        return "?"
+
+
 class SweepSummary(Callback):
     """Prints the summary table and writes summary.json in the sweep directory."""
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global current
+        current = (Path(config.hydra.sweep.dir), planned_members(config))
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global current
+        current = None
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return

@@ -1,12 +1,17 @@
 """Every verb, end to end through the real command on the local backend."""
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import jsonlines
 import yaml
 
-from tests.conftest import Gtrun, read_json
+from tests.conftest import Gtrun, _env, read_json
 
 ARTIFACTS = {"query.sql", "manifest.jsonl", "template.liquid", "label-categories.json", "request.json",
              "job.json", "lineage.json", "status.json"}
@@ -433,3 +438,111 @@ def test_signals_held_while_a_job_is_submitted_act_as_the_process_had_them_act()
     assert "RecursionError" not in twice.stderr
     ignored = held("SIG_IGN", 2)
     assert ignored.returncode == 0 and ignored.stdout == "inside\nafter\n" and ignored.stderr == "", ignored.stderr
+
+
+def _started(gtrun, *args):
+    """`gtrun <args>` in its own process group (a terminal's Ctrl+C goes to the group), storage under cwd."""
+    return subprocess.Popen([sys.executable, "-m", "runner", *args, f"backend.root={gtrun.storage}"],
+                            cwd=gtrun.cwd, env={**_env(), "COLUMNS": "200"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _wait_for(found, proc, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not found():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate(timeout=30)
+        time.sleep(0.02)
+
+
+def test_ctrl_c_in_a_sweep_says_which_jobs_were_made_and_records_the_sweep(gtrun):
+    """Ctrl+C after the second member's job is made: the sweep says how many of its jobs exist and how
+    to stop them all, summary.json records the members made and those not launched, `stop` takes the
+    sweep, and `collect` warns and names the members not launched in the card."""
+    entities = ["Borderlands", "Xbox", "NBA2K", "Nvidia", "Amazon"]
+    proc = _started(gtrun, "run", "-m", f"source.params.entity={','.join(entities)}")
+    try:
+        _wait_for(lambda: any((gtrun.cwd / "outputs").glob("sweeps/*/*/1_*/job.json")), proc)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    (sweep_dir,) = (gtrun.cwd / "outputs").glob("sweeps/*/*")
+    made = sorted(p.parent for p in sweep_dir.glob("*/job.json"))
+    assert 2 <= len(made) < len(entities), stderr
+    assert (f"interrupted (Ctrl+C): {len(made)} of 5 jobs of this sweep were created and run until they end, "
+            f"or gtrun stop {sweep_dir.relative_to(gtrun.cwd)}") in stderr
+    assert "it runs until it ends or gtrun stop" not in stderr  # not one member's advice
+    summary = read_json(sweep_dir / "summary.json")
+    assert summary["interrupted"] == "interrupted (Ctrl+C)" and summary["planned"] == 5
+    not_launched = [m["swept"] for m in summary["not_launched"]]
+    assert not_launched and [f"source.params.entity={e}" for e in entities[-len(not_launched):]] == \
+        [x for (x,) in not_launched]
+    assert len(summary["members"]) + len(not_launched) == 5
+    assert "not launched: " + ", ".join(x for (x,) in not_launched) in stderr
+    stopped = gtrun("stop", str(sweep_dir))
+    assert stopped.code == 0, stopped.output
+    assert sorted(read_json(run / "job.json")["LabelingJobName"] for run in made) == \
+        sorted(line.split(":")[0] for line in stopped.stdout.splitlines() if line.endswith(": Stopped"))
+    r = gtrun("collect", str(sweep_dir))
+    assert r.code == 0, r.output
+    n = len(not_launched)
+    assert (f"warning: the sweep {sweep_dir} was interrupted (Ctrl+C): {n} of its members "
+            f"{'was' if n == 1 else 'were'} not launched") in r.stdout
+    first = summary["not_launched"][0]
+    item = f"#{first['num']} {first['swept'][0]} (not launched: the sweep was interrupted (Ctrl+C))"
+    assert f"left out: {item}" in r.stdout
+    assert item in (sweep_dir / "dataset" / "README.md").read_text(encoding="utf-8")
+    assert item in read_json(sweep_dir / "dataset" / "report.json")["sweep"]["left_out"]
+
+
+def test_collect_of_a_sweep_stopped_without_its_summary_names_the_members_not_launched(gtrun):
+    """A sweep killed before it could write summary.json (or an older gtrun's, interrupted): collect
+    compares its members with those multirun.yaml asks for."""
+    r = gtrun("run", "-m", "source.params.entity=Borderlands,Xbox,NBA2K", "source.limit=2")
+    assert r.code == 0, r.output
+    (summary,) = (gtrun.cwd / "outputs").rglob("summary.json")
+    sweep_dir = summary.parent
+    summary.unlink()
+    shutil.rmtree(next(sweep_dir.glob("2_*")))
+    assert gtrun("stop", str(sweep_dir)).code == 0
+    r = gtrun("collect", str(sweep_dir))
+    assert r.code == 0, r.output
+    assert "was stopped before it ended (no summary.json), or is still running: 1 of its members was not " \
+        "launched" in r.stdout
+    assert "left out: #2 source.params.entity=NBA2K (not launched: " in r.stdout
+    done = gtrun("collect", str(sweep_dir))  # (its dataset folder is no member)
+    assert done.code == 0 and "left out: #2" in done.stdout, done.output
+
+
+def test_a_second_ctrl_c_while_a_large_job_is_created_stops_at_once_and_names_the_job(gtrun):
+    """The labeling service gtrun starts for the call loads a large manifest's objects for seconds;
+    a second Ctrl+C then does not wait for it: the service rolls the job back and gtrun stops,
+    naming the job and how to stop it (it would exist had a running service made it)."""
+    csv = gtrun.cwd / "big.csv"
+    with csv.open("w", encoding="utf-8") as f:
+        f.write("tweet_id,entity,tweet_text,sentiment,score,date\n")
+        f.writelines(f"{i},Xbox,tweet {i} about the new console and its games,Negative,0.5,2026-10-28\n"
+                     for i in range(400_000))
+    run = gtrun.cwd / "run"
+    proc = _started(gtrun, "run", f"source.files=[{csv}]", "pricing.max_usd=100000", f"hydra.run.dir={run}")
+    wal = gtrun.storage / ".gtrun" / "labeling.sqlite3-wal"
+    try:  # the service is loading the job's objects: its write-ahead log grows
+        _wait_for(lambda: (run / "request.json").is_file() and wal.is_file() and wal.stat().st_size > 4 << 20, proc)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert "submitting the job: gtrun stops once it is recorded" in proc.stderr.readline()
+        os.killpg(proc.pid, signal.SIGINT)
+        second = time.monotonic()
+        _, stderr = proc.communicate(timeout=120)
+        took = time.monotonic() - second
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert took < 3, took  # it waited for the whole load before (several seconds)
+    assert not (run / "job.json").exists()
+    assert gtrun.jobs() == []  # rolled back, not left half made
+    name = read_json(run / "request.json")["LabelingJobName"]
+    said = (f"interrupted (Ctrl+C) while the job was submitted: {name} may have been created; "
+            f"gtrun status {run} says whether, gtrun stop {run} stops it")
+    assert said in stderr and read_json(run / "status.json")["error"] == said
+    assert "Traceback" not in stderr

@@ -369,8 +369,53 @@ def sweep_members(sweep_dir: Path) -> list[Path]:
 
 def left_out_members(sweep_dir: Path) -> list[str]:
     """The members of a sweep that collect leaves out, each as "<member> (<why>)": those that
-    failed (their status.json says so) or created no labeling job (no job.json)."""
-    return [f"{p.name} ({why})" for p in _member_dirs(sweep_dir) if (why := _left_out_because(p)) is not None]
+    failed (their status.json says so) or created no labeling job (no job.json), and those a sweep
+    cut short never launched (`cut_short`), named "#<num> <what it varied>"."""
+    made = [f"{p.name} ({why})" for p in _member_dirs(sweep_dir) if (why := _left_out_because(p)) is not None]
+    cut = cut_short(sweep_dir)
+    if cut is None:
+        return made
+    how, missing = cut
+    return made + [f"#{m['num']} {' '.join(m['swept'])} (not launched: the sweep was {how})" for m in missing]
+
+
+def cut_short(sweep_dir: Path) -> tuple[str, list[dict[str, Any]]] | None:
+    """(how, the members not launched: num, overrides, swept) of a sweep that did not launch every
+    member it was asked for, else None. An interrupted sweep's summary.json says so; a sweep with
+    no summary.json (stopped by a signal no handler sees, or still running) is compared with
+    the members its multirun.yaml asks for."""
+    summary = sweep_dir / "summary.json"
+    if summary.is_file():
+        try:
+            found = json.loads(summary.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(found, dict) or not found.get("interrupted"):
+            return None
+        return str(found["interrupted"]), list(found.get("not_launched") or [])
+    if not (sweep_dir / "multirun.yaml").is_file():
+        return None
+    import yaml
+    from omegaconf import DictConfig, OmegaConf
+
+    from runner.sweep import planned_members, swept  # hydra's parser: only for such a sweep
+
+    try:
+        config = OmegaConf.load(sweep_dir / "multirun.yaml")
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    planned = planned_members(config) if isinstance(config, DictConfig) else None
+    if planned is None:
+        return None
+    launched = []
+    for member in _member_dirs(sweep_dir):
+        try:
+            launched.append(yaml.safe_load((member / ".hydra" / "overrides.yaml").read_text(encoding="utf-8")))
+        except (OSError, ValueError, yaml.YAMLError):
+            continue
+    names = swept(planned)
+    missing = [{"num": i, "overrides": m, "swept": names[i]} for i, m in enumerate(planned) if m not in launched]
+    return ("stopped before it ended (no summary.json), or is still running", missing) if missing else None
 
 
 def _member_dirs(sweep_dir: Path) -> list[Path]:
@@ -393,6 +438,8 @@ def _left_out_because(member: Path) -> str | None:
         error = " ".join(str(status.get("error") or "no error recorded").split())
         return f"failed: {error if len(error) <= 200 else error[:199] + '…'}"
     if not (member / "job.json").is_file():
+        if status.get("status") in ("interrupted", "terminated"):  # its status.json says what it left
+            return " ".join(str(status.get("error") or status["status"]).split())
         return "created no labeling job"
     return None
 

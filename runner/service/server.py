@@ -80,6 +80,12 @@ class Service:
             if record:
                 self.register()
             yield self
+        except BaseException:
+            # the caller stopped mid-call (a second Ctrl+C while the job was submitted, say): the
+            # call it left is cut short and rolled back, not finished (loading a large manifest's
+            # objects takes seconds), so that the process stops at once
+            self.app.state.jobs.store.interrupt()
+            raise
         finally:
             if record:
                 self._forget()

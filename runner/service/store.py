@@ -83,6 +83,14 @@ class ServiceError(Exception):
     status = 400
 
 
+class ServiceStopping(ServiceError):
+    """A call the service cut short because it is stopping (gtrun's own service, started for one
+    call, when that call is interrupted): what it was doing is rolled back."""
+
+    code = "ServiceUnavailable"
+    status = 503
+
+
 class ResourceInUse(ServiceError):
     code = "ResourceInUse"
 
@@ -122,6 +130,8 @@ class JobStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        self._opened: list[sqlite3.Connection] = []  # every thread's, for interrupt()
+        self._stopping = threading.Event()
         self._db.executescript(SCHEMA)
         self._add_columns()
 
@@ -143,7 +153,17 @@ class JobStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             self._local.db = db
+            self._opened.append(db)
         return db
+
+    def interrupt(self) -> None:
+        """Cut short the calls under way, in any thread: their transactions roll back. A service
+        stopping mid-call stops at once instead of finishing, say, the load of a large job's
+        objects (its rows are read in Python between statements, where sqlite3's own interrupt,
+        sent too, does not reach)."""
+        self._stopping.set()
+        for db in list(self._opened):
+            db.interrupt()
 
     def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
         db = self._db
@@ -174,16 +194,21 @@ class JobStore:
                 count = self._load_objects(db, name, storage, manifest_uri)
             except (ValueError, OSError) as exc:
                 raise ValidationError(f"cannot read the input manifest {manifest_uri}: {exc}") from None
+            except sqlite3.OperationalError:
+                if not self._stopping.is_set():
+                    raise
+                raise ServiceStopping(f"the service stopped while it created {name!r}: no job was created") from None
             if count == 0:
                 raise ValidationError(f"the input manifest {manifest_uri} has no data objects")
         return arn
 
-    @staticmethod
-    def _load_objects(db: sqlite3.Connection, name: str, storage: Store, uri: str) -> int:
+    def _load_objects(self, db: sqlite3.Connection, name: str, storage: Store, uri: str) -> int:
         def lines() -> Iterator[tuple[str, int, str]]:
             with storage.open_read(uri) as src:
                 index = 0
                 for raw in src:
+                    if self._stopping.is_set():
+                        raise ServiceStopping(f"the service stopped while it created {name!r}: no job was created")
                     text = raw.decode("utf-8").rstrip("\r\n")
                     if not text.strip():
                         continue
