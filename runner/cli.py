@@ -1155,6 +1155,9 @@ def collect_cmd(args: list[str]) -> int:
             images = (f" (annotations only: transforms.steps.{name}.images=false)" if files.images is None else
                       f"; {files.images:,} image{'' if files.images == 1 else 's'} copied to {where_images}")
         out.print(f"  {name}{folder}: {split}{images}")
+        if files.problem_count:
+            out.print(f"  warning: {name}: {files.problem_count:,} problem{'s' if files.problem_count != 1 else ''} "
+                      f"(the first: {files.problems[0]}); report.json lists the first {len(files.problems)}")
         if name == "table" and result.get("view"):  # its name may hold a "-": quoted, as SQL needs it
             query = "FROM " + json.dumps(result["view"])
             code = f"import duckdb; duckdb.connect({str(where / 'gtrun.duckdb')!r}).sql({query!r}).show()"

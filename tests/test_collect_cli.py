@@ -829,6 +829,28 @@ def test_a_continued_run_is_known_as_such_after_its_project_moved_or_was_copied(
         assert r.code == 2 and f"continues {run_now}: its objects came from that run's output" in r.stderr
 
 
+def test_what_a_transform_could_not_write_is_said_and_recorded(gtrun, tmp_path):
+    # a span over part of a word: spacy leaves it out, conll tags the whole word; both are said
+    meta = {"entities": [{"confidence": 0.9}], "job-name": "labeling-job/ner", "type": "groundtruth/text-span",
+            "human-annotated": "yes", "creation-date": "2026-01-01T00:00:00"}
+    lines = [{"source": "Downloading the app", "ents": {"annotations": {"entities": [
+                 {"label": "Company", "startOffset": 0, "endOffset": 3}]}}, "ents-metadata": meta},
+             {"source": "Acme ships", "ents": {"annotations": {"entities": [
+                 {"label": "Company", "startOffset": 0, "endOffset": 4}]}}, "ents-metadata": meta}]
+    manifest = tmp_path / "output.manifest"
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    r = gtrun("collect", "--manifest", str(manifest), "--out", str(tmp_path / "ds"), "transforms=spacy,conll")
+    assert r.code == 0, r.output
+    assert ("  warning: spacy: 1 problem (the first: object '0': span 'Company' [0, 3) 'Dow' covers no whole "
+            "token; dropped); report.json lists the first 1") in r.stdout
+    assert ("  warning: conll: 1 problem (the first: object '0': span 'Company' [0, 3) covers part of a token; "
+            "the whole token is tagged)") in r.stdout
+    problems = read_json(tmp_path / "ds" / "report.json")["transforms"]["problems"]
+    assert {step: found["count"] for step, found in problems.items()} == {"spacy": 1, "conll": 1}
+    card = (tmp_path / "ds" / "README.md").read_text()
+    assert "spacy: 1 problem writing its files (the first: object '0': span 'Company' [0, 3) 'Dow'" in card
+
+
 def test_collect_overrides_that_are_wrong_are_named_with_the_one_meant(gtrun, tmp_path):
     manifest = real_file("cat_output.manifest")
     for override, said in [

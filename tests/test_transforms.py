@@ -623,7 +623,10 @@ def test_conll_bio_tags_for_text_ner(tmp_path):
     # overlapping "Babbage" (organization) is dropped for the longer person; "nd" tags its token.
     assert second["Charles"] == "B-person" and second["Babbage"] == "I-person"
     assert second["Paris"] == "B-location" and second["London"] == "B-location"
-    assert written.problem_count == 1 and "overlaps" in written.problems[0]
+    # ... and both are said: "nd" tags a whole token the span covers only part of
+    assert written.problem_count == 2 and "overlaps" in written.problems[0]
+    assert written.problems[1] == ("object '1': span 'location' [38, 40) covers part of a token; the whole "
+                                   "token is tagged")
     assert not (tmp_path / "tweets" / "conll" / "train.layout.jsonl").exists()
 
 

@@ -603,6 +603,10 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
             for o in outputs:
                 check_attribute(o)
         written = {k: fast_written.get(k) or slow_written[k] for k in settings.steps}
+        # what a transform could not write (a span on no whole token, a box off its image), with the first ones
+        problems = {k: {"count": w.problem_count, "first": w.problems} for k, w in written.items() if w.problem_count}
+        if problems:
+            figures["transforms"]["problems"] = problems
         card_provenance = {**provenance, "collected": datetime.now().isoformat(timespec="seconds"),
                            "transforms": ", ".join(settings.steps) or "none",
                            "label_map": ", ".join(f"{old} → {new}" for old, new in settings.label_map.items()) or "none",

@@ -622,6 +622,9 @@ def dataset_notes(report: Mapping[str, Any]) -> list[str]:
         if f.get("unknown"):
             note += f" ({f['unknown']:,} {UNJUDGED.get(f['option'], 'it cannot judge')}, kept)"
         notes.append(note + ".")
+    for step, found in (transforms.get("problems") or {}).items():
+        notes.append(f"{step}: {found['count']:,} problem{'s' if found['count'] != 1 else ''} writing its files "
+                     f"(the first: {found['first'][0]}).")
     label_map = transforms.get("label_map")
     if label_map:
         notes.append("transforms.label_map: " + ", ".join(f"{old} → {new}" for old, new in label_map.items())

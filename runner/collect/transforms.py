@@ -487,7 +487,8 @@ def text_tokens(text: str) -> list[tuple[str, int, int]]:
 
 def _bio(offsets: Sequence[tuple[int, int]], spans: Sequence[Span]) -> tuple[list[str], list[str]]:
     """(BIO tags, problems): longest span first, then earliest; a span overlapping one already
-    tagged is dropped (as spaCy's filter_spans does), a span covering no token is reported."""
+    tagged is dropped (as spaCy's filter_spans does), a span covering no token is reported, and so
+    is one covering part of a token (the whole token is tagged)."""
     tags = ["O"] * len(offsets)
     problems = []
     for span in sorted(spans, key=lambda s: (-(s.end - s.start), s.start)):
@@ -498,6 +499,9 @@ def _bio(offsets: Sequence[tuple[int, int]], spans: Sequence[Span]) -> tuple[lis
             problems.append(f"span {span.label!r} [{span.start}, {span.end}) overlaps a longer or "
                             "earlier span; dropped")
         else:
+            if offsets[covered[0]][0] < span.start or offsets[covered[-1]][1] > span.end:
+                problems.append(f"span {span.label!r} [{span.start}, {span.end}) covers part of a token; "
+                                "the whole token is tagged")  # (spacy leaves such a span out)
             for n, i in enumerate(covered):
                 tags[i] = ("B-" if n == 0 else "I-") + span.label
     return tags, problems
