@@ -247,6 +247,20 @@ def test_a_csv_row_with_another_number_of_fields_is_named(gtrun, tmp_path, text,
                                                    "hint: give every row one field per header column"))
 
 
+@pytest.mark.parametrize(("name", "text", "where"), [
+    # a tab-separated header with a comma in a column name: the tab is the delimiter
+    ("preds.tsv", "tweet_id\tentity\ttweet_text\tscore\tnote, raw\n1\tXbox\tgood\t0.1\tn\n"
+     "2\tXbox\tbad\t0.3\tn\textra\n3\tXbox\tok\t0.2\tn\n", ":3: 6 fields where the header has 5 ('\\t'-separated)"),
+    # a ;-separated header naming a column "a, b": more ; than , in it
+    ("preds.csv", "tweet_id;entity;tweet_text;score;note, raw\n1;Xbox;good;0.1;n\n2;Xbox;bad;0.3;n;extra\n",
+     ":3: 6 fields where the header has 5 (';'-separated)"),
+])
+def test_a_bad_row_is_named_with_the_delimiter_the_header_is_separated_by(gtrun, tmp_path, name, text, where):
+    bad = tmp_path / name
+    bad.write_text(text)
+    refused(gtrun, f"source.files=[{bad}]", match=f"error: {bad}{where}")
+
+
 def test_a_csv_row_past_the_sniffed_sample_is_named_by_its_line(gtrun, tmp_path):
     """DuckDB finds this row only as it reads the file, and counts records, not lines: the quoted
     newline in row 1 makes its line number one short of an editor's."""

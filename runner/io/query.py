@@ -62,11 +62,15 @@ def _named_by_duckdb(columns: Sequence[str]) -> bool:
 
 def _odd_csv_row(path: Path) -> tuple[int, int, int, str] | None:
     """(line, fields, header fields, delimiter) for the first row of a CSV file whose number of
-    fields is not its header's; line is 1-based, where the row starts, as an editor counts."""
+    fields is not its header's; line is 1-based, where the row starts, as an editor counts. The
+    delimiter is a .tsv file's tab, else the one the header line holds most of (a tab-separated
+    header may name a column "a, b")."""
     with open(path, encoding="utf-8", errors="replace", newline="") as src:
-        delimiter = next((d for d in (",", "\t", ";", "|") if d in src.readline()), None)
-        if delimiter is None:
+        head = src.readline()
+        found = [d for d in ("\t", ",", ";", "|") if d in head]
+        if not found:
             return None
+        delimiter = "\t" if path.suffix.lower() == ".tsv" and "\t" in found else max(found, key=head.count)
         src.seek(0)
         rows = csv.reader(src, delimiter=delimiter)
         header = next(rows, [])
