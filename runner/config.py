@@ -98,11 +98,15 @@ def unremovable(key: str) -> str:
     "a key of gtrun's schema cannot be removed; set it to null instead: source.where=null"
     >>> unremovable("workteam.kind")
     "a key of gtrun's schema cannot be removed; it takes one of private, public, vendor: workteam.kind=..."
+    >>> unremovable("hydra.run.dir")
+    "a key of Hydra's config cannot be removed; set it instead: hydra.run.dir=..."
     """
     import dataclasses
     import enum
     import typing
 
+    if key.partition(".")[0] not in {f.name for f in dataclasses.fields(GtrunConfig)}:  # hydra.*
+        return f"a key of Hydra's config cannot be removed; set it instead: {key}=..."
     node: Any = GtrunConfig
     for part in filter(None, key.split(".")):
         hints = typing.get_type_hints(node) if dataclasses.is_dataclass(node) else {}

@@ -69,6 +69,8 @@ def test_a_key_added_with_plus_must_be_one_of_gtruns(gtrun, verb):
                        "public, vendor: workteam.kind=..."),
     ("~source.order_by", "error: source.order_by: a key of gtrun's schema cannot be removed; set it to an empty "
                          "list instead: source.order_by=[]"),
+    ("~hydra.run.dir", "error: hydra.run.dir: a key of Hydra's config cannot be removed; set it instead: "
+                       "hydra.run.dir=..."),
 ])
 def test_a_key_of_the_schema_cannot_be_removed(gtrun, override, match):
     """`~key` removes a key added with `+`; on one of the schema's it says what to set instead, not
