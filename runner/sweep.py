@@ -134,6 +134,11 @@ def interrupted(how: str) -> str | None:
     for r in maybe:
         said += (f"; {Path(r['run_dir']).name} was cut short at CreateLabelingJob: its job "
                  f"{r.get('job_name') or _requested_name(Path(r['run_dir']))} may exist (gtrun stop {r['run_dir']})")
+    # the member under way, stopped before it submitted: launched, but with no job
+    stopped = [Path(r["run_dir"]).name for r in rows if r not in maybe and r.get("status") in ("interrupted", "terminated")
+               and not (Path(r["run_dir"]) / "job.json").is_file()]
+    if stopped:
+        said += f"; stopped before {'it' if len(stopped) == 1 else 'they'} submitted: {', '.join(stopped)}"
     if missing:
         said += (f"; not launched: {', '.join(' '.join(names[i]) or f'#{i}' for i, _ in missing)}")
     return said + f"\nthe sweep is recorded in {sweep_dir / 'summary.json'}"

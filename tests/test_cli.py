@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import jsonlines
 import yaml
@@ -480,6 +481,8 @@ def test_ctrl_c_in_a_sweep_says_which_jobs_were_made_and_records_the_sweep(gtrun
         [x for (x,) in not_launched]
     assert len(summary["members"]) + len(not_launched) == 5
     assert "not launched: " + ", ".join(x for (x,) in not_launched) in stderr
+    cut = [m["run_dir"] for m in summary["members"] if not (Path(m["run_dir"]) / "job.json").is_file()]
+    assert all(Path(run).name in stderr for run in cut), stderr  # the member under way, stopped before it submitted
     stopped = gtrun("stop", str(sweep_dir))
     assert stopped.code == 0, stopped.output
     assert sorted(read_json(run / "job.json")["LabelingJobName"] for run in made) == \
