@@ -105,8 +105,8 @@ def task(cfg: DictConfig) -> None:
     multirun = hc.mode == RunMode.MULTIRUN
     reproduce_of = os.environ.get(ENV_REPRODUCE)
     # the verb the user gave: reproduce and continue run as `run` with their run named in the environment
-    said = "reproduce" if reproduce_of else "continue" if os.environ.get(ENV_CONTINUE) else verb
-    status: dict[str, Any] = {"run_dir": str(run_dir), "verb": said}
+    given = "reproduce" if reproduce_of else "continue" if os.environ.get(ENV_CONTINUE) else verb
+    status: dict[str, Any] = {"run_dir": str(run_dir), "verb": given}
     pipe: Pipeline | None = None
     try:
         if reproduce_of:
@@ -146,7 +146,8 @@ def task(cfg: DictConfig) -> None:
         if verb == "run":  # a job CreateLabelingJob made is recorded first (pipeline.deferred_signals)
             if (run_dir / "job.json").is_file():
                 said = f"{how} after the job was created: it runs until it ends or gtrun stop {run_dir}"
-            elif pipe is not None and pipe.submitting:  # a second signal: the job may exist, unrecorded
+            elif pipe is not None and pipe.submitting and pipe.job_made() is not False:  # a second signal: the job
+                # may exist, unrecorded (the local backend's store says when it does not: a creation cut short rolls back)
                 said = (f"{how} while the job was submitted: {pipe.name} may have been created; "
                         f"gtrun status {run_dir} says whether, gtrun stop {run_dir} stops it")
             else:
@@ -933,14 +934,12 @@ def workteams(args: list[str]) -> int:
         out.print("usage: gtrun workteams [key=value ...]\nList the account's workteams (ListWorkteams), to "
                   "fill workteam.arn without the console.")
         return 0
-    from runner.io.labeling import store_path
-
     try:
         settings = compose_settings(args)
-        if settings.backend.kind is BackendKind.local and not store_path(Path(settings.backend.root)).is_file():
+        if settings.backend.kind is BackendKind.local:
             from runner.service.api import local_workteams
 
-            teams = local_workteams(settings.backend.region)  # the service's answer: nothing made where no run has been
+            teams = local_workteams(settings.backend.region)  # the service's answer, with no service (nor storage) made
         else:
             with _labeling(settings) as service:
                 teams = service.list_workteams()

@@ -579,6 +579,8 @@ class Pipeline:
                                       f"({taken.get('LabelingJobStatus')}){case}; Ground Truth names are unique per "
                                       "account and region", "leave job.labeling_job_name unset for a new name")
                 assets = self.upload_assets(before_upload)
+                # the job's own inputs, removed unless it is made (an object not written yet: nothing to remove)
+                stored.extend(self.uris[k] for k in ("manifest", "template", "labels"))
                 refs = MissingRefs(self.storage) if isinstance(self.storage, LocalStore) else None
                 with self.storage.open_write(self.uris["manifest"]) as out, \
                         record.open("manifest.jsonl") as local, self._progress() as bump:
@@ -593,17 +595,14 @@ class Pipeline:
                     self.check_template(parsed, first, "the manifest line")
                     cost = self.estimate(objects)
                     self.guard_budget(cost)
-                stored.append(self.uris["manifest"])
                 record.hashes["manifest.jsonl"] = written.sha256
                 log.info("manifest: %s objects -> %s (sha256 %s)", objects, self.uris["manifest"], written.sha256)
                 labels = label_category_config(self.s.template.labels, self.s.template.task_type,
                                                self.s.template.instructions)
-                stored.append(self.uris["template"])
                 self.storage.put_bytes(self.uris["template"], text.encode("utf-8"))
                 record.write_text("template.liquid", text)
                 if labels:
                     body = json.dumps(labels, indent=2, sort_keys=True) + "\n"
-                    stored.append(self.uris["labels"])
                     self.storage.put_bytes(self.uris["labels"], body.encode())
                     record.write_text("label-categories.json", body)
                 record.write_json("request.json", request)
@@ -614,8 +613,8 @@ class Pipeline:
                     before_submit(lineage)
                 with deferred_signals(self.console):  # a job made must be recorded: Ctrl+C waits for it
                     self.submitting = True
-                    stored.clear()  # the job may exist from here on: its inputs stay
                     job = {"LabelingJobName": self.name, **service.create_labeling_job(request)}
+                    stored.clear()  # the job exists: its inputs stay
                     record.write_json("job.json", job)  # the job exists: status and stop find it from here on
                     record.write_json("lineage.json", lineage)
                 self.service_url = service.endpoint
@@ -623,10 +622,29 @@ class Pipeline:
         finally:
             if src is not None:
                 src.close()  # its temporary folder too, whatever stopped the run
-            self._unstore(stored)  # a run stopped before it submitted leaves none of its job's inputs
+            if not self.submitting or self.job_made() is False:  # (a job that may exist keeps them)
+                self._unstore(stored)  # a run stopped before its job was made leaves none of its inputs
         record.write_json("job.json", job)
         log.info("submitted %s: %s, estimated $%s", self.name, job.get("LabelingJobStatus"), cost.total_usd)
         return Outcome(self.name, query, objects, cost, request, first, job, dict(record.hashes))
+
+    def job_made(self) -> bool | None:
+        """Whether the run's job exists, where that is cheap to tell: in the local backend's job store
+        (read only: a CreateLabelingJob cut short rolled back, whichever service ran it); None on aws."""
+        if self.s.backend.kind is not BackendKind.local:
+            return None
+        import sqlite3
+
+        from runner.io.labeling import store_path
+
+        path = store_path(Path(self.s.backend.root))
+        if not path.is_file():
+            return False
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
+                return db.execute("SELECT 1 FROM jobs WHERE name = ?", (self.name,)).fetchone() is not None
+        except sqlite3.Error:
+            return None
 
     def _unstore(self, uris: Sequence[str]) -> None:
         """Remove these objects of the job's from storage (its name is its own: no other job reads them)."""

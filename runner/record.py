@@ -85,7 +85,9 @@ class Run:
         before or at CreateLabelingJob: job.json is written once the job exists) has none."""
         if not (self.dir / "job.json").is_file():
             status = self.read_json("status.json") if (self.dir / "status.json").is_file() else {}
-            if status.get("status") in ("interrupted", "terminated") and (self.dir / "request.json").is_file():
+            error = status.get("error")
+            maybe = not (isinstance(error, str) and error.endswith("no job was created"))  # (gtrun knew it was not)
+            if status.get("status") in ("interrupted", "terminated") and (self.dir / "request.json").is_file() and maybe:
                 # stopped at CreateLabelingJob, maybe after the job was made: asking for it says whether
                 name = self.read_json("request.json").get("LabelingJobName")
                 if isinstance(name, str):

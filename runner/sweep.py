@@ -39,6 +39,9 @@ def read_statuses(sweep_dir: Path) -> list[dict[str, Any]]:
         path = member / STATUS
         if path.is_file():
             row = json.loads(path.read_text(encoding="utf-8"))
+        elif (member / "job.json").is_file():  # stopped once its job was recorded, before its status was
+            job = json.loads((member / "job.json").read_text(encoding="utf-8"))
+            row = {"run_dir": str(member), "status": "submitted", "job_name": job.get("LabelingJobName", "")}
         elif (member / ".hydra").is_dir():
             row = {"run_dir": str(member), "status": "failed", "error": "no status recorded"}
         else:
@@ -116,7 +119,7 @@ def interrupted(how: str) -> str | None:
     rows = read_statuses(sweep_dir)
     launched = [r.get("overrides", []) for r in rows]
     missing = [(i, m) for i, m in enumerate(planned or []) if m not in launched]
-    names = dict(zip(range(len(planned or [])), swept(planned or []), strict=True))
+    names = swept(planned or [])
     summary = {"members": rows, "failed": sum(r.get("status") == "failed" for r in rows), "interrupted": how,
                **({"planned": len(planned)} if planned is not None else {}),
                "not_launched": [{"num": i, "overrides": m, "swept": names[i]} for i, m in missing]}
@@ -125,7 +128,8 @@ def interrupted(how: str) -> str | None:
     made = [r for r in rows if (Path(r["run_dir"]) / "job.json").is_file()]
     # a member cut short at CreateLabelingJob by a second signal: its job may exist, unrecorded
     maybe = [r for r in rows if not (Path(r["run_dir"]) / "job.json").is_file()
-             and (Path(r["run_dir"]) / "request.json").is_file() and r.get("status") == how.split()[0]]
+             and (Path(r["run_dir"]) / "request.json").is_file() and r.get("status") == how.split()[0]
+             and not str(r.get("error", "")).endswith("no job was created")]
     of = f" of {len(planned)}" if planned is not None else ""
     one = len(made) == 1
     said = f"{how}: {len(made)}{of} job{'' if one else 's'} of this sweep {'was' if one else 'were'} created"

@@ -508,6 +508,11 @@ def test_collect_of_a_sweep_stopped_without_its_summary_names_the_members_not_la
     sweep_dir = summary.parent
     summary.unlink()
     shutil.rmtree(next(sweep_dir.glob("2_*")))
+    # a member stopped once its job was recorded, before its status was (the joblib launcher's, say)
+    (next(sweep_dir.glob("1_*")) / "status.json").unlink()
+    from runner.sweep import read_statuses
+
+    assert [r["status"] for r in read_statuses(sweep_dir)][1] == "submitted"  # not "failed: no status recorded"
     assert gtrun("stop", str(sweep_dir)).code == 0
     r = gtrun("collect", str(sweep_dir))
     assert r.code == 0, r.output
@@ -521,7 +526,7 @@ def test_collect_of_a_sweep_stopped_without_its_summary_names_the_members_not_la
 def test_a_second_ctrl_c_while_a_large_job_is_created_stops_at_once_and_names_the_job(gtrun):
     """The labeling service gtrun starts for the call loads a large manifest's objects for seconds;
     a second Ctrl+C then does not wait for it: the service rolls the job back and gtrun stops,
-    naming the job and how to stop it (it would exist had a running service made it)."""
+    saying no job was made (the job store says so), and removes the job's inputs from storage."""
     csv = gtrun.cwd / "big.csv"
     with csv.open("w", encoding="utf-8") as f:
         f.write("tweet_id,entity,tweet_text,sentiment,score,date\n")
@@ -545,7 +550,10 @@ def test_a_second_ctrl_c_while_a_large_job_is_created_stops_at_once_and_names_th
     assert not (run / "job.json").exists()
     assert gtrun.jobs() == []  # rolled back, not left half made
     name = read_json(run / "request.json")["LabelingJobName"]
-    said = (f"interrupted (Ctrl+C) while the job was submitted: {name} may have been created; "
-            f"gtrun status {run} says whether, gtrun stop {run} stops it")
-    assert said in stderr and read_json(run / "status.json")["error"] == said
+    # the job store says no job was made: the run says so, and its inputs are not left in storage
+    assert "may have been created" not in stderr, stderr
+    assert read_json(run / "status.json")["error"] == "interrupted (Ctrl+C); no job was created"
+    assert not (gtrun.storage / "gtrun" / "jobs" / name).exists()
+    r = gtrun("status", str(run))
+    assert r.code == 2 and f"{run}: the run created no labeling job; it was interrupted before it submitted" in r.stderr
     assert "Traceback" not in stderr

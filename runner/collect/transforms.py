@@ -1844,6 +1844,7 @@ class Kept:
         self.first: LabeledObject | None = None
 
     def __iter__(self) -> Iterator[LabeledObject]:
+        self.left_out = 0  # each pass counts anew
         for obj in self.objects():
             obj = apply_label_map(obj, self.settings.label_map)
             if self.first is None:
