@@ -482,6 +482,7 @@ def test_s3_store_round_trip(backend, tmp_path):
 
 def test_an_aws_runs_images_are_copied_from_its_s3(backend, tmp_path):
     from runner.collect.collect import ImageCopier
+    from runner.io.store import LocalStore
 
     store = s3_store(backend)
     image = os.urandom(3000)
@@ -496,6 +497,16 @@ def test_an_aws_runs_images_are_copied_from_its_s3(backend, tmp_path):
                        r"\(File exists\)$"):  # a copy never overwrites a file of the dataset
         copy(f"s3://{backend.bucket}/imgs/a.jpg", tmp_path / "a.jpg")
     assert (tmp_path / "a.jpg").read_bytes() == image
+    # two aws runs merged: each has a client of its own, to one S3 endpoint: one storage, nothing read
+    # again to compare an image both have (a different file there would be named if it were read)
+    merged = ImageCopier(store, {"job-a": store, "job-b": s3_store(backend)})
+    (tmp_path / "other.jpg").write_bytes(b"not the image")
+    merged.check(f"s3://{backend.bucket}/imgs/a.jpg", tmp_path / "other.jpg", "job-b", "job-a")
+    elsewhere = LocalStore(tmp_path / "storage")
+    elsewhere.put_bytes(f"s3://{backend.bucket}/imgs/a.jpg", b"a local image")
+    local = ImageCopier(store, {"job-a": store, "job-b": elsewhere})  # another storage: read, compared
+    with pytest.raises(StoreError, match="job-b and job-a keep different images under this URI"):
+        local.check(f"s3://{backend.bucket}/imgs/a.jpg", tmp_path / "other.jpg", "job-b", "job-a")
 
 
 @pytest.mark.parametrize("first", ["x", "x/same.jpg"])

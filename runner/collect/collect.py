@@ -224,8 +224,7 @@ class ImageCopier:
         from runner.io.s3 import AWS_ERRORS
 
         storage, theirs = self._storage(member), self._storage(first)
-        if storage is theirs or (isinstance(storage, LocalStore) and isinstance(theirs, LocalStore)
-                                 and storage.root == theirs.root):
+        if self._same(ref, storage, theirs):
             return
         try:
             with self._open(ref, storage) as src, open(path, "rb") as copied:
@@ -239,6 +238,20 @@ class ImageCopier:
             raise self._unread(ref, storage, exc) from None
         raise StoreError(f"{ref}: {member} and {first} keep different images under this URI, each in its own "
                          f"storage, and the dataset has one {path.name} (collect them one by one)")
+
+    @staticmethod
+    def _same(ref: str, storage: Store | None, theirs: Store | None) -> bool:
+        """Whether both storages give the same image for `ref`: one storage, one local folder, one S3
+        endpoint (each aws run has a client of its own), or a ref that is not s3:// (smart-open reads
+        it for every member)."""
+        from runner.io.s3 import S3Store
+
+        if storage is theirs or not ref.startswith("s3://"):
+            return True
+        if isinstance(storage, LocalStore) and isinstance(theirs, LocalStore):
+            return storage.root == theirs.root
+        return (isinstance(storage, S3Store) and isinstance(theirs, S3Store)
+                and storage.client.meta.endpoint_url == theirs.client.meta.endpoint_url)
 
     def _storage(self, member: str | None) -> Store | None:
         return self.members[member] if member is not None and member in self.members else self.storage
