@@ -98,6 +98,8 @@ def unremovable(key: str) -> str:
     "a key of gtrun's schema cannot be removed; set it to null instead: source.where=null"
     >>> unremovable("workteam.kind")
     "a key of gtrun's schema cannot be removed; it takes one of private, public, vendor: workteam.kind=..."
+    >>> unremovable("template.labels").partition("; ")[2]
+    'set it to a list instead ([] for none, where the config takes none): template.labels=[a,b]'
     >>> unremovable("hydra.run.dir")
     "a key of Hydra's config cannot be removed; set it instead: hydra.run.dir=..."
     """
@@ -119,9 +121,9 @@ def unremovable(key: str) -> str:
         takes = f"one of {', '.join(str(m.value) for m in node)}"
     elif dataclasses.is_dataclass(node):
         return said + f"set its keys instead: {', '.join(f'{key}.{f.name}' for f in dataclasses.fields(node))}"
-    elif typing.get_origin(node) in (dict, list):
-        empty = "{}" if typing.get_origin(node) is dict else "[]"
-        return said + f"set it to an empty {'mapping' if empty == '{}' else 'list'} instead: {key}={empty}"
+    elif typing.get_origin(node) in (dict, list):  # an empty one only where gtrun's checks take it
+        kind, empty, shape = ("mapping", "{}", "{k: v}") if typing.get_origin(node) is dict else ("list", "[]", "[a,b]")
+        return said + f"set it to a {kind} instead ({empty} for none, where the config takes none): {key}={shape}"
     else:
         takes = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}.get(node, "a value")
     return said + f"it takes {takes}: {key}=..."

@@ -67,8 +67,11 @@ def test_a_key_added_with_plus_must_be_one_of_gtruns(gtrun, verb):
                       "source.where=null"),
     ("~workteam.kind", "error: workteam.kind: a key of gtrun's schema cannot be removed; it takes one of private, "
                        "public, vendor: workteam.kind=..."),
-    ("~source.order_by", "error: source.order_by: a key of gtrun's schema cannot be removed; set it to an empty "
-                         "list instead: source.order_by=[]"),
+    ("~source.order_by", "error: source.order_by: a key of gtrun's schema cannot be removed; set it to a list "
+                         "instead ([] for none, where the config takes none): source.order_by=[a,b]"),
+    # not "template.labels=[]", which gtrun then refuses (a job needs its labels)
+    ("~template.labels", "error: template.labels: a key of gtrun's schema cannot be removed; set it to a list "
+                         "instead ([] for none, where the config takes none): template.labels=[a,b]"),
     ("~hydra.run.dir", "error: hydra.run.dir: a key of Hydra's config cannot be removed; set it instead: "
                        "hydra.run.dir=..."),
 ])
