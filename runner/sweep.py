@@ -109,6 +109,13 @@ def swept(members: list[list[str]]) -> list[list[str]]:
     return [[o for o in m if o not in shared] for m in members]
 
 
+def not_launched(planned: list[list[str]], launched: list[list[str]]) -> list[dict[str, Any]]:
+    """The planned members (planned_members) that none of the `launched` overrides is: their number,
+    overrides and what the sweep varied for them (`swept`)."""
+    names = swept(planned)
+    return [{"num": i, "overrides": m, "swept": names[i]} for i, m in enumerate(planned) if m not in launched]
+
+
 def interrupted(how: str) -> str | None:
     """Record the sweep under way as cut short (summary.json: its members, `interrupted` and the
     members `not_launched`) and say what it leaves: the jobs its members created, which keep
@@ -118,11 +125,10 @@ def interrupted(how: str) -> str | None:
     sweep_dir, planned = current
     rows = read_statuses(sweep_dir)
     launched = [r.get("overrides", []) for r in rows]
-    missing = [(i, m) for i, m in enumerate(planned or []) if m not in launched]
-    names = swept(planned or [])
+    missing = not_launched(planned or [], launched)
     summary = {"members": rows, "failed": sum(r.get("status") == "failed" for r in rows), "interrupted": how,
                **({"planned": len(planned)} if planned is not None else {}),
-               "not_launched": [{"num": i, "overrides": m, "swept": names[i]} for i, m in missing]}
+               "not_launched": missing}
     write_status(sweep_dir, summary)
     (sweep_dir / STATUS).replace(sweep_dir / "summary.json")
     made = [r for r in rows if (Path(r["run_dir"]) / "job.json").is_file()]
@@ -144,7 +150,7 @@ def interrupted(how: str) -> str | None:
     if stopped:
         said += f"; stopped before {'it' if len(stopped) == 1 else 'they'} submitted: {', '.join(stopped)}"
     if missing:
-        said += (f"; not launched: {', '.join(' '.join(names[i]) or f'#{i}' for i, _ in missing)}")
+        said += "; not launched: " + ", ".join(" ".join(m["swept"]) or f"#{m['num']}" for m in missing)
     return said + f"\nthe sweep is recorded in {sweep_dir / 'summary.json'}"
 
 

@@ -411,7 +411,7 @@ def cut_short(sweep_dir: Path) -> tuple[str, list[dict[str, Any]]] | None:
     import yaml
     from omegaconf import DictConfig, OmegaConf
 
-    from runner.sweep import planned_members, swept  # hydra's parser: only for such a sweep
+    from runner.sweep import not_launched, planned_members  # hydra's parser: only for such a sweep
 
     try:
         config = OmegaConf.load(sweep_dir / "multirun.yaml")
@@ -426,8 +426,7 @@ def cut_short(sweep_dir: Path) -> tuple[str, list[dict[str, Any]]] | None:
             launched.append(yaml.safe_load((member / ".hydra" / "overrides.yaml").read_text(encoding="utf-8")))
         except (OSError, ValueError, yaml.YAMLError):
             continue
-    names = swept(planned)
-    missing = [{"num": i, "overrides": m, "swept": names[i]} for i, m in enumerate(planned) if m not in launched]
+    missing = not_launched(planned, launched)
     return ("stopped before it ended (no summary.json), or is still running", missing) if missing else None
 
 
