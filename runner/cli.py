@@ -144,15 +144,19 @@ def task(cfg: DictConfig) -> None:
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl+C)"
         log.error("%s", how)
         if verb == "run":  # a job CreateLabelingJob made is recorded first (pipeline.deferred_signals)
-            if (run_dir / "job.json").is_file():
+            made = (run_dir / "job.json").is_file()
+            # a second signal: the job may exist, unrecorded (the local backend's store says when it
+            # does not: a creation cut short rolls back)
+            maybe = pipe.name if not made and pipe is not None and pipe.submitting and pipe.job_made() is not False else None
+            if made:
                 said = f"{how} after the job was created: it runs until it ends or gtrun stop {run_dir}"
-            elif pipe is not None and pipe.submitting and pipe.job_made() is not False:  # a second signal: the job
-                # may exist, unrecorded (the local backend's store says when it does not: a creation cut short rolls back)
-                said = (f"{how} while the job was submitted: {pipe.name} may have been created; "
+            elif maybe is not None:
+                said = (f"{how} while the job was submitted: {maybe} may have been created; "
                         f"gtrun status {run_dir} says whether, gtrun stop {run_dir} stops it")
             else:
                 said = ""
-            write_status(run_dir, {**status, "status": how.split()[0], "error": said or f"{how}; no job was created"})
+            write_status(run_dir, {**status, "status": how.split()[0], "submitting": maybe is not None,
+                                   "error": said or f"{how}; no job was created"})
             if said and not multirun:  # a sweep says it for all its members (sweep.interrupted)
                 console.print(said)
         raise
@@ -1089,8 +1093,9 @@ def collect_cmd(args: list[str]) -> int:
                     members.append(target)
                 else:
                     members += c.sweep_members(target)
-                    left_out += c.left_out_members(target)
-                    if (cut := c.cut_short(target)) is not None and cut[1]:
+                    cut = c.cut_short(target)  # (multirun.yaml read once)
+                    left_out += c.left_out_members(target, cut or ("", []))
+                    if cut is not None and cut[1]:
                         n = len(cut[1])
                         warnings.append(f"the sweep {target} was {cut[0]}: {n} of its members {'was' if n == 1 else 'were'} "
                                         "not launched, and the dataset has none of their objects (left out, below)")

@@ -109,10 +109,7 @@ def unremovable(key: str) -> str:
 
     if key.partition(".")[0] not in {f.name for f in dataclasses.fields(GtrunConfig)}:  # hydra.*
         return f"a key of Hydra's config cannot be removed; set it instead: {key}=..."
-    node: Any = GtrunConfig
-    for part in filter(None, key.split(".")):
-        hints = typing.get_type_hints(node) if dataclasses.is_dataclass(node) else {}
-        node = hints.get(part)
+    node = _schema_node(key)
     said = "a key of gtrun's schema cannot be removed; "
     args = typing.get_args(node)
     if typing.get_origin(node) is typing.Union and type(None) in args:  # Optional[...]
@@ -136,10 +133,18 @@ def schema_keys(path: str) -> list[str]:
     ['kind', 'arn', 'workers_per_object']
     """
     import dataclasses
+
+    node = _schema_node(path)
+    return [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
+
+
+def _schema_node(path: str) -> Any:
+    """The schema's type at the dotted `path` ("": GtrunConfig; None past a leaf or a dict)."""
+    import dataclasses
     import typing
 
     node: Any = GtrunConfig
     for part in filter(None, path.split(".")):
         hints = typing.get_type_hints(node) if dataclasses.is_dataclass(node) else {}
         node = hints.get(part)
-    return [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
+    return node

@@ -633,18 +633,10 @@ class Pipeline:
         (read only: a CreateLabelingJob cut short rolled back, whichever service ran it); None on aws."""
         if self.s.backend.kind is not BackendKind.local:
             return None
-        import sqlite3
-
         from runner.io.labeling import store_path
+        from runner.service.store import has_job
 
-        path = store_path(Path(self.s.backend.root))
-        if not path.is_file():
-            return False
-        try:
-            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
-                return db.execute("SELECT 1 FROM jobs WHERE name = ?", (self.name,)).fetchone() is not None
-        except sqlite3.Error:
-            return None
+        return has_job(store_path(Path(self.s.backend.root)), self.name)
 
     def _unstore(self, uris: Sequence[str]) -> None:
         """Remove these objects of the job's from storage (its name is its own: no other job reads them)."""

@@ -84,14 +84,10 @@ class Run:
         """The name of the labeling job the run created. A run whose job was not created (it failed
         before or at CreateLabelingJob: job.json is written once the job exists) has none."""
         if not (self.dir / "job.json").is_file():
+            maybe = self.maybe_submitted()
+            if maybe is not None:  # asking for its job says whether it was made
+                return maybe
             status = self.read_json("status.json") if (self.dir / "status.json").is_file() else {}
-            error = status.get("error")
-            maybe = not (isinstance(error, str) and error.endswith("no job was created"))  # (gtrun knew it was not)
-            if status.get("status") in ("interrupted", "terminated") and (self.dir / "request.json").is_file() and maybe:
-                # stopped at CreateLabelingJob, maybe after the job was made: asking for it says whether
-                name = self.read_json("request.json").get("LabelingJobName")
-                if isinstance(name, str):
-                    return name
             error, how = status.get("error"), status.get("status")
             if how == "failed" and isinstance(error, str) and error:  # the run's own error, as it said it
                 why = f"; it failed: {error}"
@@ -137,6 +133,19 @@ class Run:
             return recorded
         outputs = next((p for p in here.parents if p.name == "outputs"), None)
         return outputs.parent if outputs is not None else recorded
+
+    def maybe_submitted(self) -> str | None:
+        """The job name of a run stopped while its job was submitted, whose job may exist unrecorded
+        (no job.json; its status.json says "submitting", or, recorded before that key, any run
+        interrupted after its request was written); else None."""
+        if (self.dir / "job.json").is_file() or not (self.dir / "status.json").is_file():
+            return None
+        status = self.read_json("status.json")
+        if status.get("status") not in ("interrupted", "terminated") or not status.get("submitting", True) \
+                or not (self.dir / "request.json").is_file():
+            return None
+        name = self.read_json("request.json").get("LabelingJobName")
+        return name if isinstance(name, str) else None
 
     def relocated(self, recorded: str) -> Path:
         """A path the run recorded as it was then (absolute) where it is now: one inside the folder the

@@ -31,6 +31,12 @@ def write_status(run_dir: Path, status: dict[str, Any]) -> None:
     tmp.replace(run_dir / STATUS)
 
 
+def write_summary(sweep_dir: Path, rows: list[dict[str, Any]], **more: Any) -> None:
+    """The sweep's summary.json: its members' statuses (read_statuses), how many failed, and `more`."""
+    write_status(sweep_dir, {"members": rows, "failed": sum(r.get("status") == "failed" for r in rows), **more})
+    (sweep_dir / STATUS).replace(sweep_dir / "summary.json")
+
+
 def read_statuses(sweep_dir: Path) -> list[dict[str, Any]]:
     """Every member's status, in job order (members that died before writing one are reported too)."""
     rows = []
@@ -126,39 +132,26 @@ def interrupted(how: str) -> str | None:
     rows = read_statuses(sweep_dir)
     launched = [r.get("overrides", []) for r in rows]
     missing = not_launched(planned or [], launched)
-    summary = {"members": rows, "failed": sum(r.get("status") == "failed" for r in rows), "interrupted": how,
-               **({"planned": len(planned)} if planned is not None else {}),
-               "not_launched": missing}
-    write_status(sweep_dir, summary)
-    (sweep_dir / STATUS).replace(sweep_dir / "summary.json")
+    write_summary(sweep_dir, rows, interrupted=how, **({"planned": len(planned)} if planned is not None else {}),
+                  not_launched=missing)
     made = [r for r in rows if (Path(r["run_dir"]) / "job.json").is_file()]
     # a member cut short at CreateLabelingJob by a second signal: its job may exist, unrecorded
-    maybe = [r for r in rows if not (Path(r["run_dir"]) / "job.json").is_file()
-             and (Path(r["run_dir"]) / "request.json").is_file() and r.get("status") == how.split()[0]
-             and not str(r.get("error", "")).endswith("no job was created")]
+    maybe = {r["run_dir"]: name for r in rows if (name := Run(Path(r["run_dir"])).maybe_submitted()) is not None}
     of = f" of {len(planned)}" if planned is not None else ""
     one = len(made) == 1
     said = f"{how}: {len(made)}{of} job{'' if one else 's'} of this sweep {'was' if one else 'were'} created"
     if made:
         said += f" and run{'s' if one else ''} until {'it ends' if one else 'they end'}, or gtrun stop {sweep_dir}"
-    for r in maybe:
-        said += (f"; {Path(r['run_dir']).name} was cut short at CreateLabelingJob: its job "
-                 f"{r.get('job_name') or _requested_name(Path(r['run_dir']))} may exist (gtrun stop {r['run_dir']})")
+    for run_dir, name in maybe.items():
+        said += f"; {Path(run_dir).name} was cut short at CreateLabelingJob: its job {name} may exist (gtrun stop {run_dir})"
     # the member under way, stopped before it submitted: launched, but with no job
-    stopped = [Path(r["run_dir"]).name for r in rows if r not in maybe and r.get("status") in ("interrupted", "terminated")
-               and not (Path(r["run_dir"]) / "job.json").is_file()]
+    stopped = [Path(r["run_dir"]).name for r in rows if r["run_dir"] not in maybe
+               and r.get("status") in ("interrupted", "terminated") and not (Path(r["run_dir"]) / "job.json").is_file()]
     if stopped:
         said += f"; stopped before {'it' if len(stopped) == 1 else 'they'} submitted: {', '.join(stopped)}"
     if missing:
         said += "; not launched: " + ", ".join(" ".join(m["swept"]) or f"#{m['num']}" for m in missing)
     return said + f"\nthe sweep is recorded in {sweep_dir / 'summary.json'}"
-
-
-def _requested_name(run_dir: Path) -> str:
-    try:
-        return str(json.loads((run_dir / "request.json").read_text(encoding="utf-8"))["LabelingJobName"])
-    except (OSError, ValueError, KeyError):
-        return "?"
 
 
 class SweepSummary(Callback):
@@ -178,9 +171,7 @@ class SweepSummary(Callback):
         rows = last_summary = read_statuses(sweep_dir)
         if not rows:  # `plan -m`: its members record nothing
             return
-        write_status(sweep_dir, {"members": rows,
-                                 "failed": sum(r.get("status") == "failed" for r in rows)})
-        (sweep_dir / STATUS).replace(sweep_dir / "summary.json")
+        write_summary(sweep_dir, rows)
         Console(stderr=True, markup=False, width=width_for(sys.stderr)).print(summary_table(rows))
 
 

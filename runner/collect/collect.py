@@ -41,7 +41,7 @@ from runner.collect import parse, report, transforms
 from runner.collect.progress import Progress
 from runner.collect.records import LabeledObject, Status
 from runner.errors import GtrunError, LineError, ManifestError, RecordError, StoreError
-from runner.io.store import LocalStore, Store
+from runner.io.store import LocalStore, Store, sha256_file
 from runner.schema import DuckDBConfig, OnError, TaskType, TransformsConfig
 
 TERMINAL = ("Completed", "Stopped", "Failed")
@@ -380,12 +380,14 @@ def sweep_members(sweep_dir: Path) -> list[Path]:
     return members
 
 
-def left_out_members(sweep_dir: Path) -> list[str]:
+def left_out_members(sweep_dir: Path, cut: tuple[str, list[dict[str, Any]]] | None = None) -> list[str]:
     """The members of a sweep that collect leaves out, each as "<member> (<why>)": those that
     failed (their status.json says so) or created no labeling job (no job.json), and those a sweep
-    cut short never launched (`cut_short`), named "#<num> <what it varied>"."""
+    cut short never launched (`cut`: cut_short's, worked out here when None; ("", []): none),
+    named "#<num> <what it varied>"."""
     made = [f"{p.name} ({why})" for p in _member_dirs(sweep_dir) if (why := _left_out_because(p)) is not None]
-    cut = cut_short(sweep_dir)
+    if cut is None:
+        cut = cut_short(sweep_dir)
     if cut is None:
         return made
     how, missing = cut
@@ -411,6 +413,7 @@ def cut_short(sweep_dir: Path) -> tuple[str, list[dict[str, Any]]] | None:
     import yaml
     from omegaconf import DictConfig, OmegaConf
 
+    from runner.record import Run
     from runner.sweep import not_launched, planned_members  # hydra's parser: only for such a sweep
 
     try:
@@ -422,10 +425,8 @@ def cut_short(sweep_dir: Path) -> tuple[str, list[dict[str, Any]]] | None:
         return None
     launched = []
     for member in _member_dirs(sweep_dir):
-        try:
-            launched.append(yaml.safe_load((member / ".hydra" / "overrides.yaml").read_text(encoding="utf-8")))
-        except (OSError, ValueError, yaml.YAMLError):
-            continue
+        with contextlib.suppress(GtrunError):  # unreadable: no member it matches
+            launched.append(Run(member).overrides())
     missing = not_launched(planned, launched)
     return ("stopped before it ended (no summary.json), or is still running", missing) if missing else None
 
@@ -986,9 +987,8 @@ def file_checksums(folder: Path, names: Iterable[str]) -> dict[str, dict[str, An
     from concurrent.futures import ThreadPoolExecutor
 
     def one(name: str) -> dict[str, Any]:
-        with (folder / name).open("rb") as f:
-            stat = os.fstat(f.fileno())
-            return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _sha256(f)}
+        stat = (folder / name).stat()
+        return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256_file(folder / name)}
 
     ordered = sorted(names, key=lambda name: -(folder / name).stat().st_size)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="gtrun-checksums") as pool:
@@ -1007,24 +1007,13 @@ def changed_files(folder: Path, checksums: Mapping[str, Any]) -> list[str]:
             stat = path.stat()
             if not isinstance(was, dict) or stat.st_size != was.get("bytes"):
                 changed.append(name)
-            elif stat.st_mtime_ns != was.get("mtime_ns"):
-                with path.open("rb") as f:
-                    if _sha256(f) != was.get("sha256"):
-                        changed.append(name)
+            elif stat.st_mtime_ns != was.get("mtime_ns") and sha256_file(path) != was.get("sha256"):
+                changed.append(name)
         except FileNotFoundError:
             continue
         except OSError:  # a folder where the file was, a file it may not read: what it holds cannot be known
             changed.append(name)
     return changed
-
-
-def _sha256(f: Any) -> str:
-    """The hex SHA-256 of an open binary file, read a MiB at a time."""
-    digest, buffer = hashlib.sha256(), bytearray(1 << 20)
-    view = memoryview(buffer)
-    while n := f.readinto(buffer):
-        digest.update(view[:n])
-    return digest.hexdigest()
 
 
 def _few(names: Sequence[str]) -> str:

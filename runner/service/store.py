@@ -6,6 +6,7 @@ the data objects read from the input manifest, and their label counters. Answers
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -91,6 +92,10 @@ class ServiceStopping(ServiceError):
     status = 503
 
 
+def _stopped(name: str) -> ServiceStopping:
+    return ServiceStopping(f"the service stopped while it created {name!r}: no job was created")
+
+
 class ResourceInUse(ServiceError):
     code = "ResourceInUse"
 
@@ -121,6 +126,18 @@ def _region(request: Mapping[str, Any]) -> str:
     arn = request.get("HumanTaskConfig", {}).get("WorkteamArn", "") or ""
     parts = arn.split(":")
     return parts[3] if len(parts) > 3 and parts[3] else "us-east-1"
+
+
+def has_job(path: Path, name: str) -> bool | None:
+    """Whether the job store at `path` has a job of that name, read only (no store: False), from a
+    process that holds no JobStore of it; None when it cannot be read."""
+    if not path.is_file():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
+            return db.execute("SELECT 1 FROM jobs WHERE name = ?", (name,)).fetchone() is not None
+    except sqlite3.Error:
+        return None
 
 
 class JobStore:
@@ -197,7 +214,7 @@ class JobStore:
             except sqlite3.OperationalError:
                 if not self._stopping.is_set():
                     raise
-                raise ServiceStopping(f"the service stopped while it created {name!r}: no job was created") from None
+                raise _stopped(name) from None
             if count == 0:
                 raise ValidationError(f"the input manifest {manifest_uri} has no data objects")
         return arn
@@ -208,7 +225,7 @@ class JobStore:
                 index = 0
                 for raw in src:
                     if self._stopping.is_set():
-                        raise ServiceStopping(f"the service stopped while it created {name!r}: no job was created")
+                        raise _stopped(name)
                     text = raw.decode("utf-8").rstrip("\r\n")
                     if not text.strip():
                         continue
