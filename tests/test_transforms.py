@@ -665,6 +665,24 @@ def test_conll_and_layout_for_receipts(tmp_path, use_indices):
                                   int(1000 * 38 / h)]
 
 
+def test_a_label_with_whitespace_is_refused_for_conll_whose_readers_split_at_it(tmp_path):
+    # `spacy convert` (conll_ner_to_docs) splits a line at any whitespace: "B-Product Name" would be "Product"
+    objects = [labeled(0, TaskType.named_entity, {"source": "Buy Acme Widget"},
+                       entities=(Span("Product Name", 4, 15),))]
+    with pytest.raises(ConfigError, match=r"^transforms\.steps\.conll: label 'Product Name' has whitespace"):
+        write(write_conll, objects, tmp_path, labels=["Product Name"])
+    assert not (tmp_path / "tweets" / "conll").exists()
+    with pytest.raises(ConfigError, match=r"^transforms\.steps\.conll: label 'Product Name' has whitespace"):
+        check_transforms({"conll": {}}, SETTINGS, labels=["Product Name"], task_type=TaskType.named_entity)
+    renamed = TransformsConfig(label_map={"Product Name": "Product_Name"})
+    check_transforms({"conll": {}, "jsonl": {}}, renamed, labels=["Product Name"], task_type=TaskType.named_entity)
+    check_transforms({"jsonl": {}}, SETTINGS, labels=["Product Name"], task_type=TaskType.named_entity)
+    run_transforms(lambda: iter(objects), tmp_path / "tweets", steps={"conll": {}}, settings=renamed,
+                   labels=["Product Name"])
+    assert read_conll(tmp_path / "tweets" / "conll" / f"{split_of('0', SETTINGS.split)}.conll") == [
+        [("Buy", "O"), ("Acme", "B-Product_Name"), ("Widget", "I-Product_Name")]]
+
+
 def test_conll_needs_tokens_for_image_objects(tmp_path):
     with pytest.raises(ConfigError, match=r"^transforms\.steps\.conll: object '0' has no input field 'tokens'"):
         write(write_conll, boxes(2), tmp_path)

@@ -1519,6 +1519,8 @@ def write_conll(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Sequ
                     "ner_tags": tags}))
             lines = []
             for word, tag in zip(words, tags, strict=False):
+                if _spaced(tag):
+                    raise _spaced_tag(tag[2:])
                 clean = "_".join(word.split()) or "_"
                 if clean != word:
                     problems.add(obj, f"token {word!r} written as {clean!r}")
@@ -1529,6 +1531,19 @@ def write_conll(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Sequ
     if layout:
         paths += [out_dir / "conll" / f"{s}.layout.jsonl" for s in SPLITS]
     return problems.result(paths, counts)
+
+
+def _spaced(name: str) -> bool:
+    return any(c.isspace() for c in name)
+
+
+def _spaced_tag(label: str) -> ConfigError:
+    """The error of a label that a CoNLL tag cannot hold: readers split a line's columns at any
+    whitespace (spaCy's `spacy convert`, flair's ColumnCorpus), so `B-Product Name` would be read
+    as the tag `B-Product`."""
+    return ConfigError("transforms.steps.conll", f"label {label!r} has whitespace, which ends a CoNLL tag "
+                       "(readers split a line's columns at whitespace)",
+                       f"rename it with transforms.label_map, e.g. {{{label!r}: {'_'.join(label.split())!r}}}")
 
 
 def _text_tags(obj: LabeledObject, problems: _Problems) -> tuple[list[str], list[str]]:
@@ -1812,6 +1827,10 @@ def check_transforms(steps: Mapping[str, Mapping[str, Any] | None], settings: Tr
     if unknown:
         errors.append(ConfigError("transforms.label_map", f"{unknown[0]!r} is not a label of the "
                                   f"job ({', '.join(labels)})"))
+    if "conll" in steps:
+        spaced = [name for name in mapped_labels(labels, settings.label_map) if _spaced(name)]
+        if spaced:
+            errors.append(_spaced_tag(spaced[0]))
     for name, options in steps.items():
         key = f"transforms.steps.{name}"
         if name not in TRANSFORMS:
