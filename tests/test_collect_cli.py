@@ -17,6 +17,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
+import yaml
 
 from runner.collect.transforms import split_of
 from runner.schema import SplitConfig
@@ -297,6 +299,34 @@ def test_labels_read_off_a_manifest_keep_ground_truths_class_indices(gtrun, tmp_
     assert r.code == 0, r.output
     given = [row for p in sorted((tmp_path / "given" / "hf").glob("*.parquet")) for row in pq.read_table(p).to_pylist()]
     assert sorted(given, key=lambda x: x["source"]) == sorted(rows, key=lambda x: x["source"])
+
+
+def test_the_dataset_folder_loads_with_datasets_as_its_card_says(gtrun, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    datasets = pytest.importorskip("datasets")
+    manifest = tmp_path / "out.manifest"
+    index = sentiment_manifest(manifest)
+    # spaCy's ids.jsonl (and YOLO's label .txt files, the COCO .json) are files datasets would take for splits
+    r = gtrun("collect", "--manifest", str(manifest), "--out", str(tmp_path / "ds"), "transforms=jsonl,hf_datasets,spacy")
+    assert r.code == 0, r.output
+    loaded = datasets.load_dataset(str(tmp_path / "ds"), cache_dir=str(tmp_path / "cache"))
+    assert loaded["train"].features["label"].names == SENTIMENT
+    rows = [row for split in loaded.values() for row in split]
+    assert sorted((row["source"], row["label"]) for row in rows) == sorted(index.items())
+    card = (tmp_path / "ds" / "README.md").read_text(encoding="utf-8")
+    assert '`datasets.load_dataset("<this folder>")` loads the train, validation, test splits from hf/' in card
+    # jsonl alone, with an empty split (datasets refuses one): the splits with objects
+    lines = manifest.read_text().splitlines(keepends=True)[:3]
+    manifest.write_text("".join(lines))
+    assert sorted(split_of(str(i), SplitConfig()) for i in range(3)) == ["train", "train", "validation"]
+    r = gtrun("collect", "--manifest", str(manifest), "--out", str(tmp_path / "few"), "transforms=table,jsonl")
+    assert r.code == 0, r.output
+    loaded = datasets.load_dataset(str(tmp_path / "few"), cache_dir=str(tmp_path / "cache"))
+    assert {name: split.num_rows for name, split in loaded.items()} == {"train": 2, "validation": 1}
+    front = yaml.safe_load((tmp_path / "few" / "README.md").read_text(encoding="utf-8").split("---\n")[1])
+    assert front["configs"] == [{"config_name": "default", "data_files": [
+        {"split": "train", "path": "jsonl/train.jsonl"}, {"split": "validation", "path": "jsonl/validation.jsonl"}]}]
 
 
 def test_labels_given_that_contradict_the_lines_are_one_clear_error(gtrun, tmp_path):

@@ -1039,18 +1039,33 @@ def _md(value: Any) -> str:
             .replace(">", "&gt;"))
 
 
-def card_markdown(provenance: Mapping[str, Any], report: Mapping[str, Any]) -> str:
-    """The dataset card's text: YAML front matter, provenance table, headline figures, labels."""
+def card_markdown(provenance: Mapping[str, Any], report: Mapping[str, Any],
+                  data_files: Sequence[tuple[str, str]] = ()) -> str:
+    """The dataset card's text: YAML front matter, provenance table, headline figures, labels.
+
+    `data_files` are (split, path in the dataset) of the files `datasets.load_dataset(<dataset
+    folder>)` is to load: the front matter's `configs` names them (Hugging Face's manual
+    configuration of a dataset's files), or `datasets` would guess them from every file under the
+    folder (YOLO's label .txt files, spaCy's ids.jsonl, the COCO .json) and load the wrong ones.
+    """
     task = TaskType(report["task_type"])
     dataset = report["dataset"]
     # A JSON string is a YAML double-quoted scalar; \u003c keeps markup out of the front matter.
     name = json.dumps(dataset, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e")
-    lines = ["---", f"pretty_name: {name}",
+    configs = ["configs:", "- config_name: default", "  data_files:"] + [
+        line for split, path in data_files
+        for line in (f"  - split: {split}", f"    path: {json.dumps(path, ensure_ascii=False)}")]
+    lines = ["---", f"pretty_name: {name}", *(configs if data_files else ()),
              "tags:", "- gtrun", "- sagemaker-ground-truth", "---", "",
              f"# {_md(dataset)}", "",
              f"{CARD_WHAT[task]} collected with SageMaker Ground Truth by gtrun. "
              "The full quality report is [report.html](../report.html), its figures in "
-             "[report.json](../report.json).", "", "## Provenance", "", "| | |", "|---|---|"]
+             "[report.json](../report.json).", ""]
+    if data_files:
+        lines += [f"`datasets.load_dataset(\"<this folder>\")` loads the {', '.join(s for s, _ in data_files)} "
+                  f"split{'s' if len(data_files) > 1 else ''} from {data_files[0][1].partition('/')[0]}/ "
+                  "(this card's `configs`).", ""]
+    lines += ["## Provenance", "", "| | |", "|---|---|"]
     lines += [f"| {_md(key)} | {_md(value)} |" for key, value in provenance.items()
               if key not in ("members", "left_out")]  # a sweep's: in their own section
     members = provenance.get("members")
@@ -1106,9 +1121,9 @@ def card_markdown(provenance: Mapping[str, Any], report: Mapping[str, Any]) -> s
 
 
 def write_card(out_dir: Path | str, provenance: Mapping[str, Any],
-               report: Mapping[str, Any]) -> Path:
+               report: Mapping[str, Any], data_files: Sequence[tuple[str, str]] = ()) -> Path:
     """Write `<out_dir>/dataset/README.md`, the dataset card; return its path."""
     path = Path(out_dir) / "dataset" / "README.md"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(card_markdown(provenance, report), encoding="utf-8")
+    path.write_text(card_markdown(provenance, report, data_files), encoding="utf-8")
     return path

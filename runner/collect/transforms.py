@@ -1363,6 +1363,21 @@ def write_hf_datasets(objects: Iterable[LabeledObject], out_dir: Path, *, labels
     return WrittenFiles([out_dir / HF_FOLDER / p.name for p in written], counts)
 
 
+def load_files(written: Mapping[str, WrittenFiles]) -> list[tuple[str, str]]:
+    """(split, path in the dataset) of the files `datasets.load_dataset` is to load from the
+    dataset's folder (the card's `configs`): hf_datasets' Parquet, else the jsonl files; only the
+    splits with objects (`datasets` refuses an empty one); none without either step.
+
+    >>> load_files({"jsonl": WrittenFiles(counts={"train": 8, "validation": 2, "test": 0})})
+    [('train', 'jsonl/train.jsonl'), ('validation', 'jsonl/validation.jsonl')]
+    """
+    for step, folder, suffix in (("hf_datasets", HF_FOLDER, "parquet"), ("jsonl", "jsonl", "jsonl")):
+        files = written.get(step)
+        if files is not None:
+            return [(s, f"{folder}/{s}.{suffix}") for s in SPLITS if files.counts.get(s)]
+    return []
+
+
 def _hf_schema(datasets: Any, schema: pa.Schema, labels: Sequence[str]) -> pa.Schema:
     """The schema with `datasets` features metadata (ClassLabel for the label columns)."""
     import pyarrow as pa
