@@ -422,6 +422,16 @@ def test_collect_a_manifest_on_s3(gtrun, tmp_path, moto_server, aws_env, monkeyp
             name = image["coco_url"].rpartition("/")[2]
             assert (tmp_path / "images" / "yolo" / "images" / split / name).read_bytes() == \
                 f"image {image['coco_url']}".encode()
+    # yolo.folders keeps each image's bucket and key, set on collect's command line
+    r = gtrun("collect", "--manifest", uri, "--out", str(tmp_path / "nested"), "transforms=yolo",
+              "transforms.steps.yolo.folders=true")
+    assert r.code == 0, r.output
+    yolo = tmp_path / "nested" / "yolo"
+    for ref in refs:
+        key = ref.removeprefix("s3://")
+        [image] = yolo.glob(f"images/*/{key}")
+        assert image.read_bytes() == f"image {ref}".encode()
+        assert Path("/labels/".join(str(image).rsplit("/images/", 1))).with_suffix(".txt").is_file()
     r = gtrun("collect", "--manifest", "s3://gt-out/cats/missing.manifest", "--out", str(tmp_path / "none"))
     assert r.code == 2 and "s3://gt-out/cats/missing.manifest" in r.stderr and not (tmp_path / "none").exists()
 

@@ -825,10 +825,37 @@ def test_yolo_refuses_two_images_with_one_stem(tmp_path):
     same = [labeled(i, TaskType.bounding_box, {"source-ref": f"s3://b/{d}/same.jpg"},
                     image_size=(10, 10, 3)) for i, d in enumerate(["a", "b", "c", "d", "e", "f"])]
     # named as in the dataset, not by the staging folder it was written in
-    with pytest.raises(StoreError, match=r"^yolo/labels/(train|validation|test)/same\.txt: two \w+ images "
-                                         r"have the stem 'same': object '\d' \(s3://b/\w/same\.jpg\) and one before it$"):
+    with pytest.raises(StoreError, match=r"^yolo/labels/(train|validation|test)/same\.txt: two \w+ images have this "
+                                         r"label file: object '\d' \(s3://b/\w/same\.jpg\) and one before it \(the "
+                                         r"same image, or one of its name in another folder: "
+                                         r"transforms\.steps\.yolo\.folders=true keeps the folders\)$"):
         write(write_yolo, same, tmp_path)
     assert not (tmp_path / "tweets" / ".yolo.partial").exists()
+
+
+def test_yolo_folders_keeps_the_images_of_one_name_apart_where_ultralytics_finds_them(tmp_path):
+    refs = [f"s3://bucket/receipts/store-{i % 3}/same.jpg" for i in range(3)] + ["s3://bucket/other.jpg"]
+    objects = [labeled(i, TaskType.bounding_box, {"source-ref": ref}, boxes=(Box("Positive", 1, 2, 4, 4),),
+                       image_size=(10, 10, 3)) for i, ref in enumerate(refs)]
+    written = write(write_yolo, objects, tmp_path, folders=True)
+    root = tmp_path / "tweets" / "yolo"
+    assert written.images == 4 and sum(written.counts.values()) == 4
+    images = sorted(p for p in (root / "images").rglob("*") if p.is_file())
+    assert sorted(p.relative_to(root / "images").as_posix().partition("/")[2] for p in images) \
+        == ["bucket/other.jpg", *(f"bucket/receipts/store-{i}/same.jpg" for i in range(3))]
+    for image in images:  # Ultralytics' img2label_paths: the last /images/ becomes /labels/, the suffix .txt
+        ref = "s3://" + image.relative_to(root / "images").as_posix().partition("/")[2]
+        assert image.read_bytes() == image_bytes(ref)
+        label = Path("/labels/".join(str(image).rsplit("/images/", 1))).with_suffix(".txt")
+        assert label.read_text() == "0 0.300000 0.400000 0.400000 0.400000\n"
+    assert written.paths[-3:] == [root / "images" / s for s in SPLITS]
+    twice = [labeled(i, TaskType.bounding_box, {"source-ref": "s3://bucket/other.jpg"}, image_size=(10, 10, 3))
+             for i in range(6)]  # one image, labeled in two merged runs, say
+    with pytest.raises(StoreError, match=r"^yolo/labels/\w+/bucket/other\.txt: two \w+ images have this label file: "
+                                         r".* \(the same image, or one of its name with another suffix\)$"):
+        write(write_yolo, twice, tmp_path / "again", folders=True)
+    with pytest.raises(ConfigError, match=r"^transforms\.steps\.yolo\.folders: 'yes' is not true or false"):
+        check_transforms({"yolo": {"folders": "yes"}}, SETTINGS, labels=SENTIMENT, task_type=TaskType.bounding_box)
 
 
 def test_yolo_copies_each_image_beside_its_labels(tmp_path):

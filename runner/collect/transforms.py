@@ -687,7 +687,7 @@ _OPTIONS: dict[str, dict[str, Any]] = {
     "spacy": {"lang": "en"},
     "conll": {},
     "coco": {"images": True},
-    "yolo": {"images": True},
+    "yolo": {"images": True, "folders": False},
 }
 _TABLE_FORMATS = ("parquet", "csv", "tsv")
 DATABASE = "gtrun.duckdb"  # the dataset's DuckDB database, with the table's view
@@ -722,6 +722,10 @@ def _option_errors(name: str, options: Mapping[str, Any] | None) -> list[ConfigE
     if name in IMAGE_STEPS and not isinstance(merged["images"], bool):
         errors.append(ConfigError(f"transforms.steps.{name}.images", f"{merged['images']!r} is not true or false",
                                   "true copies the images into the dataset, false writes the annotations alone"))
+    if name == "yolo" and not isinstance(merged["folders"], bool):
+        errors.append(ConfigError("transforms.steps.yolo.folders", f"{merged['folders']!r} is not true or false",
+                                  "true keeps each image's bucket and folders under images/<split>/, false its "
+                                  "file name alone"))
     return errors
 
 
@@ -1744,13 +1748,16 @@ def write_yolo(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Seque
                ) -> WrittenFiles:
     """`<out>/yolo/labels/{split}/<image stem>.txt` (`yolo_line` per box), each image beside its
     labels as `<out>/yolo/images/{split}/<file name of its source-ref>` (copied by `images`; option
-    `images: false` leaves them out), and `<out>/yolo/data.yaml`.
+    `images: false` leaves them out), and `<out>/yolo/data.yaml`. Option `folders: true` keeps the
+    source-ref's bucket and folders in both (`yolo_name`), for images of several folders that share
+    a file name: Ultralytics reads the folders below `images/{split}` and finds an image's labels
+    by its path with `images` changed to `labels`.
 
     Boxes are cut to the image first (reported; a box wholly outside is dropped). An image with no
     box gets an empty file (a background image). data.yaml gives `train` / `val` / `test` image
     folders `images/{split}` relative to its own folder (no `path`: see YOLO_YAML_NOTE), `nc` and
-    `names`: YOLO finds an image's labels by its stem. Two images of one split with the same stem
-    are an error.
+    `names`: YOLO finds an image's labels by its stem. Two images of one split with the same label
+    file are an error (one image in two merged runs, or two of one name in several folders).
     """
     opts = _options("yolo", options)
     import yaml
@@ -1771,17 +1778,22 @@ def write_yolo(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Seque
             split = split_for(obj, settings.split)
             lines = [yolo_line(class_id, cut, width, height) + "\n"
                      for class_id, cut in _image_boxes(obj, width, height, index, problems)]
-            path = stage / "labels" / split / f"{PurePosixPath(file_name).stem}.txt"
+            name = _inside("yolo", yolo_name(ref, file_name, opts["folders"]), ref)
+            label = PurePosixPath(name).with_suffix(".txt")
+            path = stage / "labels" / split / label
+            path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 with open(path, "x", encoding="utf-8", newline="\n") as f:
                     f.writelines(lines)
             except FileExistsError:
                 # named as in the dataset: the staging folder is gone by the time anyone reads this
-                raise StoreError(f"yolo/labels/{split}/{path.name}: two {split} images have the stem "
-                                 f"{path.stem!r}: object {obj.object_id!r} ({ref}) and one before it",
-                                 ) from None
+                hint = ("the same image, or one of its name with another suffix" if opts["folders"] else
+                        "the same image, or one of its name in another folder: transforms.steps.yolo.folders=true "
+                        "keeps the folders")
+                raise StoreError(f"yolo/labels/{split}/{label}: two {split} images have this label file: object "
+                                 f"{obj.object_id!r} ({ref}) and one before it ({hint})") from None
             if copies is not None:
-                copies.add(obj.object_id, ref, stage / "images" / split / _inside("yolo", file_name, ref), obj.member)
+                copies.add(obj.object_id, ref, stage / "images" / split / name, obj.member)
             counts[split] += 1
         data = {"train": "images/train", "val": "images/validation", "test": "images/test",
                 "nc": len(labels), "names": list(labels)}
@@ -1791,6 +1803,23 @@ def write_yolo(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Seque
                               + ([final / "images" / s for s in SPLITS] if copies is not None else []), counts)
     written.images = copies.count if copies is not None else None
     return written
+
+
+def yolo_name(ref: str, file_name: str, folders: bool) -> str:
+    """An image's path under `yolo/images/{split}/`: its file name, or with `folders` its bucket and
+    key (a URI's host and path; a local path's folders).
+
+    >>> yolo_name("s3://b/receipts/store-1/001.jpg", "001.jpg", False)
+    '001.jpg'
+    >>> yolo_name("s3://b/receipts/store-1/001.jpg", "001.jpg", True)
+    'b/receipts/store-1/001.jpg'
+    >>> yolo_name("/data/imgs/001.jpg", "001.jpg", True)
+    'data/imgs/001.jpg'
+    """
+    if not folders:
+        return file_name
+    parsed = urlparse(ref)
+    return parsed.netloc + parsed.path if parsed.netloc else parsed.path.lstrip("/")
 
 
 # data.yaml has no `path`: the folder the transform writes in is a staging folder that collect moves
