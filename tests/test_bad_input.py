@@ -461,7 +461,7 @@ def test_assets_that_cannot_be_copied_are_named_by_plan_too(gtrun, tmp_path, ver
 def test_an_empty_data_object_is_named_by_plan_as_by_run(gtrun, tmp_path, verb):
     data = tmp_path / "preds.csv"
     data.write_text("tweet_id,entity,tweet_text,score\n1,Xbox,good game,0.5\n2,Xbox,,0.6\n3,Xbox,ok,0.1\n")
-    hint = "\n  hint: leave the row out with source.where, or fix it in the data\n"
+    hint = "\n  hint: leave the row out of the query (source.where, or source.sql when it is set), or fix it in the data\n"
     # row 3 of the query's order, and its id (the source's tweet_id column)
     refused(gtrun, f"source.files=[{data}]", verb=verb,
             match="error: row 3 (tweet_id=2): source.columns.source: the data object is empty" + hint)

@@ -62,7 +62,7 @@ def test_duckdb_lines_equal_python_lines(csv_file):
 def test_empty_source_value_is_an_error_naming_the_row(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("id,text\n1,a\n2,\n3,c\n")
-    hint = "\n  hint: leave the row out with source.where, or fix it in the data"
+    hint = "\n  hint: leave the row out of the query (source.where, or source.sql when it is set), or fix it in the data"
     with pytest.raises(ManifestError) as err:
         stream(source(path, columns={"source": "text", "id": "id"}))
     assert str(err.value) == "row 2 (id=2): source.columns.source: the data object is empty" + hint

@@ -12,7 +12,7 @@ from runner.errors import ManifestError
 
 MAX_LINE_CHARS = 100_000  # Ground Truth's limit per manifest object (input-data-limits)
 PROBLEM = b"\0"  # starts a `json_lines_query` row that is not a line but what is wrong with it
-ROW_HINT = "leave the row out with source.where, or fix it in the data"
+ROW_HINT = "leave the row out of the query (source.where, or source.sql when it is set), or fix it in the data"
 
 
 def object_field(fields: Sequence[str]) -> str:
@@ -35,7 +35,7 @@ def row_error(row_number: int, problem: str, row: Mapping[str, Any] | None = Non
 
     >>> print(row_error(5, "source is empty", {"source": "", "tweet_id": 7}))
     row 5 (tweet_id=7): source is empty
-      hint: leave the row out with source.where, or fix it in the data
+      hint: leave the row out of the query (source.where, or source.sql when it is set), or fix it in the data
     """
     name = id_field(list(row)) if row is not None else None
     where = f"row {row_number}" + (f" ({name}={row[name]!r})" if row is not None and name is not None else "")
