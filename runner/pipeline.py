@@ -480,6 +480,7 @@ class Pipeline:
 
     def plan(self) -> Outcome:
         _, parsed = self.validate()
+        request = self.request()  # checked before a query Athena bills for runs
         src, query, fields = self.open_source()
         line: dict[str, Any] = {}
         try:
@@ -497,7 +498,7 @@ class Pipeline:
             self.check_template(parsed, line, "the manifest line")
         cost = self.estimate(objects)
         self.guard_budget(cost)  # what run would refuse, plan says
-        return Outcome(self.name, query, objects, cost, self.request(), line)
+        return Outcome(self.name, query, objects, cost, request, line)
 
     def check_fields_used(self, parsed: Any, fields: Sequence[str]) -> None:
         """Before any row is read: the template may only read fields the manifest lines will have,
@@ -549,6 +550,7 @@ class Pipeline:
         written, before CreateLabelingJob, and may raise to stop the run there; `before_upload`
         gets the source.assets files' hashes before they are copied (upload_assets)."""
         text, parsed = self.validate()
+        request = self.request()  # checked before a query Athena bills for runs
         if continued is None:
             src, query, fields = self.open_source()
             chunks: Iterable[tuple[Any, int]] = self.backend.lines(src, query, fields)
@@ -565,7 +567,6 @@ class Pipeline:
         stored: list[str] = []  # the job's inputs written to storage, until it is submitted
         try:
             self.check_fields_used(parsed, fields)
-            request = self.request()
             record = Record(run_dir)
             record.write_text("query.sql", sql)
             log.info("job %s: query built (%s fields: %s)", self.name, len(fields), ", ".join(fields))

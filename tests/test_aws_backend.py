@@ -162,6 +162,21 @@ def test_plan_on_aws_counts_with_its_own_query_and_sends_nothing_else(gtrun, aws
     assert service.app.state.jobs.describe_all() == []
 
 
+def test_a_request_sagemaker_would_refuse_is_refused_before_athena_is_asked(gtrun, aws):
+    """The request is checked against SageMaker's model before the (billed) query: plan's count, run's
+    SELECT; a source.name that cannot be the job's gtrun:dataset tag names source.name."""
+    moto, service = aws
+    athena = boto3.client("athena", endpoint_url=moto, region_name="us-east-1")
+    for verb in ("plan", "run"):
+        r = gtrun(verb, 'source.name="tweets (v2)"', *aws_args(moto, service.url), storage=False)
+        assert r.code == 2, r.output
+        assert r.stderr.startswith("error: source.name: 'tweets (v2)' cannot be a tag value"), r.stderr
+        r = gtrun(verb, f"backend.prefix={'p' * 1000}", *aws_args(moto, service.url), storage=False)
+        assert r.code == 2 and "ManifestS3Uri: is 1059 characters long, above the maximum 1024" in r.stderr, r.output
+    assert athena.list_query_executions()["QueryExecutionIds"] == []
+    assert service.app.state.jobs.describe_all() == []
+
+
 def test_a_lost_create_response_finds_its_own_job(gtrun, aws):
     moto, service = aws
     queue_tweets(moto, "source.params.entity=Xbox")

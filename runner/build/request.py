@@ -40,6 +40,8 @@ _ROLE_ARN_MAX = 2048
 # S3's rule for a bucket name (general purpose buckets): 3-63 lowercase letters, digits, dots and
 # hyphens, starting and ending with a letter or digit
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", re.ASCII)
+_TAG_VALUE_MAX = 256  # TagValue: ([\p{L}\p{Z}\p{N}_.:/=+\-@]*); isalnum() is \p{L} and \p{N}
+_TAG_VALUE_PUNCTUATION = " _.:/=+-@"
 _PUBLIC_CROWD = ":394669845002:workteam/public-crowd/default"  # reference §2.3, every region
 
 # HumanTaskConfig limits: NumberOfHumanWorkersPerDataObject 1-9 (SM); TaskTimeLimitInSeconds >= 30
@@ -314,6 +316,12 @@ def check_settings(settings: GtrunConfig) -> list[ConfigError]:
             errors.append(exc)
     usd("pricing.max_usd", pricing.max_usd)
     usd("pricing.usd_per_object_fee", pricing.usd_per_object_fee)
+
+    # source.name is the job's gtrun:dataset tag (TagValue: 0-256 letters, numbers, spaces, _.:/=+-@)
+    dataset = settings.source.name
+    if len(dataset) > _TAG_VALUE_MAX or not all(c.isalnum() or c in _TAG_VALUE_PUNCTUATION for c in dataset):
+        bad("source.name", f"{dataset!r} cannot be a tag value (the job's gtrun:dataset tag)",
+            f"at most {_TAG_VALUE_MAX} letters, digits, spaces and {_TAG_VALUE_PUNCTUATION.strip()}")
 
     # backend
     if LAMBDA_TYPES[task_type] is not None:
