@@ -393,17 +393,18 @@ class Pipeline:
 
     def check_transforms(self) -> list[ConfigError]:
         """The transforms config's problems, found now rather than at collect, once the job is labeled."""
-        from runner.collect.transforms import check_transforms
+        from runner.collect.transforms import athena_table_problem, check_transforms
 
         t = self.s.transforms
+        athena = athena_table_problem(t.steps) if self.s.backend.kind is BackendKind.aws else None
         try:
             check_transforms(t.steps, t, labels=self.s.template.labels, task_type=self.s.template.task_type,
                              packages=False)  # only collect needs them
         except ConfigErrors as exc:
-            return list(exc.errors)
+            return [*exc.errors, *filter(None, [athena])]
         except ConfigError as exc:
-            return [exc]
-        return []
+            return [exc, *filter(None, [athena])]
+        return [athena] if athena is not None else []
 
     def check_source(self) -> list[ConfigError]:
         """The source query's problems that need no data: its SQL and params (each one set must be

@@ -177,6 +177,18 @@ def test_a_request_sagemaker_would_refuse_is_refused_before_athena_is_asked(gtru
     assert service.app.state.jobs.describe_all() == []
 
 
+def test_a_table_format_athena_is_not_given_is_refused_before_the_job(gtrun, aws):
+    moto, service = aws
+    for verb in ("plan", "run"):
+        r = gtrun(verb, "transforms.steps.table.format=csv", *aws_args(moto, service.url), storage=False)
+        assert r.code == 2, r.output
+        assert r.stderr.startswith("error: transforms.steps.table.format: 'csv': the aws backend registers the "
+                                   "table in Athena as Parquet only"), r.stderr
+    athena = boto3.client("athena", endpoint_url=moto, region_name="us-east-1")
+    assert athena.list_query_executions()["QueryExecutionIds"] == []
+    assert service.app.state.jobs.describe_all() == []
+
+
 def test_a_lost_create_response_finds_its_own_job(gtrun, aws):
     moto, service = aws
     queue_tweets(moto, "source.params.entity=Xbox")
@@ -387,6 +399,10 @@ def test_collect_on_aws_registers_the_table_in_athena(gtrun, aws):
     r = gtrun("collect", str(run), "--out", str(gtrun.cwd / "fresh"))
     assert r.code == 2 and "gtrun-dataset.json: not the record collect writes" in r.stderr, r.output
     assert len(tables("fresh")) == 3  # nothing dropped
+    # a table Athena is not given (CSV): refused before any dataset is written
+    r = gtrun("collect", str(run), "--out", str(gtrun.cwd / "csv"), "transforms.steps.table.format=csv")
+    assert r.code == 2 and r.stderr.startswith("error: transforms.steps.table.format: 'csv': the aws backend"), r.output
+    assert not (gtrun.cwd / "csv").exists()
 
 
 @pytest.mark.parametrize(("sig", "code", "how"), [(signal.SIGINT, 130, "interrupted (Ctrl+C)"),

@@ -524,6 +524,10 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
     check_out_dir(out_dir)
     outputs = [identified(o, settings.on_error) for o in outputs]
     check_task_types(outputs)
+    if outputs[0].settings is not None and outputs[0].settings.backend.kind.value == "aws":
+        problem = transforms.athena_table_problem(settings.steps)  # found before the dataset is written
+        if problem is not None:
+            raise problem
     kinds = {o.task_type for o in outputs}
     labels = list(dict.fromkeys(label for o in outputs for label in o.labels))
     merged = len(outputs) > 1
@@ -1093,9 +1097,6 @@ def register_on_athena(settings: Any, table_file: Path, name: str, *, dataset: P
     from runner.build.sql import Query
     from runner.io.backends import AwsBackend, backend_for
 
-    if table_file.suffix != ".parquet":
-        raise CollectError(f"transforms.steps.table.format: the aws backend registers Parquet tables only, "
-                           f"not {table_file.suffix.lstrip('.')}")
     b = settings.backend
     root = "/".join(p for p in (f"s3://{b.bucket}", b.prefix.strip("/"), "datasets", name) if p)
     folder = f"{root}/table"

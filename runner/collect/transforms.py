@@ -1290,6 +1290,18 @@ def athena_table_ddl(table: str, location: str, columns: Sequence[tuple[str, str
             f"STORED AS PARQUET\nLOCATION {sql_string(folder)}")
 
 
+def athena_table_problem(steps: Mapping[str, Mapping[str, Any] | None]) -> ConfigError | None:
+    """The aws backend registers the table in Athena over its Parquet file (athena_table_ddl): a
+    table step in another format is a problem, found before a job is launched or a dataset written."""
+    options = steps.get("table") if "table" in steps else None
+    fmt = options.get("format", "parquet") if isinstance(options, Mapping) else "parquet"
+    if "table" not in steps or fmt == "parquet":
+        return None
+    return ConfigError("transforms.steps.table.format", f"{fmt!r}: the aws backend registers the table in Athena "
+                       "as Parquet only", "transforms.steps.table.format=parquet (jsonl and hf_datasets write "
+                       "other files beside it)")
+
+
 def athena_drop_ddl(table: str, *, database: str | None = None) -> str:
     """DROP TABLE IF EXISTS: an earlier collect's table of the dataset, made anew with the columns of
     the files written now (an external table's files stay where they are).
