@@ -51,7 +51,12 @@ class StoreError(GtrunError):
 
 
 class SubmitError(GtrunError):
-    """The labeling service refused the job or could not be reached."""
+    """The labeling service refused the job or could not be reached. `refused`: the service answered
+    that it did not carry the request out (a 4xx answer), so no job was made by it."""
+
+    def __init__(self, message: str, refused: bool = False) -> None:
+        self.refused = refused
+        super().__init__(message)
 
 
 class RecordError(GtrunError):

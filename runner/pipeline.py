@@ -43,7 +43,7 @@ from runner.build.template import (
 )
 from runner.check import validate_request
 from runner.config import HOME, TEMPLATES_DIR
-from runner.errors import ConfigError, ConfigErrors, ManifestError, RecordError, StoreError, collect_errors
+from runner.errors import ConfigError, ConfigErrors, ManifestError, RecordError, StoreError, SubmitError, collect_errors
 from runner.io.backends import backend_for
 from runner.io.store import LocalStore, sha256_file
 from runner.schema import BackendConfig, BackendKind, GtrunConfig, TaskType
@@ -615,7 +615,11 @@ class Pipeline:
                     before_submit(lineage)
                 with deferred_signals(self.console):  # a job made must be recorded: Ctrl+C waits for it
                     self.submitting = True
-                    job = {"LabelingJobName": self.name, **service.create_labeling_job(request)}
+                    try:
+                        job = {"LabelingJobName": self.name, **service.create_labeling_job(request)}
+                    except SubmitError as exc:
+                        self.submitting = not exc.refused  # refused: no job, its inputs are removed
+                        raise
                     stored.clear()  # the job exists: its inputs stay
                     record.write_json("job.json", job)  # the job exists: status and stop find it from here on
                     record.write_json("lineage.json", lineage)

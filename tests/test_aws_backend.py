@@ -204,6 +204,28 @@ def test_a_lost_create_response_finds_its_own_job(gtrun, aws):
     assert len(service.app.state.jobs.describe_all()) == 1
 
 
+def test_a_create_sagemaker_refuses_leaves_none_of_the_jobs_inputs_in_s3(gtrun, aws):
+    """CreateLabelingJob answered with a 4xx made no job: the manifest, template and label config
+    written for it are removed, as on the local backend. A 5xx may hide a job made: they stay."""
+    moto, service = aws
+    s3 = boto3.client("s3", endpoint_url=moto, region_name="us-east-1")
+
+    def job_keys() -> list[str]:
+        return [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", []) if "/athena/" not in o["Key"]]
+
+    for fault, kept in (("throttle", 0), ("500", 3)):
+        queue_tweets(moto, "source.limit=2")
+
+        def refuse_create(method, path, headers, attempt, fault=fault):
+            return fault if target(headers).endswith("CreateLabelingJob") else None
+
+        with FaultProxy(service.url, refuse_create) as proxy:
+            r = gtrun("run", "source.limit=2", *aws_args(moto, proxy.url), "backend.max_attempts=1", storage=False)
+        assert r.code == 2 and "CreateLabelingJob" in r.stderr, r.output
+        assert len(job_keys()) == kept, (fault, job_keys())
+    assert service.app.state.jobs.describe_all() == []
+
+
 def test_a_created_job_is_recorded_even_when_describing_it_fails(gtrun, aws):
     """job.json is written once CreateLabelingJob succeeds: a DescribeLabelingJob that fails right
     after (SageMaker is eventually consistent) leaves a run that status and stop still find."""
