@@ -885,6 +885,20 @@ def _runs_by_job() -> dict[str, Path]:
     return found
 
 
+def _where(backend: BackendConfig) -> str:
+    """The backend a listing asked, and on aws its region (backend.region); said too when boto3's own
+    settings name another region, which gtrun does not use: a list of another region's is empty."""
+    if backend.kind is not BackendKind.aws:
+        return str(backend.kind.value)
+    from runner.io.aws import chain_region
+
+    theirs = chain_region(backend)
+    if theirs and theirs != backend.region:
+        out.print(Text.assemble(("note:", "yellow"), f" listed in {backend.region} (backend.region); your AWS "
+                                f"settings name {theirs}: backend.region={theirs} lists that region's"))
+    return f"aws, {backend.region}"
+
+
 def _count_option(args: list[str], option: str, default: int) -> tuple[int, list[str]]:
     """`option N` or `option=N` (a positive integer, else `default`) and the other arguments."""
     value, rest = str(default), []
@@ -920,7 +934,7 @@ def jobs(args: list[str]) -> int:
     except GtrunError as exc:
         return fail(str(exc))
     runs = _runs_by_job()
-    table = Table(title=f"labeling jobs ({settings.backend.kind.value})")
+    table = Table(title=f"labeling jobs ({_where(settings.backend)})")
     for col in ("job", "status", "labeled", "created", "run"):
         table.add_column(col, overflow="fold")
     for j in summaries:
@@ -949,7 +963,7 @@ def workteams(args: list[str]) -> int:
                 teams = service.list_workteams()
     except GtrunError as exc:
         return fail(str(exc))
-    table = Table(title="workteams")
+    table = Table(title=f"workteams ({_where(settings.backend)})")
     for col in ("name", "arn", "labeling portal", "description"):
         table.add_column(col, overflow="fold")
     for t in teams:

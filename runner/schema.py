@@ -152,7 +152,7 @@ class BackendConfig:
     role_arn: Optional[str] = None  # local backend: a stand-in role when unset
     root: str = "outputs/storage"  # local: the folder that stands in for S3 buckets
     duckdb: DuckDBConfig = field(default_factory=DuckDBConfig)
-    # aws: credentials and region from boto3's standard chain; `profile` picks a named profile
+    # aws: credentials from boto3's standard chain (the region is `region`); `profile` picks a named profile
     profile: Optional[str] = None
     endpoints: EndpointsConfig = field(default_factory=EndpointsConfig)
     athena: AthenaConfig = field(default_factory=AthenaConfig)

@@ -133,6 +133,13 @@ def test_aws_status_stop_jobs_and_workteams(gtrun, aws):
     assert j.code == 0 and name[:12] in j.stdout
     w = gtrun("workteams", *args[:1], *args[4:7])
     assert w.code == 0 and "gtrun-local" in w.stdout
+    # which region was asked, and that boto3's own settings name another one (not used: backend.region is)
+    assert "(aws, us-east-1)" in w.stdout and "note:" not in w.stdout
+    for verb in ("jobs", "workteams"):
+        r = gtrun(verb, *args[:1], *args[4:7], env={"AWS_DEFAULT_REGION": "eu-west-1"})
+        assert r.code == 0 and f"{verb.replace('jobs', 'labeling jobs')} (aws, us-east-1)" in r.stdout, r.output
+        assert ("note: listed in us-east-1 (backend.region); your AWS settings name eu-west-1: "
+                "backend.region=eu-west-1 lists that region's") in r.stdout, r.output
     st = gtrun("stop", str(run))
     assert st.code == 0 and "Stopp" in st.stdout
     j = gtrun("jobs", "--max", "1", *args[:1], *args[4:7])

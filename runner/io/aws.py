@@ -30,6 +30,16 @@ def session(backend: BackendConfig) -> boto3.Session:
     return boto3.Session(profile_name=backend.profile or None, region_name=backend.region)
 
 
+def chain_region(backend: BackendConfig) -> str | None:
+    """The region boto3's own chain names (AWS_DEFAULT_REGION, the profile's `region`), which gtrun
+    does not use: its calls go to `backend.region`. None when the chain names none (or no profile)."""
+    try:
+        region: str | None = boto3.Session(profile_name=backend.profile or None).region_name
+    except botocore.exceptions.BotoCoreError:
+        return None  # a missing profile: the call that needs it says so
+    return region
+
+
 def client_config(backend: BackendConfig, service: Service) -> botocore.config.Config:
     """Retries in standard mode; 16 pooled S3 connections; path-style S3 addressing when the S3 endpoint
     is overridden."""
@@ -64,4 +74,4 @@ def client(backend: BackendConfig, service: Service, boto_session: boto3.Session
         raise ConfigError(f"backend.endpoints.{service}", str(exc)) from None
 
 
-__all__ = ["session", "client", "client_config", "SERVICES"]
+__all__ = ["session", "client", "client_config", "chain_region", "SERVICES"]
