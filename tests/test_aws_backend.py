@@ -332,6 +332,13 @@ def test_missing_aws_settings_name_their_keys(gtrun, aws):
     for verb in ("run", "plan"):
         r = gtrun(verb, *aws_args(moto, service.url), "backend.bucket=no-such-bucket", storage=False)
         assert r.code == 2 and "backend.bucket: s3://no-such-bucket: no such bucket" in r.stderr, r.output
+    # a bucket in another region than the job's: Ground Truth reads and writes in the job's region
+    boto3.client("s3", endpoint_url=moto, region_name="eu-west-1").create_bucket(
+        Bucket="gtrun-eu", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    for verb in ("run", "plan"):
+        r = gtrun(verb, *aws_args(moto, service.url), "backend.bucket=gtrun-eu", storage=False)
+        assert r.code == 2 and r.stderr.startswith(
+            "error: backend.bucket: s3://gtrun-eu is in eu-west-1, not in us-east-1 (backend.region)"), r.output
     athena = boto3.client("athena", endpoint_url=moto, region_name="us-east-1")
     assert athena.list_query_executions()["QueryExecutionIds"] == []
     assert service.app.state.jobs.describe_all() == []

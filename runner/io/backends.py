@@ -96,10 +96,15 @@ class AwsBackend:
         return AthenaSource(self._client(b, "athena"), self._client(b, "s3"), b, self.s.source)
 
     def check_storage(self) -> None:
-        """backend.bucket is there and usable, before a query Athena bills for (its results go there too)."""
-        bucket = self.s.backend.bucket  # an endpoint, network or credentials error: StoreError names it
-        if not self.storage.bucket_exists(bucket):
+        """backend.bucket is there and usable, before a query Athena bills for (its results go there too),
+        in the job's region: Ground Truth reads the manifest and writes the output in its own region."""
+        bucket, region = self.s.backend.bucket, self.s.backend.region
+        found = self.storage.bucket_region(bucket)  # an endpoint, network or credentials error: StoreError names it
+        if found is False:
             raise ConfigError("backend.bucket", f"s3://{bucket}: no such bucket")
+        if isinstance(found, str) and found != region:
+            raise ConfigError("backend.bucket", f"s3://{bucket} is in {found}, not in {region} (backend.region), "
+                              "where the job would run", f"backend.region={found}, or a bucket in {region}")
 
     def lines(self, src: AthenaSource, query: Query, fields: Sequence[str]) -> Iterator[tuple[Any, int]]:
         return src.stream_lines(query, fields)  # lines are built from Athena's result CSV, in Python

@@ -218,17 +218,24 @@ class S3Store:
         """Whether the bucket is there (HeadBucket); StoreError when it cannot be reached. A 403
         counts as there: HeadBucket needs s3:ListBucket, which a role that only reads and writes
         objects under a prefix may lack; the writes say so if the role cannot write either."""
+        return self.bucket_region(bucket) is not False
+
+    def bucket_region(self, bucket: str) -> str | None | bool:
+        """The bucket's region (HeadBucket's x-amz-bucket-region, which S3 sends with a 403 too),
+        None when S3 does not say, False when there is no such bucket (bucket_exists)."""
         try:
-            self.client.head_bucket(Bucket=bucket)
+            answer = self.client.head_bucket(Bucket=bucket)
         except AWS_ERRORS as exc:
             found = error_code(exc)
             if found in ("403", "AccessDenied", "Forbidden"):
                 log.info("s3://%s: HeadBucket refused (%s); going on", bucket, describe(exc))
-                return True
-            if found in ("404", "NoSuchBucket", "NotFound"):
+                answer = getattr(exc, "response", {})
+            elif found in ("404", "NoSuchBucket", "NotFound"):
                 return False
-            raise StoreError(f"s3://{bucket}: {describe(exc)}") from exc
-        return True
+            else:
+                raise StoreError(f"s3://{bucket}: {describe(exc)}") from exc
+        region = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
+        return str(region) if region else None
 
     def delete(self, uri: str) -> None:
         bucket, key = split_uri(uri)
