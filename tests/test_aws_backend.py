@@ -435,6 +435,19 @@ def test_collect_on_aws_registers_the_table_in_athena(gtrun, aws):
     r = gtrun("collect", str(run), "--out", str(gtrun.cwd / "fresh"))
     assert r.code == 2 and "gtrun-dataset.json: not the record collect writes" in r.stderr, r.output
     assert len(tables("fresh")) == 3  # nothing dropped
+    # the table's file that S3 does not take: no table is made, so collecting again makes it
+    def refuse_table_file(method, path, headers, attempt):
+        return "500" if method == "PUT" and "/datasets/kept/table/" in path else None
+
+    with FaultProxy(moto, refuse_table_file) as proxy:
+        (run / ".hydra" / "config.yaml").write_text(
+            config.replace(f"s3: {moto}", f"s3: {proxy.url}").replace("max_attempts: 5", "max_attempts: 1"))
+        r = gtrun("collect", str(run), "--out", str(gtrun.cwd / "kept"))
+        assert r.code == 2 and "/datasets/kept/table/kept.parquet" in r.stderr, r.output
+    (run / ".hydra" / "config.yaml").write_text(config)
+    assert tables("kept") == []
+    r = gtrun("collect", str(run), "--out", str(gtrun.cwd / "kept"))
+    assert r.code == 0 and tables("kept") == ["CREATE EXTERNAL TABLE `ml_workshop_db`.`kept`"], r.output
     # a table Athena is not given (CSV): refused before any dataset is written
     r = gtrun("collect", str(run), "--out", str(gtrun.cwd / "csv"), "transforms.steps.table.format=csv")
     assert r.code == 2 and r.stderr.startswith("error: transforms.steps.table.format: 'csv': the aws backend"), r.output

@@ -1115,6 +1115,9 @@ def register_on_athena(settings: Any, table_file: Path, name: str, *, dataset: P
                                         database=database)]
     if made is not None:
         ddls.insert(0, transforms.athena_drop_ddl(table, database=database))
+    # the file first: a table is never made over a folder whose file did not arrive (nor left made
+    # without the marker that lets the next collect replace it)
+    backend.storage.put_file(table_file, f"{folder}/{table_file.name}")
     source = backend.open_source()
     try:
         for ddl in ddls:
@@ -1126,7 +1129,6 @@ def register_on_athena(settings: Any, table_file: Path, name: str, *, dataset: P
                            "of another name with --out)") from None
     finally:
         source.close()
-    backend.storage.put_file(table_file, f"{folder}/{table_file.name}")
     backend.storage.put_bytes(f"{root}/{MARKER}", json.dumps(mine).encode())
     return f'"{database}"."{table}"'  # as a SELECT names it (a sweep's name starts with a digit)
 
