@@ -285,6 +285,15 @@ def test_mixed_case_fields_come_back_as_configured(backend, moto):
     assert athena_manifest(athena_source(backend, source), query) == b'{"source":"t","tweetId":7}\n'
 
 
+def test_a_count_that_is_no_number_is_one_error(backend, moto):
+    source = settings().source
+    src = athena_source(backend, source)
+    for answer in ([("abc",)], [(None,)], []):  # what no count query of Athena's answers: no crash
+        queue_athena_results(moto, [("objects", "varchar")], answer)
+        with pytest.raises(QueryError, match=r"^source: the count query returned .*, not a count$"):
+            src.count(count_query(select_query(source, "athena"), "athena"))
+
+
 def test_count_rows_and_output_fields(backend, moto):
     source = settings().source
     query = select_query(source, "athena")

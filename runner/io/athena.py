@@ -479,9 +479,11 @@ class AthenaSource:
         """The one integer a `count_query` returns."""
         with self._records(query) as (_, records):
             first = next(records, None)
-        if not first or first[0] is None:
-            raise QueryError(f"source: the count query returned {first!r}")
-        return int(first[0])
+        value = first[0] if first else None
+        try:
+            return int(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise QueryError(f"source: the count query returned {first!r}, not a count") from None
 
     def rows(self, query: Query, limit: int) -> tuple[list[str], list[dict[str, Any]]]:
         """The first `limit` rows as dicts (Athena types -> Python values), and the column names.
