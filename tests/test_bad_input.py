@@ -469,6 +469,9 @@ def test_an_empty_data_object_is_named_by_plan_as_by_run(gtrun, tmp_path, verb):
     refused(gtrun, f"source.files=[{data}]", verb=verb,
             match="error: row 1 (tweet_id=77): the manifest line has 200043 characters; Ground Truth allows "
                   "100000" + hint)
+    data.write_text("tweet_id,entity,tweet_text,score,conf\n1,Xbox,good game,0.5,1\n2,Xbox,ok,0.6,nan\n")
+    refused(gtrun, f"source.files=[{data}]", "+source.columns.conf=conf", verb=verb,
+            match="error: row 2 (tweet_id=2): conf: NaN or Infinity, which JSON cannot hold")
 
 
 def test_missing_template_file(gtrun):

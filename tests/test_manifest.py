@@ -122,6 +122,22 @@ def test_the_limit_counts_characters_not_bytes(tmp_path):
     assert [json.loads(x)["id"] for x in lines] == [1, 2] and len(lines[1].decode()) < 100_000 < len(lines[1])
 
 
+
+def test_nan_and_infinity_are_refused_naming_the_row_and_field(tmp_path):
+    # JSON has no NaN or Infinity: a line holding one is not JSON to Ground Truth (or to collect)
+    path = tmp_path / "t.csv"
+    path.write_text('id,text,score,note\n1,a,0.5,NaN\n2,b,nan,"Infinity, NaN"\n3,c,inf,x\n')
+    with pytest.raises(ManifestError) as err:
+        stream(source(path, columns={"source": "text", "id": "id", "score": "score", "note": "note"}))
+    assert str(err.value).startswith("row 2 (id=2): score: NaN or Infinity, which JSON cannot hold: ")
+    with pytest.raises(ManifestError) as err:  # in a list, and in two fields
+        stream(source(path, columns={"source": "text", "id": "id", "s": "[score]", "t": "-score"}))
+    assert str(err.value).startswith("row 2 (id=2): s, t: NaN or Infinity, which JSON cannot hold: ")
+    with pytest.raises(ManifestError, match=r"^row 4 \(id=3\): score: NaN or Infinity"):
+        manifest_line({"source": "c", "id": 3, "score": float("inf")}, row_number=4)
+    with pytest.raises(ManifestError, match=r"^row 1: s: NaN or Infinity"):
+        manifest_line({"source": "c", "s": {"x": [float("nan")]}}, row_number=1)
+
 @pytest.fixture(scope="module")
 def sort_csv(tmp_path_factory):
     """300,000 rows (~35 MB): sorting them under a 40 MB limit fits DuckDB on 1 thread, not on 2."""

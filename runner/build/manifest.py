@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,6 +14,12 @@ from runner.errors import ManifestError
 MAX_LINE_CHARS = 100_000  # Ground Truth's limit per manifest object (input-data-limits)
 PROBLEM = b"\0"  # starts a `json_lines_query` row that is not a line but what is wrong with it
 ROW_HINT = "leave the row out of the query (source.where, or source.sql when it is set), or fix it in the data"
+# DuckDB's to_json and Python's json.dumps write a float NaN or infinity as NaN, Infinity or -Infinity,
+# which JSON does not have: Ground Truth (and collect) cannot read the line. This finds one outside
+# strings (a string is consumed whole, so the token can only start where a value does).
+NON_FINITE_PROBLEM = (": NaN or Infinity, which JSON cannot hold: make it NULL in the query "
+                      "(e.g. CASE WHEN isfinite(x) THEN x END)")
+NON_FINITE = r'^(?:[^"]|"(?:[^"\\]|\\.)*")*?-?(?:NaN|Infinity)'
 
 
 def object_field(fields: Sequence[str]) -> str:
@@ -62,10 +69,29 @@ def manifest_line(row: Mapping[str, Any], *, row_number: int = 0) -> str:
     if field == "source-ref" and not str(value).startswith("s3://"):
         raise row_error(row_number, f"source-ref {value!r} is not an s3:// URI", row)
     # json.dumps escapes "\n", so one row is always one line; keys sorted for stable diffs.
-    line = json.dumps(dict(row), ensure_ascii=False, sort_keys=True, separators=(",", ":"),
-                      default=str)
+    try:
+        line = json.dumps(dict(row), ensure_ascii=False, sort_keys=True, separators=(",", ":"),
+                          default=str, allow_nan=False)
+    except ValueError:  # a float NaN or infinity
+        raise row_error(row_number, non_finite_problem([k for k in sorted(row) if _non_finite(row[k])]),
+                        row) from None
     check_line(line, row_number, row)
     return line
+
+
+def non_finite_problem(fields: Sequence[str]) -> str:
+    """What is wrong with a row whose `fields` hold a float NaN or infinity."""
+    return ", ".join(fields) + NON_FINITE_PROBLEM
+
+
+def _non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, Mapping):
+        return any(_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_non_finite(v) for v in value)
+    return False
 
 
 def check_line(line: str, row_number: int, row: Mapping[str, Any] | None = None) -> None:
@@ -73,6 +99,11 @@ def check_line(line: str, row_number: int, row: Mapping[str, Any] | None = None)
     if len(line) > MAX_LINE_CHARS:
         raise row_error(row_number, f"the manifest line has {len(line)} characters; "
                                     f"Ground Truth allows {MAX_LINE_CHARS}", row)
+
+
+def _pointer(name: str) -> str:
+    """A JSON pointer to the top-level field `name` (RFC 6901: ~ and / escaped)."""
+    return "/" + name.replace("~", "~0").replace("/", "~1")
 
 
 def json_lines_query(query: Query, fields: Sequence[str]) -> Query:
@@ -100,9 +131,16 @@ def json_lines_query(query: Query, fields: Sequence[str]) -> Query:
         problem += f"{sql_string(ident)} || chr(0) || coalesce(CAST(to_json(row_id) AS VARCHAR), 'null') || chr(0) || "
     # strlen (bytes) is cheap and bounds length (characters) from above.
     what = "is empty or not an s3:// URI" if field == "source-ref" else "is empty"
+    # the fields that hold NaN or Infinity: each field's value read back out of the line
+    names = ", ".join(f"CASE WHEN regexp_matches(CAST(json_extract(line, {sql_string(_pointer(f))}) AS VARCHAR), "
+                      f"{sql_string(NON_FINITE)}) THEN {sql_string(f)} END" for f in sorted(fields))
     line = (f"CASE WHEN empty THEN {problem}'source.columns.{field}: the data object {what}' "
             f"WHEN strlen(line) > {MAX_LINE_CHARS} AND length(line) > {MAX_LINE_CHARS} THEN {problem}"
             f"'the manifest line has ' || length(line) || ' characters; Ground Truth allows {MAX_LINE_CHARS}' "
+            # contains() first: the regular expression only reads the few lines that have the word
+            "WHEN (contains(line, 'NaN') OR contains(line, 'Infinity')) AND "
+            f"regexp_matches(line, {sql_string(NON_FINITE)}) THEN {problem}"
+            f"concat_ws(', ', {names}) || {sql_string(NON_FINITE_PROBLEM)} "
             "ELSE CAST(line AS VARCHAR) END")
     sql = f"SELECT encode({line}) AS line FROM ({inner}) AS j"
     return Query(sql=sql, params=query.params, param_names=query.param_names, fields=("line",))
