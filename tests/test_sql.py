@@ -85,6 +85,23 @@ def test_unparsable_column_expression_names_its_key():
         select_query(tweets(columns={"source": "tweet_text +* ("}), "duckdb")
 
 
+
+@pytest.mark.parametrize(("over", "key"), [
+    ({"columns": {"source": "Tweet Text"}}, "source.columns.source"),
+    ({"order_by": ["Tweet Id"]}, "source.order_by[0]"),
+])
+def test_a_column_name_with_a_space_is_not_read_as_an_alias(db, over, key):
+    # sqlglot reads `Tweet Text` as `Tweet AS Text`: the query then fails with a bare parser error
+    with pytest.raises(ConfigError) as err:
+        select_query(tweets(**over), "duckdb")
+    assert str(err.value).startswith(f"{key}: ") and " reads as a column and an alias" in str(err.value)
+    assert "hint: quote a column name that has a space" in str(err.value)
+    db.execute('CREATE TABLE db.spaced ("Tweet Text" TEXT, "Tweet Id" INT); INSERT INTO db.spaced VALUES (\'a\', 1)')
+    quoted = select_query(tweets(table="spaced", columns={"source": '"Tweet Text"'}, order_by=['"Tweet Id"'],
+                                 where=None, params={}), "duckdb")
+    assert run(db, quoted) == [("a",)]
+
+
 def test_unknown_parameter_names_the_key():
     with pytest.raises(ConfigError, match=r"^source\.where: uses parameter :limitt"):
         select_query(tweets(where="score < :limitt"), "duckdb")

@@ -36,6 +36,9 @@ def _parse(text: str, key: str, *, condition: bool = False) -> exp.Expr:
         err = exc.errors[0] if exc.errors else {}
         where = f" (column {err.get('col')})" if err.get("col") else ""
         raise ConfigError(key, f"cannot parse {text!r}{where}: {err.get('description', exc)}") from None
+    if isinstance(tree, exp.Alias):  # `Review Text` is `Review AS Text`; the key gives the name
+        raise ConfigError(key, f"{text!r} reads as a column and an alias ({tree.sql(dialect=READ_DIALECT)})",
+                          f'quote a column name that has a space: "{text}" (in YAML: \'"{text}"\')')
     return tree
 
 
