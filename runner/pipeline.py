@@ -54,6 +54,14 @@ JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 ARTIFACTS = ("query.sql", "manifest.jsonl", "template.liquid", "label-categories.json", "request.json")
 
 
+class _AnyValue(dict[str, Any]):
+    """A field's value before any row is read: task.input.meta.product is there if meta is (what
+    meta holds, the first manifest line's check says)."""
+
+    def __missing__(self, key: str) -> _AnyValue:
+        return self
+
+
 @dataclass
 class Outcome:
     """What a plan or a run produced."""
@@ -512,7 +520,7 @@ class Pipeline:
                                         f"({', '.join(fields)})", "name the field whose value identifies an "
                                         "object, or split by object id: transforms.split.key=null"))
         if not fit:  # a built-in type's task.input is built from the field it reads
-            ti = task_input(self.s.template.task_type, {f: "" for f in fields}, self.s.template.labels)
+            ti = task_input(self.s.template.task_type, {f: _AnyValue() for f in fields}, self.s.template.labels)
             missing = missing_variables(parsed, ti)
             if missing:
                 problems.append(ConfigError("template.file", f"{self.s.template.file} uses {', '.join(missing)}, "

@@ -83,6 +83,28 @@ def test_a_custom_template_reading_a_field_the_lines_lack_is_refused(gtrun, verb
                   "task.input.source-ref, task.input.tokens, task.input.width, which the query does not provide")
 
 
+
+@pytest.mark.parametrize("verb", ["run", "plan"])
+def test_a_custom_template_may_read_into_a_field_that_holds_an_object(gtrun, tmp_path, verb):
+    """task.input.meta.product is there when the lines have meta: what meta holds is the data's to say,
+    and the first line's check says it (a name meta's objects lack is still refused)."""
+    data = tmp_path / "items.jsonl"
+    data.write_text('{"id": 1, "text": "a", "meta": {"product": "phone", "tags": ["x"]}}\n'
+                    '{"id": 2, "text": "b", "meta": null}\n')
+    page = tmp_path / "item.liquid"
+    page.write_text('<crowd-form><p>{{ task.input.source }}: {{ task.input.meta.product }}</p>'
+                    '{% for t in task.input.meta.tags %}<b>{{ t }}</b>{% endfor %}'
+                    '<crowd-input name="note"></crowd-input></crowd-form>')
+    args = ("template=custom", f"template.file={page}", f"source.files=[{data}]", "~source.params.threshold",
+            "source.sql='SELECT text AS source, id, meta FROM ml_workshop_db.labeling_prediction ORDER BY id'")
+    planned(gtrun, *args)  # run too checks before anything is written: refused below, or planned here
+    page.write_text(page.read_text().replace("meta.product", "meta.prodcut"))
+    r = gtrun(verb, *args)
+    assert r.code == 2 and gtrun.jobs() == [], r.output
+    assert f"error: template.file: {page} uses task.input.meta.prodcut, which the manifest line does not provide" \
+        in r.stderr
+
+
 def _bundled(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
