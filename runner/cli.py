@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +39,7 @@ from runner.config import CONF_DIR, meant, no_such_key, setup, to_settings, unre
 from runner.errors import ConfigError, GtrunError, RecordError
 from runner.io.store import LocalStore
 from runner.record import COMPARED, CONFIG, Run, artifact_changes, config_changes, resolved
-from runner.schema import BackendConfig, BackendKind
+from runner.schema import BackendConfig, BackendKind, GtrunConfig
 from runner.service import DEFAULT_PORT
 from runner.service.store import TERMINAL
 from runner.sweep import STATUS, write_status
@@ -466,12 +467,18 @@ def hydra_problem(exc: Exception, args: list[str] | tuple[str, ...] = ()) -> str
         said = f"{where}.yaml: {problem(key, kind, text)}"
         if where == "local/default" and key.partition(".")[0] == "local":  # its keys read under `local`
             said += "\n  hint: conf/local/default.yaml sets keys of the whole config: start it with `# @package _global_`"
+        elif where.startswith("job/") and key.split(".")[:2] in (["job", f.name] for f in fields(GtrunConfig)):
+            said += JOB_PACKAGE_HINT  # job.template.labels: the preset's keys read under `job`
         return said
+    if re.match(r"In 'job/[^']+': Could not override '[^'@]+@job\.", str(exc)):  # its defaults, under `job` too
+        return str(exc).split("\n")[0] + JOB_PACKAGE_HINT
     lines = [x for x in str(exc).splitlines() if x.strip() and not x.startswith("See https://hydra.cc")]
     return " ".join(lines[:2]) if lines else type(exc).__name__
 
 
 _members_failed = 0  # sweep members that failed in this process (plan -m)
+JOB_PACKAGE_HINT = ("\n  hint: a job preset sets keys of the whole config: start it with `# @package _global_`, "
+                    "as conf/job/tweets_sentiment.yaml does")
 
 
 def _override_value(arg: str) -> str:

@@ -442,6 +442,22 @@ def test_local_settings_without_their_package_line_say_so(gtrun, tmp_path):
     assert r.code == 0 and "bucket: my-bucket" in r.stdout, r.output
 
 
+@pytest.mark.parametrize("text", [
+    "job:\n  name: mine\ntemplate:\n  labels: [A, B]\n",
+    "defaults:\n  - override /template: text_multilabel\njob:\n  name: mine\n",
+])
+def test_a_job_preset_without_its_package_line_says_so(gtrun, tmp_path, text):
+    """A preset switches the whole job: its keys (job.name, template.labels) are the whole config's."""
+    (tmp_path / "conf" / "job").mkdir(parents=True)
+    (tmp_path / "conf" / "job" / "mine.yaml").write_text(text)
+    r = refused(gtrun, "--config-dir", str(tmp_path / "conf"), "job=mine", verb="plan",
+                match="\n  hint: a job preset sets keys of the whole config: start it with `# @package _global_`, "
+                      "as conf/job/tweets_sentiment.yaml does\n")
+    assert r.stderr.startswith("error: job/mine.yaml: ") or r.stderr.startswith("error: In 'job/mine': "), r.stderr
+    (tmp_path / "conf" / "job" / "mine.yaml").write_text("# @package _global_\n" + text)
+    assert gtrun("plan", "--config-dir", str(tmp_path / "conf"), "job=mine").code == 0
+
+
 def test_a_job_name_taken_in_another_case_names_the_job_there(gtrun):
     assert gtrun("run", "source.limit=1", "job.labeling_job_name=my-job").code == 0
     r = gtrun("run", "source.limit=1", "job.labeling_job_name=MY-JOB")
