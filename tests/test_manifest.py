@@ -138,6 +138,24 @@ def test_nan_and_infinity_are_refused_naming_the_row_and_field(tmp_path):
     with pytest.raises(ManifestError, match=r"^row 1: s: NaN or Infinity"):
         manifest_line({"source": "c", "s": {"x": [float("nan")]}}, row_number=1)
 
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_value_of_another_type_after_duckdbs_sample_is_read(tmp_path, suffix, caplog):
+    """DuckDB types a file's columns from its first 20,480 rows: a later "n/a" in a column of numbers
+    stopped the query, and the source has no setting to change it. The file is typed from every row."""
+    rows = [(i, f"text {i}", "n/a" if i == 25_000 else i % 5) for i in range(1, 25_001)]
+    path = tmp_path / f"t{suffix}"
+    if suffix == ".csv":
+        path.write_text("id,text,stars\n" + "".join(f"{i},{t},{s}\n" for i, t, s in rows))
+    else:
+        path.write_text("".join(json.dumps({"id": i, "text": t, "stars": s}) + "\n" for i, t, s in rows))
+    data, _ = stream(source(path, columns={"source": "text", "id": "id", "stars": "stars"}))
+    lines = data.decode().splitlines()
+    assert len(lines) == 25_000 and json.loads(lines[-1])["stars"] == "n/a"
+    # a CSV column is text now; a JSON one keeps each value as the line has it
+    assert json.loads(lines[0]) == {"id": 1, "source": "text 1", "stars": "1" if suffix == ".csv" else 1}
+    assert f"{path}: reading it again, its columns typed from every row" in caplog.text
+
 @pytest.fixture(scope="module")
 def sort_csv(tmp_path_factory):
     """300,000 rows (~35 MB): sorting them under a 40 MB limit fits DuckDB on 1 thread, not on 2."""

@@ -113,6 +113,12 @@ class _OutOfMemory(Exception):
         self.error, self.rows = error, rows  # rows: how many were handed out before it
 
 
+class _Retyped(Exception):
+    def __init__(self, rows: int) -> None:
+        super().__init__(rows)
+        self.rows = rows  # how many were handed out before it
+
+
 @dataclass
 class DuckDBSource:
     """The source table as a DuckDB view over `source.files`."""
@@ -122,6 +128,7 @@ class DuckDBSource:
     files: list[Path]
     own_spill: str | None = None  # a temporary spill folder to remove on close
     memory_limit: str = ""
+    every_row: bool = False  # the view types the files' columns from every row (_retyped)
 
     @classmethod
     def open(cls, source: SourceConfig, settings: DuckDBConfig) -> DuckDBSource:
@@ -138,15 +145,10 @@ class DuckDBSource:
         spill = settings.temp_directory or tempfile.mkdtemp(prefix="gtrun-duckdb-")
         con.execute(f"SET temp_directory = {sql_string(spill)}")
         reader = READERS[files[0].suffix.lower()]
-        paths = "[" + ", ".join(sql_string(str(p)) for p in files) + "]"
-        db, table = sql_name(source.database), sql_name(source.table)
-        con.execute(f"CREATE SCHEMA IF NOT EXISTS {db}")
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {sql_name(source.database)}")
         self = cls(con, source, files, None if settings.temp_directory else spill, settings.memory_limit)
         try:
-            # A 4 MB CSV buffer per thread (DuckDB's default is 16 x max_line_size, 32 MB) leaves the
-            # memory limit to the sort; it still holds DuckDB's longest allowed line (2 MB).
-            options = ", buffer_size = 4194304" if reader == "read_csv" else ""
-            con.execute(f"CREATE VIEW {db}.{table} AS SELECT * FROM {reader}({paths}{options})")
+            self._create_view()
         except duckdb.Error as exc:
             self.close()  # its spill folder too
             raise self._file_error(exc) from None
@@ -158,6 +160,33 @@ class DuckDBSource:
             self.close()
             raise
         return self
+
+    def _create_view(self) -> None:
+        reader = READERS[self.files[0].suffix.lower()]
+        paths = "[" + ", ".join(sql_string(str(p)) for p in self.files) + "]"
+        # A 4 MB CSV buffer per thread (DuckDB's default is 16 x max_line_size, 32 MB) leaves the
+        # memory limit to the sort; it still holds DuckDB's longest allowed line (2 MB).
+        options = ", buffer_size = 4194304" if reader == "read_csv" else ""
+        options += ", sample_size = -1" if self.every_row else ""
+        self.con.execute(f"CREATE OR REPLACE VIEW {sql_name(self.source.database)}.{sql_name(self.source.table)} "
+                         f"AS SELECT * FROM {reader}({paths}{options})")
+
+    def _retyped(self, exc: duckdb.Error) -> bool:
+        """Whether the query failed at a value of another type than DuckDB took its column for from the
+        first rows (20,480) of a file (an "n/a" among numbers), and the view now types the columns from
+        every row, so that the query can run again: the source has no setting for DuckDB's reader."""
+        text = str(exc)
+        if self.every_row or not ("auto-detected from the CSV file" in text or "JSON transform error" in text):
+            return False
+        named = [str(p) for p in self.files if str(p) in text]
+        detail = next((x.strip() for x in text.splitlines() if x.startswith("Error when converting")),
+                      text.splitlines()[0].rpartition(": ")[2] if "JSON transform error" in text else "")
+        log.warning("%s: reading it again, its columns typed from every row (DuckDB typed them from the first "
+                    "rows, and a later value is not of that type%s)", named[0] if named else ", ".join(map(str, self.files)),
+                    f": {detail}" if detail else "")
+        self.every_row = True
+        self._create_view()
+        return True
 
     def _check_fields(self) -> None:
         """DuckDB's sniffer reads a CSV file with a row of another number of fields than its header
@@ -232,6 +261,8 @@ class DuckDBSource:
         try:
             cur.execute(query.sql, list(query.params))
         except duckdb.Error as exc:
+            if self._retyped(exc):
+                return self.execute(query)
             raise self._error(exc) from None
         return cur
 
@@ -264,7 +295,7 @@ class DuckDBSource:
         START_OVER tells the consumer that the lines start again from the first.
         """
         try:
-            yield from self._stream(lines_query, batch_rows)
+            yield from self._stream_typed(lines_query, batch_rows)
         except _OutOfMemory as oom:
             threads = self.threads()
             if threads <= 1:
@@ -276,9 +307,17 @@ class DuckDBSource:
             if oom.rows:
                 yield START_OVER
             try:
-                yield from self._stream(lines_query, batch_rows)
+                yield from self._stream_typed(lines_query, batch_rows)
             except _OutOfMemory as again:
                 raise self._error(again.error) from None
+
+    def _stream_typed(self, lines_query: Query, batch_rows: int) -> Iterator[tuple[bytes | None, int]]:
+        try:
+            yield from self._stream(lines_query, batch_rows)
+        except _Retyped as retyped:  # the columns are typed from every row now: the lines start over
+            if retyped.rows:
+                yield START_OVER
+            yield from self._stream(lines_query, batch_rows)
 
     def _stream(self, lines_query: Query, batch_rows: int) -> Iterator[tuple[bytes, int]]:
         try:
@@ -304,6 +343,8 @@ class DuckDBSource:
         except duckdb.OutOfMemoryException as exc:
             raise _OutOfMemory(exc, start) from None
         except duckdb.Error as exc:
+            if self._retyped(exc):
+                raise _Retyped(start) from None
             raise self._error(exc) from None
         finally:
             cur.close()
