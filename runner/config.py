@@ -148,3 +148,9 @@ def _schema_node(path: str) -> Any:
         hints = typing.get_type_hints(node) if dataclasses.is_dataclass(node) else {}
         node = hints.get(part)
     return node
+
+
+def relative_to_cwd(path: str) -> str:
+    """Where a relative path in the config was read, for an error saying it is not there: a run
+    started in another folder than the project's reads its paths there."""
+    return "" if Path(path).expanduser().is_absolute() else f" (a relative path, read in {Path.cwd()})"

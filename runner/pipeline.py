@@ -42,7 +42,7 @@ from runner.build.template import (
     task_input,
 )
 from runner.check import validate_request
-from runner.config import HOME, TEMPLATES_DIR
+from runner.config import HOME, TEMPLATES_DIR, relative_to_cwd
 from runner.errors import ConfigError, ConfigErrors, ManifestError, RecordError, StoreError, SubmitError, collect_errors
 from runner.io.backends import backend_for
 from runner.io.store import LocalStore, sha256_file
@@ -81,7 +81,7 @@ def template_path(name: str) -> Path:
     for candidate in (Path(name).expanduser(), TEMPLATES_DIR / name):
         if candidate.is_file():
             return candidate
-    raise ConfigError("template.file", f"{name!r} not found",
+    raise ConfigError("template.file", f"{name!r} not found{relative_to_cwd(name)}",
                       f"bundled templates: {', '.join(sorted(p.name for p in TEMPLATES_DIR.glob('*.liquid')))}")
 
 
@@ -119,7 +119,8 @@ def check_backend(settings: GtrunConfig) -> list[ConfigError]:
                                         "the images go to the storage, where the source-refs point: "
                                         f"s3://{settings.backend.bucket}/<prefix>/"))
         if not glob.glob(str(Path(assets.files).expanduser())):
-            problems.append(ConfigError("source.assets.files", f"no file matches {assets.files!r}"))
+            problems.append(ConfigError("source.assets.files",
+                                        f"no file matches {assets.files!r}{relative_to_cwd(assets.files)}"))
     return problems
 
 

@@ -494,6 +494,15 @@ def test_missing_template_file(gtrun):
     refused(gtrun, "template.file=nope.liquid", match="template.file: 'nope.liquid' not found")
 
 
+def test_a_relative_path_not_found_names_the_folder_it_was_read_in(gtrun):
+    """A config's relative paths are read from the working directory: run from another folder, the
+    error says which one, so that a file that is there (in the project) is not a riddle."""
+    refused(gtrun, "template.file=tpl/mine.liquid", match=f"error: template.file: 'tpl/mine.liquid' not found "
+                                                         f"(a relative path, read in {gtrun.cwd})\n")
+    refused(gtrun, "source.files=[data/mine.csv]", match=f"error: source.files[0]: no file matches 'data/mine.csv' "
+                                                        f"(a relative path, read in {gtrun.cwd})\n")
+
+
 def test_budget_exceeded(gtrun):
     r = refused(gtrun, "pricing.max_usd=1", match="pricing.max_usd: the job would cost $13.84")
     (run,) = [p.parent for p in (gtrun.cwd / "outputs").rglob("status.json")]

@@ -19,6 +19,7 @@ import duckdb
 from runner.build.manifest import PROBLEM, problem_error
 from runner.build.quoting import sql_name, sql_string
 from runner.build.sql import Query, referenced_columns
+from runner.config import relative_to_cwd
 from runner.errors import ConfigError, QueryError
 from runner.io.store import sha256_file
 from runner.schema import DuckDBConfig, SourceConfig
@@ -37,7 +38,7 @@ def source_files(source: SourceConfig) -> list[Path]:
     for i, pattern in enumerate(source.files):
         matches = sorted(glob.glob(str(Path(pattern).expanduser()), recursive=True))
         if not matches:
-            raise ConfigError(f"source.files[{i}]", f"no file matches {pattern!r}")
+            raise ConfigError(f"source.files[{i}]", f"no file matches {pattern!r}{relative_to_cwd(pattern)}")
         for m in matches:
             path = Path(m)
             if path.suffix.lower() not in READERS:
