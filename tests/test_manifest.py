@@ -156,6 +156,16 @@ def test_a_value_of_another_type_after_duckdbs_sample_is_read(tmp_path, suffix, 
     assert json.loads(lines[0]) == {"id": 1, "source": "text 1", "stars": "1" if suffix == ".csv" else 1}
     assert f"{path}: reading it again, its columns typed from every row" in caplog.text
 
+
+@pytest.mark.parametrize("table", ["t", "d.other", "x.t"])
+def test_source_sql_reading_another_table_names_the_one_there_is(csv_file, table):
+    sql = f"SELECT text AS source FROM {table} ORDER BY id"
+    with pytest.raises(ConfigError) as err:
+        stream(source(csv_file, columns={}, order_by=[], sql=sql))
+    assert str(err.value).startswith("source.sql: Catalog Error: Table with name "), err.value
+    assert str(err.value).endswith("hint: source.files are the table d.t (source.database, source.table): "
+                                   "write FROM d.t"), err.value
+
 @pytest.fixture(scope="module")
 def sort_csv(tmp_path_factory):
     """300,000 rows (~35 MB): sorting them under a 40 MB limit fits DuckDB on 1 thread, not on 2."""

@@ -255,6 +255,10 @@ class DuckDBSource:
                                f"type the query compares it with: {text.splitlines()[0]}")
         if isinstance(exc, (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException)):
             return self._file_error(exc)
+        if isinstance(exc, duckdb.CatalogException) and self.source.sql and text.startswith("Catalog Error: Table with name"):
+            table = f"{self.source.database}.{self.source.table}"  # source.sql's FROM another (or a bare) name
+            return ConfigError("source.sql", text.splitlines()[0], f"source.files are the table {table} "
+                               f"(source.database, source.table): write FROM {table}")
         return QueryError(f"source: the query failed: {text.splitlines()[0]}")
 
     def execute(self, query: Query) -> duckdb.DuckDBPyConnection:
