@@ -233,6 +233,30 @@ def test_answers_that_cannot_be_consolidated_fail_their_object_not_the_service(s
         assert sagemaker(again.url).describe_labeling_job(LabelingJobName="odd")["LabelingJobStatus"] == "Completed"
 
 
+def test_an_answer_with_a_number_json_cannot_hold_is_refused(service):
+    """Python's JSON reader takes NaN, Infinity and 1e400 (a float infinity): such an answer was
+    recorded, written to the worker-response file as invalid JSON, and its consolidation raised, so
+    the object never finished, the job never completed and the service could not start again."""
+    sm = sagemaker(service.url)
+    sm.create_labeling_job(**put_job(service.root, "inf", [{"source": "Alice met Bob"}],
+                                     task_type="named_entity", labels=["PER"]))
+    wait_status(sm, "inf", "InProgress")
+    w = Worker(service.url)
+    task = w.task("inf")
+    for number in ("1e400", "NaN", "-Infinity"):
+        answer = {"crowd-entity-annotation": {"entities": [{"label": "PER", "startOffset": 0, "endOffset": 5}]}}
+        body = json.dumps({"token": task["token"], "answer": answer}).replace('"startOffset": 0',
+                                                                         f'"startOffset": {number}')
+        r = w.http.post(task["submitUrl"], content=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == 400 and "next" not in r.json(), r.text  # the page keeps the answer
+        assert "number" in r.json()["message"]
+    good = {"crowd-entity-annotation": {"entities": [{"label": "PER", "startOffset": 0, "endOffset": 5}]}}
+    assert w.answer("inf", task, good).status_code == 200
+    assert wait_status(sm, "inf", "Completed") == "Completed"
+    with Service(service.root, port=0).running() as again:
+        assert sagemaker(again.url).describe_labeling_job(LabelingJobName="inf")["LabelingJobStatus"] == "Completed"
+
+
 def test_availability_lifetime_fails_unanswered_objects(service):
     sm = sagemaker(service.url)
     sm.create_labeling_job(**put_job(service.root, "expiring", TWEETS[:2], labels=LABELS, availability=60))

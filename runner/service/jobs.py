@@ -230,6 +230,11 @@ class LabelingJobs:
         now = time.time() if now is None else now
         if not isinstance(answer, Mapping):
             raise ValidationError("the answer must be a JSON object keyed by element name")
+        try:  # Python reads NaN, Infinity and 1e400 (inf); JSON, the output files' format, holds none
+            json.dumps(answer, allow_nan=False)
+        except ValueError:
+            raise ValidationError("the answer holds a number JSON cannot hold (NaN, Infinity, or one too "
+                                  "large); send finite numbers") from None
         name, object_id, complete = self.store.submit(token, answer, now, job)
         if complete:
             self.finish_object(name, object_id, now)
