@@ -273,6 +273,25 @@ def test_availability_lifetime_fails_unanswered_objects(service):
     assert "This job is complete" in w.http.get("/jobs/expiring/").text
 
 
+def test_an_answer_to_an_object_the_expiry_finished_is_refused_not_lost(service):
+    """A job past its task availability finishes its objects one by one, its status still InProgress
+    until the last: an answer sent meanwhile to an object already finished was taken (200, the next
+    task) and never written anywhere; it is refused, and the page moves on."""
+    sm = started(service, "late", TWEETS[:1], workers=2, availability=60)
+    a, b = Worker(service.url), Worker(service.url)
+    a.answer("late", a.task("late"), {"crowd-classifier": {"label": "Positive"}})
+    held = b.task("late")
+    jobs = service.app.state.jobs
+    jobs.finish_object("late", 0, time.time())  # what the expiry does first for an object with answers
+    r = b.answer("late", held, {"crowd-classifier": {"label": "Negative"}})
+    assert r.status_code == 400 and r.json()["next"] == "/jobs/late/", r.text
+    assert "no longer taking answers" in r.json()["message"]
+    jobs.tick(now=time.time() + 61)
+    assert sm.describe_labeling_job(LabelingJobName="late")["LabelingJobStatus"] == "Completed"
+    responses = list((service.root / "b/jobs/late/output/late/annotations/worker-response").rglob("*.json"))
+    assert [len(json.loads(f.read_text())["answers"]) for f in responses] == [1]
+
+
 def test_unknown_operation_and_bad_body(service):
     import httpx
     r = httpx.post(service.url + "/", headers={"X-Amz-Target": "SageMaker.CreateModel"}, content=b"{}")

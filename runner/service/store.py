@@ -425,6 +425,10 @@ class JobStore:
                 raise TaskGone("the time limit for this task has passed; it went back to the queue")
             if job["status"] != "InProgress":
                 raise TaskGone(f"the job is {job['status']}; it takes no more answers")
+            status = db.execute("SELECT status FROM objects WHERE job = ? AND object_id = ?",
+                                (a["job"], a["object_id"])).fetchone()["status"]
+            if status != "pending":  # finished without it: its job's time ran out while the task was held
+                raise TaskGone("this data object is no longer taking answers: its job's task availability ended")
             db.execute("UPDATE assignments SET submitted = ?, answer = ?, released = NULL WHERE token = ?",
                        (now, json.dumps(answer, sort_keys=True), token))
             done = db.execute("SELECT COUNT(*) FROM assignments WHERE job = ? AND object_id = ? "
