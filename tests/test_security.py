@@ -81,3 +81,28 @@ def test_listens_on_loopback_by_default(tmp_path):
         assert svc.url.startswith("http://127.0.0.1:")
     finally:
         svc.sock.close()
+
+
+def test_a_loopback_service_answers_loopback_names_only(service):
+    """A web page whose name its attacker rebinds to 127.0.0.1 (DNS rebinding) reaches a loopback
+    service as its own origin, with its own name in Host: it could read the task data, answer and
+    stop jobs. A service on loopback answers only requests that name the loopback."""
+    sm = sagemaker(service.url)
+    sm.create_labeling_job(**put_job(service.root, "private", [{"source": "secret tweet"}], labels=["A", "B"]))
+    port = service.port
+    for host in ("attacker.example", f"attacker.example:{port}", f"127.0.0.1.nip.io:{port}"):
+        for r in (httpx.get(service.url + "/", headers={"Host": host}),
+                  httpx.get(service.url + "/jobs/private/", headers={"Host": host}),
+                  httpx.post(service.url + "/", headers={"Host": host, "X-Amz-Target": "SageMaker.StopLabelingJob"},
+                             content=b'{"LabelingJobName": "private"}')):
+            assert r.status_code == 400 and "secret" not in r.text and "--host" in r.text, (host, r.text)
+    assert sm.describe_labeling_job(LabelingJobName="private")["LabelingJobStatus"] != "Stopped"
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}", "localhost", f"[::1]:{port}"):
+        assert httpx.get(service.url + "/", headers={"Host": host}).status_code == 200, host
+    assert "secret tweet" in Worker(service.url).task("private")["html"]
+
+
+def test_a_service_on_another_address_answers_any_name(tmp_path):
+    with Service(tmp_path / "s", host="127.0.0.2", port=0).running() as svc:  # as --host 0.0.0.0 would
+        r = httpx.get(f"{svc.url}/", headers={"Host": f"labeling.example:{svc.port}"})
+        assert r.status_code == 200

@@ -19,10 +19,13 @@ from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runner.errors import GtrunError
 from runner.io.store import Store
@@ -38,6 +41,7 @@ TICK_S = 1.0
 # seconds: a meta refresh's delay). A held task can come back at any moment (released, or its page
 # closed), and the page then shows it; the tests set 1.
 HELD_POLL_S = 15
+LOOPBACK = ("127.0.0.1", "localhost", "::1")  # the names of a service that listens on loopback only
 
 
 # What a worker who gets no task is told, by the job's status: (heading, reason)
@@ -106,7 +110,37 @@ def release_form(name: str, task: Task) -> str:
             "worker can take it; you get the next task\">Release task</button></form>")
 
 
-def create_app(root: Path | str, storage: Store | None = None) -> Starlette:
+def host_name(header: str) -> str:
+    """A Host header's name, without its port.
+
+    >>> host_name("[::1]:8008"), host_name("LocalHost:8008"), host_name("127.0.0.1")
+    ('::1', 'localhost', '127.0.0.1')
+    """
+    name = header.strip().lower()
+    if name.startswith("["):
+        return name[1:].partition("]")[0]
+    return name.rpartition(":")[0] if ":" in name else name
+
+
+class LoopbackOnly:
+    """Refuse a request that does not name the loopback (DNS rebinding: a web page whose name its
+    attacker points at 127.0.0.1 reaches a loopback service as its own origin, under its own name)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and host_name(Headers(scope=scope).get("host", "")) not in LOOPBACK:
+            refused = PlainTextResponse("This service listens on loopback and answers requests for 127.0.0.1, "
+                                        "localhost or [::1] only; to serve it under another name, start it "
+                                        "with gtrun serve --host.", status_code=400)
+            await refused(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def create_app(root: Path | str, storage: Store | None = None, loopback: bool = False) -> Starlette:
+    """The service's app; `loopback`: it listens on loopback, and answers loopback names only."""
     jobs = LabelingJobs(root, storage)
     previews: dict[str, str] = {}
 
@@ -308,6 +342,6 @@ def create_app(root: Path | str, storage: Store | None = None) -> Starlette:
         Route("/previews/{key}", preview),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(LoopbackOnly)] if loopback else [])
     app.state.jobs = jobs
     return app

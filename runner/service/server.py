@@ -18,7 +18,7 @@ import uvicorn
 
 from runner.io.store import Store
 from runner.service import DEFAULT_PORT
-from runner.service.app import create_app
+from runner.service.app import LOOPBACK, create_app
 from runner.service.registry import register, running_url, unregister, url_of
 
 __all__ = ["Service", "running_url"]
@@ -43,7 +43,7 @@ class Service:
         self.host, self.port = host, self.sock.getsockname()[1]
         self.url = url_of(host, self.port)
         self.token = uuid.uuid4().hex  # this service's registration, told from a later one's
-        self.app = create_app(root, storage)
+        self.app = create_app(root, storage, loopback=host in LOOPBACK)
         config = uvicorn.Config(self.app, log_level="warning", lifespan="on", access_log=False)
         self.server = uvicorn.Server(config)
 
