@@ -250,6 +250,9 @@ def test_an_answer_with_a_number_json_cannot_hold_is_refused(service):
         r = w.http.post(task["submitUrl"], content=body, headers={"Content-Type": "application/json"})
         assert r.status_code == 400 and "next" not in r.json(), r.text  # the page keeps the answer
         assert "number" in r.json()["message"]
+    deep = json.dumps({"token": task["token"], "answer": 1}).replace("1}", "[" * 100_000 + "1" + "]" * 100_000 + "}")
+    r = w.http.post(task["submitUrl"], content=deep, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["message"] == "the answer is nested too deep to read"
     good = {"crowd-entity-annotation": {"entities": [{"label": "PER", "startOffset": 0, "endOffset": 5}]}}
     assert w.answer("inf", task, good).status_code == 200
     assert wait_status(sm, "inf", "Completed") == "Completed"

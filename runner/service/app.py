@@ -233,6 +233,8 @@ def create_app(root: Path | str, storage: Store | None = None, loopback: bool = 
         try:
             data = await request.json()
             token, content = data["token"], data["answer"]
+        except RecursionError:  # JSON nested deeper than Python's reader goes
+            return JSONResponse({"message": "the answer is nested too deep to read"}, status_code=400)
         except (ValueError, KeyError, TypeError):
             return JSONResponse({"message": "send {\"token\": ..., \"answer\": {...}}"}, status_code=400)
         try:
