@@ -952,3 +952,20 @@ def test_the_parser_keeps_integers_beyond_64_bits(tmp_path):
                      key=lambda r: r["id"])
     assert [r["big"] for r in records] == [123456789012345678901234 + r["id"] for r in records]
     assert {r["low"] for r in records} == {-9223372036854775809}
+
+
+def test_an_empty_failure_reason_is_counted_as_unknown_on_both_paths(tmp_path, caplog):
+    # The parser's report counts a failed object whose failure-reason is "" as "unknown"; the
+    # columnar pass counted it as "", a reason of its own
+    task = TaskType.bounding_box
+    attr = TYPES[task][0]
+    rng = random.Random(12)
+    lines = [output_line(task, i, rng) for i in range(300)]
+    failed = [line for line in lines if "failure-reason" in line.get(attr + "-metadata", {})]
+    failed[1][attr + "-metadata"]["failure-reason"] = ""
+    failed[2][attr + "-metadata"]["failure-reason"] = "unknown"
+    path = write_manifest(tmp_path / "m.manifest", lines)
+    with caplog.at_level(logging.INFO, logger="runner.collect.transforms"):
+        fast, _ = both_ways(path, task, tmp_path, SETTINGS["defaults"])
+    assert "(columnar)" in caplog.text
+    assert fast["report"]["counts"]["failed_reasons"] == {"ClientError: expired": len(failed) - 2, "unknown": 2}

@@ -154,7 +154,7 @@ class Result:
 
     lines: int
     status: dict[str, int]  # objects by status
-    reasons: dict[str, int]  # failed objects by failure reason, in first-seen order
+    reasons: dict[str, int]  # failed objects by failure reason ("unknown": an empty one), in first-seen order
     distribution: dict[str, int]  # label uses of the labeled objects (before the label_map), first-seen order
     jsonl: dict[str, int] | None  # objects per split, when it wrote the jsonl files
     table: int | None  # rows, when it wrote the Parquet table
@@ -857,7 +857,7 @@ WITH parsed AS (
 )
 SELECT {record}, {sql_name(key)}, confidence, CAST(NULL AS BIGINT) AS workers,
        status = 'labeled' AS "#labeled", status = 'failed' AS "#failed",
-       CASE WHEN status = 'failed' THEN {_string('CAST(m."failure-reason" AS VARCHAR)')} END AS "#reason",
+       CASE WHEN status = 'failed' THEN {_reason_sql('CAST(m."failure-reason" AS VARCHAR)')} END AS "#reason",
        {f'{raw} AS "#raw",' if settings.label_map else ""}
        {'map_entries(m."class-map") AS "#cmap",' if not labels else ""}
        {pair}
@@ -874,6 +874,12 @@ SELECT {record}, {sql_name(key)}, confidence, CAST(NULL AS BIGINT) AS workers,
        {depth} AS "#depth"{f", {_split_code(settings.split)} AS {sql_name('#split')}" if key_text else ""}
 FROM texts
 """
+
+
+def _reason_sql(text: str) -> str:
+    """The failure reason the report counts for the JSON text `text` of a failed object's
+    failure-reason: its string, "unknown" when it is empty (report.ReportBuilder.add)."""
+    return f"coalesce(nullif({_string(text)}, ''), 'unknown')"
 
 
 def _key_text(layout: Layout, key: str | None) -> str | None:
