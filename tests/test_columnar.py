@@ -969,3 +969,17 @@ def test_an_empty_failure_reason_is_counted_as_unknown_on_both_paths(tmp_path, c
         fast, _ = both_ways(path, task, tmp_path, SETTINGS["defaults"])
     assert "(columnar)" in caplog.text
     assert fast["report"]["counts"]["failed_reasons"] == {"ClientError: expired": len(failed) - 2, "unknown": 2}
+
+
+def test_a_value_nested_deeper_than_pythons_json_reads_leaves_the_first_lines_to_the_parser(tmp_path, caplog):
+    # Columnar.open learned the first lines with json.loads, which raises RecursionError on a value
+    # nested some thousand deep: collect stopped there, where the parser's path (orjson) reads it
+    task = TaskType.text_classification
+    rng = random.Random(13)
+    lines = [json.dumps(output_line(task, i, rng), ensure_ascii=False) for i in range(100)]
+    lines[5] = lines[5][:-1] + ', "deep": ' + "[" * 3000 + "]" * 3000 + "}"  # a labeled line
+    path = write_manifest(tmp_path / "deep.manifest", lines)
+    assert _columnar(path, task) is None
+    with caplog.at_level(logging.INFO, logger="runner.collect.transforms"):
+        fast, _ = both_ways(path, task, tmp_path, TransformsConfig(steps={}))  # the report alone
+    assert "(columnar)" not in caplog.text and fast["report"]["counts"]["objects"] == 100

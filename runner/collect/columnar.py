@@ -113,7 +113,10 @@ def learn(lines: Iterator[bytes], attribute: str, task_type: TaskType,
           labels: Sequence[str] | None) -> Layout | None:
     """The input layout of the first SAMPLE_LINES lines, or None when the columnar path cannot
     take them (a parse problem, fields that vary, nested or only-null input values)."""
-    parser = parse.Parser(attribute=attribute, task_type=task_type, labels=list(labels) if labels else None)
+    # the lines read as collect's parser reads them (exact_loads): Python's json refuses values nested
+    # some thousand deep (RecursionError), which the parser's path reads
+    parser = parse.Parser(attribute=attribute, task_type=task_type, labels=list(labels) if labels else None,
+                          loads=parse.exact_loads)
     found: dict[str, type] = {}
     keys: tuple[str, ...] | None = None
     try:
