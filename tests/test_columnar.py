@@ -983,3 +983,19 @@ def test_a_value_nested_deeper_than_pythons_json_reads_leaves_the_first_lines_to
     with caplog.at_level(logging.INFO, logger="runner.collect.transforms"):
         fast, _ = both_ways(path, task, tmp_path, TransformsConfig(steps={}))  # the report alone
     assert "(columnar)" not in caplog.text and fast["report"]["counts"]["objects"] == 100
+
+
+@pytest.mark.parametrize("name", ["", "a\0b"], ids=["empty", "nul"])
+def test_an_input_field_duckdb_cannot_name_takes_the_python_path(tmp_path, caplog, name):
+    # A field named "" stopped the columnar pass with DuckDB's parser error (a zero-length
+    # identifier), one with a NUL with pyarrow's KeyError (DuckDB's name ends at the NUL)
+    task = TaskType.text_classification
+    rng = random.Random(14)
+    lines = [{name: f"v{i}", **output_line(task, i, rng)} for i in range(100)]
+    path = write_manifest(tmp_path / "m.manifest", lines)
+    with caplog.at_level(logging.INFO, logger="runner.collect.transforms"):
+        both_ways(path, task, tmp_path, SETTINGS["defaults"])
+    assert "(columnar)" not in caplog.text and _columnar(path, task) is None
+    jsonl = tmp_path / "fast" / "ds" / "jsonl"
+    records = [json.loads(x) for s in SPLITS for x in (jsonl / f"{s}.jsonl").read_text().splitlines()]
+    assert records and all(r[name].startswith("v") for r in records)

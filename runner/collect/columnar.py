@@ -142,8 +142,8 @@ def learn(lines: Iterator[bytes], attribute: str, task_type: TaskType,
     names = [k.lower() for k in (*keys, attribute, attribute + parse.METADATA)]
     if len(set(names)) < len(names) or set(names[:len(keys)]) & {*LABEL_KEY.values(), "confidence", "workers"}:
         return None
-    if any(k.startswith("#") for k in keys):
-        return None  # records_sql's own columns start with "#"
+    if any(not k or "\0" in k or k.startswith("#") for k in keys):
+        return None  # DuckDB has no column "" nor one with a NUL; records_sql's own columns start with "#"
     return Layout([(k, found[k]) for k in keys])
 
 
