@@ -999,3 +999,34 @@ def test_an_input_field_duckdb_cannot_name_takes_the_python_path(tmp_path, caplo
     jsonl = tmp_path / "fast" / "ds" / "jsonl"
     records = [json.loads(x) for s in SPLITS for x in (jsonl / f"{s}.jsonl").read_text().splitlines()]
     assert records and all(r[name].startswith("v") for r in records)
+
+
+@pytest.mark.parametrize("task", [TaskType.text_classification, TaskType.text_multilabel, TaskType.bounding_box],
+                         ids=lambda t: t.value)
+def test_a_class_index_of_the_largest_64_bit_integer_leaves_the_line_to_the_parser(tmp_path, monkeypatch, caplog,
+                                                                                    task):
+    # records_sql looks a class index up 1-based (index + 1): 2**63 - 1 overflowed, and DuckDB's
+    # OutOfRangeException stopped collect instead of the parser naming the line
+    monkeypatch.setattr("runner.collect.columnar.SAMPLE_LINES", 50)  # the odd line comes after the sample
+    monkeypatch.setattr("runner.collect.columnar.MAX_STRUCT_LABELS", 1)  # class-maps read as maps
+    attr = TYPES[task][0]
+    index = 2**63 - 1
+    rng = random.Random(15)
+    lines = [output_line(task, i, rng) for i in range(300)]
+    n, odd = next((n, x) for n, x in enumerate(lines[100:], 101) if x.get(attr))
+    meta = odd[attr + "-metadata"]
+    if task is TaskType.text_classification:
+        odd[attr] = index
+        meta["class-name"] = "Other"
+    elif task is TaskType.text_multilabel:
+        odd[attr] = [index]
+        meta.update({"class-map": {str(index): "Other"}, "confidence-map": {str(index): 0.5}})
+    else:
+        odd[attr]["annotations"] = [{"class_id": index, "left": 1, "top": 2, "width": 3, "height": 4}]
+        meta.update({"class-map": {str(index): "Other"}, "objects": [{"confidence": 0.5}]})
+    path = write_manifest(tmp_path / "m.manifest", lines)
+    with caplog.at_level(logging.INFO, logger="runner.collect.transforms"):
+        assert both_ways(path, task, tmp_path, SETTINGS["defaults"], refused=True) is None
+    assert "needs the Python parser (Out of Range Error" in caplog.text
+    with pytest.raises(ManifestError, match=f"line {n}: .*label index {index} is 'Other' in the line"):
+        run(path, task, tmp_path / "again" / "ds", SETTINGS["defaults"], columnar=True)

@@ -237,7 +237,9 @@ class Columnar:
         import duckdb
         import pyarrow as pa
 
-        data_errors = (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.OutOfMemoryException)
+        # a class index of 2**63 - 1 overflows records_sql's 1-based lookup: OutOfRangeException
+        data_errors = (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.OutOfRangeException,
+                       duckdb.OutOfMemoryException)
         # The system allocator gives the batches' memory back at once; mimalloc, pyarrow's default,
         # keeps some 60 MB of it (a process-wide setting: gtrun's other Arrow work is done by then).
         pa.set_memory_pool(pa.system_memory_pool())
@@ -701,7 +703,8 @@ def _duckdb_error(exc: BaseException) -> Any:
     text = str(exc)
     if isinstance(exc, OSError) and re.match(r"[A-Z][A-Za-z ]* Error: ", text):
         kinds = {"Out of Memory Error": duckdb.OutOfMemoryException, "IO Error": duckdb.IOException,
-                 "Invalid Input Error": duckdb.InvalidInputException, "Conversion Error": duckdb.ConversionException}
+                 "Invalid Input Error": duckdb.InvalidInputException, "Conversion Error": duckdb.ConversionException,
+                 "Out of Range Error": duckdb.OutOfRangeException}
         kind = next((k for prefix, k in kinds.items() if text.startswith(prefix)), duckdb.Error)
         return kind(text)
     return None
