@@ -191,7 +191,8 @@ def test_a_label_map_renames_in_both_paths(tmp_path, task, old, new):
 
 def named_line(task: TaskType, i: int, rng: random.Random) -> dict:
     """output_line, each label named by the line itself (class-name, class-map), with odd class-maps
-    mixed in: an index no box uses, one named twice, a null, a key that is not an index, "03"."""
+    mixed in: an index no box uses, one named twice, a null, keys that are not an index ("x", "²",
+    which Python calls a digit and int() refuses), "03"."""
     attr, _, labels = TYPES[task]
     line = output_line(task, i, rng)
     meta = line.get(attr + "-metadata")
@@ -207,11 +208,11 @@ def named_line(task: TaskType, i: int, rng: random.Random) -> dict:
         used = {b["class_id"] for b in line[attr]["annotations"]}
         meta["class-map"] = {str(k): labels[k] for k in used}
         if i == 30:
-            meta["class-map"].update({"5": "truck", "6": None, "x": "odd", "03": "of-03", "01": "late"})
+            meta["class-map"].update({"5": "truck", "6": None, "x": "odd", "²": "odd", "03": "of-03", "01": "late"})
         if i > 200 and 1 in used:
             meta["class-map"]["1"] = "coach"  # a later name for index 1: a label of its own
     elif task is TaskType.text_multilabel and i == 30:
-        meta["class-map"].update({"5": "refund", "6": None, "x": "odd"})
+        meta["class-map"].update({"5": "refund", "6": None, "x": "odd", "²": "odd"})
     return line
 
 
