@@ -387,6 +387,9 @@ def test_a_custom_crowd_bounding_box_without_box_tokens_gives_boxes_without_toke
                       "inputImageProperties": {"width": 10, "height": 20}}, "note": "ok"}
     obj = parse(receipt_line(answer), "receipt-entities")
     assert obj.boxes == (Box("cat", 1, 2, 3, 4),) and obj.image_size == (10, 20, 3)
+    answer["box"]["boundingBoxes"][0]["width"] = "inf"  # no JSON number in the dataset
+    with pytest.raises(ManifestError, match=r"boundingBoxes\[0\]: left, top, width, height \(1.0, 2.0, inf, 4.0\) are not all "):
+        parse(receipt_line(answer), "receipt-entities")
 
 
 def test_a_line_without_the_attribute_is_unlabeled():
@@ -507,6 +510,9 @@ BOXES = {"annotations": [{"class_id": 0, "left": 1, "top": 2, "width": 3, "heigh
     ({"source-ref": "s3://b/i", "bb": {**BOXES, "annotations": [{**BOXES["annotations"][0], "class_id": 1}]},
       "bb-metadata": BOX_META}, "bb", ["car"], "box 0: class 1 is not in the metadata \\(no class-map\\), and "
      "the one label given is class 0$"),
+    ({"source-ref": "s3://b/i", "bb": {**BOXES, "annotations": [{**BOXES["annotations"][0], "left": "NaN"}]},
+      "bb-metadata": BOX_META}, "bb", ["car"],
+     "box 0: left, top, width, height \\(nan, 2.0, 3.0, 4.0\\) are not all finite numbers$"),
     ({"source-ref": "s3://b/i", "bb": {"annotations": [{"class_id": 0}]},
       "bb-metadata": {**BOX_META, "class-map": {"0": "dog"}}}, "bb", None, "box 0 is not \\{class_id, left"),
     ({"source": "x", "t": [0, 4], "t-metadata": {"type": "groundtruth/text-classification-multilabel",

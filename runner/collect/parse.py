@@ -325,6 +325,16 @@ _object_new = object.__new__
 _object_setattr = object.__setattr__
 
 
+def _sides(box: Any) -> tuple[float, float, float, float]:
+    """A box's left, top, width and height as floats (numbers, or their text); NaN or infinite is
+    malformed (it would be no JSON number in the dataset). KeyError, TypeError or ValueError for a
+    box without them."""
+    sides = float(box["left"]), float(box["top"]), float(box["width"]), float(box["height"])
+    if not all(map(math.isfinite, sides)):
+        raise _Malformed(f"left, top, width, height {sides!r} are not all finite numbers")
+    return sides
+
+
 def _new_box(label: str, left: float, top: float, width: float, height: float,
              confidence: float | None, tokens: tuple[int, ...] = ()) -> Box:
     if not DIRECT_INIT:
@@ -423,8 +433,8 @@ def _boxes(value: Any, meta: dict[str, Any], labels: tuple[str, ...] | None,
             confidence = None
             if i < len(objects):
                 confidence = _confidence(objects[i].get("confidence"), "confidence")
-            boxes.append(_new_box(name, float(box["left"]), float(box["top"]),
-                                  float(box["width"]), float(box["height"]), confidence))
+            left, top, width, height = _sides(box)
+            boxes.append(_new_box(name, left, top, width, height, confidence))
         except _Malformed as exc:
             raise type(exc)(f"box {i}: {exc}") from None  # _LabelsDisagree stays one
         except (KeyError, TypeError, ValueError, AttributeError):
@@ -556,8 +566,9 @@ def _answer_boxes(content: Mapping[str, Any]) -> tuple[tuple[Box, ...], ImageSiz
     for i, b in enumerate(source):
         try:
             tokens = tuple(int(t) for t in b.get("tokens", ()))
-            boxes.append(Box(str(b["label"]), float(b["left"]), float(b["top"]),
-                             float(b["width"]), float(b["height"]), tokens=tokens))
+            boxes.append(Box(str(b["label"]), *_sides(b), tokens=tokens))
+        except _Malformed as exc:
+            raise _Malformed(f"{kind}[{i}]: {exc}") from None
         except (KeyError, TypeError, ValueError, AttributeError):
             raise _Malformed(f"{kind}[{i}] is not {{label, left, top, width, height}}: {b!r}") \
                 from None
