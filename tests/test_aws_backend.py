@@ -231,6 +231,19 @@ def test_a_create_sagemaker_refuses_leaves_none_of_the_jobs_inputs_in_s3(gtrun, 
         assert r.code == 2 and "CreateLabelingJob" in r.stderr, r.output
         assert len(job_keys()) == kept, (fault, job_keys())
     assert service.app.state.jobs.describe_all() == []
+    # a 4xx to a retry: the lost answer before it may hide a job made (here it does): they stay
+    queue_tweets(moto, "source.limit=2")
+
+    def lose_then_throttle(method, path, headers, attempt):
+        if target(headers).endswith("CreateLabelingJob"):
+            return "drop-response" if attempt == 1 else "throttle"
+        return None
+
+    with FaultProxy(service.url, lose_then_throttle) as proxy:
+        r = gtrun("run", "source.limit=2", *aws_args(moto, proxy.url), "backend.max_attempts=2", storage=False)
+    assert r.code == 2 and "ThrottlingException" in r.stderr, r.output
+    assert len(service.app.state.jobs.describe_all()) == 1
+    assert len(job_keys()) == 3 + 3, job_keys()
 
 
 def test_a_created_job_is_recorded_even_when_describing_it_fails(gtrun, aws):

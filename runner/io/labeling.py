@@ -47,11 +47,13 @@ class SageMakerLabeling:
         try:
             yield
         except (self._errors.ClientError, self._errors.BotoCoreError) as exc:
-            # a 4xx answer is the service's no (a 5xx or a lost connection may hide a yes); a name
-            # taken is a job that exists, whosever it is
+            # a 4xx answer to the first attempt is the service's no (a 5xx or a lost connection may
+            # hide a yes, and so may an earlier attempt of a retried call); a name taken is a job that
+            # exists, whosever it is
             answer = exc.response if isinstance(exc, self._errors.ClientError) else {}
-            status = answer.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            refused = 400 <= status < 500 and answer.get("Error", {}).get("Code") != "ResourceInUse"
+            meta = answer.get("ResponseMetadata", {})
+            refused = (400 <= meta.get("HTTPStatusCode", 0) < 500 and not meta.get("RetryAttempts", 0)
+                       and answer.get("Error", {}).get("Code") != "ResourceInUse")
             raise SubmitError(f"{name}: {describe(exc)}", refused=refused) from None
 
     def _call(self, operation: str, name: str, **params: Any) -> dict[str, Any]:
