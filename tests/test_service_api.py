@@ -301,6 +301,9 @@ def test_unknown_operation_and_bad_body(service):
     assert r.status_code == 400 and r.json()["__type"] == "UnknownOperationException"
     r = httpx.post(service.url + "/", headers={"X-Amz-Target": "SageMaker.DescribeLabelingJob"}, content=b"[")
     assert r.status_code == 400
+    deep = b"[" * 100_000 + b"]" * 100_000  # nested deeper than Python's JSON reader goes
+    r = httpx.post(service.url + "/", headers={"X-Amz-Target": "SageMaker.DescribeLabelingJob"}, content=deep)
+    assert r.status_code == 400 and r.json()["__type"] == "SerializationException", r.text
 
 
 # -- Release task: the worker gives a reserved task back ------------------------------------------
@@ -351,6 +354,9 @@ def test_releasing_another_workers_task_is_refused(service):
     r = a.http.post(task["releaseUrl"], json={"token": "0" * 32})
     assert r.status_code == 400 and r.json()["__type"] == "ResourceNotFound"
     assert a.http.post(task["releaseUrl"], content=b"[", headers={"Content-Type": "application/json"}).status_code == 400
+    deep = b"[" * 100_000 + b"]" * 100_000  # nested deeper than Python's JSON reader goes
+    r = a.http.post(task["releaseUrl"], content=deep, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and "token" in r.json()["message"], r.text
     assert a.http.post(task["releaseUrl"], data={"view": "x"}).status_code == 400
 
 

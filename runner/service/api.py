@@ -150,7 +150,7 @@ def handle(jobs: LabelingJobs, target: str, body: bytes, region: str = "us-east-
         params = json.loads(body or b"{}")
         if not isinstance(params, dict):
             raise ValueError
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python's reader goes
         return 400, {"__type": "SerializationException", "message": "the request body is not a JSON object"}
     try:
         _validate(operation, params)

@@ -264,7 +264,7 @@ def create_app(root: Path | str, storage: Store | None = None, loopback: bool = 
                 data = {k: v[-1] for k, v in parse_qs(body.decode("utf-8"), keep_blank_values=True).items()}
             token = str(data["token"])
             view = str(data["view"]) if "view" in data else None
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: JSON nested too deep
             return JSONResponse({"message": "send token=... (and view=...) as a form, or {\"token\": ...}"},
                                 status_code=400)
         cookie, _ = who(request)
