@@ -83,7 +83,6 @@ def test_a_custom_template_reading_a_field_the_lines_lack_is_refused(gtrun, verb
                   "task.input.source-ref, task.input.tokens, task.input.width, which the query does not provide")
 
 
-
 @pytest.mark.parametrize("verb", ["run", "plan"])
 def test_a_custom_template_may_read_into_a_field_that_holds_an_object(gtrun, tmp_path, verb):
     """task.input.meta.product is there when the lines have meta: what meta holds is the data's to say,

@@ -122,7 +122,6 @@ def test_the_limit_counts_characters_not_bytes(tmp_path):
     assert [json.loads(x)["id"] for x in lines] == [1, 2] and len(lines[1].decode()) < 100_000 < len(lines[1])
 
 
-
 def test_nan_and_infinity_are_refused_naming_the_row_and_field(tmp_path):
     # JSON has no NaN or Infinity: a line holding one is not JSON to Ground Truth (or to collect)
     path = tmp_path / "t.csv"
@@ -165,6 +164,7 @@ def test_source_sql_reading_another_table_names_the_one_there_is(csv_file, table
     assert str(err.value).startswith("source.sql: Catalog Error: Table with name "), err.value
     assert str(err.value).endswith("hint: source.files are the table d.t (source.database, source.table): "
                                    "write FROM d.t"), err.value
+
 
 @pytest.fixture(scope="module")
 def sort_csv(tmp_path_factory):

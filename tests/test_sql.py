@@ -85,7 +85,6 @@ def test_unparsable_column_expression_names_its_key():
         select_query(tweets(columns={"source": "tweet_text +* ("}), "duckdb")
 
 
-
 @pytest.mark.parametrize(("over", "key"), [
     ({"columns": {"source": "Tweet Text"}}, "source.columns.source"),
     ({"order_by": ["Tweet Id"]}, "source.order_by[0]"),
