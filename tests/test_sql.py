@@ -95,6 +95,8 @@ def test_a_column_name_with_a_space_is_not_read_as_an_alias(db, over, key):
         select_query(tweets(**over), "duckdb")
     assert str(err.value).startswith(f"{key}: ") and " reads as a column and an alias" in str(err.value)
     assert "hint: quote a column name that has a space" in str(err.value)
+    with pytest.raises(ConfigError, match=r"hint: the key names it: write 'body' alone$"):
+        select_query(tweets(columns={"source": "body AS text"}), "duckdb")
     db.execute('CREATE TABLE db.spaced ("Tweet Text" TEXT, "Tweet Id" INT); INSERT INTO db.spaced VALUES (\'a\', 1)')
     quoted = select_query(tweets(table="spaced", columns={"source": '"Tweet Text"'}, order_by=['"Tweet Id"'],
                                  where=None, params={}), "duckdb")

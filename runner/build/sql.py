@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,8 +38,10 @@ def _parse(text: str, key: str, *, condition: bool = False) -> exp.Expr:
         where = f" (column {err.get('col')})" if err.get("col") else ""
         raise ConfigError(key, f"cannot parse {text!r}{where}: {err.get('description', exc)}") from None
     if isinstance(tree, exp.Alias):  # `Review Text` is `Review AS Text`; the key gives the name
-        raise ConfigError(key, f"{text!r} reads as a column and an alias ({tree.sql(dialect=READ_DIALECT)})",
-                          f'quote a column name that has a space: "{text}" (in YAML: \'"{text}"\')')
+        hint = (f"the key names it: write {tree.this.sql(dialect=READ_DIALECT)!r} alone"
+                if re.search(r"\bAS\b", text, re.IGNORECASE) else
+                f'quote a column name that has a space: "{text}" (in YAML: \'"{text}"\')')
+        raise ConfigError(key, f"{text!r} reads as a column and an alias ({tree.sql(dialect=READ_DIALECT)})", hint)
     return tree
 
 
