@@ -677,6 +677,10 @@ def test_a_label_with_whitespace_is_refused_for_conll_whose_readers_split_at_it(
     renamed = TransformsConfig(label_map={"Product Name": "Product_Name"})
     check_transforms({"conll": {}, "jsonl": {}}, renamed, labels=["Product Name"], task_type=TaskType.named_entity)
     check_transforms({"jsonl": {}}, SETTINGS, labels=["Product Name"], task_type=TaskType.named_entity)
+    with pytest.raises(ConfigError, match=r"hint: transforms\.label_map renames 'Product' to it: a name without "
+                                          r"whitespace, e.g\. 'Product_Name'$"):
+        check_transforms({"conll": {}}, TransformsConfig(label_map={"Product": "Product Name"}), labels=["Product"],
+                         task_type=TaskType.named_entity)
     run_transforms(lambda: iter(objects), tmp_path / "tweets", steps={"conll": {}}, settings=renamed,
                    labels=["Product Name"])
     assert read_conll(tmp_path / "tweets" / "conll" / f"{split_of('0', SETTINGS.split)}.conll") == [

@@ -1551,7 +1551,7 @@ def write_conll(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Sequ
             lines = []
             for word, tag in zip(words, tags, strict=False):
                 if _spaced(tag):
-                    raise _spaced_tag(tag[2:])
+                    raise _spaced_tag(tag[2:], settings.label_map)
                 clean = "_".join(word.split()) or "_"
                 if clean != word:
                     problems.add(obj, f"token {word!r} written as {clean!r}")
@@ -1568,13 +1568,17 @@ def _spaced(name: str) -> bool:
     return any(c.isspace() for c in name)
 
 
-def _spaced_tag(label: str) -> ConfigError:
+def _spaced_tag(label: str, label_map: Mapping[str, str]) -> ConfigError:
     """The error of a label that a CoNLL tag cannot hold: readers split a line's columns at any
     whitespace (spaCy's `spacy convert`, flair's ColumnCorpus), so `B-Product Name` would be read
-    as the tag `B-Product`."""
+    as the tag `B-Product`. The hint renames it in transforms.label_map, where it may come from."""
+    joined = "_".join(label.split())
+    sources = [old for old, new in label_map.items() if new == label]
+    hint = (f"transforms.label_map renames {', '.join(map(repr, sources))} to it: a name without whitespace, "
+            f"e.g. {joined!r}" if sources else
+            f"rename it with transforms.label_map, e.g. {{{label!r}: {joined!r}}}")
     return ConfigError("transforms.steps.conll", f"label {label!r} has whitespace, which ends a CoNLL tag "
-                       "(readers split a line's columns at whitespace)",
-                       f"rename it with transforms.label_map, e.g. {{{label!r}: {'_'.join(label.split())!r}}}")
+                       "(readers split a line's columns at whitespace)", hint)
 
 
 def _text_tags(obj: LabeledObject, problems: _Problems) -> tuple[list[str], list[str]]:
@@ -1886,7 +1890,7 @@ def check_transforms(steps: Mapping[str, Mapping[str, Any] | None], settings: Tr
     if "conll" in steps:
         spaced = [name for name in mapped_labels(labels, settings.label_map) if _spaced(name)]
         if spaced:
-            errors.append(_spaced_tag(spaced[0]))
+            errors.append(_spaced_tag(spaced[0], settings.label_map))
     for name, options in steps.items():
         key = f"transforms.steps.{name}"
         if name not in TRANSFORMS:
