@@ -1167,7 +1167,7 @@ def seen_labels(objects: Iterable[LabeledObject]) -> list[str]:
     for obj in objects:
         class_map = obj.metadata.get("class-map")
         for key, name in class_map.items() if isinstance(class_map, dict) else ():
-            if str(key).isdecimal() and name is not None:  # what int() reads ("²" is a digit)
+            if str(key).isascii() and str(key).isdigit() and name is not None:  # as parse._index reads one
                 by_map.setdefault(int(key), str(name))
         if obj.task_type is TaskType.text_classification and obj.label is not None and obj.value is not None:
             by_value.setdefault(int(obj.value), obj.label)  # parse checked: an index, as int or digits

@@ -522,7 +522,7 @@ class _Output:
         assert class_map is not None  # add() reads the class-maps when no labels were given
         for pair in pc.unique(pairs).to_pylist():
             key, _, text = pair.rpartition("\0")
-            if key.isdecimal() and text:  # as collect.seen_labels; "": a JSON null, not a name
+            if key.isascii() and key.isdigit() and text:  # as collect.seen_labels; "": a JSON null, not a name
                 class_map.setdefault(int(key), str(json.loads(text)))
 
     def index_names(self, pairs: Any) -> None:
