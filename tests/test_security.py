@@ -106,3 +106,12 @@ def test_a_service_on_another_address_answers_any_name(tmp_path):
     with Service(tmp_path / "s", host="127.0.0.2", port=0).running() as svc:  # as --host 0.0.0.0 would
         r = httpx.get(f"{svc.url}/", headers={"Host": f"labeling.example:{svc.port}"})
         assert r.status_code == 200
+
+
+def test_a_malformed_preview_request_is_one_400(service):
+    for body in ("{not json", "[1]", '{"template": 3, "input": {}}', '{"template": "x"}', "[" * 100_000):
+        r = httpx.post(f"{service.url}/preview", content=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == 400 and r.json()["message"].startswith("send {"), (body[:20], r.text)
+    r = httpx.post(f"{service.url}/preview", json={"template": "<p>{{ task.input.source }}</p>", "input": {"source": "hi"}})
+    assert r.status_code == 200 and "hi" in httpx.get(f"{service.url}{r.json()['url']}").text
+

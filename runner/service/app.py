@@ -297,8 +297,14 @@ def create_app(root: Path | str, storage: Store | None = None, loopback: bool = 
                                                         "X-Content-Type-Options": "nosniff"})
 
     async def preview_create(request: Request) -> Response:
-        data = await request.json()
-        params = {"UiTemplate": {"Content": data["template"]}, "Task": {"Input": json.dumps(data["input"])}}
+        """A preview page of a template rendered with a task input (gtrun preview), at the URL answered."""
+        try:
+            data = await request.json()
+            if not isinstance(data.get("template"), str):
+                raise TypeError
+            params = {"UiTemplate": {"Content": data["template"]}, "Task": {"Input": json.dumps(data["input"])}}
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            return JSONResponse({"message": "send {\"template\": \"...\", \"input\": {...}}"}, status_code=400)
         out = await run_in_threadpool(jobs.render_ui_template, params)
         if out["Errors"]:
             return JSONResponse({"message": out["Errors"][0]["Message"]}, status_code=400)
