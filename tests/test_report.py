@@ -592,3 +592,14 @@ def test_large_counts_fit_their_cards_and_file_names_do_not_break(browser, tmp_p
         assert broken == [] if width >= 700 else "not_labeled.jsonl" not in broken
     finally:
         page.close()
+
+
+def test_workers_who_drew_the_same_box_agree_fully_and_are_not_disputed():
+    box = ("car", 925.18, 201.74, 27.03, 68.24)  # (left + width) - left is not width in floating point
+    assert box_iou(box[1:], box[1:]) == 1.0
+    answers = [WorkerAnswer(w, {"boundingBox": {"boundingBoxes": [
+        dict(zip(("label", "left", "top", "width", "height"), box))]}}, 10) for w in ("w1", "w2")]
+    report = build_report([obj(1, TaskType.bounding_box, boxes=(Box(*box),), answers=answers)],
+                          task_type=TaskType.bounding_box, labels=["car"], dataset="d")
+    assert report["agreement"]["mean_iou"] == 1.0
+    assert report["disputed"] == []

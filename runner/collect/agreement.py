@@ -172,7 +172,13 @@ def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
 
     >>> box_iou((0, 0, 10, 10), (5, 0, 10, 10))
     0.3333333333333333
+    >>> box_iou((925.18, 201.74, 27.03, 68.24), (925.18, 201.74, 27.03, 68.24))
+    1.0
     """
+    if tuple(a[:4]) == tuple(b[:4]) and a[2] > 0 and a[3] > 0:
+        # the same box: (left + width) - left need not give width back in floating point, and
+        # an IoU of 0.9999999999999982 would list workers who drew the very same box as disputed
+        return 1.0
     w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
     h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
     inter = max(w, 0.0) * max(h, 0.0)
