@@ -35,6 +35,7 @@ from runner.collect.report import (
     headline,
     label_distribution,
     report_from_counts,
+    report_html,
     write_card,
     write_report,
 )
@@ -603,3 +604,17 @@ def test_workers_who_drew_the_same_box_agree_fully_and_are_not_disputed():
                           task_type=TaskType.bounding_box, labels=["car"], dataset="d")
     assert report["agreement"]["mean_iou"] == 1.0
     assert report["disputed"] == []
+
+
+def test_a_card_is_graded_on_the_figure_not_on_its_rounded_digits():
+    t = TaskType.text_classification
+    units = [["a", "a"], ["b", "b"]] * 13 + [["a", "b"], ["b", "a"], ["b", "a"]]
+    objects = [obj(i, t, text=str(i), label=u[0], answers=[cls(f"w{j}", x) for j, x in enumerate(u)])
+               for i, u in enumerate(units, 1)]
+    report = build_report(objects, task_type=t, labels=["a", "b"], dataset="d")
+    assert report["agreement"]["krippendorff_alpha"] == approx(0.7967, abs=1e-4)  # below .800
+    page = report_html(report)
+    cards = {k: v for v, k in re.findall(
+        r'<div class="card (\w*)"><div class="k">([^<]*)</div>', page)}
+    assert cards["Krippendorff&#x27;s α"] == "fair" and cards["Fleiss&#x27; κ"] == "fair"
+    assert ("Krippendorff's α", "0.797", "over 29 objects") in headline(report)

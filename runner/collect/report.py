@@ -590,13 +590,13 @@ def headline(report: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     scored = f"over {agreement['objects']:,} objects"
     if task is TaskType.text_classification:
         kappa = agreement["fleiss_kappa"]
-        rows.append(("Krippendorff's α", _num(agreement["krippendorff_alpha"]), scored))
+        rows.append(("Krippendorff's α", _num(agreement["krippendorff_alpha"], 3), scored))
         note = (f"{kappa['raters']} raters, {kappa['objects']:,} objects"
                 + (f", {kappa['skipped']:,} with another rater count skipped"
                    if kappa["skipped"] else "")) if kappa["raters"] else "no object with 2+ answers"
-        rows.append(("Fleiss' κ", _num(kappa["value"]), note))
+        rows.append(("Fleiss' κ", _num(kappa["value"], 3), note))
     elif task is TaskType.text_multilabel:
-        rows.append(("Krippendorff's α", _num(agreement["krippendorff_alpha"]),
+        rows.append(("Krippendorff's α", _num(agreement["krippendorff_alpha"], 3),
                      "yes/no per object and label, pooled"))
         rows.append(("Mean pairwise Jaccard", _num(agreement["mean"]), scored))
     elif task is TaskType.bounding_box:
@@ -763,13 +763,23 @@ def report_html(report: Mapping[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _graded(report: Mapping[str, Any]) -> dict[str, float | None]:
+    """The headline's agreement figures as report.json has them: a card is graded on the figure,
+    not on its shown digits (an alpha of 0.7967 is below Krippendorff's .800)."""
+    agreement = report["agreement"]
+    return {"Krippendorff's α": agreement.get("krippendorff_alpha"),
+            "Fleiss' κ": (agreement.get("fleiss_kappa") or {}).get("value"),
+            **dict.fromkeys(("Mean pairwise IoU", "Mean pairwise span F1", "Mean pairwise Jaccard"),
+                            agreement.get("mean"))}
+
+
 def _cards_html(report: Mapping[str, Any]) -> str:
     cards = []
+    graded = _graded(report)
     for name, value, note in headline(report):
         grade = ""
-        if name in ("Krippendorff's α", "Fleiss' κ", "Mean pairwise IoU", "Mean pairwise span F1",
-                    "Mean pairwise Jaccard"):
-            grade = _grade(None if value == "n/a" else float(value))
+        if name in graded:
+            grade = _grade(graded[name])
         elif name == "Failed" and value != "0":
             grade = "poor"
         size = " long" if len(value) > 7 else ""  # 1,000,000 and longer: smaller, so a card holds it
