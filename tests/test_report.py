@@ -618,3 +618,20 @@ def test_a_card_is_graded_on_the_figure_not_on_its_rounded_digits():
         r'<div class="card (\w*)"><div class="k">([^<]*)</div>', page)}
     assert cards["Krippendorff&#x27;s α"] == "fair" and cards["Fleiss&#x27; κ"] == "fair"
     assert ("Krippendorff's α", "0.797", "over 29 objects") in headline(report)
+
+
+@pytest.mark.parametrize("task", [TaskType.text_classification, TaskType.text_multilabel])
+def test_an_undefined_coefficient_says_why_and_the_page_says_what_the_figures_mean(task):
+    answer = (lambda w: cls(w, "a")) if task is TaskType.text_classification else (
+        lambda w: WorkerAnswer(w, {"crowd-classifier-multi-select": {"labels": ["a"]}}))
+    objects = [obj(i, task, text=str(i), label="a", labels=("a",), answers=[answer("w1"), answer("w2")])
+               for i in (1, 2)]
+    report = build_report(objects, task_type=task, labels=["a"], dataset="d")
+    assert report["agreement"]["krippendorff_alpha"] is None  # every answer the same: 0/0
+    rows = {name: (value, note) for name, value, note in headline(report)}
+    assert rows["Krippendorff's α"][0] == "n/a" and rows["Krippendorff's α"][1].startswith("undefined: every ")
+    if task is TaskType.text_classification:
+        assert rows["Fleiss' κ"] == ("n/a", "undefined: every answer is the same label; 2 raters, 2 objects")
+    page = report_html(report)
+    assert "1 is full agreement, 0 what chance alone gives" in page or "1 full agreement, 0 chance" in page
+    assert "A card is green from 0.800, orange from 0.667, red below." in page

@@ -587,17 +587,26 @@ def headline(report: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         rows.append(("In the dataset", f"{kept:,}", "; ".join(
             f"{f['dropped']:,} below {f['option']}" for f in filters)))
     task = scored_as(report)
-    scored = f"over {agreement['objects']:,} objects"
+    scored = (f"over {agreement['objects']:,} objects" if agreement["objects"]
+              else "no object with 2+ readable answers")
+    # alpha and kappa are 0/0 when every answer is the same value: say so, not a bare n/a
+    same = "undefined: every answer is the same label" if task is TaskType.text_classification else (
+        "undefined: every label has the same yes/no throughout")
+    alpha = agreement.get("krippendorff_alpha")
     if task is TaskType.text_classification:
         kappa = agreement["fleiss_kappa"]
-        rows.append(("Krippendorff's α", _num(agreement["krippendorff_alpha"], 3), scored))
+        rows.append(("Krippendorff's α", _num(alpha, 3),
+                     f"{same}, {scored}" if alpha is None and agreement["objects"] else scored))
         note = (f"{kappa['raters']} raters, {kappa['objects']:,} objects"
                 + (f", {kappa['skipped']:,} with another rater count skipped"
                    if kappa["skipped"] else "")) if kappa["raters"] else "no object with 2+ answers"
+        if kappa["raters"] and kappa["value"] is None:
+            note = f"{same}; {note}"
         rows.append(("Fleiss' κ", _num(kappa["value"], 3), note))
     elif task is TaskType.text_multilabel:
-        rows.append(("Krippendorff's α", _num(agreement["krippendorff_alpha"], 3),
-                     "yes/no per object and label, pooled"))
+        rows.append(("Krippendorff's α", _num(alpha, 3),
+                     "yes/no per object and label, pooled" if alpha is not None or not agreement["objects"]
+                     else same))
         rows.append(("Mean pairwise Jaccard", _num(agreement["mean"]), scored))
     elif task is TaskType.bounding_box:
         rows.append(("Mean pairwise IoU", _num(agreement["mean"]), scored))
@@ -673,6 +682,7 @@ h1{margin:4px 0 2px;font-size:30px;line-height:1.2;word-break:break-word}
 .sub{margin:0;color:var(--muted)}
 h2{margin:0 0 14px;font-size:16px}
 .cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr));gap:12px;margin-bottom:18px}
+.cards+.legend{margin:-6px 0 18px}
 .card{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:14px 16px;
 border-top:3px solid var(--accent);min-width:0}
 .card.good{border-top-color:var(--good)}.card.fair{border-top-color:var(--fair)}
@@ -763,6 +773,30 @@ def report_html(report: Mapping[str, Any]) -> str:
     return "\n".join(parts)
 
 
+MEANINGS = {
+    TaskType.text_classification: "Krippendorff's α and Fleiss' κ: 1 is full agreement, 0 what chance alone "
+    "gives, below 0 systematic disagreement; Krippendorff relies on data from 0.800 and draws tentative "
+    "conclusions from 0.667. Fleiss' κ counts only the objects with its number of raters.",
+    TaskType.text_multilabel: "Krippendorff's α (1 full agreement, 0 chance; relied on from 0.800, tentative "
+    "from 0.667) over one yes/no per object and label. Mean pairwise Jaccard: for each pair of workers on "
+    "an object, the labels both chose over the labels either chose (1: the same labels).",
+    TaskType.bounding_box: "Mean pairwise IoU: for each pair of workers on an object, same-label boxes matched "
+    "best overlap first, the matched IoUs summed over the matched pairs plus the boxes left unmatched "
+    "(a box the other did not draw counts 0; both drawing none counts 1), averaged.",
+    TaskType.named_entity: "Mean pairwise span F1: for each pair of workers on an object, 2 × the spans both "
+    "marked (same label, start and end) over all spans the two marked (both marking none counts 1), averaged.",
+}
+
+
+def _meaning(report: Mapping[str, Any]) -> str:
+    """What the headline's agreement figures mean, and what colours the cards ("" for a custom task)."""
+    task = scored_as(report)
+    if task not in MEANINGS:
+        return ""
+    return (f"<p class=\"legend\">{_e(MEANINGS[task])} A card is green from {GOOD:.3f}, orange from "
+            f"{TENTATIVE:.3f}, red below.</p>")
+
+
 def _graded(report: Mapping[str, Any]) -> dict[str, float | None]:
     """The headline's agreement figures as report.json has them: a card is graded on the figure,
     not on its shown digits (an alpha of 0.7967 is below Krippendorff's .800)."""
@@ -785,7 +819,7 @@ def _cards_html(report: Mapping[str, Any]) -> str:
         size = " long" if len(value) > 7 else ""  # 1,000,000 and longer: smaller, so a card holds it
         cards.append(f"<div class=\"card {grade}\"><div class=\"k\">{_e(name)}</div>"
                      f"<div class=\"v{size}\">{_e(value)}</div><div class=\"n\">{_e(note)}</div></div>")
-    return "<section class=\"cards\">" + "".join(cards) + "</section>"
+    return "<section class=\"cards\">" + "".join(cards) + "</section>" + _meaning(report)
 
 
 def _bar_chart(rows: list[tuple[str, float, str, str]], scale: float) -> str:
