@@ -554,6 +554,7 @@ def _rerun(path: str, extra: list[str], mode: str) -> int:
             raise RecordError(f"{run.dir} was started in {project}: {verb} it there "
                               f"(cd {shlex.quote(str(project))}), so the new run and its job go beside it")
         if mode == ENV_REPRODUCE:
+            run.lineage()  # the hashes it is checked against: a run that did not finish has none
             continues = run.continues()
             if continues is not None:
                 raise RecordError(f"{run.dir} continues {continues}: its objects came from that run's "

@@ -557,3 +557,12 @@ def test_a_second_ctrl_c_while_a_large_job_is_created_stops_at_once_and_names_th
     r = gtrun("status", str(run))
     assert r.code == 2 and f"{run}: the run created no labeling job; it was interrupted before it submitted" in r.stderr
     assert "Traceback" not in stderr
+
+
+def test_reproduce_of_a_run_that_did_not_finish_is_refused_before_a_new_run(gtrun):
+    """No lineage to compare with: refused at once, not after a new run queried and wrote its manifest."""
+    assert gtrun("run", "source.limit=2", "pricing.max_usd=0.0001").code == 2
+    (failed,) = gtrun.runs(every=True)
+    r = gtrun("reproduce", str(failed))
+    assert r.code == 2 and "the run did not finish (lineage.json is missing)" in r.stderr, r.output
+    assert gtrun.runs(every=True) == [failed] and gtrun.jobs() == []
