@@ -597,7 +597,7 @@ def _something_left(run: Run) -> None:
 def compare_runs(original: Run, b: dict[str, Any], config: Any, run_dir: Path) -> None:
     """Print the hash-by-hash comparison of the original run with this one (its lineage `b` and
     config, before it submits); raise when anything differs."""
-    a = original.lineage()
+    a = original.lineage_here()
     table = Table(title=f"reproduce {original.dir.name} -> {run_dir.name}")
     for col in ("artifact", "original", "reproduced", ""):
         table.add_column(col)
@@ -624,7 +624,7 @@ def compare_runs(original: Run, b: dict[str, Any], config: Any, run_dir: Path) -
 def compare_assets(original: Run, assets: dict[str, str]) -> None:
     """Raise when the source.assets files are not those the original run recorded (before they are
     copied to the storage; a run recorded without asset hashes is not compared)."""
-    recorded = original.lineage().get("asset_files")
+    recorded = original.lineage_here().get("asset_files")
     if recorded is None:
         return
     changed = [f for f in sorted(set(recorded) | set(assets)) if recorded.get(f) != assets.get(f)]
@@ -645,7 +645,7 @@ def diff(args: list[str]) -> int:
         a, b = Run.at(ns.run_a), Run.at(ns.run_b)
         keys = config_changes(resolved(a.config()), resolved(b.config()))
         # a run that stopped before it submitted has no lineage: the artifacts it wrote are hashed now
-        lineages = [run.lineage() if (run.dir / "lineage.json").is_file() else _left_artifacts(run) for run in (a, b)]
+        lineages = [run.lineage_here() if (run.dir / "lineage.json").is_file() else _left_artifacts(run) for run in (a, b)]
     except GtrunError as exc:
         return fail(str(exc))
     for run, lineage in zip((a, b), lineages, strict=True):

@@ -163,6 +163,16 @@ class Run:
         recorded = self.lineage().get("continues") if (self.dir / "lineage.json").is_file() else None
         return self.relocated(recorded) if isinstance(recorded, str) and recorded else None
 
+    def lineage_here(self) -> dict[str, Any]:
+        """lineage.json with the source files and assets it names where they are now: those inside the
+        folder the run was started in moved with it (see relocated), so that a run and its
+        reproduction after a move name the same files."""
+        lineage = self.lineage()
+        for key in ("source_files", "asset_files"):
+            if isinstance(lineage.get(key), dict):
+                lineage[key] = {str(self.relocated(path)): sha for path, sha in lineage[key].items()}
+        return lineage
+
     def runtime(self) -> Any:
         """What Hydra recorded of the run's start (hydra.runtime in .hydra/hydra.yaml), or None."""
         found = self.read_yaml(".hydra/hydra.yaml") if (self.dir / ".hydra/hydra.yaml").is_file() else None

@@ -12,7 +12,7 @@ from pathlib import Path
 import jsonlines
 import yaml
 
-from tests.conftest import Gtrun, _env, read_json
+from tests.conftest import ROOT, Gtrun, _env, read_json
 
 ARTIFACTS = {"query.sql", "manifest.jsonl", "template.liquid", "label-categories.json", "request.json",
              "job.json", "lineage.json", "status.json"}
@@ -291,6 +291,27 @@ def test_a_runs_config_folder_inside_its_project_moves_with_it(tmp_path):
     r = moved("reproduce", str(first))  # the config folder where it is now, not where it was
     assert r.code == 0 and "reproduced exactly" in r.stdout, r.output
     assert not (tmp_path / "project").exists()
+
+
+def test_a_runs_data_and_assets_inside_its_project_move_with_it(tmp_path):
+    """Files inside the project are recorded by their path then: after a move they are the same files
+    where they are now, so reproduce goes ahead and diff finds the runs identical."""
+    project = tmp_path / "project"
+    (project / "images").mkdir(parents=True)
+    for name in ("receipt-001.png", "receipt-002.png"):
+        (project / "images" / name).write_bytes(f"image {name}".encode())
+    shutil.copy(ROOT / "data" / "receipts" / "receipts.jsonl", project / "receipts.jsonl")
+    args = ["job=receipts_ner", "source.limit=2", "source.files=[receipts.jsonl]", "source.assets.files=images/*.png",
+            "backend.root=storage"]
+    assert Gtrun(project)("run", *args, storage=False).code == 0
+    moved = Gtrun(project.rename(tmp_path / "moved"))
+    (first,) = moved.runs()
+    r = moved("reproduce", str(first))
+    assert r.code == 0 and "reproduced exactly" in r.stdout and "DIFFERS" not in r.stdout, r.output
+    (second,) = [p for p in moved.runs() if p != first]
+    d = moved("diff", str(first), str(second))
+    assert d.code == 0 and "DIFFERS" not in d.stdout, d.output
+    assert f"asset {moved.cwd / 'images' / 'receipt-001.png'}" in d.stdout
 
 
 def test_diff_names_keys_and_artifacts(gtrun):
