@@ -38,7 +38,7 @@ from runner import __version__, sweep
 from runner.config import CONF_DIR, meant, no_such_key, setup, to_settings, unremovable
 from runner.errors import ConfigError, GtrunError, RecordError
 from runner.io.store import LocalStore
-from runner.record import COMPARED, CONFIG, Run, artifact_changes, config_changes, resolved
+from runner.record import COMPARED, CONFIG, Run, artifact_changes, config_changes, environment_keys, resolved
 from runner.schema import BackendConfig, BackendKind, GtrunConfig
 from runner.service import DEFAULT_PORT
 from runner.service.store import TERMINAL
@@ -612,10 +612,13 @@ def compare_runs(original: Run, b: dict[str, Any], config: Any, run_dir: Path) -
     if changed:
         keys = [k for k in config_changes(resolved(original.config()), resolved(config))
                 if k[0] != "job.labeling_job_name"]
+        # the recorded text is the same: a value read from the environment then may not be now
+        read = [] if keys else [f"{key} = {value} reads the environment, which may have changed"
+                                for key, value in environment_keys(original.config())]
         if "template.liquid" in changed and not any(k[0].startswith("template.") for k in keys):
             files.append(f"the template file ({resolved(config)['template']['file']}: gtrun's own, or edited)")
         why = "; ".join([f"{k}: {va!r} -> {vb!r}" for k, va, vb in keys[:5]]
-                        + [f"{f.removeprefix('source file ')} changed" for f in files]) or "no config key changed"
+                        + [f"{f.removeprefix('source file ')} changed" for f in files] + read) or "no config key changed"
         raise RecordError(f"reproduce: {', '.join(changed)} {'differs' if len(changed) == 1 else 'differ'} from "
                           f"{original.dir} ({why}); "
                           "nothing was submitted")
@@ -659,6 +662,9 @@ def diff(args: list[str]) -> int:
     for key, va, vb in keys:
         table.add_row(key, repr(va), repr(vb))
     out.print(table if keys else "config: identical")
+    read = sorted({key for run in (a, b) for key, _ in environment_keys(run.config())})
+    if read:  # recorded as an interpolation: each run's value then is not recorded
+        out.print(f"{', '.join(read)}: read from the environment, compared as it resolves now")
     arts = Table(title="artifacts")
     for col in ("artifact", str(a.dir.name), str(b.dir.name), ""):
         arts.add_column(col)

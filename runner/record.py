@@ -302,6 +302,22 @@ def config_changes(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any,
             if fa.get(key, ABSENT) != fb.get(key, ABSENT)]
 
 
+# resolvers whose value is the environment's when the config is resolved (OmegaConf's and Hydra's)
+_ENVIRONMENT = ("${oc.env:", "${now:", "${hydra:")
+
+
+def environment_keys(config: Any) -> list[tuple[str, str]]:
+    """(key, recorded value) of each key of a recorded config whose value reads the environment
+    (a variable, the clock, Hydra's runtime): a run's config resolved later gives today's value.
+
+    >>> environment_keys(OmegaConf.create({"a": {"b": "${oc.env:B,1}", "c": "${a.b}"}, "d": "x"}))
+    [('a.b', '${oc.env:B,1}')]
+    """
+    found = OmegaConf.to_container(config, resolve=False)
+    return [(key, value) for key, value in flatten(found).items()
+            if isinstance(value, str) and any(r in value for r in _ENVIRONMENT)]
+
+
 def artifact_changes(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
     """(artifact, sha256 in a, sha256 in b) for the compared artifacts, the request and the data."""
     rows: list[tuple[str, str | None, str | None]] = []

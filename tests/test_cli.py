@@ -314,6 +314,20 @@ def test_a_runs_data_and_assets_inside_its_project_move_with_it(tmp_path):
     assert f"asset {moved.cwd / 'images' / 'receipt-001.png'}" in d.stdout
 
 
+def test_reproduce_names_a_key_read_from_the_environment(gtrun):
+    """A recorded `${oc.env:...}` is resolved anew: the recorded text is the same, its value is not."""
+    value = "${oc.decode:${oc.env:THRESHOLD,0.8}}"
+    assert gtrun("run", f"source.params.threshold='{value}'", env={"THRESHOLD": "0.5"}).code == 0
+    (first,) = gtrun.runs()
+    r = gtrun("reproduce", str(first))
+    assert r.code == 2 and "no config key changed" not in r.stderr, r.output
+    assert f"source.params.threshold = {value} reads the environment, which may have changed" in r.stderr, r.stderr
+    assert len(gtrun.jobs()) == 1
+    assert gtrun("reproduce", str(first), env={"THRESHOLD": "0.5"}).code == 0
+    d = gtrun("diff", str(first), str(gtrun.runs()[-1]))
+    assert d.code == 0 and "source.params.threshold: read from the environment, compared as it resolves now" in d.stdout
+
+
 def test_diff_names_keys_and_artifacts(gtrun):
     assert gtrun("run", "source.params.entity=Xbox").code == 0
     assert gtrun("run", "source.params.entity=NBA2K", "workteam.workers_per_object=2").code == 0
