@@ -1159,9 +1159,14 @@ def collect_cmd(args: list[str]) -> int:
             result = collecting(dataset, outputs, where, settings, dataset=dataset,
                                 provenance=c.merged_provenance(outputs, left_out=left_out))
             label_sets = {tuple(o.labels): o.name for o in outputs}
-            if len(label_sets) > 1:  # runs of other jobs, say: every label goes in one dataset
-                hint = ("  warning: the runs label with different labels: "
-                        + "; ".join(f"{job}: {', '.join(labels) or '(none given)'}" for labels, job in label_sets.items())
+            # after a label_map the sets are compared as mapped: an older set mapped into a newer one is
+            # what label_map is for; sets that still each have labels the others lack are said
+            lm = settings.label_map
+            mapped = {labels: tuple(dict.fromkeys(lm.get(x, x) for x in labels)) for labels in label_sets}
+            if len(label_sets) > 1 and not (lm and frozenset().union(*mapped.values()) in map(frozenset, mapped.values())):
+                hint = (f"  warning: the runs label with different labels{' after transforms.label_map' if lm else ''}: "
+                        + "; ".join(f"{job}: {', '.join(mapped[labels]) or '(none given)'}"
+                                    for labels, job in label_sets.items())
                         + " (transforms.label_map=... maps one set onto another)")
             continued = outputs[0].provenance.get("continues") if len(outputs) == 1 else None
             if continued:

@@ -927,3 +927,12 @@ def test_merging_runs_with_other_labels_says_so_and_the_summary_says_what_filter
     (f,) = report["transforms"]["filters"]
     said = f"transforms.min_confidence=0.99 dropped {f['dropped']} of the 4 labeled objects it looked at"
     assert f["dropped"] > 0 and said in r.stdout
+    # the older set mapped into the newer one: what label_map is for, nothing to warn of
+    r = gtrun("collect", str(first), str(second), "--out", str(gtrun.cwd / "mapped"),
+              "transforms.label_map.Good=Positive", "transforms.label_map.Bad=Negative")
+    assert r.code == 0 and "different labels" not in r.output, r.output
+    # a label left unmapped is named as the runs label after the map
+    r = gtrun("collect", str(first), str(second), "--out", str(gtrun.cwd / "half"), "transforms.label_map.Good=Positive")
+    assert r.code == 0, r.output
+    assert "warning: the runs label with different labels after transforms.label_map: " in r.stdout
+    assert ": Positive, Bad (transforms.label_map" in r.stdout, r.stdout
