@@ -1218,8 +1218,12 @@ def collect_cmd(args: list[str]) -> int:
         out.print(f"  left out: {item}")
     overlap = result["report"].get("sweep", {}).get("overlap") or {}
     if overlap.get("objects"):
-        out.print(f"  warning: {overlap['objects']:,} objects appear in more than one member; "
-                  "transforms.split.key=<an input field that names the object> keeps each in one split (see report.html)")
+        if settings.split.key is None:
+            out.print(f"  warning: {overlap['objects']:,} objects appear in more than one member; transforms.split.key="
+                      "<an input field that names the object> keeps each in one split (see report.html)")
+        else:  # the copies share a split already: the dataset still has each more than once
+            out.print(f"  note: {overlap['objects']:,} objects appear in more than one member: the dataset has them "
+                      f"more than once, each in one split by transforms.split.key={settings.split.key} (see report.html)")
     out.print(f"  report: {where / 'report.html'}")
     if hint:
         out.print(hint)

@@ -474,8 +474,12 @@ def test_a_sweep_whose_members_label_the_same_objects_says_so(gtrun):
     assert ("hint: set transforms.split.key to an input field that names the object (entity, source, tweet_id), "
             "so that every copy lands in the same split.") in card
     assert "3 objects appear in more than one member" in (sweep / "dataset" / "report.html").read_text()
+    assert "warning: 3 objects appear in more than one member; transforms.split.key=<an input" in r.stdout
     r = gtrun("collect", str(sweep), "transforms.split.key=tweet_id")
     assert r.code == 0, r.output
+    said = " ".join(r.stdout.split())  # the key is set: not told to set it
+    assert "note: 3 objects appear in more than one member: the dataset has them more than once, each in one " \
+           "split by transforms.split.key=tweet_id" in said and "<an input field" not in said, r.stdout
     card = " ".join((sweep / "dataset" / "README.md").read_text().split())
     assert "transforms.split.key=tweet_id puts the copies that share its value in the same split" in card
 
