@@ -417,7 +417,12 @@ def test_a_sweep_names_the_members_it_left_out_and_records_each_member(gtrun, tm
     assert r.code == 0, r.output
     card = (sweep / "dataset" / "README.md").read_text()
     assert f"1 member of the sweep left out: {failed.name} (failed: " in card
-    assert read_json(sweep / "dataset" / "report.json")["sweep"]["left_out"] == [left]
+    report = read_json(sweep / "dataset" / "report.json")
+    assert report["sweep"]["left_out"] == [left]
+    # report.json names each member as the card does, not only how many there were
+    assert report["provenance"]["sweep"] == str(sweep) and report["provenance"]["left_out"] == [left]
+    assert [m["member"] for m in report["provenance"]["members"]] == [run.name for run in runs]
+    assert report["provenance"]["jobs"] == [read_json(run / "request.json")["LabelingJobName"] for run in runs]
     # each member's provenance, as a run's card has it
     setup()  # the resolvers a recorded config uses, as the command line registers them
     provenance = c.merged_provenance([c.from_run(run) for run in runs])

@@ -633,6 +633,7 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
                                     f"test {settings.split.test} (salt {settings.split.salt!r}"
                                     + (f", by {settings.split.key}" if settings.split.key is not None else "") + ")"}
         card = report.write_card(work, card_provenance, figures, transforms.load_files(written))
+        figures["provenance"] = card_provenance  # report.json names the runs (each member) as the card does
         if card.parent != work:  # the collected folder is the dataset itself: its card is README.md
             text = card.read_text(encoding="utf-8").replace("](../", "](")  # its links: the folder's files
             (work / "README.md").write_text(text, encoding="utf-8")
