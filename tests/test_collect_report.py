@@ -460,6 +460,24 @@ def test_a_sweep_of_two_task_types_says_which_member_has_which(gtrun):
     assert "TaskType." not in r.stderr
 
 
+def test_two_sweeps_merged_name_each_member_with_its_sweep(gtrun):
+    # two batches swept over the same entity: each sweep has a member 0_tweets-xbox
+    for batch in ("0.8", "0.9"):
+        assert gtrun("run", "-m", "source.params.entity=Xbox", f"source.params.threshold={batch}", "source.limit=1",
+                     "workteam.workers_per_object=1").code == 0
+    runs = gtrun.runs()
+    answer_all(gtrun, runs, classify)
+    first, second = sorted({run.parent for run in runs})
+    assert {run.name for run in runs} == {"0_tweets-xbox"}
+    r = gtrun("collect", str(first), str(second), "--out", str(gtrun.cwd / "both"))
+    assert r.code == 0, r.output
+    provenance = read_json(gtrun.cwd / "both" / "report.json")["provenance"]
+    assert provenance["folders"] == [str(first), str(second)]
+    assert [m["member"] for m in provenance["members"]] == [f"{first.name}/0_tweets-xbox", f"{second.name}/0_tweets-xbox"]
+    card = (gtrun.cwd / "both" / "README.md").read_text()
+    assert f"| {first.name}/0_tweets-xbox |" in card and f"| {second.name}/0_tweets-xbox |" in card
+
+
 def test_a_sweep_whose_members_label_the_same_objects_says_so(gtrun):
     # two thresholds over the same entity: the three lowest-scored tweets are in both members
     assert gtrun("run", "-m", "source.params.threshold=0.8,0.9", "source.params.entity=Xbox", "source.limit=3",

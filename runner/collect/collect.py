@@ -472,10 +472,12 @@ def check_task_types(outputs: Sequence[Output]) -> None:
                        + (f", e.g. gtrun collect {example}" if example else ""))
 
 
-def _member_name(out: Output) -> str:
-    """A sweep member's name: its run directory's, else its job's."""
+def _member_name(out: Output, qualified: bool = False) -> str:
+    """A sweep member's name: its run directory's (`qualified`: after its folder's name), else its job's."""
     run = out.provenance.get("run")
-    return Path(str(run)).name if run else out.name
+    if not run:
+        return out.name
+    return f"{Path(str(run)).parent.name}/{Path(str(run)).name}" if qualified else Path(str(run)).name
 
 
 def objects_of(out: Output, settings: TransformsConfig, stats: parse.ParseStats | None = None,
@@ -1232,11 +1234,14 @@ def merged_provenance(outputs: Iterable[Output], left_out: Sequence[str] | None 
     if len(members) == 1:
         return {**members[0].provenance, **extra}
     workers = {o.provenance.get("workers_per_object") for o in members}
-    return {**({"sweep": str(sweep)} if sweep is not None else {}),
+    where: dict[str, Any] = {"sweep": str(sweep)} if sweep is not None else {}
+    if len(folders) > 1:  # several sweeps: a member is named with its folder's name (each has a 0_<dataset>)
+        where = {"folders": sorted(str(f) for f in folders)}
+    return {**where,
             "jobs": [o.name for o in members],
             "workers_per_object": sorted(w for w in workers if isinstance(w, int)),
             "gtrun_version": __version__,
-            "members": [{"member": _member_name(o), **{k: o.provenance.get(k) for k in MEMBER_KEYS},
+            "members": [{"member": _member_name(o, qualified=len(folders) > 1), **{k: o.provenance.get(k) for k in MEMBER_KEYS},
                          **({"continues": o.provenance["continues"]} if o.provenance.get("continues") else {})}
                         for o in members],
             **extra}
