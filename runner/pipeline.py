@@ -35,7 +35,7 @@ from runner.build.request import check_settings, job_name, label_category_config
 from runner.build.sql import Query, check_fields, count_query, render_sql, select_query, unused_params
 from runner.build.template import (
     fill_job_values,
-    missing_variables,
+    missing_uses,
     parse_template,
     render_task,
     task_field_problems,
@@ -468,9 +468,9 @@ class Pipeline:
 
     def check_template(self, parsed: Any, line: dict[str, Any], key_hint: str) -> str:
         ti = task_input(self.s.template.task_type, line, self.s.template.labels)
-        missing = missing_variables(parsed, ti)
+        missing = missing_uses(parsed, ti)
         if missing:
-            raise ConfigError("template.file", f"{self.s.template.file} uses {', '.join(missing)}, "
+            raise ConfigError("template.file", f"{self.s.template.file} uses {missing}, "
                               f"which {key_hint} does not provide",
                               f"task.input holds: {', '.join(sorted(ti))}")
         return render_task(parsed, ti)
@@ -522,9 +522,9 @@ class Pipeline:
                                         "object, or split by object id: transforms.split.key=null"))
         if not fit:  # a built-in type's task.input is built from the field it reads
             ti = task_input(self.s.template.task_type, {f: _AnyValue() for f in fields}, self.s.template.labels)
-            missing = missing_variables(parsed, ti)
+            missing = missing_uses(parsed, ti)
             if missing:
-                problems.append(ConfigError("template.file", f"{self.s.template.file} uses {', '.join(missing)}, "
+                problems.append(ConfigError("template.file", f"{self.s.template.file} uses {missing}, "
                                             f"which the query does not provide",
                                             f"the manifest has: {', '.join(fields)} (from {self._fields_origin()})"))
         collect_errors(problems)

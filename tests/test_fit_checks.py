@@ -76,11 +76,12 @@ def test_a_select_star_is_checked_once_its_fields_are_known(gtrun, verb):
 @pytest.mark.parametrize("verb", ["run", "plan"])
 def test_a_custom_template_reading_a_field_the_lines_lack_is_refused(gtrun, verb):
     refused(gtrun, "source=receipts", "template=custom", verb=verb, match=(
-        "error: template.file: custom.liquid uses task.input.source, which the query does not provide",
+        "error: template.file: custom.liquid uses task.input.source (line 17), which the query does not provide",
         "hint: the manifest has: height, receipt_id, source-ref, tokens, width (from source.columns)"))
     refused(gtrun, "job=receipts_ner", "source=tweets", verb=verb,
-            match="error: template.file: receipts_ner.liquid uses task.input.height, task.input.receipt_id, "
-                  "task.input.source-ref, task.input.tokens, task.input.width, which the query does not provide")
+            match="error: template.file: receipts_ner.liquid uses task.input.width (line 33), task.input.height "
+                  "(line 34), task.input.tokens (line 35), task.input.source-ref (line 40), task.input.receipt_id "
+                  "(line 41), which the query does not provide")
 
 
 @pytest.mark.parametrize("verb", ["run", "plan"])
@@ -100,7 +101,7 @@ def test_a_custom_template_may_read_into_a_field_that_holds_an_object(gtrun, tmp
     page.write_text(page.read_text().replace("meta.product", "meta.prodcut"))
     r = gtrun(verb, *args)
     assert r.code == 2 and gtrun.jobs() == [], r.output
-    assert f"error: template.file: {page} uses task.input.meta.prodcut, which the manifest line does not provide" \
+    assert f"error: template.file: {page} uses task.input.meta.prodcut (line 1), which the manifest line does not provide" \
         in r.stderr
 
 

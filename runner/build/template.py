@@ -393,6 +393,13 @@ def missing_variables(template: BoundTemplate, task_input: Mapping[str, Any]) ->
     return sorted(_missing_uses(template, task_input))
 
 
+def missing_uses(template: BoundTemplate, task_input: Mapping[str, Any]) -> str:
+    """The variables `task.input` lacks, each with the line of its first use, in line order
+    ("task.input.a (line 3), task.input.b (line 7)"); "" when none is missing."""
+    found = sorted(_missing_uses(template, task_input).items(), key=lambda kv: (kv[1], kv[0]))
+    return ", ".join(f"{var} (line {line})" for var, line in found)
+
+
 def render_task(template: BoundTemplate, task_input: Mapping[str, Any], *,
                 name: str | None = None) -> str:
     """The worker HTML for one task; Liquid errors raise TemplateError("<name>:<line>: ...")."""
