@@ -386,9 +386,13 @@ class Pipeline:
         except OSError as exc:
             raise ConfigError("template.file", f"cannot read {path}: {exc.strerror}") from None
         t = self.s.template
-        text = fill_job_values(text, {"title": t.title, "description": t.description,
-                                      "instructions": t.instructions}, str(path))
-        parsed = parse_template(text, str(path))
+        values = {"title": t.title, "description": t.description, "instructions": t.instructions}
+        # Checked with each value on one line, so that every error names the line of the file: a
+        # template.instructions of several lines would move the lines below it. The values are
+        # inert to Liquid (fill_job_values), so the checks are the same on the text recorded.
+        parsed = parse_template(fill_job_values(text, {k: v and " ".join(v.splitlines()) for k, v in values.items()},
+                                                str(path)), str(path))
+        text = fill_job_values(text, values, str(path))
         if "<crowd-form" not in text.lower():
             raise ConfigError("template.file", f"{path} has no <crowd-form> element: workers would have nothing "
                               "to submit their answers with", "wrap the task in <crowd-form> ... </crowd-form>")

@@ -296,3 +296,26 @@ def test_a_recorded_run_with_a_param_its_query_does_not_use_is_continued_with_a_
     assert r.code == 0, r.output
     assert "warning: source.params.batch: the query does not use :batch" in r.stderr
     assert len(gtrun.jobs()) == 2
+
+
+@pytest.mark.parametrize("verb", ["run", "plan"])
+def test_a_template_error_names_its_line_of_the_file_after_multiline_instructions(gtrun, tmp_path, verb):
+    """template.instructions of several lines, filled in above a mistake, do not move the line named."""
+    conf = tmp_path / "conf"
+    (conf / "job").mkdir(parents=True)
+    (conf / "job" / "mine.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /template: custom\n"
+        "template:\n  instructions: |\n    <p>one</p>\n    <p>two</p>\n    <p>three</p>\n")
+    page = tmp_path / "page.liquid"
+    page.write_text("<crowd-form>\n<short-instructions>{{ gtrun.instructions }}</short-instructions>\n"
+                    "<p>{{ task.input.source }}</p>\n<p>{{ task.input.produkt }}</p>\n"
+                    "<crowd-input name=\"note\"></crowd-input></crowd-form>\n")
+    args = ("--config-dir", str(conf), "job=mine", f"template.file={page}")
+    refused(gtrun, *args, verb=verb,
+            match=f"error: template.file: {page} uses task.input.produkt (line 4), which the query does not provide")
+    page.write_text(page.read_text().replace("{{ task.input.produkt }}", "{{ task.input.source | escapee }}"))
+    for mistake, error in (("{{ task.input.source | escapee }}", "unknown filter 'escapee'"),
+                           ("{{ gtrun.titel }}", "gtrun.titel is not a job value")):
+        page.write_text(page.read_text().replace(page.read_text().splitlines()[3], mistake))
+        r = gtrun(verb, *args)
+        assert r.code == 2 and f"error: {page}:4: {error}" in r.stderr, r.output
