@@ -34,6 +34,7 @@ from runner.build import price as prices
 from runner.build.request import check_settings, job_name, label_category_config, labeling_job_request
 from runner.build.sql import Query, check_fields, count_query, render_sql, select_query, unused_params
 from runner.build.template import (
+    element_problems,
     fill_job_values,
     missing_uses,
     parse_template,
@@ -390,8 +391,8 @@ class Pipeline:
         # Checked with each value on one line, so that every error names the line of the file: a
         # template.instructions of several lines would move the lines below it. The values are
         # inert to Liquid (fill_job_values), so the checks are the same on the text recorded.
-        parsed = parse_template(fill_job_values(text, {k: v and " ".join(v.splitlines()) for k, v in values.items()},
-                                                str(path)), str(path))
+        checked = fill_job_values(text, {k: v and " ".join(v.splitlines()) for k, v in values.items()}, str(path))
+        parsed = parse_template(checked, str(path))
         text = fill_job_values(text, values, str(path))
         if "<crowd-form" not in text.lower():
             raise ConfigError("template.file", f"{path} has no <crowd-form> element: workers would have nothing "
@@ -402,6 +403,7 @@ class Pipeline:
                               "answers come from it, so every object would fail to consolidate",
                               f"use the bundled template/{t.task_type.value}, or set template.task_type=custom "
                               "for a task of your own")
+        collect_errors([ConfigError("template.file", problem) for problem in element_problems(checked, str(path))])
         return text, parsed
 
     def check_transforms(self) -> list[ConfigError]:

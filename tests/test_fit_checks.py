@@ -319,3 +319,22 @@ def test_a_template_error_names_its_line_of_the_file_after_multiline_instruction
         page.write_text(page.read_text().replace(page.read_text().splitlines()[3], mistake))
         r = gtrun(verb, *args)
         assert r.code == 2 and f"error: {page}:4: {error}" in r.stderr, r.output
+
+
+@pytest.mark.parametrize("verb", ["run", "plan"])
+def test_a_crowd_element_without_an_attribute_it_needs_is_refused(gtrun, tmp_path, verb):
+    """A bounding-box template written `label=` for `labels=` showed workers no label to draw with;
+    a crowd-input without a name submitted nothing. Both are named with the line of the element."""
+    page = tmp_path / "boxes.liquid"
+    bundled = (CONF.parent / "templates" / "bounding_box.liquid").read_text()
+    page.write_text(bundled.replace("    labels=", "    label=").replace('name="boundingBox"', "")
+                    + '<crowd-form><crowd-input label="Anything else?"></crowd-input></crowd-form>\n')
+    line = bundled[:bundled.index("<crowd-bounding-box")].count("\n") + 1
+    last = bundled.count("\n") + 1
+    refused(gtrun, "job=receipts_ner", "template=bounding_box", f"template.file={page}", verb=verb, match=(
+        "error: 3 config problems:",
+        f"- template.file: {page}:{line}: <crowd-bounding-box> has no labels attribute (it has label: did you "
+        "mean labels?)",
+        f"- template.file: {page}:{line}: <crowd-bounding-box> has no name attribute, so its answer would not be "
+        "submitted",
+        f"- template.file: {page}:{last}: <crowd-input> has no name attribute, so its answer would not be submitted"))

@@ -10,6 +10,7 @@ import pytest
 
 from runner.build.template import (
     check_template,
+    element_problems,
     fill_job_values,
     gt_environment,
     missing_variables,
@@ -392,3 +393,24 @@ def test_bundled_templates_show_the_jobs_title_and_instructions(path):
     assert "<p>INSTR-X</p>" in filled
     assert ('header="TITLE-X"' in filled) == (path.stem not in ("custom", "receipts_ner"))
     assert "gtrun." not in fill_job_values(text, {}, path.name)
+
+
+# --- crowd element attributes --------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", sorted((ROOT / "templates").glob("*.liquid")), ids=lambda p: p.name)
+def test_bundled_templates_give_their_elements_every_attribute_they_need(path):
+    assert element_problems(path.read_text(), path.name) == []
+
+
+def test_element_problems_name_the_line_and_the_attribute():
+    text = ('<crowd-form>\n{% comment %}<crowd-classifier>{% endcomment %}\n'
+            '<crowd-classifier name="c" categorie="[\'a\']" header="h"></crowd-classifier>\n'
+            '<crowd-entity-annotation name="e" labels="[]"></crowd-entity-annotation>\n'
+            '<crowd-text-area name="t" max-lenght="9" data-x="1" class="k"></crowd-text-area>\n'
+            '<crowd-checkbox {% if task.input.x %}checked{% endif %}></crowd-checkbox>\n'
+            '<crowd-radio-group><crowd-radio-button value="a"></crowd-radio-button></crowd-radio-group>')
+    assert element_problems(text, "t.liquid") == [
+        "t.liquid:3: <crowd-classifier> has no categories attribute (it has categorie: did you mean categories?)",
+        "t.liquid:4: <crowd-entity-annotation> has no text attribute",
+        "t.liquid:5: <crowd-text-area> has a max-lenght attribute, which it does not take: did you mean max-length?",
+        "t.liquid:7: <crowd-radio-button> has no name attribute, so its answer would not be submitted"]

@@ -22,11 +22,13 @@ Hyphenated keys: python-liquid reads `task.input.source-ref` (dotted) and
 
 from __future__ import annotations
 
+import difflib
 import html
 import json
 import pathlib
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from html.parser import HTMLParser
 from typing import Any
 
 from liquid import BoundTemplate, Environment, FalsyStrictUndefined, RenderContext, is_undefined
@@ -425,3 +427,66 @@ def check_template(text: str, name: str, task_input: Mapping[str, Any],
                             f"labels, custom tasks the manifest line); or write `| default: ...`")
     return render_task(template, task_input, name=name)
 
+
+
+# The attributes of the crowd elements that submit an answer (reference §5.3), and those each needs:
+# without `name` an element's answer is not submitted; without its data a worker has nothing to do.
+ELEMENT_ATTRIBUTES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    tag: (frozenset(known.split()), frozenset(required.split())) for tag, known, required in (
+        ("crowd-classifier", "name categories header", "name categories"),
+        ("crowd-classifier-multi-select", "name categories header exclusion-category", "name categories"),
+        ("crowd-image-classifier", "name categories header src overlay", "name categories src"),
+        ("crowd-image-classifier-multi-select", "name categories header src exclusion-category",
+         "name categories src"),
+        ("crowd-bounding-box", "name src header labels initial-value", "name src labels"),
+        ("crowd-entity-annotation", "name header text labels initial-value", "name text labels"),
+        ("crowd-input", "name label placeholder value type required disabled auto-focus auto-validate "
+         "allowed-pattern error-message max-length min-length", "name"),
+        ("crowd-text-area", "name label placeholder value rows max-rows max-length char-counter disabled "
+         "auto-focus auto-validate allowed-pattern error-message", "name"),
+        ("crowd-checkbox", "name value checked disabled required", "name"),
+        ("crowd-radio-button", "name value checked disabled", "name"),
+    )}
+_GLOBAL_ATTRIBUTES = frozenset("id class style slot title hidden lang dir tabindex form".split())
+_NOT_MARKUP = re.compile(r"\{%-?\s*(comment|raw)\s*-?%\}.*?\{%-?\s*end\1\s*-?%\}", re.DOTALL)
+
+
+class _CrowdTags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: list[tuple[int, str, list[str]]] = []  # (line, tag, attribute names)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        text = self.get_starttag_text() or ""
+        if tag in ELEMENT_ATTRIBUTES and "{%" not in text:  # attributes a Liquid tag writes: not known here
+            self.found.append((self.getpos()[0], tag, [a for a, _ in attrs]))
+
+
+def element_problems(text: str, name: str) -> list[str]:
+    """"<name>:<line>: ..." for each crowd element that lacks an attribute it needs (`name`, its
+    categories, labels, text or src) or has one misspelled (`label` for `labels`).
+
+    >>> element_problems('<crowd-form>\\n<crowd-bounding-box name="b" src="x" label="[]">', "t")
+    ['t:2: <crowd-bounding-box> has no labels attribute (it has label: did you mean labels?)']
+    >>> element_problems('<crowd-input label="Why?" required></crowd-input>', "t")
+    ['t:1: <crowd-input> has no name attribute, so its answer would not be submitted']
+    """
+    # Liquid comments and raw blocks are not markup: blanked, their lines kept
+    source = _NOT_MARKUP.sub(lambda m: "\n" * m.group(0).count("\n"), text)
+    parser = _CrowdTags()
+    parser.feed(source)
+    parser.close()
+    problems = []
+    for line, tag, attrs in parser.found:
+        known, required = ELEMENT_ATTRIBUTES[tag]
+        unknown = [a for a in attrs if a not in known and a not in _GLOBAL_ATTRIBUTES
+                   and not a.startswith(("data-", "aria-", "on"))]
+        typos = {a: close[0] for a in unknown if (close := difflib.get_close_matches(a, known, 1, 0.75))}
+        for attr in sorted(required - set(attrs)):
+            meant = [a for a, k in typos.items() if k == attr]
+            why = (f" (it has {meant[0]}: did you mean {attr}?)" if meant else
+                   ", so its answer would not be submitted" if attr == "name" else "")
+            problems.append(f"{name}:{line}: <{tag}> has no {attr} attribute{why}")
+        problems += [f"{name}:{line}: <{tag}> has a {a} attribute, which it does not take: did you mean {k}?"
+                     for a, k in typos.items() if k not in required or k in attrs]
+    return problems
