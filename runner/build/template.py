@@ -441,9 +441,9 @@ ELEMENT_ATTRIBUTES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
         ("crowd-bounding-box", "name src header labels initial-value", "name src labels"),
         ("crowd-entity-annotation", "name header text labels initial-value", "name text labels"),
         ("crowd-input", "name label placeholder value type required disabled auto-focus auto-validate "
-         "allowed-pattern error-message max-length min-length", "name"),
+         "allowed-pattern error-message max-length min-length char-counter max-rows", "name"),
         ("crowd-text-area", "name label placeholder value rows max-rows max-length char-counter disabled "
-         "auto-focus auto-validate allowed-pattern error-message", "name"),
+         "auto-focus auto-validate allowed-pattern error-message required", "name"),
         ("crowd-checkbox", "name value checked disabled required", "name"),
         ("crowd-radio-button", "name value checked disabled", "name"),
     )}
