@@ -411,15 +411,16 @@ class Pipeline:
         from runner.collect.transforms import athena_table_problem, check_transforms
 
         t = self.s.transforms
-        athena = athena_table_problem(t.steps) if self.s.backend.kind is BackendKind.aws else None
+        problems: list[ConfigError] = []
         try:
             check_transforms(t.steps, t, labels=self.s.template.labels, task_type=self.s.template.task_type,
                              packages=False)  # only collect needs them
         except ConfigErrors as exc:
-            return [*exc.errors, *filter(None, [athena])]
+            problems += exc.errors
         except ConfigError as exc:
-            return [exc, *filter(None, [athena])]
-        return [athena] if athena is not None else []
+            problems.append(exc)
+        athena = athena_table_problem(t.steps) if self.s.backend.kind is BackendKind.aws else None
+        return problems + ([athena] if athena is not None else [])
 
     def check_source(self) -> list[ConfigError]:
         """The source query's problems that need no data: its SQL and params (each one set must be

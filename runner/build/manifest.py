@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from runner.build.quoting import sql_name, sql_string
+from runner.build.quoting import json_pointer, sql_name, sql_string
 from runner.build.sql import OBJECT_FIELDS, Query
 from runner.errors import ManifestError
 
@@ -101,11 +101,6 @@ def check_line(line: str, row_number: int, row: Mapping[str, Any] | None = None)
                                     f"Ground Truth allows {MAX_LINE_CHARS}", row)
 
 
-def _pointer(name: str) -> str:
-    """A JSON pointer to the top-level field `name` (RFC 6901: ~ and / escaped)."""
-    return "/" + name.replace("~", "~0").replace("/", "~1")
-
-
 def json_lines_query(query: Query, fields: Sequence[str]) -> Query:
     """DuckDB SQL that turns each row of `query` into its manifest line, as UTF-8 bytes (a BLOB).
 
@@ -132,7 +127,7 @@ def json_lines_query(query: Query, fields: Sequence[str]) -> Query:
     # strlen (bytes) is cheap and bounds length (characters) from above.
     what = "is empty or not an s3:// URI" if field == "source-ref" else "is empty"
     # the fields that hold NaN or Infinity: each field's value read back out of the line
-    names = ", ".join(f"CASE WHEN regexp_matches(CAST(json_extract(line, {sql_string(_pointer(f))}) AS VARCHAR), "
+    names = ", ".join(f"CASE WHEN regexp_matches(CAST(json_extract(line, {sql_string(json_pointer(f))}) AS VARCHAR), "
                       f"{sql_string(NON_FINITE)}) THEN {sql_string(f)} END" for f in sorted(fields))
     line = (f"CASE WHEN empty THEN {problem}'source.columns.{field}: the data object {what}' "
             f"WHEN strlen(line) > {MAX_LINE_CHARS} AND length(line) > {MAX_LINE_CHARS} THEN {problem}"

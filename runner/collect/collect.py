@@ -42,7 +42,7 @@ from runner.collect.progress import Progress
 from runner.collect.records import LabeledObject, Status
 from runner.errors import GtrunError, LineError, ManifestError, RecordError, StoreError
 from runner.io.store import LocalStore, Store, sha256_file
-from runner.schema import DuckDBConfig, OnError, TaskType, TransformsConfig
+from runner.schema import BackendKind, DuckDBConfig, OnError, TaskType, TransformsConfig
 
 TERMINAL = ("Completed", "Stopped", "Failed")
 PEEK_LINES = 1_000  # lines read to name the label attributes an output has
@@ -526,7 +526,7 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
     check_out_dir(out_dir)
     outputs = [identified(o, settings.on_error) for o in outputs]
     check_task_types(outputs)
-    if outputs[0].settings is not None and outputs[0].settings.backend.kind.value == "aws":
+    if outputs[0].settings is not None and outputs[0].settings.backend.kind is BackendKind.aws:
         problem = transforms.athena_table_problem(settings.steps)  # found before the dataset is written
         if problem is not None:
             raise problem
@@ -1170,7 +1170,7 @@ def seen_labels(objects: Iterable[LabeledObject]) -> list[str]:
     for obj in objects:
         class_map = obj.metadata.get("class-map")
         for key, name in class_map.items() if isinstance(class_map, dict) else ():
-            if str(key).isascii() and str(key).isdigit() and name is not None:  # as parse._index reads one
+            if parse.index_text(str(key)) and name is not None:
                 by_map.setdefault(int(key), str(name))
         if obj.task_type is TaskType.text_classification and obj.label is not None and obj.value is not None:
             by_value.setdefault(int(obj.value), obj.label)  # parse checked: an index, as int or digits

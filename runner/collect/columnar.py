@@ -37,7 +37,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, TypeGuard, TypeVar
 
-from runner.build.quoting import sql_name, sql_string
+from runner.build.quoting import json_pointer, sql_name, sql_string
 from runner.collect import parse
 from runner.collect.progress import Progress, how_far
 from runner.collect.transforms import SPLITS, label_order
@@ -522,7 +522,7 @@ class _Output:
         assert class_map is not None  # add() reads the class-maps when no labels were given
         for pair in pc.unique(pairs).to_pylist():
             key, _, text = pair.rpartition("\0")
-            if key.isascii() and key.isdigit() and text:  # as collect.seen_labels; "": a JSON null, not a name
+            if parse.index_text(key) and text:  # "": a JSON null, not a name
                 class_map.setdefault(int(key), str(json.loads(text)))
 
     def index_names(self, pairs: Any) -> None:
@@ -762,7 +762,7 @@ def keys_sql(manifest: Path, attribute: str, layout: Layout, *, depths: bool = F
     Columnar.write what the parser would see there (see _Output.result)."""
     names = [name for name, _ in layout.inputs]
     meta_key = attribute + parse.METADATA
-    paths = _list(["$", _pointer(meta_key)] + ([_pointer(attribute, "image_size", "0")] if depths else []))
+    paths = _list(["$", json_pointer(meta_key)] + ([json_pointer(attribute, "image_size", "0")] if depths else []))
     # CASE tries one cheap comparison after another, each on the lines the ones before left
     # (IN and list_has_any cost about as much as the rest of the pass): the usual first
     layouts = ([*names, attribute, meta_key], [*names, meta_key], names)  # labeled, failed, unlabeled
@@ -778,11 +778,6 @@ def keys_sql(manifest: Path, attribute: str, layout: Layout, *, depths: bool = F
             "count_if(coalesce(list_contains(k[2], 'failure-reason'), false)), "
             f"count_if(CASE {gt} ELSE false END), {depth} "
             f"FROM (SELECT json_keys(line, {paths}) AS k FROM ({lines_sql(manifest)}))")
-
-
-def _pointer(*keys: str) -> str:
-    """The JSON pointer (RFC 6901) of a value by its keys."""
-    return "".join("/" + key.replace("~", "~0").replace("/", "~1") for key in keys)
 
 
 def records_sql(manifest: Path, attribute: str, task_type: TaskType, labels: Sequence[str],

@@ -47,6 +47,7 @@ from typing import Any
 
 import orjson
 
+from runner.collect.agreement import box_iou
 from runner.collect.records import Box, LabeledObject, Span, Status, WorkerAnswer
 from runner.errors import LineError, ManifestError, StoreError
 from runner.schema import OnError, TaskType
@@ -614,7 +615,7 @@ def _box_f1(a: Sequence[Box], b: Sequence[Box]) -> float:
         best, best_iou = -1, 0.5
         for j, y in enumerate(b):
             if j not in used and y.label == x.label:
-                iou = _iou(x, y)
+                iou = box_iou((x.left, x.top, x.width, x.height), (y.left, y.top, y.width, y.height))
                 if iou >= best_iou:
                     best, best_iou = j, iou
         if best >= 0:
@@ -623,15 +624,13 @@ def _box_f1(a: Sequence[Box], b: Sequence[Box]) -> float:
     return 2 * matched / (len(a) + len(b))
 
 
-def _iou(a: Box, b: Box) -> float:
-    w = min(a.left + a.width, b.left + b.width) - max(a.left, b.left)
-    h = min(a.top + a.height, b.top + b.height) - max(a.top, b.top)
-    inter = max(w, 0.0) * max(h, 0.0)
-    union = a.width * a.height + b.width * b.height - inter
-    return inter / union if union > 0 else 0.0
-
-
 # -- small checks -----------------------------------------------------------------------------------
+
+
+def index_text(text: str) -> bool:
+    """Whether a class index written as text (a class-map key, a label value) is one: ASCII digits
+    ("²" is a digit to Python, and int() refuses it)."""
+    return text.isascii() and text.isdigit()
 
 
 def _index(value: Any, what: str) -> int:
@@ -639,7 +638,7 @@ def _index(value: Any, what: str) -> int:
         if value < 0:
             raise _Malformed(f"{what} {value} is negative")
         return value
-    if type(value) is str and value.isascii() and value.isdigit():
+    if type(value) is str and index_text(value):
         return int(value)
     raise _Malformed(f"{what} {value!r} is not a class index")
 

@@ -1293,9 +1293,9 @@ def athena_table_ddl(table: str, location: str, columns: Sequence[tuple[str, str
 def athena_table_problem(steps: Mapping[str, Mapping[str, Any] | None]) -> ConfigError | None:
     """The aws backend registers the table in Athena over its Parquet file (athena_table_ddl): a
     table step in another format is a problem, found before a job is launched or a dataset written."""
-    options = steps.get("table") if "table" in steps else None
-    fmt = options.get("format", "parquet") if isinstance(options, Mapping) else "parquet"
-    if "table" not in steps or fmt == "parquet":
+    options = steps.get("table", {})  # its options' own problems are check_transforms' to say
+    fmt = options.get("format", _OPTIONS["table"]["format"]) if isinstance(options, Mapping) else "parquet"
+    if fmt == "parquet":  # no table step: none
         return None
     return ConfigError("transforms.steps.table.format", f"{fmt!r}: the aws backend registers the table in Athena "
                        "as Parquet only", "transforms.steps.table.format=parquet (jsonl and hf_datasets write "
