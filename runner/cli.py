@@ -651,6 +651,11 @@ def diff(args: list[str]) -> int:
         lineages = [run.lineage_here() if (run.dir / "lineage.json").is_file() else _left_artifacts(run) for run in (a, b)]
     except GtrunError as exc:
         return fail(str(exc))
+    for later, earlier in ((b, a), (a, b)):
+        continued = later.continues()
+        if continued is not None and continued.resolve() == earlier.dir.resolve():
+            out.print(f"{later.dir} continues {earlier.dir} (gtrun continue): its manifest holds the objects "
+                      "that run's job left unlabeled, and its config may change keys such as the workers per object")
     for run, lineage in zip((a, b), lineages, strict=True):
         if "job_name" not in lineage:
             out.print(f"{run.dir} did not finish (no lineage.json): the artifacts it wrote are compared, "

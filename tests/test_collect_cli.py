@@ -791,6 +791,9 @@ def test_continue_labels_what_a_stopped_job_left(gtrun):
     assert r.code == 2 and f"continues {run.resolve()}" in r.stderr
     assert f"`gtrun reproduce {run.resolve()}` reproduces the run it continues" in r.stderr
     assert len(gtrun.jobs()) == 2
+    for pair in ((run, new), (new, run)):  # diff says which continues which, whichever comes first
+        d = gtrun("diff", *map(str, pair))
+        assert d.code == 1 and f"{new} continues {run} (gtrun continue)" in " ".join(d.stdout.split()), d.output
     # the continuation labeled, it is collected alone (its card says what it continues) or with its run
     later = read_json(new / "request.json")["LabelingJobName"]
     with Service(gtrun.storage, port=0).running() as svc:
