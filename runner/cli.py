@@ -1221,6 +1221,11 @@ def collect_cmd(args: list[str]) -> int:
         out.print(f"  warning: {warning}")
     for item in result.get("left_out", []):
         out.print(f"  left out: {item}")
+    for cont in result.get("continued", []):  # its continuation's job labeled what this one left
+        both = " ".join(shlex.quote(str(t)) for t in [*targets, cont["continuation"]])
+        out.print(f"  warning: {cont['member']} was continued by {cont['continuation']} (gtrun continue), whose job was "
+                  f"given the objects {cont['member']}'s job did not label: this dataset lists them as not labeled; "
+                  f"to have their labels, collect both: gtrun collect {both} --out DIR")
     overlap = result["report"].get("sweep", {}).get("overlap") or {}
     if overlap.get("objects"):
         if settings.split.key is None:

@@ -445,6 +445,43 @@ def test_a_sweep_names_the_members_it_left_out_and_records_each_member(gtrun, tm
     assert "more than one member" not in card
 
 
+def test_a_sweep_whose_stopped_member_was_continued_says_to_collect_the_continuation_with_it(gtrun):
+    # the second member's job is stopped with one object labeled; `gtrun continue` labels the other
+    assert gtrun("run", "-m", "source.params.entity=Xbox,NBA2K", "source.limit=2",
+                 "workteam.workers_per_object=1").code == 0
+    done, stopped = gtrun.runs()
+    sweep = done.parent
+    answer_all(gtrun, [done], classify)
+    name = read_json(stopped / "request.json")["LabelingJobName"]
+    with Service(gtrun.storage, port=0).running() as svc:
+        worker = Worker(svc.url)
+        worker.answer(name, worker.task(name), classify(None))
+        svc.app.state.jobs.stop(name)
+    assert gtrun("continue", str(stopped)).code == 0
+    (continuation,) = [p for p in gtrun.runs() if p not in (done, stopped)]
+    assert continuation.parent != sweep  # beside the folder it was started in, not in the sweep
+    answer_all(gtrun, [continuation], classify)
+    # the sweep alone: the member's second object is not labeled here, but its continuation labeled it
+    r = gtrun("collect", str(sweep), "transforms=jsonl")
+    assert r.code == 0 and "collected 4 objects (3 labeled, 0 failed, 1 unlabeled)" in r.stdout, r.output
+    said = " ".join(r.stdout.split())
+    assert f"warning: {stopped.name} was continued by {continuation.resolve()} (gtrun continue)" in said, r.stdout
+    assert f"gtrun collect {sweep} {continuation.resolve()} --out DIR" in said
+    report = read_json(sweep / "dataset" / "report.json")
+    assert report["continued"] == [{"member": stopped.name, "run": str(stopped),
+                                    "continuation": str(continuation.resolve())}]
+    for page in ("README.md", "report.html"):
+        text = " ".join((sweep / "dataset" / page).read_text().split())
+        assert f"{stopped.name} was continued by {continuation.resolve()} (gtrun continue)" in text, page
+    # collected with it, as the warning says: every object labeled once, and no warning
+    r = gtrun("collect", str(sweep), str(continuation), "--out", str(gtrun.cwd / "whole"), "transforms=jsonl")
+    assert r.code == 0 and "collected 4 objects (4 labeled, 0 failed, 0 unlabeled)" in r.stdout, r.output
+    assert "continued by" not in r.stdout and "continued" not in read_json(gtrun.cwd / "whole" / "report.json")
+    # the run alone, too
+    r = gtrun("collect", str(stopped), "transforms=jsonl")
+    assert r.code == 0 and f"gtrun collect {stopped} {continuation.resolve()} --out DIR" in " ".join(r.stdout.split())
+
+
 def test_a_sweep_of_two_task_types_says_which_member_has_which(gtrun):
     assert gtrun("run", "-m", "job=tweets_sentiment,receipts_ner", "source.limit=1",
                  "workteam.workers_per_object=1").code == 0

@@ -517,7 +517,8 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
 
     Returns {"report": the report's figures, "written": step -> transforms.WrittenFiles (and
     "athena": the table's name when it registered one), "left_out": the sweep members left out,
-    each "<member> (<why>)", as `provenance["left_out"]` names them (merged_provenance), "view":
+    each "<member> (<why>)", as `provenance["left_out"]` names them (merged_provenance), "continued":
+    the collected runs continued by a run not collected with them (continued_elsewhere), "view":
     the DuckDB view over the table in the dataset's gtrun.duckdb, when it wrote one}."""
     progress = Progress(show)
     if not outputs:
@@ -534,6 +535,7 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
     labels = list(dict.fromkeys(label for o in outputs for label in o.labels))
     merged = len(outputs) > 1
     left_out = [str(x) for x in provenance.get("left_out") or []]
+    continued = continued_elsewhere(outputs)  # runs continued by a run not collected with them
     if settings.label_schema is not None:  # the dataset's label set version: this collect's, run's or given
         provenance = {**provenance, "label_schema": settings.label_schema}
 
@@ -612,6 +614,8 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
             if figures["counts"]["objects"] - files.skipped != kept.kept:
                 log.warning("collect: the report counts %d objects in the dataset, but %s left out %d of %d",
                             kept.kept, name, files.skipped, figures["counts"]["objects"])
+        if continued:
+            figures["continued"] = continued
         if merged or left_out:
             figures["sweep"] = {"members": len(outputs), "left_out": left_out}
             if overlap is not None:
@@ -673,8 +677,9 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
     if "table" in written and settings0 is not None and settings0.backend.kind.value == "aws":
         athena = register_on_athena(settings0, table_file, slug, dataset=out_dir)
         return {"report": figures, "written": {**written, "athena": athena}, "left_out": left_out,
-                "view": slug if "table" in written else None}
-    return {"report": figures, "written": written, "left_out": left_out, "view": slug if "table" in written else None}
+                "continued": continued, "view": slug if "table" in written else None}
+    return {"report": figures, "written": written, "left_out": left_out, "continued": continued,
+            "view": slug if "table" in written else None}
 
 
 OWNER = ".owner"  # in a collect's staging folder: the process that writes it (pid, host)
@@ -1219,6 +1224,41 @@ def continuations(outputs: Sequence[Output]) -> None:
         continued = runs.get(str(Path(str(continues)).resolve())) if continues else None
         if continued is not None and continued is not o:
             continued.continued_by = o.name
+
+
+def continued_elsewhere(outputs: Sequence[Output]) -> list[dict[str, str]]:
+    """The collected runs that a run not collected with them continues (gtrun continue), each as
+    {"member": its name as the card's members have it, "run", "continuation": the continuing run}:
+    the objects such a run's job did not label were given to that run's job, so the dataset lists
+    them as not labeled while their labels are elsewhere. Continuations are found as
+    record.Run.continuations finds them (lineage.json's `continues`, under the outputs folder a
+    run is in), with one walk over each outputs folder."""
+    from runner.record import Run
+
+    runs = {str(Path(str(o.provenance["run"])).resolve()): o for o in outputs if o.provenance.get("run")}
+    if not runs:
+        return []
+    roots = {next((p for p in Path(run).parents if p.name == "outputs"), Path("outputs").resolve()) for run in runs}
+    found: dict[str, list[Path]] = {}
+    for root in sorted(roots):
+        for lineage in sorted(root.glob("**/lineage.json")):
+            here = lineage.parent.resolve()
+            if str(here) in runs:
+                continue  # collected with the run it continues (continuations marks that one)
+            with contextlib.suppress(OSError, ValueError, AttributeError, GtrunError):
+                continued = Run(lineage.parent).continues()  # where it is now: the project may have moved
+                if continued is not None and str(continued.resolve()) in runs:
+                    found.setdefault(str(continued.resolve()), []).append(here)
+    qualified = _several_folders(outputs)
+    return [{"member": _member_name(o, qualified=qualified), "run": str(o.provenance["run"]),
+             "continuation": str(later)}
+            for run, o in runs.items() for later in found.get(run, [])]
+
+
+def _several_folders(outputs: Iterable[Output]) -> bool:
+    """Whether the runs collected together are in more than one folder (several sweeps, or a sweep
+    and a run): a member is then named after its folder too (_member_name's `qualified`)."""
+    return len({Path(str(o.provenance["run"])).parent for o in outputs if o.provenance.get("run")}) > 1
 
 
 def merged_provenance(outputs: Iterable[Output], left_out: Sequence[str] | None = None) -> dict[str, Any]:

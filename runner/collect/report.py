@@ -621,7 +621,8 @@ def headline(report: Mapping[str, Any]) -> list[tuple[str, str, str]]:
 
 def dataset_notes(report: Mapping[str, Any]) -> list[str]:
     """Sentences on what collect did to the output (the transforms' filters and label_map) and,
-    for a sweep, which members it left out and which objects more than one member has: the page's
+    for a sweep, which members it left out and which objects more than one member has, and which
+    runs a run not collected with them continues: the page's
     "The dataset" panel and the card's section of that name."""
     notes = []
     transforms = report.get("transforms") or {}
@@ -642,6 +643,10 @@ def dataset_notes(report: Mapping[str, Any]) -> list[str]:
     if sweep.get("left_out"):
         notes.append(f"{len(sweep['left_out'])} member{'s' if len(sweep['left_out']) != 1 else ''} of the sweep "
                      f"left out: {'; '.join(sweep['left_out'])}.")
+    for c in report.get("continued") or ():  # collect.continued_elsewhere
+        notes.append(f"{c['member']} was continued by {c['continuation']} (gtrun continue), whose job was given the "
+                     f"objects {c['member']}'s job did not label: the dataset lists them as not labeled, and has none "
+                     "of their labels; collect the continuation with it (several targets, --out) to have them.")
     overlap = sweep.get("overlap") or {}
     if overlap.get("objects"):
         n = overlap["objects"]
