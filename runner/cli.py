@@ -1119,7 +1119,7 @@ def collect_cmd(args: list[str]) -> int:
         elif targets:
             if len(targets) > 1 and not ns.out:
                 return fail("several runs or sweeps are merged into one dataset: say where with --out DIR")
-            members, left_out = [], []
+            members, swept = [], []
             for target in targets:
                 if (target / CONFIG).is_file() or target.is_file():  # a run (a file: Run.at names its run)
                     Run.at(target).job_name()
@@ -1127,7 +1127,7 @@ def collect_cmd(args: list[str]) -> int:
                 else:
                     members += c.sweep_members(target)
                     cut = c.cut_short(target)  # (multirun.yaml read once)
-                    left_out += c.left_out_members(target, cut or ("", []))
+                    swept.append((target, cut))
                     if cut is not None and cut[1]:
                         n = len(cut[1])
                         warnings.append(f"the sweep {target} was {cut[0]}: {n} of its members {'was' if n == 1 else 'were'} "
@@ -1156,6 +1156,9 @@ def collect_cmd(args: list[str]) -> int:
                                      f"{shlex.quote(str(member))} --wait) or stop it (gtrun stop {shlex.quote(str(member))}); "
                                      f"the {len(outputs)} that ended can be collected one by one")
             c.continuations(outputs)  # a run and its continuation: each object counted once
+            # named as the members are: after their sweep's folder when the runs are of several folders
+            left_out = [item for target, cut in swept for item in c.left_out_members(
+                target, cut or ("", []), qualified=c.several_folders(outputs))]
             base = Run.at(members[0]).settings().transforms
             settings = transforms_settings(base, overrides)
             # named after its folder (--out), its run's job, or its sweep: never another dataset's name

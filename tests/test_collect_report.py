@@ -515,6 +515,31 @@ def test_two_sweeps_merged_name_each_member_with_its_sweep(gtrun):
     assert f"| {first.name}/0_tweets-xbox |" in card and f"| {second.name}/0_tweets-xbox |" in card
 
 
+def test_two_sweeps_merged_name_a_member_left_out_with_its_sweep(gtrun):
+    # each sweep has a member 0_tweets-xbox; the second's 1_tweets-nosuchentity failed (no rows)
+    for entity, code in (("Xbox,NBA2K", 0), ("Xbox,NoSuchEntity", 2)):
+        assert gtrun("run", "-m", f"source.params.entity={entity}", "source.limit=1",
+                     "workteam.workers_per_object=1").code == code
+    runs = gtrun.runs()
+    answer_all(gtrun, runs, classify)
+    first, second = sorted({run.parent for run in runs})
+    failed = second / "1_tweets-nosuchentity"
+    assert failed.is_dir() and not (failed / "job.json").exists()
+    r = gtrun("collect", str(first), str(second), "--out", str(gtrun.cwd / "both"), "transforms=jsonl")
+    assert r.code == 0, r.output
+    assert f"left out: {second.name}/{failed.name} (failed: " in r.stdout, r.output
+    report = read_json(gtrun.cwd / "both" / "report.json")
+    (left,) = report["sweep"]["left_out"]
+    assert left.startswith(f"{second.name}/{failed.name} (failed: ") and report["provenance"]["left_out"] == [left]
+    assert [m["member"] for m in report["provenance"]["members"]] == [
+        f"{first.name}/0_tweets-xbox", f"{first.name}/1_tweets-nba2k", f"{second.name}/0_tweets-xbox"]
+    card = " ".join((gtrun.cwd / "both" / "README.md").read_text().split())
+    assert f"1 member of the sweep left out: {second.name}/{failed.name} (failed: " in card
+    # one sweep alone: its members by their own names
+    r = gtrun("collect", str(second), "transforms=jsonl")
+    assert r.code == 0 and f"left out: {failed.name} (failed: " in r.stdout, r.output
+
+
 def test_a_sweep_whose_members_label_the_same_objects_says_so(gtrun):
     # two thresholds over the same entity: the three lowest-scored tweets are in both members
     assert gtrun("run", "-m", "source.params.threshold=0.8,0.9", "source.params.entity=Xbox", "source.limit=3",

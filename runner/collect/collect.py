@@ -380,18 +380,20 @@ def sweep_members(sweep_dir: Path) -> list[Path]:
     return members
 
 
-def left_out_members(sweep_dir: Path, cut: tuple[str, list[dict[str, Any]]] | None = None) -> list[str]:
+def left_out_members(sweep_dir: Path, cut: tuple[str, list[dict[str, Any]]] | None = None, *,
+                     qualified: bool = False) -> list[str]:
     """The members of a sweep that collect leaves out, each as "<member> (<why>)": those that
     failed (their status.json says so) or created no labeling job (no job.json), and those a sweep
     cut short never launched (`cut`: cut_short's, worked out here when None; ("", []): none),
-    named "#<num> <what it varied>"."""
+    named "#<num> <what it varied>". `qualified`: each after the sweep folder's name, as the
+    members of runs of several folders merged are named (several_folders)."""
     made = [f"{p.name} ({why})" for p in _member_dirs(sweep_dir) if (why := _left_out_because(p)) is not None]
     if cut is None:
         cut = cut_short(sweep_dir)
-    if cut is None:
-        return made
-    how, missing = cut
-    return made + [f"#{m['num']} {' '.join(m['swept'])} (not launched: the sweep was {how})" for m in missing]
+    if cut is not None:
+        how, missing = cut
+        made += [f"#{m['num']} {' '.join(m['swept'])} (not launched: the sweep was {how})" for m in missing]
+    return [f"{sweep_dir.name}/{item}" for item in made] if qualified else made
 
 
 def cut_short(sweep_dir: Path) -> tuple[str, list[dict[str, Any]]] | None:
@@ -1249,13 +1251,13 @@ def continued_elsewhere(outputs: Sequence[Output]) -> list[dict[str, str]]:
                 continued = Run(lineage.parent).continues()  # where it is now: the project may have moved
                 if continued is not None and str(continued.resolve()) in runs:
                     found.setdefault(str(continued.resolve()), []).append(here)
-    qualified = _several_folders(outputs)
+    qualified = several_folders(outputs)
     return [{"member": _member_name(o, qualified=qualified), "run": str(o.provenance["run"]),
              "continuation": str(later)}
             for run, o in runs.items() for later in found.get(run, [])]
 
 
-def _several_folders(outputs: Iterable[Output]) -> bool:
+def several_folders(outputs: Iterable[Output]) -> bool:
     """Whether the runs collected together are in more than one folder (several sweeps, or a sweep
     and a run): a member is then named after its folder too (_member_name's `qualified`)."""
     return len({Path(str(o.provenance["run"])).parent for o in outputs if o.provenance.get("run")}) > 1
