@@ -1244,20 +1244,26 @@ def collect_cmd(args: list[str]) -> int:
 
 
 def _uneven_split(split: Any, written: dict[str, Any]) -> str | None:
-    """What to say when a split by transforms.split.key left a split far short of its ratio: every
-    object with the same value goes to one split, so a key with few values splits unevenly."""
+    """What to say when a split by transforms.split.key left a split far short of its ratio (under
+    half its share of 10 objects or more), or with none at all (of a share under 10: a small
+    dataset): every object with the same value goes to one split, so a key with few values splits
+    unevenly, and a few objects may leave a split of a small ratio with none."""
     counts = next((f.counts for f in written.values() if not isinstance(f, str) and "train" in f.counts), None)
     if split.key is None or counts is None:
         return None
     total = sum(counts.values())
     ratios = {"train": split.train, "validation": split.validation, "test": split.test}
     short = [name for name, r in ratios.items() if total * r >= 10 and counts.get(name, 0) < total * r / 2]
-    if not short:
+    empty = [name for name, r in ratios.items() if r > 0 and total and not counts.get(name, 0)]
+    if not short and not empty:
         return None
     got = ", ".join(f"{name} {counts.get(name, 0):,}" for name in ratios)
+    none = (f"; {' and '.join(empty)} {'has' if len(empty) == 1 else 'have'} no objects"
+            + (" (a share of a few objects can get none: collect more, or set its ratio to 0)"
+               if any(total * ratios[name] < 10 for name in empty) else "")) if empty else ""
     return (f"transforms.split.key={split.key} split {total:,} objects as {got} for ratios "
-            f"{split.train:g}/{split.validation:g}/{split.test:g}: every object with the same {split.key} goes to "
-            "one split, so a key with few values splits unevenly (a key that names each object splits by the ratios)")
+            f"{split.train:g}/{split.validation:g}/{split.test:g}{none}: every object with the same {split.key} goes "
+            "to one split, so a key with few values splits unevenly (a key that names each object splits by the ratios)")
 
 
 def wait_for(service: Any, name: str, interval: float) -> dict[str, Any]:

@@ -674,6 +674,24 @@ def test_a_split_key_with_few_values_says_its_split_is_uneven(gtrun, tmp_path):
     assert r.code == 0 and "warning" not in r.stdout, r.output
 
 
+def test_a_split_key_that_leaves_a_small_datasets_split_empty_says_so(gtrun, tmp_path):
+    # five objects, each its own id: ids 1-5 all hash into train, so validation and test get none
+    meta = {"class-name": "pos", "confidence": 0.9, "human-annotated": "yes", "type": "groundtruth/text-classification",
+            "job-name": "labeling-job/x", "creation-date": "2026-01-01T00:00:00.000000"}
+    manifest = tmp_path / "out.manifest"
+    manifest.write_text("".join(json.dumps({"source": f"t{i}", "id": i, "group": f"g{i % 2}", "s": 0, "s-metadata": meta})
+                                + "\n" for i in range(1, 6)))
+    assert {split_of(str(i), SplitConfig(key="id")) for i in range(1, 6)} == {"train"}
+    args = ["--manifest", str(manifest), "--label-attribute", "s", "--labels", "pos,neg", "transforms=jsonl"]
+    for key in ("id", "group"):
+        r = gtrun("collect", *args, "--out", str(tmp_path / key), f"transforms.split.key={key}")
+        said = " ".join(r.stdout.split())
+        assert r.code == 0 and f"warning: transforms.split.key={key} split 5 objects as train 5, validation 0, " \
+            "test 0 for ratios 0.8/0.1/0.1" in said, r.output
+        assert "validation and test have no objects" in said
+        assert (tmp_path / key / "jsonl" / "validation.jsonl").read_text() == ""
+
+
 def test_input_fields_that_change_along_the_manifest_keep_every_value(gtrun, tmp_path):
     """Output manifests are not tables: a field may first appear after thousands of lines, widen
     from integer to float, or hold values of no one type. Every file keeps every value."""
