@@ -239,7 +239,12 @@ def test_classification_report():
         abs=1e-4)
     # Three-rater objects only: P-bar = 4/9, P_e = 35/81 -> kappa = 1/46; object 7 skipped.
     assert agreement["fleiss_kappa"] == {"value": approx(1 / 46, abs=1e-4), "raters": 3,
-                                         "objects": 3, "skipped": 1}
+                                         "objects": 3, "of": 4, "skipped": 1}
+    # over which objects, of those alpha takes, the page and the card say
+    rows = {name: note for name, _, note in headline(report)}
+    assert rows["Krippendorff's α"] == "over 4 objects"
+    assert rows["Fleiss' κ"] == "over 3 of 4 objects (3 raters each; 1 with another rater count skipped)"
+    assert "over 3 of 4 objects (3 raters each; 1 with another rater count skipped)" in report_html(report)
     assert agreement["per_label"] == {"pos": {"agreement": 0.2, "pairs": 5},
                                       "neg": {"agreement": approx(3 / 7, abs=1e-4), "pairs": 7},
                                       "neu": {"agreement": approx(1 / 3, abs=1e-4), "pairs": 3}}

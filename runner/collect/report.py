@@ -19,8 +19,9 @@ task type's crowd element puts them (runner.service.consolidate.ELEMENT_NAMES), 
 with at least two readable answers, whatever its status. Per task type:
 
 - text_classification: Krippendorff's alpha (nominal), Fleiss' kappa (objects with the most
-  common number of answers only; the report says how many raters and how many objects were
-  skipped), pairwise agreement per object, per-label agreement.
+  common number of answers only; the report says how many raters, and over how many of the objects
+  alpha takes it was computed when others were skipped), pairwise agreement per object, per-label
+  agreement.
 - text_multilabel: Krippendorff's alpha over (object, label) yes/no units pooled across labels,
   mean pairwise Jaccard of the label sets per object, per-label agreement.
 - bounding_box: mean pairwise IoU per object (greedy same-label matching, unmatched boxes 0); per
@@ -409,8 +410,9 @@ def _agreement_figures(task: TaskType, labels: list[str], scored: int, score_sum
     if task in (TaskType.text_classification, TaskType.text_multilabel):
         out["krippendorff_alpha"] = _round(alpha.value())
     if task is TaskType.text_classification:
+        # over `objects` of the `of` objects with 2+ answers (alpha's): those with another rater count skipped
         out["fleiss_kappa"] = {"value": _round(kappa.value()), "raters": kappa.raters,
-                               "objects": kappa.units, "skipped": kappa.skipped}
+                               "objects": kappa.units, "of": kappa.units + kappa.skipped, "skipped": kappa.skipped}
     if task is TaskType.bounding_box:
         out["mean_iou"] = mean
     if task is TaskType.named_entity:
@@ -597,9 +599,10 @@ def headline(report: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         kappa = agreement["fleiss_kappa"]
         rows.append(("Krippendorff's α", _num(alpha, 3),
                      f"{same}, {scored}" if alpha is None and agreement["objects"] else scored))
-        note = (f"{kappa['raters']} raters, {kappa['objects']:,} objects"
-                + (f", {kappa['skipped']:,} with another rater count skipped"
-                   if kappa["skipped"] else "")) if kappa["raters"] else "no object with 2+ answers"
+        of = kappa.get("of", kappa["objects"] + kappa["skipped"])  # a report.json written before "of"
+        note = ((f"over {kappa['objects']:,} of {of:,} objects ({kappa['raters']} raters each; "
+                 f"{kappa['skipped']:,} with another rater count skipped)") if kappa["skipped"] else
+                f"{kappa['raters']} raters, {kappa['objects']:,} objects") if kappa["raters"] else "no object with 2+ answers"
         if kappa["raters"] and kappa["value"] is None:
             note = f"{same}; {note}"
         rows.append(("Fleiss' κ", _num(kappa["value"], 3), note))
