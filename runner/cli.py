@@ -1232,10 +1232,10 @@ def collect_cmd(args: list[str]) -> int:
     overlap = result["report"].get("sweep", {}).get("overlap") or {}
     if overlap.get("objects"):
         if settings.split.key is None:
-            out.print(f"  warning: {overlap['objects']:,} objects appear in more than one member; transforms.split.key="
+            out.print(f"  warning: {_objects(overlap['objects'])} in more than one member; transforms.split.key="
                       "<an input field that names the object> keeps each in one split (see report.html)")
         else:  # the copies share a split already: the dataset still has each more than once
-            out.print(f"  note: {overlap['objects']:,} objects appear in more than one member: the dataset has them "
+            out.print(f"  note: {_objects(overlap['objects'])} in more than one member: the dataset has them "
                       f"more than once, each in one split by transforms.split.key={settings.split.key} (see report.html)")
     out.print(f"  report: {where / 'report.html'}")
     if hint:
@@ -1243,17 +1243,23 @@ def collect_cmd(args: list[str]) -> int:
     return 0
 
 
+def _objects(n: int) -> str:
+    """"1 object appears", "2 objects appear"."""
+    return f"{n:,} object appears" if n == 1 else f"{n:,} objects appear"
+
+
 def _uneven_split(split: Any, written: dict[str, Any]) -> str | None:
-    """What to say when a split by transforms.split.key left a split far short of its ratio (under
-    half its share of 10 objects or more), or with none at all (of a share under 10: a small
-    dataset): every object with the same value goes to one split, so a key with few values splits
-    unevenly, and a few objects may leave a split of a small ratio with none."""
+    """What to say when a split left a split of a ratio above 0 with no objects (a small dataset:
+    a share of a few objects can get none), or, by transforms.split.key, far short of its ratio
+    (under half its share of 10 objects or more): every object with the same value goes to one
+    split, so a key with few values splits unevenly."""
     counts = next((f.counts for f in written.values() if not isinstance(f, str) and "train" in f.counts), None)
-    if split.key is None or counts is None:
+    if counts is None:
         return None
     total = sum(counts.values())
     ratios = {"train": split.train, "validation": split.validation, "test": split.test}
-    short = [name for name, r in ratios.items() if total * r >= 10 and counts.get(name, 0) < total * r / 2]
+    keyed = split.key is not None
+    short = [name for name, r in ratios.items() if keyed and total * r >= 10 and counts.get(name, 0) < total * r / 2]
     empty = [name for name, r in ratios.items() if r > 0 and total and not counts.get(name, 0)]
     if not short and not empty:
         return None
@@ -1261,9 +1267,13 @@ def _uneven_split(split: Any, written: dict[str, Any]) -> str | None:
     none = (f"; {' and '.join(empty)} {'has' if len(empty) == 1 else 'have'} no objects"
             + (" (a share of a few objects can get none: collect more, or set its ratio to 0)"
                if any(total * ratios[name] < 10 for name in empty) else "")) if empty else ""
-    return (f"transforms.split.key={split.key} split {total:,} objects as {got} for ratios "
-            f"{split.train:g}/{split.validation:g}/{split.test:g}{none}: every object with the same {split.key} goes "
-            "to one split, so a key with few values splits unevenly (a key that names each object splits by the ratios)")
+    how = f"transforms.split.key={split.key}" if keyed else "the split by object id"
+    said = (f"{how} split {total:,} object{'' if total == 1 else 's'} as {got} for ratios "
+            f"{split.train:g}/{split.validation:g}/{split.test:g}{none}")
+    if not keyed:
+        return said
+    return (f"{said}: every object with the same {split.key} goes to one split, so a key with few values splits "
+            "unevenly (a key that names each object splits by the ratios)")
 
 
 def wait_for(service: Any, name: str, interval: float) -> dict[str, Any]:

@@ -674,6 +674,24 @@ def test_a_split_key_with_few_values_says_its_split_is_uneven(gtrun, tmp_path):
     assert r.code == 0 and "warning" not in r.stdout, r.output
 
 
+def test_a_small_dataset_whose_split_by_object_id_leaves_a_split_empty_says_so(gtrun, tmp_path):
+    meta = {"class-name": "pos", "confidence": 0.9, "human-annotated": "yes", "type": "groundtruth/text-classification",
+            "job-name": "labeling-job/x", "creation-date": "2026-01-01T00:00:00.000000"}
+    manifest = tmp_path / "out.manifest"  # two objects: one of the three splits gets none, whatever the hash
+    manifest.write_text("".join(json.dumps({"source": f"t{i}", "s": 0, "s-metadata": meta}) + "\n" for i in range(2)))
+    args = ["--manifest", str(manifest), "--label-attribute", "s", "--labels", "pos,neg", "transforms=jsonl"]
+    r = gtrun("collect", *args, "--out", str(tmp_path / "small"))
+    said = " ".join(r.stdout.split())
+    assert r.code == 0 and "warning: the split by object id split 2 objects as train " in said, r.output
+    assert "no objects (a share of a few objects can get none: collect more, or set its ratio to 0)" in said
+    assert "every object with the same" not in said  # that is the keyed split's reason
+    empty = [s for s in ("train", "validation", "test") if not (tmp_path / "small" / "jsonl" / f"{s}.jsonl").read_text()]
+    assert empty and all(s in said.partition("as train")[2].partition("no objects")[0] for s in empty)
+    r = gtrun("collect", *args, "--out", str(tmp_path / "two-splits"), "transforms.split.validation=0",
+              "transforms.split.test=0", "transforms.split.train=1")
+    assert r.code == 0 and "warning" not in r.stdout, r.output  # a ratio of 0 is meant to be empty
+
+
 def test_a_split_key_that_leaves_a_small_datasets_split_empty_says_so(gtrun, tmp_path):
     # five objects, each its own id: ids 1-5 all hash into train, so validation and test get none
     meta = {"class-name": "pos", "confidence": 0.9, "human-annotated": "yes", "type": "groundtruth/text-classification",
