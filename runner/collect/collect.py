@@ -1257,10 +1257,15 @@ def continued_elsewhere(outputs: Sequence[Output]) -> list[dict[str, str]]:
             for run, o in runs.items() for later in found.get(run, [])]
 
 
+def run_folders(outputs: Iterable[Output]) -> set[Path]:
+    """The folders the runs collected together are in (a sweep's, a day's under outputs/runs)."""
+    return {Path(str(o.provenance["run"])).parent for o in outputs if o.provenance.get("run")}
+
+
 def several_folders(outputs: Iterable[Output]) -> bool:
     """Whether the runs collected together are in more than one folder (several sweeps, or a sweep
     and a run): a member is then named after its folder too (_member_name's `qualified`)."""
-    return len({Path(str(o.provenance["run"])).parent for o in outputs if o.provenance.get("run")}) > 1
+    return len(run_folders(outputs)) > 1
 
 
 def merged_provenance(outputs: Iterable[Output], left_out: Sequence[str] | None = None) -> dict[str, Any]:
@@ -1268,22 +1273,22 @@ def merged_provenance(outputs: Iterable[Output], left_out: Sequence[str] | None 
     with a row per member (MEMBER_KEYS). `left_out`: the sweep's members collect leaves out
     (left_out_members); None: those of the folder the members are in, when they are several."""
     members = list(outputs)
-    folders = {Path(str(o.provenance["run"])).parent for o in members if o.provenance.get("run")}
-    sweep = folders.pop() if len(folders) == 1 and is_sweep(next(iter(folders))) else None
+    folders = run_folders(members)
+    several = len(folders) > 1  # several sweeps: a member is named with its folder's name (each has a 0_<dataset>)
+    sweep = next(iter(folders)) if len(folders) == 1 and is_sweep(next(iter(folders))) else None
     if left_out is None:
         left_out = left_out_members(sweep) if len(members) > 1 and sweep is not None else []
     extra = {"left_out": list(left_out)} if left_out else {}
     if len(members) == 1:
         return {**members[0].provenance, **extra}
     workers = {o.provenance.get("workers_per_object") for o in members}
-    where: dict[str, Any] = {"sweep": str(sweep)} if sweep is not None else {}
-    if len(folders) > 1:  # several sweeps: a member is named with its folder's name (each has a 0_<dataset>)
-        where = {"folders": sorted(str(f) for f in folders)}
+    where: dict[str, Any] = ({"folders": sorted(str(f) for f in folders)} if several
+                             else {"sweep": str(sweep)} if sweep is not None else {})
     return {**where,
             "jobs": [o.name for o in members],
             "workers_per_object": sorted(w for w in workers if isinstance(w, int)),
             "gtrun_version": __version__,
-            "members": [{"member": _member_name(o, qualified=len(folders) > 1), **{k: o.provenance.get(k) for k in MEMBER_KEYS},
+            "members": [{"member": _member_name(o, qualified=several), **{k: o.provenance.get(k) for k in MEMBER_KEYS},
                          **({"continues": o.provenance["continues"]} if o.provenance.get("continues") else {})}
                         for o in members],
             **extra}
