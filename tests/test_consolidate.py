@@ -13,8 +13,11 @@ from runner.schema import TaskType
 from runner.service.consolidate import (
     Answer,
     ConsolidationError,
+    JobRecord,
+    WorkerRecord,
     consolidate,
     consolidate_batch,
+    consolidate_in_job,
     dawid_skene,
     failed_metadata,
 )
@@ -114,6 +117,67 @@ def test_worker_priors_can_outweigh_a_vote():
                           job_name="j", answers=answers, now=NOW,
                           worker_priors={"w0": 0.2, "w1": 0.95})
     assert trusted["s"] == 1
+
+
+def in_job(record: JobRecord, *labels: str, labels_list=SENTIMENT):
+    content, learnt = consolidate_in_job(label_attribute="s", labels=labels_list, job_name="j",
+                                         answers=classified(*labels), now=NOW, record=record)
+    return content["s"], content["s-metadata"]["confidence"], learnt
+
+
+def learn(record: JobRecord, learnt) -> JobRecord:
+    workers = dict(record.workers)
+    for worker, p in learnt.correct.items():
+        old = workers.get(worker, WorkerRecord())
+        workers[worker] = WorkerRecord(old.answered + 1, old.correct + p)
+    classes = [*record.classes, *[0.0] * (len(learnt.classes) - len(record.classes))]
+    return JobRecord(workers, tuple(a + b for a, b in zip(classes, learnt.classes, strict=True)))
+
+
+def test_in_a_job_a_split_vote_of_new_workers_is_likely_not_certain():
+    assert in_job(JobRecord(), "Neutral", "Positive", "Neutral")[:2] == (2, 0.79)
+    assert in_job(JobRecord(), "Positive", "Negative", "Positive", labels_list=SENTIMENT[:2])[:2] == (0, 0.7)
+    assert in_job(JobRecord(), "Neutral", "Neutral", "Neutral")[:2] == (2, 0.98)
+    assert in_job(JobRecord(), "Neutral", "Neutral")[:2] == (2, 0.92)
+    assert in_job(JobRecord(), "Neutral")[:2] == (2, 0)  # one answer: 0, as GT writes
+    index, confidence, learnt = in_job(JobRecord(), "Positive", "Negative")  # a tie: the earliest label
+    assert (index, confidence) == (0, 0.45)  # Neutral keeps a little
+    assert learnt.correct == {"w0": pytest.approx(14 / 31), "w1": pytest.approx(14 / 31)}
+    assert sum(learnt.classes) == pytest.approx(1)
+    assert in_job(JobRecord(), "Neutral")[2].correct == {}  # one answer says nothing of its worker
+
+
+def test_in_a_job_the_workers_record_weighs_their_answers():
+    record = JobRecord()
+    for n in range(12):  # w0 and w1 agree on every object, w2 always differs
+        true = SENTIMENT[n % 3]
+        *_, learnt = in_job(record, true, true, SENTIMENT[(n + 1) % 3])
+        record = learn(record, learnt)
+    assert record.workers["w0"].accuracy > 0.85 > 0.25 > record.workers["w2"].accuracy
+    # w2 against w0: a plain vote would be a tie going to "Positive"; w0's record decides
+    index, confidence, _ = in_job(JobRecord({"w0": record.workers["w2"], "w1": record.workers["w0"]}),
+                                  "Positive", "Neutral")
+    assert index == 2 and confidence > 0.9
+    # unanimous reliable workers: near-certain; a split among them: likely, never written as certain
+    even = JobRecord({w: record.workers["w0"] for w in ("w0", "w1", "w2")}, record.classes)
+    assert in_job(even, "Negative", "Negative", "Negative")[1] == 1.0
+    assert 0.9 < in_job(even, "Negative", "Negative", "Positive")[1] < 0.99
+    perfect = JobRecord({w: WorkerRecord(300, 300) for w in ("w0", "w1", "w2")}, record.classes)
+    assert in_job(perfect, "Negative", "Negative", "Positive")[1] == 0.99  # 0.998 under the model
+    # the same answers and record give the same result
+    assert in_job(record, "Negative", "Positive", "Negative") == in_job(record, "Negative", "Positive", "Negative")
+
+
+def test_in_a_job_bad_answers_are_refused():
+    with pytest.raises(ConsolidationError, match=r"label 'Happy' is not one of"):
+        in_job(JobRecord(), "Happy", "Positive")
+    twice = [Answer("w1", {"crowd-classifier": {"label": "Positive"}})] * 2
+    with pytest.raises(ConsolidationError, match=r"worker 'w1' answered twice"):
+        consolidate_in_job(label_attribute="s", labels=SENTIMENT, job_name="j", answers=twice, now=NOW,
+                           record=JobRecord())
+    with pytest.raises(ConsolidationError, match=r"no answers"):
+        consolidate_in_job(label_attribute="s", labels=SENTIMENT, job_name="j", answers=[], now=NOW,
+                           record=JobRecord())
 
 
 def test_classification_rejects_unknown_labels_and_double_answers():

@@ -165,6 +165,72 @@ def test_answers_survive_a_restart_and_the_job_resumes(tmp_path):
         assert wait_status(sm, "durable", "Completed") == "Completed"
 
 
+# Three workers per object, answering object after object: each object finishes as its third
+# answer arrives. Unanimous objects first (one per class), then a 2-1 vote, then more.
+VOTES = [("Positive",) * 3, ("Negative",) * 3, ("Neutral",) * 3, ("Positive", "Positive", "Negative"),
+         ("Negative",) * 3, ("Neutral", "Positive", "Neutral"), ("Positive",) * 3]
+
+
+def label_in_turn(name: str, workers: list[Worker], votes: list[tuple[str, ...]]) -> None:
+    for labels in votes:
+        for worker, label in zip(workers, labels, strict=True):
+            task = worker.task(name)
+            assert task is not None
+            assert worker.answer(name, task, {"crowd-classifier": {"label": label}}).status_code == 200
+
+
+def confidences(root, name: str) -> list[tuple[str, float]]:
+    out = root / f"b/jobs/{name}/output/{name}/manifests/output/output.manifest"
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    return [(x["label-metadata"]["class-name"], x["label-metadata"]["confidence"]) for x in lines]
+
+
+def test_classification_confidence_weighs_the_workers_record_in_the_job(service):
+    sm = sagemaker(service.url)
+    lines = [{"source": f"tweet {i}"} for i in range(len(VOTES))]
+    sm.create_labeling_job(**put_job(service.root, "three", lines, labels=LABELS, workers=3))
+    wait_status(sm, "three", "InProgress")
+    label_in_turn("three", [Worker(service.url) for _ in range(3)], VOTES)
+    assert wait_status(sm, "three", "Completed") == "Completed"
+    got = confidences(service.root, "three")
+    assert [name for name, _ in got] == ["Positive", "Negative", "Neutral", "Positive", "Negative", "Neutral",
+                                         "Positive"]
+    unanimous = [c for (_, c), votes in zip(got, VOTES, strict=True) if len(set(votes)) == 1]
+    split = [c for (_, c), votes in zip(got, VOTES, strict=True) if len(set(votes)) > 1]
+    # A real posterior: a 2-1 vote between workers with the same record is likely, not certain; a
+    # unanimous vote is near-certain, and more so as the workers keep agreeing.
+    assert all(0.5 < c < 1 for c in split), got
+    assert all(c >= 0.9 for c in unanimous), got
+    assert unanimous[-1] >= unanimous[0]
+    assert all(isinstance(c, float) and 0 <= c <= 1 for _, c in got)
+
+
+def test_classification_confidence_is_the_same_after_a_restart(tmp_path):
+    """The job's record of its workers survives a restart: the same answers in the same order give
+    the same output whether or not the service restarted in between."""
+    lines = [{"source": f"tweet {i}"} for i in range(len(VOTES))]
+    outputs = []
+    for restart in (False, True):
+        root = tmp_path / f"storage-{restart}"
+        with Service(root, port=0).running() as svc:
+            sm = sagemaker(svc.url)
+            sm.create_labeling_job(**put_job(root, "again", lines, labels=LABELS, workers=3))
+            wait_status(sm, "again", "InProgress")
+            workers = [Worker(svc.url) for _ in range(3)]
+            label_in_turn("again", workers, VOTES[:4] if restart else VOTES)
+            cookies = [dict(w.http.cookies) for w in workers]
+        if restart:
+            with Service(root, port=0).running() as svc:
+                workers = [Worker(svc.url) for _ in range(3)]
+                for worker, cookie in zip(workers, cookies, strict=True):
+                    worker.http.cookies.update(cookie)
+                label_in_turn("again", workers, VOTES[4:])
+                assert wait_status(sagemaker(svc.url), "again", "Completed") == "Completed"
+        outputs.append(confidences(root, "again"))
+    assert outputs[0] == outputs[1]
+    assert outputs[0][3][1] < 1 and outputs[0][5][1] < 1
+
+
 def test_a_task_not_submitted_in_time_goes_back_to_the_queue(service):
     sm = sagemaker(service.url)
     sm.create_labeling_job(**put_job(service.root, "slow", TWEETS[:1], labels=LABELS, time_limit=30))

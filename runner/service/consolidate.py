@@ -13,7 +13,14 @@ and says so in the docstring concerned ("unconfirmed"):
 - text_classification: AWS's published Modified Dawid-Skene EM (ACSBlogPost.ipynb), always run for
   `epochs` epochs (the notebook's stop test depends on rounding noise; see `dawid_skene`); ties
   (posteriors within 1e-6) go to the earliest label. An object with one answer gets confidence 0,
-  as the DG states for one worker per object.
+  as the DG states for one worker per object. GT carries worker parameters across a job's batches;
+  gtrun's service consolidates each object as it finishes, a batch of one, where the EM would
+  collapse onto that object (any majority near 1.0). So it uses `consolidate_in_job` instead: the
+  Dawid-Skene E-step for the object under the job's record so far (`JobRecord`: each worker's
+  accuracy and the class prior, the M-step's soft counts summed over the objects finished before
+  it, an online EM), whose result (`Learnt`) is then added to the record. A worker's accuracy
+  starts at the notebook's 0.7, weighted as RECORD_PRIOR_OBJECTS objects, and a split vote's
+  confidence is at most 0.99 (gtrun's choices).
 - text_multilabel: classes in descending index order; per-class confidence = fraction of the
   object's workers choosing the class (GT's per-class EM is unpublished).
 - bounding_box: greedy same-label matching at IoU >= 0.5, averaged coordinates,
@@ -33,7 +40,7 @@ import math
 import statistics
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TypeGuard
 
@@ -61,6 +68,8 @@ OUTPUT_TYPES: dict[TaskType, str] = {
 EM_EPOCHS = 20  # ACSBlogPost.ipynb: max_epochs
 EM_WORKER_PRIOR = 0.7  # ACSBlogPost.ipynb: all_worker_prior, the initial accuracy of every worker
 EM_TIE_TOLERANCE = 1e-6  # gtrun's: posteriors this close (relative) are tied; see below
+RECORD_PRIOR_OBJECTS = 4  # gtrun's: a worker's starting accuracy counts as this many objects
+SPLIT_MAX_CONFIDENCE = 0.99  # gtrun's: what a split vote's confidence rounding to 1.0 is written as
 BOX_MIN_IOU = 0.5  # unconfirmed: GT does not publish its matching threshold (reference §8)
 SPAN_MIN_JACCARD = 0.5  # unconfirmed: spans cluster when their Jaccard index is strictly above it
 IMAGE_DEPTH = 3  # GT writes depth 3 for every image (reference §4.2, cat_output.manifest)
@@ -143,10 +152,11 @@ def consolidate(task_type: TaskType, *, label_attribute: str, labels: Sequence[s
     `element_name` is the crowd element's `name` in the template (default: the built-in template's,
     see ELEMENT_NAMES; when that key is absent, the one key whose value has the task type's shape).
     `worker_response_ref` is used by custom tasks only; `worker_priors` (worker id -> accuracy
-    learnt earlier in the job) by text classification only. Text classification runs the EM on this
-    one object, where the class prior collapses onto it: any strict majority ends near confidence
-    1.0, a tie at 1/(tied classes). `consolidate_batch` lets the EM learn worker accuracies across
-    objects.
+    learnt earlier in the job, the EM's starting point) by text classification only. Text
+    classification runs the EM on this one object, where the class prior collapses onto it: any
+    strict majority ends near confidence 1.0, a tie at 1/(tied classes), whatever the priors.
+    `consolidate_batch` lets the EM learn worker accuracies across objects; `consolidate_in_job`
+    weighs one object's answers by what the job learnt of its workers before it.
 
     >>> consolidate(TaskType.text_classification, label_attribute="sentiment",
     ...             labels=["Positive", "Negative"], job_name="tweets", now=datetime(2026, 1, 1),
@@ -321,22 +331,129 @@ def _classification_batch(items: Mapping[str, Sequence[Answer]], *, label_attrib
             raise _ObjectError(object_id, "no answers to consolidate")
     priors: list[float | None] = [worker_priors.get(w) for w in workers]
     posteriors, _ = dawid_skene(matrix, len(labels), worker_priors=priors)
-    out: dict[str, dict[str, Any]] = {}
-    for (object_id, answers), p in zip(items.items(), posteriors, strict=True):
-        best = max(p)
-        # A tie is an unstable fixed point of the EM: rounding noise grows each epoch (to ~1e-10
-        # after 20) and the notebook's np.argmax would follow that noise. Posteriors within
-        # EM_TIE_TOLERANCE of the best count as tied, and a tie goes to the earliest label.
-        index = next(k for k, x in enumerate(p) if math.isclose(x, best, rel_tol=EM_TIE_TOLERANCE))
-        out[object_id] = {
-            label_attribute: index,
-            f"{label_attribute}-metadata": {
-                "class-name": labels[index],
-                "confidence": NO_AGREEMENT if len(answers) == 1 else round(best, 2),
-                **_common_metadata(TaskType.text_classification, job_name, now),
-            },
-        }
-    return out
+    return {object_id: _classification_content(p, len(answers), label_attribute=label_attribute,
+                                               labels=labels, job_name=job_name, now=now)
+            for (object_id, answers), p in zip(items.items(), posteriors, strict=True)}
+
+
+def _classification_content(posterior: Sequence[float], n_answers: int, *, label_attribute: str,
+                            labels: list[str], job_name: str, now: datetime) -> dict[str, Any]:
+    best = max(posterior)
+    # A tie is an unstable fixed point of the EM: rounding noise grows each epoch (to ~1e-10
+    # after 20) and the notebook's np.argmax would follow that noise. Posteriors within
+    # EM_TIE_TOLERANCE of the best count as tied, and a tie goes to the earliest label.
+    index = next(k for k, x in enumerate(posterior)
+                 if math.isclose(x, best, rel_tol=EM_TIE_TOLERANCE))
+    return {
+        label_attribute: index,
+        f"{label_attribute}-metadata": {
+            "class-name": labels[index],
+            "confidence": NO_AGREEMENT if n_answers == 1 else round(best, 2),
+            **_common_metadata(TaskType.text_classification, job_name, now),
+        },
+    }
+
+
+# --- text classification, one object at a time within a job: online Dawid-Skene -------------
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """What a job's finished objects say of one worker: `answered`, how many of them (with two
+    answers or more) it answered; `correct`, summed over those, the posterior probability of the
+    class it chose, i.e. the expected number it got right (the M-step's soft counts)."""
+
+    answered: float = 0.0
+    correct: float = 0.0
+
+    @property
+    def accuracy(self) -> float:
+        """The expected share of right answers, starting from the notebook's 0.7 weighted as
+        RECORD_PRIOR_OBJECTS objects; always strictly between 0 and 1.
+
+        >>> WorkerRecord().accuracy, round(WorkerRecord(answered=6, correct=6).accuracy, 2)
+        (0.7, 0.88)
+        """
+        return ((self.correct + EM_WORKER_PRIOR * RECORD_PRIOR_OBJECTS)
+                / (self.answered + RECORD_PRIOR_OBJECTS))
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """What a text-classification job learnt from its finished objects, the parameters GT carries
+    across a job's batches: a WorkerRecord per worker (none yet: a new worker) and, per class index,
+    the finished objects' posteriors summed (`classes`; shorter than the label list: zeros)."""
+
+    workers: Mapping[str, WorkerRecord] = field(default_factory=dict)
+    classes: Sequence[float] = ()
+
+    def class_prior(self, n_classes: int) -> list[float]:
+        """The share of each class among the finished objects, with one more object per class
+        (uniform before any object finished)."""
+        counts = [self.classes[k] if k < len(self.classes) else 0.0 for k in range(n_classes)]
+        total = sum(counts) + n_classes
+        return [(c + 1) / total for c in counts]
+
+
+@dataclass(frozen=True)
+class Learnt:
+    """What one consolidated object adds to its job's record: `correct`, per worker, the posterior
+    of the class it chose (empty when the object had one answer, which says nothing of its
+    worker); `classes`, the object's posterior per class."""
+
+    correct: Mapping[str, float]
+    classes: tuple[float, ...]
+
+
+def consolidate_in_job(*, label_attribute: str, labels: Sequence[str], job_name: str,
+                       answers: Sequence[Answer], now: datetime, record: JobRecord,
+                       element_name: str | None = None) -> tuple[dict[str, Any], Learnt]:
+    """Text classification of one object as it finishes, with what its job learnt before it.
+
+    The Dawid-Skene E-step under the job's record (unconfirmed; gtrun's choice, see the module
+    docstring): posterior[k] = prior[k] x the product over the object's workers of C_j[k, answer],
+    C_j being the notebook's confusion matrix for worker j's accuracy (accuracy on the diagonal,
+    the rest shared equally) and prior the record's class prior. Label and confidence as in
+    `consolidate` (one answer: confidence 0), except that a split vote is never written as
+    certain: a posterior that rounds to 1.0 gives 0.99 (workers who agreed on every object so far
+    make any majority near-certain under the model). Returns the content and what the object adds
+    to the record; the caller keeps the record (adding `Learnt` to it once the object finished).
+
+    >>> content, learnt = consolidate_in_job(
+    ...     label_attribute="s", labels=["Positive", "Negative"], job_name="j",
+    ...     now=datetime(2026, 1, 1), record=JobRecord(),
+    ...     answers=[Answer(w, {"crowd-classifier": {"label": x}})
+    ...              for w, x in (("a", "Positive"), ("b", "Positive"), ("c", "Negative"))])
+    >>> content["s"], content["s-metadata"]["confidence"]
+    (0, 0.7)
+    >>> {w: round(p, 2) for w, p in learnt.correct.items()}
+    {'a': 0.7, 'b': 0.7, 'c': 0.3}
+    """
+    labels = list(labels)
+    if not answers:
+        raise ConsolidationError("no answers to consolidate")
+    chosen: dict[str, int] = {}
+    for answer in answers:
+        value = _element(answer, TaskType.text_classification, element_name)
+        label = _known_label(value["label"], labels, answer)
+        if answer.worker_id in chosen:
+            raise ConsolidationError(f"worker {answer.worker_id!r} answered twice")
+        chosen[answer.worker_id] = label
+    n_classes = len(labels)
+    p = record.class_prior(n_classes)
+    for worker, label in chosen.items():
+        accuracy = record.workers.get(worker, WorkerRecord()).accuracy
+        other = (1 - accuracy) / (n_classes - 1) if n_classes > 1 else 0.0  # as _prior_matrix
+        p = [x * (accuracy if k == label else other) for k, x in enumerate(p)]
+    total = sum(p)
+    posterior = [x / total for x in p]
+    content = _classification_content(posterior, len(answers), label_attribute=label_attribute,
+                                      labels=labels, job_name=job_name, now=now)
+    metadata = content[f"{label_attribute}-metadata"]
+    if len(set(chosen.values())) > 1 and metadata["confidence"] == 1:
+        metadata["confidence"] = SPLIT_MAX_CONFIDENCE
+    correct = {w: posterior[label] for w, label in chosen.items()} if len(chosen) > 1 else {}
+    return content, Learnt(correct, tuple(posterior))
 
 
 # --- the other task types: one object at a time -----------------------------------------------

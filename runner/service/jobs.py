@@ -28,7 +28,14 @@ from runner.errors import GtrunError, StoreError
 from runner.io.store import LocalStore, Store, split_uri
 from runner.schema import TaskType
 from runner.service import layout
-from runner.service.consolidate import Answer, ConsolidationError, consolidate, failed_metadata
+from runner.service.consolidate import (
+    Answer,
+    ConsolidationError,
+    Learnt,
+    consolidate,
+    consolidate_in_job,
+    failed_metadata,
+)
 from runner.service.store import JobStore, ResourceNotFound, Task, ValidationError
 
 log = logging.getLogger(__name__)
@@ -273,9 +280,15 @@ class LabelingJobs:
             when = utc(now)
             response_uri = layout.worker_response_key(spec.output_path, name, ITERATION, object_id, when)
             self.storage.put_bytes(response_uri, _json(layout.worker_response_record(answers)))
+            learnt: Learnt | None = None
             try:
-                content = consolidate(spec.task_type, label_attribute=spec.label_attribute, labels=spec.labels,
-                                      job_name=name, answers=answers, now=when, worker_response_ref=response_uri)
+                if spec.task_type is TaskType.text_classification:  # weighed by the job's record so far
+                    record = self.store.job_record(name, (a.worker_id for a in answers))
+                    content, learnt = consolidate_in_job(label_attribute=spec.label_attribute, labels=spec.labels,
+                                                         job_name=name, answers=answers, now=when, record=record)
+                else:
+                    content = consolidate(spec.task_type, label_attribute=spec.label_attribute, labels=spec.labels,
+                                          job_name=name, answers=answers, now=when, worker_response_ref=response_uri)
             except ConsolidationError as exc:  # as Ground Truth does when consolidation fails: the object fails
                 log.warning("job %s: object %s failed consolidation: %s", name, object_id, exc)
                 reason = f"ClientError: Annotation consolidation failed: {exc}"
@@ -287,7 +300,7 @@ class LabelingJobs:
                                    _json(layout.consolidation_request([(str(object_id), line, answers)])))
             self.storage.put_bytes(layout.consolidation_response_key(spec.output_path, name, ITERATION, when, seq),
                                    _json(layout.consolidation_response([(str(object_id), content)])))
-            self.store.finish_object(name, object_id, "labeled", layout.output_line(line, content))
+            self.store.finish_object(name, object_id, "labeled", layout.output_line(line, content), learnt)
         except BaseException:
             self.store.release(name, object_id)
             raise

@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.io.store import Store
+from runner.service.consolidate import JobRecord, Learnt, WorkerRecord
 
 ACCOUNT = "123456789012"  # the local stand-in account, as in moto's defaults
 TERMINAL = ("Completed", "Failed", "Stopped")
@@ -58,6 +59,21 @@ CREATE TABLE IF NOT EXISTS assignments (
     released TEXT,                          -- NULL, or how the worker gave it back unanswered (RELEASED_BY)
     view TEXT,                              -- the page that showed the task last (a left page's must match)
     PRIMARY KEY (job, object_id, worker_id)
+);
+-- Text classification: what the job's finished objects say of each worker and class (JobRecord in
+-- consolidate.py), added to as each object finishes, in the transaction that finishes it.
+CREATE TABLE IF NOT EXISTS worker_records (
+    job TEXT NOT NULL COLLATE NOCASE,
+    worker_id TEXT NOT NULL,
+    answered REAL NOT NULL,                 -- finished objects with several answers it answered
+    correct REAL NOT NULL,                  -- summed posterior of the class it chose on those
+    PRIMARY KEY (job, worker_id)
+);
+CREATE TABLE IF NOT EXISTS class_records (
+    job TEXT NOT NULL COLLATE NOCASE,
+    class_index INTEGER NOT NULL,
+    weight REAL NOT NULL,                   -- summed posterior of the class over finished objects
+    PRIMARY KEY (job, class_index)
 );
 CREATE INDEX IF NOT EXISTS assignments_by_worker ON assignments (job, worker_id, submitted);
 CREATE INDEX IF NOT EXISTS objects_by_status ON objects (job, status, object_id);
@@ -465,12 +481,34 @@ class JobStore:
         with self._tx() as db:
             db.execute("UPDATE objects SET status = 'pending' WHERE status = 'finishing'")
 
-    def finish_object(self, name: str, object_id: int, status: str, output: str) -> bool:
-        """Mark a claimed object labeled or failed with its output line."""
+    def finish_object(self, name: str, object_id: int, status: str, output: str,
+                      learnt: Learnt | None = None) -> bool:
+        """Mark a claimed object labeled or failed with its output line, and add what it taught the
+        job of its workers and classes (`learnt`, text classification) to the job's record, at once."""
         with self._tx() as db:
             cur = db.execute("UPDATE objects SET status = ?, output = ? WHERE job = ? AND object_id = ? "
                              "AND status = 'finishing'", (status, output, name, object_id))
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            if learnt is not None:
+                db.executemany('INSERT INTO worker_records VALUES (?, ?, 1, ?) ON CONFLICT (job, worker_id) '
+                               'DO UPDATE SET answered = answered + 1, correct = correct + excluded.correct',
+                               [(name, worker, p) for worker, p in learnt.correct.items()])
+                db.executemany("INSERT INTO class_records VALUES (?, ?, ?) ON CONFLICT (job, class_index) "
+                               "DO UPDATE SET weight = weight + excluded.weight",
+                               [(name, k, weight) for k, weight in enumerate(learnt.classes)])
+            return True
+
+    def job_record(self, name: str, worker_ids: Iterable[str]) -> JobRecord:
+        """What the job's finished objects say of these workers and of its classes (JobRecord)."""
+        ids = sorted(set(worker_ids))
+        marks = ", ".join("?" * len(ids))
+        rows = self._db.execute("SELECT worker_id, answered, correct FROM worker_records WHERE job = ? "
+                                f"AND worker_id IN ({marks})", (name, *ids))
+        workers = {r["worker_id"]: WorkerRecord(r["answered"], r["correct"]) for r in rows}
+        weights = dict(self._db.execute("SELECT class_index, weight FROM class_records WHERE job = ?", (name,)))
+        classes = [weights.get(k, 0.0) for k in range(max(weights, default=-1) + 1)]
+        return JobRecord(workers, tuple(classes))
 
     def has_pending(self, name: str) -> bool:
         return bool(self._db.execute("SELECT EXISTS (SELECT 1 FROM objects WHERE job = ? AND status IN "
