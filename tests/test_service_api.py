@@ -326,6 +326,55 @@ def test_an_answer_with_a_number_json_cannot_hold_is_refused(service):
         assert sagemaker(again.url).describe_labeling_job(LabelingJobName="inf")["LabelingJobStatus"] == "Completed"
 
 
+def test_an_answer_too_large_is_refused_before_it_is_read(service):
+    """A worker's answer had no size limit: 100 MB was read into memory, stored and written to the
+    worker-response file. A body over the limit is refused with 413 and a message, as soon as its
+    declared length or its bytes read so far pass the limit; the task stays open for a real answer."""
+    import httpx
+
+    sm = started(service, "big", TWEETS[:1])
+    w = Worker(service.url)
+    task = w.task("big")
+    url = service.url + task["submitUrl"]
+    padding = "x" * (1024 * 1024)
+    sent = 0
+
+    def stream():  # chunked: no Content-Length to refuse it by, so the service must count
+        nonlocal sent
+        yield b'{"token": "' + task["token"].encode() + b'", "answer": {"crowd-classifier": {"label": "'
+        for _ in range(100):
+            sent += len(padding)
+            yield padding.encode()
+        yield b'"}}}'
+
+    r = httpx.post(url, content=stream(), headers={"Content-Type": "application/json"}, timeout=60)
+    assert r.status_code == 413, r.text
+    assert "too large" in r.json()["message"] and "MB" in r.json()["message"]
+    assert sent < 50 * 1024 * 1024  # refused while it came, not after all 100 MB were read
+    declared = {"token": task["token"], "answer": {"crowd-classifier": {"label": "Positive", "note": padding * 100}}}
+    r = httpx.post(url, json=declared, timeout=60)  # Content-Length says 100 MB: refused unread
+    assert r.status_code == 413 and "too large" in r.json()["message"], r.text
+    r = httpx.post(service.url + "/", headers={"X-Amz-Target": "SageMaker.DescribeLabelingJob"},
+                   content=b" " * (100 * 1024 * 1024), timeout=60)  # the API's bodies too, in its error shape
+    assert r.status_code == 413 and r.json()["__type"] == "RequestEntityTooLarge", r.text
+    assert sm.describe_labeling_job(LabelingJobName="big")["LabelCounters"]["TotalLabeled"] == 0
+    assert w.answer("big", task, {"crowd-classifier": {"label": "Positive"}}).status_code == 200
+    assert wait_status(sm, "big", "Completed") == "Completed"
+
+
+def test_an_answer_with_many_boxes_is_taken(service):
+    """The body limit leaves room for real answers: a box answer with 5,000 objects (about 400 KB)."""
+    sm = sagemaker(service.url)
+    sm.create_labeling_job(**put_job(service.root, "boxes", [{"source-ref": "s3://b/img.jpg"}],
+                                     task_type="bounding_box", labels=["car"]))
+    wait_status(sm, "boxes", "InProgress")
+    w = Worker(service.url)
+    boxes = [{"label": "car", "left": i % 4000, "top": i // 4000, "width": 12, "height": 34} for i in range(5000)]
+    answer = {"boundingBox": {"boundingBoxes": boxes, "inputImageProperties": {"height": 3000, "width": 4000}}}
+    assert w.answer("boxes", w.task("boxes"), answer).status_code == 200
+    assert wait_status(sm, "boxes", "Completed") == "Completed"
+
+
 def test_availability_lifetime_fails_unanswered_objects(service):
     sm = sagemaker(service.url)
     sm.create_labeling_job(**put_job(service.root, "expiring", TWEETS[:2], labels=LABELS, availability=60))

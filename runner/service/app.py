@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runner.errors import GtrunError
 from runner.io.store import Store
@@ -42,6 +42,11 @@ TICK_S = 1.0
 # closed), and the page then shows it; the tests set 1.
 HELD_POLL_S = 15
 LOOPBACK = ("127.0.0.1", "localhost", "::1")  # the names of a service that listens on loopback only
+# The largest request body the service takes: a worker's answer, an API call, a preview. Ground Truth
+# states no limit for an answer; 4 MiB holds a box answer of some 50,000 boxes (about 80 bytes each),
+# a RenderUiTemplate call at SageMaker's own limits (128,000 characters of template and of input),
+# and a preview of a 100 KB data object, while a runaway page cannot fill the store and the output.
+MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
 # What a worker who gets no task is told, by the job's status: (heading, reason)
@@ -137,6 +142,62 @@ class LoopbackOnly:
             await refused(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+class BodyTooLarge(Exception):
+    """A request body passed MAX_BODY_BYTES while it was read."""
+
+
+def too_large(limit: int) -> Response:
+    """The 413 for a body over `limit`, in the shape both the API's clients (`__type`) and the worker
+    page (`message`) read."""
+    message = (f"The request body is too large: the labeling service takes at most {limit / 2**20:g} MB "
+               "(an answer, an API call or a preview); nothing of it was recorded.")
+    # Connection: close: the server closes the connection after it, so that the client stops sending
+    # the rest, which would otherwise be read (and thrown away) to keep the connection for another request
+    return JSONResponse({"__type": "RequestEntityTooLarge", "message": message}, status_code=413,
+                        headers={"Connection": "close"})
+
+
+class BodyLimit:
+    """Refuse a request body over `limit` bytes with 413, unread: by its Content-Length when it has
+    one, else (chunked) as soon as the bytes read pass the limit, so that no handler holds more."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            await too_large(self.limit)(scope, receive, send)
+            return
+        read = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal read
+            message = await receive()
+            if message["type"] == "http.request":
+                read += len(message.get("body", b""))
+                if read > self.limit:
+                    raise BodyTooLarge
+            return message
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, sending)
+        except BodyTooLarge:
+            if started:  # a handler that answered before it read its body: nothing left to say
+                raise
+            await too_large(self.limit)(scope, receive, sending)
 
 
 def create_app(root: Path | str, storage: Store | None = None, loopback: bool = False) -> Starlette:
@@ -350,6 +411,7 @@ def create_app(root: Path | str, storage: Store | None = None, loopback: bool = 
         Route("/previews/{key}", preview),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(LoopbackOnly)] if loopback else [])
+    middleware = [Middleware(LoopbackOnly)] if loopback else []
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[*middleware, Middleware(BodyLimit)])
     app.state.jobs = jobs
     return app
