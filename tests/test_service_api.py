@@ -410,6 +410,88 @@ def test_an_answer_to_an_object_the_expiry_finished_is_refused_not_lost(service)
     assert [len(json.loads(f.read_text())["answers"]) for f in responses] == [1]
 
 
+def block_writes(root, job, folder="annotations"):
+    """A file where the job's output folder goes: every write under it fails (OSError), as a full
+    or failing disk would; unlink() the file returned to let writes through again."""
+    blocker = root / f"b/jobs/{job}/output/{job}/{folder}"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("not a folder")
+    return blocker
+
+
+def retry_state(jobs, name):
+    (attempts, due), = jobs.retrying(name).values()
+    return attempts, due
+
+
+def test_an_object_whose_files_could_not_be_written_is_finished_on_a_later_tick(service, caplog):
+    """Finishing an object that failed for a reason other than consolidation (its files could not
+    be written) gave the object back as pending, and nothing tried it again until a restart or the
+    job's expiry: the job never completed. The ticker tries it again, logging the error once, less
+    and less often while it goes on failing, and the object is finished once storage works."""
+    sm = started(service, "heal", TWEETS[:2])
+    blocker = block_writes(service.root, "heal")
+    w = Worker(service.url)
+    r = w.answer("heal", w.task("heal"), {"crowd-classifier": {"label": "Positive"}})
+    assert r.status_code == 200, r.text  # the answer is recorded; its object is finished later
+    jobs = service.app.state.jobs
+    deadline = time.monotonic() + 10
+    while retry_state(jobs, "heal")[0] < 2 and time.monotonic() < deadline:  # the service's own ticker
+        time.sleep(0.1)
+    attempts, _ = retry_state(jobs, "heal")
+    assert attempts >= 2
+    logged = [x.getMessage() for x in caplog.records if "could not be finished" in x.getMessage()]
+    assert len(logged) == 1 and "heal" in logged[0] and "Not a directory" in logged[0], logged
+    far = time.time() + 3600  # ticks at a later time: the service's own ticker leaves the object to them
+    jobs.tick(now=far)
+    tries, due = retry_state(jobs, "heal")
+    assert tries == attempts + 1 and due - far == 2 ** attempts  # 1 s, 2 s, 4 s ... apart
+    for _ in range(50):  # ticks before it is due do not try it: a lasting failure costs no CPU
+        jobs.tick(now=due - 0.01)
+    assert retry_state(jobs, "heal") == (tries, due)
+    jobs.tick(now=due)
+    assert retry_state(jobs, "heal")[0] == tries + 1
+    assert len([x for x in caplog.records if "could not be finished" in x.getMessage()]) == 1
+    assert sm.describe_labeling_job(LabelingJobName="heal")["LabelCounters"]["TotalLabeled"] == 0
+    blocker.unlink()
+    jobs.tick(now=retry_state(jobs, "heal")[1])
+    assert jobs.retrying("heal") == {}
+    assert any("finished after" in x.getMessage() for x in caplog.records)
+    assert sm.describe_labeling_job(LabelingJobName="heal")["LabelCounters"]["TotalLabeled"] == 1
+    assert w.answer("heal", w.task("heal"), {"crowd-classifier": {"label": "Negative"}}).status_code == 200
+    assert wait_status(sm, "heal", "Completed") == "Completed"
+    lines = (service.root / "b/jobs/heal/output/heal/manifests/output/output.manifest").read_text().splitlines()
+    assert [json.loads(x)["label-metadata"]["class-name"] for x in lines] == ["Positive", "Negative"]
+
+
+def test_a_job_does_not_end_over_an_object_it_could_not_finish(service, caplog):
+    """Stopping (or the end of the task availability) finishes the objects with answers: one whose
+    files could not be written failed the StopLabelingJob call, and a tick raised every second
+    (a traceback each time). The job stays Stopping until the object is finished, then stops with
+    its label; a failing output manifest is logged once too, and the job ends once it is written."""
+    sm = started(service, "halt", TWEETS[:2], workers=2)
+    blocker = block_writes(service.root, "halt")
+    w = Worker(service.url)
+    assert w.answer("halt", w.task("halt"), {"crowd-classifier": {"label": "Neutral"}}).status_code == 200
+    manifests = block_writes(service.root, "halt", "manifests")
+    sm.stop_labeling_job(LabelingJobName="halt")
+    jobs = service.app.state.jobs
+    assert retry_state(jobs, "halt")[0] == 1
+    assert wait_status(sm, "halt", "Stopped", timeout=3) == "Stopping"
+    blocker.unlink()
+    jobs.tick(now=retry_state(jobs, "halt")[1])  # the object is finished; the manifest still fails
+    assert jobs.retrying("halt") == {}
+    for _ in range(20):
+        jobs.tick()
+    assert sm.describe_labeling_job(LabelingJobName="halt")["LabelingJobStatus"] == "Stopping"
+    assert len([x for x in caplog.records if "could not be finished" in x.getMessage()]) == 1
+    assert len([x for x in caplog.records if "job halt" in x.getMessage() and "manifest" in x.getMessage()]) == 1
+    manifests.unlink()
+    assert wait_status(sm, "halt", "Stopped") == "Stopped"
+    lines = (service.root / "b/jobs/halt/output/halt/manifests/output/output.manifest").read_text().splitlines()
+    assert json.loads(lines[0])["label-metadata"]["class-name"] == "Neutral" and "label" not in json.loads(lines[1])
+
+
 def test_unknown_operation_and_bad_body(service):
     import httpx
     r = httpx.post(service.url + "/", headers={"X-Amz-Target": "SageMaker.CreateModel"}, content=b"{}")

@@ -44,6 +44,11 @@ CROWD_ELEMENTS_URL = "https://assets.crowd.aws/crowd-html-elements.js"
 LOCAL_ELEMENTS_URL = "/static/crowd-html-elements.js"
 ITERATION = 1
 ISSUER = "gtrun-local"  # workerMetadata.identityData.issuer of the local service's workers
+# An object whose finishing failed for a reason other than its consolidation (its files could not be
+# written, say) is tried again by the ticker: RETRY_FIRST_S after, then twice as long each time, up to
+# RETRY_MAX_S apart, so that a lasting failure costs a try a minute, not a busy loop.
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 60.0
 
 # The built-in Lambda (or UI) names the request carries -> the task type they implement.
 LAMBDA_TYPES = {
@@ -125,6 +130,10 @@ class LabelingJobs:
         self.store = JobStore(store_path(self.root))
         self.signer = Signer(self._secret())
         self._lock = threading.RLock()  # job status changes: one thread at a time
+        # Objects whose finishing failed, to try again: (job, object id) -> (tries so far, when next).
+        self._retries: dict[tuple[str, int], tuple[int, float]] = {}
+        self._retries_lock = threading.Lock()
+        self._tick_errors: dict[str, str] = {}  # job -> the error its last tick raised (logged once)
 
     def _secret(self) -> bytes:
         path = self.root / ".gtrun" / "signing-key"
@@ -164,7 +173,7 @@ class LabelingJobs:
 
     def stop(self, name: str) -> None:
         self.store.stop_job(name)
-        self.tick_job(name, time.time())
+        self.move(name, time.time())  # Stopping: the ticker moves it on if this cannot
 
     def render_ui_template(self, params: Mapping[str, Any]) -> dict[str, Any]:
         content = params.get("UiTemplate", {}).get("Content")
@@ -227,7 +236,7 @@ class LabelingJobs:
         status, created = state
         lifetime = self.spec(name).request["HumanTaskConfig"].get("TaskAvailabilityLifetimeInSeconds")
         if status == "Initializing" or (lifetime is not None and created + float(lifetime) <= now):
-            self.tick_job(name, now)  # cheap checks first: a page load must not walk every job
+            self.move(name, now)  # cheap checks first: a page load must not walk every job
         return self.store.next_task(name, worker, now)
 
     def submit(self, token: str, answer: Mapping[str, Any], now: float | None = None,
@@ -246,7 +255,7 @@ class LabelingJobs:
         if complete:
             self.finish_object(name, object_id, now)
             if not self.store.has_pending(name):
-                self.tick_job(name, now)  # the last object: the job completes now
+                self.move(name, now)  # the last object: the job completes now
         return name, object_id
 
     def release_task(self, name: str, token: str, worker: str, view: str | None = None,
@@ -259,11 +268,46 @@ class LabelingJobs:
     def held_elsewhere(self, name: str, worker: str, now: float | None = None) -> tuple[int, float | None]:
         return self.store.held_elsewhere(name, worker, time.time() if now is None else now)
 
-    def finish_object(self, name: str, object_id: int, now: float) -> None:
+    def finish_object(self, name: str, object_id: int, now: float) -> bool:
+        """Finish one object (`_finish`); False when that failed, for a reason other than its
+        consolidation (which fails the object itself): the object stays pending and the ticker tries
+        it again later (`retrying`), the error logged once."""
+        try:
+            finished = self._finish(name, object_id, now)
+        except Exception as exc:  # noqa: BLE001 - storage, disk, ...: the next ticks try again
+            self._retry_later(name, object_id, now, exc)
+            return False
+        with self._retries_lock:  # finished, or not pending any more (another thread has it)
+            tried = self._retries.pop((name, object_id), None)
+        if tried is not None and finished:
+            log.warning("job %s: object %s finished after %d failed tries", name, object_id, tried[0])
+        return True
+
+    def _retry_later(self, name: str, object_id: int, now: float, exc: Exception) -> None:
+        with self._retries_lock:
+            tries = self._retries.get((name, object_id), (0, now))[0] + 1
+            self._retries[(name, object_id)] = (tries, now + min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (tries - 1)))
+        if tries == 1:
+            log.error("job %s: object %s could not be finished: %s; it is tried again until it is "
+                      "(at most %g s apart)", name, object_id, exc, RETRY_MAX_S, exc_info=exc)
+
+    def retrying(self, name: str) -> dict[int, tuple[int, float]]:
+        """The job's objects whose finishing failed: object id -> (tries so far, when it is tried next)."""
+        with self._retries_lock:
+            return {obj: state for (job, obj), state in self._retries.items() if job == name}
+
+    def _waiting(self, name: str, object_id: int, now: float) -> bool:
+        """Whether the object failed to finish and is not yet due to be tried again."""
+        with self._retries_lock:
+            state = self._retries.get((name, object_id))
+        return state is not None and state[1] > now
+
+    def _finish(self, name: str, object_id: int, now: float) -> bool:
         """Consolidate one object's answers and write Ground Truth's files for it (once: the object
-        is claimed first, so a request and the ticker never both finish it)."""
+        is claimed first, so a request and the ticker never both finish it); False when it was not
+        pending."""
         if not self.store.claim(name, object_id):
-            return
+            return False
         try:
             spec = self.spec(name)
             rows = self.store.answers(name, object_id)
@@ -272,7 +316,7 @@ class LabelingJobs:
                 reason = "ClientError: The task was not completed before TaskAvailabilityLifetimeInSeconds"
                 output = layout.output_line(line, failed_metadata(spec.label_attribute, reason))
                 self.store.finish_object(name, object_id, "failed", output)
-                return
+                return True
             answers = [Answer(worker_id=r["worker_id"], content=json.loads(r["answer"]),
                               submission_time=utc(r["submitted"]), acceptance_time=utc(r["accepted"]),
                               time_spent_s=round(r["submitted"] - r["accepted"], 3),
@@ -294,13 +338,14 @@ class LabelingJobs:
                 reason = f"ClientError: Annotation consolidation failed: {exc}"
                 output = layout.output_line(line, failed_metadata(spec.label_attribute, reason))
                 self.store.finish_object(name, object_id, "failed", output)
-                return
+                return True
             seq = object_id  # several objects can finish within one second: keep their files apart
             self.storage.put_bytes(layout.consolidation_request_key(spec.output_path, name, ITERATION, when, seq),
                                    _json(layout.consolidation_request([(str(object_id), line, answers)])))
             self.storage.put_bytes(layout.consolidation_response_key(spec.output_path, name, ITERATION, when, seq),
                                    _json(layout.consolidation_response([(str(object_id), content)])))
             self.store.finish_object(name, object_id, "labeled", layout.output_line(line, content), learnt)
+            return True
         except BaseException:
             self.store.release(name, object_id)
             raise
@@ -311,11 +356,30 @@ class LabelingJobs:
         self.tick(now, recover=True)
 
     def tick(self, now: float | None = None, recover: bool = False) -> None:
-        """Move every job along: start, expire, stop, complete."""
+        """Move every job along: start, expire, stop, complete. A job whose tick fails (its output
+        manifest cannot be written, say) does not hold up the others; its error is logged once
+        while it lasts, and the next ticks try again."""
         now = time.time() if now is None else now
         for row in self.store.job_rows():
             if row["status"] in ("Initializing", "InProgress", "Stopping"):
-                self.tick_job(row["name"], now, recover)
+                self.move(row["name"], now, recover)
+
+    def move(self, name: str, now: float, recover: bool = False) -> bool:
+        """`tick_job`, its failure logged (once while the same error lasts) rather than raised: the
+        caller (the ticker, a request) goes on, and the next tick tries again. Whether it went."""
+        try:
+            self.tick_job(name, now, recover)
+        except Exception as exc:  # noqa: BLE001 - one job's failure must not stop the others
+            with self._retries_lock:
+                again = self._tick_errors.get(name) == str(exc)
+                self._tick_errors[name] = str(exc)
+            if not again:
+                log.error("job %s: could not move the job along: %s; tried again on every tick",
+                          name, exc, exc_info=exc)
+            return False
+        with self._retries_lock:
+            self._tick_errors.pop(name, None)
+        return True
 
     def tick_job(self, name: str, now: float, recover: bool = False) -> None:
         with self._lock:
@@ -329,6 +393,9 @@ class LabelingJobs:
             if status not in ("InProgress", "Stopping"):
                 return
             spec = self.spec(name)
+            for object_id in self.retrying(name):  # objects whose finishing failed, when due
+                if not self._waiting(name, object_id, now):
+                    self.finish_object(name, object_id, now)
             if recover:
                 workers = int(spec.request["HumanTaskConfig"]["NumberOfHumanWorkersPerDataObject"])
                 for object_id in self.store.unfinished_with_answers(name, workers):
@@ -337,10 +404,14 @@ class LabelingJobs:
             expired = lifetime is not None and created + float(lifetime) <= now
             if status == "Stopping" or expired:
                 for object_id in self.store.unfinished_with_answers(name):
-                    self.finish_object(name, object_id, now)
+                    if not self._waiting(name, object_id, now):
+                        self.finish_object(name, object_id, now)
                 if expired:
                     for object_id in self.store.pending_objects(name):
-                        self.finish_object(name, object_id, now)  # no answers: failed
+                        if not self._waiting(name, object_id, now):
+                            self.finish_object(name, object_id, now)  # no answers: failed
+            if self.retrying(name):
+                return  # an object is still to be finished: the job ends once it is
             if status == "Stopping" or not self.store.has_pending(name):
                 self.write_output(spec)
                 self.store.set_status(name, "Stopped" if status == "Stopping" else "Completed", now)
