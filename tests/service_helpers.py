@@ -50,6 +50,22 @@ def put_job(root: Path, name: str, lines: list[dict[str, Any]], *, task_type: st
     return request
 
 
+NER_UI = "arn:aws:sagemaker:us-east-1:394669845002:human-task-ui/NamedEntityRecognition"
+
+
+def on_hosted_ui(root: Path, request: dict[str, Any], instructions: dict[str, str] | None) -> dict[str, Any]:
+    """A NER job's request (put_job's) as gtrun builds it: AWS's hosted worker UI (HumanTaskUiArn),
+    no template, and the worker instructions in the label category configuration."""
+    request["HumanTaskConfig"]["UiConfig"] = {"HumanTaskUiArn": NER_UI}
+    store = LocalStore(root)
+    config = json.loads(store.get_bytes(request["LabelCategoryConfigS3Uri"]))
+    config["labels"] = [{"label": x["label"], "shortDisplayName": x["label"][:3]} for x in config["labels"]]
+    if instructions is not None:
+        config["instructions"] = instructions
+    store.put_bytes(request["LabelCategoryConfigS3Uri"], json.dumps(config).encode())
+    return request
+
+
 def sagemaker(url: str) -> Any:
     return local_client(url, "us-east-1")
 

@@ -28,7 +28,7 @@ from playwright import sync_api
 
 from runner.service.server import Service
 from tests.browser_helpers import drag, mouse_select
-from tests.service_helpers import TEMPLATES, put_job, sagemaker
+from tests.service_helpers import TEMPLATES, on_hosted_ui, put_job, sagemaker
 
 HOME = Path(__file__).resolve().parent.parent
 RECEIPTS = HOME / "data" / "receipts"
@@ -695,6 +695,26 @@ def test_named_entity(browser, service):
     assert out[1][ATTR] == {"annotations": {"labels": labels, "entities": [
         span("person", "Bob", t1), span("location", "Paris", t1)]}}
     assert out[1][f"{ATTR}-metadata"]["entities"] == [{"confidence": 1.0}, {"confidence": 0.83}]
+
+
+def test_named_entity_on_the_hosted_ui_shows_the_jobs_title_and_instructions(browser, service):
+    """gtrun's NER jobs name AWS's hosted worker UI, so the service shows its bundled NER page: with
+    the job's TaskTitle as the element's header and the label configuration's instructions."""
+    instructions = {"shortInstruction": "<p>Mark <b>every</b> person.</p>",
+                    "fullInstruction": "<p>Titles such as Dr. are not part of a name.</p>"}
+    request = on_hosted_ui(service.root, put_job(service.root, "hosted", NER_LINES, task_type="named_entity",
+                                                 labels=NER_LABELS), instructions)
+    request["HumanTaskConfig"]["TaskTitle"] = "People, places & firms"
+    sagemaker(service.url).create_labeling_job(**request)
+    worker = Person(browser, service.url, "hosted")
+    worker.open(via_index=True)
+    page = worker.page
+    sync_api.expect(page.locator("crowd-entity-annotation .crowd-header")).to_have_text("People, places & firms")
+    sync_api.expect(page.locator(".crowd-short-instructions")).to_contain_text("Mark every person.")
+    assert page.locator(".crowd-short-instructions b").inner_text() == "every"
+    sync_api.expect(page.locator(".crowd-full-instructions")).to_contain_text("Titles such as Dr. are not part of a name.")
+    assert "Highlight each named entity" not in page.locator("body").inner_text()
+    worker.close()
 
 
 # ------------------------------------------------------------------------------------------------

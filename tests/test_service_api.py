@@ -13,7 +13,7 @@ import pytest
 
 from runner.service.server import Service
 from runner.service.store import ValidationError
-from tests.service_helpers import Worker, put_job, sagemaker
+from tests.service_helpers import Worker, on_hosted_ui, put_job, sagemaker
 
 TWEETS = [{"source": f"tweet {i}", "tweet_id": i} for i in range(5)]
 LABELS = ["Positive", "Negative", "Neutral"]
@@ -491,6 +491,31 @@ def test_a_job_does_not_end_over_an_object_it_could_not_finish(service, caplog):
     lines = (service.root / "b/jobs/halt/output/halt/manifests/output/output.manifest").read_text().splitlines()
     assert json.loads(lines[0])["label-metadata"]["class-name"] == "Neutral" and "label" not in json.loads(lines[1])
 
+
+def test_a_ner_job_on_aws_hosted_ui_shows_its_own_title_and_instructions(service):
+    """A NER job names AWS's hosted worker UI (HumanTaskUiArn), not a template: the service renders
+    its bundled NER page, which showed that page's fallback header and instructions. It shows the
+    job's TaskTitle, and the instructions of its label configuration (where the hosted UI reads
+    them), or its TaskDescription when that has none."""
+    lines = [{"source": "Alice met Bob"}]
+    instructions = {"shortInstruction": "<p>Mark <b>every</b> person</p>",
+                    "fullInstruction": "<p>Mark every person, titles excluded</p>"}
+    request = on_hosted_ui(service.root, put_job(service.root, "ner-ui", lines, task_type="named_entity",
+                                                 labels=["PER"]), instructions)
+    request["HumanTaskConfig"]["TaskTitle"] = "Find the people & places"
+    sm = sagemaker(service.url)
+    sm.create_labeling_job(**request)
+    wait_status(sm, "ner-ui", "InProgress")
+    page = Worker(service.url).task("ner-ui")["html"]
+    assert 'header="Find the people &amp; places"' in page, page
+    assert "<p>Mark <b>every</b> person</p>" in page and "<p>Mark every person, titles excluded</p>" in page
+    assert "Highlight each named entity" not in page and "give it its type" not in page
+    bare = on_hosted_ui(service.root, put_job(service.root, "ner-plain", lines, task_type="named_entity",
+                                              labels=["PER"]), None)  # no instructions in its label config
+    sm.create_labeling_job(**bare)
+    wait_status(sm, "ner-plain", "InProgress")
+    page = Worker(service.url).task("ner-plain")["html"]
+    assert 'header="Label it"' in page and "Label the object" in page  # TaskTitle, TaskDescription
 
 def test_unknown_operation_and_bad_body(service):
     import httpx

@@ -11,8 +11,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import html
 import json
 import logging
+import re
 import secrets
 import threading
 import time
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from runner.build.template import gt_environment, parse_template, render_task, task_input
+from runner.build.template import fill_job_values, gt_environment, parse_template, render_task, task_input
 from runner.errors import GtrunError, StoreError
 from runner.io.store import LocalStore, Store, split_uri
 from runner.schema import TaskType
@@ -88,7 +90,7 @@ class JobSpec:
     labels: tuple[str, ...]
     label_attribute: str
     output_path: str  # S3OutputPath: the job's files go under <output_path>/<job name>/
-    template: Any  # the parsed Liquid template, or None for a UI ARN (NER)
+    template: Any  # the parsed Liquid template; for a UI ARN (NER), the bundled one with the job's values
     region: str
 
 
@@ -194,19 +196,44 @@ class LabelingJobs:
         request = self.store.request(name)
         kind = task_type_of(request)
         labels: tuple[str, ...] = ()
+        config: dict[str, Any] = {}
         if request.get("LabelCategoryConfigS3Uri"):
             config = json.loads(self.storage.get_bytes(request["LabelCategoryConfigS3Uri"]))
             labels = tuple(str(x["label"]) for x in config.get("labels", []))
         ui = request["HumanTaskConfig"]["UiConfig"]
-        text, template = "", None
         if "UiTemplateS3Uri" in ui:
             text = self.storage.get_bytes(ui["UiTemplateS3Uri"]).decode("utf-8")
             template = parse_template(text.replace(CROWD_ELEMENTS_URL, LOCAL_ELEMENTS_URL),
                                       ui["UiTemplateS3Uri"], self._env())
+        else:  # NER through Ground Truth's own UI
+            template = self._hosted_ui(request["HumanTaskConfig"], config)
         region = request["HumanTaskConfig"]["WorkteamArn"].split(":")[3] or "us-east-1"
         output = request["OutputConfig"]["S3OutputPath"].rstrip("/")
         return JobSpec(request["LabelingJobName"], request, kind, labels, request["LabelAttributeName"],
                        output, template, region)
+
+    def _hosted_ui(self, htc: Mapping[str, Any], config: Mapping[str, Any]) -> Any:
+        """The page in place of Ground Truth's hosted NER UI (HumanTaskUiArn): gtrun's bundled NER
+        template with the job's own title (TaskTitle) and instructions, which the hosted UI reads from
+        the label category configuration (short and full instructions, HTML; TaskDescription when it
+        has none)."""
+        from runner.config import TEMPLATES_DIR
+
+        name = "named_entity.liquid"
+        text = (TEMPLATES_DIR / name).read_text(encoding="utf-8")
+        given = config.get("instructions")
+        given = given if isinstance(given, Mapping) else {}
+        short = str(given.get("shortInstruction") or given.get("fullInstruction") or "")
+        full = str(given.get("fullInstruction") or "")
+        short = short or html.escape(str(htc.get("TaskDescription") or ""), quote=False)
+        values = {"title": str(htc.get("TaskTitle") or ""), "description": str(htc.get("TaskDescription") or ""),
+                  "instructions": short}
+        text = fill_job_values(text, values, name)
+        if full:  # the bundled page's own full instructions are general advice: the job's replace them
+            filled = fill_job_values("{{ gtrun.instructions }}", {"instructions": full}, name)
+            text = re.sub(r"(<full-instructions\b[^>]*>).*?(</full-instructions>)",
+                          lambda m: m.group(1) + filled + m.group(2), text, count=1, flags=re.S)
+        return parse_template(text.replace(CROWD_ELEMENTS_URL, LOCAL_ELEMENTS_URL), name, self._env())
 
     def _env(self) -> Any:
         return gt_environment(grant_read_access=self.signer.url)
@@ -216,16 +243,7 @@ class LabelingJobs:
 
     def render(self, spec: JobSpec, task: Task) -> str:
         """The worker's task page body: the job's template rendered for the task's data object."""
-        line = json.loads(task.line)
-        if spec.template is None:  # NER through Ground Truth's own UI: use the bundled NER template
-            from runner.config import TEMPLATES_DIR
-
-            text = (TEMPLATES_DIR / "named_entity.liquid").read_text(encoding="utf-8")
-            template = parse_template(text.replace(CROWD_ELEMENTS_URL, LOCAL_ELEMENTS_URL),
-                                      "named_entity.liquid", self._env())
-        else:
-            template = spec.template
-        return render_task(template, self.task_input(spec, line))
+        return render_task(spec.template, self.task_input(spec, json.loads(task.line)))
 
     # -- answers ----------------------------------------------------------------------------------
     def next_task(self, name: str, worker: str, now: float | None = None) -> Task | None:
