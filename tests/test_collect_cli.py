@@ -325,8 +325,42 @@ def test_the_dataset_folder_loads_with_datasets_as_its_card_says(gtrun, tmp_path
     loaded = datasets.load_dataset(str(tmp_path / "few"), cache_dir=str(tmp_path / "cache"))
     assert {name: split.num_rows for name, split in loaded.items()} == {"train": 2, "validation": 1}
     front = yaml.safe_load((tmp_path / "few" / "README.md").read_text(encoding="utf-8").split("---\n")[1])
-    assert front["configs"] == [{"config_name": "default", "data_files": [
-        {"split": "train", "path": "jsonl/train.jsonl"}, {"split": "validation", "path": "jsonl/validation.jsonl"}]}]
+    (config,) = front["configs"]
+    assert config["data_files"] == [
+        {"split": "train", "path": "jsonl/train.jsonl"}, {"split": "validation", "path": "jsonl/validation.jsonl"}]
+    digest = hashlib.sha256("".join(f"{path} {hashlib.sha256((tmp_path / 'few' / path).read_bytes()).hexdigest()}\n"
+                                    for path in ("jsonl/train.jsonl", "jsonl/validation.jsonl")).encode()).hexdigest()
+    assert config["description"] == f"gtrun dataset, files sha256 {digest}"
+
+
+def test_datasets_loads_each_dataset_folder_as_it_is_now_not_another_from_its_cache(gtrun, tmp_path, monkeypatch):
+    """`datasets` caches a folder's splits under the folder's name and its card's `configs`, which
+    are the same for every dataset collect writes (dataset/, hf/train.parquet, ...): without more in
+    the card, a second dataset loaded the first one's rows, and a dataset collected again its old rows."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    datasets = pytest.importorskip("datasets")
+    cache = str(tmp_path / "cache")
+    manifest = tmp_path / "out.manifest"
+    sentiment_manifest(manifest)
+    first, second = tmp_path / "a" / "dataset", tmp_path / "b" / "dataset"
+    assert gtrun("collect", "--manifest", str(manifest), "--out", str(first), "transforms=hf_datasets").code == 0
+    assert sorted(row["source"] for split in datasets.load_dataset(str(first), cache_dir=cache).values()
+                  for row in split) == sorted(f"text {i}" for i in range(10))
+    manifest.write_text(manifest.read_text().replace('"text ', '"other '))
+    assert gtrun("collect", "--manifest", str(manifest), "--out", str(second), "transforms=hf_datasets").code == 0
+    loaded = datasets.load_dataset(str(second), cache_dir=cache)
+    assert sorted(row["source"] for split in loaded.values() for row in split) == sorted(f"other {i}" for i in range(10))
+    # collected again with its labels merged: the same files, the same row counts, other labels
+    r = gtrun("collect", "--manifest", str(manifest), "--out", str(second), "transforms=hf_datasets",
+              "transforms.label_map={Irrelevant: Neutral}")
+    assert r.code == 0, r.output
+    loaded = datasets.load_dataset(str(second), cache_dir=cache)
+    assert loaded["train"].features["label"].names == ["Positive", "Negative", "Neutral"]
+    # jsonl alone loads likewise
+    assert gtrun("collect", "--manifest", str(manifest), "--out", str(first), "transforms=jsonl").code == 0
+    loaded = datasets.load_dataset(str(first), cache_dir=cache)
+    assert sorted(row["source"] for split in loaded.values() for row in split) == sorted(f"other {i}" for i in range(10))
 
 
 def test_labels_given_that_contradict_the_lines_are_one_clear_error(gtrun, tmp_path):

@@ -640,7 +640,12 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
                            "split": f"train {settings.split.train} / validation {settings.split.validation} / "
                                     f"test {settings.split.test} (salt {settings.split.salt!r}"
                                     + (f", by {settings.split.key}" if settings.split.key is not None else "") + ")"}
-        card = report.write_card(work, card_provenance, figures, transforms.load_files(written))
+        load_files = transforms.load_files(written)
+        # the files datasets.load_dataset loads: their digest in the card keeps its cache apart (card_markdown)
+        loaded_sums = file_checksums(work, [path for _, path in load_files])
+        files_sha256 = hashlib.sha256("".join(f"{path} {loaded_sums[path]['sha256']}\n" for _, path in load_files)
+                                      .encode()).hexdigest() if load_files else None
+        card = report.write_card(work, card_provenance, figures, load_files, files_sha256)
         figures["provenance"] = card_provenance  # report.json names the runs (each member) as the card does
         if card.parent != work:  # the collected folder is the dataset itself: its card is README.md
             text = card.read_text(encoding="utf-8").replace("](../", "](")  # its links: the folder's files
@@ -655,8 +660,9 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
         # and what each file held, so that collecting again can tell a file edited since (check_out_dir);
         # not the database (DuckDB changes it when it opens it: its tables are checked) nor report.json
         progress.at("recording the files' sizes and checksums")
-        report.write_report(figures, work, checksums=lambda: file_checksums(
-            work, [f for f in figures["files"] if not f.endswith("/") and f not in (transforms.DATABASE, "report.json")]))
+        report.write_report(figures, work, checksums=lambda: {**loaded_sums, **file_checksums(
+            work, [f for f in figures["files"] if not f.endswith("/") and f not in loaded_sums
+                   and f not in (transforms.DATABASE, "report.json")])})
         check_out_dir(out_dir)  # again: a long collect leaves time to edit the dataset it replaces
         aside = staging / ".replaced"  # the old dataset, until the new one is in its place
         if out_dir.exists():

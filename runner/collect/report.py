@@ -1092,19 +1092,25 @@ def _md(value: Any) -> str:
 
 
 def card_markdown(provenance: Mapping[str, Any], report: Mapping[str, Any],
-                  data_files: Sequence[tuple[str, str]] = ()) -> str:
+                  data_files: Sequence[tuple[str, str]] = (), files_sha256: str | None = None) -> str:
     """The dataset card's text: YAML front matter, provenance table, headline figures, labels.
 
     `data_files` are (split, path in the dataset) of the files `datasets.load_dataset(<dataset
     folder>)` is to load: the front matter's `configs` names them (Hugging Face's manual
     configuration of a dataset's files), or `datasets` would guess them from every file under the
     folder (YOLO's label .txt files, spaCy's ids.jsonl, the COCO .json) and load the wrong ones.
+    `files_sha256` (a digest of those files' bytes) is the config's `description`: `datasets`
+    caches a folder's splits under a hash of its name and its card's configs, not of the files, so
+    that every dataset collect writes (a folder `dataset`, `hf/train.parquet`, ...) would share one
+    cache entry, and `load_dataset` would give the rows of whichever was loaded first.
     """
     task = TaskType(report["task_type"])
     dataset = report["dataset"]
     # A JSON string is a YAML double-quoted scalar; \u003c keeps markup out of the front matter.
     name = json.dumps(dataset, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e")
-    configs = ["configs:", "- config_name: default", "  data_files:"] + [
+    configs = ["configs:", "- config_name: default",
+               *([f"  description: \"gtrun dataset, files sha256 {files_sha256}\""] if files_sha256 else []),
+               "  data_files:"] + [
         line for split, path in data_files
         for line in (f"  - split: {split}", f"    path: {json.dumps(path, ensure_ascii=False)}")]
     lines = ["---", f"pretty_name: {name}", *(configs if data_files else ()),
@@ -1173,9 +1179,10 @@ def card_markdown(provenance: Mapping[str, Any], report: Mapping[str, Any],
 
 
 def write_card(out_dir: Path | str, provenance: Mapping[str, Any],
-               report: Mapping[str, Any], data_files: Sequence[tuple[str, str]] = ()) -> Path:
+               report: Mapping[str, Any], data_files: Sequence[tuple[str, str]] = (),
+               files_sha256: str | None = None) -> Path:
     """Write `<out_dir>/dataset/README.md`, the dataset card; return its path."""
     path = Path(out_dir) / "dataset" / "README.md"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(card_markdown(provenance, report, data_files), encoding="utf-8")
+    path.write_text(card_markdown(provenance, report, data_files, files_sha256), encoding="utf-8")
     return path
