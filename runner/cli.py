@@ -1212,6 +1212,11 @@ def collect_cmd(args: list[str]) -> int:
             out.print(f"  transforms.{f['option']}={f['threshold']} dropped {f['dropped']:,} of the "
                       f"{f['objects']:,} labeled objects it looked at"
                       + (f"; kept {f['unknown']:,} {UNJUDGED[f['option']]}" if f.get("unknown") else ""))
+    leaks = result["report"].get("transforms", {}).get("split_leaks") or {}
+    if leaks.get("values"):
+        field = leaks["field"]
+        out.print(f"  warning: {leaks['values']:,} {field} values are in more than one split ({leaks['objects']:,} "
+                  f"objects): transforms.split.key={field} keeps each in one split (see report.html)")
     uneven = _uneven_split(settings.split, result["written"])
     if uneven:
         out.print(f"  warning: {uneven}")

@@ -744,6 +744,41 @@ def test_a_split_key_that_leaves_a_small_datasets_split_empty_says_so(gtrun, tmp
         assert (tmp_path / key / "jsonl" / "validation.jsonl").read_text() == ""
 
 
+def test_the_same_text_in_two_splits_is_said_with_the_key_that_keeps_it_in_one(gtrun):
+    """The bundled tweets hold the same text under several tweet ids: split by object id (or by
+    tweet_id), a model is tested on texts it was trained on, unless collect says so."""
+    assert gtrun("run").code == 0
+    (run,) = gtrun.runs()
+    name = read_json(run / "request.json")["LabelingJobName"]
+    with Service(gtrun.storage, port=0).running() as svc:
+        worker = Worker(svc.url)
+        while (task := worker.task(name)) is not None:
+            assert worker.answer(name, task, {"crowd-classifier": {"label": "Negative"}}).status_code == 200
+    dataset = run / "dataset"
+
+    def splits_of_each_text():
+        seen: dict[str, set[str]] = {}
+        for split in ("train", "validation", "test"):
+            for line in (dataset / "jsonl" / f"{split}.jsonl").read_text().splitlines():
+                seen.setdefault(json.loads(line)["source"], set()).add(split)
+        return seen
+
+    for key in (None, "tweet_id"):
+        r = gtrun("collect", str(run), "transforms=jsonl,hf_datasets", *([f"transforms.split.key={key}"] if key else []))
+        assert r.code == 0, r.output
+        leaked = {text for text, splits in splits_of_each_text().items() if len(splits) > 1}
+        assert leaked  # the sample's duplicates, split apart
+        found = read_json(dataset / "report.json")["transforms"]["split_leaks"]
+        assert found["field"] == "source" and found["values"] == len(leaked), found
+        assert (f"warning: {len(leaked)} source values are in more than one split" in r.stdout
+                and "transforms.split.key=source" in r.stdout), r.output
+        assert "in more than one split" in (dataset / "README.md").read_text()
+    r = gtrun("collect", str(run), "transforms=jsonl,hf_datasets", "transforms.split.key=source")
+    assert r.code == 0 and "more than one split" not in r.stdout, r.output
+    assert all(len(splits) == 1 for splits in splits_of_each_text().values())
+    assert read_json(dataset / "report.json")["transforms"]["split_leaks"] == {"field": "source", "values": 0, "objects": 0}
+
+
 def test_input_fields_that_change_along_the_manifest_keep_every_value(gtrun, tmp_path):
     """Output manifests are not tables: a field may first appear after thousands of lines, widen
     from integer to float, or hold values of no one type. Every file keeps every value."""

@@ -641,6 +641,12 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
                                     f"test {settings.split.test} (salt {settings.split.salt!r}"
                                     + (f", by {settings.split.key}" if settings.split.key is not None else "") + ")"}
         load_files = transforms.load_files(written)
+        if load_files:
+            progress.at("looking for inputs in more than one split")
+            engine = outputs[0].settings.backend.duckdb if outputs[0].settings is not None else DuckDBConfig()
+            leaks = split_leaks(work, load_files, engine)
+            if leaks is not None:
+                figures["transforms"]["split_leaks"] = leaks
         # the files datasets.load_dataset loads: their digest in the card keeps its cache apart (card_markdown)
         loaded_sums = file_checksums(work, [path for _, path in load_files])
         files_sha256 = hashlib.sha256("".join(f"{path} {loaded_sums[path]['sha256']}\n" for _, path in load_files)
@@ -999,6 +1005,48 @@ def check_out_dir(out_dir: Path) -> None:
                            "collect did not create and collecting again would delete with the database"
                            "\n  hint: copy them to a database of your own first (ATTACH 'mine.duckdb'; "
                            "CREATE TABLE mine.<name> AS FROM <name>)")
+
+
+LEAK_FIELDS = ("source", "source-ref")  # the input a model reads: a text, an image
+
+
+def split_leaks(folder: Path, load_files: Sequence[tuple[str, str]], engine: DuckDBConfig) -> dict[str, Any] | None:
+    """How many values of the object's input (its `source` text, else its `source-ref` image) the
+    dataset's split files (`load_files`: (split, path in `folder`), hf/'s Parquet or jsonl/'s
+    lines) hold in more than one split: {field, values, objects (the rows that have them)}; None
+    when the files have neither field. Ground Truth's object id is the object's position in its
+    job, so the same text twice (a retweet, a source table with repeats) is split by two ids, and
+    a model is tested on what it was trained on; transforms.split.key=<field> keeps it in one.
+    Counted by DuckDB under backend.duckdb's memory limit, by a 64-bit hash of each value."""
+    import duckdb
+
+    from runner.build.quoting import sql_string
+
+    parquet = load_files[0][1].endswith(".parquet")
+    config: dict[str, Any] = {"memory_limit": engine.memory_limit}
+    if engine.threads:
+        config["threads"] = engine.threads
+    with duckdb.connect(config=config) as con:
+        con.execute("SET enable_progress_bar = false")
+        first = sql_string(str(folder / load_files[0][1]))
+        if parquet:
+            names = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM read_parquet({first})").fetchall()}
+        else:
+            names = {k for row in con.execute(f"SELECT json_keys(json) FROM read_ndjson_objects({first}) LIMIT 1000")
+                     .fetchall() for k in row[0]}
+        field_name = next((f for f in LEAK_FIELDS if f in names), None)
+        if field_name is None:
+            return None
+        quoted = '"' + field_name.replace('"', '""') + '"'
+        parts = [f"SELECT {i} AS s, hash({quoted}) AS h FROM read_parquet({sql_string(str(folder / path))}) "
+                 f"WHERE {quoted} IS NOT NULL" if parquet else
+                 f"SELECT {i} AS s, hash(json_extract_string(json, {sql_string('$.' + json.dumps(field_name))})) AS h "
+                 f"FROM read_ndjson_objects({sql_string(str(folder / path))}) "
+                 f"WHERE json_extract(json, {sql_string('$.' + json.dumps(field_name))}) IS NOT NULL"
+                 for i, (_, path) in enumerate(load_files)]
+        values, objects = con.execute(f"SELECT count(*), coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM ("
+                                  f"{' UNION ALL '.join(parts)}) GROUP BY h HAVING min(s) < max(s))").fetchone() or (0, 0)
+    return {"field": field_name, "values": int(values), "objects": int(objects)}
 
 
 def file_checksums(folder: Path, names: Iterable[str]) -> dict[str, dict[str, Any]]:

@@ -638,6 +638,12 @@ def dataset_notes(report: Mapping[str, Any]) -> list[str]:
     for step, found in (transforms.get("problems") or {}).items():
         notes.append(f"{step}: {found['count']:,} problem{'s' if found['count'] != 1 else ''} writing its files "
                      f"(the first: {found['first'][0]}).")
+    leaks = transforms.get("split_leaks") or {}
+    if leaks.get("values"):
+        n, field = leaks["values"], leaks["field"]
+        notes.append(f"{n:,} {field} value{'s are' if n != 1 else ' is'} in more than one split ({leaks['objects']:,} "
+                     "objects): a model would be tested on inputs it was trained on. hint: "
+                     f"transforms.split.key={field} puts every object with the same {field} in one split.")
     label_map = transforms.get("label_map")
     if label_map:
         notes.append("transforms.label_map: " + ", ".join(f"{old} → {new}" for old, new in label_map.items())
