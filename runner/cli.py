@@ -1054,7 +1054,7 @@ def collecting(what: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
 
 def collect_cmd(args: list[str]) -> int:
     from runner.collect import collect as c
-    from runner.collect.report import UNJUDGED, skipped_lines
+    from runner.collect.report import UNJUDGED, filtered_out_everything, skipped_lines
     from runner.collect.transforms import HF_FOLDER, IMAGE_STEPS
     from runner.schema import TaskType
 
@@ -1212,6 +1212,9 @@ def collect_cmd(args: list[str]) -> int:
             out.print(f"  transforms.{f['option']}={f['threshold']} dropped {f['dropped']:,} of the "
                       f"{f['objects']:,} labeled objects it looked at"
                       + (f"; kept {f['unknown']:,} {UNJUDGED[f['option']]}" if f.get("unknown") else ""))
+    empty = filtered_out_everything(result["report"])
+    if empty:
+        out.print(f"  warning: {empty}")
     leaks = result["report"].get("transforms", {}).get("split_leaks") or {}
     if leaks.get("values"):
         field = leaks["field"]

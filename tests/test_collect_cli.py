@@ -779,6 +779,24 @@ def test_the_same_text_in_two_splits_is_said_with_the_key_that_keeps_it_in_one(g
     assert read_json(dataset / "report.json")["transforms"]["split_leaks"] == {"field": "source", "values": 0, "objects": 0}
 
 
+def test_filters_that_leave_no_object_say_so_and_why(gtrun):
+    """One worker per object (the bundled default): Ground Truth's confidence is 0 for every object,
+    so any min_confidence drops them all; collect said only how many it dropped, and wrote empty splits."""
+    assert gtrun("run", "source.limit=6").code == 0
+    (run,) = gtrun.runs()
+    label_run(gtrun, run, answers=[["Positive", "Negative", "Neutral", "Irrelevant", "Positive", "Negative"]])
+    r = gtrun("collect", str(run), "transforms=jsonl,hf_datasets", "transforms.min_confidence=0.5")
+    assert r.code == 0, r.output
+    assert "warning: the dataset has no object: transforms.min_confidence=0.5 left out all 6" in r.stdout, r.output
+    assert ("Ground Truth gives an object labeled by one worker a confidence of 0" in r.stdout
+            and "workteam.workers_per_object" in r.stdout), r.output
+    card = (run / "dataset" / "README.md").read_text()
+    assert "The dataset has no object" in card and "a confidence of 0" in card
+    # one that keeps some: no such warning
+    r = gtrun("collect", str(run), "transforms=jsonl", "transforms.min_confidence=0")
+    assert r.code == 0 and "no object" not in r.stdout and "warning" not in r.stdout, r.output
+
+
 def test_input_fields_that_change_along_the_manifest_keep_every_value(gtrun, tmp_path):
     """Output manifests are not tables: a field may first appear after thousands of lines, widen
     from integer to float, or hold values of no one type. Every file keeps every value."""

@@ -622,6 +622,23 @@ def headline(report: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
+def filtered_out_everything(report: Mapping[str, Any]) -> str | None:
+    """What to say when transforms.min_confidence / min_agreement left no labeled object in the
+    dataset (and why, when objects one worker labeled met min_confidence), else None."""
+    transforms = report.get("transforms") or {}
+    filters = [f for f in transforms.get("filters", ()) if f.get("dropped")]
+    if not filters or transforms.get("objects") or not report["counts"]["labeled"]:
+        return None
+    said = "; ".join(f"transforms.{f['option']}={f['threshold']:g} left out "
+                     f"{'all ' if f['dropped'] == f['objects'] else ''}{f['dropped']:,}" for f in filters)
+    text = f"the dataset has no object: {said}"
+    alone = (report["counts"].get("answers_per_object") or {}).get("1")
+    if alone and any(f["option"] == "min_confidence" for f in filters):
+        text += (f". Ground Truth gives an object labeled by one worker a confidence of 0 ({alone:,} objects had one "
+                 "answer): min_confidence is for jobs with workteam.workers_per_object of 2 or more")
+    return text
+
+
 def dataset_notes(report: Mapping[str, Any]) -> list[str]:
     """Sentences on what collect did to the output (the transforms' filters and label_map) and,
     for a sweep, which members it left out and which objects more than one member has, and which
@@ -635,6 +652,9 @@ def dataset_notes(report: Mapping[str, Any]) -> list[str]:
         if f.get("unknown"):
             note += f" ({f['unknown']:,} {UNJUDGED.get(f['option'], 'it cannot judge')}, kept)"
         notes.append(note + ".")
+    empty = filtered_out_everything(report)
+    if empty:
+        notes.append(empty[0].upper() + empty[1:] + ".")
     for step, found in (transforms.get("problems") or {}).items():
         notes.append(f"{step}: {found['count']:,} problem{'s' if found['count'] != 1 else ''} writing its files "
                      f"(the first: {found['first'][0]}).")
