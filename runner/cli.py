@@ -1055,7 +1055,7 @@ def collecting(what: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
 def collect_cmd(args: list[str]) -> int:
     from runner.collect import collect as c
     from runner.collect.report import UNJUDGED, filtered_out_everything, skipped_lines
-    from runner.collect.transforms import HF_FOLDER, IMAGE_STEPS
+    from runner.collect.transforms import HF_FOLDER, IMAGE_STEPS, label_map_typos
     from runner.schema import TaskType
 
     parser = argparse.ArgumentParser(
@@ -1228,7 +1228,7 @@ def collect_cmd(args: list[str]) -> int:
         line, problem = first[0]
         out.print(f"  warning: transforms.on_error=skip read past {skipped:,} malformed line{'' if skipped == 1 else 's'} "
                   f"(the first: line {line:,}: {problem}); report.html lists them")
-    for warning in warnings:
+    for warning in [*label_map_typos(result["report"].get("labels") or [], settings.label_map), *warnings]:
         out.print(f"  warning: {warning}")
     for item in result.get("left_out", []):
         out.print(f"  left out: {item}")

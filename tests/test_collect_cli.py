@@ -363,6 +363,21 @@ def test_datasets_loads_each_dataset_folder_as_it_is_now_not_another_from_its_ca
     assert sorted(row["source"] for split in loaded.values() for row in split) == sorted(f"other {i}" for i in range(10))
 
 
+def test_a_label_map_to_a_name_one_typo_from_a_label_says_which_it_made(gtrun, tmp_path):
+    """Merging Irrelevant into Neutral written Neutrl made a fifth class, Neutrl, without a word."""
+    manifest = tmp_path / "out.manifest"
+    sentiment_manifest(manifest)
+    args = ["collect", "--manifest", str(manifest), "--out", str(tmp_path / "ds"), "transforms=hf_datasets"]
+    r = gtrun(*args, "transforms.label_map={Irrelevant: Neutrl}")
+    assert r.code == 0, r.output
+    assert ("warning: transforms.label_map: Irrelevant → Neutrl makes a new label, beside Neutral; "
+            "did you mean transforms.label_map.Irrelevant=Neutral?") in r.stdout, r.output
+    assert read_json(tmp_path / "ds" / "report.json")["transforms"]["labels"] == ["Positive", "Negative", "Neutral", "Neutrl"]
+    for ok in ("{Irrelevant: Neutral}", "{Irrelevant: Other}", "{Neutral: Neutrals}"):  # a merge, new names
+        r = gtrun(*args, f"transforms.label_map={ok}")
+        assert r.code == 0 and "warning" not in r.stdout, r.output
+
+
 def test_labels_given_that_contradict_the_lines_are_one_clear_error(gtrun, tmp_path):
     manifest = tmp_path / "out.manifest"
     sentiment_manifest(manifest)

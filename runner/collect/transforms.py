@@ -167,6 +167,29 @@ def label_order(by_index: Mapping[int, str], used: Iterable[str]) -> list[str]:
     return ordered + [name for name in dict.fromkeys(used) if name and name not in ordered]
 
 
+def label_map_typos(labels: Sequence[str], label_map: Mapping[str, str]) -> list[str]:
+    """What to say of each transforms.label_map entry whose new name is not a label of the job but
+    nearly one (another case, a letter off): a merge mistyped makes a class of its own.
+
+    >>> for line in label_map_typos(["Positive", "Neutral", "Irrelevant"], {"Irrelevant": "Neutrl", "Positive": "Good"}):
+    ...     print(line.replace("; ", ";\\n"))
+    transforms.label_map: Irrelevant → Neutrl makes a new label, beside Neutral;
+    did you mean transforms.label_map.Irrelevant=Neutral?
+    """
+    import difflib
+
+    said = []
+    folded = {name.casefold(): name for name in labels}
+    for old, new in label_map.items():
+        if not isinstance(new, str) or new in labels:
+            continue
+        near = [folded[m] for m in difflib.get_close_matches(new.casefold(), list(folded), n=1, cutoff=0.8)]
+        if near and near[0] != old:  # close to the name it renames: a new spelling of that label, meant
+            said.append(f"transforms.label_map: {old} → {new} makes a new label, beside {near[0]}; "
+                        f"did you mean transforms.label_map.{old}={near[0]}?")
+    return said
+
+
 def mapped_labels(labels: Sequence[str], label_map: Mapping[str, str]) -> list[str]:
     """The label list after `transforms.label_map`: renamed, merged ones once, in first-seen order.
 
