@@ -809,7 +809,8 @@ def test_filters_that_leave_no_object_say_so_and_why(gtrun):
     assert "The dataset has no object" in card and "a confidence of 0" in card
     # one that keeps some: no such warning
     r = gtrun("collect", str(run), "transforms=jsonl", "transforms.min_confidence=0")
-    assert r.code == 0 and "no object" not in r.stdout and "warning" not in r.stdout, r.output
+    assert r.code == 0 and "dataset has no object" not in r.stdout and "min_confidence" not in r.stdout, r.output
+    assert "Ground Truth gives an object labeled by one worker" not in r.stdout
 
 
 def test_input_fields_that_change_along_the_manifest_keep_every_value(gtrun, tmp_path):

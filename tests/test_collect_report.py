@@ -178,7 +178,7 @@ def test_a_file_edited_while_collect_writes_the_new_dataset_is_not_overwritten(g
     name = read_json(dataset / "report.json")["dataset"]
 
     def edit(step: str) -> None:  # the user fixes a label while collect works
-        if step == "recording the files' sizes and checksums":
+        if step.startswith("recording the files' sizes and checksums"):
             train.write_text(train.read_text().replace('"Positive"', '"Negative"', 1))
 
     setup()  # the resolvers a recorded config uses, as the command line registers them

@@ -170,6 +170,61 @@ def test_columnar_writes_what_the_python_path_writes(tmp_path, caplog, task, nam
 
 
 @pytest.mark.parametrize("task", [TaskType.text_classification, TaskType.bounding_box], ids=lambda t: t.value)
+@pytest.mark.parametrize("steps", [("jsonl",), ("hf_datasets", "table")], ids="+".join)
+def test_inputs_in_more_than_one_split_are_counted_alike_on_both_paths(tmp_path, caplog, task, steps):
+    # 600 objects of 40 inputs; a line written with ASCII escapes ("caf\u00e9") holds the same text
+    rng = random.Random(5)
+    field = "source-ref" if task is TaskType.bounding_box else "source"
+    lines = []
+    for i in range(600):
+        line = output_line(task, i, rng)
+        line[field] = f"s3://b/café-{i % 40}.png" if task is TaskType.bounding_box else f"café ☕ {i % 40}"
+        if i == 7:
+            line[field] = None  # no value: not an input of any split
+        lines.append(json.dumps(line, ensure_ascii=i % 2 == 0))
+    path = write_manifest(tmp_path / "dup.manifest", lines)
+    settings = TransformsConfig(steps=dict.fromkeys(steps, {}))
+    with caplog.at_level(logging.INFO, logger="runner.collect"):
+        fast, slow = both_ways(path, task, tmp_path, settings)
+    assert "(columnar)" in caplog.text and "counted from the columnar pass's hashes" in caplog.text
+    assert "counted from the split files" in caplog.text  # the parser's path reads them from its files
+    splits: dict[str, set[str]] = {}
+    rows: dict[str, int] = {}
+    for s in SPLITS:
+        if "jsonl" in steps:
+            records = [json.loads(x) for x in (tmp_path / "fast" / "ds" / "jsonl" / f"{s}.jsonl").read_text().splitlines()]
+        else:
+            hf = tmp_path / "fast" / "ds" / "hf" / f"{s}.parquet"
+            records = pq.read_table(hf).to_pylist() if hf.exists() else []
+        for r in records:
+            if r[field] is not None:
+                splits.setdefault(r[field], set()).add(s)
+                rows[r[field]] = rows.get(r[field], 0) + 1
+    leaked = [v for v, where in splits.items() if len(where) > 1]
+    assert len(leaked) > 20  # 40 inputs of about 13 objects each: most are in two splits or three
+    assert fast["report"]["transforms"]["split_leaks"] == {"field": field, "values": len(leaked),
+                                                           "objects": sum(rows[v] for v in leaked)}
+
+
+def test_split_leaks_counts_each_value_in_two_or_three_splits_once(tmp_path):
+    import pyarrow as pa
+
+    # a: train and validation; b: validation and test; c: all three; d: train twice; e: test alone;
+    # no value (NULL) in two splits: not an input
+    pairs = [(0, "a"), (1, "a"), (1, "b"), (2, "b"), (0, "c"), (1, "c"), (2, "c"), (2, "c"), (0, "d"), (0, "d"),
+             (2, "e"), (0, None), (1, None)]
+    hashes = {"a": 11, "b": 12, "c": 13, "d": 14, "e": 15}
+    pq.write_table(pa.table({"s": pa.array([s for s, _ in pairs], pa.int8()),
+                             "h": pa.array([hashes.get(v) for _, v in pairs], pa.uint64())}), tmp_path / "h.parquet")
+    found = c.split_leaks(tmp_path, [], c.DuckDBConfig(), tmp_path / "spill", hashes=("source", tmp_path / "h.parquet"))
+    assert found == {"field": "source", "values": 3, "objects": 8}  # a, b, c: 2 + 2 + 4 rows
+    for split, values in (("train", "acdd"), ("validation", "abc"), ("test", "bcce")):  # the same, from jsonl files
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps({"source": v, "label": "x"}) + "\n" for v in values))
+    files = [(s, f"{s}.jsonl") for s in ("train", "validation", "test")]
+    assert c.split_leaks(tmp_path, files, c.DuckDBConfig(), tmp_path / "spill") == found
+
+
+@pytest.mark.parametrize("task", [TaskType.text_classification, TaskType.bounding_box], ids=lambda t: t.value)
 @pytest.mark.parametrize("step", ["jsonl", "table"])
 def test_jsonl_or_the_table_alone(tmp_path, caplog, task, step):
     # the pass leaves out what the other one needs: the jsonl text, or the table's string values
@@ -391,7 +446,7 @@ def test_collect_says_what_it_is_doing_and_how_far(tmp_path):
     c.collect([output], tmp_path / "slow", settings, dataset="ds", provenance={}, use_columnar=False, show=shown.append)
     steps = list(dict.fromkeys(x.split(":")[0] for x in shown))
     assert steps == ["writing table", "writing jsonl", "writing hf_datasets", "writing spacy",  # the report: the first's
-                     "recording the files' sizes and checksums"]
+                     "recording the files' sizes and checksums, looking for inputs in more than one split"]
     table_pass = [x for x in shown if x.startswith("writing table: ")]
     assert table_pass[0] == "writing table: 0 lines (0%)" and "4,096 lines" in table_pass[1]
     assert table_pass[-1].startswith("writing table: 8,192 lines (8")

@@ -28,6 +28,7 @@ import socket
 import uuid
 from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import islice
@@ -37,6 +38,7 @@ from typing import Any
 import orjson
 
 from runner import __version__
+from runner.build.quoting import sql_name, sql_string
 from runner.collect import parse, report, transforms
 from runner.collect.progress import Progress
 from runner.collect.records import LabeledObject, Status
@@ -563,8 +565,9 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
         task_type = next(iter(kinds)) or TaskType.custom
         if fast is not None:
             progress.at("reading with DuckDB")
+        hashes = staging / ".inputs.parquet"  # the columnar pass's input hashes for split_leaks
         done = transforms.columnar_steps(fast, work, steps=settings.steps, settings=settings, labels=labels,
-                                         task_type=task_type, progress=progress) if fast is not None else None
+                                         task_type=task_type, inputs=hashes, progress=progress) if fast is not None else None
         if done is not None:
             result, fast_written = done
             outputs[0].check_complete(result.lines)
@@ -641,15 +644,31 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
                                     f"test {settings.split.test} (salt {settings.split.salt!r}"
                                     + (f", by {settings.split.key}" if settings.split.key is not None else "") + ")"}
         load_files = transforms.load_files(written)
-        if load_files:
-            progress.at("looking for inputs in more than one split")
+        # what collect leaves in the folder, so that collecting again replaces these and nothing else
+        # the images coco and yolo copied: their folders ("<step>/images/"), not a name per image
+        folders = tuple(f"{step}/images/" for step in sorted(transforms.IMAGE_STEPS) if (work / step / "images").is_dir())
+
+        def written_files() -> set[str]:
+            return {rel for p in work.rglob("*")
+                    if p.is_file() and not (rel := p.relative_to(work).as_posix()).startswith(folders)}
+
+        # and what each file holds, so that collecting again can tell a file edited since (check_out_dir);
+        # not the database (DuckDB changes it when it opens it: its tables are checked) nor report.json.
+        # The data files are hashed while DuckDB looks for inputs in more than one split (split_leaks).
+        progress.at("recording the files' sizes and checksums" + (", looking for inputs in more than one split"
+                                                                   if load_files else ""))
+        data_files = sorted(written_files() - {transforms.DATABASE, "report.json"})
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gtrun-leaks") as pool:
             engine = outputs[0].settings.backend.duckdb if outputs[0].settings is not None else DuckDBConfig()
-            leaks = split_leaks(work, load_files, engine)
-            if leaks is not None:
-                figures["transforms"]["split_leaks"] = leaks
+            hashed = done[0].input_hashes if done is not None else None
+            leaks = pool.submit(split_leaks, work, load_files, engine, staging / ".spill",
+                                hashes=(hashed, hashes) if hashed is not None else None) if load_files else None
+            sums = file_checksums(work, data_files)
+            found = leaks.result() if leaks is not None else None
+        if found is not None:
+            figures["transforms"]["split_leaks"] = found
         # the files datasets.load_dataset loads: their digest in the card keeps its cache apart (card_markdown)
-        loaded_sums = file_checksums(work, [path for _, path in load_files])
-        files_sha256 = hashlib.sha256("".join(f"{path} {loaded_sums[path]['sha256']}\n" for _, path in load_files)
+        files_sha256 = hashlib.sha256("".join(f"{path} {sums[path]['sha256']}\n" for _, path in load_files)
                                       .encode()).hexdigest() if load_files else None
         card = report.write_card(work, card_provenance, figures, load_files, files_sha256)
         figures["provenance"] = card_provenance  # report.json names the runs (each member) as the card does
@@ -657,17 +676,9 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
             text = card.read_text(encoding="utf-8").replace("](../", "](")  # its links: the folder's files
             (work / "README.md").write_text(text, encoding="utf-8")
             shutil.rmtree(card.parent, ignore_errors=True)
-        # what collect leaves in the folder, so that collecting again replaces these and nothing else
-        # the images coco and yolo copied: their folders ("<step>/images/"), not a name per image
-        folders = tuple(f"{step}/images/" for step in sorted(transforms.IMAGE_STEPS) if (work / step / "images").is_dir())
-        figures["files"] = sorted({*(rel for p in work.rglob("*") if p.is_file()
-                                     and not (rel := p.relative_to(work).as_posix()).startswith(folders)),
-                                   *folders, "report.json", "report.html"})
-        # and what each file held, so that collecting again can tell a file edited since (check_out_dir);
-        # not the database (DuckDB changes it when it opens it: its tables are checked) nor report.json
-        progress.at("recording the files' sizes and checksums")
-        report.write_report(figures, work, checksums=lambda: {**loaded_sums, **file_checksums(
-            work, [f for f in figures["files"] if not f.endswith("/") and f not in loaded_sums
+        figures["files"] = sorted({*written_files(), *folders, "report.json", "report.html"})
+        report.write_report(figures, work, checksums=lambda: {**sums, **file_checksums(  # the card's, the page's
+            work, [f for f in figures["files"] if not f.endswith("/") and f not in sums
                    and f not in (transforms.DATABASE, "report.json")])})
         check_out_dir(out_dir)  # again: a long collect leaves time to edit the dataset it replaces
         aside = staging / ".replaced"  # the old dataset, until the new one is in its place
@@ -1007,53 +1018,72 @@ def check_out_dir(out_dir: Path) -> None:
                            "CREATE TABLE mine.<name> AS FROM <name>)")
 
 
-LEAK_FIELDS = ("source", "source-ref")  # the input a model reads: a text, an image
+def split_leaks(folder: Path, load_files: Sequence[tuple[str, str]], engine: DuckDBConfig, spill: Path, *,
+                hashes: tuple[str, Path] | None = None) -> dict[str, Any] | None:
+    """How many values of the object's input (its `source` text, else its `source-ref` image:
+    transforms.LEAK_FIELDS) the dataset's split files hold in more than one split: {field, values,
+    objects (the rows that have them)}; None when the files have neither field. Ground Truth's
+    object id is the object's position in its job, so the same text twice (a retweet, a source
+    table with repeats) is split by two ids, and a model is tested on what it was trained on;
+    transforms.split.key=<field> keeps it in one.
 
-
-def split_leaks(folder: Path, load_files: Sequence[tuple[str, str]], engine: DuckDBConfig) -> dict[str, Any] | None:
-    """How many values of the object's input (its `source` text, else its `source-ref` image) the
-    dataset's split files (`load_files`: (split, path in `folder`), hf/'s Parquet or jsonl/'s
-    lines) hold in more than one split: {field, values, objects (the rows that have them)}; None
-    when the files have neither field. Ground Truth's object id is the object's position in its
-    job, so the same text twice (a retweet, a source table with repeats) is split by two ids, and
-    a model is tested on what it was trained on; transforms.split.key=<field> keeps it in one.
-    Counted by DuckDB under backend.duckdb's memory limit, by a 64-bit hash of each value."""
+    Read from `hashes` (the field, and the columnar pass's file of each kept object's split and
+    hash: Columnar.write's `inputs`), else from the files load_dataset loads (`load_files`: (split,
+    path in `folder`), hf/'s Parquet or jsonl/'s lines). Counted by DuckDB by a 64-bit hash of each
+    value, under backend.duckdb's memory limit, spilling into the folder `spill`."""
     import duckdb
 
-    from runner.build.quoting import sql_string
-
-    parquet = load_files[0][1].endswith(".parquet")
-    config: dict[str, Any] = {"memory_limit": engine.memory_limit}
+    config: dict[str, Any] = {"memory_limit": engine.memory_limit, "temp_directory": str(spill)}
     if engine.threads:
         config["threads"] = engine.threads
     with duckdb.connect(config=config) as con:
         con.execute("SET enable_progress_bar = false")
-        first = sql_string(str(folder / load_files[0][1]))
-        if parquet:
-            names = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM read_parquet({first})").fetchall()}
-        else:
-            names = {k for row in con.execute(f"SELECT json_keys(json) FROM read_ndjson_objects({first}) LIMIT 1000")
-                     .fetchall() for k in row[0]}
-        field_name = next((f for f in LEAK_FIELDS if f in names), None)
-        if field_name is None:
+        found = (hashes[0], f"SELECT s, h FROM read_parquet({sql_string(str(hashes[1]))})") if hashes is not None \
+            else _split_rows(con, folder, load_files)
+        if found is None:
             return None
-        quoted = '"' + field_name.replace('"', '""') + '"'
-        parts = [f"SELECT {i} AS s, hash({quoted}) AS h FROM read_parquet({sql_string(str(folder / path))}) "
-                 f"WHERE {quoted} IS NOT NULL" if parquet else
-                 f"SELECT {i} AS s, hash(json_extract_string(json, {sql_string('$.' + json.dumps(field_name))})) AS h "
-                 f"FROM read_ndjson_objects({sql_string(str(folder / path))}) "
-                 f"WHERE json_extract(json, {sql_string('$.' + json.dumps(field_name))}) IS NOT NULL"
-                 for i, (_, path) in enumerate(load_files)]
-        values, objects = con.execute(f"SELECT count(*), coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM ("
-                                  f"{' UNION ALL '.join(parts)}) GROUP BY h HAVING min(s) < max(s))").fetchone() or (0, 0)
+        field_name, rows = found
+        values, objects = con.execute(LEAKS_SQL.format(rows=rows)).fetchone() or (0, 0)
+    log.info("collect: %d %s values in more than one split (%d objects), counted from %s", values, field_name,
+             objects, "the columnar pass's hashes" if hashes is not None else "the split files")
     return {"field": field_name, "values": int(values), "objects": int(objects)}
+
+
+# split_leaks' count of the values (h) in more than one split (s) and of the rows that have them: the
+# values of the splits after the first (validation and test, the smaller ones) grouped, and the
+# first split's rows looked up among them (a table of every value would hold the train split's too)
+LEAKS_SQL = """
+WITH r AS NOT MATERIALIZED (SELECT s, h FROM ({rows}) WHERE h IS NOT NULL),
+  others AS (SELECT h, count(*) AS n, min(s) < max(s) AS apart FROM r WHERE s > 0 GROUP BY h),
+  first AS (SELECT h, count(*) AS n FROM r WHERE s = 0 AND h IN (SELECT h FROM others) GROUP BY h)
+SELECT count(*), coalesce(sum(o.n + coalesce(f.n, 0)), 0)
+FROM others AS o LEFT JOIN first AS f USING (h)
+WHERE f.h IS NOT NULL OR o.apart
+"""
+
+
+def _split_rows(con: Any, folder: Path, load_files: Sequence[tuple[str, str]]) -> tuple[str, str] | None:
+    """(the input field of transforms.LEAK_FIELDS the split files have, SQL of their rows' (s: the
+    split's position in `load_files`, h: the field's value's hash, NULL without one)), or None."""
+    parquet = load_files[0][1].endswith(".parquet")
+    first = sql_string(str(folder / load_files[0][1]))
+    if parquet:
+        names = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM read_parquet({first})").fetchall()}
+    else:
+        names = {k for row in con.execute(f"SELECT json_keys(json) FROM read_ndjson_objects({first}) LIMIT 1000")
+                 .fetchall() for k in row[0]}
+    field_name = next((f for f in transforms.LEAK_FIELDS if f in names), None)
+    if field_name is None:
+        return None
+    value = sql_name(field_name) if parquet else f"json_extract_string(json, {sql_string('$.' + json.dumps(field_name))})"
+    reader = "read_parquet" if parquet else "read_ndjson_objects"
+    return field_name, " UNION ALL ".join(f"SELECT {i} AS s, hash({value}) AS h FROM {reader}({sql_string(str(folder / path))}) "
+                                          f"WHERE {value} IS NOT NULL" for i, (_, path) in enumerate(load_files))
 
 
 def file_checksums(folder: Path, names: Iterable[str]) -> dict[str, dict[str, Any]]:
     """Each named file (a path relative to `folder`) -> {"bytes", "mtime_ns", "sha256"}; the files
     are hashed a few at a time (hashlib lets go of the GIL), largest first."""
-    from concurrent.futures import ThreadPoolExecutor
-
     def one(name: str) -> dict[str, Any]:
         stat = (folder / name).stat()
         return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256_file(folder / name)}

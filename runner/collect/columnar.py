@@ -40,7 +40,7 @@ from typing import Any, TypeGuard, TypeVar
 from runner.build.quoting import json_pointer, sql_name, sql_string
 from runner.collect import parse
 from runner.collect.progress import Progress, how_far
-from runner.collect.transforms import SPLITS, label_order
+from runner.collect.transforms import LEAK_FIELDS, SPLITS, label_order
 from runner.errors import ManifestError
 from runner.schema import SplitConfig, TaskType, TransformsConfig
 
@@ -168,6 +168,9 @@ class Result:
     # of the kept objects (transforms.min_confidence), when it is set: their label uses after the
     # label_map, the multi-label ones with no label, and those without a confidence (kept unjudged)
     kept: KeptFigures | None = None
+    # the input field whose values' hashes it wrote with each kept object's split (Columnar.write's
+    # `inputs`), when it wrote them
+    input_hashes: str | None = None
 
 
 @dataclass
@@ -223,11 +226,15 @@ class Columnar:
                    line_bytes=sample[1] / max(sample[0], 1))
 
     def write(self, *, jsonl: Path | None, table: Path | None, listing: Path | None = None,
-              hf: HfOutput | None = None, progress: Progress | None = None) -> Result:
+              hf: HfOutput | None = None, inputs: Path | None = None, progress: Progress | None = None) -> Result:
         """Read the manifest (the key pass and the records pass at the same time): count what the
         report needs, write `jsonl/{split}.jsonl` into the folder `jsonl`, the Parquet table to
         the file `table` and the failed and unlabeled objects to the file `listing`
         (report.NOT_LABELED), and the Hugging Face split files as `hf` says (any may be None).
+        With `inputs`, and the jsonl or Hugging Face files, and a string input field of
+        transforms.LEAK_FIELDS: a Parquet file of each kept object's split code (s) and 64-bit
+        hash of that field's JSON text (h, NULL without a value), for collect.split_leaks
+        (Result.input_hashes names the field).
 
         Raises NotColumnar at the first line it cannot read the parser's way; what it wrote by
         then is the caller's to discard. DuckDB out of memory on several threads (each holds
@@ -243,7 +250,7 @@ class Columnar:
         # The system allocator gives the batches' memory back at once; mimalloc, pyarrow's default,
         # keeps some 60 MB of it (a process-wide setting: gtrun's other Arrow work is done by then).
         pa.set_memory_pool(pa.system_memory_pool())
-        out = _Output(self, jsonl, table, listing, hf)
+        out = _Output(self, jsonl, table, listing, hf, inputs if jsonl is not None or hf is not None else None)
         threads, out_of_memory = self.threads, 0
         # The key pass and the split codes run meanwhile, on a database of their own, one thread
         # each: on what the records pass leaves of the cores while Python writes its batches.
@@ -305,7 +312,8 @@ class Columnar:
         it stops when the key pass (`keys`) has found lines with other keys. `progress` hears how
         far it is after each batch."""
         sql = records_sql(self.manifest, self.attribute, self.task_type, self.labels, self.layout, self.settings,
-                          offset=out.offset, jsonl=bool(out.files), table=out.table is not None or out.hf is not None)
+                          offset=out.offset, jsonl=bool(out.files), table=out.table is not None or out.hf is not None,
+                          hashed=out.hashed)
         size = self.manifest.stat().st_size if self.line_bytes else None  # the share read: estimated
         split = bool(out.files) or out.hf is not None  # the outputs that need each object's split
         keyed = self.settings.split.key is not None  # records_sql's "#split", else the line index's
@@ -345,8 +353,13 @@ class _Output:
     """What one Columnar.write counts and writes, batch by batch."""
 
     def __init__(self, columnar: Columnar, jsonl: Path | None, table: Path | None, listing: Path | None,
-                 hf: HfOutput | None = None) -> None:
+                 hf: HfOutput | None = None, inputs: Path | None = None) -> None:
         self.task_type, self.table, self.hf = columnar.task_type, table, hf
+        # the input field whose hashes go to the file `inputs` (records_sql's "#h"), if it has one
+        self.hashed = next((name for name, kind in columnar.layout.inputs if name in LEAK_FIELDS and kind is str),
+                           None) if inputs is not None else None
+        self.inputs = inputs if self.hashed is not None else None
+        self.inputs_writer: Any = None
         self.hf_writers: dict[str, Any] = {}
         self.hf_counts = dict.fromkeys(SPLITS, 0)
         self.record = [name for name, _ in columnar.layout.inputs] + [LABEL_KEY[columnar.task_type], "confidence",
@@ -447,6 +460,13 @@ class _Output:
                 self.writer.write_batch(rows)
             if self.hf is not None:
                 self.write_hf(rows, here)
+        if self.inputs is not None and count:
+            hashes = batch.column("#h")
+            pairs = pa.record_batch([here, hashes if every else pc.filter(hashes, kept)], names=["s", "h"])
+            if self.inputs_writer is None:
+                self.inputs_writer = pq.ParquetWriter(self.inputs, pairs.schema, use_dictionary=False,
+                                                      compression="none")
+            self.inputs_writer.write_batch(pairs)
         self.offset += n
 
     def count_kept(self, batch: Any, kept: Any, count: int) -> None:
@@ -564,7 +584,7 @@ class _Output:
                       labels=None if self.class_map is None else label_order(
                           {**(self.value_names or {}), **self.class_map}, self.distribution),
                       hf=self.hf_counts if self.hf is not None else None, without_label=self.without_label,
-                      kept=self.kept_figures)
+                      kept=self.kept_figures, input_hashes=self.hashed)
 
     def close(self) -> None:
         for f in self.files.values():
@@ -575,6 +595,8 @@ class _Output:
             self.listing.close()
         if self.writer is not None:
             self.writer.close()
+        if self.inputs_writer is not None:
+            self.inputs_writer.close()
 
 
 @dataclass
@@ -782,7 +804,7 @@ def keys_sql(manifest: Path, attribute: str, layout: Layout, *, depths: bool = F
 
 def records_sql(manifest: Path, attribute: str, task_type: TaskType, labels: Sequence[str],
                 layout: Layout, settings: TransformsConfig, offset: int = 0, *, jsonl: bool = True,
-                table: bool = True) -> str:
+                table: bool = True, hashed: str | None = None) -> str:
     """One row per manifest line, in order: the typed input fields, the label key (after the
     label_map), confidence (object_confidence) and workers (unknown: NULL), then the columns
     Columnar.write reads, whose names start with "#": labeled and failed (the object's status, as
@@ -841,6 +863,9 @@ def records_sql(manifest: Path, attribute: str, task_type: TaskType, labels: Seq
     # the typed value of a string field is read (json_extract_string) for the table only
     record = ", ".join(f"{f'f_{i}' if table or kind is not str else 'CAST(NULL AS VARCHAR)'} AS {sql_name(n)}"
                        for i, (n, kind) in enumerate(layout.inputs))
+    # the field's JSON text, as DuckDB's JSON writer spells it: one text for one string value
+    hash_sql = "".join(f', CASE WHEN {_col(i)} IS NOT NULL THEN hash({_col(i)}) END AS "#h"'
+                       for i, (n, _) in enumerate(layout.inputs) if n == hashed)
     return f"""
 WITH parsed AS (
   SELECT {texts}, {sql_name(attribute)} AS value, {sql_name(meta_key)} AS m
@@ -872,7 +897,7 @@ SELECT {record}, {sql_name(key)}, confidence, CAST(NULL AS BIGINT) AS workers,
        {_python_json('jt') if jsonl else 'CAST(NULL AS VARCHAR)'} AS "#json",
        status <> 'unlabeled' AND value IS NOT NULL AS "#value",
        m IS NOT NULL AS "#meta",
-       {depth} AS "#depth"{f", {_split_code(settings.split)} AS {sql_name('#split')}" if key_text else ""}
+       {depth} AS "#depth"{f", {_split_code(settings.split)} AS {sql_name('#split')}" if key_text else ""}{hash_sql}
 FROM texts
 """
 

@@ -1402,6 +1402,9 @@ def write_hf_datasets(objects: Iterable[LabeledObject], out_dir: Path, *, labels
     return WrittenFiles([out_dir / HF_FOLDER / p.name for p in written], counts)
 
 
+LEAK_FIELDS = ("source", "source-ref")  # the input a model reads, a text or an image (collect.split_leaks)
+
+
 def load_files(written: Mapping[str, WrittenFiles]) -> list[tuple[str, str]]:
     """(split, path in the dataset) of the files `datasets.load_dataset` is to load from the
     dataset's folder (the card's `configs`): hf_datasets' Parquet, else the jsonl files; only the
@@ -2000,9 +2003,11 @@ def run_transforms(objects_factory: Callable[[], Iterable[LabeledObject]], out_d
 
 def columnar_steps(columnar: Columnar, out_dir: Path, *, steps: Mapping[str, Mapping[str, Any] | None],
                    settings: TransformsConfig, labels: Sequence[str], task_type: TaskType,
+                   inputs: Path | None = None,
                    progress: Progress | None = None) -> tuple[ColumnarResult, dict[str, WrittenFiles]] | None:
     """The report's counts and the jsonl, Parquet table and hf_datasets steps (those of `steps`) in
-    one columnar pass; None, with nothing left behind, when a line needs the Python path."""
+    one columnar pass; None, with nothing left behind, when a line needs the Python path.
+    `inputs`: the file of input hashes for collect.split_leaks (Columnar.write)."""
     from runner.collect.columnar import HfOutput, NotColumnar
 
     check_transforms(steps, settings, labels=labels, task_type=task_type)
@@ -2024,7 +2029,7 @@ def columnar_steps(columnar: Columnar, out_dir: Path, *, steps: Mapping[str, Map
                               lambda schema: _hf_schema(datasets, schema, final_labels))
             result = columnar.write(jsonl=stages.get("jsonl"),
                                     table=stages["table"] / f"{name}.parquet" if "table" in stages else None,
-                                    listing=out_dir / NOT_LABELED, hf=hf, progress=progress)
+                                    listing=out_dir / NOT_LABELED, hf=hf, inputs=inputs, progress=progress)
     except NotColumnar as exc:
         log.info("collect: %s needs the Python parser (%s)", columnar.manifest, exc)
         return None
