@@ -526,7 +526,8 @@ class Pipeline:
         if key is not None and key not in fields:
             problems.append(ConfigError("transforms.split.key", f"{key!r} is not a field of the manifest "
                                         f"({', '.join(fields)})", "name the field whose value identifies an "
-                                        "object, or split by object id: transforms.split.key=null"))
+                                        "object (a job preset sets one for its own data), or split by object id: "
+                                        "transforms.split.key=null"))
         if not fit:  # a built-in type's task.input is built from the field it reads
             ti = task_input(self.s.template.task_type, {f: _AnyValue() for f in fields}, self.s.template.labels)
             missing = missing_uses(parsed, ti)

@@ -778,8 +778,8 @@ def test_the_same_text_in_two_splits_is_said_with_the_key_that_keeps_it_in_one(g
                 seen.setdefault(json.loads(line)["source"], set()).add(split)
         return seen
 
-    for key in (None, "tweet_id"):
-        r = gtrun("collect", str(run), "transforms=jsonl,hf_datasets", *([f"transforms.split.key={key}"] if key else []))
+    for key in ("null", "tweet_id"):  # by object id, by tweet id
+        r = gtrun("collect", str(run), "transforms=jsonl,hf_datasets", f"transforms.split.key={key}")
         assert r.code == 0, r.output
         leaked = {text for text, splits in splits_of_each_text().items() if len(splits) > 1}
         assert leaked  # the sample's duplicates, split apart
@@ -788,8 +788,9 @@ def test_the_same_text_in_two_splits_is_said_with_the_key_that_keeps_it_in_one(g
         assert (f"warning: {len(leaked)} source values are in more than one split" in r.stdout
                 and "transforms.split.key=source" in r.stdout), r.output
         assert "in more than one split" in (dataset / "README.md").read_text()
-    r = gtrun("collect", str(run), "transforms=jsonl,hf_datasets", "transforms.split.key=source")
+    r = gtrun("collect", str(run), "transforms=jsonl,hf_datasets")  # the tweets job's own: by the text
     assert r.code == 0 and "more than one split" not in r.stdout, r.output
+    assert read_json(dataset / "report.json")["provenance"]["split"].endswith(", by source)")
     assert all(len(splits) == 1 for splits in splits_of_each_text().values())
     assert read_json(dataset / "report.json")["transforms"]["split_leaks"] == {"field": "source", "values": 0, "objects": 0}
 

@@ -76,8 +76,12 @@ def test_a_select_star_is_checked_once_its_fields_are_known(gtrun, verb):
 @pytest.mark.parametrize("verb", ["run", "plan"])
 def test_a_custom_template_reading_a_field_the_lines_lack_is_refused(gtrun, verb):
     refused(gtrun, "source=receipts", "template=custom", verb=verb, match=(
-        "error: template.file: custom.liquid uses task.input.source (line 17), which the query does not provide",
-        "hint: the manifest has: height, receipt_id, source-ref, tokens, width (from source.columns)"))
+        "- template.file: custom.liquid uses task.input.source (line 17), which the query does not provide",
+        "hint: the manifest has: height, receipt_id, source-ref, tokens, width (from source.columns)",
+        # the tweets job splits its dataset by the tweet's text, which the receipts do not have
+        "- transforms.split.key: 'source' is not a field of the manifest (height, receipt_id, source-ref, tokens, "
+        "width)\n  hint: name the field whose value identifies an object (a job preset sets one for its own "
+        "data), or split by object id: transforms.split.key=null"))
     refused(gtrun, "job=receipts_ner", "source=tweets", verb=verb,
             match="error: template.file: receipts_ner.liquid uses task.input.width (line 33), task.input.height "
                   "(line 34), task.input.tokens (line 35), task.input.source-ref (line 40), task.input.receipt_id "
