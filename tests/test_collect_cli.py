@@ -795,6 +795,23 @@ def test_the_same_text_in_two_splits_is_said_with_the_key_that_keeps_it_in_one(g
     assert read_json(dataset / "report.json")["transforms"]["split_leaks"] == {"field": "source", "values": 0, "objects": 0}
 
 
+def test_a_dataset_line_of_several_megabytes_is_looked_for_in_more_than_one_split(gtrun, tmp_path):
+    """A line over the columnar reader's 4 MB goes to the parser, whose jsonl line is as long: the
+    split-leak count read it with DuckDB's JSON reader, which ran out of memory under the 140MB
+    limit (a traceback, after the dataset was written)."""
+    manifest = tmp_path / "out.manifest"
+    sentiment_manifest(manifest)
+    lines = [json.loads(x) for x in manifest.read_text().splitlines()]
+    lines[0]["source"] = "a long text " * 1_000_000  # 12 MB
+    lines[1]["source"] = lines[0]["source"]
+    manifest.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert [split_of(str(i), SplitConfig()) for i in (0, 1)] == ["validation", "train"]  # the copies apart
+    r = gtrun("collect", "--manifest", str(manifest), "--out", str(tmp_path / "ds"), "transforms=jsonl")
+    assert r.code == 0, r.output
+    assert read_json(tmp_path / "ds" / "report.json")["transforms"]["split_leaks"] == {
+        "field": "source", "values": 1, "objects": 2}
+
+
 def test_filters_that_leave_no_object_say_so_and_why(gtrun):
     """One worker per object (the bundled default): Ground Truth's confidence is 0 for every object,
     so any min_confidence drops them all; collect said only how many it dropped, and wrote empty splits."""

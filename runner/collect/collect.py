@@ -1030,7 +1030,10 @@ def split_leaks(folder: Path, load_files: Sequence[tuple[str, str]], engine: Duc
     Read from `hashes` (the field, and the columnar pass's file of each kept object's split and
     hash: Columnar.write's `inputs`), else from the files load_dataset loads (`load_files`: (split,
     path in `folder`), hf/'s Parquet or jsonl/'s lines). Counted by DuckDB by a 64-bit hash of each
-    value, under backend.duckdb's memory limit, spilling into the folder `spill`."""
+    value, under backend.duckdb's memory limit, spilling into the folder `spill`. DuckDB's JSON
+    reader holds a line in buffers of twice its size, so jsonl lines it cannot read within the limit
+    (the parser's path takes manifest lines over the columnar pass's 4 MB) are hashed by Python, a
+    line at a time, into a file in `spill` (_hash_lines)."""
     import duckdb
 
     config: dict[str, Any] = {"memory_limit": engine.memory_limit, "temp_directory": str(spill)}
@@ -1038,15 +1041,65 @@ def split_leaks(folder: Path, load_files: Sequence[tuple[str, str]], engine: Duc
         config["threads"] = engine.threads
     with duckdb.connect(config=config) as con:
         con.execute("SET enable_progress_bar = false")
-        found = (hashes[0], f"SELECT s, h FROM read_parquet({sql_string(str(hashes[1]))})") if hashes is not None \
-            else _split_rows(con, folder, load_files)
-        if found is None:
-            return None
-        field_name, rows = found
-        values, objects = con.execute(LEAKS_SQL.format(rows=rows)).fetchone() or (0, 0)
+        how = "the columnar pass's hashes" if hashes is not None else "the split files"
+        try:
+            found = (hashes[0], _parquet_rows(hashes[1])) if hashes is not None else _split_rows(con, folder, load_files)
+            counted = con.execute(LEAKS_SQL.format(rows=found[1])).fetchone() if found is not None else None
+        except duckdb.Error as exc:
+            if hashes is not None or load_files[0][1].endswith(".parquet"):
+                raise
+            log.info("collect: DuckDB cannot read %s's lines (%s): Python hashes them", load_files[0][1],
+                     str(exc).splitlines()[0])
+            spill.mkdir(parents=True, exist_ok=True)
+            pairs, how = spill / f".inputs.{uuid.uuid4().hex[:8]}.parquet", "the split files, read by Python"
+            try:
+                name = _hash_lines(folder, load_files, pairs)
+                found = (name, _parquet_rows(pairs)) if name is not None else None
+                counted = con.execute(LEAKS_SQL.format(rows=found[1])).fetchone() if found is not None else None
+            finally:
+                pairs.unlink(missing_ok=True)
+    if found is None:
+        return None
+    field_name, (values, objects) = found[0], counted or (0, 0)
     log.info("collect: %d %s values in more than one split (%d objects), counted from %s", values, field_name,
-             objects, "the columnar pass's hashes" if hashes is not None else "the split files")
+             objects, how)
     return {"field": field_name, "values": int(values), "objects": int(objects)}
+
+
+def _parquet_rows(path: Path) -> str:
+    """SQL of the (s, h) rows of a Parquet file (Columnar.write's `inputs`, _hash_lines')."""
+    return f"SELECT s, h FROM read_parquet({sql_string(str(path))})"
+
+
+def _hash_lines(folder: Path, load_files: Sequence[tuple[str, str]], into: Path) -> str | None:
+    """The jsonl split files' (s, h) rows as _split_rows has them (h: a 64-bit BLAKE2b of the
+    value), read by Python a line at a time and written to the Parquet file `into`; the field of
+    transforms.LEAK_FIELDS they have, or None (no file written)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with (folder / load_files[0][1]).open("rb") as lines:
+        names = {k for line in islice(lines, 1000) if line.strip() for k in orjson.loads(line)}
+    field_name = next((f for f in transforms.LEAK_FIELDS if f in names), None)
+    if field_name is None:
+        return None
+    schema = pa.schema([("s", pa.int8()), ("h", pa.uint64())])
+
+    def hashed(path: str) -> Iterator[int]:
+        with (folder / path).open("rb") as lines:
+            for line in lines:
+                value = orjson.loads(line).get(field_name) if line.strip() else None
+                if value is not None:
+                    text = value if isinstance(value, str) else orjson.dumps(value).decode()
+                    yield int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+    with pq.ParquetWriter(into, schema) as writer:
+        for s, (_, path) in enumerate(load_files):
+            values = hashed(path)
+            while batch := list(islice(values, 100_000)):
+                writer.write_batch(pa.record_batch([pa.array([s] * len(batch), pa.int8()),
+                                                    pa.array(batch, pa.uint64())], schema=schema))
+    return field_name
 
 
 # split_leaks' count of the values (h) in more than one split (s) and of the rows that have them: the
