@@ -1217,9 +1217,9 @@ def collect_cmd(args: list[str]) -> int:
         out.print(f"  warning: {empty}")
     leaks = result["report"].get("transforms", {}).get("split_leaks") or {}
     if leaks.get("values"):
-        field = leaks["field"]
-        out.print(f"  warning: {leaks['values']:,} {field} values are in more than one split ({leaks['objects']:,} "
-                  f"objects): transforms.split.key={field} keeps each in one split (see report.html)")
+        n, field = leaks["values"], leaks["field"]
+        out.print(f"  warning: {n:,} {field} value{'s are' if n != 1 else ' is'} in more than one split "
+                  f"({leaks['objects']:,} objects): transforms.split.key={field} keeps each in one split (see report.html)")
     uneven = _uneven_split(settings.split, result["written"])
     if uneven:
         out.print(f"  warning: {uneven}")

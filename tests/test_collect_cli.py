@@ -785,7 +785,8 @@ def test_the_same_text_in_two_splits_is_said_with_the_key_that_keeps_it_in_one(g
         assert leaked  # the sample's duplicates, split apart
         found = read_json(dataset / "report.json")["transforms"]["split_leaks"]
         assert found["field"] == "source" and found["values"] == len(leaked), found
-        assert (f"warning: {len(leaked)} source values are in more than one split" in r.stdout
+        values = f"{len(leaked)} source value{'s are' if len(leaked) != 1 else ' is'}"
+        assert (f"warning: {values} in more than one split" in r.stdout
                 and "transforms.split.key=source" in r.stdout), r.output
         assert "in more than one split" in (dataset / "README.md").read_text()
     r = gtrun("collect", str(run), "transforms=jsonl,hf_datasets")  # the tweets job's own: by the text
@@ -810,6 +811,18 @@ def test_a_dataset_line_of_several_megabytes_is_looked_for_in_more_than_one_spli
     assert r.code == 0, r.output
     assert read_json(tmp_path / "ds" / "report.json")["transforms"]["split_leaks"] == {
         "field": "source", "values": 1, "objects": 2}
+
+
+def test_one_text_in_two_splits_is_said_in_the_singular(gtrun, tmp_path):
+    manifest = tmp_path / "out.manifest"
+    sentiment_manifest(manifest)
+    lines = [json.loads(x) for x in manifest.read_text().splitlines()]
+    lines[1]["source"] = lines[0]["source"]  # objects 0 and 1: validation and train
+    manifest.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    r = gtrun("collect", "--manifest", str(manifest), "--out", str(tmp_path / "ds"), "transforms=jsonl")
+    assert r.code == 0, r.output
+    assert "warning: 1 source value is in more than one split (2 objects): transforms.split.key=source" in r.stdout, \
+        r.output
 
 
 def test_filters_that_leave_no_object_say_so_and_why(gtrun):
