@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import html
 import json
 import os
 import shlex
@@ -280,6 +281,28 @@ def sentiment_manifest(path):
         lines.append({"source": f"text {i}", "sentiment": index, "sentiment-metadata": meta})
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
     return {x["source"]: x["sentiment"] for x in lines}
+
+
+def test_the_report_and_the_card_say_how_many_objects_each_split_got(gtrun, tmp_path):
+    """The card and the report gave the split ratios only; the objects each split got were said on the terminal alone."""
+    manifest = tmp_path / "out.manifest"
+    sentiment_manifest(manifest)
+    out = tmp_path / "ds"
+    r = gtrun("collect", "--manifest", str(manifest), "--out", str(out), "transforms=jsonl,hf_datasets,table",
+              "transforms.split.train=0.5", "transforms.split.validation=0.3", "transforms.split.test=0.2")
+    assert r.code == 0, r.output
+    got = {s: len((out / "jsonl" / f"{s}.jsonl").read_text().splitlines()) for s in ("train", "validation", "test")}
+    assert sum(got.values()) == 10 and got["train"] and got["validation"], got
+    assert read_json(out / "report.json")["transforms"]["split_objects"] == got
+    said = (f"Objects per split (ratios 0.5 / 0.3 / 0.2): train {got['train']}, validation {got['validation']}, "
+            f"test {got['test']}.")
+    assert said in (out / "README.md").read_text()
+    assert html.escape(said, quote=False) in (out / "report.html").read_text()
+    # a dataset with no split files: no count to give
+    r = gtrun("collect", "--manifest", str(manifest), "--out", str(out), "transforms=table")
+    assert r.code == 0, r.output
+    assert "split_objects" not in read_json(out / "report.json")["transforms"]
+    assert "Objects per split" not in (out / "README.md").read_text()
 
 
 def test_labels_read_off_a_manifest_keep_ground_truths_class_indices(gtrun, tmp_path):

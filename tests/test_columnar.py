@@ -163,6 +163,8 @@ def test_columnar_writes_what_the_python_path_writes(tmp_path, caplog, task, nam
     assert timeless(fast["report"]) == timeless(slow["report"])
     assert {k: v.counts for k, v in fast["written"].items()} == {k: v.counts for k, v in slow["written"].items()}
     assert {k: v.skipped for k, v in fast["written"].items()} == {k: v.skipped for k, v in slow["written"].items()}
+    # the objects each split got, from the counts the transforms have (the same on both paths: report.json is)
+    assert a["report"]["transforms"]["split_objects"] == {s: len(a[f"jsonl/{s}"]) for s in SPLITS}
     counts = a["report"]["counts"]
     assert counts["failed"] > 0 and counts["unlabeled"] > 0 and counts["objects"] == 600
     if "hf_datasets" in settings.steps:  # a file for each split that has objects, none for an empty one

@@ -631,6 +631,9 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
             for o in outputs:
                 check_attribute(o)
         written = {k: fast_written.get(k) or slow_written[k] for k in settings.steps}
+        per_split = transforms.split_objects(written)  # the transforms' own counts: no pass of its own
+        if per_split is not None:
+            figures["transforms"]["split_objects"] = per_split
         # what a transform could not write (a span on no whole token, a box off its image), with the first ones
         problems = {k: {"count": w.problem_count, "first": w.problems} for k, w in written.items() if w.problem_count}
         if problems:

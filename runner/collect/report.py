@@ -655,6 +655,11 @@ def dataset_notes(report: Mapping[str, Any]) -> list[str]:
     empty = filtered_out_everything(report)
     if empty:
         notes.append(empty[0].upper() + empty[1:] + ".")
+    per_split, ratios = transforms.get("split_objects"), transforms.get("split") or {}
+    if per_split and any(per_split.values()):
+        key = f", by {ratios['key']}" if ratios.get("key") else ""
+        notes.append(f"Objects per split (ratios {' / '.join(f'{ratios.get(s, 0):g}' for s in per_split)}{key}): "
+                     + ", ".join(f"{s} {n:,}" for s, n in per_split.items()) + ".")
     for step, found in (transforms.get("problems") or {}).items():
         notes.append(f"{step}: {found['count']:,} problem{'s' if found['count'] != 1 else ''} writing its files "
                      f"(the first: {found['first'][0]}).")

@@ -1420,6 +1420,21 @@ def load_files(written: Mapping[str, WrittenFiles]) -> list[tuple[str, str]]:
     return []
 
 
+def split_objects(written: Mapping[str, WrittenFiles]) -> dict[str, int] | None:
+    """The objects each split got, from the counts a step that splits wrote (jsonl's, hf_datasets',
+    else another's: every step splits the objects it keeps alike); None when no step splits (table).
+
+    >>> split_objects({"table": WrittenFiles(counts={"all": 9}), "hf_datasets": WrittenFiles(counts={"train": 8, "test": 1})})
+    {'train': 8, 'validation': 0, 'test': 1}
+    """
+    order = sorted(written, key=lambda step: (step not in ("jsonl", "hf_datasets"), step != "jsonl"))
+    for step in order:
+        counts = written[step].counts
+        if any(s in counts for s in SPLITS):
+            return {s: counts.get(s, 0) for s in SPLITS}
+    return None
+
+
 def _hf_schema(datasets: Any, schema: pa.Schema, labels: Sequence[str]) -> pa.Schema:
     """The schema with `datasets` features metadata (ClassLabel for the label columns)."""
     import pyarrow as pa
