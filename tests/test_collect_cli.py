@@ -867,6 +867,30 @@ def test_filters_that_leave_no_object_say_so_and_why(gtrun):
     assert "Ground Truth gives an object labeled by one worker" not in r.stdout
 
 
+def test_filters_that_leave_no_object_leave_no_empty_hf_folder_and_the_card_says_why(gtrun, tmp_path):
+    """hf/ was left an empty folder, and the card had no configs without a word, when the filters
+    dropped every object: on the parser's path (a run, with its worker answers) and the columnar one
+    (a manifest read alone)."""
+    assert gtrun("run", "source.limit=4").code == 0
+    (run,) = gtrun.runs()
+    label_run(gtrun, run, answers=[["Positive", "Negative", "Neutral", "Irrelevant"]])
+    manifest = tmp_path / "out.manifest"
+    sentiment_manifest(manifest)  # every confidence 0.9
+    for target, dataset, kept in (([str(run)], run / "dataset", 4), (["--manifest", str(manifest), "--out", str(tmp_path / "ds")],
+                                                                     tmp_path / "ds", 10)):
+        r = gtrun("collect", *target, "transforms=jsonl,hf_datasets", "transforms.min_confidence=0.95")
+        assert r.code == 0 and "the dataset has no object" in r.stdout, r.output
+        assert not (dataset / "hf").exists(), sorted(p.name for p in dataset.iterdir())
+        card = (dataset / "README.md").read_text()
+        assert "configs:" not in card
+        said = ("`datasets.load_dataset(\"<this folder>\")` has nothing to load: the dataset has no object "
+                f"(transforms.min_confidence=0.95 left out all {kept}), so hf/ has no file and this card no `configs`.")
+        assert said in card, card
+        r = gtrun("collect", *target, "transforms=jsonl,hf_datasets")  # collected again, with its objects
+        assert r.code == 0 and sorted(p.name for p in (dataset / "hf").iterdir()), r.output
+        assert "configs:" in (dataset / "README.md").read_text() and "nothing to load" not in (dataset / "README.md").read_text()
+
+
 def test_input_fields_that_change_along_the_manifest_keep_every_value(gtrun, tmp_path):
     """Output manifests are not tables: a field may first appear after thousands of lines, widen
     from integer to float, or hold values of no one type. Every file keeps every value."""

@@ -631,6 +631,9 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
             for o in outputs:
                 check_attribute(o)
         written = {k: fast_written.get(k) or slow_written[k] for k in settings.steps}
+        hf = written.get("hf_datasets")
+        if hf is not None and not hf.paths and (work / transforms.HF_FOLDER).is_dir():
+            (work / transforms.HF_FOLDER).rmdir()  # no object in any split: no file, and no empty folder
         per_split = transforms.split_objects(written)  # the transforms' own counts: no pass of its own
         if per_split is not None:
             figures["transforms"]["split_objects"] = per_split
@@ -673,7 +676,10 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
         # the files datasets.load_dataset loads: their digest in the card keeps its cache apart (card_markdown)
         files_sha256 = hashlib.sha256("".join(f"{path} {sums[path]['sha256']}\n" for _, path in load_files)
                                       .encode()).hexdigest() if load_files else None
-        card = report.write_card(work, card_provenance, figures, load_files, files_sha256)
+        # with nothing to load, the folder it would load from, for the card to say why
+        loads_from = next((folder for step, folder in (("hf_datasets", transforms.HF_FOLDER), ("jsonl", "jsonl"))
+                           if step in written), None) if not load_files else None
+        card = report.write_card(work, card_provenance, figures, load_files, files_sha256, loads_from=loads_from)
         figures["provenance"] = card_provenance  # report.json names the runs (each member) as the card does
         if card.parent != work:  # the collected folder is the dataset itself: its card is README.md
             text = card.read_text(encoding="utf-8").replace("](../", "](")  # its links: the folder's files

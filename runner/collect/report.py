@@ -1123,7 +1123,8 @@ def _md(value: Any) -> str:
 
 
 def card_markdown(provenance: Mapping[str, Any], report: Mapping[str, Any],
-                  data_files: Sequence[tuple[str, str]] = (), files_sha256: str | None = None) -> str:
+                  data_files: Sequence[tuple[str, str]] = (), files_sha256: str | None = None,
+                  loads_from: str | None = None) -> str:
     """The dataset card's text: YAML front matter, provenance table, headline figures, labels.
 
     `data_files` are (split, path in the dataset) of the files `datasets.load_dataset(<dataset
@@ -1134,6 +1135,8 @@ def card_markdown(provenance: Mapping[str, Any], report: Mapping[str, Any],
     caches a folder's splits under a hash of its name and its card's configs, not of the files, so
     that every dataset collect writes (a folder `dataset`, `hf/train.parquet`, ...) would share one
     cache entry, and `load_dataset` would give the rows of whichever was loaded first.
+    `loads_from`, given no `data_files`: the folder they would be in (hf, jsonl), whose empty
+    splits the card explains (no_files_to_load).
     """
     task = TaskType(report["task_type"])
     dataset = report["dataset"]
@@ -1154,6 +1157,8 @@ def card_markdown(provenance: Mapping[str, Any], report: Mapping[str, Any],
         lines += [f"`datasets.load_dataset(\"<this folder>\")` loads the {', '.join(s for s, _ in data_files)} "
                   f"split{'s' if len(data_files) > 1 else ''} from {data_files[0][1].partition('/')[0]}/ "
                   "(this card's `configs`).", ""]
+    elif loads_from:
+        lines += [no_files_to_load(report, loads_from), ""]
     lines += ["## Provenance", "", "| | |", "|---|---|"]
     lines += [f"| {_md(key)} | {_md(value)} |" for key, value in provenance.items()
               if key not in ("members", "left_out")]  # a sweep's: in their own section
@@ -1209,11 +1214,26 @@ def card_markdown(provenance: Mapping[str, Any], report: Mapping[str, Any],
     return "\n".join(lines) + "\n"
 
 
+def no_files_to_load(report: Mapping[str, Any], folder: str) -> str:
+    """The card's sentence for a dataset whose `folder` (hf, jsonl) has no split to load: why it has no object."""
+    filters = [f for f in (report.get("transforms") or {}).get("filters", ()) if f.get("dropped")]
+    if filters:
+        why = "; ".join(f"transforms.{f['option']}={f['threshold']:g} left out "
+                        f"{'all ' if f['dropped'] == f['objects'] else ''}{f['dropped']:,}" for f in filters)
+    elif not report["counts"]["labeled"]:
+        why = "no object of the output is labeled"
+    else:
+        why = "the transforms kept none"
+    files = "has no file" if folder == "hf" else "has empty files"
+    return (f"`datasets.load_dataset(\"<this folder>\")` has nothing to load: the dataset has no object ({why}), "
+            f"so {folder}/ {files} and this card no `configs`.")
+
+
 def write_card(out_dir: Path | str, provenance: Mapping[str, Any],
                report: Mapping[str, Any], data_files: Sequence[tuple[str, str]] = (),
-               files_sha256: str | None = None) -> Path:
+               files_sha256: str | None = None, loads_from: str | None = None) -> Path:
     """Write `<out_dir>/dataset/README.md`, the dataset card; return its path."""
     path = Path(out_dir) / "dataset" / "README.md"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(card_markdown(provenance, report, data_files, files_sha256), encoding="utf-8")
+    path.write_text(card_markdown(provenance, report, data_files, files_sha256, loads_from), encoding="utf-8")
     return path
