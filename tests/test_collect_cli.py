@@ -401,6 +401,19 @@ def test_a_label_map_to_a_name_one_typo_from_a_label_says_which_it_made(gtrun, t
         assert r.code == 0 and "warning" not in r.stdout, r.output
 
 
+def test_a_label_map_key_one_typo_from_a_label_names_the_label_meant(gtrun, tmp_path):
+    """A label_map key that is not a label was refused without a word of the label it nearly is."""
+    manifest = tmp_path / "out.manifest"
+    sentiment_manifest(manifest)
+    args = ["collect", "--manifest", str(manifest), "--out", str(tmp_path / "ds"), "transforms=jsonl"]
+    r = gtrun(*args, "transforms.label_map={Irelevant: Neutral}")
+    assert r.code == 2 and not (tmp_path / "ds").exists(), r.output
+    assert "transforms.label_map: 'Irelevant' is not a label of the job" in r.stderr, r.output
+    assert "hint: did you mean transforms.label_map.Irrelevant=Neutral?" in r.stderr, r.output
+    r = gtrun(*args, "transforms.label_map={Other: Neutral}")  # nearly no label: no guess
+    assert r.code == 2 and "'Other' is not a label of the job" in r.stderr and "did you mean" not in r.stderr, r.output
+
+
 def test_labels_given_that_contradict_the_lines_are_one_clear_error(gtrun, tmp_path):
     manifest = tmp_path / "out.manifest"
     sentiment_manifest(manifest)

@@ -176,18 +176,28 @@ def label_map_typos(labels: Sequence[str], label_map: Mapping[str, str]) -> list
     transforms.label_map: Irrelevant → Neutrl makes a new label, beside Neutral;
     did you mean transforms.label_map.Irrelevant=Neutral?
     """
-    import difflib
-
     said = []
-    folded = {name.casefold(): name for name in labels}
     for old, new in label_map.items():
         if not isinstance(new, str) or new in labels:
             continue
-        near = [folded[m] for m in difflib.get_close_matches(new.casefold(), list(folded), n=1, cutoff=0.8)]
-        if near and near[0] != old:  # close to the name it renames: a new spelling of that label, meant
-            said.append(f"transforms.label_map: {old} → {new} makes a new label, beside {near[0]}; "
-                        f"did you mean transforms.label_map.{old}={near[0]}?")
+        near = nearly_label(new, labels)
+        if near is not None and near != old:  # close to the name it renames: a new spelling of that label, meant
+            said.append(f"transforms.label_map: {old} → {new} makes a new label, beside {near}; "
+                        f"did you mean transforms.label_map.{old}={near}?")
     return said
+
+
+def nearly_label(name: str, labels: Sequence[str]) -> str | None:
+    """The label `name` nearly is (another case, a letter off), or None.
+
+    >>> nearly_label("Irelevant", ["Positive", "Irrelevant"]), nearly_label("Other", ["Positive", "Irrelevant"])
+    ('Irrelevant', None)
+    """
+    import difflib
+
+    folded = {label.casefold(): label for label in labels}
+    near = difflib.get_close_matches(name.casefold(), list(folded), n=1, cutoff=0.8)
+    return folded[near[0]] if near else None
 
 
 def mapped_labels(labels: Sequence[str], label_map: Mapping[str, str]) -> list[str]:
@@ -1926,8 +1936,12 @@ def check_transforms(steps: Mapping[str, Mapping[str, Any] | None], settings: Tr
                                       f"e.g. transforms.label_map.{old}=<new name>"))
     unknown = [old for old in settings.label_map if labels and old not in labels]
     if unknown:
+        near = nearly_label(str(unknown[0]), labels)
+        new = settings.label_map[unknown[0]]
         errors.append(ConfigError("transforms.label_map", f"{unknown[0]!r} is not a label of the "
-                                  f"job ({', '.join(labels)})"))
+                                  f"job ({', '.join(labels)})",
+                                  f"did you mean transforms.label_map.{near}={new if isinstance(new, str) else '...'}?"
+                                  if near is not None and near not in settings.label_map else ""))
     if "conll" in steps:
         spaced = [name for name in mapped_labels(labels, settings.label_map) if _spaced(name)]
         if spaced:
