@@ -299,6 +299,27 @@ def test_answers_that_cannot_be_consolidated_fail_their_object_not_the_service(s
         assert sagemaker(again.url).describe_labeling_job(LabelingJobName="odd")["LabelingJobStatus"] == "Completed"
 
 
+def test_the_consolidation_failure_warning_cuts_a_large_answer_short(service, caplog):
+    """The warning logged an answer that cannot be consolidated whole (and the object's failure-reason held
+    it): an answer of a few MB flooded the log."""
+    sm = sagemaker(service.url)
+    sm.create_labeling_job(**put_job(service.root, "big", TWEETS[:2], labels=LABELS))
+    wait_status(sm, "big", "InProgress")
+    w = Worker(service.url)
+    for answer in ({"notes": "x" * 500_000}, {"crowd-classifier": {"label": "E" * 300_000}}):
+        assert w.answer("big", w.task("big"), answer).status_code == 200
+    assert wait_status(sm, "big", "Completed") == "Completed"
+    logged = sorted(x.getMessage() for x in caplog.records if "failed consolidation" in x.getMessage())
+    assert len(logged) == 2 and all(len(x) < 1_000 for x in logged), [x[:300] for x in logged]
+    assert re.match(r"job big: object \d failed consolidation: worker '[^']+': no 'crowd-classifier' answer in "
+                    r"\{'notes': 'xxx+\.\.\. \(500,013 characters\)$", logged[0]), logged[0]
+    assert re.match(r"job big: object \d failed consolidation: worker '[^']+': label 'EEE+\.\.\. \(300,002 characters\) "
+                    r"is not one of \['Positive', 'Negative', 'Neutral'\]", logged[1]), logged[1]
+    lines = (service.root / "b/jobs/big/output/big/manifests/output/output.manifest").read_text().splitlines()
+    reasons = [json.loads(x)["label-metadata"]["failure-reason"] for x in lines]  # the failure-reason likewise
+    assert all(r.startswith("ClientError: Annotation consolidation failed: worker") and len(r) < 1_000 for r in reasons)
+
+
 def test_an_answer_with_a_number_json_cannot_hold_is_refused(service):
     """Python's JSON reader takes NaN, Infinity and 1e400 (a float infinity): such an answer was
     recorded, written to the worker-response file as invalid JSON, and its consolidation raised, so

@@ -538,7 +538,7 @@ def _boxes(answers: Sequence[Answer], labels: list[str],
                 coords = (float(box["left"]), float(box["top"]), float(box["width"]),
                           float(box["height"]))
             except (KeyError, TypeError, ValueError):
-                raise ConsolidationError(f"worker {answer.worker_id!r}: bad box {box!r}") from None
+                raise ConsolidationError(f"worker {answer.worker_id!r}: bad box {_shown(box)}") from None
             boxes.append((_known_label(box.get("label"), labels, answer), coords))
         per_worker.append(boxes)
 
@@ -581,7 +581,7 @@ def _entities(answers: Sequence[Answer], labels: list[str],
                 span = (int(entity["startOffset"]), int(entity["endOffset"]))
             except (KeyError, TypeError, ValueError):
                 raise ConsolidationError(
-                    f"worker {answer.worker_id!r}: bad entity {entity!r}") from None
+                    f"worker {answer.worker_id!r}: bad entity {_shown(entity)}") from None
             _known_label(entity.get("label"), labels, answer)
             spans.append((str(entity["label"]), span))
         per_worker.append(spans)
@@ -643,7 +643,7 @@ def _element(answer: Answer, task_type: TaskType, element_name: str | None,
         value = content[name]
         if not fits(value):
             raise ConsolidationError(f"worker {answer.worker_id!r}: {name!r} is not "
-                                     f"{{{key!r}: {kind.__name__}}} ({value!r})")
+                                     f"{{{key!r}: {kind.__name__}}} ({_shown(value)})")
         return value
     if element_name is None:
         found = [k for k, v in content.items() if fits(v)]
@@ -653,19 +653,36 @@ def _element(answer: Answer, task_type: TaskType, element_name: str | None,
             return value
         if len(found) > 1:
             raise ConsolidationError(f"worker {answer.worker_id!r}: several answers fit "
-                                     f"{task_type.value} ({', '.join(map(repr, found))}); "
+                                     f"{task_type.value} ({_cut(', '.join(map(repr, found)))}); "
                                      "name the element")
     if empty_ok and not content:
         return {}  # crowd-form omits elements the worker left untouched (reference §5.3)
     raise ConsolidationError(f"worker {answer.worker_id!r}: no {name!r} answer in "
-                             f"{dict(content)!r}")
+                             f"{_shown(dict(content))}")
+
+
+SHOWN_MAX = 200  # characters of a worker's value an error message shows: an answer can be megabytes
+
+
+def _shown(value: Any) -> str:
+    """`repr(value)`, cut short past SHOWN_MAX characters (a ConsolidationError is logged, and is
+    the object's failure-reason: the whole answer is in its worker-response file).
+
+    >>> _shown("x" * 1000)[-25:]
+    'xxx... (1,002 characters)'
+    """
+    return _cut(repr(value))
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= SHOWN_MAX else f"{text[:SHOWN_MAX]}... ({len(text):,} characters)"
 
 
 def _known_label(name: Any, labels: list[str], answer: Answer) -> int:
     try:
         return labels.index(name)
     except ValueError:
-        raise ConsolidationError(f"worker {answer.worker_id!r}: label {name!r} is not one of "
+        raise ConsolidationError(f"worker {answer.worker_id!r}: label {_shown(name)} is not one of "
                                  f"{labels!r}") from None
 
 
