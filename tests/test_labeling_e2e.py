@@ -837,6 +837,54 @@ def test_receipts_ner(browser, service):
         assert all(0 <= v <= 1000 for box in doc["bboxes"] for v in box)
 
 
+def test_receipts_ner_on_a_scan_finer_than_its_ocr(browser, service):
+    """The receipts' template takes the tokens' boxes to be in the manifest's width x height, and the
+    worker's boxes in the image's own pixels: a scan at twice the OCR's resolution is labeled (and
+    its tokens found under the boxes) as well as one at the same. The layout file's boxes are the
+    tokens' in 0-1000 of the page, whatever the scan's size."""
+    from PIL import Image
+
+    receipts = receipt_lines()
+    images = Path(service.root) / "b" / "scans"
+    images.mkdir(parents=True)
+    lines = []
+    for r in receipts:
+        with Image.open(RECEIPTS / "images" / r["image_file"]) as im:
+            im.resize((2 * r["width"], 2 * r["height"])).save(images / r["image_file"])
+        lines.append({"source-ref": f"s3://b/scans/{r['image_file']}", **r})  # width, height, tokens: the OCR's
+    template = (TEMPLATES / "receipts_ner.liquid").read_text(encoding="utf-8")
+    request = put_job(service.root, "receipt-scans", lines, task_type="custom", workers=1, template=template)
+    fields = {0: ["vendor", "total"], 1: ["address", "date"]}
+
+    def answerer(object_id: int) -> Answerer:
+        def answer(page, line):
+            page.wait_for_function("document.querySelectorAll('#token-boxes .token-box').length > 0")
+            for label in fields[object_id]:
+                choose(page, label)
+                x, y, w, h = gold(line, label)["box"]
+                drag_box(page, (2 * x - 6, 2 * y - 6, 2 * w + 12, 2 * h + 12))  # in the scan's pixels
+            return "click"
+        return answer
+
+    people = label_job(browser, service, request, lines, {("A", 0): answerer(0), ("B", 1): answerer(1)})
+    check_outputs(service, request, lines, people, "groundtruth/custom")
+    dataset = collected(service, request, "custom", RECEIPT_LABELS, "conll,coco")
+    layout = {doc["tokens"][0]: doc for x in sorted((dataset / "conll").glob("*.layout.jsonl"))
+              for doc in map(json.loads, x.read_text().splitlines())}
+    for object_id, line in enumerate(lines):
+        doc = layout[line["tokens"][0]["text"]]
+        want = {}
+        for label in fields[object_id]:
+            for n, i in enumerate(gold(line, label)["tokens"]):
+                want[i] = ("B-" if n == 0 else "I-") + label
+        assert doc["ner_tags"] == [want.get(i, "O") for i in range(len(line["tokens"]))]
+        x, y, w, h = line["tokens"][0]["box"]
+        assert doc["bboxes"][0] == [int(1000 * x / line["width"]), int(1000 * y / line["height"]),
+                                    int(1000 * (x + w) / line["width"]), int(1000 * (y + h) / line["height"])]
+    coco = json.loads(next((dataset / "coco").glob("train.json")).read_text())
+    assert {(i["width"], i["height"]) for i in coco["images"]} <= {(2 * r["width"], 2 * r["height"]) for r in lines}
+
+
 # ------------------------------------------------------------------------------------------------
 # Task data with markup and script: shown as text, never run
 

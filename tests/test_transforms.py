@@ -4,6 +4,7 @@ LabeledObjects that produced it."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 from collections import Counter
@@ -994,3 +995,25 @@ def test_run_transforms_writes_every_image_format_for_receipts(tmp_path):
         assert path.read_bytes() == (ROOT / "data" / "receipts" / "images" / path.name).read_bytes()
     with duckdb.connect(str(tmp_path / "receipts" / "gtrun.duckdb")) as con:
         assert con.execute('SELECT count(*), min(receipt_id) FROM "receipts"').fetchone() == (30, 1)
+
+
+def test_layout_of_receipts_whose_scan_is_finer_than_the_ocr(tmp_path):
+    # The tokens' boxes are in the input's width x height (the OCR's page); the workers drew on a scan
+    # of twice that size: boxes without token indices find their tokens by centre in the OCR's page.
+    objects = []
+    for obj in receipts(use_indices=False):
+        w, h = obj.inputs["width"], obj.inputs["height"]
+        scaled = tuple(Box(b.label, 2 * b.left, 2 * b.top, 2 * b.width, 2 * b.height) for b in obj.boxes)
+        objects.append(dataclasses.replace(obj, boxes=scaled, image_size=(2 * w, 2 * h, 3)))
+    written = write(write_conll, objects, tmp_path, labels=RECEIPT_LABELS)
+    assert written.problems == []
+    source = [json.loads(x) for x in (ROOT / "data" / "receipts" / "receipts.jsonl").read_text().splitlines()]
+    for split in SPLITS:
+        for row in map(json.loads, (tmp_path / "tweets" / "conll" / f"{split}.layout.jsonl").read_text().splitlines()):
+            line = source[int(row["id"])]
+            want = ["O"] * len(line["tokens"])
+            for entity in line["entities"]:
+                for n, i in enumerate(entity["tokens"]):
+                    want[i] = ("B-" if n == 0 else "I-") + entity["label"]
+            assert row["ner_tags"] == want
+            assert row["bboxes"] == [layout_box(t["box"], line["width"], line["height"]) for t in line["tokens"]]

@@ -1576,7 +1576,8 @@ def write_conll(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Sequ
     included, as the receipts template decides); B- for its first token, I- for the others, in
     token order; a token claimed by an earlier box stays with it (reported). These objects also go
     to `<out>/conll/{split}.layout.jsonl`: `{id, tokens, bboxes, ner_tags}`, bboxes as LayoutLM's
-    [x0, y0, x1, y1] in 0-1000 of the input's `width` / `height`. Whitespace inside a token is
+    [x0, y0, x1, y1] in 0-1000 of the input's `width` / `height`, the page the tokens' boxes are
+    in (`_token_space`), which the image shown to workers may exceed. Whitespace inside a token is
     written as `_` in the .conll file (reported) and kept in the .jsonl.
     """
     _options("conll", options)
@@ -1593,8 +1594,8 @@ def write_conll(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Sequ
             else:
                 if not layout:
                     layout = {s: _open_text(stage / f"{s}.layout.jsonl", stack) for s in SPLITS}
-                words, boxes, tags = _box_tags(obj, problems)
-                width, height = _image_size(obj, "conll")
+                width, height = _token_space(obj)
+                words, boxes, tags = _box_tags(obj, problems, width, height)
                 layout[split].write(_json_line({
                     "id": obj.object_id, "tokens": words,
                     "bboxes": [layout_box(b, width, height) for b in boxes],
@@ -1651,8 +1652,21 @@ def _text_tags(obj: LabeledObject, problems: _Problems) -> tuple[list[str], list
     return [t for t, _, _ in tokens], tags
 
 
-def _box_tags(obj: LabeledObject, problems: _Problems,
+def _token_space(obj: LabeledObject) -> tuple[float, float]:
+    """The width and height the OCR tokens' boxes are given in: the input's `width` / `height`
+    (the receipts template scales the worker's boxes, drawn in the image's pixels, to them), else
+    the image's size."""
+    width, height = obj.inputs.get("width"), obj.inputs.get("height")
+    if (isinstance(width, (int, float)) and isinstance(height, (int, float))
+            and not isinstance(width, bool) and not isinstance(height, bool) and width > 0 and height > 0):
+        return float(width), float(height)
+    return _image_size(obj, "conll")
+
+
+def _box_tags(obj: LabeledObject, problems: _Problems, width: float, height: float,
               ) -> tuple[list[str], list[list[float]], list[str]]:
+    """Tokens, their boxes and BIO tags of a bounding-box NER object whose tokens' boxes are in a
+    `width` x `height` page; the worker's boxes, in the image's pixels, are scaled to it."""
     tokens = obj.inputs.get("tokens")
     if not isinstance(tokens, list):
         raise ConfigError("transforms.steps.conll", f"object {obj.object_id!r} has no input field "
@@ -1667,6 +1681,8 @@ def _box_tags(obj: LabeledObject, problems: _Problems,
         words.append(token["text"])
         boxes.append([float(v) for v in box])
     tags = ["O"] * len(words)
+    image = obj.image_size
+    kx, ky = (width / image[0], height / image[1]) if image is not None and image[0] > 0 and image[1] > 0 else (1, 1)
     for box in obj.boxes:
         if box.tokens:
             members = sorted(set(box.tokens))
@@ -1676,8 +1692,8 @@ def _box_tags(obj: LabeledObject, problems: _Problems,
             members = [i for i in members if 0 <= i < len(words)]
         else:
             members = [i for i, (x, y, w, h) in enumerate(boxes)
-                       if box.left <= x + w / 2 <= box.left + box.width
-                       and box.top <= y + h / 2 <= box.top + box.height]
+                       if box.left * kx <= x + w / 2 <= (box.left + box.width) * kx
+                       and box.top * ky <= y + h / 2 <= (box.top + box.height) * ky]
         free = [i for i in members if tags[i] == "O"]
         if len(free) < len(members):
             problems.add(obj, f"box {box.label!r} shares tokens "
