@@ -1017,3 +1017,20 @@ def test_layout_of_receipts_whose_scan_is_finer_than_the_ocr(tmp_path):
                     want[i] = ("B-" if n == 0 else "I-") + entity["label"]
             assert row["ner_tags"] == want
             assert row["bboxes"] == [layout_box(t["box"], line["width"], line["height"]) for t in line["tokens"]]
+
+
+def test_a_box_overlapping_an_earlier_one_starts_its_own_entity_after_it(tmp_path):
+    # A worker boxes the tax amount, then a sloppy second tax box over "Tax 10% 3.64 TOTAL": the
+    # amount stays with the first box. The second's tokens after the amount ("TOTAL") must not read
+    # as the amount's entity going on (B-tax I-tax B-tax I-tax): each run of a box's tokens that
+    # another entity interrupts starts with B-, as IOB2 readers (seqeval, conlleval) split entities.
+    tokens = [{"text": t, "box": [20 + 60 * n, 10, 50, 20]} for n, t in enumerate(["Tax", "10%", "3.64", "TOTAL", "40.01"])]
+    inputs = {"source-ref": "s3://b/r.png", "tokens": tokens, "width": 400, "height": 40}
+    objects = [labeled(0, TaskType.custom, inputs, image_size=(400, 40, 3),
+                       boxes=(Box("tax", 135, 5, 60, 30, tokens=(2,)), Box("tax", 15, 5, 250, 30, tokens=(0, 1, 2, 3)),
+                              Box("total", 255, 5, 60, 30, tokens=(4,))))]
+    written = write(write_conll, objects, tmp_path, labels=RECEIPT_LABELS)
+    assert written.problems == ["object '0': box 'tax' shares tokens [2] with an earlier box"]
+    [row] = [json.loads(x) for s in SPLITS
+             for x in (tmp_path / "tweets" / "conll" / f"{s}.layout.jsonl").read_text().splitlines()]
+    assert row["ner_tags"] == ["B-tax", "I-tax", "B-tax", "B-tax", "B-total"]

@@ -1574,7 +1574,8 @@ def write_conll(objects: Iterable[LabeledObject], out_dir: Path, *, labels: Sequ
     Bounding-box NER (image objects with `inputs["tokens"]` = `[{text, box}]`): a box's tokens are
     its `tokens` indices, or when it has none the tokens whose centre lies inside it (edges
     included, as the receipts template decides); B- for its first token, I- for the others, in
-    token order; a token claimed by an earlier box stays with it (reported). These objects also go
+    token order; a token claimed by an earlier box stays with it (reported), and the box's next
+    token after it starts again with B-, or IOB2 readers would join it to that box's entity. These objects also go
     to `<out>/conll/{split}.layout.jsonl`: `{id, tokens, bboxes, ner_tags}`, bboxes as LayoutLM's
     [x0, y0, x1, y1] in 0-1000 of the input's `width` / `height`, the page the tokens' boxes are
     in (`_token_space`), which the image shown to workers may exceed. Whitespace inside a token is
@@ -1701,7 +1702,9 @@ def _box_tags(obj: LabeledObject, problems: _Problems, width: float, height: flo
         if not members:
             problems.add(obj, f"box {box.label!r} covers no token")
         for n, i in enumerate(free):
-            tags[i] = ("B-" if n == 0 else "I-") + box.label
+            # a run of the box's tokens that another entity's interrupts starts anew (IOB2)
+            follows = n > 0 and free[n - 1] == i - 1
+            tags[i] = ("I-" if follows or (n > 0 and tags[i - 1] == "O") else "B-") + box.label
     return words, boxes, tags
 
 
