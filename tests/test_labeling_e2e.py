@@ -885,6 +885,87 @@ def test_receipts_ner_on_a_scan_finer_than_its_ocr(browser, service):
     assert {(i["width"], i["height"]) for i in coco["images"]} <= {(2 * r["width"], 2 * r["height"]) for r in lines}
 
 
+IMAGE_CORNER = "i => { const r = i.getBoundingClientRect(); return [r.left, r.top]; }"
+
+
+def test_a_receipt_larger_than_the_screen_is_zoomed_to_label_it(browser, service):
+    """A receipt scanned at 4x (1440 x ~1800 pixels) is shown whole, shrunk to the window; the worker
+    zooms in (the + key, the Zoom in button) to read and box its small print at full size, scrolls to
+    it, zooms back to the whole receipt (0) and boxes another field. The boxes are in the scan's
+    pixels whatever the zoom, and the OCR's token outlines follow the image."""
+    from PIL import Image
+
+    [r] = receipt_lines(1)
+    images = Path(service.root) / "b" / "big"
+    images.mkdir(parents=True)
+    with Image.open(RECEIPTS / "images" / r["image_file"]) as im:
+        im.resize((4 * r["width"], 4 * r["height"])).save(images / r["image_file"])
+    line = {**r, "source-ref": f"s3://b/big/{r['image_file']}", "width": 4 * r["width"], "height": 4 * r["height"],
+            "tokens": [{"text": t["text"], "box": [4 * v for v in t["box"]]} for t in r["tokens"]]}
+    template = (TEMPLATES / "receipts_ner.liquid").read_text(encoding="utf-8")
+    request = put_job(service.root, "big-receipt", [line], task_type="custom", workers=1, template=template)
+    sagemaker(service.url).create_labeling_job(**request)
+    person = Person(browser, service.url, "big-receipt")
+    try:
+        person.open()
+        page = person.page
+        page.wait_for_function("document.querySelectorAll('#token-boxes .token-box').length > 0")
+
+        def scale() -> float:
+            b = page.eval_on_selector(".crowd-bbox-image", "i => i.getBoundingClientRect().width / i.naturalWidth")
+            return float(b)
+
+        def corner() -> list[float]:  # the image's top left corner in the window
+            return page.eval_on_selector(".crowd-bbox-image", IMAGE_CORNER)  # type: ignore[no-any-return]
+
+        fit = scale()
+        assert fit < 0.5  # the whole receipt in the window: its print too small to box
+        page.locator(".crowd-bbox-stage").click(position={"x": 5, "y": 5})  # the image has the keys
+        for _ in range(3):
+            page.keyboard.press("+")
+        page.get_by_role("button", name="Zoom in").click()
+        assert scale() >= 1
+        frame = page.locator(".crowd-bbox-frame")
+        assert frame.evaluate("f => f.scrollHeight > f.clientHeight")  # scrolled within the frame
+        total = gold(line | {"entities": [{**e, "box": [4 * v for v in e["box"]]} for e in r["entities"]]}, "total")
+        x, y, w, h = total["box"]
+        frame.hover()
+        for _ in range(40):  # scroll the frame with the wheel until the total is in view
+            img = corner()
+            edge = frame.bounding_box()
+            right = img[0] + (x + w + 12) * scale() - min(edge["x"] + edge["width"], page.viewport_size["width"])
+            down = img[1] + (y + h + 12) * scale() - min(edge["y"] + edge["height"], page.viewport_size["height"])
+            if right < 0 and down < 0:
+                break
+            page.mouse.wheel(100 if right >= 0 else 0, 100 if down >= 0 else 0)
+            page.wait_for_timeout(50)
+        choose(page, "total")
+        img = corner()
+        k = scale()
+        drag(page, (img[0] + (x - 12) * k, img[1] + (y - 12) * k), (img[0] + (x + w + 12) * k, img[1] + (y + h + 12) * k))
+        token = line["tokens"][total["tokens"][0]]["box"]
+        outline = page.locator("#token-boxes .token-box").nth(total["tokens"][0]).bounding_box()
+        img = corner()
+        assert abs(outline["x"] - (img[0] + token[0] * k)) < 2 and abs(outline["width"] - token[2] * k) < 2
+        page.keyboard.press("0")  # the whole receipt again
+        assert abs(scale() - fit) < 1e-3
+        choose(page, "vendor")
+        vx, vy, vw, vh = [4 * v for v in gold(r, "vendor")["box"]]
+        drag_box(page, (vx - 12, vy - 12, vw + 24, vh + 24))
+        person.submit("key")
+        assert person.errors == []
+    finally:
+        person.close()
+    [entry] = json.loads(next(local(service, request["OutputConfig"]["S3OutputPath"]).rglob(
+        "worker-response/**/*.json")).read_text())["answers"]
+    content = entry["answerContent"]
+    boxes = content["annotations"]["boundingBoxes"]
+    assert [b["label"] for b in boxes] == ["total", "vendor"]
+    assert all(abs(a - b) <= 4 for a, b in zip([boxes[0][k] for k in ("left", "top", "width", "height")],
+                                               (x - 12, y - 12, w + 24, h + 24)))
+    assert [e["tokens"] for e in json.loads(content["boxTokens"])] == [total["tokens"], gold(r, "vendor")["tokens"]]
+
+
 # ------------------------------------------------------------------------------------------------
 # Task data with markup and script: shown as text, never run
 

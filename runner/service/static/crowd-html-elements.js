@@ -781,6 +781,7 @@
   // crowd-bounding-box
 
   var MIN_DRAG_CSS_PX = 3;
+  var ZOOM_STEP = 1.25, ZOOM_MIN = 0.05, ZOOM_MAX = 8;
 
   class CrowdBoundingBox extends CrowdElement {
     static get observedAttributes() { return ['src', 'labels', 'header', 'initial-value']; }
@@ -799,7 +800,22 @@
         onclick: function () { self._deleteSelected(); }
       });
       this._deleteButton.setAttribute(INTERNAL, '');
-      var toolbar = h('div', { class: 'crowd-toolbar' }, this._labelBar, this._deleteButton);
+      // Zoom: the image fits the window at first (`_zoom` null); a receipt or page larger than the
+      // screen is zoomed in to read and box its small print, the frame scrolling around it.
+      this._zoom = null;
+      this._zoomLabel = h('span', { class: 'crowd-zoom-level', 'aria-live': 'polite' });
+      var zoomButton = function (text, label, action) {
+        var b = h('button', { type: 'button', class: 'crowd-btn crowd-btn-small', text: text, 'aria-label': label,
+          title: label, onclick: function () { action(); } });
+        b.setAttribute(INTERNAL, '');
+        return b;
+      };
+      var zoom = h('div', { class: 'crowd-zoom', role: 'group', 'aria-label': 'Zoom' },
+        zoomButton('\u2212', 'Zoom out (-)', function () { self._zoomBy(1 / ZOOM_STEP); }),
+        this._zoomLabel,
+        zoomButton('+', 'Zoom in (+)', function () { self._zoomBy(ZOOM_STEP); }),
+        zoomButton('Fit', 'Fit the image (0)', function () { self._zoomTo(null); }));
+      var toolbar = h('div', { class: 'crowd-toolbar' }, this._labelBar, this._deleteButton, zoom);
 
       this._img = h('img', { class: 'crowd-bbox-image', draggable: 'false', alt: this.getAttribute('header') || 'Image to annotate' });
       this._layer = h('div', { class: 'crowd-bbox-layer' });
@@ -810,12 +826,13 @@
       }, this._img, this._layer);
       this._stage.setAttribute(INTERNAL, '');
       this._list = h('ol', { class: 'crowd-bbox-list', 'aria-label': 'Boxes' });
+      this._frame = h('div', { class: 'crowd-bbox-frame' }, this._stage);
       parts.main.append(toolbar,
-        h('p', { class: 'crowd-hint', text: 'Choose a label (keys 1\u20139), then drag on the image to draw a box. Click a box to select it; drag to move, drag a corner to resize; Delete or Backspace removes it.' }),
-        h('div', { class: 'crowd-bbox-frame' }, this._stage), this._status, this._list);
+        h('p', { class: 'crowd-hint', text: 'Choose a label (keys 1\u20139), then drag on the image to draw a box. Click a box to select it; drag to move, drag a corner to resize; Delete or Backspace removes it. + and - zoom, 0 fits the image.' }),
+        this._frame, this._status, this._list);
       if (parts.extra) parts.main.append(parts.extra);
 
-      this._img.addEventListener('load', function () { self._loaded = true; self._failed = false; self._render(); });
+      this._img.addEventListener('load', function () { self._loaded = true; self._failed = false; self._render(); self._showZoom(); });
       this._img.addEventListener('error', function () {
         self._loaded = false; self._failed = true;
         self._status.textContent = 'The image could not be loaded.';
@@ -973,9 +990,55 @@
       this._changed();
     }
 
+    /** The image's displayed size over its natural size (1: one screen pixel per image pixel). */
+    _scale() {
+      var n = this._natural();
+      return n.w ? this._img.getBoundingClientRect().width / n.w : 1;
+    }
+
+    _zoomBy(factor) {
+      if (!this._loaded) return;
+      var fit = this._zoom === null;
+      var next = Math.min(Math.max(this._scale() * factor, ZOOM_MIN), ZOOM_MAX);
+      // zooming out past the size that fits the window goes back to fitting it
+      if (factor < 1 && (fit || next <= this._fitScale())) { this._zoomTo(null); return; }
+      this._zoomTo(next);
+    }
+
+    /** The scale at which the image fits the window (as shown with no zoom). */
+    _fitScale() {
+      var n = this._natural(), frame = this._frame;
+      var style = getComputedStyle(frame);
+      var room = frame.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+      return Math.min(1, room / n.w, 0.8 * window.innerHeight / n.h);
+    }
+
+    /** Zoom to `scale` (null: fit the window), keeping the image point at the frame's centre there. */
+    _zoomTo(scale) {
+      var n = this._natural();
+      if (!n.w || !n.h) return;
+      var frame = this._frame, before = this._img.getBoundingClientRect(), box = frame.getBoundingClientRect();
+      var cx = (box.left + box.width / 2 - before.left) / before.width;
+      var cy = (Math.min(box.top + box.height / 2, window.innerHeight / 2) - before.top) / before.height;
+      this._zoom = scale;
+      var zoomed = scale !== null;
+      this._img.style.width = zoomed ? (n.w * scale) + 'px' : '';
+      this._img.style.maxWidth = this._img.style.maxHeight = this._stage.style.maxWidth = zoomed ? 'none' : '';
+      frame.classList.toggle('crowd-zoomed', zoomed);
+      var after = this._img.getBoundingClientRect(), now = frame.getBoundingClientRect();
+      frame.scrollLeft += after.left + cx * after.width - (now.left + now.width / 2);
+      frame.scrollTop += after.top + cy * after.height - (now.top + Math.min(now.height, window.innerHeight) / 2);
+      this._showZoom();
+    }
+
+    _showZoom() { this._zoomLabel.textContent = Math.round(this._scale() * 100) + '%'; }
+
     _onKey(e) {
       var n = Number(e.key);
       if (e.key.length === 1 && n >= 1 && n <= 9 && n <= this._labels.length) { this._setCurrent(n - 1); return true; }
+      if (e.key === '+' || e.key === '=') { this._zoomBy(ZOOM_STEP); return true; }
+      if (e.key === '-') { this._zoomBy(1 / ZOOM_STEP); return true; }
+      if (e.key === '0') { this._zoomTo(null); return true; }
       if ((e.key === 'Delete' || e.key === 'Backspace') && this._selectedIndex >= 0) { this._deleteSelected(); return true; }
       if (e.key === 'Escape' && this._selectedIndex >= 0) { this._select(-1); return true; }
       var step = e.shiftKey ? 10 : 1;
