@@ -714,3 +714,36 @@ def test_bundled_template(page, server, name):
         answer["boxTokens"] = json.loads(answer["boxTokens"])
     assert answer == expected
     assert page.dialogs == []  # the tweet's <script>alert(1)</script> never ran
+
+
+def test_bounding_box_undo_and_redo(page, server):
+    # A box deleted by a stray Backspace, or moved by mistake, comes back with Ctrl+Z (or Undo);
+    # Ctrl+Shift+Z / Ctrl+Y (or Redo) does it again, as in Ground Truth's box tool.
+    open_page(page, server, task_page(BBOX.format(width=400, labels=attr(["car", "person"]), extra="")))
+    page.wait_for_function("document.querySelector('.crowd-bbox-image').naturalWidth === 400")
+    drag(page, image_point(page, 40, 60), image_point(page, 240, 160))
+    page.keyboard.press("2")
+    drag(page, image_point(page, 300, 200), image_point(page, 380, 280))
+    page.keyboard.press("Backspace")                     # the selected (second) box, by mistake
+    assert page.locator(".crowd-bbox").count() == 1
+    page.keyboard.press("Control+z")
+    assert page.locator(".crowd-bbox").count() == 2
+    page.mouse.click(*image_point(page, 140, 110))       # select the first box, nudge it twice
+    page.keyboard.press("Shift+ArrowRight")
+    page.keyboard.press("ArrowDown")
+    page.get_by_role("button", name="Undo").click()      # back one step: the nudge down
+    page.keyboard.press("Control+z")                     # and the nudge right
+    page.keyboard.press("Control+Shift+z")               # redo the nudge right
+    page.locator(".crowd-label-choice").first.click()    # the focus on a label button: keys still undo
+    page.keyboard.press("Control+z")
+    page.keyboard.press("Control+y")
+    page.get_by_role("button", name="Redo").click()      # the nudge down again
+    assert page.get_by_role("button", name="Redo").is_disabled()
+    page.keyboard.press("Control+Enter")
+    assert submitted(page, server) == {"boxes": {
+        "boundingBoxes": [
+            {"label": "car", "left": 50, "top": 61, "width": 200, "height": 100},
+            {"label": "person", "left": 300, "top": 200, "width": 80, "height": 80},
+        ],
+        "inputImageProperties": {"height": 300, "width": 400},
+    }}

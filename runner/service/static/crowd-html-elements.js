@@ -815,7 +815,15 @@
         this._zoomLabel,
         zoomButton('+', 'Zoom in (+)', function () { self._zoomBy(ZOOM_STEP); }),
         zoomButton('Fit', 'Fit the image (0)', function () { self._zoomTo(null); }));
-      var toolbar = h('div', { class: 'crowd-toolbar' }, this._labelBar, this._deleteButton, zoom);
+      // Undo / Redo (Ctrl+Z, Ctrl+Shift+Z or Ctrl+Y): every change of the boxes is a step.
+      this._undone = [];
+      this._redone = [];
+      this._undoButton = zoomButton('Undo', 'Undo (Ctrl+Z)', function () { self._history(self._undone, self._redone, 'Undone.'); });
+      this._redoButton = zoomButton('Redo', 'Redo (Ctrl+Shift+Z)', function () { self._history(self._redone, self._undone, 'Redone.'); });
+      this._undoButton.removeAttribute('aria-label');
+      this._redoButton.removeAttribute('aria-label');
+      var history = h('div', { class: 'crowd-zoom', role: 'group', 'aria-label': 'History' }, this._undoButton, this._redoButton);
+      var toolbar = h('div', { class: 'crowd-toolbar' }, this._labelBar, this._deleteButton, history, zoom);
 
       this._img = h('img', { class: 'crowd-bbox-image', draggable: 'false', alt: this.getAttribute('header') || 'Image to annotate' });
       this._layer = h('div', { class: 'crowd-bbox-layer' });
@@ -890,6 +898,50 @@
       });
       this._initialJSON = JSON.stringify(this._rounded());
       this._selectedIndex = -1;
+      this._snapshot = JSON.stringify(this._boxes);
+      this._undone = [];
+      this._redone = [];
+      this._syncHistory();
+    }
+
+    _changed() {
+      var now = JSON.stringify(this._boxes);
+      if (now !== this._snapshot) {
+        this._undone.push(this._snapshot);
+        this._redone = [];
+        this._snapshot = now;
+      }
+      this._syncHistory();
+      super._changed();
+    }
+
+    /** Undo (from the undone steps, to the redone) or redo (the other way round). */
+    _history(from, to, said) {
+      if (!from.length || this._drag) return;
+      to.push(JSON.stringify(this._boxes));
+      this._boxes = JSON.parse(from.pop());
+      this._snapshot = JSON.stringify(this._boxes);
+      this._selectedIndex = -1;
+      this._status.textContent = said;
+      this._render();
+      this._syncHistory();
+      super._changed();
+    }
+
+    _syncHistory() {
+      if (!this._undoButton) return;
+      this._undoButton.disabled = !this._undone.length;
+      this._redoButton.disabled = !this._redone.length;
+    }
+
+    /** Ctrl/Cmd+Z undoes, Ctrl/Cmd+Shift+Z and Ctrl/Cmd+Y redo; true when the key was one of them. */
+    _undoKey(e) {
+      if (!(e.ctrlKey || e.metaKey) || e.altKey) return false;
+      var key = e.key.toLowerCase();
+      if (key === 'z' && !e.shiftKey) this._history(this._undone, this._redone, 'Undone.');
+      else if (key === 'z' || key === 'y') this._history(this._redone, this._undone, 'Redone.');
+      else return false;
+      return true;
     }
 
     _natural() { return { w: this._img.naturalWidth || 0, h: this._img.naturalHeight || 0 }; }
@@ -1034,6 +1086,7 @@
     _showZoom() { this._zoomLabel.textContent = Math.round(this._scale() * 100) + '%'; }
 
     _onKey(e) {
+      if (this._undoKey(e)) return true;
       var n = Number(e.key);
       if (e.key.length === 1 && n >= 1 && n <= 9 && n <= this._labels.length) { this._setCurrent(n - 1); return true; }
       if (e.key === '+' || e.key === '=') { this._zoomBy(ZOOM_STEP); return true; }
@@ -1575,7 +1628,7 @@
   }
 
   // --------------------------------------------------------------------------------------------
-  // Global keys: Ctrl/Cmd+Enter submits; 1–9 (and 0, Delete, Escape, arrows) go to the annotation
+  // Global keys: Ctrl/Cmd+Enter submits; 1–9 (and 0, Delete, Escape, arrows, +, -, Ctrl/Cmd+Z and Y) go to the annotation
   // element that holds the focus, else to the first one on the page.
 
   var KEY_ELEMENTS = 'crowd-classifier, crowd-classifier-multi-select, crowd-image-classifier, ' +
@@ -1589,8 +1642,13 @@
       if (form && typeof form.submit === 'function') { e.preventDefault(); form.submit(); }
       return;
     }
-    if (e.ctrlKey || e.metaKey || e.altKey || isTypingTarget(e.target)) return;
+    if (isTypingTarget(e.target)) return;
     var target = (active && active.closest && active.closest(KEY_ELEMENTS)) || document.querySelector(KEY_ELEMENTS);
+    if ((e.ctrlKey || e.metaKey) && !e.altKey && /^[zy]$/i.test(e.key)) {  // undo / redo, where an element has them
+      if (target && target._crowdBuilt && typeof target._undoKey === 'function' && target._undoKey(e)) e.preventDefault();
+      return;
+    }
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
     if (target && target._crowdBuilt && typeof target._onKey === 'function' && target._onKey(e)) e.preventDefault();
   });
 
