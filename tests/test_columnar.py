@@ -542,6 +542,24 @@ def _columnar(path: Path, task: TaskType) -> Columnar | None:
     return Columnar.open(path, attribute=attr, task_type=task, labels=labels, settings=TransformsConfig())
 
 
+def test_duckdb_spills_where_collect_says_not_into_the_working_folder(tmp_path, monkeypatch):
+    # DuckDB's own default is .tmp in the working folder: a project folder would get one
+    task = TaskType.text_classification
+    path = manifest(tmp_path, task)
+    attr, _, labels = TYPES[task]
+    columnar = Columnar.open(path, attribute=attr, task_type=task, labels=labels, settings=TransformsConfig(),
+                             temp_directory=tmp_path / "spill")
+    assert columnar is not None
+    with columnar._connect(duckdb, 1) as con:
+        assert con.execute("SELECT current_setting('temp_directory')").fetchone()[0] == str(tmp_path / "spill")
+    # collect: a folder of the dataset's staging (backend.duckdb.temp_directory when set), gone after
+    monkeypatch.chdir(tmp_path)
+    output = c.Output(name="ds", manifest_uri=str(path), storage=None, task_type=task, attribute=attr, labels=labels)
+    c.collect([output], tmp_path / "ds", SETTINGS["defaults"], dataset="ds", provenance={})
+    assert not (tmp_path / ".tmp").exists() and ".spill" not in {p.name for p in (tmp_path / "ds").rglob("*")}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left either
+
+
 def test_lines_it_cannot_read_the_same_way_send_collect_to_the_python_path(tmp_path, caplog):
     task = TaskType.text_classification
     rng = random.Random(2)

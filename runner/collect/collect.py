@@ -561,7 +561,11 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
         outputs = [o.staged(staging, str(i), progress) for i, o in enumerate(outputs)]
         # no labels (output gtrun did not launch, given no --labels): they are read off the output, by
         # the columnar pass when it takes the output, else by the parser first
-        fast = columnar_of(outputs, settings, labels) if use_columnar else None
+        # DuckDB spills into backend.duckdb.temp_directory, else into the staging folder (its default,
+        # .tmp, is in the working folder)
+        engine = outputs[0].settings.backend.duckdb if outputs[0].settings is not None else DuckDBConfig()
+        spill = Path(engine.temp_directory) if engine.temp_directory else staging / ".spill"
+        fast = columnar_of(outputs, settings, labels, spill) if use_columnar else None
         task_type = next(iter(kinds)) or TaskType.custom
         if fast is not None:
             progress.at("reading with DuckDB")
@@ -665,9 +669,8 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
                                                                    if load_files else ""))
         data_files = sorted(written_files() - {transforms.DATABASE, "report.json"})
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gtrun-leaks") as pool:
-            engine = outputs[0].settings.backend.duckdb if outputs[0].settings is not None else DuckDBConfig()
             hashed = done[0].input_hashes if done is not None else None
-            leaks = pool.submit(split_leaks, work, load_files, engine, staging / ".spill",
+            leaks = pool.submit(split_leaks, work, load_files, engine, spill,
                                 hashes=(hashed, hashes) if hashed is not None else None) if load_files else None
             sums = file_checksums(work, data_files)
             found = leaks.result() if leaks is not None else None
@@ -1220,8 +1223,10 @@ def listed(objects: Iterable[LabeledObject], listing: Any) -> Iterator[LabeledOb
         yield obj
 
 
-def columnar_of(outputs: Sequence[Output], settings: TransformsConfig, labels: Sequence[str]) -> Any:
-    """The columnar reading of a single staged output (Output.staged) without worker answers, or None."""
+def columnar_of(outputs: Sequence[Output], settings: TransformsConfig, labels: Sequence[str],
+                spill: Path | None = None) -> Any:
+    """The columnar reading of a single staged output (Output.staged) without worker answers, or
+    None. `spill`: where DuckDB spills."""
     from runner.collect.columnar import Columnar
 
     out = outputs[0] if len(outputs) == 1 else None
@@ -1235,7 +1240,8 @@ def columnar_of(outputs: Sequence[Output], settings: TransformsConfig, labels: S
         return None  # answers come from the worker-response files: the Python path joins them
     engine = out.settings.backend.duckdb if out.settings is not None else DuckDBConfig()
     return Columnar.open(path, attribute=out.attribute, task_type=out.task_type, labels=labels,
-                         settings=settings, memory_limit=engine.memory_limit, threads=engine.threads)
+                         settings=settings, memory_limit=engine.memory_limit, threads=engine.threads,
+                         temp_directory=spill)
 
 
 MARKER = "gtrun-dataset.json"  # in a dataset's S3 folder: which dataset made its Athena table

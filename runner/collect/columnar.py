@@ -188,9 +188,10 @@ class Columnar:
 
     def __init__(self, manifest: Path, attribute: str, task_type: TaskType, labels: Sequence[str],
                  layout: Layout, settings: TransformsConfig, memory_limit: str, threads: int | None = None,
-                 line_bytes: float = 0) -> None:
+                 line_bytes: float = 0, temp_directory: Path | None = None) -> None:
         self.manifest, self.attribute, self.task_type, self.labels = manifest, attribute, task_type, list(labels)
         self.layout, self.settings, self.memory_limit, self.threads = layout, settings, memory_limit, threads
+        self.temp_directory = temp_directory  # where DuckDB spills (None: its own default, .tmp in the working folder)
         self.line_bytes = line_bytes  # the lines' average size in the first lines, when known
         self.batch_rows = batch_rows(line_bytes)
 
@@ -203,10 +204,10 @@ class Columnar:
     @classmethod
     def open(cls, manifest: Path, *, attribute: str, task_type: TaskType | None,
              labels: Sequence[str], settings: TransformsConfig, memory_limit: str = "140MB",
-             threads: int | None = None) -> Columnar | None:
+             threads: int | None = None, temp_directory: Path | None = None) -> Columnar | None:
         """The columnar reading of the manifest, or None when its first lines already need the
-        Python path (see the module doc). `memory_limit` and `threads`: DuckDB's
-        (backend.duckdb.memory_limit and threads; None: one per core)."""
+        Python path (see the module doc). `memory_limit`, `threads` and `temp_directory`: DuckDB's
+        (backend.duckdb's; threads None: one per core)."""
         if not cls.takes(task_type, settings) or not manifest.is_file():
             return None
         sample = [0, 0]  # lines, bytes
@@ -223,7 +224,7 @@ class Columnar:
         if layout is None or (key is not None and dict(layout.inputs).get(key) not in (str, int)):
             return None  # a split key that is not a string or integer field: the parser names the object
         return cls(manifest, attribute, task_type, labels, layout, settings, memory_limit, threads,
-                   line_bytes=sample[1] / max(sample[0], 1))
+                   line_bytes=sample[1] / max(sample[0], 1), temp_directory=temp_directory)
 
     def write(self, *, jsonl: Path | None, table: Path | None, listing: Path | None = None,
               hf: HfOutput | None = None, inputs: Path | None = None, progress: Progress | None = None) -> Result:
@@ -299,6 +300,8 @@ class Columnar:
         config: dict[str, Any] = {"memory_limit": self.memory_limit, "preserve_insertion_order": True}
         if threads:
             config["threads"] = threads
+        if self.temp_directory is not None:
+            config["temp_directory"] = str(self.temp_directory)
         con = duckdb.connect(config=config)
         # DuckDB reads ahead of Python into this buffer; a larger one uses the cores better while
         # Python writes a batch, and holds more rows (it is part of the memory limit)
