@@ -370,7 +370,7 @@ def test_an_answer_too_large_is_refused_before_it_is_read(service):
 
     r = httpx.post(url, content=stream(), headers={"Content-Type": "application/json"}, timeout=60)
     assert r.status_code == 413, r.text
-    assert "too large" in r.json()["message"] and "MB" in r.json()["message"]
+    assert "too large" in r.json()["message"] and "at most 4 MiB" in r.json()["message"]
     assert sent < 50 * 1024 * 1024  # refused while it came, not after all 100 MB were read
     declared = {"token": task["token"], "answer": {"crowd-classifier": {"label": "Positive", "note": padding * 100}}}
     r = httpx.post(url, json=declared, timeout=60)  # Content-Length says 100 MB: refused unread
@@ -483,6 +483,25 @@ def test_an_object_whose_files_could_not_be_written_is_finished_on_a_later_tick(
     assert wait_status(sm, "heal", "Completed") == "Completed"
     lines = (service.root / "b/jobs/heal/output/heal/manifests/output/output.manifest").read_text().splitlines()
     assert [json.loads(x)["label-metadata"]["class-name"] for x in lines] == ["Positive", "Negative"]
+
+
+def test_an_object_another_thread_is_finishing_keeps_its_retry_state(service):
+    """A request (an answer) and the ticker may both try an object; the one that finds it claimed
+    by the other left it out of the retries, so that when the other failed the object stayed
+    pending with nothing to try it again, and its job never ended."""
+    started(service, "race", TWEETS[:1])
+    blocker = block_writes(service.root, "race")
+    w = Worker(service.url)
+    assert w.answer("race", w.task("race"), {"crowd-classifier": {"label": "Positive"}}).status_code == 200
+    jobs, store = service.app.state.jobs, service.app.state.jobs.store
+    state = retry_state(jobs, "race")
+    assert store.claim("race", 0)  # another thread is finishing it ...
+    jobs.finish_object("race", 0, state[1])  # ... so this one leaves it, and its retry state, alone
+    assert retry_state(jobs, "race") == state
+    store.release("race", 0)  # the other thread failed too: the object is pending, still to be tried again
+    blocker.unlink()
+    jobs.tick(now=state[1])
+    assert jobs.retrying("race") == {} and not store.unfinished("race", 0)
 
 
 def test_a_job_does_not_end_over_an_object_it_could_not_finish(service, caplog):

@@ -295,7 +295,9 @@ class LabelingJobs:
         except Exception as exc:  # noqa: BLE001 - storage, disk, ...: the next ticks try again
             self._retry_later(name, object_id, now, exc)
             return False
-        with self._retries_lock:  # finished, or not pending any more (another thread has it)
+        if not finished and self.store.unfinished(name, object_id):
+            return True  # another thread is finishing it: its outcome keeps or drops the object's retry state
+        with self._retries_lock:  # finished, here or elsewhere
             tried = self._retries.pop((name, object_id), None)
         if tried is not None and finished:
             log.warning("job %s: object %s finished after %d failed tries", name, object_id, tried[0])

@@ -470,6 +470,11 @@ class JobStore:
                              "AND status = 'pending'", (name, object_id))
             return cur.rowcount == 1
 
+    def unfinished(self, name: str, object_id: int) -> bool:
+        """Whether the object is still to be finished: pending, or claimed by a thread finishing it."""
+        row = self._db.execute("SELECT status FROM objects WHERE job = ? AND object_id = ?", (name, object_id)).fetchone()
+        return row is not None and row["status"] in ("pending", "finishing")
+
     def release(self, name: str, object_id: int) -> None:
         """Give a claimed object back (its consolidation failed); it is retried later."""
         with self._tx() as db:
