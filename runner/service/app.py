@@ -151,7 +151,7 @@ class BodyTooLarge(Exception):
 def too_large(limit: int) -> Response:
     """The 413 for a body over `limit`, in the shape both the API's clients (`__type`) and the worker
     page (`message`) read."""
-    message = (f"The request body is too large: the labeling service takes at most {limit / 2**20:g} MB "
+    message = (f"The request body is too large: the labeling service takes at most {limit / 2**20:g} MiB "
                "(an answer, an API call or a preview); nothing of it was recorded.")
     # Connection: close: the server closes the connection after it, so that the client stops sending
     # the rest, which would otherwise be read (and thrown away) to keep the connection for another request
