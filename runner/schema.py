@@ -162,7 +162,7 @@ class BackendConfig:
 @dataclass
 class JobConfig:
     name: Optional[str] = None  # the preset's name (job=<name>)
-    labeling_job_name: Optional[str] = None  # fixed LabelingJobName; default: <dataset>-<time>-<hex>
+    labeling_job_name: Optional[str] = None  # fixed LabelingJobName; default: <dataset>-<date>-<time>-<hex>
 
 
 @dataclass
