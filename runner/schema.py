@@ -82,7 +82,7 @@ class WorkteamConfig:
 @dataclass
 class PricingConfig:
     usd_per_task: Optional[str] = None  # Decimal string, e.g. "0.036"; required for public
-    max_usd: Optional[str] = None  # budget guard for `run`
+    max_usd: Optional[str] = None  # budget guard: plan and run refuse an estimate above it
     usd_per_object_fee: str = "0.08"  # Ground Truth's own per-object charge
 
 
