@@ -295,10 +295,12 @@ def _act_on(handler: Any, signum: int, frame: Any) -> None:
 
 class MissingRefs:
     """A manifest sink (stream_manifest's) of the local backend that looks each line's s3://
-    source-ref up in the storage folder: a job whose images are not there shows workers none."""
+    source-ref up in the storage folder: a job whose images are not there shows workers none.
+    `pending`: the files run would copy to the storage first (source.assets), by URI: plan's."""
 
-    def __init__(self, storage: LocalStore) -> None:
+    def __init__(self, storage: LocalStore, pending: dict[str, Path] | None = None) -> None:
         self.storage = storage
+        self.pending = pending or {}
         self.lines = self.missing = 0
         self.first: tuple[int, str, str] | None = None  # (line, source-ref, where it was looked for)
 
@@ -318,7 +320,7 @@ class MissingRefs:
         try:
             path = self.storage.path(ref)
             where = str(path)
-            there = path.is_file()
+            there = path.is_file() or ref in self.pending
         except StoreError as exc:  # a key the storage cannot hold
             where, there = str(exc), False
         if not there:
@@ -503,8 +505,12 @@ class Pipeline:
         try:
             self.check_fields_used(parsed, fields)
             if self.backend.kind == "local":  # free here: every row is checked as run checks it
-                written = stream_manifest(self.backend.lines(src, query, fields), [])
+                refs = MissingRefs(self.storage, {uri: Path(f) for uri, f in self.asset_files()}) \
+                    if isinstance(self.storage, LocalStore) else None
+                written = stream_manifest(self.backend.lines(src, query, fields), [refs] if refs else [])
                 objects, line = written.objects, written.first_line
+                if refs is not None and objects:
+                    refs.check(objects)
             else:  # Athena's scans cost money: a plan runs only the count
                 objects = src.count(count_query(query, self.backend.dialect))
             if objects == 0:
@@ -677,15 +683,10 @@ class Pipeline:
         holds others is refused, every one named, before anything is copied: the jobs that showed
         the image there would show the new one. `before_upload` gets the hashes before anything is
         copied, and may raise to stop there (reproduce: the files must be the recorded ones)."""
-        assets = self.s.source.assets
-        if assets is None:
-            return {}
-        files = sorted(glob.glob(str(Path(assets.files).expanduser())))  # some: check_backend says so
-        prefix = assets.to if assets.to.endswith("/") else assets.to + "/"
         hashes, new, problems = {}, [], []
         first: dict[str, tuple[Path, str]] = {}  # object -> the file copied to it, and its sha256
-        for f in files:
-            path, uri = Path(f), prefix + Path(f).name
+        for uri, f in self.asset_files(every=True):
+            path = Path(f)
             digest = hashes[portable(f)] = sha256_file(path)
             other, other_digest = first.setdefault(uri, (path, digest))
             if other != path:  # two files of one name (images/*/*.png): one object
@@ -713,6 +714,24 @@ class Pipeline:
         for path, uri in new:
             self.storage.put_file(path, uri)
         return hashes
+
+    def asset_files(self, every: bool = False) -> list[tuple[str, str]]:
+        """(object URI, file as globbed) of each source.assets file, in name order: where
+        upload_assets copies it (by file name); `every`: also a second file of a name already
+        given (upload_assets compares their bytes)."""
+        assets = self.s.source.assets
+        if assets is None:
+            return []
+        files = sorted(glob.glob(str(Path(assets.files).expanduser())))  # some: check_backend says so
+        prefix = assets.to if assets.to.endswith("/") else assets.to + "/"
+        found: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        for f in files:
+            uri = prefix + Path(f).name
+            if every or uri not in seen:
+                found.append((uri, f))
+                seen.add(uri)
+        return found
 
     @contextlib.contextmanager
     def _progress(self) -> Iterator[Any]:

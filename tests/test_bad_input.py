@@ -564,3 +564,48 @@ def test_a_run_interrupted_at_create_can_still_reach_the_job_it_may_have_made(gt
     assert r.code == 0 and f"{name}: " in r.stdout, r.output
     r = gtrun("stop", str(run))
     assert r.code == 0 and f"{name}: Stopp" in r.stdout, r.output
+
+
+def _own_images(tmp_path, files: dict[str, bytes], listed: list[str]) -> list[str]:
+    """A bounding-box job of one's own images: `files` in images/, a CSV listing `listed`, and the
+    source and job config groups (in conf/) that copy the images and box them; the command line's args."""
+    (tmp_path / "images").mkdir()
+    for name, body in files.items():
+        (tmp_path / "images" / name).write_bytes(body)
+    (tmp_path / "images.csv").write_text("image_id,file\n" + "".join(f"{i},{n}\n" for i, n in enumerate(listed)),
+                                         encoding="utf-8")
+    (tmp_path / "conf" / "source").mkdir(parents=True)
+    (tmp_path / "conf" / "job").mkdir()
+    (tmp_path / "conf" / "source" / "mine.yaml").write_text(
+        "name: mine\ndatabase: db\ntable: images\ncolumns:\n  source-ref: \":prefix || file\"\n  image_id: image_id\n"
+        f"params:\n  prefix: s3://gtrun/mine/\norder_by: [image_id]\nfiles: ['{tmp_path / 'images.csv'}']\n"
+        f"assets:\n  files: '{tmp_path / 'images'}/*'\n  to: s3://gtrun/mine/\n", encoding="utf-8")
+    (tmp_path / "conf" / "job" / "mine.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /source: mine\n  - override /template: bounding_box\n"
+        "job:\n  name: mine\ntemplate:\n  labels: [cat, dog]\n", encoding="utf-8")
+    return ["--config-dir", str(tmp_path / "conf"), "job=mine"]
+
+
+def _png(size: tuple[int, int] = (40, 30)) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", size, "white").save(out, "PNG")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("verb", ["plan", "run"])
+def test_an_image_of_the_source_that_is_not_there_is_named_by_plan_as_by_run(gtrun, tmp_path, verb):
+    """plan reads every row as run does: a source-ref neither in the storage nor among the
+    source.assets files run would copy there is the same error, before anything is submitted."""
+    args = _own_images(tmp_path, {"a photo.png": _png()}, ["a photo.png", "gone é 猫.jpg"])
+    refused(gtrun, *args, verb=verb,
+            match="error: source.columns.source-ref: 1 of 2 manifest lines name an object that is not in the "
+                  "storage, so workers would see nothing (line 2: s3://gtrun/mine/gone é 猫.jpg, looked for at "
+                  f"{gtrun.storage / 'gtrun' / 'mine' / 'gone é 猫.jpg'})")
+    (tmp_path / "images.csv").write_text("image_id,file\n0,a photo.png\n", encoding="utf-8")
+    stored = gtrun.stored_objects()  # (run copied the images before it read the rows)
+    assert gtrun("plan", *args).code == 0  # an asset run would copy there is there for plan
+    assert gtrun.stored_objects() == stored  # plan copies nothing
