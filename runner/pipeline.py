@@ -296,13 +296,17 @@ def _act_on(handler: Any, signum: int, frame: Any) -> None:
 class MissingRefs:
     """A manifest sink (stream_manifest's) of the local backend that looks each line's s3://
     source-ref up in the storage folder: a job whose images are not there shows workers none.
-    `pending`: the files run would copy to the storage first (source.assets), by URI: plan's."""
+    `pending`: the files run would copy to the storage first (source.assets), by URI: plan's.
+    `images`: each one found must be an image (a box task's): a browser shows none of another
+    file, and its task cannot be answered."""
 
-    def __init__(self, storage: LocalStore, pending: dict[str, Path] | None = None) -> None:
+    def __init__(self, storage: LocalStore, pending: dict[str, Path] | None = None, images: bool = False) -> None:
         self.storage = storage
         self.pending = pending or {}
-        self.lines = self.missing = 0
+        self.images = images
+        self.lines = self.missing = self.unreadable = 0
         self.first: tuple[int, str, str] | None = None  # (line, source-ref, where it was looked for)
+        self.first_unreadable: tuple[int, str, str] | None = None  # (line, source-ref, path: what is wrong)
 
     def write(self, chunk: bytes) -> int:
         data = bytes(chunk)
@@ -327,24 +331,60 @@ class MissingRefs:
             self.missing += 1
             if self.first is None:
                 self.first = (self.lines, ref, where)
+        elif self.images:
+            path = path if path.is_file() else self.pending[ref]
+            problem = not_an_image(path)
+            if problem is not None:
+                self.unreadable += 1
+                if self.first_unreadable is None:
+                    self.first_unreadable = (self.lines, ref, f"{path}: {problem}")
 
     def seek(self, offset: int) -> int:  # START_OVER: the lines start again from the first
-        self.lines = self.missing = 0
-        self.first = None
+        self.lines = self.missing = self.unreadable = 0
+        self.first = self.first_unreadable = None
         return 0
 
     def truncate(self, size: int | None = None) -> int:
         return 0
 
     def check(self, objects: int) -> None:
-        """Raise when a line names an object that is not in the storage."""
-        if self.first is None:
-            return
-        line, ref, where = self.first
-        raise ConfigError("source.columns.source-ref", f"{self.missing:,} of {objects:,} manifest lines name an "
-                          f"object that is not in the storage, so workers would see nothing (line {line:,}: {ref}, "
-                          f"looked for at {where})", "check the source-ref column and its params (an image "
-                          "prefix, say), and source.assets, which copies the images into the storage")
+        """Raise when a line names an object that is not in the storage, or (`images`) a file that
+        is not an image: each kind counted, its first line named."""
+        problems = []
+        if self.first is not None:
+            line, ref, where = self.first
+            problems.append(ConfigError(
+                "source.columns.source-ref", f"{self.missing:,} of {objects:,} manifest lines name an object that "
+                f"is not in the storage, so workers would see nothing (line {line:,}: {ref}, looked for at {where})",
+                "check the source-ref column and its params (an image prefix, say), and source.assets, which "
+                "copies the images into the storage"))
+        if self.first_unreadable is not None:
+            line, ref, what = self.first_unreadable
+            problems.append(ConfigError(
+                "source.columns.source-ref", f"{self.unreadable:,} of {objects:,} manifest lines name a file that "
+                f"is not an image a browser can show, so workers could not box it (line {line:,}: {ref}, read at "
+                f"{what})", "give the job JPEG or PNG images (Ground Truth's formats for boxes), or leave these "
+                "rows out of the query"))
+        collect_errors(problems)
+
+
+def not_an_image(path: Path) -> str | None:
+    """What keeps `path` from being read as an image (its header is read, not its pixels), or None."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path):
+                return None
+    except Image.DecompressionBombError:  # an image, if a very large one: a browser may still show it
+        return None
+    except UnidentifiedImageError:
+        return "no image format recognised" if path.stat().st_size else "the file is empty"
+    except (OSError, ValueError, SyntaxError) as exc:
+        return str(exc) or type(exc).__name__
 
 
 class Pipeline:
@@ -505,7 +545,8 @@ class Pipeline:
         try:
             self.check_fields_used(parsed, fields)
             if self.backend.kind == "local":  # free here: every row is checked as run checks it
-                refs = MissingRefs(self.storage, {uri: Path(f) for uri, f in self.asset_files()}) \
+                refs = MissingRefs(self.storage, {uri: Path(f).absolute() for uri, f in self.asset_files()},
+                                   images=self.s.template.task_type is TaskType.bounding_box) \
                     if isinstance(self.storage, LocalStore) else None
                 written = stream_manifest(self.backend.lines(src, query, fields), [refs] if refs else [])
                 objects, line = written.objects, written.first_line
@@ -606,7 +647,8 @@ class Pipeline:
                 assets = self.upload_assets(before_upload)
                 # the job's own inputs, removed unless it is made (an object not written yet: nothing to remove)
                 stored.extend(self.uris[k] for k in ("manifest", "template", "labels"))
-                refs = MissingRefs(self.storage) if isinstance(self.storage, LocalStore) else None
+                refs = MissingRefs(self.storage, images=self.s.template.task_type is TaskType.bounding_box) \
+                    if isinstance(self.storage, LocalStore) else None
                 with self.storage.open_write(self.uris["manifest"]) as out, \
                         record.open("manifest.jsonl") as local, self._progress() as bump:
                     sinks: list[Sink] = [out, local, *([refs] if refs else [])]

@@ -609,3 +609,25 @@ def test_an_image_of_the_source_that_is_not_there_is_named_by_plan_as_by_run(gtr
     stored = gtrun.stored_objects()  # (run copied the images before it read the rows)
     assert gtrun("plan", *args).code == 0  # an asset run would copy there is there for plan
     assert gtrun.stored_objects() == stored  # plan copies nothing
+
+
+@pytest.mark.parametrize("verb", ["plan", "run"])
+def test_a_file_of_a_box_job_that_is_no_image_is_named_by_plan_and_run(gtrun, tmp_path, verb):
+    """A worker's browser shows no image of it, and the box task cannot be answered: the job would
+    wait for it until it expired. Each file that is not an image is counted, the first one named."""
+    files = {"a photo.png": _png(), "broken ü.jpg": b"not a JPEG at all", "empty.png": b""}
+    args = _own_images(tmp_path, files, list(files))
+    stored = gtrun.storage / "gtrun" / "mine"
+    where = tmp_path / "images" if verb == "plan" else stored  # plan reads the file run would copy
+    r = refused(gtrun, *args, verb=verb,
+                match="error: source.columns.source-ref: 2 of 3 manifest lines name a file that is not an image "
+                      "a browser can show, so workers could not box it (line 2: s3://gtrun/mine/broken ü.jpg, "
+                      f"read at {where / 'broken ü.jpg'}: ")
+    assert "hint: give the job JPEG or PNG images (Ground Truth's formats for boxes)" in r.stderr
+    # the files fixed (a large image too), the job goes ahead
+    (tmp_path / "images" / "empty.png").write_bytes(_png((3000, 2000)))
+    (tmp_path / "images" / "broken ü.jpg").unlink()
+    (tmp_path / "images.csv").write_text("image_id,file\n0,a photo.png\n1,empty.png\n", encoding="utf-8")
+    if verb == "run":
+        shutil.rmtree(stored)
+    assert gtrun(verb, *args).code == 0
