@@ -1169,3 +1169,57 @@ def test_merging_runs_with_other_labels_says_so_and_the_summary_says_what_filter
     assert r.code == 0, r.output
     assert "warning: the runs label with different labels after transforms.label_map: " in r.stdout
     assert ": Positive, Bad (transforms.label_map" in r.stdout, r.stdout
+
+
+def test_image_names_with_a_hash_or_a_question_mark_are_kept_from_run_to_dataset(gtrun, tmp_path):
+    """An S3 key may hold `#` and `?`: `s3://b/shot#1.png` is the object `shot#1.png`, not `shot`
+    with a fragment. Two such images were one object, `shot` (the second copy over the first), and
+    the datasets' copies lost their names and suffixes."""
+    import io
+
+    from PIL import Image
+
+    from tests.test_bad_input import _own_images
+
+    def png(width: int) -> bytes:
+        out = io.BytesIO()
+        Image.new("RGB", (width, 30), "white").save(out, "PNG")
+        return out.getvalue()
+
+    files = {"shot#1.png": png(40), "shot#2.png": png(50), "why?.png": png(60), "50% off.png": png(70)}
+    args = _own_images(tmp_path, files, list(files))
+    assert gtrun("run", *args, "transforms.split.train=1", "transforms.split.validation=0",
+                 "transforms.split.test=0", "transforms=[coco,yolo]").code == 0
+    (run,) = gtrun.runs()
+    stored = gtrun.storage / "gtrun" / "mine"
+    assert sorted(p.name for p in stored.iterdir()) == sorted(files)
+    name = read_json(run / "request.json")["LabelingJobName"]
+    with Service(gtrun.storage, port=0).running() as svc:
+        worker = Worker(svc.url)
+        for _ in files:
+            task = worker.task(name)
+            src = html.unescape(task["html"].split('src="/storage/', 1)[1].split('"', 1)[0])
+            image = worker.http.get("/storage/" + src)  # what the worker's browser is shown
+            assert image.status_code == 200, src
+            width = Image.open(io.BytesIO(image.content)).size[0]
+            box = {"label": "cat", "left": 10, "top": 5, "width": 10, "height": 10}
+            answer = {"boundingBox": {"boundingBoxes": [box], "inputImageProperties": {"width": width, "height": 30}}}
+            assert worker.answer(name, task, answer).status_code == 200
+        assert svc.app.state.jobs.describe(name)["LabelingJobStatus"] == "Completed"
+    out = [json.loads(x) for x in (gtrun.storage / "gtrun" / "jobs" / name / "output" / name / "manifests" / "output"
+                                   / "output.manifest").read_text().splitlines()]
+    # each image was shown as itself: its own width came back
+    assert {line["source-ref"].rsplit("/", 1)[1]: line["boxes"]["image_size"][0]["width"] for line in out} == \
+        {"shot#1.png": 40, "shot#2.png": 50, "why?.png": 60, "50% off.png": 70}
+    r = gtrun("collect", str(run))
+    assert r.code == 0, r.output
+    dataset = run / "dataset"
+    coco = read_json(dataset / "coco" / "train.json")
+    assert sorted(i["file_name"] for i in coco["images"]) == sorted(files)
+    assert sorted(p.name for p in (dataset / "coco" / "images").iterdir()) == sorted(files)
+    for image in coco["images"]:
+        assert (dataset / "coco" / "images" / image["file_name"]).read_bytes() == \
+            files[image["file_name"]], image
+    assert sorted(p.name for p in (dataset / "yolo" / "images" / "train").iterdir()) == sorted(files)
+    assert sorted(p.name for p in (dataset / "yolo" / "labels" / "train").iterdir()) == \
+        sorted(n.rsplit(".", 1)[0] + ".txt" for n in files)

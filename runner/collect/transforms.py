@@ -812,11 +812,29 @@ def _source_name(obj: LabeledObject, step: str) -> tuple[str, str]:
     if not ref:
         raise ConfigError(f"transforms.steps.{step}", f"object {obj.object_id!r} has no source-ref",
                           f"{step} needs image objects")
-    name = PurePosixPath(urlparse(ref).path).name
+    name = PurePosixPath(_uri_parts(ref)[2]).name
     if not name:
         raise ConfigError(f"transforms.steps.{step}",
                           f"object {obj.object_id!r}: source-ref {ref!r} names no file")
     return ref, name
+
+
+def _uri_parts(ref: str) -> tuple[str, str, str]:
+    """(scheme, host or bucket, path) of an image's URI. An s3:// URI's path is its key as it is
+    written (`#`, `?` and `%` are a key's characters there, as Ground Truth and the AWS tools read
+    it); another URI's is its URL path, less its query and fragment.
+
+    >>> _uri_parts("s3://b/shots/a#1?.png")
+    ('s3', 'b', '/shots/a#1?.png')
+    >>> _uri_parts("https://h/a.png?x=1#f")
+    ('https', 'h', '/a.png')
+    """
+    scheme, sep, rest = ref.partition("://")
+    if sep and scheme.lower() == "s3":
+        bucket, slash, key = rest.partition("/")
+        return "s3", bucket, slash + key
+    parsed = urlparse(ref)
+    return parsed.scheme, parsed.netloc, parsed.path
 
 
 def _clipped(box: Box, width: float, height: float) -> tuple[float, float, float, float] | None:
@@ -1807,9 +1825,9 @@ def image_names(refs: Sequence[str]) -> tuple[str, list[str]]:
     >>> image_names(["s3://b/imgs/a.jpg", "s3://c/imgs/a.jpg"])
     ('s3://', ['b/imgs/a.jpg', 'c/imgs/a.jpg'])
     """
-    parsed = [urlparse(ref) for ref in refs]
-    paths = [[u.netloc, *u.path.split("/")[1:]] if u.netloc else u.path.split("/") for u in parsed]
-    schemes = {u.scheme for u in parsed}
+    parsed = [_uri_parts(ref) for ref in refs]
+    paths = [[netloc, *path.split("/")[1:]] if netloc else path.split("/") for _, netloc, path in parsed]
+    schemes = {scheme for scheme, _, _ in parsed}
     common: list[str] = paths[0][:-1] if paths and len(schemes) == 1 else []
     for path in paths[1:]:
         n = 0
@@ -1904,8 +1922,8 @@ def yolo_name(ref: str, file_name: str, folders: bool) -> str:
     """
     if not folders:
         return file_name
-    parsed = urlparse(ref)
-    return parsed.netloc + parsed.path if parsed.netloc else parsed.path.lstrip("/")
+    _, netloc, path = _uri_parts(ref)
+    return netloc + path if netloc else path.lstrip("/")
 
 
 # data.yaml has no `path`: the folder the transform writes in is a staging folder that collect moves

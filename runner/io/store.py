@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Protocol
-from urllib.parse import urlparse
 
 from runner.errors import StoreError
 
@@ -23,14 +22,21 @@ BUCKET = re.compile(r"[a-z0-9][a-z0-9.\-]{0,62}")  # S3's rule, less its 3-chara
 
 
 def split_uri(uri: str) -> tuple[str, str]:
-    """`s3://bucket/key` -> (bucket, key)."""
-    parsed = urlparse(uri)
-    if parsed.scheme != "s3" or not parsed.netloc:
+    """`s3://bucket/key` -> (bucket, key). The key is the rest of the URI as it is written: an S3
+    key may hold `#`, `?` and `%`, which are not a URL's fragment, query or escapes here (as in the
+    AWS CLI and boto3).
+
+    >>> split_uri("s3://b/shots/a#1 b?.png")
+    ('b', 'shots/a#1 b?.png')
+    """
+    scheme, sep, rest = uri.partition("://")
+    bucket, _, key = rest.partition("/")
+    if scheme.lower() != "s3" or not sep or not bucket:
         raise StoreError(f"{uri!r} is not an s3://bucket/key URI")
-    if not BUCKET.fullmatch(parsed.netloc):
-        raise StoreError(f"{uri!r}: {parsed.netloc!r} is not a bucket name (lower-case letters, digits, "
+    if not BUCKET.fullmatch(bucket):
+        raise StoreError(f"{uri!r}: {bucket!r} is not a bucket name (lower-case letters, digits, "
                          "'.' and '-', starting with a letter or digit)")
-    return parsed.netloc, parsed.path[1:]
+    return bucket, key
 
 
 class Store(Protocol):
