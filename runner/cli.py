@@ -1054,7 +1054,7 @@ def collecting(what: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
 
 def collect_cmd(args: list[str]) -> int:
     from runner.collect import collect as c
-    from runner.collect.report import UNJUDGED, filtered_out_everything, skipped_lines
+    from runner.collect.report import UNJUDGED, filtered_out_everything, skipped_lines, split_leaks_said
     from runner.collect.transforms import HF_FOLDER, IMAGE_STEPS, label_map_typos
     from runner.schema import TaskType
 
@@ -1215,11 +1215,10 @@ def collect_cmd(args: list[str]) -> int:
     empty = filtered_out_everything(result["report"])
     if empty:
         out.print(f"  warning: {empty}")
-    leaks = result["report"].get("transforms", {}).get("split_leaks") or {}
-    if leaks.get("values"):
-        n, field = leaks["values"], leaks["field"]
-        out.print(f"  warning: {n:,} {field} value{'s are' if n != 1 else ' is'} in more than one split "
-                  f"({leaks['objects']:,} objects): transforms.split.key={field} keeps each in one split (see report.html)")
+    leaks = split_leaks_said(result["report"])
+    if leaks:
+        field = result["report"]["transforms"]["split_leaks"]["field"]
+        out.print(f"  warning: {leaks}: transforms.split.key={field} keeps each in one split (see report.html)")
     uneven = _uneven_split(settings.split, result["written"])
     if uneven:
         out.print(f"  warning: {uneven}")

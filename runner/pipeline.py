@@ -545,9 +545,7 @@ class Pipeline:
         try:
             self.check_fields_used(parsed, fields)
             if self.backend.kind == "local":  # free here: every row is checked as run checks it
-                refs = MissingRefs(self.storage, {uri: Path(f).absolute() for uri, f in self.asset_files()},
-                                   images=self.s.template.task_type is TaskType.bounding_box) \
-                    if isinstance(self.storage, LocalStore) else None
+                refs = self.missing_refs({uri: Path(f).absolute() for uri, f in self.asset_files()})
                 written = stream_manifest(self.backend.lines(src, query, fields), [refs] if refs else [])
                 objects, line = written.objects, written.first_line
                 if refs is not None and objects:
@@ -647,8 +645,7 @@ class Pipeline:
                 assets = self.upload_assets(before_upload)
                 # the job's own inputs, removed unless it is made (an object not written yet: nothing to remove)
                 stored.extend(self.uris[k] for k in ("manifest", "template", "labels"))
-                refs = MissingRefs(self.storage, images=self.s.template.task_type is TaskType.bounding_box) \
-                    if isinstance(self.storage, LocalStore) else None
+                refs = self.missing_refs()
                 with self.storage.open_write(self.uris["manifest"]) as out, \
                         record.open("manifest.jsonl") as local, self._progress() as bump:
                     sinks: list[Sink] = [out, local, *([refs] if refs else [])]
@@ -756,6 +753,13 @@ class Pipeline:
         for path, uri in new:
             self.storage.put_file(path, uri)
         return hashes
+
+    def missing_refs(self, pending: dict[str, Path] | None = None) -> MissingRefs | None:
+        """The check of each manifest line's source-ref in the local storage (images, for a box
+        task), `pending` the assets not copied yet; None on S3, where the images are the user's."""
+        if not isinstance(self.storage, LocalStore):
+            return None
+        return MissingRefs(self.storage, pending, images=self.s.template.task_type is TaskType.bounding_box)
 
     def asset_files(self, every: bool = False) -> list[tuple[str, str]]:
         """(object URI, file as globbed) of each source.assets file, in name order: where

@@ -680,8 +680,8 @@ def collect(outputs: Sequence[Output], out_dir: Path, settings: TransformsConfig
         files_sha256 = hashlib.sha256("".join(f"{path} {sums[path]['sha256']}\n" for _, path in load_files)
                                       .encode()).hexdigest() if load_files else None
         # with nothing to load, the folder it would load from, for the card to say why
-        loads_from = next((folder for step, folder in (("hf_datasets", transforms.HF_FOLDER), ("jsonl", "jsonl"))
-                           if step in written), None) if not load_files else None
+        loads_from = next((folder for step, folder, _ in transforms.LOAD_STEPS if step in written),
+                          None) if not load_files else None
         card = report.write_card(work, card_provenance, figures, load_files, files_sha256, loads_from=loads_from)
         figures["provenance"] = card_provenance  # report.json names the runs (each member) as the card does
         if card.parent != work:  # the collected folder is the dataset itself: its card is README.md
@@ -1041,41 +1041,36 @@ def split_leaks(folder: Path, load_files: Sequence[tuple[str, str]], engine: Duc
 
     Read from `hashes` (the field, and the columnar pass's file of each kept object's split and
     hash: Columnar.write's `inputs`), else from the files load_dataset loads (`load_files`: (split,
-    path in `folder`), hf/'s Parquet or jsonl/'s lines). Counted by DuckDB by a 64-bit hash of each
-    value, under backend.duckdb's memory limit, spilling into the folder `spill`. DuckDB's JSON
-    reader holds a line in buffers of twice its size, so jsonl lines it cannot read within the limit
-    (the parser's path takes manifest lines over the columnar pass's 4 MB) are hashed by Python, a
-    line at a time, into a file in `spill` (_hash_lines)."""
+    path in `folder`)): hf/'s Parquet by DuckDB, jsonl/'s lines by Python a line at a time into a
+    file in `spill` (_hash_lines; DuckDB's JSON reader holds a line in buffers of twice its size,
+    and the parser's path takes manifest lines of any size). Counted by DuckDB (LEAKS_SQL) by a
+    64-bit hash of each value, under backend.duckdb's memory limit, spilling into `spill`."""
     import duckdb
 
     config: dict[str, Any] = {"memory_limit": engine.memory_limit, "temp_directory": str(spill)}
     if engine.threads:
         config["threads"] = engine.threads
-    with duckdb.connect(config=config) as con:
-        con.execute("SET enable_progress_bar = false")
-        how = "the columnar pass's hashes" if hashes is not None else "the split files"
-        try:
-            found = (hashes[0], _parquet_rows(hashes[1])) if hashes is not None else _split_rows(con, folder, load_files)
-            counted = con.execute(LEAKS_SQL.format(rows=found[1])).fetchone() if found is not None else None
-        except duckdb.Error as exc:
-            if hashes is not None or load_files[0][1].endswith(".parquet"):
-                raise
-            log.info("collect: DuckDB cannot read %s's lines (%s): Python hashes them", load_files[0][1],
-                     str(exc).splitlines()[0])
-            spill.mkdir(parents=True, exist_ok=True)
-            pairs, how = spill / f".inputs.{uuid.uuid4().hex[:8]}.parquet", "the split files, read by Python"
-            try:
+    pairs = spill / f".inputs.{uuid.uuid4().hex[:8]}.parquet"  # _hash_lines' file
+    try:
+        with duckdb.connect(config=config) as con:
+            con.execute("SET enable_progress_bar = false")
+            found: tuple[str, str] | None
+            if hashes is not None:
+                found, how = (hashes[0], _parquet_rows(hashes[1])), "the columnar pass's hashes"
+            elif load_files[0][1].endswith(".parquet"):
+                found, how = _split_rows(con, folder, load_files), "the split files"
+            else:
+                spill.mkdir(parents=True, exist_ok=True)
                 name = _hash_lines(folder, load_files, pairs)
-                found = (name, _parquet_rows(pairs)) if name is not None else None
-                counted = con.execute(LEAKS_SQL.format(rows=found[1])).fetchone() if found is not None else None
-            finally:
-                pairs.unlink(missing_ok=True)
-    if found is None:
-        return None
-    field_name, (values, objects) = found[0], counted or (0, 0)
-    log.info("collect: %d %s values in more than one split (%d objects), counted from %s", values, field_name,
+                found, how = (name, _parquet_rows(pairs)) if name is not None else None, "the split files"
+            if found is None:
+                return None
+            values, objects = con.execute(LEAKS_SQL.format(rows=found[1])).fetchone() or (0, 0)
+    finally:
+        pairs.unlink(missing_ok=True)
+    log.info("collect: %d %s values in more than one split (%d objects), counted from %s", values, found[0],
              objects, how)
-    return {"field": field_name, "values": int(values), "objects": int(objects)}
+    return {"field": found[0], "values": int(values), "objects": int(objects)}
 
 
 def _parquet_rows(path: Path) -> str:
@@ -1083,16 +1078,21 @@ def _parquet_rows(path: Path) -> str:
     return f"SELECT s, h FROM read_parquet({sql_string(str(path))})"
 
 
+def _leak_field(names: Iterable[str]) -> str | None:
+    """The field of transforms.LEAK_FIELDS among the split files' `names`, if any."""
+    seen = set(names)
+    return next((f for f in transforms.LEAK_FIELDS if f in seen), None)
+
+
 def _hash_lines(folder: Path, load_files: Sequence[tuple[str, str]], into: Path) -> str | None:
-    """The jsonl split files' (s, h) rows as _split_rows has them (h: a 64-bit BLAKE2b of the
-    value), read by Python a line at a time and written to the Parquet file `into`; the field of
-    transforms.LEAK_FIELDS they have, or None (no file written)."""
+    """The jsonl split files' (s: the split's position in `load_files`, h: a 64-bit BLAKE2b of the
+    field's value, rows without one left out), read a line at a time and written to the Parquet
+    file `into`; the field of transforms.LEAK_FIELDS they have, or None (no file written)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     with (folder / load_files[0][1]).open("rb") as lines:
-        names = {k for line in islice(lines, 1000) if line.strip() for k in orjson.loads(line)}
-    field_name = next((f for f in transforms.LEAK_FIELDS if f in names), None)
+        field_name = _leak_field(k for line in islice(lines, 1000) if line.strip() for k in orjson.loads(line))
     if field_name is None:
         return None
     schema = pa.schema([("s", pa.int8()), ("h", pa.uint64())])
@@ -1128,22 +1128,16 @@ WHERE f.h IS NOT NULL OR o.apart
 
 
 def _split_rows(con: Any, folder: Path, load_files: Sequence[tuple[str, str]]) -> tuple[str, str] | None:
-    """(the input field of transforms.LEAK_FIELDS the split files have, SQL of their rows' (s: the
-    split's position in `load_files`, h: the field's value's hash, NULL without one)), or None."""
-    parquet = load_files[0][1].endswith(".parquet")
+    """(the field of transforms.LEAK_FIELDS the Parquet split files have, SQL of their rows' (s: the
+    split's position in `load_files`, h: the field's value's hash; rows without one left out)), or None."""
     first = sql_string(str(folder / load_files[0][1]))
-    if parquet:
-        names = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM read_parquet({first})").fetchall()}
-    else:
-        names = {k for row in con.execute(f"SELECT json_keys(json) FROM read_ndjson_objects({first}) LIMIT 1000")
-                 .fetchall() for k in row[0]}
-    field_name = next((f for f in transforms.LEAK_FIELDS if f in names), None)
+    field_name = _leak_field(row[0] for row in con.execute(f"DESCRIBE SELECT * FROM read_parquet({first})").fetchall())
     if field_name is None:
         return None
-    value = sql_name(field_name) if parquet else f"json_extract_string(json, {sql_string('$.' + json.dumps(field_name))})"
-    reader = "read_parquet" if parquet else "read_ndjson_objects"
-    return field_name, " UNION ALL ".join(f"SELECT {i} AS s, hash({value}) AS h FROM {reader}({sql_string(str(folder / path))}) "
-                                          f"WHERE {value} IS NOT NULL" for i, (_, path) in enumerate(load_files))
+    value = sql_name(field_name)
+    return field_name, " UNION ALL ".join(f"SELECT {i} AS s, hash({value}) AS h FROM read_parquet("
+                                          f"{sql_string(str(folder / path))}) WHERE {value} IS NOT NULL"
+                                          for i, (_, path) in enumerate(load_files))
 
 
 def file_checksums(folder: Path, names: Iterable[str]) -> dict[str, dict[str, Any]]:

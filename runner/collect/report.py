@@ -639,6 +639,20 @@ def filtered_out_everything(report: Mapping[str, Any]) -> str | None:
     return text
 
 
+def split_leaks_said(report: Mapping[str, Any]) -> str | None:
+    """"<n> <field> values are in more than one split (<m> objects)", from report.json's
+    transforms.split_leaks, or None when there are none.
+
+    >>> split_leaks_said({"transforms": {"split_leaks": {"field": "source", "values": 1, "objects": 2}}})
+    '1 source value is in more than one split (2 objects)'
+    """
+    leaks = (report.get("transforms") or {}).get("split_leaks") or {}
+    n = leaks.get("values")
+    if not n:
+        return None
+    return f"{n:,} {leaks['field']} value{'s are' if n != 1 else ' is'} in more than one split ({leaks['objects']:,} objects)"
+
+
 def dataset_notes(report: Mapping[str, Any]) -> list[str]:
     """Sentences on what collect did to the output (the transforms' filters and label_map) and,
     for a sweep, which members it left out and which objects more than one member has, and which
@@ -663,11 +677,10 @@ def dataset_notes(report: Mapping[str, Any]) -> list[str]:
     for step, found in (transforms.get("problems") or {}).items():
         notes.append(f"{step}: {found['count']:,} problem{'s' if found['count'] != 1 else ''} writing its files "
                      f"(the first: {found['first'][0]}).")
-    leaks = transforms.get("split_leaks") or {}
-    if leaks.get("values"):
-        n, field = leaks["values"], leaks["field"]
-        notes.append(f"{n:,} {field} value{'s are' if n != 1 else ' is'} in more than one split ({leaks['objects']:,} "
-                     "objects): a model would be tested on inputs it was trained on. hint: "
+    leaks = split_leaks_said(report)
+    if leaks:
+        field = transforms["split_leaks"]["field"]
+        notes.append(f"{leaks}: a model would be tested on inputs it was trained on. hint: "
                      f"transforms.split.key={field} puts every object with the same {field} in one split.")
     label_map = transforms.get("label_map")
     if label_map:

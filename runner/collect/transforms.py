@@ -1433,6 +1433,10 @@ def write_hf_datasets(objects: Iterable[LabeledObject], out_dir: Path, *, labels
 LEAK_FIELDS = ("source", "source-ref")  # the input a model reads, a text or an image (collect.split_leaks)
 
 
+# the steps whose files datasets.load_dataset loads, in the order load_files prefers them: (step, folder, suffix)
+LOAD_STEPS = (("hf_datasets", HF_FOLDER, "parquet"), ("jsonl", "jsonl", "jsonl"))
+
+
 def load_files(written: Mapping[str, WrittenFiles]) -> list[tuple[str, str]]:
     """(split, path in the dataset) of the files `datasets.load_dataset` is to load from the
     dataset's folder (the card's `configs`): hf_datasets' Parquet, else the jsonl files; only the
@@ -1441,7 +1445,7 @@ def load_files(written: Mapping[str, WrittenFiles]) -> list[tuple[str, str]]:
     >>> load_files({"jsonl": WrittenFiles(counts={"train": 8, "validation": 2, "test": 0})})
     [('train', 'jsonl/train.jsonl'), ('validation', 'jsonl/validation.jsonl')]
     """
-    for step, folder, suffix in (("hf_datasets", HF_FOLDER, "parquet"), ("jsonl", "jsonl", "jsonl")):
+    for step, folder, suffix in LOAD_STEPS:
         files = written.get(step)
         if files is not None:
             return [(s, f"{folder}/{s}.{suffix}") for s in SPLITS if files.counts.get(s)]
